@@ -1,0 +1,167 @@
+"""Tiny models and datasets the project makes offline, in seconds.
+
+Used by the README's demo, the test suite and the embedded zoo's smoke
+schedule: a BERT with a real WordPiece tokenizer over a small vocabulary, and
+small labelled datasets whose labels are learnable from the words, so that a
+few training steps move the metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable
+from pathlib import Path
+
+POSITIVE = "good great excellent wonderful superb brilliant moving delightful charming fun".split()
+NEGATIVE = "bad awful terrible boring dull poor weak tedious clumsy bland".split()
+NEUTRAL = (
+    "the a an this that movie film story plot cast acting script scene ending music "
+    "was is were felt looked very quite rather really and but with of to in on it its "
+    "director actor actress performance character characters visuals pacing dialogue"
+).split()
+ENTITIES = {
+    "PER": "alice bob carol dave erin frank".split(),
+    "LOC": "paris london berlin tokyo madrid rome".split(),
+    "ORG": "acme globex initech umbrella hooli vandelay".split(),
+}
+QA_FILLER = "who where what lives works visited company city person met in at for".split()
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def vocabulary() -> list[str]:
+    """Special tokens, punctuation, every fixture word, and a few subword pieces."""
+    words: list[str] = []
+    for group in (POSITIVE, NEGATIVE, NEUTRAL, QA_FILLER, *ENTITIES.values()):
+        words.extend(group)
+    pieces = ["##s", "##ed", "##ing", "##ly", "##er", "##est"]
+    punct = list(".,!?;:'\"()-")
+    seen: dict[str, None] = dict.fromkeys(SPECIAL_TOKENS + punct + words + pieces)
+    return list(seen)
+
+
+def write_tokenizer(directory: str | Path) -> None:
+    """Writes a real BERT WordPiece tokenizer (all files) into `directory`."""
+    from transformers import AutoTokenizer
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab_file = directory / "vocab.txt"
+    vocab_file.write_text("\n".join(vocabulary()) + "\n")
+    # Loading from a folder holding only vocab.txt builds the fast WordPiece
+    # tokenizer the same way across transformers 4.x and 5.x.
+    (directory / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "BertTokenizer", "do_lower_case": True})
+    )
+    tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    tokenizer.save_pretrained(str(directory))
+
+
+def make_tiny_bert(
+    directory: str | Path,
+    task: str = "text-classification",
+    num_labels: int = 2,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    sparsity: float = 0.0,
+    seed: int = 0,
+    id2label: dict[int, str] | None = None,
+    problem_type: str | None = None,
+) -> Path:
+    """Creates and saves a tiny random BERT (and tokenizer) for `task`.
+
+    Args:
+        directory: where `save_pretrained` writes the model and tokenizer.
+        task: text-classification, token-classification, question-answering
+            or masked-language-modeling.
+        num_labels: head size for the classification tasks.
+        hidden_size: 32-128 keeps tests fast.
+        num_layers: encoder depth.
+        sparsity: fraction of each prunable weight (Linear/Embedding `.weight`
+            in the encoder and embeddings) set to exactly zero by magnitude,
+            to stand in for a pre-sparsified upstream model.
+        seed: torch seed for reproducible weights.
+        id2label: optional label names for the head.
+        problem_type: e.g. ``multi_label_classification`` or ``regression``.
+    """
+    import torch
+    from transformers import (
+        AutoModelForMaskedLM,
+        AutoModelForQuestionAnswering,
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+        BertConfig,
+    )
+
+    torch.manual_seed(seed)
+    directory = Path(directory)
+    write_tokenizer(directory)
+    config = BertConfig(
+        vocab_size=len(vocabulary()),
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=max(1, hidden_size // 32),
+        intermediate_size=hidden_size * 2,
+        max_position_embeddings=512,
+        num_labels=num_labels,
+    )
+    if id2label is not None:
+        config.id2label = {int(k): v for k, v in id2label.items()}
+        config.label2id = {v: int(k) for k, v in id2label.items()}
+    if problem_type is not None:
+        config.problem_type = problem_type
+    model_classes = {
+        "text-classification": AutoModelForSequenceClassification,
+        "token-classification": AutoModelForTokenClassification,
+        "question-answering": AutoModelForQuestionAnswering,
+        "masked-language-modeling": AutoModelForMaskedLM,
+    }
+    model = model_classes[task].from_config(config)
+    if sparsity > 0:
+        prune_by_magnitude(model, sparsity, prefix="bert.")
+    model.save_pretrained(str(directory))
+    return directory
+
+
+def prune_by_magnitude(model, sparsity: float, prefix: str = "") -> None:
+    """Zeros the smallest-magnitude `sparsity` fraction of every prunable weight.
+
+    Exactly ``round(sparsity * numel)`` zeros per tensor (ties broken by index),
+    so tests can compare zero counts exactly.
+    """
+    import torch
+
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if not name.startswith(prefix.rstrip(".")):
+                continue
+            if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
+                weight = module.weight
+                k = round(sparsity * weight.numel())
+                if k == 0:
+                    continue
+                order = weight.detach().abs().flatten().argsort(stable=True)
+                flat = weight.data.view(-1)
+                flat[order[:k]] = 0.0
+
+
+def sentiment_rows(n: int, seed: int = 0) -> list[dict]:
+    """Binary sentiment sentences; the label follows the sentiment words."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = i % 2
+        words = rng.sample(NEUTRAL, 5) + rng.sample(POSITIVE if label else NEGATIVE, 2)
+        rng.shuffle(words)
+        rows.append({"sentence": " ".join(words) + " .", "label": label})
+    return rows
+
+
+def write_jsonl(rows: Iterable[dict], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+    return path
