@@ -105,7 +105,9 @@ class Modifier:
         known = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
         for name in fields:
             if name not in known:
-                raise FieldError(name, f"unknown field; {cls.recipe_name} accepts: {', '.join(sorted(known))}")
+                raise FieldError(
+                    name, f"unknown field; {cls.recipe_name} accepts: {', '.join(sorted(known))}"
+                )
         kwargs = {}
         for name, f in known.items():
             if name not in fields:
@@ -125,7 +127,9 @@ class Modifier:
         start = getattr(self, "start_epoch", None)
         end = getattr(self, "end_epoch", None)
         if isinstance(start, (int, float)) and start < 0 and start != -1:
-            raise FieldError("start_epoch", f"must be >= 0 (or -1 for 'from the start'), got {start}")
+            raise FieldError(
+                "start_epoch", f"must be >= 0 (or -1 for 'from the start'), got {start}"
+            )
         if isinstance(end, (int, float)) and end < 0 and end != -1:
             raise FieldError("end_epoch", f"must be >= 0 (or -1 for 'until the end'), got {end}")
         if (
@@ -135,6 +139,14 @@ class Modifier:
             and start > end
         ):
             raise FieldError("end_epoch", f"end_epoch {end} is before start_epoch {start}")
+
+    def active(self, epoch: float) -> bool:
+        """Whether `epoch` lies in ``[start_epoch, end_epoch)`` (-1 = open ended)."""
+        start = getattr(self, "start_epoch", -1.0)
+        end = getattr(self, "end_epoch", -1.0)
+        if start is not None and start != -1 and epoch < start:
+            return False
+        return end is None or end == -1 or epoch < end
 
     def resolved_fields(self) -> dict[str, Any]:
         """The recipe-facing view: every field under its recipe name."""

@@ -2,23 +2,77 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
+from typing import Any
 
-from sparse_transfer.modifiers.base import FieldError, Modifier, register_modifier
+from sparse_transfer.modifiers.base import Event, FieldError, Modifier, register_modifier
+
+logger = logging.getLogger(__name__)
+
+
+def decaying_groups(optimizer: Any, decay_param_ids: set[int] | None) -> list[int]:
+    """Indices of the param groups that decay (HF grouping: not bias / LayerNorm).
+
+    Uses the trainer's decay-parameter set when known (robust when the CLI's
+    weight decay is 0 and both HF groups start at 0), else groups with a
+    non-zero weight decay, else every group.
+    """
+    groups = optimizer.param_groups
+    if decay_param_ids is not None:
+        return [
+            i
+            for i, g in enumerate(groups)
+            if g["params"] and all(id(p) in decay_param_ids for p in g["params"])
+        ]
+    nonzero = [i for i, g in enumerate(groups) if g.get("weight_decay", 0)]
+    if nonzero:
+        return nonzero
+    logger.warning(
+        "SetWeightDecayModifier: cannot tell decaying param groups apart; applying to all groups"
+    )
+    return list(range(len(groups)))
 
 
 @register_modifier("SetWeightDecayModifier")
 @dataclass
 class SetWeightDecayModifier(Modifier):
-    """Sets `weight_decay` from `start_epoch` on groups that decay (not bias/LayerNorm)."""
+    """Sets `weight_decay` from `start_epoch` on groups that decay (not bias/LayerNorm).
+
+    `param_groups` (indices into the optimizer's groups) overrides the choice.
+    `end_epoch` is accepted for SparseML compatibility; the value stays set.
+    """
 
     weight_decay: float
     start_epoch: float = -1.0
     param_groups: list[int] | None = None
     end_epoch: float = -1.0
     constant_logging: bool = False
+    _applied: bool = field(default=False, init=False, repr=False, compare=False)
 
     def validate(self) -> None:
         super().validate()
         if self.weight_decay < 0:
             raise FieldError("weight_decay", f"must be >= 0, got {self.weight_decay}")
+
+    def initialize(self, state: Any) -> None:
+        self._applied = False
+        self._apply(state)
+
+    def on_event(self, event: Event, state: Any) -> None:
+        if event is Event.OPTIMIZER_PRE_STEP and not self._applied:
+            self._apply(state)
+
+    def _apply(self, state: Any) -> None:
+        if state.optimizer is None or self._applied:
+            return
+        if self.start_epoch != -1 and state.epoch < self.start_epoch:
+            return
+        groups = self.param_groups
+        if groups is None:
+            groups = decaying_groups(state.optimizer, state.decay_param_ids)
+        for i in groups:
+            if not 0 <= i < len(state.optimizer.param_groups):
+                raise FieldError("param_groups", f"index {i} out of range")
+            state.optimizer.param_groups[i]["weight_decay"] = self.weight_decay
+        self._applied = True
