@@ -43,15 +43,44 @@ def _reject_local_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> 
 RecipeLoader.add_multi_constructor("!", _reject_local_tag)
 
 
+#: Most nodes a recipe may expand to once aliases are followed ("billion laughs" guard).
+MAX_EXPANDED_NODES = 100_000
+
+
 def compose(text: str, source: str) -> yaml.Node | None:
     """Parses YAML text into its node tree (one document); returns None when empty."""
     loader = RecipeLoader(text)
     try:
-        return loader.get_single_node()
+        node = loader.get_single_node()
     except yaml.YAMLError as exc:
         raise RecipeError(f"{source}: invalid YAML: {_yaml_message(exc, source)}") from None
     finally:
         loader.dispose()
+    if node is not None and _expanded_size(node, {}, source) > MAX_EXPANDED_NODES:
+        raise RecipeError(
+            f"{source}: recipe expands to more than {MAX_EXPANDED_NODES} values through "
+            "aliases; refusing to load it"
+        )
+    return node
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int | None], source: str) -> int:
+    """Number of nodes after alias expansion (memoised, so shared subtrees cost once)."""
+    if id(node) in memo:
+        size = memo[id(node)]
+        if size is None:
+            raise RecipeError(f"{source}:{line_of(node)}: a value contains an alias of itself")
+        return size
+    memo[id(node)] = None  # in progress: meeting it again means a recursive alias
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(n, memo, source) for n in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(
+            _expanded_size(k, memo, source) + _expanded_size(v, memo, source) for k, v in node.value
+        )
+    memo[id(node)] = size = min(size, MAX_EXPANDED_NODES + 1)
+    return size
 
 
 def construct(node: yaml.Node, source: str) -> Any:

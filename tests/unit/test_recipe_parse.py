@@ -440,6 +440,7 @@ def test_errors_in_a_string_recipe_name_the_string_source():
             "<string>:4: EpochRangeModifier .* field 'end_epoch': given twice",
         ),
         ("modifiers:\n  - !EpochRangeModifier [1]\n", "its fields must be a mapping"),
+        ("a: &a [1, *a]\n", "<string>:1: a value contains an alias of itself"),
     ],
 )
 def test_structural_errors(text, match):
@@ -525,3 +526,14 @@ def test_every_recipe_in_the_repository_validates(path):
 def test_the_repository_recipe_scan_finds_the_builtins():
     names = {p.name for p in _repo_recipes()}
     assert {"sst2_pruned90_quant.yaml", "dense_teacher.yaml"} <= names
+
+
+def test_alias_bomb_is_refused_quickly():
+    import time
+
+    lines = ["a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    start = time.perf_counter()
+    with pytest.raises(RecipeError, match="expands to more than"):
+        load_recipe("\n".join(lines) + "\n")
+    assert time.perf_counter() - start < 2
