@@ -1,0 +1,25 @@
+"""KFP v2 components: one module per pipeline step, each a thin wrapper over `sparse_transfer.pipeline.steps`.
+
+Components import kfp at module level and the library only inside their
+function bodies (the function body is what runs in the container).
+"""
+
+from components.configure_training import configure_training
+from components.evaluate import evaluate
+from components.export_onnx import export_onnx
+from components.fetch_data import fetch_data
+from components.fetch_model import fetch_model
+from components.publish import publish
+from components.sparse_transfer_step import sparse_transfer
+from components.train_teacher import train_teacher
+
+__all__ = [
+    "configure_training",
+    "evaluate",
+    "export_onnx",
+    "fetch_data",
+    "fetch_model",
+    "publish",
+    "sparse_transfer",
+    "train_teacher",
+]

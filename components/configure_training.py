@@ -1,0 +1,34 @@
+"""Step: the reference's training flags (pipeline parameters) -> one validated dict."""
+
+from kfp import dsl
+
+from components._image import COMPONENT_OPTIONS
+
+
+@dsl.component(**COMPONENT_OPTIONS)
+def configure_training(
+    task: str,
+    max_seq_length: int = 128,
+    doc_stride: int = 128,
+    preprocessing_num_workers: int = 6,
+    per_device_train_batch_size: int = 32,
+    per_device_eval_batch_size: int = 32,
+    gradient_accumulation_steps: int = 1,
+    fp16: bool = True,
+    seed: int = 42,
+    evaluation_strategy: str = "epoch",
+    eval_steps: int = 0,
+    logging_steps: int = 500,
+    logging_first_step: bool = False,
+    save_strategy: str = "epoch",
+    save_steps: int = 500,
+    save_total_limit: int = 1,
+    max_steps: int = -1,
+    max_train_samples: int = 0,
+    max_eval_samples: int = 0,
+) -> dict:
+    """Validates the flags before anything heavy runs; zero/-1 limits mean "unset"."""
+    from sparse_transfer.pipeline.options import training_options
+
+    options = dict(locals())
+    return training_options(options.pop("task"), **options)

@@ -1,0 +1,41 @@
+"""Step: dense fine-tune of the teacher (the reference's "dense teacher creation")."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from components._image import COMPONENT_OPTIONS
+
+
+@dsl.component(**COMPONENT_OPTIONS)
+def train_teacher(
+    task: str,
+    base_model: Input[Model],
+    dataset: Input[Dataset],
+    recipe: str,
+    training_args: dict,
+    teacher: Output[Model],
+    metrics: Output[Metrics],
+    recipe_args: str = "",
+    seed: int = -1,
+    zoo_root: str = "",
+    accelerator_type: str = "",
+    accelerator_limit: int = 0,
+):
+    """Fine-tunes `base_model` densely with `recipe` (no teacher of its own).
+
+    Args:
+        seed: overrides the run's seed when >= 0 (the reference's teacher used 20811).
+        accelerator_type / accelerator_limit: recorded only; the pipeline sets the
+            GPU request from the same parameters.
+    """
+    from sparse_transfer.pipeline.metrics import numeric_metrics
+    from sparse_transfer.pipeline.steps import train_step
+
+    args = dict(training_args, **({"seed": seed} if seed >= 0 else {}))
+    summary = train_step(
+        task, base_model.path, teacher.path, dataset.path,
+        recipe=recipe, recipe_args=recipe_args, training_args=args, zoo=zoo_root,
+    )  # fmt: skip
+    for name, value in numeric_metrics(summary.get("metrics", {})).items():
+        metrics.log_metric(name, value)
+    teacher.metadata.update({"task": task, "recipe": recipe, "accelerator": accelerator_type})

@@ -1,0 +1,125 @@
+"""The Markdown report the publish step leaves in the KFP UI.
+
+One page answers "should this model ship?": headline metrics of the sparse
+model (PyTorch and ONNX) next to the dense teacher, the gate's checks, the
+ONNX model size and latency, and the sparsity of every prunable layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sparse_transfer.pipeline.gate import GateResult, points
+from sparse_transfer.pipeline.metrics import find_metric, numeric_metrics
+
+# Bookkeeping numbers that are not quality metrics.
+_SKIP = ("runtime", "samples_per_second", "steps_per_second", "epoch", "loss")
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def _metric_names(*results: Mapping[str, Any]) -> list[str]:
+    names: dict[str, None] = {}
+    for result in results:
+        for key in numeric_metrics(result):
+            bare = key.removeprefix("eval_")
+            if not any(skip in bare for skip in _SKIP):
+                names[bare] = None
+    return sorted(names)
+
+
+def _bytes(n: int | float | None) -> str:
+    if n is None:
+        return "–"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def render_report(
+    *,
+    title: str,
+    task: str,
+    torch_metrics: Mapping[str, Any],
+    onnx_metrics: Mapping[str, Any] | None = None,
+    teacher_metrics: Mapping[str, Any] | None = None,
+    sparsity: Mapping[str, Any] | None = None,
+    export: Mapping[str, Any] | None = None,
+    gate: GateResult | None = None,
+    published: str | None = None,
+) -> str:
+    """Renders the report.
+
+    Args:
+        title: first heading (e.g. the model being published).
+        task: task name.
+        torch_metrics / onnx_metrics / teacher_metrics: evaluation results.
+        sparsity: `sparse_transfer.training.sparsity_report` output.
+        export: export step facts: ``model_size_bytes``, ``latency_ms`` (batch 1),
+            ``sequence_length``, ``onnx_file``.
+        gate: the publish decision.
+        published: the zoo stub pushed to, or None when nothing was published.
+    """
+    onnx_metrics = onnx_metrics or {}
+    teacher_metrics = teacher_metrics or {}
+    lines = [f"# {title}", "", f"Task: `{task}`", ""]
+    if gate is not None:
+        verdict = f"published to `{published}`" if published else "not published"
+        lines += [f"## Gate: {'PASSED' if gate.passed else 'BLOCKED'} ({verdict})", ""]
+        lines += [f"- ✅ {text}" for text in gate.checks]
+        lines += [f"- ❌ {text}" for text in gate.failures]
+        lines.append("")
+    lines += [
+        "## Metrics",
+        "",
+        "| metric | sparse (PyTorch) | sparse (ONNX) | dense teacher | Δ vs teacher (points) |",
+    ]
+    lines.append("|---|---|---|---|---|")
+    for name in _metric_names(torch_metrics, onnx_metrics, teacher_metrics):
+        mine = find_metric(torch_metrics, name)
+        shipped = find_metric(onnx_metrics, name)
+        teacher = find_metric(teacher_metrics, name)
+        candidate = shipped if shipped is not None else mine
+        delta = (
+            "–"
+            if candidate is None or teacher is None
+            else f"{points(candidate - teacher, candidate, teacher):+.2f}"
+        )
+        lines.append(f"| {name} | {_fmt(mine)} | {_fmt(shipped)} | {_fmt(teacher)} | {delta} |")
+    lines.append("")
+    if export:
+        lines += ["## Deployment (ONNX)", ""]
+        lines.append(f"- model size: {_bytes(export.get('model_size_bytes'))}")
+        latency = export.get("latency_ms")
+        if latency is not None:
+            seq = export.get("sequence_length")
+            lines.append(
+                f"- latency (batch 1{f', sequence {seq}' if seq else ''}): {float(latency):.2f} ms"
+            )
+        if export.get("onnx_file"):
+            lines.append(f"- file: `{export['onnx_file']}`")
+        lines.append("")
+    if sparsity:
+        overall = sparsity.get("overall_sparsity")
+        lines += ["## Sparsity", ""]
+        if overall is not None:
+            lines.append(
+                f"Overall: {100 * float(overall):.2f}% zeros "
+                f"({sparsity.get('zeros', '?')} of {sparsity.get('prunable_params', '?')} prunable weights)"
+            )
+            lines.append("")
+        layers = sparsity.get("layers") or {}
+        if layers:
+            lines += ["| layer | weights | zeros | sparsity |", "|---|---|---|---|"]
+            for name, layer in layers.items():
+                lines.append(
+                    f"| `{name}` | {layer.get('numel', '?')} | {layer.get('zeros', '?')} | "
+                    f"{100 * float(layer.get('sparsity', 0.0)):.2f}% |"
+                )
+            lines.append("")
+    return "\n".join(lines)

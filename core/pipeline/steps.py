@@ -1,0 +1,483 @@
+"""One function per pipeline step: what each KFP component does, minus kfp.
+
+A component (in `components/`) maps its artifacts to folders and calls exactly
+one function here; so every step also runs from plain Python and is tested
+without a cluster. Paths in, JSON-able dicts out (they become artifact
+metadata and KFP metrics).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import shutil
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sparse_transfer.errors import DataError, PipelineError
+
+log = logging.getLogger(__name__)
+
+NO_MODEL = ("", "disable", "none")
+DATA_SPEC = "data.json"
+NO_MODEL_MARKER = "NO_MODEL"
+ZOO_ENV = "SPARSE_TRANSFER_ZOO"
+
+# Data flags a Dataset artifact carries to the training and evaluation steps.
+DATA_FLAGS = (
+    "task_name",
+    "dataset_name",
+    "dataset_config_name",
+    "input_column_names",
+    "label_column_name",
+    "validation_ratio",
+)
+
+
+@contextmanager
+def zoo_root(root: str) -> Iterator[None]:
+    """Points `sparse_transfer.zoo` at `root` for the duration (empty: keep the environment's)."""
+    if not root:
+        yield
+        return
+    old = os.environ.get(ZOO_ENV)
+    os.environ[ZOO_ENV] = root
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(ZOO_ENV, None)
+        else:
+            os.environ[ZOO_ENV] = old
+
+
+def has_model(directory: str | Path) -> bool:
+    """False for the placeholder a disabled teacher leaves (see `fetch_model_step`)."""
+    directory = Path(directory)
+    return directory.is_dir() and not (directory / NO_MODEL_MARKER).exists()
+
+
+def _copy_into(src: Path, dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    if src.is_dir():
+        shutil.copytree(src, dest, dirs_exist_ok=True)
+    else:
+        shutil.copy2(src, dest / src.name)
+
+
+def fetch_model_step(
+    ref: str, dest: str | Path, *, kind: str = "model", task: str = "", zoo: str = ""
+) -> dict[str, Any]:
+    """Materialises a model reference into `dest` (the Model artifact folder).
+
+    Args:
+        ref: zoo stub, s3:// / file:// URI, local folder or hub id; ``disable``
+            (or empty) leaves a placeholder meaning "no model" (no distillation).
+        dest: folder to fill.
+        kind: zoo kind (``model``, ``teacher``, ``deployment``).
+        task: head to build when `ref` is a hub id.
+        zoo: zoo root for stubs (empty: the environment's).
+
+    Returns:
+        Metadata: ``source``, ``present`` and, for real models, ``resolved``.
+    """
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    if ref.strip().lower() in NO_MODEL:
+        (dest / NO_MODEL_MARKER).write_text(f"no model: reference was {ref!r}\n")
+        return {"source": ref, "present": False}
+    from sparse_transfer import zoo as zoo_api
+
+    with zoo_root(zoo):
+        resolved = zoo_api.resolve(ref, kind)
+    local = Path(resolved)
+    if local.exists():
+        _copy_into(local, dest)
+    else:  # a hub id: build the task's head and save it with its tokenizer
+        from sparse_transfer.tasks import load_model, load_tokenizer
+
+        if not task:
+            raise PipelineError(f"model {ref!r} is a hub id: the step needs a task to load it")
+        load_model(resolved, task).save_pretrained(str(dest))
+        load_tokenizer(resolved).save_pretrained(str(dest))
+    return {"source": ref, "resolved": str(resolved), "present": True}
+
+
+def fetch_data_step(
+    dest: str | Path,
+    *,
+    train_file: str = "",
+    validation_file: str = "",
+    dataset_snapshot_prefix: str = "",
+    **data_args: Any,
+) -> dict[str, Any]:
+    """Fills the Dataset artifact: data files (copied) plus ``data.json`` with the data flags.
+
+    Args:
+        dest: the Dataset artifact folder.
+        train_file / validation_file: local, file:// or s3:// files (optional).
+        dataset_snapshot_prefix: when set, the newest snapshot folder under it
+            provides the files (``train.*`` and ``validation.*``), overriding
+            `train_file`/`validation_file` (scheduled retraining).
+        **data_args: the other data flags (`DATA_FLAGS`); empty values are dropped.
+
+    Returns:
+        The data spec written (also the artifact's metadata).
+    """
+    from sparse_transfer.pipeline.snapshots import newest_snapshot
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    unknown = sorted(set(data_args) - set(DATA_FLAGS))
+    if unknown:
+        raise PipelineError(f"unknown data arguments {unknown}; known: {list(DATA_FLAGS)}")
+    spec: dict[str, Any] = {k: v for k, v in data_args.items() if v not in ("", None, 0, 0.0)}
+    sources = {"train_file": train_file, "validation_file": validation_file}
+    if dataset_snapshot_prefix:
+        snapshot = newest_snapshot(dataset_snapshot_prefix)
+        spec["snapshot"] = snapshot
+        sources = _snapshot_files(snapshot, dest / "snapshot")
+    for flag, uri in sources.items():
+        if not uri:
+            continue
+        local = _fetch(uri)
+        target = dest / f"{flag.removesuffix('_file')}{''.join(Path(local).suffixes)}"
+        shutil.copy2(local, target)
+        spec[flag] = target.name
+        spec[f"{flag}_source"] = uri
+    if not any(spec.get(k) for k in ("task_name", "dataset_name", "train_file", "validation_file")):
+        raise DataError(
+            "no data: set train_file/validation_file, dataset_snapshot_prefix, dataset_name or task_name"
+        )
+    (dest / DATA_SPEC).write_text(json.dumps(spec, indent=2, sort_keys=True))
+    return spec
+
+
+def _fetch(uri: str) -> Path:
+    if uri.startswith("s3://"):
+        from sparse_transfer import storage
+
+        return Path(storage.fetch_file(uri))
+    path = Path(uri.removeprefix("file://"))
+    if not path.is_file():
+        raise DataError(f"data file {uri} does not exist")
+    return path
+
+
+def _snapshot_files(snapshot: str, scratch: Path) -> dict[str, str]:
+    """Downloads a snapshot folder and finds its train/validation files by name."""
+    if snapshot.startswith("s3://"):
+        from sparse_transfer import storage
+
+        storage.download_dir(snapshot, scratch)
+        folder = scratch
+    else:
+        folder = Path(snapshot.removeprefix("file://"))
+    found: dict[str, str] = {}
+    for flag, stem in (("train_file", "train"), ("validation_file", "validation")):
+        matches = sorted(
+            p for p in folder.iterdir() if p.is_file() and p.name.split(".")[0] == stem
+        )
+        if matches:
+            found[flag] = str(matches[0])
+    if "train_file" not in found:
+        raise DataError(
+            f"snapshot {snapshot} has no train.* file (found: {sorted(p.name for p in folder.iterdir())})"
+        )
+    return found
+
+
+def data_argv(data_dir: str | Path) -> list[str]:
+    """The data flags of a Dataset artifact for `train_main` / `evaluate_main`."""
+    data_dir = Path(data_dir)
+    spec = json.loads((data_dir / DATA_SPEC).read_text())
+    argv: list[str] = []
+    for flag in DATA_FLAGS:
+        if spec.get(flag) not in (None, ""):
+            argv += [f"--{flag}", str(spec[flag])]
+    for flag in ("train_file", "validation_file"):
+        if spec.get(flag):
+            argv += [f"--{flag}", str(data_dir / spec[flag])]
+    return argv
+
+
+def flags(options: Mapping[str, Any]) -> list[str]:
+    """``{"seed": 42, "fp16": True, "recipe_args": ""}`` -> ``["--seed", "42", "--fp16", "True"]``.
+
+    Empty strings and None mean "not set" and are dropped, so the library's own
+    defaults apply; booleans are spelled out (HfArgumentParser reads True/False).
+    """
+    argv: list[str] = []
+    for key, value in options.items():
+        if value is None or value == "":
+            continue
+        argv += [f"--{key}", str(value)]
+    return argv
+
+
+def train_step(
+    task: str,
+    model_dir: str | Path,
+    output_dir: str | Path,
+    data_dir: str | Path,
+    *,
+    recipe: str,
+    recipe_args: str = "",
+    teacher_dir: str | Path | None = None,
+    training_args: Mapping[str, Any] | None = None,
+    extra_args: str = "",
+    zoo: str = "",
+) -> dict[str, Any]:
+    """Runs `sparse_transfer.tasks.train_main` on artifact folders.
+
+    Args:
+        task: task name.
+        model_dir: starting model (Model artifact).
+        output_dir: where the trained model goes (Model artifact).
+        data_dir: Dataset artifact from `fetch_data_step`.
+        recipe: recipe stub / URI / path; resolved by the library.
+        recipe_args: JSON object overriding recipe variables (empty: none).
+        teacher_dir: teacher Model artifact; None or a placeholder disables distillation.
+        training_args: validated flags from
+            `sparse_transfer.pipeline.options.training_options`.
+        extra_args: more HF TrainingArguments flags as one shell-quoted string.
+        zoo: zoo root for stubs.
+
+    Returns:
+        `train_main`'s summary (metrics, sparsity, output_dir).
+    """
+    from sparse_transfer.tasks import train_main
+
+    options = dict(training_args or {})
+    if recipe_args:
+        options["recipe_args"] = recipe_args
+    if options.get("fp16") and not _cuda_available():
+        log.warning("fp16 requested but no CUDA device here: training in fp32")
+        options["fp16"] = False
+    if teacher_dir is not None and has_model(teacher_dir):
+        options["distill_teacher"] = str(teacher_dir)
+    else:
+        options["distill_teacher"] = "disable"
+    argv = [
+        "--model_name_or_path",
+        str(model_dir),
+        "--recipe",
+        recipe,
+        "--output_dir",
+        str(output_dir),
+        "--do_train",
+        "--do_eval",
+        *data_argv(data_dir),
+        *flags(options),
+        *shlex.split(extra_args),
+    ]
+    log.info("train %s %s", task, " ".join(shlex.quote(a) for a in argv))
+    with zoo_root(zoo):
+        summary = train_main(task, argv)
+    for checkpoint in Path(output_dir).glob("checkpoint-*"):
+        shutil.rmtree(
+            checkpoint
+        )  # the final model sits at the top; checkpoints only bloat the artifact
+    return summary
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def evaluate_step(
+    task: str,
+    model_dir: str | Path,
+    data_dir: str | Path,
+    *,
+    output_dir: str | Path | None = None,
+    eval_args: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Runs `sparse_transfer.tasks.evaluate_main` (PyTorch folder or ONNX deployment).
+
+    Returns:
+        ``metrics`` (name -> number) and ``confusion_matrix`` (``{"labels", "matrix"}``
+        for single-label classification, else None); both empty for a "no model"
+        placeholder (disabled teacher).
+    """
+    from sparse_transfer.pipeline.metrics import numeric_metrics
+
+    if not has_model(model_dir):
+        return {"metrics": {}, "confusion_matrix": None}
+    from sparse_transfer.tasks import evaluate_main
+
+    argv = ["--model_path", str(model_dir), "--task", task, *data_argv(data_dir)]
+    if output_dir is not None:
+        argv += ["--output_dir", str(output_dir)]
+    argv += flags(dict(eval_args or {}))
+    results = evaluate_main(argv)
+    nested = results.get("metrics")
+    metrics = numeric_metrics(nested if isinstance(nested, Mapping) else results)
+    matrix = results.get("confusion_matrix")
+    if not (isinstance(matrix, Mapping) and matrix.get("labels") and matrix.get("matrix")):
+        matrix = None
+    return {"metrics": metrics, "confusion_matrix": matrix}
+
+
+def export_step(
+    model_dir: str | Path,
+    task: str,
+    output_dir: str | Path,
+    *,
+    sequence_length: int | None = None,
+    benchmark_threads: int | None = None,
+) -> dict[str, Any]:
+    """Exports ONNX into `output_dir` and measures what the report needs.
+
+    Returns:
+        ``onnx_file``, ``model_size_bytes``, ``sequence_length`` and ``latency_ms``
+        (batch 1, median, onnxruntime).
+    """
+    from sparse_transfer.export import benchmark, export_onnx
+
+    deployment = Path(
+        export_onnx(model_dir, task, output=output_dir, sequence_length=sequence_length)
+    )
+    onnx_files = sorted(deployment.glob("*.onnx"))
+    facts: dict[str, Any] = {
+        "onnx_file": onnx_files[0].name if onnx_files else "",
+        "model_size_bytes": sum(p.stat().st_size for p in onnx_files),
+        "sequence_length": sequence_length,
+    }
+    timing = benchmark(deployment, [1], sequence_length or 128, benchmark_threads)
+    facts["latency_ms"] = _latency_ms(timing)
+    return facts
+
+
+def _latency_ms(timing: Mapping[str, Any]) -> float | None:
+    """Finds a batch-1 latency in milliseconds in a benchmark result, whatever its nesting."""
+    for key in ("latency_ms", "median_ms", "mean_ms", "p50_ms"):
+        if isinstance(timing.get(key), (int, float)):
+            return float(timing[key])
+    for value in timing.values():
+        if isinstance(value, Mapping):
+            found = _latency_ms(value)
+            if found is not None:
+                return found
+        if isinstance(value, list):
+            for item in value:
+                if isinstance(item, Mapping):
+                    found = _latency_ms(item)
+                    if found is not None:
+                        return found
+    return None
+
+
+def publish_step(
+    deployment_dir: str | Path | None,
+    model_dir: str | Path,
+    *,
+    task: str,
+    stub: str,
+    zoo: str = "",
+    torch_metrics: Mapping[str, Any],
+    onnx_metrics: Mapping[str, Any] | None = None,
+    teacher_metrics: Mapping[str, Any] | None = None,
+    export_facts: Mapping[str, Any] | None = None,
+    gate_metric: str = "",
+    min_metric: float = -1.0,
+    max_drop_vs_teacher: float = -1.0,
+    must_beat_published: bool = False,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Gates, then pushes the deployment (with the PyTorch model) to the zoo.
+
+    Args:
+        deployment_dir: ONNX deployment folder (what ships); None publishes the
+            PyTorch model alone (the dense teacher pipeline).
+        model_dir: trained PyTorch model (its ``sparsity.json`` feeds the report).
+        task: task name.
+        stub: zoo stub to publish to; empty: decide and report, push nothing.
+        zoo: zoo root.
+        torch_metrics / onnx_metrics / teacher_metrics: evaluation results.
+        export_facts: `export_step`'s result.
+        gate_metric: metric name (empty: the task's headline metric).
+        min_metric / max_drop_vs_teacher: gate thresholds (negative: off).
+        must_beat_published: also require beating the model published at `stub`.
+        force: overwrite an existing zoo entry.
+
+    Returns:
+        ``passed``, ``published`` (the stub or ""), ``gate`` (all checks) and
+        ``report`` (Markdown).
+    """
+    from sparse_transfer.pipeline.gate import evaluate_gate
+    from sparse_transfer.pipeline.metrics import primary_metric
+    from sparse_transfer.pipeline.report import render_report
+
+    shipped = onnx_metrics or torch_metrics
+    metric, value = primary_metric(task, shipped, gate_metric)
+    with zoo_root(zoo):
+        published_metrics = _published_metrics(stub) if (stub and must_beat_published) else None
+        gate = evaluate_gate(
+            value,
+            metric=metric,
+            min_metric=min_metric,
+            max_drop_vs_teacher=max_drop_vs_teacher,
+            teacher_metrics=teacher_metrics,
+            published_metrics=published_metrics,
+            must_beat_published=must_beat_published,
+        )
+        published = ""
+        if gate.passed and stub:
+            _push(deployment_dir, model_dir, stub, task, shipped, gate.to_dict(), force)
+            published = stub
+    sparsity_file = Path(model_dir) / "sparsity.json"
+    sparsity = json.loads(sparsity_file.read_text()) if sparsity_file.exists() else None
+    report = render_report(
+        title=f"sparse-transfer: {stub or 'unpublished model'}",
+        task=task,
+        torch_metrics=torch_metrics,
+        onnx_metrics=onnx_metrics,
+        teacher_metrics=teacher_metrics,
+        sparsity=sparsity,
+        export=export_facts,
+        gate=gate,
+        published=published or None,
+    )
+    return {"passed": gate.passed, "published": published, "gate": gate.to_dict(), "report": report}
+
+
+def _published_metrics(stub: str) -> dict[str, Any] | None:
+    """The metrics on the model card currently at `stub`, None when nothing is published."""
+    from sparse_transfer import zoo as zoo_api
+
+    try:
+        card = zoo_api.card(stub)
+    except Exception as exc:  # noqa: BLE001 - a missing entry is the normal first run
+        log.info("nothing published at %s yet (%s)", stub, exc)
+        return None
+    return dict(card.get("metrics") or {})
+
+
+def _push(
+    deployment_dir: str | Path | None,
+    model_dir: str | Path,
+    stub: str,
+    task: str,
+    metrics: Mapping[str, Any],
+    gate: Mapping[str, Any],
+    force: bool,
+) -> None:
+    """Pushes one folder holding the deployment and the PyTorch model, so both stay linked."""
+    import tempfile
+
+    from sparse_transfer import zoo as zoo_api
+
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = Path(tmp) / "bundle"
+        shutil.copytree(model_dir, bundle)
+        if deployment_dir is not None:
+            shutil.copytree(deployment_dir, bundle / "deployment")
+        card = {"task": task, "metrics": dict(metrics), "gate": dict(gate)}
+        zoo_api.push(bundle, stub, force=force, card=card)

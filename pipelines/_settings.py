@@ -1,0 +1,59 @@
+"""Cluster settings shared by the pipelines: resources, retries, caching, the S3 secret.
+
+Values are compile-time constants (a run cannot change them); the S3 secret
+name can be overridden at compile time with ``SPARSE_TRANSFER_S3_SECRET``, to
+match the Secret the Helm chart (charts/sparse-transfer) creates.
+"""
+
+from __future__ import annotations
+
+import os
+
+from kfp import kubernetes
+from kfp.dsl import PipelineTask
+
+S3_SECRET = os.environ.get("SPARSE_TRANSFER_S3_SECRET", "sparse-transfer-s3")
+# Secret key -> environment variable; boto3 reads all three (AWS_ENDPOINT_URL: MinIO, SeaweedFS...).
+S3_SECRET_KEYS = {
+    "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
+    "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL",
+}
+
+# (cpu request, memory request, memory limit) per kind of step.
+RESOURCES = {
+    "io": ("500m", "2Gi", "4Gi"),
+    "light": ("250m", "512Mi", "1Gi"),
+    "train": ("4", "16Gi", "32Gi"),
+    "eval": ("2", "8Gi", "16Gi"),
+}
+RETRIES = {"num_retries": 3, "backoff_duration": "30s", "backoff_factor": 2.0}
+
+
+def with_s3(task: PipelineTask) -> PipelineTask:
+    """Injects the S3 credentials from the Kubernetes Secret (never from pipeline parameters)."""
+    return kubernetes.use_secret_as_env(
+        task, secret_name=S3_SECRET, secret_key_to_env=S3_SECRET_KEYS
+    )
+
+
+def resources(task: PipelineTask, kind: str) -> PipelineTask:
+    cpu, memory, memory_limit = RESOURCES[kind]
+    return task.set_cpu_request(cpu).set_memory_request(memory).set_memory_limit(memory_limit)
+
+
+def io_step(task: PipelineTask) -> PipelineTask:
+    """Fetch/publish steps: small, retried on transient storage errors, with S3 access."""
+    resources(task, "io").set_retry(**RETRIES)
+    return with_s3(task)
+
+
+def training_step(task: PipelineTask, accelerator_type, accelerator_limit) -> PipelineTask:
+    """Training steps: big, never cached by default (a rerun should retrain), optional GPU.
+
+    `accelerator_type`/`accelerator_limit` are pipeline parameters; an empty type
+    with limit 0 means CPU only.
+    """
+    resources(task, "train").set_caching_options(False)
+    task.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_limit)
+    return with_s3(task)

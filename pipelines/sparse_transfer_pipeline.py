@@ -1,0 +1,237 @@
+"""The sparse transfer pipeline: the reference's command line as a Kubeflow DAG.
+
+    fetch data ─┬─ fetch student ─────────────────────────┐
+                ├─ teacher: train dense (no stub) | fetch ─┼─ sparse transfer ─ evaluate (torch)
+                │                     └─ evaluate teacher ─┤        └─ export ONNX ─ evaluate (ONNX)
+                └──────────────────────────────────────────┴──────────── publish if the gate passes
+
+Parameters are the reference command lines' flags with the reference's SST2
+defaults (``sparseml.transformers.text_classification ... --task_name sst2
+--max_seq_length 128 --per_device_train_batch_size 32 ... --fp16``), plus the
+teacher, data snapshot, gate, zoo and accelerator settings.
+"""
+
+from kfp import dsl
+
+from components import (
+    configure_training,
+    evaluate,
+    export_onnx,
+    fetch_data,
+    fetch_model,
+    publish,
+    sparse_transfer,
+    train_teacher,
+)
+from pipelines._settings import io_step, resources, training_step
+
+OBERT_PRUNED90 = "zoo:nlp/masked_language_modeling/obert-base/pytorch/huggingface/wikipedia_bookcorpus/pruned90-none"
+OBERT_DENSE = (
+    "zoo:nlp/masked_language_modeling/obert-base/pytorch/huggingface/wikipedia_bookcorpus/base-none"
+)
+SST2_RECIPE = "zoo:nlp/sentiment_analysis/obert-base/pytorch/huggingface/sst2/pruned90_quant-none"
+SST2_TEACHER = "zoo:nlp/sentiment_analysis/obert-base/pytorch/huggingface/sst2/base-none"
+
+
+@dsl.pipeline(
+    name="sparse-transfer",
+    description="Fine-tune a pre-sparsified transformer keeping its sparsity (QAT + distillation), "
+    "export int8 ONNX and publish it to the zoo when it passes the quality gate.",
+)
+def sparse_transfer_pipeline(
+    task: str = "text-classification",
+    model_name_or_path: str = OBERT_PRUNED90,
+    recipe: str = SST2_RECIPE,
+    recipe_args: str = "",
+    distill_teacher: str = SST2_TEACHER,
+    teacher_model_name_or_path: str = OBERT_DENSE,
+    teacher_recipe: str = SST2_TEACHER,
+    teacher_recipe_args: str = "",
+    teacher_seed: int = 20811,
+    task_name: str = "sst2",
+    dataset_name: str = "",
+    dataset_config_name: str = "",
+    train_file: str = "",
+    validation_file: str = "",
+    dataset_snapshot_prefix: str = "",
+    input_column_names: str = "",
+    label_column_name: str = "",
+    validation_ratio: float = 0.0,
+    max_seq_length: int = 128,
+    doc_stride: int = 128,
+    preprocessing_num_workers: int = 6,
+    per_device_train_batch_size: int = 32,
+    per_device_eval_batch_size: int = 32,
+    gradient_accumulation_steps: int = 1,
+    fp16: bool = True,
+    seed: int = 42,
+    evaluation_strategy: str = "epoch",
+    eval_steps: int = 0,
+    logging_steps: int = 500,
+    logging_first_step: bool = False,
+    save_strategy: str = "epoch",
+    save_steps: int = 500,
+    save_total_limit: int = 1,
+    max_steps: int = -1,
+    max_train_samples: int = 0,
+    max_eval_samples: int = 0,
+    zoo_root: str = "",
+    publish_stub: str = "",
+    publish_force: bool = False,
+    gate_metric: str = "",
+    min_metric: float = 0.0,
+    max_drop_vs_teacher: float = 2.0,
+    must_beat_published: bool = False,
+    accelerator_type: str = "",
+    accelerator_limit: int = 0,
+):
+    """Sparse transfer end to end.
+
+    Args:
+        distill_teacher: teacher stub/URI/path; empty trains a dense teacher from
+            `teacher_model_name_or_path` with `teacher_recipe`; ``disable`` turns
+            distillation off.
+        dataset_snapshot_prefix: read the newest snapshot folder under this prefix
+            instead of `train_file`/`validation_file` (scheduled retraining).
+        max_steps, eval_steps, max_*_samples: -1/0 mean unset (the recipe's epochs rule).
+        publish_stub: zoo stub to publish to (empty: gate and report only).
+        min_metric: gate floor in the metric's units (negative: off).
+        max_drop_vs_teacher: gate, allowed drop below the teacher in points (negative: off).
+        must_beat_published: publish only if better than the model now at `publish_stub`.
+        accelerator_type / accelerator_limit: GPU for the training steps, e.g.
+            ``nvidia.com/gpu`` and 1; empty/0 for CPU only.
+    """
+    data = io_step(
+        fetch_data(
+            task_name=task_name,
+            dataset_name=dataset_name,
+            dataset_config_name=dataset_config_name,
+            train_file=train_file,
+            validation_file=validation_file,
+            dataset_snapshot_prefix=dataset_snapshot_prefix,
+            input_column_names=input_column_names,
+            label_column_name=label_column_name,
+            validation_ratio=validation_ratio,
+        )
+    ).set_display_name("fetch data")
+    config = resources(
+        configure_training(
+            task=task,
+            max_seq_length=max_seq_length,
+            doc_stride=doc_stride,
+            preprocessing_num_workers=preprocessing_num_workers,
+            per_device_train_batch_size=per_device_train_batch_size,
+            per_device_eval_batch_size=per_device_eval_batch_size,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            fp16=fp16,
+            seed=seed,
+            evaluation_strategy=evaluation_strategy,
+            eval_steps=eval_steps,
+            logging_steps=logging_steps,
+            logging_first_step=logging_first_step,
+            save_strategy=save_strategy,
+            save_steps=save_steps,
+            save_total_limit=save_total_limit,
+            max_steps=max_steps,
+            max_train_samples=max_train_samples,
+            max_eval_samples=max_eval_samples,
+        ),
+        "light",
+    ).set_display_name("check training flags")
+    student = io_step(
+        fetch_model(ref=model_name_or_path, kind="model", task=task, zoo_root=zoo_root)
+    ).set_display_name("fetch student")
+
+    with dsl.If(distill_teacher == "", name="no teacher given"):
+        base = io_step(
+            fetch_model(ref=teacher_model_name_or_path, kind="model", task=task, zoo_root=zoo_root)
+        ).set_display_name("fetch teacher base")
+        # accelerator_* are also passed as plain inputs: kfp 2.17's compiler only
+        # wires parameters used by set_accelerator_* into a condition branch when
+        # a task input uses them too (else the branch references a missing input).
+        trained = training_step(
+            train_teacher(
+                task=task,
+                base_model=base.outputs["model"],
+                dataset=data.outputs["dataset"],
+                recipe=teacher_recipe,
+                recipe_args=teacher_recipe_args,
+                training_args=config.output,
+                seed=teacher_seed,
+                zoo_root=zoo_root,
+                accelerator_type=accelerator_type,
+                accelerator_limit=accelerator_limit,
+            ),
+            accelerator_type,
+            accelerator_limit,
+        ).set_display_name("train dense teacher")
+    with dsl.Else(name="teacher given"):
+        fetched = io_step(
+            fetch_model(ref=distill_teacher, kind="teacher", task=task, zoo_root=zoo_root)
+        ).set_display_name("fetch teacher")
+    teacher = dsl.OneOf(trained.outputs["teacher"], fetched.outputs["model"])
+
+    teacher_eval = resources(
+        evaluate(
+            task=task, model=teacher, dataset=data.outputs["dataset"], training_args=config.output
+        ),
+        "eval",
+    ).set_display_name("evaluate teacher")
+    sparse = training_step(
+        sparse_transfer(
+            task=task,
+            model=student.outputs["model"],
+            teacher=teacher,
+            dataset=data.outputs["dataset"],
+            recipe=recipe,
+            recipe_args=recipe_args,
+            training_args=config.output,
+            zoo_root=zoo_root,
+            accelerator_type=accelerator_type,
+            accelerator_limit=accelerator_limit,
+        ),
+        accelerator_type,
+        accelerator_limit,
+    ).set_display_name("sparse transfer")
+    torch_eval = resources(
+        evaluate(
+            task=task,
+            model=sparse.outputs["sparse_model"],
+            dataset=data.outputs["dataset"],
+            training_args=config.output,
+        ),
+        "eval",
+    ).set_display_name("evaluate (PyTorch)")
+    exported = resources(
+        export_onnx(
+            task=task, model=sparse.outputs["sparse_model"], sequence_length=max_seq_length
+        ),
+        "eval",
+    ).set_display_name("export ONNX")
+    onnx_eval = resources(
+        evaluate(
+            task=task,
+            model=exported.outputs["deployment"],
+            dataset=data.outputs["dataset"],
+            training_args=config.output,
+        ),
+        "eval",
+    ).set_display_name("evaluate (ONNX)")
+    io_step(
+        publish(
+            task=task,
+            model=sparse.outputs["sparse_model"],
+            deployment=exported.outputs["deployment"],
+            torch_metrics=torch_eval.outputs["metrics"],
+            onnx_metrics=onnx_eval.outputs["metrics"],
+            teacher_metrics=teacher_eval.outputs["metrics"],
+            export_metrics=exported.outputs["metrics"],
+            publish_stub=publish_stub,
+            zoo_root=zoo_root,
+            gate_metric=gate_metric,
+            min_metric=min_metric,
+            max_drop_vs_teacher=max_drop_vs_teacher,
+            must_beat_published=must_beat_published,
+            force=publish_force,
+        )
+    ).set_display_name("gate and publish")
