@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sparse_transfer.modifiers.base import Event, Modifier, register_modifier
-
-if TYPE_CHECKING:
-    from sparse_transfer.modifiers._masks import ParamMasks
 
 
 @register_modifier("ConstantPruningModifier")
@@ -26,7 +23,7 @@ class ConstantPruningModifier(Modifier):
     end_epoch: float = -1.0
     update_frequency: float = -1.0
     log_types: str | list[str] = "__ALL__"
-    masks: ParamMasks | None = field(default=None, init=False, repr=False, compare=False)
+    masks: Any = field(default=None, init=False, repr=False, compare=False)
 
     def initialize(self, state: Any) -> None:
         from sparse_transfer.modifiers._masks import select_params

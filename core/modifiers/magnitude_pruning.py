@@ -18,12 +18,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from sparse_transfer.modifiers.base import Event, FieldError, Modifier, register_modifier
-
-if TYPE_CHECKING:
-    from sparse_transfer.modifiers._masks import ParamMasks
 
 MASK_TYPES = ("unstructured", "block4", "block")
 
@@ -68,7 +65,7 @@ class _GradualPruningFields(Modifier):
     mask_type: str | list[int] = "unstructured"
     global_sparsity: bool = False
     log_types: str | list[str] = "__ALL__"
-    masks: ParamMasks | None = field(default=None, init=False, repr=False, compare=False)
+    masks: Any = field(default=None, init=False, repr=False, compare=False)
 
     def validate(self) -> None:
         super().validate()
