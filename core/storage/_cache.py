@@ -1,0 +1,121 @@
+"""The local download cache, keyed by content hash.
+
+Layout under `$SPARSE_TRANSFER_CACHE` (default `~/.cache/sparse-transfer`):
+
+    blobs/sha256/ab/abcdef...   one verified file per content hash (read-only)
+    dirs/<digest>/              a materialised published directory (hard links to blobs)
+    index/<key>.json            remote object (uri, etag, size) -> sha256, for un-manifested fetches
+
+A blob enters the cache only after its size and sha256 matched, and by an
+atomic rename, so a cache hit never needs the network and never returns a
+partial file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from sparse_transfer.errors import StorageError
+from sparse_transfer.storage._manifest import sha256_file
+
+
+def cache_root() -> Path:
+    root = os.environ.get("SPARSE_TRANSFER_CACHE")
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "sparse-transfer"
+
+
+class Cache:
+    def __init__(self, root: Path | None = None):
+        self.root = Path(root) if root else cache_root()
+        self.hits = 0
+        self.misses = 0
+
+    def blob_path(self, sha256: str) -> Path:
+        return self.root / "blobs" / "sha256" / sha256[:2] / sha256
+
+    def lookup(self, sha256: str, size: int) -> Path | None:
+        path = self.blob_path(sha256)
+        if path.is_file() and path.stat().st_size == size:
+            self.hits += 1
+            return path
+        return None
+
+    def tmp_file(self) -> Path:
+        tmp_dir = self.root / "tmp"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=tmp_dir)
+        os.close(fd)
+        return Path(name)
+
+    def admit(self, tmp: Path, sha256: str, size: int, what: str) -> Path:
+        """Verifies a downloaded temp file against (size, sha256) and moves it into the cache.
+
+        Raises:
+            StorageError: on a size or hash mismatch (the temp file is removed).
+        """
+        actual_size = tmp.stat().st_size
+        if actual_size != size:
+            tmp.unlink(missing_ok=True)
+            raise StorageError(
+                f"{what}: size mismatch (manifest says {size} bytes, got {actual_size}): the object is "
+                "partial or was changed after publishing; re-publish it"
+            )
+        actual = sha256_file(tmp)
+        if actual != sha256:
+            tmp.unlink(missing_ok=True)
+            raise StorageError(
+                f"{what}: sha256 mismatch (manifest {sha256[:16]}..., got {actual[:16]}...): the object "
+                "is corrupted or was changed after publishing; re-publish it"
+            )
+        return self._insert(tmp, sha256)
+
+    def admit_unverified(self, tmp: Path) -> tuple[Path, str]:
+        """Hashes a downloaded file (no expected hash known) and moves it into the cache."""
+        sha = sha256_file(tmp)
+        return self._insert(tmp, sha), sha
+
+    def _insert(self, tmp: Path, sha256: str) -> Path:
+        dest = self.blob_path(sha256)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, dest)
+        self.misses += 1
+        return dest
+
+    # -- remote object index (for fetches without a manifest) ----------------
+    def _index_path(self, uri: str, etag: str, size: int) -> Path:
+        key = hashlib.sha256(f"{uri}\0{etag}\0{size}".encode()).hexdigest()
+        return self.root / "index" / f"{key}.json"
+
+    def index_get(self, uri: str, etag: str, size: int) -> Path | None:
+        path = self._index_path(uri, etag, size)
+        try:
+            sha = json.loads(path.read_text())["sha256"]
+        except (OSError, ValueError, KeyError):
+            return None
+        return self.lookup(sha, size)
+
+    def index_put(self, uri: str, etag: str, size: int, sha256: str) -> None:
+        path = self._index_path(uri, etag, size)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"uri": uri, "etag": etag, "size": size, "sha256": sha256}))
+        os.replace(tmp, path)
+
+    # -- materialised directories ---------------------------------------------
+    def dir_path(self, digest: str) -> Path:
+        return self.root / "dirs" / digest
+
+
+def link_or_copy(src: Path, dest: Path) -> None:
+    """Hard-links a cache blob into a cache directory (copies across filesystems)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)
