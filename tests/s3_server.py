@@ -7,6 +7,7 @@ server and isolates the download cache, so tests never share state.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 
@@ -17,7 +18,8 @@ from sparse_transfer.storage.loopback import LoopbackS3
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory) -> Iterator[LoopbackS3]:
     """A started loopback S3 server with random credentials (session scoped)."""
-    server = LoopbackS3(tmp_path_factory.mktemp("s3-server"))
+    kind = os.environ.get("SPARSE_TRANSFER_TEST_S3", "auto")  # auto, weed or moto
+    server = LoopbackS3(tmp_path_factory.mktemp("s3-server"), kind=kind)
     server.start()
     try:
         yield server

@@ -328,7 +328,8 @@ def fetch_file(uri: str | Path, *, sha256: str | None = None, size: int | None =
     """A local path for one file: a local file as is, an s3:// object via the cache.
 
     With `sha256` (and `size`) the file is verified against them; without, a
-    remote object is cached under its content hash, remembered by ETag.
+    remote object is cached under its content hash, remembered by ETag. The
+    returned cache path keeps the object's file name (`files/<sha256>/<name>`).
 
     Raises:
         StorageError: missing object, hash mismatch, S3 failures.
@@ -352,13 +353,14 @@ def fetch_file(uri: str | Path, *, sha256: str | None = None, size: int | None =
             if head is None:
                 raise StorageError(f"not found: {uri}")
             size = head["size"]
-        return _fetch_entry(store, FileEntry(name, size, sha256), cache)
+        blob = _fetch_entry(store, FileEntry(name, size, sha256), cache)
+        return cache.named(blob, sha256, name)
     head = store.head(name)
     if head is None:
         raise StorageError(f"not found: {uri}")
     hit = cache.index_get(str(uri), head["etag"], head["size"])
     if hit is not None:
-        return hit
+        return cache.named(hit, hit.name, name)
     tmp = cache.tmp_file()
     try:
         store.download(name, tmp)
@@ -370,7 +372,7 @@ def fetch_file(uri: str | Path, *, sha256: str | None = None, size: int | None =
     finally:
         tmp.unlink(missing_ok=True)
     cache.index_put(str(uri), head["etag"], head["size"], sha)
-    return path
+    return cache.named(path, sha, name)
 
 
 def exists(uri: str | Path) -> bool:

@@ -3,6 +3,7 @@
 Layout under `$SPARSE_TRANSFER_CACHE` (default `~/.cache/sparse-transfer`):
 
     blobs/sha256/ab/abcdef...   one verified file per content hash (read-only)
+    files/<sha256>/<name>       a blob under its file name (hard link), for `fetch_file`
     dirs/<digest>/              a materialised published directory (hard links to blobs)
     index/<key>.json            remote object (uri, etag, size) -> sha256, for un-manifested fetches
 
@@ -107,9 +108,19 @@ class Cache:
         tmp.write_text(json.dumps({"uri": uri, "etag": etag, "size": size, "sha256": sha256}))
         os.replace(tmp, path)
 
-    # -- materialised directories ---------------------------------------------
+    # -- materialised directories and named files --------------------------------
     def dir_path(self, digest: str) -> Path:
         return self.root / "dirs" / digest
+
+    def named(self, blob: Path, sha256: str, name: str) -> Path:
+        """`files/<sha256>/<name>`: the blob under its own file name (suffixes matter to loaders)."""
+        target = self.root / "files" / sha256 / name
+        if not target.is_file():
+            tmp = target.parent / f".{name}.{os.getpid()}.tmp"
+            tmp.unlink(missing_ok=True)
+            link_or_copy(blob, tmp)
+            os.replace(tmp, target)
+        return target
 
 
 def link_or_copy(src: Path, dest: Path) -> None:

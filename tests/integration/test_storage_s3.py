@@ -119,7 +119,7 @@ def test_fetch_file_plain_object_cached_by_etag(s3_bucket, s3_server, tmp_path):
     s3.put_object(Bucket=s3_bucket, Key="loose/recipe.yaml", Body=b"version: 1\n")
     uri = f"s3://{s3_bucket}/loose/recipe.yaml"
     path = storage.fetch_file(uri)
-    assert path.read_bytes() == b"version: 1\n"
+    assert path.read_bytes() == b"version: 1\n" and path.name == "recipe.yaml"
     assert storage.fetch_file(uri) == path
     s3.put_object(Bucket=s3_bucket, Key="loose/recipe.yaml", Body=b"version: 2\n")
     assert storage.fetch_file(uri).read_bytes() == b"version: 2\n"
