@@ -165,3 +165,136 @@ def write_jsonl(rows: Iterable[dict], path: str | Path) -> Path:
         for row in rows:
             handle.write(json.dumps(row) + "\n")
     return path
+
+
+def ner_rows(n: int, seed: int = 0) -> list[dict]:
+    """CoNLL-style rows: ``tokens`` and string ``ner_tags`` (B-/I- PER, LOC, ORG, O).
+
+    Entity words come only from `ENTITIES`, so the tags are learnable; some
+    entities span two words (B-X I-X) to exercise entity boundaries.
+    """
+    rng = random.Random(seed)
+    filler = NEUTRAL + QA_FILLER
+    rows = []
+    for _ in range(n):
+        tokens: list[str] = []
+        tags: list[str] = []
+        for _ in range(rng.randint(2, 3)):
+            words = rng.sample(filler, rng.randint(1, 3))
+            tokens.extend(words)
+            tags.extend(["O"] * len(words))
+            kind = rng.choice(sorted(ENTITIES))
+            span = rng.sample(ENTITIES[kind], 2 if rng.random() < 0.3 else 1)
+            tokens.extend(span)
+            tags.extend([f"B-{kind}"] + [f"I-{kind}"] * (len(span) - 1))
+        tokens.append(".")
+        tags.append("O")
+        rows.append({"tokens": tokens, "ner_tags": tags})
+    return rows
+
+
+def squad_rows(n: int, seed: int = 0, unanswerable: float = 0.0, facts: int = 3) -> list[dict]:
+    """SQuAD-style rows: ``id``, ``context``, ``question``, ``answers`` {text, answer_start}.
+
+    Contexts state `facts` facts "PER works at ORG in LOC ."; questions ask for
+    one part of one fact. With `unanswerable` > 0 that fraction asks about a
+    person absent from the context (empty answers, SQuAD v2 style).
+    """
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        people = rng.sample(ENTITIES["PER"], facts + 1)
+        orgs = [rng.choice(ENTITIES["ORG"]) for _ in range(facts)]
+        locs = [rng.choice(ENTITIES["LOC"]) for _ in range(facts)]
+        sentences = [
+            f"{p} works at {o} in {loc} ." for p, o, loc in zip(people, orgs, locs, strict=False)
+        ]
+        context = " ".join(sentences)
+        k = rng.randrange(facts)
+        starts = [sum(len(s) + 1 for s in sentences[:j]) for j in range(facts)]
+        if rng.random() < unanswerable:
+            question = f"where {people[facts]} works ?"
+            answers: dict = {"text": [], "answer_start": []}
+        else:
+            kind = rng.choice(["who", "where", "what"])
+            if kind == "who":
+                question = f"who works at {orgs[k]} in {locs[k]} ?"
+                text, offset = people[k], 0
+            elif kind == "where":
+                question = f"where {people[k]} works ?"
+                text = locs[k]
+                offset = len(f"{people[k]} works at {orgs[k]} in ")
+            else:
+                question = f"what company {people[k]} works at ?"
+                text = orgs[k]
+                offset = len(f"{people[k]} works at ")
+            answers = {"text": [text], "answer_start": [starts[k] + offset]}
+        rows.append({"id": f"q{i}", "context": context, "question": question, "answers": answers})
+    return rows
+
+
+MULTI_LABEL_TOPICS = {
+    "praise": POSITIVE,
+    "complaint": NEGATIVE,
+    "person": ENTITIES["PER"],
+    "place": ENTITIES["LOC"],
+}
+
+
+def multilabel_rows(n: int, seed: int = 0) -> list[dict]:
+    """GoEmotions-style rows: ``text`` and ``labels`` (a list of 1-2 topic names).
+
+    A topic is present exactly when one of its words is in the text.
+    """
+    rng = random.Random(seed)
+    names = sorted(MULTI_LABEL_TOPICS)
+    rows = []
+    for _ in range(n):
+        chosen = sorted(rng.sample(names, rng.randint(1, 2)))
+        words = rng.sample(NEUTRAL, 4)
+        for topic in chosen:
+            words.extend(rng.sample(MULTI_LABEL_TOPICS[topic], 2))
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "labels": chosen})
+    return rows
+
+
+def pair_rows(
+    n: int,
+    seed: int = 0,
+    first: str = "sentence1",
+    second: str = "sentence2",
+    num_labels: int = 3,
+) -> list[dict]:
+    """Sentence pairs whose label follows the sentiment of both sentences.
+
+    num_labels=3 (MNLI order entailment/neutral/contradiction): same polarity,
+    no sentiment in the second, opposite polarity. num_labels=2 (QQP/MRPC
+    order): 1 when both share a polarity, else 0. num_labels=1: a float
+    similarity score in [0, 5] (STS-B style regression).
+    """
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        polarity = rng.random() < 0.5
+        words_a = rng.sample(NEUTRAL, 4) + rng.sample(POSITIVE if polarity else NEGATIVE, 2)
+        rng.shuffle(words_a)
+        if num_labels == 3:
+            label = i % 3
+        elif num_labels == 2:
+            label = i % 2
+        else:
+            label = round(rng.uniform(0, 5), 2)
+        if num_labels == 3 and label == 1:
+            words_b = rng.sample(NEUTRAL, 5)
+        else:
+            same = (label in (0,) and num_labels == 3) or (num_labels == 2 and label == 1)
+            if num_labels == 1:
+                same = label >= 2.5
+            pool = POSITIVE if polarity == same else NEGATIVE
+            words_b = rng.sample(NEUTRAL, 3) + rng.sample(pool, 2)
+        rng.shuffle(words_b)
+        rows.append(
+            {first: " ".join(words_a) + " .", second: " ".join(words_b) + " .", "label": label}
+        )
+    return rows

@@ -1,0 +1,43 @@
+"""Tasks: text classification, token classification, question answering, masked LM.
+
+Public API (see contracts): `load_model`, `load_tokenizer`, `train_main`,
+`evaluate_main`; `get_task` returns a task's `TaskSpec` (the table in
+`registry.py`); each task module holds its preprocessing and metric functions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "TASK_NAMES",
+    "evaluate_main",
+    "get_task",
+    "load_model",
+    "load_tokenizer",
+    "train_main",
+]
+
+TASK_NAMES = (
+    "text-classification",
+    "token-classification",
+    "question-answering",
+    "masked-language-modeling",
+)
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `import sparse_transfer.tasks` must not import torch/transformers.
+    if name in {"train_main", "evaluate_main"}:
+        from sparse_transfer.tasks import run
+
+        return getattr(run, name)
+    if name in {"load_model", "load_tokenizer"}:
+        from sparse_transfer.tasks import models
+
+        return getattr(models, name)
+    if name == "get_task":
+        from sparse_transfer.tasks.registry import get_task
+
+        return get_task
+    raise AttributeError(name)

@@ -1,0 +1,153 @@
+"""Loading raw datasets: hub names, GLUE, local or s3:// files; checking columns.
+
+Every split remembers where it came from (`sources`), so a missing column or an
+unseen label is reported with the file and the column, not a KeyError deep in
+`datasets`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from sparse_transfer.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+FILE_BUILDERS = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".json": "json",
+    ".jsonl": "json",
+    ".parquet": "parquet",
+}
+
+
+def _local_path(uri: str) -> Path:
+    """A local path for `uri`; s3:// (and other store URIs) go through the storage cache."""
+    if "://" in uri and not uri.startswith("file://"):
+        try:
+            from sparse_transfer.storage import fetch_file
+        except ImportError as exc:  # storage module not available
+            raise DataError(
+                f"cannot read {uri}: remote storage support is unavailable ({exc})"
+            ) from exc
+        return Path(fetch_file(uri))
+    path = Path(uri.removeprefix("file://"))
+    if not path.exists():
+        raise DataError(f"data file {uri} does not exist")
+    return path
+
+
+def load_file(uri: str, split: str):
+    """Loads one CSV / JSON lines / Parquet file as a `datasets.Dataset`."""
+    import datasets
+
+    path = _local_path(uri)
+    suffix = path.suffix.lower()
+    if suffix not in FILE_BUILDERS:
+        raise DataError(
+            f"data file {uri}: unsupported extension {suffix or '(none)'}; "
+            f"use one of {', '.join(sorted(FILE_BUILDERS))}"
+        )
+    if path.stat().st_size == 0:
+        raise DataError(f"data file {uri} is empty (0 rows)")
+    builder = FILE_BUILDERS[suffix]
+    kwargs: dict[str, Any] = {"delimiter": "\t"} if suffix == ".tsv" else {}
+    try:
+        dataset = datasets.load_dataset(
+            builder, data_files={split: str(path)}, split=split, **kwargs
+        )
+    except Exception as exc:  # datasets raises many types for unreadable files
+        raise DataError(f"data file {uri} could not be read as {builder}: {exc}") from exc
+    if len(dataset) == 0:
+        raise DataError(f"data file {uri} is empty (0 rows)")
+    return dataset
+
+
+def load_raw_datasets(data_args, seed: int = 42, glue_task: str | None = None):
+    """Returns ``(DatasetDict, sources)``; sources maps split -> file or hub name.
+
+    Splits are named ``train``, ``validation`` (for MNLI: the matched set),
+    ``validation_mismatched`` (MNLI) and ``test``.
+    """
+    import datasets
+
+    files = {
+        "train": data_args.train_file,
+        "validation": data_args.validation_file,
+        "validation_mismatched": data_args.validation_mismatched_file,
+        "test": data_args.test_file,
+    }
+    files = {split: uri for split, uri in files.items() if uri}
+    sources: dict[str, str] = {}
+    if files:
+        raw = datasets.DatasetDict({split: load_file(uri, split) for split, uri in files.items()})
+        sources.update(files)
+    elif glue_task is not None:
+        raw = datasets.load_dataset("nyu-mll/glue", glue_task, cache_dir=None)
+        if glue_task == "mnli":
+            raw["validation"] = raw.pop("validation_matched")
+            raw["validation_mismatched"] = raw.pop("validation_mismatched")
+            raw["test"] = raw.pop("test_matched")
+            raw.pop("test_mismatched", None)
+        sources.update({split: f"glue/{glue_task}[{split}]" for split in raw})
+    elif data_args.dataset_name is not None:
+        raw = datasets.load_dataset(data_args.dataset_name, data_args.dataset_config_name)
+        if not isinstance(raw, datasets.DatasetDict):
+            raw = datasets.DatasetDict({"train": raw})
+        name = data_args.dataset_name + (
+            f"/{data_args.dataset_config_name}" if data_args.dataset_config_name else ""
+        )
+        sources.update({split: f"{name}[{split}]" for split in raw})
+    else:
+        raise DataError(
+            "no data given: pass --train_file/--validation_file, --dataset_name or --task_name"
+        )
+    if "validation" not in raw and data_args.validation_ratio:
+        if "train" not in raw:
+            raise DataError("--validation_ratio needs a training split to split off")
+        split = raw["train"].train_test_split(test_size=data_args.validation_ratio, seed=seed)
+        raw["train"], raw["validation"] = split["train"], split["test"]
+        sources["validation"] = (
+            f"{sources['train']} ({data_args.validation_ratio:g} split off with seed {seed})"
+        )
+        logger.info(
+            "split %d validation rows off %s (ratio %g, seed %d)",
+            len(raw["validation"]),
+            sources["train"],
+            data_args.validation_ratio,
+            seed,
+        )
+    for split, limit in (
+        ("train", data_args.max_train_samples),
+        ("validation", data_args.max_eval_samples),
+        ("validation_mismatched", data_args.max_eval_samples),
+        ("test", data_args.max_predict_samples),
+    ):
+        if limit is not None and split in raw:
+            raw[split] = raw[split].select(range(min(limit, len(raw[split]))))
+    for split, dataset in raw.items():
+        if len(dataset) == 0:
+            raise DataError(f"{sources.get(split, split)} has no rows")
+    return raw, sources
+
+
+def require_columns(raw, sources: dict[str, str], columns: Iterable[str], splits=None) -> None:
+    """Raises a DataError naming the file and column if a split lacks a column."""
+    for split, dataset in raw.items():
+        if splits is not None and split not in splits:
+            continue
+        missing = [c for c in columns if c not in dataset.column_names]
+        if missing:
+            raise DataError(
+                f"{sources.get(split, split)}: missing column(s) {', '.join(map(repr, missing))}; "
+                f"available columns: {', '.join(dataset.column_names)}. "
+                "Pass --input_column_names / --label_column_name to choose others."
+            )
+
+
+def has_labels(dataset, label_column: str) -> bool:
+    return label_column in dataset.column_names

@@ -1,0 +1,91 @@
+"""Loading models, tokenizers and references (paths, zoo stubs, s3://, hub ids).
+
+`load_model` is the one place a checkpoint becomes a model: the task picks the
+HF auto class, config overrides set the head (labels, problem type), and a
+checkpoint saved during QAT gets its fake-quant state back via
+`sparse_transfer.quantization.restore_qat` (when that module is installed).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from sparse_transfer.errors import SparseTransferError
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_ref(ref: str, kind: str) -> str:
+    """Zoo stub / s3:// / file:// / local path -> local path; a hub id passes through."""
+    try:
+        from sparse_transfer.zoo import resolve
+    except ImportError:
+        if ref.startswith("file://"):
+            return ref.removeprefix("file://")
+        if ref.startswith(("zoo:", "s3://")):
+            raise SparseTransferError(
+                f"cannot resolve {ref!r}: the zoo/storage module is not available"
+            ) from None
+        return ref
+    return str(resolve(ref, kind))
+
+
+def _auto_class(task: str):
+    import transformers
+    from sparse_transfer.tasks.registry import get_task
+
+    return getattr(transformers, get_task(task).auto_class)
+
+
+def load_config(name_or_path: str, **config_overrides: Any):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(str(name_or_path), **config_overrides)
+
+
+def load_model(name_or_path: str | Path, task: str, **config_overrides: Any):
+    """Loads `name_or_path` with the task's head and restores any QAT state.
+
+    Args:
+        name_or_path: local directory or hub id (resolve zoo stubs / s3:// first).
+        task: a task name (``text-classification``, ...).
+        **config_overrides: config attributes such as ``num_labels``,
+            ``id2label``, ``label2id``, ``problem_type``.
+    """
+    name_or_path = str(name_or_path)
+    auto = _auto_class(task)
+    config = load_config(name_or_path, **config_overrides)
+    try:
+        model = auto.from_pretrained(name_or_path, config=config)
+    except (OSError, ValueError) as exc:
+        raise SparseTransferError(f"cannot load a {task} model from {name_or_path}: {exc}") from exc
+    restore_qat_state(model, name_or_path)
+    return model
+
+
+def restore_qat_state(model, directory: str) -> bool:
+    """Re-applies fake quantization saved next to a QAT checkpoint, if any."""
+    if not Path(directory).is_dir():
+        return False
+    try:
+        from sparse_transfer.quantization import restore_qat
+    except ImportError:
+        return False
+    restored = bool(restore_qat(model, directory))
+    if restored:
+        logger.info("restored quantization-aware training state from %s", directory)
+    return restored
+
+
+def load_tokenizer(name_or_path: str | Path, **kwargs: Any):
+    """The checkpoint's fast tokenizer (needed for offsets and word ids)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), **kwargs)
+    if not getattr(tokenizer, "is_fast", False):
+        raise SparseTransferError(
+            f"tokenizer of {name_or_path} is not a fast tokenizer; offsets and word ids need one"
+        )
+    return tokenizer
