@@ -11,7 +11,10 @@ defaults (``sparseml.transformers.text_classification ... --task_name sst2
 teacher, data snapshot, gate, zoo and accelerator settings.
 """
 
+from typing import NamedTuple
+
 from kfp import dsl
+from kfp.dsl import Markdown
 
 from components import (
     configure_training,
@@ -31,6 +34,13 @@ OBERT_DENSE = (
 )
 SST2_RECIPE = "zoo:nlp/sentiment_analysis/obert-base/pytorch/huggingface/sst2/pruned90_quant-none"
 SST2_TEACHER = "zoo:nlp/sentiment_analysis/obert-base/pytorch/huggingface/sst2/base-none"
+
+
+# What a run hands back: the report, the gate decision and the stub published to ("" if none).
+class PipelineOutputs(NamedTuple):
+    report: Markdown
+    passed: bool
+    published: str
 
 
 @dsl.pipeline(
@@ -84,7 +94,7 @@ def sparse_transfer_pipeline(
     must_beat_published: bool = False,
     accelerator_type: str = "",
     accelerator_limit: int = 0,
-):
+) -> PipelineOutputs:
     """Sparse transfer end to end.
 
     Args:
@@ -217,7 +227,7 @@ def sparse_transfer_pipeline(
         ),
         "eval",
     ).set_display_name("evaluate (ONNX)")
-    io_step(
+    gate = io_step(
         publish(
             task=task,
             model=sparse.outputs["sparse_model"],
@@ -235,3 +245,8 @@ def sparse_transfer_pipeline(
             force=publish_force,
         )
     ).set_display_name("gate and publish")
+    return PipelineOutputs(
+        report=gate.outputs["report"],
+        passed=gate.outputs["passed"],
+        published=gate.outputs["published"],
+    )

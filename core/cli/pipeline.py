@@ -1,0 +1,205 @@
+"""`sparse-transfer pipeline compile|run|submit|upload|schedule`: Kubeflow Pipelines from the command line.
+
+Argument parsing only: every handler imports `pipelines.client` (the kfp side)
+lazily, so the library and ``sparse-transfer --help`` never import kfp.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def _auth_options(parser: argparse.ArgumentParser, host_required: bool = False) -> None:
+    group = parser.add_argument_group("Kubeflow Pipelines connection")
+    group.add_argument(
+        "--host",
+        required=host_required,
+        default=None,
+        help="KFP API endpoint, e.g. http://localhost:8080 (default: $KF_PIPELINES_ENDPOINT, "
+        "else in-cluster or the kubeconfig)",
+    )
+    group.add_argument(
+        "--token",
+        default=None,
+        help="bearer token (default: $KF_PIPELINES_TOKEN); prefer the variable, "
+        "command lines end up in shell history",
+    )
+    group.add_argument(
+        "--sa-token-path",
+        default=None,
+        help="service-account token file, re-read on every request "
+        "(default: $KF_PIPELINES_SA_TOKEN_PATH)",
+    )
+    group.add_argument("--namespace", default=None, help="profile namespace (multi-user KFP)")
+    group.add_argument("--ssl-ca-cert", default=None, help="CA bundle for a private TLS endpoint")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "pipeline", help="Compile, run and schedule the Kubeflow pipelines."
+    )
+    sub = parser.add_subparsers(dest="pipeline_command", required=True, metavar="SUBCOMMAND")
+
+    compile_ = sub.add_parser(
+        "compile",
+        help="Regenerate pipelines/compiled/*.yaml (and the Helm chart's copy).",
+        description="Compiles every pipeline. The image comes from $SPARSE_TRANSFER_IMAGE "
+        "(default ghcr.io/sparse-transfer/sparse-transfer:0.1.0), the S3 Secret name from "
+        "$SPARSE_TRANSFER_S3_SECRET (default sparse-transfer-s3).",
+    )
+    compile_.add_argument("--output-dir", default=None, help="default: pipelines/compiled")
+    compile_.add_argument("--no-chart-copy", action="store_true", help="skip the chart's copy")
+    compile_.set_defaults(handler=compile_command)
+
+    run = sub.add_parser(
+        "run",
+        help="Run a pipeline from a run config: --local (kfp's local runner) or on a cluster.",
+        description="With --local, runs the whole DAG on this machine with kfp's local runner "
+        "and prints where the report and artifacts are; with --host, same as `submit`.",
+    )
+    run.add_argument("config", metavar="CONFIG.yaml", help="run config file")
+    run.add_argument("--local", action="store_true", help="run on this machine, no cluster")
+    run.add_argument(
+        "--runner",
+        choices=("subprocess", "docker"),
+        default="subprocess",
+        help="local runner: this Python environment, or the pipeline image via $DOCKER_HOST",
+    )
+    run.add_argument("--pipeline-root", default=None, help="where local artifacts go")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override one parameter (VALUE read as YAML: 3, true, text); repeatable",
+    )
+    run.add_argument("--experiment", default=None, help="KFP experiment (cluster runs)")
+    _auth_options(run)
+    run.set_defaults(handler=run_command)
+
+    submit = sub.add_parser("submit", help="Create one run on a KFP cluster from a run config.")
+    submit.add_argument("config", metavar="CONFIG.yaml")
+    submit.add_argument("--experiment", default=None, help="experiment name (created if missing)")
+    _auth_options(submit)
+    submit.set_defaults(handler=submit_command)
+
+    upload = sub.add_parser(
+        "upload", help="Upload the compiled pipeline (a new version when it already exists)."
+    )
+    upload.add_argument(
+        "--pipeline", default="sparse_transfer", choices=("sparse_transfer", "dense_teacher")
+    )
+    upload.add_argument("--name", default=None, help="pipeline name in KFP")
+    upload.add_argument("--version", default=None, help="version name (default: timestamped)")
+    _auth_options(upload)
+    upload.set_defaults(handler=upload_command)
+
+    schedule = sub.add_parser(
+        "schedule",
+        help="Create a recurring run: retrain on the newest data snapshot, publish if better.",
+    )
+    schedule.add_argument("config", metavar="CONFIG.yaml")
+    schedule.add_argument(
+        "--cron", required=True, help="5-field cron, e.g. '0 3 * * 1' (Mondays 03:00)"
+    )
+    schedule.add_argument("--name", default=None, help="recurring run name")
+    schedule.add_argument("--experiment", default=None)
+    _auth_options(schedule)
+    schedule.set_defaults(handler=schedule_command)
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from pipelines.client import make_client
+
+    return make_client(
+        args.host,
+        token=args.token,
+        sa_token_path=args.sa_token_path,
+        namespace=args.namespace,
+        ssl_ca_cert=args.ssl_ca_cert,
+    )
+
+
+def _overrides(pairs: list[str]) -> dict[str, Any]:
+    import yaml
+    from sparse_transfer.errors import PipelineError
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise PipelineError(f"--set expects NAME=VALUE, got {pair!r}")
+        out[name] = yaml.safe_load(value) if value else ""
+    return out
+
+
+def compile_command(args: argparse.Namespace) -> int:
+    from pipelines import client
+
+    written = client.compile_pipelines(
+        args.output_dir or client.COMPILED_DIR,
+        chart_copy=None if args.no_chart_copy else client.CHART_COPY,
+    )
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from sparse_transfer.errors import PipelineError
+
+    if not args.local:
+        if not args.host:
+            raise PipelineError(
+                "pipeline run needs --local (this machine) or --host URL (a cluster)"
+            )
+        return submit_command(args)
+    from pipelines.client import run_local
+
+    result = run_local(
+        args.config,
+        runner=args.runner,
+        pipeline_root=args.pipeline_root,
+        overrides=_overrides(args.set),
+    )
+    print(f"artifacts: {result.pipeline_root}")
+    if result.report is not None:
+        print(f"report:    {result.report}")
+    gate = {True: "passed", False: "blocked", None: "n/a"}[result.passed]
+    print(f"gate:      {gate}")
+    print(f"published: {result.published or '(nothing)'}")
+    return 0
+
+
+def submit_command(args: argparse.Namespace) -> int:
+    from pipelines.client import submit
+
+    run_id = submit(
+        _client(args), args.config, experiment=args.experiment, namespace=args.namespace
+    )
+    print(f"run created: {run_id}")
+    return 0
+
+
+def upload_command(args: argparse.Namespace) -> int:
+    from pipelines.client import upload
+
+    ids = upload(_client(args), args.pipeline, name=args.name, version=args.version)
+    print(" ".join(f"{k}={v}" for k, v in ids.items()))
+    return 0
+
+
+def schedule_command(args: argparse.Namespace) -> int:
+    from pipelines.client import schedule
+
+    job_id = schedule(
+        _client(args),
+        args.config,
+        cron=args.cron,
+        experiment=args.experiment,
+        name=args.name,
+        namespace=args.namespace,
+    )
+    print(f"recurring run created: {job_id}")
+    return 0

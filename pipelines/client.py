@@ -1,0 +1,327 @@
+"""Compile, run locally, upload, submit and schedule the pipelines (the kfp side of the CLI).
+
+`sparse_transfer.cli.pipeline` parses arguments and imports this module lazily;
+the library itself never imports kfp.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sparse_transfer.errors import PipelineError
+from sparse_transfer.pipeline.config import RunConfig, load_run_config, to_kfp_cron
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPILED_DIR = ROOT / "pipelines" / "compiled"
+CHART_COPY = ROOT / "charts" / "sparse-transfer" / "files" / "sparse_transfer_pipeline.yaml"
+TOKEN_ENV = "KF_PIPELINES_TOKEN"
+SA_TOKEN_ENV = "KF_PIPELINES_SA_TOKEN_PATH"
+
+
+def pipelines() -> dict[str, Any]:
+    """Pipeline name (as used in run configs) -> the kfp pipeline object."""
+    from pipelines.dense_teacher_pipeline import dense_teacher_pipeline
+    from pipelines.sparse_transfer_pipeline import sparse_transfer_pipeline
+
+    return {"sparse_transfer": sparse_transfer_pipeline, "dense_teacher": dense_teacher_pipeline}
+
+
+def get_pipeline(name: str) -> Any:
+    known = pipelines()
+    if name not in known:
+        raise PipelineError(f"unknown pipeline {name!r}; known: {', '.join(sorted(known))}")
+    return known[name]
+
+
+def pipeline_parameters(pipeline: Any) -> dict[str, Any]:
+    """Parameter name -> default, read from the pipeline function's signature."""
+    signature = inspect.signature(pipeline.pipeline_func)
+    return {name: p.default for name, p in signature.parameters.items()}
+
+
+def known_parameters() -> dict[str, dict[str, Any]]:
+    return {name: pipeline_parameters(p) for name, p in pipelines().items()}
+
+
+def read_config(path: str | Path) -> RunConfig:
+    """Loads a run config, checking the pipeline name and every parameter."""
+    return load_run_config(path, known_parameters())
+
+
+def compiled_path(name: str, directory: Path = COMPILED_DIR) -> Path:
+    return directory / f"{name}_pipeline.yaml"
+
+
+def compile_pipelines(
+    directory: str | Path = COMPILED_DIR, chart_copy: Path | None = CHART_COPY
+) -> list[Path]:
+    """Writes every pipeline's spec to `directory` (and the chart's copy of the main one).
+
+    Each file is written next to its destination and renamed into place, so a
+    reader never sees half a spec.
+    """
+    from kfp import compiler
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, pipeline in pipelines().items():
+        target = compiled_path(name, directory)
+        _atomic(target, lambda tmp, p=pipeline: compiler.Compiler().compile(p, str(tmp)))
+        written.append(target)
+    if chart_copy is not None:
+        chart_copy.parent.mkdir(parents=True, exist_ok=True)
+        source = compiled_path("sparse_transfer", directory)
+        _atomic(chart_copy, lambda tmp: shutil.copyfile(source, tmp))
+        written.append(chart_copy)
+    return written
+
+
+def _atomic(target: Path, write: Callable[[Path], Any]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".yaml")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the spec from other users and the chart
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# ---------------------------------------------------------------- local runs
+
+
+@dataclass
+class LocalRunResult:
+    pipeline_root: Path
+    report: Path | None
+    passed: bool | None
+    published: str
+
+
+def run_local(
+    config_path: str | Path,
+    *,
+    runner: str = "subprocess",
+    pipeline_root: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> LocalRunResult:
+    """Runs a pipeline with kfp's local runner (no cluster).
+
+    Args:
+        config_path: run config YAML.
+        runner: ``subprocess`` (this Python environment) or ``docker`` (the
+            pipeline image, through the Docker API at ``DOCKER_HOST``).
+        pipeline_root: where artifacts go (default: the config's
+            ``local.pipeline_root``, else ``demo-output/pipeline-root``).
+        overrides: parameters replacing the config's (validated the same way).
+
+    The local runner ignores caching, retries, resources and Kubernetes
+    settings: S3 credentials come from this process's environment.
+    """
+    from kfp import local
+    from sparse_transfer.pipeline.config import validate_parameters
+
+    config = read_config(config_path)
+    pipeline = get_pipeline(config.pipeline)
+    parameters = dict(config.parameters)
+    if overrides:
+        parameters.update(
+            validate_parameters(
+                overrides,
+                pipeline_parameters(pipeline),
+                source="overrides",
+                pipeline=config.pipeline,
+            )
+        )
+    root = Path(pipeline_root or config.local.get("pipeline_root") or "demo-output/pipeline-root")
+    root = root.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    seed = config.local.get("seed_zoo", "")
+    if seed:
+        _seed_zoo(seed, parameters.get("zoo_root", ""))
+    if runner == "subprocess":
+        chosen = local.SubprocessRunner(use_venv=False)
+    elif runner == "docker":
+        chosen = local.DockerRunner()
+    else:
+        raise PipelineError(f"unknown local runner {runner!r}; use subprocess or docker")
+    local.init(runner=chosen, pipeline_root=str(root), raise_on_error=True)
+    task = pipeline(**parameters)
+    outputs = task.outputs
+    report = outputs.get("report")
+    return LocalRunResult(
+        pipeline_root=root,
+        report=Path(report.path) if report is not None else None,
+        passed=outputs.get("passed"),
+        published=outputs.get("published") or "",
+    )
+
+
+def _seed_zoo(kind: str, zoo_root: str) -> None:
+    """Seeds the embedded zoo (`sparse-transfer zoo seed`) so the run's stubs resolve."""
+    from sparse_transfer.zoo import seed as zoo_seed
+
+    zoo_seed.seed(kind, root=zoo_root or None)
+
+
+# ------------------------------------------------------------------ cluster
+
+
+def make_client(
+    host: str | None = None,
+    *,
+    token: str | None = None,
+    sa_token_path: str | None = None,
+    namespace: str | None = None,
+    ssl_ca_cert: str | None = None,
+    verify_ssl: bool | None = None,
+) -> Any:
+    """A `kfp.Client` with the authentication a KFP user expects, first match wins:
+
+    1. a bearer token: `token` or ``$KF_PIPELINES_TOKEN`` (e.g. ``kubectl create token``,
+       an OIDC/Dex id token);
+    2. a service-account token file: `sa_token_path` or ``$KF_PIPELINES_SA_TOKEN_PATH``
+       (projected volume, refreshed on every request);
+    3. nothing: kfp's own defaults (in-cluster config when `host` is None and we
+       run in a pod, else the kubeconfig's port-forward/proxy).
+    """
+    import kfp
+    from kfp.client import ServiceAccountTokenVolumeCredentials
+
+    token = token or os.environ.get(TOKEN_ENV) or None
+    sa_token_path = sa_token_path or os.environ.get(SA_TOKEN_ENV) or None
+    kwargs: dict[str, Any] = {"host": host, "ssl_ca_cert": ssl_ca_cert, "verify_ssl": verify_ssl}
+    if namespace:
+        kwargs["namespace"] = namespace
+    if token:
+        kwargs["existing_token"] = token
+    elif sa_token_path:
+        if not Path(sa_token_path).is_file():
+            raise PipelineError(f"service-account token file {sa_token_path} does not exist")
+        kwargs["credentials"] = ServiceAccountTokenVolumeCredentials(path=sa_token_path)
+    try:
+        return kfp.Client(**kwargs)
+    except Exception as exc:  # kfp raises bare exceptions for unreachable hosts
+        raise PipelineError(
+            f"cannot reach Kubeflow Pipelines at {host or 'in-cluster'}: {exc}"
+        ) from exc
+
+
+def _compiled_for(name: str) -> Path:
+    """The checked-in compiled spec, recompiled into a temp file if missing."""
+    path = compiled_path(name)
+    if not path.is_file():
+        raise PipelineError(f"{path} is missing: run `sparse-transfer pipeline compile` first")
+    return path
+
+
+def upload(
+    client: Any,
+    pipeline: str = "sparse_transfer",
+    *,
+    name: str | None = None,
+    version: str | None = None,
+) -> dict[str, str]:
+    """Uploads the compiled spec as a new pipeline, or as a new version of an existing one.
+
+    Returns:
+        ``pipeline_id`` and, for a new version, ``version_id``.
+    """
+    from sparse_transfer import __version__
+
+    name = name or get_pipeline(pipeline).name
+    path = _compiled_for(pipeline)
+    existing = client.get_pipeline_id(name)
+    if existing is None:
+        created = client.upload_pipeline(
+            str(path), pipeline_name=name, description=get_pipeline(pipeline).description
+        )
+        return {"pipeline_id": created.pipeline_id}
+    version = version or f"{name}-{__version__}-{_stamp()}"
+    created = client.upload_pipeline_version(
+        str(path), pipeline_version_name=version, pipeline_id=existing
+    )
+    return {"pipeline_id": existing, "version_id": created.pipeline_version_id}
+
+
+def _stamp() -> str:
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+
+def submit(
+    client: Any,
+    config_path: str | Path,
+    *,
+    experiment: str | None = None,
+    namespace: str | None = None,
+) -> str:
+    """Creates one run from a run config; returns the run id."""
+    config = read_config(config_path)
+    run = client.create_run_from_pipeline_package(
+        str(_compiled_for(config.pipeline)),
+        arguments=config.parameters,
+        run_name=config.run_name or f"{config.pipeline}-{_stamp()}",
+        experiment_name=experiment or config.experiment,
+        namespace=namespace,
+    )
+    return run.run_id
+
+
+def schedule(
+    client: Any,
+    config_path: str | Path,
+    *,
+    cron: str,
+    experiment: str | None = None,
+    name: str | None = None,
+    namespace: str | None = None,
+) -> str:
+    """Creates a KFP recurring run for scheduled retraining; returns its id.
+
+    The config must name `dataset_snapshot_prefix` (each run trains on the
+    newest snapshot under it) and `publish_stub`; `must_beat_published` is
+    forced on so a run publishes only when it beats the model in the zoo, and
+    caching is off so each run re-lists the snapshots instead of reusing the
+    first run's data.
+    """
+    config = read_config(config_path)
+    missing = [
+        k for k in ("dataset_snapshot_prefix", "publish_stub") if not config.parameters.get(k)
+    ]
+    if missing:
+        raise PipelineError(
+            f"{config_path}: scheduled retraining needs {' and '.join(missing)} in parameters "
+            "(the newest snapshot under the prefix is trained on; the result is published there)"
+        )
+    if config.parameters.get("must_beat_published") is False:
+        raise PipelineError(
+            f"{config_path}: must_beat_published is false, but a scheduled run publishes only "
+            "when it beats the current zoo model; remove the key or set it to true"
+        )
+    parameters = dict(config.parameters, must_beat_published=True)
+    experiment_obj = client.create_experiment(
+        experiment or config.experiment or "sparse-transfer-retraining", namespace=namespace
+    )
+    job = client.create_recurring_run(
+        experiment_id=experiment_obj.experiment_id,
+        job_name=name or config.run_name or f"{config.pipeline}-retraining",
+        description=config.description,
+        cron_expression=to_kfp_cron(cron),
+        max_concurrency=1,
+        no_catchup=True,
+        params=parameters,
+        pipeline_package_path=str(_compiled_for(config.pipeline)),
+        enable_caching=False,
+    )
+    return job.recurring_run_id

@@ -1,0 +1,143 @@
+"""The dense teacher pipeline: the reference's "dense teacher creation" alone.
+
+    fetch data ─ fetch dense base ─ train (dense recipe) ─ evaluate ─ publish if the gate passes
+
+Defaults are the reference's teacher command (``--model_name_or_path ...base-none
+--recipe ...sst2/base-none --task_name sst2 --seed 20811 ...``); publish the
+result and pass its stub as `distill_teacher` to the sparse transfer pipeline.
+"""
+
+from kfp import dsl
+
+from components import configure_training, evaluate, fetch_data, fetch_model, publish, train_teacher
+from pipelines._settings import io_step, resources, training_step
+from pipelines.sparse_transfer_pipeline import OBERT_DENSE, SST2_TEACHER, PipelineOutputs
+
+
+@dsl.pipeline(
+    name="dense-teacher",
+    description="Fine-tune a dense teacher for distillation and publish it to the zoo.",
+)
+def dense_teacher_pipeline(
+    task: str = "text-classification",
+    model_name_or_path: str = OBERT_DENSE,
+    recipe: str = SST2_TEACHER,
+    recipe_args: str = "",
+    task_name: str = "sst2",
+    dataset_name: str = "",
+    dataset_config_name: str = "",
+    train_file: str = "",
+    validation_file: str = "",
+    dataset_snapshot_prefix: str = "",
+    input_column_names: str = "",
+    label_column_name: str = "",
+    validation_ratio: float = 0.0,
+    max_seq_length: int = 128,
+    doc_stride: int = 128,
+    preprocessing_num_workers: int = 6,
+    per_device_train_batch_size: int = 32,
+    per_device_eval_batch_size: int = 32,
+    gradient_accumulation_steps: int = 1,
+    fp16: bool = True,
+    seed: int = 20811,
+    evaluation_strategy: str = "epoch",
+    eval_steps: int = 0,
+    logging_steps: int = 500,
+    logging_first_step: bool = False,
+    save_strategy: str = "epoch",
+    save_steps: int = 500,
+    save_total_limit: int = 1,
+    max_steps: int = -1,
+    max_train_samples: int = 0,
+    max_eval_samples: int = 0,
+    zoo_root: str = "",
+    publish_stub: str = "",
+    publish_force: bool = False,
+    gate_metric: str = "",
+    min_metric: float = 0.0,
+    accelerator_type: str = "",
+    accelerator_limit: int = 0,
+) -> PipelineOutputs:
+    """Dense teacher end to end; parameters mean what they mean in `sparse_transfer_pipeline`."""
+    data = io_step(
+        fetch_data(
+            task_name=task_name,
+            dataset_name=dataset_name,
+            dataset_config_name=dataset_config_name,
+            train_file=train_file,
+            validation_file=validation_file,
+            dataset_snapshot_prefix=dataset_snapshot_prefix,
+            input_column_names=input_column_names,
+            label_column_name=label_column_name,
+            validation_ratio=validation_ratio,
+        )
+    ).set_display_name("fetch data")
+    config = resources(
+        configure_training(
+            task=task,
+            max_seq_length=max_seq_length,
+            doc_stride=doc_stride,
+            preprocessing_num_workers=preprocessing_num_workers,
+            per_device_train_batch_size=per_device_train_batch_size,
+            per_device_eval_batch_size=per_device_eval_batch_size,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            fp16=fp16,
+            seed=seed,
+            evaluation_strategy=evaluation_strategy,
+            eval_steps=eval_steps,
+            logging_steps=logging_steps,
+            logging_first_step=logging_first_step,
+            save_strategy=save_strategy,
+            save_steps=save_steps,
+            save_total_limit=save_total_limit,
+            max_steps=max_steps,
+            max_train_samples=max_train_samples,
+            max_eval_samples=max_eval_samples,
+        ),
+        "light",
+    ).set_display_name("check training flags")
+    base = io_step(
+        fetch_model(ref=model_name_or_path, kind="model", task=task, zoo_root=zoo_root)
+    ).set_display_name("fetch dense base")
+    trained = training_step(
+        train_teacher(
+            task=task,
+            base_model=base.outputs["model"],
+            dataset=data.outputs["dataset"],
+            recipe=recipe,
+            recipe_args=recipe_args,
+            training_args=config.output,
+            zoo_root=zoo_root,
+            accelerator_type=accelerator_type,
+            accelerator_limit=accelerator_limit,
+        ),
+        accelerator_type,
+        accelerator_limit,
+    ).set_display_name("train dense teacher")
+    scored = resources(
+        evaluate(
+            task=task,
+            model=trained.outputs["teacher"],
+            dataset=data.outputs["dataset"],
+            training_args=config.output,
+        ),
+        "eval",
+    ).set_display_name("evaluate teacher")
+    gate = io_step(
+        publish(
+            task=task,
+            model=trained.outputs["teacher"],
+            torch_metrics=scored.outputs["metrics"],
+            publish_stub=publish_stub,
+            zoo_root=zoo_root,
+            gate_metric=gate_metric,
+            min_metric=min_metric,
+            max_drop_vs_teacher=-1.0,
+            force=publish_force,
+        )
+    ).set_display_name("gate and publish")
+    return PipelineOutputs(
+        report=gate.outputs["report"],
+        passed=gate.outputs["passed"],
+        published=gate.outputs["published"],
+    )
