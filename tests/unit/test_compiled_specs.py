@@ -1,0 +1,149 @@
+"""The checked-in compiled specs are fresh and carry the cluster settings the issue asks for."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPILED = ROOT / "pipelines" / "compiled"
+CHART_COPY = ROOT / "charts" / "sparse-transfer" / "files" / "sparse_transfer_pipeline.yaml"
+NAMES = ("sparse_transfer_pipeline.yaml", "dense_teacher_pipeline.yaml")
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory):
+    """Compiles in a clean subprocess with the default image and secret (env overrides removed)."""
+    out = tmp_path_factory.mktemp("compiled")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("SPARSE_TRANSFER_IMAGE", "SPARSE_TRANSFER_S3_SECRET")
+    }
+    code = f"from pipelines.client import compile_pipelines; compile_pipelines({str(out)!r}, chart_copy=None)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def documents():
+    """The pipeline spec and the Kubernetes platform spec (two YAML documents)."""
+    return list(yaml.safe_load_all((COMPILED / NAMES[0]).read_text()))
+
+
+@pytest.fixture(scope="module")
+def spec(documents):
+    return documents[0]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_checked_in_spec_is_fresh(fresh, name):
+    assert (COMPILED / name).read_text() == (fresh / name).read_text(), (
+        f"pipelines/compiled/{name} is stale: run `sparse-transfer pipeline compile` and commit it"
+    )
+
+
+def test_chart_copy_is_fresh(fresh):
+    assert CHART_COPY.read_text() == (fresh / NAMES[0]).read_text(), (
+        "charts/sparse-transfer/files/sparse_transfer_pipeline.yaml is stale: run `sparse-transfer pipeline compile`"
+    )
+
+
+def test_spec_has_every_step_in_one_shared_image(spec):
+    executors = spec["deploymentSpec"]["executors"]
+    functions = {
+        e["container"]["args"][-1] if False else e["container"]["command"][-1]
+        for e in executors.values()
+    }
+    for step in ("fetch_model", "fetch_data", "configure_training", "train_teacher", "sparse_transfer",
+                 "evaluate", "export_onnx", "publish"):  # fmt: skip
+        assert any(f"def {step}(" in body for body in functions), step
+    images = {e["container"]["image"] for e in executors.values()}
+    assert images == {"ghcr.io/sparse-transfer/sparse-transfer:0.1.0"}
+    # the image ships kfp and the project: no pip install at step start
+    assert not any("pip install" in " ".join(e["container"]["command"]) for e in executors.values())
+
+
+def test_image_is_overridable_at_compile_time(tmp_path):
+    env = dict(os.environ, SPARSE_TRANSFER_IMAGE="registry.local/st:dev")
+    code = f"from pipelines.client import compile_pipelines; compile_pipelines({str(tmp_path)!r}, chart_copy=None)"
+    subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    text = (tmp_path / NAMES[0]).read_text()
+    assert "registry.local/st:dev" in text and "ghcr.io/sparse-transfer" not in text
+
+
+def test_s3_credentials_come_from_the_secret_not_parameters(spec, documents):
+    executors = documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    wired = {name: e["secretAsEnv"][0] for name, e in executors.items() if "secretAsEnv" in e}
+    for step in (
+        "exec-fetch-data",
+        "exec-fetch-model",
+        "exec-train-teacher",
+        "exec-sparse-transfer",
+        "exec-publish",
+    ):
+        assert step in wired, step
+        assert wired[step]["secretName"] == "sparse-transfer-s3"
+        env = {m["envVar"] for m in wired[step]["keyToEnv"]}
+        assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"} <= env
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert not [p for p in parameters if "secret" in p.lower() or "access_key" in p.lower()]
+
+
+def test_training_steps_have_parameter_driven_accelerators_and_no_cache(spec):
+    executors = spec["deploymentSpec"]["executors"]
+    for name in ("exec-train-teacher", "exec-sparse-transfer"):
+        resources = executors[name]["container"]["resources"]
+        assert resources["accelerator"] == {
+            "resourceCount": "{{$.inputs.parameters['pipelinechannel--accelerator_limit']}}",
+            "resourceType": "{{$.inputs.parameters['pipelinechannel--accelerator_type']}}",
+        }
+        assert resources["cpuRequest"] == 4.0
+    # the teacher branch must receive the accelerator parameters (kfp compiler workaround)
+    branch = spec["components"]["comp-condition-2"]["inputDefinitions"]["parameters"]
+    assert {"pipelinechannel--accelerator_type", "pipelinechannel--accelerator_limit"} <= set(
+        branch
+    )
+    tasks = spec["root"]["dag"]["tasks"]
+    assert not tasks["sparse-transfer"].get("cachingOptions", {}).get("enableCache", False)
+    assert tasks["fetch-data"]["cachingOptions"]["enableCache"] is True
+    assert (
+        spec["components"]["comp-condition-2"]["dag"]["tasks"]["train-teacher"].get(
+            "cachingOptions", {}
+        )
+        == {}
+    )
+
+
+def test_io_steps_retry(spec):
+    tasks = spec["root"]["dag"]["tasks"]
+    for name in ("fetch-data", "fetch-model", "publish"):
+        assert tasks[name]["retryPolicy"]["maxRetryCount"] == 3, name
+    assert "retryPolicy" not in tasks["sparse-transfer"]
+
+
+def test_reference_defaults_are_pipeline_parameters(spec):
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    defaults = {name: p.get("defaultValue") for name, p in parameters.items()}
+    assert defaults["task_name"] == "sst2" and defaults["max_seq_length"] == 128
+    assert defaults["per_device_train_batch_size"] == 32 and defaults["fp16"] is True
+    assert defaults["recipe"].endswith("sst2/pruned90_quant-none")
+    assert defaults["distill_teacher"].endswith("sst2/base-none")
+    assert defaults["teacher_seed"] == 20811
+    for name in ("doc_stride", "label_column_name", "input_column_names", "validation_ratio", "dataset_config_name",
+                 "gradient_accumulation_steps", "recipe_args", "zoo_root", "publish_stub", "min_metric",
+                 "max_drop_vs_teacher", "dataset_snapshot_prefix", "accelerator_type"):  # fmt: skip
+        assert name in parameters, name
