@@ -57,7 +57,7 @@ class PreparedTask:
         """Keyword overrides for the model config (num_labels, id2label, ...)."""
         return {}
 
-    def adopt_model_config(self, config) -> None:
+    def adopt_model_config(self, config, source: str = "model") -> None:
         """Reconciles labels with a checkpoint that already has a head (hook)."""
 
     def check_model(self, model, source: str, role: str = "model") -> None:

@@ -81,11 +81,14 @@ def parse_args(spec, argv: list[str]):
     if remaining:
         raise DataError(f"unrecognized arguments for {spec.name}: {' '.join(remaining)}")
     training_args = objs[-1]
-    if (training_args.fp16 or training_args.fp16_full_eval) and not torch.cuda.is_available():
-        logger.warning("--fp16 needs a GPU; none is available, so training runs in fp32")
-        objs = parser.parse_args_into_dataclasses(
-            args=argv + ["--fp16", "false", "--fp16_full_eval", "false"]
-        )
+    if not torch.cuda.is_available():
+        extra = []
+        if training_args.fp16 or training_args.fp16_full_eval:
+            logger.warning("--fp16 needs a GPU; none is available, so training runs in fp32")
+            extra += ["--fp16", "false", "--fp16_full_eval", "false"]
+        if not any(a.startswith("--dataloader_pin_memory") for a in argv):
+            extra += ["--dataloader_pin_memory", "false"]  # pinning needs an accelerator
+        objs = parser.parse_args_into_dataclasses(args=argv + extra)
         training_args = objs[-1]
     model_args, data_args = objs[0], objs[1]
     task_args = objs[2] if spec.args_class is not None else None
