@@ -46,3 +46,18 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache demo-output
+
+.PHONY: image e2e-containers chart-test
+
+## The shared image, built here with podman (base made locally; see images/build-local.sh).
+image:
+	nice -n 19 images/build-local.sh
+
+## Build the image, then run the whole pipeline in containers of it (kfp's Docker runner on
+## podman's Docker-API socket). Slow: not part of `make test`.
+e2e-containers: $(STAMP)
+	nice -n 19 images/e2e-containers.sh $(E2E_CONFIG)
+
+## The Helm chart (helm lint + render + Kubernetes schemas) and the Dockerfile (hadolint).
+chart-test: $(STAMP)
+	$(BIN)/python -m pytest -q tests/integration/test_helm_chart.py tests/unit/test_dockerfile.py

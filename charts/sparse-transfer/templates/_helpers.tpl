@@ -1,0 +1,181 @@
+{{/* Names, labels and the few derived settings every template shares. */}}
+
+{{- define "sparse-transfer.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "sparse-transfer.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "sparse-transfer.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "sparse-transfer.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "sparse-transfer.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "sparse-transfer.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The one image reference used by every container of ours. */}}
+{{- define "sparse-transfer.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if hasPrefix "@" $tag }}
+{{- printf "%s%s" .Values.image.repository $tag }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{- define "sparse-transfer.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "sparse-transfer.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "sparse-transfer.kfpNamespace" -}}
+{{- default .Release.Namespace .Values.kfp.namespace }}
+{{- end }}
+
+{{/* The Secret holding S3 credentials (created here or the user's). */}}
+{{- define "sparse-transfer.s3SecretName" -}}
+{{- default .Values.s3.secretName .Values.s3.existingSecret }}
+{{- end }}
+
+{{- define "sparse-transfer.minioName" -}}
+{{- printf "%s-minio" (include "sparse-transfer.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* host:port of the object store, as the KFP launcher wants it (no scheme). */}}
+{{- define "sparse-transfer.s3Endpoint" -}}
+{{- if .Values.minio.enabled }}
+{{- printf "%s.%s.svc:9000" (include "sparse-transfer.minioName" .) .Release.Namespace }}
+{{- else }}
+{{- .Values.s3.endpoint | trimPrefix "https://" | trimPrefix "http://" | trimSuffix "/" }}
+{{- end }}
+{{- end }}
+
+{{- define "sparse-transfer.s3DisableSSL" -}}
+{{- if .Values.minio.enabled }}true{{ else if hasPrefix "http://" .Values.s3.endpoint }}true{{ else }}{{ .Values.s3.disableSSL }}{{ end }}
+{{- end }}
+
+{{/* A full URL for boto3 (AWS_ENDPOINT_URL). */}}
+{{- define "sparse-transfer.s3EndpointURL" -}}
+{{- $scheme := ternary "http" "https" (eq (include "sparse-transfer.s3DisableSSL" .) "true") }}
+{{- printf "%s://%s" $scheme (include "sparse-transfer.s3Endpoint" .) }}
+{{- end }}
+
+{{- define "sparse-transfer.pipelineRoot" -}}
+{{- default (printf "s3://%s/pipeline-root" .Values.s3.bucket) .Values.pipelineRoot }}
+{{- end }}
+
+{{/*
+The compiled spec with every step's image set to this chart's image: the copy in files/ is
+compiled with the project's default image, a user's registry is only known here.
+*/}}
+{{- define "sparse-transfer.pipelineSpec" -}}
+{{- $spec := .Files.Get "files/sparse_transfer_pipeline.yaml" }}
+{{- regexReplaceAll "(?m)^(\\s+image: ).*$" $spec (printf "${1}%s" (include "sparse-transfer.image" .)) }}
+{{- end }}
+
+{{/* A new KFP pipeline version per spec change and per upgrade. */}}
+{{- define "sparse-transfer.versionName" -}}
+{{- if .Values.kfp.versionName }}
+{{- .Values.kfp.versionName }}
+{{- else }}
+{{- $sha := include "sparse-transfer.pipelineSpec" . | sha256sum | trunc 10 }}
+{{- printf "%s-%s-r%d" .Chart.AppVersion $sha (int .Release.Revision) }}
+{{- end }}
+{{- end }}
+
+{{/* Env for boto3 and our CLI: endpoint, region, bucket and the keys from the Secret. */}}
+{{- define "sparse-transfer.s3Env" -}}
+- name: AWS_ENDPOINT_URL
+  value: {{ include "sparse-transfer.s3EndpointURL" . | quote }}
+- name: AWS_DEFAULT_REGION
+  value: {{ .Values.s3.region | quote }}
+- name: S3_BUCKET
+  value: {{ .Values.s3.bucket | quote }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "sparse-transfer.s3SecretName" . }}
+      key: {{ .Values.s3.accessKeyKey }}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "sparse-transfer.s3SecretName" . }}
+      key: {{ .Values.s3.secretKeyKey }}
+{{- end }}
+
+{{/* KFP API settings and the token file the CLI (kfp.Client) reads. */}}
+{{- define "sparse-transfer.kfpEnv" -}}
+- name: KFP_HOST
+  value: {{ .Values.kfp.host | quote }}
+- name: KFP_NAMESPACE
+  value: {{ .Values.kfp.namespace | quote }}
+{{- if or .Values.kfp.auth.existingTokenSecret .Values.kfp.auth.serviceAccountToken }}
+- name: KF_PIPELINES_SA_TOKEN_PATH
+  value: /var/run/secrets/kubeflow/pipelines/token
+{{- end }}
+{{- end }}
+
+{{- define "sparse-transfer.tokenVolume" -}}
+{{- if .Values.kfp.auth.existingTokenSecret }}
+- name: kfp-token
+  secret:
+    secretName: {{ .Values.kfp.auth.existingTokenSecret }}
+    items:
+      - key: {{ .Values.kfp.auth.tokenKey }}
+        path: token
+{{- else if .Values.kfp.auth.serviceAccountToken }}
+- name: kfp-token
+  projected:
+    sources:
+      - serviceAccountToken:
+          path: token
+          audience: {{ .Values.kfp.auth.audience }}
+          expirationSeconds: 7200
+{{- end }}
+{{- end }}
+
+{{- define "sparse-transfer.tokenMount" -}}
+{{- if or .Values.kfp.auth.existingTokenSecret .Values.kfp.auth.serviceAccountToken }}
+- name: kfp-token
+  mountPath: /var/run/secrets/kubeflow/pipelines
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "sparse-transfer.podPlacement" -}}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}

