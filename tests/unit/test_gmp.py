@@ -1,0 +1,127 @@
+"""GMPruningModifier: schedule values, exact targets, block4 and global sparsity."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from sparse_transfer.modifiers import FieldError
+from sparse_transfer.modifiers._masks import prunable_params
+from sparse_transfer.modifiers.magnitude_pruning import interpolate_sparsity
+from transformers import TrainerCallback
+
+from tests.unit._train_utils import make_trainer, mod, tiny_dataset, tiny_model
+
+ENCODER = "re:bert\\.encoder\\..*(query|key|value|dense)\\.weight$"
+
+
+def _encoder_linear(model) -> dict[str, torch.nn.Parameter]:
+    return {
+        n: p
+        for n, (p, _) in prunable_params(model).items()
+        if n.startswith("bert.encoder.") and p.dim() == 2
+    }
+
+
+class _Recorder(TrainerCallback):
+    """Records each tensor's zero count after every optimizer step."""
+
+    def __init__(self, model):
+        self.model = model
+        self.zeros: list[dict[str, int]] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.zeros.append({n: int((p == 0).sum()) for n, p in _encoder_linear(self.model).items()})
+
+
+def _gmp(**overrides):
+    name = overrides.pop("name", "GMPruningModifier")
+    fields = dict(
+        init_sparsity=0.05, final_sparsity=0.8, start_epoch=0.0, end_epoch=2.0,
+        update_frequency=0.5, params=ENCODER, inter_func="cubic",
+    )  # fmt: skip
+    fields.update(overrides)
+    return mod(name, **fields)
+
+
+def test_cubic_and_linear_closed_forms():
+    # SparseML / Zhu & Gupta cubic: s_f + (s_i - s_f) * (1 - p)^3
+    assert interpolate_sparsity(0.0, 0, 2, 0.05, 0.8, "cubic") == pytest.approx(0.05)
+    assert interpolate_sparsity(0.5, 0, 2, 0.05, 0.8, "cubic") == pytest.approx(
+        0.8 - 0.75 * 0.75**3
+    )
+    assert interpolate_sparsity(1.0, 0, 2, 0.05, 0.8, "cubic") == pytest.approx(0.8 - 0.75 * 0.125)
+    assert interpolate_sparsity(3.0, 0, 2, 0.05, 0.8, "cubic") == pytest.approx(0.8)
+    assert interpolate_sparsity(0.5, 0, 2, 0.0, 0.8, "linear") == pytest.approx(0.2)
+
+
+def test_gmp_follows_cubic_schedule_and_hits_target_at_end_epoch(tmp_path):
+    model, tok = tiny_model(tmp_path)
+    # 16 rows / batch 4 = 4 steps per epoch; updates every 0.5 epoch = every 2 steps.
+    trainer = make_trainer(tmp_path, model, tiny_dataset(tok, 16), recipe=[_gmp()], epochs=2)
+    recorder = _Recorder(model)
+    trainer.add_callback(recorder)
+    trainer.train()
+    assert trainer.sparse_state.steps_per_epoch == 4
+    numel = {n: p.numel() for n, p in _encoder_linear(model).items()}
+    gmp = trainer.manager.modifiers[0]
+    for step, zeros in enumerate(recorder.zeros, start=1):
+        epoch = step / 4
+        last_update = min((step // 2) * 0.5, 2.0)  # update points 0, 0.5, 1.0, ...
+        expected = gmp.sparsity_at(last_update)
+        for name, count in zeros.items():
+            assert abs(count - expected * numel[name]) <= 1, (step, epoch, name, count)
+    # At end_epoch (the last step) every tensor holds the final sparsity within one weight.
+    for name, p in _encoder_linear(model).items():
+        assert abs(int((p == 0).sum()) - 0.8 * p.numel()) <= 1, name
+    # Intermediate point really is cubic, not linear.
+    mid = recorder.zeros[3]  # after step 4: epoch 1.0
+    name = "bert.encoder.layer.0.intermediate.dense.weight"
+    assert mid[name] == round((0.8 - 0.75 * 0.125) * numel[name])
+
+
+def test_block4_masks_whole_blocks_along_input_dim(tmp_path):
+    model, tok = tiny_model(tmp_path)
+    gmp = _gmp(
+        init_sparsity=0.5,
+        final_sparsity=0.5,
+        end_epoch=0.5,
+        update_frequency=0.25,
+        mask_type="block4",
+    )
+    make_trainer(tmp_path, model, tiny_dataset(tok, 8), recipe=[gmp], epochs=0.5).train()
+    for name, p in _encoder_linear(model).items():
+        blocks = p.detach().reshape(p.shape[0], -1, 4).eq(0)  # (out, in/4, 4)
+        whole = blocks.all(-1)
+        assert torch.equal(whole, blocks.any(-1)), f"{name}: partially zero block"
+        assert abs(int(whole.sum()) - 0.5 * whole.numel()) <= 1, name
+
+
+def test_global_sparsity_ranks_all_tensors_together(tmp_path):
+    model, tok = tiny_model(tmp_path)
+    with torch.no_grad():  # make one layer much larger in magnitude: global pruning spares it
+        _encoder_linear(model)["bert.encoder.layer.1.output.dense.weight"].mul_(100.0)
+    gmp = _gmp(
+        init_sparsity=0.6,
+        final_sparsity=0.6,
+        end_epoch=0.5,
+        update_frequency=0.25,
+        global_sparsity=True,
+    )
+    make_trainer(tmp_path, model, tiny_dataset(tok, 8), recipe=[gmp], epochs=0.5).train()
+    params = _encoder_linear(model)
+    total = sum(p.numel() for p in params.values())
+    zeros = sum(int((p == 0).sum()) for p in params.values())
+    assert abs(zeros - 0.6 * total) <= 1
+    big = params["bert.encoder.layer.1.output.dense.weight"]
+    assert int((big == 0).sum()) < 0.05 * big.numel()
+
+
+def test_magnitude_alias_and_bad_fields():
+    m = _gmp(name="MagnitudePruningModifier")
+    assert m.recipe_name == "MagnitudePruningModifier"
+    with pytest.raises(FieldError, match="final_sparsity"):
+        _gmp(final_sparsity=1.5)
+    with pytest.raises(FieldError, match="mask_type"):
+        _gmp(mask_type="channelz")
+    with pytest.raises(FieldError, match="inter_func"):
+        _gmp(inter_func="quartic")
