@@ -28,7 +28,7 @@ def configure_training(
     max_eval_samples: int = 0,
 ) -> dict:
     """Validates the flags before anything heavy runs; zero/-1 limits mean "unset"."""
+    options = dict(locals())  # exactly the parameters: taken before any other name exists
     from sparse_transfer.pipeline.options import training_options
 
-    options = dict(locals())
     return training_options(options.pop("task"), **options)

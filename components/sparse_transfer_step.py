@@ -29,16 +29,12 @@ def sparse_transfer(
     A placeholder teacher (``distill_teacher: disable``) turns distillation off.
     `accelerator_*` are recorded only; the pipeline sets the GPU request.
     """
-    from sparse_transfer.pipeline.metrics import numeric_metrics
-    from sparse_transfer.pipeline.steps import train_step
+    from sparse_transfer.pipeline.steps import train_step, training_metrics
 
     summary = train_step(
         task, model.path, sparse_model.path, dataset.path, recipe=recipe,
         recipe_args=recipe_args, teacher_dir=teacher.path, training_args=training_args, zoo=zoo_root,
     )  # fmt: skip
-    for name, value in numeric_metrics(summary.get("metrics", {})).items():
+    for name, value in training_metrics(summary).items():
         metrics.log_metric(name, value)
-    sparsity = summary.get("sparsity") or {}
-    if "overall_sparsity" in sparsity:
-        metrics.log_metric("overall_sparsity", float(sparsity["overall_sparsity"]))
     sparse_model.metadata.update({"task": task, "recipe": recipe, "accelerator": accelerator_type})

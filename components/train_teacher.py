@@ -28,14 +28,13 @@ def train_teacher(
         accelerator_type / accelerator_limit: recorded only; the pipeline sets the
             GPU request from the same parameters.
     """
-    from sparse_transfer.pipeline.metrics import numeric_metrics
-    from sparse_transfer.pipeline.steps import train_step
+    from sparse_transfer.pipeline.steps import train_step, training_metrics
 
     args = dict(training_args, **({"seed": seed} if seed >= 0 else {}))
     summary = train_step(
         task, base_model.path, teacher.path, dataset.path,
         recipe=recipe, recipe_args=recipe_args, training_args=args, zoo=zoo_root,
     )  # fmt: skip
-    for name, value in numeric_metrics(summary.get("metrics", {})).items():
+    for name, value in training_metrics(summary).items():
         metrics.log_metric(name, value)
     teacher.metadata.update({"task": task, "recipe": recipe, "accelerator": accelerator_type})

@@ -285,6 +285,20 @@ def train_step(
     return summary
 
 
+def training_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
+    """The numbers of a `train_main` summary worth a KFP metric: eval metrics plus sparsity."""
+    from sparse_transfer.pipeline.metrics import numeric_metrics
+
+    out = numeric_metrics(summary.get("metrics") or {})
+    sparsity = summary.get("sparsity") or {}
+    overall = sparsity.get("after", sparsity.get("overall_sparsity"))
+    if isinstance(overall, (int, float)):
+        out["overall_sparsity"] = float(overall)
+    if isinstance(sparsity.get("zeros_lost"), (int, float)):
+        out["zeros_lost"] = float(sparsity["zeros_lost"])
+    return out
+
+
 def _cuda_available() -> bool:
     import torch
 
@@ -310,13 +324,15 @@ def evaluate_step(
 
     if not has_model(model_dir):
         return {"metrics": {}, "confusion_matrix": None}
+    import tempfile
+
     from sparse_transfer.tasks import evaluate_main
 
-    argv = ["--model_path", str(model_dir), "--task", task, *data_argv(data_dir)]
-    if output_dir is not None:
-        argv += ["--output_dir", str(output_dir)]
-    argv += flags(dict(eval_args or {}))
-    results = evaluate_main(argv)
+    with tempfile.TemporaryDirectory(prefix="evaluate-") as scratch:
+        # eval_results.json goes to `output_dir` or a scratch dir, never into the input artifact
+        argv = ["--model_path", str(model_dir), "--task", task, *data_argv(data_dir)]
+        argv += ["--output_dir", str(output_dir or scratch), *flags(dict(eval_args or {}))]
+        results = evaluate_main(argv)
     nested = results.get("metrics")
     metrics = numeric_metrics(nested if isinstance(nested, Mapping) else results)
     matrix = results.get("confusion_matrix")
@@ -451,10 +467,11 @@ def publish_step(
 def _published_metrics(stub: str) -> dict[str, Any] | None:
     """The metrics on the model card currently at `stub`, None when nothing is published."""
     from sparse_transfer import zoo as zoo_api
+    from sparse_transfer.errors import StorageError, ZooError
 
     try:
         card = zoo_api.card(stub)
-    except Exception as exc:  # noqa: BLE001 - a missing entry is the normal first run
+    except (ZooError, StorageError) as exc:  # a missing entry is the normal first run
         log.info("nothing published at %s yet (%s)", stub, exc)
         return None
     return dict(card.get("metrics") or {})
