@@ -77,6 +77,7 @@ class QuantizationModifier(Modifier):
             exclude_module_types=tuple(self.exclude_module_types or ()),
             quantize_embeddings=self.quantize_embeddings,
             quantize_linear_activations=self.quantize_linear_activations,
+            quantize_embedding_activations=self.quantize_embedding_activations,
             weight_bits=self.weight_bits,
             activation_bits=self.activation_bits,
             reduce_range=self.reduce_range,
