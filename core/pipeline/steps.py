@@ -337,7 +337,9 @@ def evaluate_step(
     metrics = numeric_metrics(nested if isinstance(nested, Mapping) else results)
     matrix = results.get("confusion_matrix")
     if not (isinstance(matrix, Mapping) and matrix.get("labels") and matrix.get("matrix")):
-        matrix = None
+        from sparse_transfer.pipeline.confusion import classification_confusion
+
+        matrix = classification_confusion(task, model_dir, data_argv(data_dir), eval_args)
     return {"metrics": metrics, "confusion_matrix": matrix}
 
 

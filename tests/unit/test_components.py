@@ -138,9 +138,10 @@ def test_evaluate_logs_metrics_and_leaves_input_untouched(work, sparse, data, co
     )
     assert 0.0 <= metrics.metadata["eval_accuracy"] <= 1.0
     assert sorted(p.name for p in Path(sparse[0].path).iterdir()) == before
-    if cm.metadata:  # confusion matrix: rows sum to the 16 validation rows
-        rows = cm.metadata["confusionMatrix"]["rows"]
-        assert sum(sum(r["row"]) for r in rows) == 16
+    # the confusion matrix covers the 16 validation rows and agrees with the accuracy
+    rows = [r["row"] for r in cm.metadata["confusionMatrix"]["rows"]]
+    assert len(rows) == 2 and sum(map(sum, rows)) == 16
+    assert (rows[0][0] + rows[1][1]) / 16 == pytest.approx(metrics.metadata["eval_accuracy"])
 
 
 def test_evaluate_placeholder_teacher_scores_nothing(work, data, config):
