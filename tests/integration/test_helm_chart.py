@@ -423,3 +423,59 @@ def _merge(base: dict, override: dict) -> dict:
         else:
             out[key] = value
     return out
+
+
+@needs_helm
+def test_upload_job_script_runs_against_a_fake_kfp_api(tmp_path: Path):
+    """The Job's rendered shell script, run here with our CLI, makes the requests KFP expects."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    fake = pytest.importorskip("test_submit", reason="the fake KFP API lives in test_submit.py")
+    fake.FakeKFP.records, fake.FakeKFP.pipelines, fake.FakeKFP.experiments = [], {}, {}
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), fake.FakeKFP)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        host = f"http://127.0.0.1:{httpd.server_address[1]}"
+        docs = render(CHART / "ci" / "schedules-values.yaml", "--set", f"kfp.host={host}")
+        container = one(docs, "Job", "-upload")["spec"]["template"]["spec"]["containers"][0]
+        schedules_dir = tmp_path / "schedules"
+        schedules_dir.mkdir()
+        for name, text in one(docs, "ConfigMap", "-schedules")["data"].items():
+            (schedules_dir / name).write_text(text)
+        token = tmp_path / "token"
+        token.write_text(fake.TOKEN)
+        env = {k: v for k, v in container_env(container).items() if isinstance(v, str)}
+        env["KF_PIPELINES_SA_TOKEN_PATH"] = str(token)
+        script = container["args"][0].replace("/etc/sparse-transfer/schedules", str(schedules_dir))
+        proc = subprocess.run(
+            [*container["command"], script],
+            env={**os.environ, **env, "PATH": f"{Path(sys.prefix) / 'bin'}:{os.environ['PATH']}"},
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    records = [(r["method"], r["path"]) for r in fake.FakeKFP.records]
+    assert ("POST", "/apis/v2beta1/pipelines/upload") in records
+    (upload,) = [r for r in fake.FakeKFP.records if r["path"] == "/apis/v2beta1/pipelines/upload"]
+    assert upload["query"]["name"] == ["sparse-transfer"]
+    (experiment,) = [
+        r for r in fake.FakeKFP.records if r["method"] == "POST" and "experiments" in r["path"]
+    ]
+    assert json.loads(experiment["body"]) == {
+        "display_name": "nightly",
+        "namespace": "kubeflow-user-example-com",
+    }
+    (recurring,) = [r for r in fake.FakeKFP.records if r["path"] == "/apis/v2beta1/recurringruns"]
+    body = json.loads(recurring["body"])
+    assert body["display_name"] == "weekly-retrain"
+    assert body["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1"
+    assert body["runtime_config"]["parameters"]["min_metric"] == 0.85
+    assert all(
+        r["headers"].get("authorization") == f"Bearer {fake.TOKEN}" for r in fake.FakeKFP.records
+    )
