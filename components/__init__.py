@@ -11,6 +11,7 @@ from components.fetch_data import fetch_data
 from components.fetch_model import fetch_model
 from components.publish import publish
 from components.sparse_transfer_step import sparse_transfer
+from components.teacher import teacher
 from components.train_teacher import train_teacher
 
 __all__ = [
@@ -21,5 +22,6 @@ __all__ = [
     "fetch_model",
     "publish",
     "sparse_transfer",
+    "teacher",
     "train_teacher",
 ]

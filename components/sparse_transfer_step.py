@@ -21,13 +21,10 @@ def sparse_transfer(
     metrics: Output[Metrics],
     recipe_args: str = "",
     zoo_root: str = "",
-    accelerator_type: str = "",
-    accelerator_limit: int = 0,
 ):
     """Fine-tunes the pre-sparsified `model` with `recipe`, distilling from `teacher`.
 
     A placeholder teacher (``distill_teacher: disable``) turns distillation off.
-    `accelerator_*` are recorded only; the pipeline sets the GPU request.
     """
     from sparse_transfer.pipeline.steps import train_step, training_metrics
 
@@ -37,4 +34,4 @@ def sparse_transfer(
     )  # fmt: skip
     for name, value in training_metrics(summary).items():
         metrics.log_metric(name, value)
-    sparse_model.metadata.update({"task": task, "recipe": recipe, "accelerator": accelerator_type})
+    sparse_model.metadata.update({"task": task, "recipe": recipe})

@@ -18,15 +18,11 @@ def train_teacher(
     recipe_args: str = "",
     seed: int = -1,
     zoo_root: str = "",
-    accelerator_type: str = "",
-    accelerator_limit: int = 0,
 ):
     """Fine-tunes `base_model` densely with `recipe` (no teacher of its own).
 
     Args:
         seed: overrides the run's seed when >= 0 (the reference's teacher used 20811).
-        accelerator_type / accelerator_limit: recorded only; the pipeline sets the
-            GPU request from the same parameters.
     """
     from sparse_transfer.pipeline.steps import train_step, training_metrics
 
@@ -37,4 +33,4 @@ def train_teacher(
     )  # fmt: skip
     for name, value in training_metrics(summary).items():
         metrics.log_metric(name, value)
-    teacher.metadata.update({"task": task, "recipe": recipe, "accelerator": accelerator_type})
+    teacher.metadata.update({"task": task, "recipe": recipe})

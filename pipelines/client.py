@@ -148,6 +148,8 @@ def run_local(
     seed = config.local.get("seed_zoo", "")
     if seed:
         _seed_zoo(seed, parameters.get("zoo_root", ""))
+    if config.local.get("seed_data") and not parameters.get("train_file"):
+        parameters.update(_seed_data(root / "data" / config.local["seed_data"]))
     if runner == "subprocess":
         chosen = local.SubprocessRunner(use_venv=False)
     elif runner == "docker":
@@ -155,7 +157,13 @@ def run_local(
     else:
         raise PipelineError(f"unknown local runner {runner!r}; use subprocess or docker")
     local.init(runner=chosen, pipeline_root=str(root), raise_on_error=True)
-    task = pipeline(**parameters)
+    try:
+        task = pipeline(**parameters)
+    except RuntimeError as exc:  # kfp's local runner reports a failed task this way
+        raise PipelineError(
+            f"local run of {config.pipeline} failed: {exc}\n(the failing step's log is printed above; "
+            f"its artifacts are under {root})"
+        ) from None
     outputs = task.outputs
     report = outputs.get("report")
     return LocalRunResult(
@@ -167,10 +175,25 @@ def run_local(
 
 
 def _seed_zoo(kind: str, zoo_root: str) -> None:
-    """Seeds the embedded zoo (`sparse-transfer zoo seed`) so the run's stubs resolve."""
+    """Seeds the embedded zoo (`sparse-transfer zoo seed`) so the run's stubs resolve.
+
+    Entries that exist are kept, so only the first run pays for it.
+    """
     from sparse_transfer.zoo import seed as zoo_seed
 
     zoo_seed.seed(kind, root=zoo_root or None)
+
+
+def _seed_data(directory: Path) -> dict[str, str]:
+    """Writes the fixture sentiment data (SST-2 columns) once; returns the file parameters."""
+    from sparse_transfer import fixtures
+
+    train, validation = directory / "train.jsonl", directory / "validation.jsonl"
+    if not (train.is_file() and validation.is_file()):
+        rows = fixtures.sentiment_rows(320, seed=0)
+        fixtures.write_jsonl(rows[:256], train)
+        fixtures.write_jsonl(rows[256:], validation)
+    return {"train_file": str(train), "validation_file": str(validation)}
 
 
 # ------------------------------------------------------------------ cluster

@@ -108,8 +108,6 @@ def dense_teacher_pipeline(
             recipe_args=recipe_args,
             training_args=config.output,
             zoo_root=zoo_root,
-            accelerator_type=accelerator_type,
-            accelerator_limit=accelerator_limit,
         ),
         accelerator_type,
         accelerator_limit,

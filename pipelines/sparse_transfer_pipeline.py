@@ -1,9 +1,9 @@
 """The sparse transfer pipeline: the reference's command line as a Kubeflow DAG.
 
-    fetch data ─┬─ fetch student ─────────────────────────┐
-                ├─ teacher: train dense (no stub) | fetch ─┼─ sparse transfer ─ evaluate (torch)
-                │                     └─ evaluate teacher ─┤        └─ export ONNX ─ evaluate (ONNX)
-                └──────────────────────────────────────────┴──────────── publish if the gate passes
+    fetch data ─┬─ fetch student ──────────────────────────┐
+                ├─ teacher: fetch stub | train dense (none) ─┼─ sparse transfer ─ evaluate (torch)
+                │                      └─ evaluate teacher ──┤        └─ export ONNX ─ evaluate (ONNX)
+                └────────────────────────────────────────────┴──────────── publish if the gate passes
 
 Parameters are the reference command lines' flags with the reference's SST2
 defaults (``sparseml.transformers.text_classification ... --task_name sst2
@@ -24,7 +24,7 @@ from components import (
     fetch_model,
     publish,
     sparse_transfer,
-    train_teacher,
+    teacher,
 )
 from pipelines._settings import io_step, resources, training_step
 
@@ -152,38 +152,31 @@ def sparse_transfer_pipeline(
         fetch_model(ref=model_name_or_path, kind="model", task=task, zoo_root=zoo_root)
     ).set_display_name("fetch student")
 
-    with dsl.If(distill_teacher == "", name="no teacher given"):
-        base = io_step(
-            fetch_model(ref=teacher_model_name_or_path, kind="model", task=task, zoo_root=zoo_root)
-        ).set_display_name("fetch teacher base")
-        # accelerator_* are also passed as plain inputs: kfp 2.17's compiler only
-        # wires parameters used by set_accelerator_* into a condition branch when
-        # a task input uses them too (else the branch references a missing input).
-        trained = training_step(
-            train_teacher(
-                task=task,
-                base_model=base.outputs["model"],
-                dataset=data.outputs["dataset"],
-                recipe=teacher_recipe,
-                recipe_args=teacher_recipe_args,
-                training_args=config.output,
-                seed=teacher_seed,
-                zoo_root=zoo_root,
-                accelerator_type=accelerator_type,
-                accelerator_limit=accelerator_limit,
-            ),
-            accelerator_type,
-            accelerator_limit,
-        ).set_display_name("train dense teacher")
-    with dsl.Else(name="teacher given"):
-        fetched = io_step(
-            fetch_model(ref=distill_teacher, kind="teacher", task=task, zoo_root=zoo_root)
-        ).set_display_name("fetch teacher")
-    teacher = dsl.OneOf(trained.outputs["teacher"], fetched.outputs["model"])
+    # One parameter-driven step rather than dsl.If/dsl.Else + dsl.OneOf: kfp 2.17.3's
+    # local runner cannot select an artifact from conditional branches.
+    teacher_task = training_step(
+        teacher(
+            task=task,
+            dataset=data.outputs["dataset"],
+            training_args=config.output,
+            distill_teacher=distill_teacher,
+            base_model=teacher_model_name_or_path,
+            recipe=teacher_recipe,
+            recipe_args=teacher_recipe_args,
+            seed=teacher_seed,
+            zoo_root=zoo_root,
+        ),
+        accelerator_type,
+        accelerator_limit,
+    ).set_display_name("teacher: fetch or train dense")
+    teacher_model = teacher_task.outputs["teacher"]
 
     teacher_eval = resources(
         evaluate(
-            task=task, model=teacher, dataset=data.outputs["dataset"], training_args=config.output
+            task=task,
+            model=teacher_model,
+            dataset=data.outputs["dataset"],
+            training_args=config.output,
         ),
         "eval",
     ).set_display_name("evaluate teacher")
@@ -191,14 +184,12 @@ def sparse_transfer_pipeline(
         sparse_transfer(
             task=task,
             model=student.outputs["model"],
-            teacher=teacher,
+            teacher=teacher_model,
             dataset=data.outputs["dataset"],
             recipe=recipe,
             recipe_args=recipe_args,
             training_args=config.output,
             zoo_root=zoo_root,
-            accelerator_type=accelerator_type,
-            accelerator_limit=accelerator_limit,
         ),
         accelerator_type,
         accelerator_limit,

@@ -9,6 +9,8 @@ A run config is YAML::
     local:                             # optional, only read by `pipeline run --local`
       pipeline_root: demo-output/pipeline-root
       seed_zoo: tiny                   # seed the embedded zoo first: "", tiny or minilm
+      seed_data: sentiment             # write fixture train/validation files, used when
+                                       # train_file/validation_file are not set
     parameters:                        # pipeline parameters; unset ones keep the pipeline default
       task: text-classification
       max_seq_length: 128
@@ -29,8 +31,9 @@ import yaml
 from sparse_transfer.errors import PipelineError
 
 TOP_LEVEL_KEYS = ("pipeline", "run_name", "experiment", "description", "local", "parameters")
-LOCAL_KEYS = ("pipeline_root", "seed_zoo")
+LOCAL_KEYS = ("pipeline_root", "seed_zoo", "seed_data")
 SEED_CHOICES = ("", "tiny", "minilm")
+DATA_CHOICES = ("", "sentiment")
 
 
 @dataclass
@@ -43,7 +46,7 @@ class RunConfig:
         run_name: KFP run name (None: derived from the pipeline name).
         experiment: KFP experiment (None: the client's default).
         description: free text shown in the KFP UI.
-        local: options for local runs only (`pipeline_root`, `seed_zoo`).
+        local: options for local runs only (`pipeline_root`, `seed_zoo`, `seed_data`).
         source: the file it came from, for messages.
     """
 
@@ -181,6 +184,10 @@ def load_run_config(
     for key in ("run_name", "experiment", "description"):
         if raw.get(key) is not None and not isinstance(raw[key], str):
             errors.append(f"{source}: '{key}' must be a string, got {raw[key]!r}")
+    if local.get("seed_data", "") not in DATA_CHOICES:
+        errors.append(
+            f"{source}: local.seed_data is {local['seed_data']!r}; use one of {DATA_CHOICES}"
+        )
     if errors:
         raise PipelineError("\n".join(errors))
     if known_parameters is not None:

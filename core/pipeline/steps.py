@@ -209,12 +209,16 @@ def flags(options: Mapping[str, Any]) -> list[str]:
     """``{"seed": 42, "fp16": True, "recipe_args": ""}`` -> ``["--seed", "42", "--fp16", "True"]``.
 
     Empty strings and None mean "not set" and are dropped, so the library's own
-    defaults apply; booleans are spelled out (HfArgumentParser reads True/False).
+    defaults apply; booleans are spelled out (HfArgumentParser reads True/False);
+    integral floats print as integers, because KFP passes dict values between
+    steps as JSON numbers (``32`` arrives as ``32.0``, which ``--max_seq_length`` rejects).
     """
     argv: list[str] = []
     for key, value in options.items():
         if value is None or value == "":
             continue
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
         argv += [f"--{key}", str(value)]
     return argv
 
@@ -283,6 +287,60 @@ def train_step(
             checkpoint
         )  # the final model sits at the top; checkpoints only bloat the artifact
     return summary
+
+
+def teacher_step(
+    task: str,
+    dest: str | Path,
+    data_dir: str | Path,
+    *,
+    distill_teacher: str = "",
+    base_model: str = "",
+    recipe: str = "",
+    recipe_args: str = "",
+    training_args: Mapping[str, Any] | None = None,
+    extra_args: str = "",
+    zoo: str = "",
+) -> dict[str, Any]:
+    """The teacher for distillation: fetched when given, else trained dense.
+
+    One parameter-driven step instead of ``dsl.If``/``dsl.Else`` + ``dsl.OneOf``:
+    kfp 2.17.3's local runner runs the branches but cannot select an artifact
+    from them (``get_dag_output_artifacts`` expects one selector), and the
+    pipeline must run locally too.
+
+    Args:
+        task: task name.
+        dest: the teacher Model artifact folder.
+        data_dir: Dataset artifact (used when training).
+        distill_teacher: teacher stub/URI/path to fetch; ``disable`` leaves a
+            "no teacher" placeholder; empty trains one.
+        base_model: dense checkpoint to train from (the reference's base-none upstream).
+        recipe / recipe_args: the dense teacher recipe.
+        training_args / extra_args: as for `train_step`.
+        zoo: zoo root.
+
+    Returns:
+        ``mode`` (``fetched`` or ``trained``), the fetch metadata or ``metrics``
+        (training metrics) and ``source``.
+    """
+    import tempfile
+
+    if distill_teacher:
+        meta = fetch_model_step(distill_teacher, dest, kind="teacher", task=task, zoo=zoo)
+        return {"mode": "fetched", **meta}
+    if not (base_model and recipe):
+        raise PipelineError(
+            "no distill_teacher given, so the teacher is trained: set teacher_model_name_or_path "
+            "and teacher_recipe (or distill_teacher: disable to train without distillation)"
+        )
+    with tempfile.TemporaryDirectory(prefix="teacher-base-") as scratch:
+        fetch_model_step(base_model, scratch, kind="model", task=task, zoo=zoo)
+        summary = train_step(
+            task, scratch, dest, data_dir, recipe=recipe, recipe_args=recipe_args,
+            training_args=training_args, extra_args=extra_args, zoo=zoo,
+        )  # fmt: skip
+    return {"mode": "trained", "source": base_model, "metrics": training_metrics(summary)}
 
 
 def training_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
@@ -355,7 +413,7 @@ def export_step(
 
     Returns:
         ``onnx_file``, ``model_size_bytes``, ``sequence_length`` and ``latency_ms``
-        (batch 1, median, onnxruntime).
+        (batch 1, median of 10 runs in onnxruntime).
     """
     from sparse_transfer.export import benchmark, export_onnx
 
@@ -368,28 +426,13 @@ def export_step(
         "model_size_bytes": sum(p.stat().st_size for p in onnx_files),
         "sequence_length": sequence_length,
     }
-    timing = benchmark(deployment, [1], sequence_length or 128, benchmark_threads)
-    facts["latency_ms"] = _latency_ms(timing)
+    timing = benchmark(
+        deployment, [1], sequence_length or 128, benchmark_threads,
+        warmup=2, iterations=10, engines=("onnxruntime",),
+    )  # fmt: skip
+    batch_1 = (timing.get("onnxruntime") or {}).get("batch_1") or {}
+    facts["latency_ms"] = batch_1.get("p50_ms")
     return facts
-
-
-def _latency_ms(timing: Mapping[str, Any]) -> float | None:
-    """Finds a batch-1 latency in milliseconds in a benchmark result, whatever its nesting."""
-    for key in ("latency_ms", "median_ms", "mean_ms", "p50_ms"):
-        if isinstance(timing.get(key), (int, float)):
-            return float(timing[key])
-    for value in timing.values():
-        if isinstance(value, Mapping):
-            found = _latency_ms(value)
-            if found is not None:
-                return found
-        if isinstance(value, list):
-            for item in value:
-                if isinstance(item, Mapping):
-                    found = _latency_ms(item)
-                    if found is not None:
-                        return found
-    return None
 
 
 def publish_step(

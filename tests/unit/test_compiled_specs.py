@@ -61,7 +61,7 @@ def test_spec_has_every_step_in_one_shared_image(spec):
         e["container"]["args"][-1] if False else e["container"]["command"][-1]
         for e in executors.values()
     }
-    for step in ("fetch_model", "fetch_data", "configure_training", "train_teacher", "sparse_transfer",
+    for step in ("fetch_model", "fetch_data", "configure_training", "teacher", "sparse_transfer",
                  "evaluate", "export_onnx", "publish"):  # fmt: skip
         assert any(f"def {step}(" in body for body in functions), step
     images = {e["container"]["image"] for e in executors.values()}
@@ -91,7 +91,7 @@ def test_s3_credentials_come_from_the_secret_not_parameters(spec, documents):
     for step in (
         "exec-fetch-data",
         "exec-fetch-model",
-        "exec-train-teacher",
+        "exec-teacher",
         "exec-sparse-transfer",
         "exec-publish",
     ):
@@ -105,27 +105,29 @@ def test_s3_credentials_come_from_the_secret_not_parameters(spec, documents):
 
 def test_training_steps_have_parameter_driven_accelerators_and_no_cache(spec):
     executors = spec["deploymentSpec"]["executors"]
-    for name in ("exec-train-teacher", "exec-sparse-transfer"):
+    for name in ("exec-teacher", "exec-sparse-transfer"):
         resources = executors[name]["container"]["resources"]
         assert resources["accelerator"] == {
             "resourceCount": "{{$.inputs.parameters['pipelinechannel--accelerator_limit']}}",
             "resourceType": "{{$.inputs.parameters['pipelinechannel--accelerator_type']}}",
         }
         assert resources["cpuRequest"] == 4.0
-    # the teacher branch must receive the accelerator parameters (kfp compiler workaround)
-    branch = spec["components"]["comp-condition-2"]["inputDefinitions"]["parameters"]
-    assert {"pipelinechannel--accelerator_type", "pipelinechannel--accelerator_limit"} <= set(
-        branch
-    )
     tasks = spec["root"]["dag"]["tasks"]
-    assert not tasks["sparse-transfer"].get("cachingOptions", {}).get("enableCache", False)
+    for name in ("teacher", "sparse-transfer"):
+        assert not tasks[name].get("cachingOptions", {}).get("enableCache", False), name
     assert tasks["fetch-data"]["cachingOptions"]["enableCache"] is True
+    # everything runs on kfp's local runner too: no condition branches, no OneOf
+    assert not [name for name in spec["components"] if name.startswith("comp-condition")]
+
+
+def test_dense_teacher_pipeline_trains_on_the_accelerator():
+    spec = next(yaml.safe_load_all((COMPILED / NAMES[1]).read_text()))
+    resources = spec["deploymentSpec"]["executors"]["exec-train-teacher"]["container"]["resources"]
     assert (
-        spec["components"]["comp-condition-2"]["dag"]["tasks"]["train-teacher"].get(
-            "cachingOptions", {}
-        )
-        == {}
+        resources["accelerator"]["resourceType"]
+        == "{{$.inputs.parameters['pipelinechannel--accelerator_type']}}"
     )
+    assert spec["root"]["inputDefinitions"]["parameters"]["seed"]["defaultValue"] == 20811
 
 
 def test_io_steps_retry(spec):

@@ -64,13 +64,12 @@ def student(work):
 
 @pytest.fixture(scope="module")
 def teacher(work, data, config):
-    base = artifact(Model, work, "base")
-    components.fetch_model.python_func(ref=str(work / "base-src"), model=base, task=TASK)
+    """The sparse pipeline's teacher step with no stub: trains a dense teacher."""
     out, metrics = artifact(Model, work, "teacher"), artifact(Metrics, work, "teacher-metrics")
-    components.train_teacher.python_func(
-        task=TASK, base_model=base, dataset=data, recipe=str(builtin_recipe_path("dense_teacher")),
-        recipe_args='{"num_epochs": 1, "init_lr": 0.01}', training_args=config, teacher=out,
-        metrics=metrics, seed=20811,
+    components.teacher.python_func(
+        task=TASK, dataset=data, training_args=config, teacher=out, metrics=metrics,
+        base_model=str(work / "base-src"), recipe=str(builtin_recipe_path("dense_teacher")),
+        recipe_args='{"num_epochs": 1, "init_lr": 0.01}', seed=20811,
     )  # fmt: skip
     return out, metrics
 
@@ -108,11 +107,39 @@ def test_fetch_model_copies_and_disable_leaves_placeholder(work, student):
     assert placeholder.metadata == {"source": "disable", "present": False}
 
 
-def test_train_teacher_trains_dense(teacher):
+def test_teacher_step_trains_dense_without_a_stub(teacher):
     model, metrics = teacher
     assert (Path(model.path) / "model.safetensors").is_file()
     assert not list(Path(model.path).glob("checkpoint-*"))
+    assert model.metadata["mode"] == "trained"
     assert 0.0 <= metrics.metadata["eval_accuracy"] <= 1.0
+    assert metrics.metadata["overall_sparsity"] < 0.1  # dense
+
+
+def test_teacher_step_fetches_a_given_teacher(work, data, config, teacher):
+    out, metrics = (
+        artifact(Model, work, "fetched-teacher"),
+        artifact(Metrics, work, "fetched-metrics"),
+    )
+    components.teacher.python_func(
+        task=TASK, dataset=data, training_args=config, teacher=out, metrics=metrics,
+        distill_teacher=teacher[0].path,
+    )  # fmt: skip
+    assert out.metadata["mode"] == "fetched" and metrics.metadata == {}
+    assert (Path(out.path) / "model.safetensors").read_bytes() == (
+        Path(teacher[0].path) / "model.safetensors"
+    ).read_bytes()
+
+
+def test_train_teacher_component_trains_from_a_model_artifact(work, data, config):
+    base = artifact(Model, work, "base")
+    components.fetch_model.python_func(ref=str(work / "base-src"), model=base, task=TASK)
+    out, metrics = artifact(Model, work, "dense"), artifact(Metrics, work, "dense-metrics")
+    components.train_teacher.python_func(
+        task=TASK, base_model=base, dataset=data, recipe=str(builtin_recipe_path("dense_teacher")),
+        recipe_args='{"num_epochs": 1}', training_args=dict(config, max_steps=1), teacher=out, metrics=metrics,
+    )  # fmt: skip
+    assert (Path(out.path) / "config.json").is_file() and "eval_accuracy" in metrics.metadata
 
 
 def test_sparse_transfer_keeps_sparsity_with_teacher(sparse):

@@ -172,5 +172,5 @@ def test_disabled_teacher_is_a_placeholder(tmp_path):
 
 
 def test_flags_spell_out_values_and_drop_unset():
-    assert steps.flags({"seed": 42, "fp16": False, "recipe_args": "", "x": None}) == [
-        "--seed", "42", "--fp16", "False"]  # fmt: skip
+    assert steps.flags({"seed": 42.0, "fp16": False, "recipe_args": "", "x": None, "lr": 0.5}) == [
+        "--seed", "42", "--fp16", "False", "--lr", "0.5"]  # fmt: skip
