@@ -345,3 +345,23 @@ def calibrate(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> i
     finally:
         model.train(was_training)
     return n
+
+
+_BASE = {QATLinear: nn.Linear, QATEmbedding: nn.Embedding}
+
+
+@contextlib.contextmanager
+def qat_bypassed(model: nn.Module) -> Iterator[None]:
+    """Runs a block with the quantized modules behaving as plain float modules.
+
+    Used to trace the float graph for export (the int8 graph is then built
+    from it with the QAT scales), so the tracer never sees fake-quant ops.
+    """
+    swapped = [(m, type(m)) for m in qat_modules(model).values()]
+    for module, cls in swapped:
+        module.__class__ = _BASE[cls]
+    try:
+        yield
+    finally:
+        for module, cls in swapped:
+            module.__class__ = cls

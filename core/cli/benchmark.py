@@ -1,0 +1,70 @@
+"""``sparse-transfer benchmark --model_path DIR/deployment [...]``: argument parsing only."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"batch sizes must be >= 1, got {text!r}")
+    return values
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "benchmark",
+        help="measure latency (p50/p90/p99) and throughput of an ONNX deployment folder",
+    )
+    parser.add_argument(
+        "--model_path", required=True, help="deployment folder (contains model.onnx)"
+    )
+    parser.add_argument("--batch_size", type=_int_list, default=[1, 32], help="e.g. 1,32")
+    parser.add_argument("--sequence_length", type=int, default=128)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="intra-op threads (default: all cores)"
+    )
+    parser.add_argument("--iterations", type=int, default=20, help="timed runs per batch size")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(handler=_handle)
+
+
+def _handle(args) -> int:
+    from sparse_transfer.export import benchmark
+
+    result = benchmark(
+        args.model_path,
+        batch_sizes=args.batch_size,
+        sequence_length=args.sequence_length,
+        threads=args.threads,
+        warmup=args.warmup,
+        iterations=args.iterations,
+    )
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(
+        f"== sparse-transfer benchmark: {result['model']} (seq {result['sequence_length']}, "
+        f"threads {result['threads']}) =="
+    )
+    for engine in ("onnxruntime", "deepsparse"):
+        runs = result.get(engine) or {}
+        if engine == "deepsparse" and not runs.get("available", False):
+            print(f"  deepsparse: {runs.get('reason', 'not run')}")
+            continue
+        for key, s in runs.items():
+            if not key.startswith("batch_"):
+                continue
+            print(
+                f"  {engine:<12} {key:<9} p50 {s['p50_ms']:9.2f} ms  p90 {s['p90_ms']:9.2f} ms  "
+                f"p99 {s['p99_ms']:9.2f} ms  {s['throughput_items_per_s']:10.1f} items/s"
+            )
+    return 0

@@ -1,0 +1,135 @@
+"""Latency and throughput of a deployment folder in ONNX Runtime (and DeepSparse if installed).
+
+Random token ids of the requested shape (full attention mask) after a
+warm-up; latency percentiles per batch size and throughput in items/s.
+DeepSparse is optional (its 1.8 release pins onnx 1.14 / numpy 1.26, so it
+lives in its own environment): the branch runs only if ``import deepsparse``
+works, on a copy of the graph with the shape fixed, as it requires.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sparse_transfer.export.runtime import OnnxModel, _model_file
+
+
+def _inputs(
+    model: OnnxModel, batch: int, length: int, vocab: int, seed: int = 0
+) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, max(6, vocab), size=(batch, length), dtype=np.int64)
+    return model.feeds({"input_ids": ids})
+
+
+def _stats(times: Sequence[float], batch: int) -> dict[str, float]:
+    ms = np.asarray(times) * 1000.0
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p90_ms": round(float(np.percentile(ms, 90)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "mean_ms": round(float(ms.mean()), 3),
+        "throughput_items_per_s": round(batch * 1000.0 / float(ms.mean()), 3),
+        "iterations": len(times),
+    }
+
+
+def _time(fn, warmup: int, iterations: int, min_seconds: float) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < iterations or (
+        time.perf_counter() - start < min_seconds and len(times) < 10 * iterations
+    ):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def _vocab_size(directory: Path) -> int:
+    import json
+
+    config = directory / "config.json"
+    if config.is_file():
+        return int(json.loads(config.read_text()).get("vocab_size", 1000))
+    return 1000
+
+
+def benchmark(
+    deployment_dir: str | Path,
+    batch_sizes: Sequence[int] = (1, 32),
+    sequence_length: int = 128,
+    threads: int | None = None,
+    warmup: int = 3,
+    iterations: int = 20,
+    min_seconds: float = 0.0,
+    engines: Sequence[str] = ("onnxruntime", "deepsparse"),
+) -> dict[str, Any]:
+    """Measures the deployment; returns ``{"onnxruntime": {"batch_1": {...}}, ...}``."""
+    path = _model_file(deployment_dir)
+    directory = path.parent
+    vocab = _vocab_size(directory)
+    result: dict[str, Any] = {
+        "model": str(path),
+        "sequence_length": int(sequence_length),
+        "threads": threads or os.cpu_count(),
+        "model_onnx_bytes": path.stat().st_size,
+    }
+    if "onnxruntime" in engines:
+        model = OnnxModel(directory, threads=threads)
+        runs = {}
+        for b in batch_sizes:
+            feeds = _inputs(model, b, sequence_length, vocab)
+            times = _time(
+                lambda f=feeds: model.session.run(None, f), warmup, iterations, min_seconds
+            )
+            runs[f"batch_{b}"] = _stats(times, b)
+        result["onnxruntime"] = runs
+    if "deepsparse" in engines:
+        result["deepsparse"] = _deepsparse(
+            path, batch_sizes, sequence_length, threads, vocab, warmup, iterations, min_seconds
+        )
+    return result
+
+
+def _deepsparse(path, batch_sizes, length, threads, vocab, warmup, iterations, min_seconds):
+    try:
+        import deepsparse  # noqa: F401
+    except Exception as exc:  # not installed (the usual case) or broken
+        return {
+            "available": False,
+            "reason": f"deepsparse not importable: {exc.__class__.__name__}",
+        }
+    import onnx
+    from deepsparse import compile_model
+
+    runs: dict[str, Any] = {"available": True}
+    for b in batch_sizes:
+        graph = onnx.load(str(path))
+        for value in graph.graph.input:
+            dims = value.type.tensor_type.shape.dim
+            dims[0].dim_value, dims[1].dim_value = b, length
+        with tempfile.TemporaryDirectory() as tmp:
+            static = Path(tmp) / "model.onnx"
+            onnx.save(graph, str(static))
+            engine = compile_model(str(static), batch_size=b, num_cores=threads)
+            rng = np.random.default_rng(0)
+            feeds = []
+            for value in graph.graph.input:
+                if value.name == "input_ids":
+                    feeds.append(rng.integers(5, vocab, size=(b, length), dtype=np.int64))
+                elif value.name == "attention_mask":
+                    feeds.append(np.ones((b, length), dtype=np.int64))
+                else:
+                    feeds.append(np.zeros((b, length), dtype=np.int64))
+            times = _time(lambda e=engine, f=feeds: e.run(f), warmup, iterations, min_seconds)
+            runs[f"batch_{b}"] = _stats(times, b)
+    return runs
