@@ -587,6 +587,7 @@ def evaluate_main(argv: list[str]) -> dict:
     else:
         import tempfile
 
+        import torch
         from transformers import Trainer, TrainingArguments
 
         model = load_model(model_dir, spec.name, **prepared.config_overrides())
@@ -597,6 +598,7 @@ def evaluate_main(argv: list[str]) -> dict:
                 output_dir=tmp,
                 per_device_eval_batch_size=eval_args.per_device_eval_batch_size,
                 report_to=[],
+                dataloader_pin_memory=torch.cuda.is_available(),
             )
             trainer = Trainer(
                 model=model,
