@@ -210,7 +210,7 @@ def _verify(model, tokenizer, spec, tmp, names, length, quantized, pair, verify_
     results, weights = [], []
     metric_t, metric_o, metric_n = 0.0, 0.0, 0
     for features, labels in [(b, None) for b in batches] + labelled:
-        t = ox.torch_outputs(model, features, outputs)
+        t = ox.torch_outputs(model, features, outputs, fake_quant=quantized)
         o = onnx_model(features)
         results.append(parity.compare(t, o, features["attention_mask"], outputs))
         weights.append(len(features["input_ids"]))
@@ -222,7 +222,7 @@ def _verify(model, tokenizer, spec, tmp, names, length, quantized, pair, verify_
     result = parity.merge(results, weights)
     result["examples"] = int(sum(weights))
     result["sequence_lengths"] = sorted({int(b["input_ids"].shape[1]) for b in batches})
-    result["reference"] = "fake-quantized torch model" if quantized else "torch model"
+    result["reference"] = "fake-quantized torch model" if quantized else "float torch model"
     if metric_n:
         result["metric"] = {
             "name": "accuracy",

@@ -279,12 +279,19 @@ def sample_inputs(
 
 
 def torch_outputs(
-    model, features: dict[str, np.ndarray], output_names: Sequence[str]
+    model, features: dict[str, np.ndarray], output_names: Sequence[str], fake_quant: bool = True
 ) -> dict[str, Any]:
-    """Runs the (possibly fake-quantized) torch model without moving any observer."""
-    import torch
-    from sparse_transfer.quantization import observers_paused
+    """Runs the torch model without moving any observer.
 
-    with torch.no_grad(), observers_paused(model):
+    With ``fake_quant=False`` a QAT model runs as its float self (the
+    reference for an FP32 export of it).
+    """
+    import contextlib
+
+    import torch
+    from sparse_transfer.quantization import observers_paused, qat_bypassed
+
+    bypass = contextlib.nullcontext() if fake_quant else qat_bypassed(model)
+    with torch.no_grad(), observers_paused(model), bypass:
         out = model(**{k: torch.from_numpy(v) for k, v in features.items()}, return_dict=True)
     return {n: out[n].float().numpy() for n in output_names}

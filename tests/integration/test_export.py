@@ -1,0 +1,276 @@
+"""ONNX export end to end on tiny models: parity, int8 zero pattern, dynamic axes, bad input."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+from sparse_transfer.errors import ExportError
+from sparse_transfer.export import OnnxModel, benchmark, export_onnx
+from sparse_transfer.export.onnx_export import (
+    input_names_for,
+    load_for_export,
+    sample_inputs,
+    torch_outputs,
+)
+from sparse_transfer.fixtures import make_tiny_bert, sentiment_rows, write_jsonl
+from sparse_transfer.quantization import calibrate, prepare_qat, save_qat_config
+
+pytestmark = pytest.mark.integration
+
+TASKS = [
+    "text-classification",
+    "token-classification",
+    "question-answering",
+    "masked-language-modeling",
+]
+QAT = dict(exclude_module_types=["LayerNorm", "Tanh"], quantize_embedding_activations=True)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """One tiny 90%-sparse model per task, saved once for the module."""
+    root = tmp_path_factory.mktemp("export-models")
+    return {t: make_tiny_bert(root / t, task=t, sparsity=0.9) for t in TASKS}
+
+
+def _qat_copy(src: Path, task: str, dest: Path, calibrated: bool = True) -> Path:
+    """QAT-prepares the model at `src`, calibrates it on sample text, saves it to `dest`."""
+    model, tokenizer, _ = load_for_export(src, task)
+    prepare_qat(model, **QAT)
+    if calibrated:
+        names = input_names_for(model, tokenizer)
+        pair = task == "question-answering"
+        batches = [
+            {
+                k: torch.from_numpy(v)
+                for k, v in sample_inputs(tokenizer, names, 8, 24, seed=s, pair=pair).items()
+            }
+            for s in range(3)
+        ]
+        calibrate(model, batches)
+    model.save_pretrained(str(dest))
+    tokenizer.save_pretrained(str(dest))
+    for name in ("vocab.txt",):
+        if (src / name).exists():
+            (dest / name).write_bytes((src / name).read_bytes())
+    save_qat_config(model, dest)
+    return dest
+
+
+def _report(dest: Path) -> dict:
+    return json.loads((dest / "export_report.json").read_text())
+
+
+def _check_dynamic_axes(src: Path, task: str, dest: Path, tolerance: float | None) -> None:
+    """Batch 1 and 3 at two sequence lengths; FP32 within `tolerance`, int8 same decisions."""
+    model, tokenizer, spec = load_for_export(src, task)
+    names = input_names_for(model, tokenizer)
+    onnx_model = OnnxModel(dest, threads=1)
+    for batch, length in [(1, 9), (3, 9), (1, 40), (3, 40)]:
+        features = sample_inputs(
+            tokenizer, names, batch, length, seed=batch * length, pair=task == "question-answering"
+        )
+        got = onnx_model(features)
+        want = torch_outputs(model, features, spec.output_names)
+        for name in spec.output_names:
+            assert got[name].shape == want[name].shape, (name, batch, length)
+            if tolerance is not None:
+                assert np.abs(got[name] - want[name]).max() <= tolerance, (name, batch, length)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_fp32_export_every_task(models, task, tmp_path):
+    dest = export_onnx(models[task], task, output=tmp_path / "deployment")
+    report = _report(dest)
+    assert report["format"] == "fp32" and not report["quantized"]
+    assert report["parity"]["passed"] and report["parity"]["max_abs_diff_all"] <= 1e-4
+    assert {"batch", "sequence"} <= set(report["inputs"][0]["shape"])
+    assert report["sequence_length"]["dynamic"] is True
+    graph = onnx.load(str(dest / "model.onnx"))
+    onnx.checker.check_model(graph, full_check=True)
+    assert graph.opset_import[0].version == 13
+    # the pruned encoder weights are exported with their zeros
+    query = report["sparsity"]["initializers"]["bert.encoder.layer.0.attention.self.query.weight.T"]
+    assert query["sparsity"] == pytest.approx(0.9, abs=1e-3)
+    for f in ("model.onnx", "config.json", "tokenizer.json", "tokenizer_config.json",
+              "special_tokens_map.json", "vocab.txt", "export_report.json"):  # fmt: skip
+        assert (dest / f).is_file(), f
+    _check_dynamic_axes(models[task], task, dest, tolerance=1e-4)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_int8_export_keeps_zero_pattern_and_parity(models, task, tmp_path):
+    qat_dir = _qat_copy(models[task], task, tmp_path / "qat")
+    dest = export_onnx(qat_dir, task, compress=True)
+    assert dest == qat_dir / "deployment"
+    report = _report(dest)
+    assert report["format"] == "integer" and report["quantized"]
+    assert report["parity"]["agreement_min"] >= 0.99
+    assert report["int8"]["zero_pattern_identical"]
+    graph = onnx.load(str(dest / "model.onnx"))
+    onnx.checker.check_model(graph, full_check=True)
+    ops = {n.op_type for n in graph.graph.node}
+    assert {"MatMulInteger", "QuantizeLinear"} <= ops
+    assert all(o.domain in ("", "ai.onnx") for o in graph.opset_import)  # no ai.onnx.ml
+    # independent check: every int8 initializer against the FP32 weight it came from
+    float_model, _, _ = load_for_export(models[task], task)
+    params = dict(float_model.named_parameters(remove_duplicate=False))
+    checked = 0
+    for init in graph.graph.initializer:
+        if init.data_type != onnx.TensorProto.INT8 or not init.name.endswith(".int8"):
+            continue
+        q = numpy_helper.to_array(init)
+        stem = init.name.removesuffix(".int8")
+        w = params[stem.removesuffix(".T")].detach().numpy()
+        w = w.T if stem.endswith(".T") else w
+        assert np.array_equal(q == 0, w == 0), init.name
+        checked += 1
+    assert checked == len(report["int8"]["initializers"]) >= 2 * 6 + 3
+    sizes = report["sizes"]
+    assert sizes["model_onnx_bytes"] < sizes["fp32_onnx_bytes"] / 2
+    assert sizes["compressed"]["bytes"] < sizes["model_onnx_bytes"]
+    _check_dynamic_axes(qat_dir, task, dest, tolerance=None)
+
+
+def test_qdq_format_and_fp32_of_a_qat_model(models, tmp_path):
+    task = "text-classification"
+    qat_dir = _qat_copy(models[task], task, tmp_path / "qat")
+    qdq = export_onnx(qat_dir, task, output=tmp_path / "qdq", format="qdq", sequence_length=32)
+    report = _report(qdq)
+    assert report["format"] == "qdq" and report["parity"]["agreement_min"] >= 0.99
+    assert report["sequence_length"]["requested"] == 32
+    ops = {n.op_type for n in onnx.load(str(qdq / "model.onnx")).graph.node}
+    assert "DequantizeLinear" in ops and "MatMulInteger" not in ops
+    fp32 = export_onnx(qat_dir, task, output=tmp_path / "fp32", format="fp32")
+    assert _report(fp32)["parity"]["max_abs_diff_all"] <= 1e-4
+
+
+def test_deployment_tokenizer_and_archive(models, tmp_path):
+    from transformers import AutoTokenizer
+
+    task = "text-classification"
+    (models[task] / "recipe.yaml").write_text("version: 1.1.0\nmodifiers: []\n")
+    try:
+        dest = export_onnx(models[task], task, output=tmp_path / "dep", compress=True)
+    finally:
+        (models[task] / "recipe.yaml").unlink()
+    assert (dest / "recipe.yaml").read_text().startswith("version")
+    original = AutoTokenizer.from_pretrained(str(models[task]))
+    deployed = AutoTokenizer.from_pretrained(str(dest))
+    text = "the film was wonderful but boring ."
+    assert deployed(text)["input_ids"] == original(text)["input_ids"]
+    assert json.loads((dest / "special_tokens_map.json").read_text())["cls_token"] == "[CLS]"
+    with tarfile.open(dest / "deployment.tar.gz") as tar:
+        names = set(tar.getnames())
+    assert {"model.onnx", "config.json", "tokenizer.json", "export_report.json"} <= names
+    assert all("/" not in n and not n.startswith("..") for n in names)
+
+
+def test_verify_dataset_compares_accuracy(models, tmp_path):
+    task = "text-classification"
+    data = write_jsonl(sentiment_rows(40), tmp_path / "val.jsonl")
+    qat_dir = _qat_copy(models[task], task, tmp_path / "qat")
+    report = _report(export_onnx(qat_dir, task, verify_dataset=data, sequence_length=24))
+    metric = report["parity"]["metric"]
+    assert metric["examples"] == 40
+    assert abs(metric["torch"] - metric["onnx"]) <= 0.5
+    assert report["parity"]["examples"] == 8 + 3 + 40
+
+
+def _assert_nothing_left(parent: Path, name: str = "deployment") -> None:
+    assert not (parent / name).exists()
+    assert not [p for p in parent.iterdir() if p.name.startswith(f".{name}.")]
+
+
+def test_bad_inputs_leave_no_deployment(models, tmp_path):
+    task = "text-classification"
+    src = models[task]
+    no_config = tmp_path / "no_config"
+    no_config.mkdir()
+    (no_config / "vocab.txt").write_text((src / "vocab.txt").read_text())
+    with pytest.raises(ExportError, match="no config.json"):
+        export_onnx(no_config, task)
+    _assert_nothing_left(no_config)
+
+    no_tok = tmp_path / "no_tok"
+    no_tok.mkdir()
+    (no_tok / "config.json").write_text((src / "config.json").read_text())
+    with pytest.raises(ExportError, match="no tokenizer files"):
+        export_onnx(no_tok, task)
+    _assert_nothing_left(no_tok)
+
+    with pytest.raises(
+        ExportError, match="unknown task 'sentiment-regression'.*text-classification"
+    ):
+        export_onnx(src, "sentiment-regression", output=tmp_path / "d1")
+    _assert_nothing_left(tmp_path, "d1")
+
+    with pytest.raises(ExportError, match="--opset 12 is too old for int8"):
+        export_onnx(src, task, output=tmp_path / "d2", format="integer", opset=12)
+    _assert_nothing_left(tmp_path, "d2")
+
+    with pytest.raises(ExportError, match="has no quantization state"):
+        export_onnx(src, task, output=tmp_path / "d3", format="integer")
+    _assert_nothing_left(tmp_path, "d3")
+
+    raw = _qat_copy(src, task, tmp_path / "raw_qat", calibrated=False)
+    with pytest.raises(ExportError, match="observers never ran.*uninitialised"):
+        export_onnx(raw, task)
+    _assert_nothing_left(raw)
+
+    with pytest.raises(ExportError, match="--sequence_length 4096"):
+        export_onnx(src, task, output=tmp_path / "d4", sequence_length=4096)
+    _assert_nothing_left(tmp_path, "d4")
+
+    # a failure after the temp folder exists (bad verification data) cleans it up too
+    bad = write_jsonl([{"words": "no text column"}], tmp_path / "bad.jsonl")
+    with pytest.raises(ExportError, match="rows need one of"):
+        export_onnx(src, task, output=tmp_path / "d5", verify_dataset=bad)
+    _assert_nothing_left(tmp_path, "d5")
+
+
+def test_re_export_replaces_the_folder(models, tmp_path):
+    task = "token-classification"
+    dest = tmp_path / "dep"
+    dest.mkdir()
+    (dest / "stale.txt").write_text("old")
+    export_onnx(models[task], task, output=dest)
+    assert not (dest / "stale.txt").exists() and (dest / "model.onnx").is_file()
+    _assert_nothing_left(tmp_path, "dep.old")
+
+
+def test_cli_export_and_benchmark(models, tmp_path, capsys):
+    from sparse_transfer.cli import main
+
+    task = "question-answering"
+    out = tmp_path / "qa-deployment"
+    assert (
+        main(
+            ["export-onnx", "--model_path", str(models[task]), "--task", task, "--output", str(out)]
+        )
+        == 0
+    )
+    assert "parity" in capsys.readouterr().out
+    argv = ["benchmark", "--model_path", str(out), "--batch_size", "1,2", "--sequence_length", "16",
+            "--threads", "1", "--iterations", "3", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    for b in ("batch_1", "batch_2"):
+        s = result["onnxruntime"][b]
+        assert 0 < s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] and s["iterations"] >= 3
+    assert main(["export-onnx", "--model_path", str(tmp_path / "missing"), "--task", task]) == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+def test_benchmark_function_reports_deepsparse_absence(models, tmp_path):
+    dest = export_onnx(models["text-classification"], "text-classification", output=tmp_path / "d")
+    result = benchmark(dest, batch_sizes=[1], sequence_length=8, threads=1, iterations=2)
+    assert result["onnxruntime"]["batch_1"]["throughput_items_per_s"] > 0
+    assert "deepsparse" in result
