@@ -129,3 +129,42 @@ def test_modifier_list_recipe_without_epochs_keeps_cli_epochs(tmp_path):
         tmp_path, [mod("ConstantPruningModifier", params="__ALL_PRUNABLE__")], rows=8, epochs=1
     )
     assert trainer.args.num_train_epochs == 1
+
+
+def test_resume_restores_qat_state(tmp_path):
+    quantization = pytest.importorskip("sparse_transfer.quantization")
+
+    def recipe():
+        return [
+            mod("EpochRangeModifier", start_epoch=0.0, end_epoch=1.5),
+            mod("ConstantPruningModifier", start_epoch=0.0, params="__ALL_PRUNABLE__"),
+            mod("QuantizationModifier", start_epoch=0.5, disable_quantization_observer_epoch=1.0,
+                freeze_bn_stats_epoch=1.0, quantize_embeddings=1, quantize_linear_activations=0,
+                exclude_module_types=["LayerNorm", "Tanh"],
+                submodules=["bert.embeddings", "bert.encoder", "bert.pooler", "classifier"]),
+        ]  # fmt: skip
+
+    model, tok = tiny_model(tmp_path, sparsity=0.9)
+    data = tiny_dataset(tok, 16)
+    first = make_trainer(
+        tmp_path / "a", model, data, recipe=recipe(), save_strategy="steps", save_steps=3
+    )
+    first.train()
+    checkpoint = tmp_path / "a" / "out" / "checkpoint-3"
+    assert (checkpoint / quantization.CONFIG_NAME).is_file()
+
+    class _AtStart(TrainerCallback):
+        prepared = None
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            _AtStart.prepared = quantization.is_qat_prepared(model)
+
+    fresh, _ = tiny_model(tmp_path / "b", sparsity=0.9)
+    zeros = {n: p.detach().eq(0) for n, (p, _) in prunable_params(fresh).items()}
+    resumed = make_trainer(tmp_path / "b", fresh, data, recipe=recipe())
+    resumed.add_callback(_AtStart())
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert _AtStart.prepared is True  # QAT modules and scales came back with the checkpoint
+    assert quantization.is_qat_prepared(fresh)
+    for name, (p, _) in prunable_params(fresh).items():
+        assert torch.all(p.detach()[zeros[name]] == 0), name
