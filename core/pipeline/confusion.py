@@ -47,7 +47,7 @@ def classification_confusion(
     argv = list(data_argv)
     for key in ("max_seq_length", "max_eval_samples"):
         if eval_args.get(key):
-            argv += [f"--{key}", str(eval_args[key])]
+            argv += [f"--{key}", str(int(eval_args[key]))]  # KFP hands ints over as floats
     classes = [DataArguments] + ([spec.args_class] if spec.args_class else [])
     parsed = HfArgumentParser(classes).parse_args_into_dataclasses(args=argv)
     data_args, task_args = parsed[0], (parsed[1] if spec.args_class else None)

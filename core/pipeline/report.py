@@ -14,7 +14,7 @@ from sparse_transfer.pipeline.gate import GateResult, points
 from sparse_transfer.pipeline.metrics import find_metric, numeric_metrics
 
 # Bookkeeping numbers that are not quality metrics.
-_SKIP = ("runtime", "samples_per_second", "steps_per_second", "epoch", "loss")
+_SKIP = ("runtime", "per_second", "epoch", "loss", "preparation_time", "samples")
 
 
 def _fmt(value: float | None) -> str:
@@ -97,7 +97,7 @@ def render_report(
         lines.append(f"- model size: {_bytes(export.get('model_size_bytes'))}")
         latency = export.get("latency_ms")
         if latency is not None:
-            seq = export.get("sequence_length")
+            seq = int(export["sequence_length"]) if export.get("sequence_length") else None
             lines.append(
                 f"- latency (batch 1{f', sequence {seq}' if seq else ''}): {float(latency):.2f} ms"
             )

@@ -12,40 +12,38 @@ is deterministic and does not depend on object modification times.
 
 from __future__ import annotations
 
-from pathlib import Path
-from urllib.parse import urlparse
-
 from sparse_transfer.errors import DataError
 
 
-def _s3_children(uri: str) -> list[str]:
-    import boto3  # reads AWS_* credentials and AWS_ENDPOINT_URL from the environment
-
-    parsed = urlparse(uri)
-    bucket, prefix = parsed.netloc, parsed.path.lstrip("/")
-    if prefix and not prefix.endswith("/"):
-        prefix += "/"
-    paginator = boto3.client("s3").get_paginator("list_objects_v2")
-    children = []
-    for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
-        for entry in page.get("CommonPrefixes", []):
-            children.append(entry["Prefix"][len(prefix) :].rstrip("/"))
-    return children
-
-
 def list_snapshots(prefix: str) -> list[str]:
-    """Snapshot names (child folders) under `prefix` (s3://, file:// or a local path), sorted."""
-    if prefix.startswith("s3://"):
-        try:
-            names = _s3_children(prefix)
-        except Exception as exc:  # botocore raises many types; the user needs the prefix
-            raise DataError(f"cannot list dataset snapshots under {prefix}: {exc}") from exc
-    else:
-        root = Path(prefix.removeprefix("file://"))
-        if not root.is_dir():
-            raise DataError(f"dataset snapshot prefix {prefix} is not a folder")
-        names = [p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    return sorted(names)
+    """Snapshot names (child folders holding files) under `prefix` (s3://, file:// or a path), sorted."""
+    from sparse_transfer import storage
+
+    try:
+        files = storage.list_prefix(prefix)
+    except Exception as exc:  # storage raises StorageError, botocore many types: name the prefix
+        raise DataError(f"cannot list dataset snapshots under {prefix}: {exc}") from exc
+    names = {rel.split("/", 1)[0] for rel in files if "/" in rel}
+    return sorted(name for name in names if not name.startswith("."))
+
+
+def snapshot_files(snapshot: str) -> dict[str, str]:
+    """URIs of a snapshot's ``train.*`` and ``validation.*`` files (the first of each, by name).
+
+    Raises:
+        DataError: a snapshot without a train file.
+    """
+    from sparse_transfer import storage
+
+    files = sorted(rel for rel in storage.list_prefix(snapshot) if "/" not in rel)
+    found: dict[str, str] = {}
+    for flag, stem in (("train_file", "train"), ("validation_file", "validation")):
+        matches = [rel for rel in files if rel.split(".")[0] == stem]
+        if matches:
+            found[flag] = f"{snapshot.rstrip('/')}/{matches[0]}"
+    if "train_file" not in found:
+        raise DataError(f"snapshot {snapshot} has no train.* file (found: {files})")
+    return found
 
 
 def newest_snapshot(prefix: str) -> str:

@@ -128,7 +128,7 @@ def fetch_data_step(
     Returns:
         The data spec written (also the artifact's metadata).
     """
-    from sparse_transfer.pipeline.snapshots import newest_snapshot
+    from sparse_transfer.pipeline.snapshots import newest_snapshot, snapshot_files
 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -140,7 +140,7 @@ def fetch_data_step(
     if dataset_snapshot_prefix:
         snapshot = newest_snapshot(dataset_snapshot_prefix)
         spec["snapshot"] = snapshot
-        sources = _snapshot_files(snapshot, dest / "snapshot")
+        sources = snapshot_files(snapshot)
     for flag, uri in sources.items():
         if not uri:
             continue
@@ -158,37 +158,11 @@ def fetch_data_step(
 
 
 def _fetch(uri: str) -> Path:
-    if uri.startswith("s3://"):
-        from sparse_transfer import storage
+    from sparse_transfer import storage
 
-        return Path(storage.fetch_file(uri))
-    path = Path(uri.removeprefix("file://"))
-    if not path.is_file():
+    if not uri.startswith("s3://") and not Path(uri.removeprefix("file://")).is_file():
         raise DataError(f"data file {uri} does not exist")
-    return path
-
-
-def _snapshot_files(snapshot: str, scratch: Path) -> dict[str, str]:
-    """Downloads a snapshot folder and finds its train/validation files by name."""
-    if snapshot.startswith("s3://"):
-        from sparse_transfer import storage
-
-        storage.download_dir(snapshot, scratch)
-        folder = scratch
-    else:
-        folder = Path(snapshot.removeprefix("file://"))
-    found: dict[str, str] = {}
-    for flag, stem in (("train_file", "train"), ("validation_file", "validation")):
-        matches = sorted(
-            p for p in folder.iterdir() if p.is_file() and p.name.split(".")[0] == stem
-        )
-        if matches:
-            found[flag] = str(matches[0])
-    if "train_file" not in found:
-        raise DataError(
-            f"snapshot {snapshot} has no train.* file (found: {sorted(p.name for p in folder.iterdir())})"
-        )
-    return found
+    return Path(storage.fetch_file(uri))
 
 
 def data_argv(data_dir: str | Path) -> list[str]:

@@ -122,6 +122,8 @@ def test_report_shows_metrics_vs_teacher_gate_size_latency_and_layers():
 def test_newest_snapshot_by_name(tmp_path):
     for name in ("2024-06-03", "2024-06-10", "2024-05-30"):
         (tmp_path / name).mkdir()
+        (tmp_path / name / "train.csv").write_text("sentence,label\n")
+    (tmp_path / "2024-07-01").mkdir()  # empty: not a snapshot (yet)
     (tmp_path / "notes.txt").write_text("ignored: not a folder")
     assert newest_snapshot(str(tmp_path)) == f"{tmp_path}/2024-06-10"
     assert newest_snapshot(f"file://{tmp_path}") == f"file://{tmp_path}/2024-06-10"
