@@ -1,0 +1,151 @@
+"""Dense FP32 vs 90%-sparse int8 ONNX on a BERT-base-shaped model, side by side.
+
+Run (CPU-heavy, several minutes; run it alone):
+``nice .venv/bin/python -m pytest -q -m benchmark tests/benchmarks/test_onnx_speed.py -s``
+(env: BENCH_THREADS (default: all cores), BENCH_LAYERS (12), BENCH_HIDDEN (768),
+BENCH_ITERS (30), BENCH_OUT (JSON result path)). Random weights are fine for speed
+and size. Variants: dense FP32, 90%-sparse FP32 (does ORT gain from unstructured
+sparsity?), 90%-sparse int8 from QAT in both forms (``integer``, ``qdq``) and ORT's
+own dynamic quantization of the dense model as the yardstick. DeepSparse columns
+appear when ``deepsparse`` imports (its own environment; see the export docs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sparse_transfer.export import benchmark, export_onnx
+from sparse_transfer.export.onnx_export import input_names_for, sample_inputs
+from sparse_transfer.fixtures import prune_by_magnitude, write_tokenizer
+from sparse_transfer.quantization import (
+    calibrate,
+    prepare_qat,
+    save_qat_config,
+    set_observers_enabled,
+)
+
+pytestmark = pytest.mark.benchmark
+
+THREADS = int(os.environ.get("BENCH_THREADS", "0")) or None
+LAYERS = int(os.environ.get("BENCH_LAYERS", "12"))
+HIDDEN = int(os.environ.get("BENCH_HIDDEN", "768"))
+ITERS = int(os.environ.get("BENCH_ITERS", "30"))
+SEQ = 128
+
+
+def _bert_base(directory: Path, sparsity: float, qat: bool) -> Path:
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    write_tokenizer(directory)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HIDDEN // 64,
+        intermediate_size=4 * HIDDEN,
+        num_labels=2,
+    )
+    model = BertForSequenceClassification(config).eval()
+    if sparsity:
+        prune_by_magnitude(model, sparsity, prefix="bert.")
+    if qat:
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        prepare_qat(
+            model,
+            submodules=["bert.embeddings", "bert.encoder", "bert.pooler", "classifier"],
+            exclude_module_types=["LayerNorm", "Tanh"],
+            quantize_linear_activations=False,
+            quantize_embedding_activations=True,
+        )
+        names = input_names_for(model, tokenizer)
+        batches = [
+            {
+                k: torch.from_numpy(v)
+                for k, v in sample_inputs(tokenizer, names, 4, SEQ, seed=s).items()
+            }
+            for s in range(4)
+        ]
+        calibrate(model, batches)
+        set_observers_enabled(model, False)
+        save_qat_config(model, directory)
+    model.save_pretrained(str(directory))
+    return directory
+
+
+def _dir_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.iterdir() if f.is_file() and f.suffix != ".gz") / 1e6
+
+
+def test_onnx_speed_dense_fp32_vs_sparse_int8(tmp_path):
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    t0 = time.time()
+    rows: dict[str, dict] = {}
+    dense = export_onnx(_bert_base(tmp_path / "dense", 0.0, False), "text-classification")
+    sparse_fp32 = export_onnx(_bert_base(tmp_path / "sparse", 0.9, False), "text-classification")
+    qat_dir = _bert_base(tmp_path / "qat", 0.9, True)
+    int8 = export_onnx(qat_dir, "text-classification", compress=True)
+    qdq = export_onnx(qat_dir, "text-classification", format="qdq", output=tmp_path / "qdq")
+    dyn = tmp_path / "ort-dynamic"
+    shutil.copytree(dense, dyn)
+    quantize_dynamic(
+        str(dense / "model.onnx"), str(dyn / "model.onnx"), weight_type=QuantType.QInt8
+    )
+    print(f"\nbuilt and exported in {time.time() - t0:.0f} s")
+
+    variants = {
+        "dense FP32": dense,
+        "90% sparse FP32": sparse_fp32,
+        "90% sparse int8 (integer, default)": int8,
+        "90% sparse int8 (qdq)": qdq,
+        "dense ORT dynamic int8 (reference)": dyn,
+    }
+    for name, path in variants.items():
+        b1 = benchmark(path, [1], SEQ, THREADS, warmup=3, iterations=ITERS)
+        b32 = benchmark(path, [32], SEQ, THREADS, warmup=1, iterations=max(3, ITERS // 10))
+        rows[name] = {
+            "b1": b1["onnxruntime"]["batch_1"],
+            "b32": b32["onnxruntime"]["batch_32"],
+            "deepsparse_b1": b1.get("deepsparse", {}).get("batch_1"),
+            "folder_mb": _dir_mb(path),
+        }
+    report = json.loads((int8 / "export_report.json").read_text())
+    compressed_mb = report["sizes"]["compressed"]["bytes"] / 1e6
+    base = rows["dense FP32"]
+    lines = [
+        f"BERT-base shape ({LAYERS} layers, hidden {HIDDEN}), seq {SEQ}, threads {THREADS or os.cpu_count()}",
+        f"{'variant':<38}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'speedup':>9}"
+        f"{'b32 items/s':>13}{'folder MB':>11}{'smaller':>9}",
+    ]
+    for name, r in rows.items():
+        lines.append(
+            f"{name:<38}{r['b1']['p50_ms']:>9.1f}{r['b1']['p90_ms']:>9.1f}{r['b1']['p99_ms']:>9.1f}"
+            f"{base['b1']['p50_ms'] / r['b1']['p50_ms']:>8.2f}x"
+            f"{r['b32']['throughput_items_per_s']:>13.1f}{r['folder_mb']:>11.1f}"
+            f"{base['folder_mb'] / r['folder_mb']:>8.2f}x"
+        )
+    lines.append(
+        f"int8 deployment.tar.gz: {compressed_mb:.1f} MB "
+        f"({base['folder_mb'] / compressed_mb:.1f}x smaller than the dense FP32 folder)"
+    )
+    lines.append(
+        f"int8 parity: {report['parity']['summary']}; zero pattern identical: "
+        f"{report['int8']['zero_pattern_identical']}"
+    )
+    print("\n".join(lines))
+    out = os.environ.get("BENCH_OUT")
+    if out:
+        Path(out).write_text(json.dumps({"rows": rows, "compressed_mb": compressed_mb}, indent=2))
+    # sizes are deterministic: hold them; speed is printed, not asserted (shared machines)
+    assert base["folder_mb"] / rows["90% sparse int8 (integer, default)"]["folder_mb"] >= 3.5
+    assert base["folder_mb"] / compressed_mb >= 8
+    assert report["int8"]["zero_pattern_identical"]
+    assert np.isfinite(rows["90% sparse int8 (integer, default)"]["b1"]["p50_ms"])
