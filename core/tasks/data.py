@@ -87,7 +87,7 @@ def load_raw_datasets(data_args, seed: int = 42, glue_task: str | None = None):
         raw = datasets.DatasetDict({split: load_file(uri, split) for split, uri in files.items()})
         sources.update(files)
     elif glue_task is not None:
-        raw = datasets.load_dataset("nyu-mll/glue", glue_task, cache_dir=None)
+        raw = _load_hub("nyu-mll/glue", glue_task)
         if glue_task == "mnli":
             raw["validation"] = raw.pop("validation_matched")
             raw["validation_mismatched"] = raw.pop("validation_mismatched")
@@ -95,7 +95,7 @@ def load_raw_datasets(data_args, seed: int = 42, glue_task: str | None = None):
             raw.pop("test_mismatched", None)
         sources.update({split: f"glue/{glue_task}[{split}]" for split in raw})
     elif data_args.dataset_name is not None:
-        raw = datasets.load_dataset(data_args.dataset_name, data_args.dataset_config_name)
+        raw = _load_hub(data_args.dataset_name, data_args.dataset_config_name)
         if not isinstance(raw, datasets.DatasetDict):
             raw = datasets.DatasetDict({"train": raw})
         name = data_args.dataset_name + (
@@ -133,6 +133,20 @@ def load_raw_datasets(data_args, seed: int = 42, glue_task: str | None = None):
         if len(dataset) == 0:
             raise DataError(f"{sources.get(split, split)} has no rows")
     return raw, sources
+
+
+def _load_hub(name: str, config: str | None):
+    """`datasets.load_dataset` for a hub dataset, its failures as a DataError."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(name, config)
+    except Exception as exc:  # offline, unknown name, script datasets, ...
+        label = name + (f"/{config}" if config else "")
+        raise DataError(
+            f"cannot load hub dataset {label}: {exc}. Offline, pass local files with "
+            "--train_file/--validation_file (CSV, JSON lines or Parquet)."
+        ) from exc
 
 
 def require_columns(raw, sources: dict[str, str], columns: Iterable[str], splits=None) -> None:

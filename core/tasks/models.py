@@ -42,7 +42,13 @@ def _auto_class(task: str):
 def load_config(name_or_path: str, **config_overrides: Any):
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(str(name_or_path), **config_overrides)
+    try:
+        return AutoConfig.from_pretrained(str(name_or_path), **config_overrides)
+    except (OSError, ValueError) as exc:
+        raise SparseTransferError(
+            f"cannot load a model config from {name_or_path}: {exc}. Pass a local model "
+            "directory (with config.json), a zoo stub, an s3:// URI or a hub id."
+        ) from exc
 
 
 def load_model(name_or_path: str | Path, task: str, **config_overrides: Any):

@@ -132,8 +132,12 @@ class TokenClassificationTask(PreparedTask):
             self.text_column = data_args.input_column_names.split(",")[0].strip()
         else:
             self.text_column = "tokens" if "tokens" in first.column_names else first.column_names[0]
+        # run_ner's --task_name (ner, pos, chunk) picks CoNLL's `<task>_tags` column.
+        by_task = f"{data_args.task_name}_tags" if data_args.task_name else None
         if data_args.label_column_name:
             self.label_column = data_args.label_column_name
+        elif by_task and by_task in first.column_names:
+            self.label_column = by_task
         else:
             self.label_column = "ner_tags" if "ner_tags" in first.column_names else "labels"
         require_columns(raw, sources, [self.text_column])

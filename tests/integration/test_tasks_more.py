@@ -120,3 +120,21 @@ def test_a_failed_run_leaves_no_complete_looking_output(tmp_path):
             "--report_to", "none"]  # fmt: skip
     assert main(argv) == 2
     assert not out.exists()
+
+
+def test_teacher_with_another_label_order_is_refused(tmp_path, capsys):
+    student = fixtures.make_tiny_bert(
+        tmp_path / "s", task="masked-language-modeling", hidden_size=32
+    )
+    teacher = fixtures.make_tiny_bert(
+        tmp_path / "t", hidden_size=32, id2label={0: "positive", 1: "negative"}
+    )
+    train = fixtures.write_jsonl(fixtures.sentiment_rows(8), tmp_path / "train.jsonl")
+    out = tmp_path / "out"
+    argv = ["train", "text-classification", "--output_dir", str(out), "--model_name_or_path", str(student),
+            "--distill_teacher", str(teacher), "--task_name", "sst2", "--train_file", str(train),
+            "--max_steps", "1", "--do_train", "--report_to", "none"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "orders its labels ['positive', 'negative']" in err and "['negative', 'positive']" in err
+    assert not out.exists()
