@@ -385,7 +385,9 @@ def train_main(task: str, argv: list[str]) -> dict:
     if training_args.do_predict and "test" in raw:
         features["test"] = prepared.preprocess("test", tokenizer, train=False)
 
-    staging = staging_dir(output_dir)
+    # Training publishes a whole new output dir; evaluation/prediction only adds
+    # result files (atomically) to it, so an existing model dir is never replaced.
+    staging = staging_dir(output_dir) if training_args.do_train else output_dir
     staging.mkdir(parents=True, exist_ok=True)
     training_args.output_dir = str(staging)
     cls, sparse = trainer_class()
@@ -451,7 +453,8 @@ def train_main(task: str, argv: list[str]) -> dict:
     write_json(staging / "run_summary.json", summary)
     if training_args.do_train and not (staging / "config.json").exists():
         raise SparseTransferError(f"training finished but no model was saved into {staging}")
-    publish(staging, output_dir)
+    if staging != output_dir:
+        publish(staging, output_dir)
     print_summary(summary)
     return summary
 
@@ -470,9 +473,11 @@ def _predict(trainer, spec, prepared, features, out_dir: Path) -> None:
         logger.info("--do_predict writes no predictions for %s", spec.name)
         return
     path = out_dir / "predict_results.jsonl"
-    with path.open("w") as handle:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as handle:
         for row in rows:
             handle.write(json.dumps(row, default=_json_default) + "\n")
+    tmp.replace(path)
     logger.info("wrote %d predictions to %s", len(rows), path)
 
 

@@ -138,3 +138,17 @@ def test_teacher_with_another_label_order_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "orders its labels ['positive', 'negative']" in err and "['negative', 'positive']" in err
     assert not out.exists()
+
+
+def test_evaluation_only_run_adds_results_without_replacing_the_model_dir(tmp_path):
+    model = fixtures.make_tiny_bert(
+        tmp_path / "m", hidden_size=32, id2label={0: "negative", 1: "positive"}
+    )
+    val = fixtures.write_jsonl(fixtures.sentiment_rows(8), tmp_path / "val.jsonl")
+    before = sorted(p.name for p in model.iterdir())
+    argv = ["train", "text-classification", "--output_dir", str(model), "--model_name_or_path", str(model),
+            "--task_name", "sst2", "--validation_file", str(val), "--do_eval", "--report_to", "none"]  # fmt: skip
+    assert main(argv) == 0
+    after = sorted(p.name for p in model.iterdir())
+    assert set(before) < set(after) and {"eval_results.json", "run_summary.json"} <= set(after)
+    assert json.loads((model / "eval_results.json").read_text())["eval_samples"] == 8
