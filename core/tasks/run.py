@@ -67,6 +67,9 @@ def parse_args(spec, argv: list[str]):
     from transformers import HfArgumentParser, TrainingArguments
 
     argv = normalize_argv(list(argv))
+    flags = {a.split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
+    if "__output_dir" not in flags and not ({"-h", "--help"} & set(argv)):
+        raise DataError("--output_dir is required: where the trained model and results go")
     classes = [ModelArguments, DataArguments]
     if spec.args_class is not None:
         classes.append(spec.args_class)
