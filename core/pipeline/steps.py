@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 NO_MODEL = ("", "disable", "none")
 DATA_SPEC = "data.json"
 NO_MODEL_MARKER = "NO_MODEL"
-ZOO_ENV = "SPARSE_TRANSFER_ZOO"
 
 # Data flags a Dataset artifact carries to the training and evaluation steps.
 DATA_FLAGS = (
@@ -44,6 +43,8 @@ def zoo_root(root: str) -> Iterator[None]:
     if not root:
         yield
         return
+    from sparse_transfer.zoo import ZOO_ENV  # train_main resolves stubs through the environment
+
     old = os.environ.get(ZOO_ENV)
     os.environ[ZOO_ENV] = root
     try:
