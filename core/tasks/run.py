@@ -359,6 +359,8 @@ def train_main(task: str, argv: list[str]) -> dict:
             "--do_eval needs a validation split: pass --validation_file, or --validation_ratio "
             "to split one off the training data"
         )
+    if training_args.do_predict and "test" not in raw:
+        raise DataError("--do_predict needs test data: pass --test_file")
     prepared = spec.prepare(raw, sources, data_args, task_args)
 
     config = load_config(model_path)
