@@ -55,8 +55,10 @@ mkdir -p "$OUT/pipeline-root"
 log "running $CONFIG in containers of $IMAGE"
 start="$(date +%s)"
 status=0
+# Steps see the host only through the bind-mounted pipeline root (same absolute path), so
+# the embedded zoo is seeded under it.
 "$CLI" pipeline run --local "$CONFIG" --runner docker --pipeline-root "$OUT/pipeline-root" \
-    2>&1 | tee "$OUT/run.log" || status=$?
+    --set "zoo_root=${E2E_ZOO_ROOT:-$OUT/pipeline-root/zoo}" 2>&1 | tee "$OUT/run.log" || status=$?
 took=$(($(date +%s) - start))
 image_id="$(podman image inspect --format '{{.Id}}' "$IMAGE" | cut -c1-12)"
 steps="$(podman ps -a --filter "ancestor=$IMAGE" --format '{{.ID}}' 2>/dev/null | wc -l)"

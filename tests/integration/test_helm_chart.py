@@ -479,3 +479,71 @@ def test_upload_job_script_runs_against_a_fake_kfp_api(tmp_path: Path):
     assert all(
         r["headers"].get("authorization") == f"Bearer {fake.TOKEN}" for r in fake.FakeKFP.records
     )
+
+
+def _run_pod_script(container: dict, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Runs a rendered `python3 -c SCRIPT` container here, with its literal env plus `env`."""
+    literal = {k: v for k, v in container_env(container).items() if isinstance(v, str)}
+    assert container["command"] == ["python3", "-c"]
+    return subprocess.run(
+        [sys.executable, "-c", container["args"][0]],
+        env={**os.environ, **literal, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@needs_helm
+def test_bucket_job_and_helm_test_pod_work_against_loopback_s3_and_fake_kfp(s3_server):
+    """The MinIO bucket Job creates the bucket (idempotently); `helm test` passes, then fails
+    naming what is unreachable."""
+    import threading
+    import uuid
+    from http.server import ThreadingHTTPServer
+
+    import boto3
+
+    fake = pytest.importorskip("test_submit", reason="the fake KFP API lives in test_submit.py")
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), fake.FakeKFP)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    bucket = f"chart-{uuid.uuid4().hex[:10]}"
+    creds = {
+        "AWS_ENDPOINT_URL": s3_server.endpoint,
+        "AWS_ACCESS_KEY_ID": s3_server.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+        "S3_BUCKET": bucket,
+    }
+    try:
+        host = f"http://127.0.0.1:{httpd.server_address[1]}"
+        docs = render(CHART / "ci" / "minio-values.yaml", "--set", f"kfp.host={host}")
+        job = one(docs, "Job", "-minio-bucket")["spec"]["template"]["spec"]["containers"][0]
+        first = _run_pod_script(job, creds)
+        assert first.returncode == 0 and f"created bucket {bucket}" in first.stdout, first.stderr
+        again = _run_pod_script(job, creds)
+        assert again.returncode == 0 and f"bucket {bucket} exists" in again.stdout, again.stderr
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=s3_server.endpoint,
+            aws_access_key_id=s3_server.access_key,
+            aws_secret_access_key=s3_server.secret_key,
+            region_name="us-east-1",
+        )
+        s3.head_bucket(Bucket=bucket)
+
+        check = one(docs, "Pod", "-test-connection")["spec"]["containers"][0]
+        ok = _run_pod_script(check, creds)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        assert f"KFP API {host}/apis/v2beta1/healthz: HTTP 200" in ok.stdout
+        assert f"S3 bucket {bucket} at {s3_server.endpoint}: reachable" in ok.stdout
+        bad = _run_pod_script(
+            check, {**creds, "S3_BUCKET": "no-such-bucket-x", "KFP_HOST": "http://127.0.0.1:9"}
+        )
+        assert bad.returncode == 1
+        assert "FAILED KFP API http://127.0.0.1:9/apis/v2beta1/healthz" in bad.stderr
+        assert "FAILED S3 bucket no-such-bucket-x" in bad.stderr
+        assert s3_server.secret_key not in bad.stdout + bad.stderr
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
