@@ -11,7 +11,7 @@ def test_importing_every_core_module_leaves_kfp_unloaded():
     modules = [
         info.name
         for info in pkgutil.walk_packages(sparse_transfer.__path__, prefix="sparse_transfer.")
-        if info.name != "sparse_transfer.__main__"
+        if not info.name.endswith(".__main__")  # importing a __main__ runs its program
     ]
     assert "sparse_transfer.pipeline.steps" in modules and "sparse_transfer.cli.pipeline" in modules
     code = (
@@ -24,6 +24,6 @@ def test_importing_every_core_module_leaves_kfp_unloaded():
         "assert not bad, bad\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr[-3000:]
