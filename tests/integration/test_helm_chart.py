@@ -547,3 +547,31 @@ def test_bucket_job_and_helm_test_pod_work_against_loopback_s3_and_fake_kfp(s3_s
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@needs_helm
+def test_chart_secret_is_the_one_the_compiled_steps_read():
+    """Every secretAsEnv of the compiled spec names the chart's Secret and keys it holds."""
+    docs = render(CHART / "ci" / "default-values.yaml")
+    secret = one(docs, "Secret", "sparse-transfer-s3")
+    platform = list(
+        yaml.safe_load_all((CHART / "files" / "sparse_transfer_pipeline.yaml").read_text())
+    )
+    executors = platform[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    wired = [s for e in executors.values() for s in e.get("secretAsEnv", [])]
+    assert wired, "the compiled steps read no Secret"
+    for entry in wired:
+        assert entry["secretName"] == secret["metadata"]["name"]
+        assert {k["secretKey"] for k in entry["keyToEnv"]} <= set(secret["data"])
+
+
+@needs_helm
+def test_notes_warn_when_the_steps_would_miss_their_secret():
+    def notes(values: str) -> str:
+        out = helm("install", "st", str(CHART), "--dry-run=client", "-n", "ml", "-f", values).stdout
+        return out[out.index("NOTES:") :]
+
+    assert "WARNING" not in notes(str(CHART / "ci" / "default-values.yaml"))
+    warning = notes(str(CHART / "ci" / "schedules-values.yaml"))
+    assert 'steps read S3 credentials from the Secret "sparse-transfer-s3"' in warning
+    assert "SPARSE_TRANSFER_S3_SECRET=mlpipeline-minio-artifact" in warning

@@ -92,6 +92,11 @@ compiled with the project's default image, a user's registry is only known here.
 {{- regexReplaceAll "(?m)^(\\s+image: ).*$" $spec (printf "${1}%s" (include "sparse-transfer.image" .)) }}
 {{- end }}
 
+{{/* The Secret the compiled steps read S3 settings from (kfp-kubernetes secretAsEnv). */}}
+{{- define "sparse-transfer.stepsSecretName" -}}
+{{- regexFind "secretName: \\S+" (.Files.Get "files/sparse_transfer_pipeline.yaml") | trimPrefix "secretName: " }}
+{{- end }}
+
 {{/* A new KFP pipeline version per spec change and per upgrade. */}}
 {{- define "sparse-transfer.versionName" -}}
 {{- if .Values.kfp.versionName }}
