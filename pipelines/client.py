@@ -10,7 +10,8 @@ import inspect
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -239,12 +240,21 @@ def make_client(
         ) from exc
 
 
-def _compiled_for(name: str) -> Path:
-    """The checked-in compiled spec, recompiled into a temp file if missing."""
-    path = compiled_path(name)
-    if not path.is_file():
-        raise PipelineError(f"{path} is missing: run `sparse-transfer pipeline compile` first")
-    return path
+@contextmanager
+def _package(name: str) -> Iterator[Path]:
+    """A freshly compiled spec of pipeline `name` in a temp file.
+
+    Compiling at submission (not reading pipelines/compiled/) honours
+    ``SPARSE_TRANSFER_IMAGE`` and ``SPARSE_TRANSFER_S3_SECRET`` of this shell;
+    with neither set it is byte-identical to the checked-in spec (a test checks).
+    """
+    from kfp import compiler
+
+    pipeline = get_pipeline(name)
+    with tempfile.TemporaryDirectory(prefix="sparse-transfer-spec-") as tmp:
+        path = compiled_path(name, Path(tmp))
+        compiler.Compiler().compile(pipeline, str(path))
+        yield path
 
 
 def upload(
@@ -262,17 +272,17 @@ def upload(
     from sparse_transfer import __version__
 
     name = name or get_pipeline(pipeline).name
-    path = _compiled_for(pipeline)
     existing = client.get_pipeline_id(name)
-    if existing is None:
-        created = client.upload_pipeline(
-            str(path), pipeline_name=name, description=get_pipeline(pipeline).description
+    with _package(pipeline) as path:
+        if existing is None:
+            created = client.upload_pipeline(
+                str(path), pipeline_name=name, description=get_pipeline(pipeline).description
+            )
+            return {"pipeline_id": created.pipeline_id}
+        version = version or f"{name}-{__version__}-{_stamp()}"
+        created = client.upload_pipeline_version(
+            str(path), pipeline_version_name=version, pipeline_id=existing
         )
-        return {"pipeline_id": created.pipeline_id}
-    version = version or f"{name}-{__version__}-{_stamp()}"
-    created = client.upload_pipeline_version(
-        str(path), pipeline_version_name=version, pipeline_id=existing
-    )
     return {"pipeline_id": existing, "version_id": created.pipeline_version_id}
 
 
@@ -291,13 +301,14 @@ def submit(
 ) -> str:
     """Creates one run from a run config; returns the run id."""
     config = read_config(config_path)
-    run = client.create_run_from_pipeline_package(
-        str(_compiled_for(config.pipeline)),
-        arguments=config.parameters,
-        run_name=config.run_name or f"{config.pipeline}-{_stamp()}",
-        experiment_name=experiment or config.experiment,
-        namespace=namespace,
-    )
+    with _package(config.pipeline) as path:
+        run = client.create_run_from_pipeline_package(
+            str(path),
+            arguments=config.parameters,
+            run_name=config.run_name or f"{config.pipeline}-{_stamp()}",
+            experiment_name=experiment or config.experiment,
+            namespace=namespace,
+        )
     return run.run_id
 
 
@@ -333,18 +344,20 @@ def schedule(
             "when it beats the current zoo model; remove the key or set it to true"
         )
     parameters = dict(config.parameters, must_beat_published=True)
+    cron_expression = to_kfp_cron(cron)  # a bad expression fails before any request
     experiment_obj = client.create_experiment(
         experiment or config.experiment or "sparse-transfer-retraining", namespace=namespace
     )
-    job = client.create_recurring_run(
-        experiment_id=experiment_obj.experiment_id,
-        job_name=name or config.run_name or f"{config.pipeline}-retraining",
-        description=config.description,
-        cron_expression=to_kfp_cron(cron),
-        max_concurrency=1,
-        no_catchup=True,
-        params=parameters,
-        pipeline_package_path=str(_compiled_for(config.pipeline)),
-        enable_caching=False,
-    )
+    with _package(config.pipeline) as path:
+        job = client.create_recurring_run(
+            experiment_id=experiment_obj.experiment_id,
+            job_name=name or config.run_name or f"{config.pipeline}-retraining",
+            description=config.description,
+            cron_expression=cron_expression,
+            max_concurrency=1,
+            no_catchup=True,
+            params=parameters,
+            pipeline_package_path=str(path),
+            enable_caching=False,
+        )
     return job.recurring_run_id

@@ -235,6 +235,12 @@ def test_schedule_refuses_configs_that_cannot_retrain(server, tmp_path, monkeypa
     )
     with pytest.raises(PipelineError, match="must_beat_published"):
         kfp_client.schedule(kfp_client.make_client(server), path, cron="0 3 * * 1")
+    path.write_text(
+        "pipeline: sparse_transfer\nparameters: {publish_stub: zoo:x/y, dataset_snapshot_prefix: s3://d/p}\n"
+    )
+    with pytest.raises(PipelineError, match="has 2 fields"):
+        kfp_client.schedule(kfp_client.make_client(server), path, cron="0 3")
+    assert [r["method"] for r in FakeKFP.records] == ["GET"] * len(FakeKFP.records)  # healthz only
     assert not posts("/apis/v2beta1/recurringruns")
 
 
