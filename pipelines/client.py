@@ -186,14 +186,23 @@ def _seed_zoo(kind: str, zoo_root: str) -> None:
 
 
 def _seed_data(directory: Path) -> dict[str, str]:
-    """Writes the fixture sentiment data (SST-2 columns) once; returns the file parameters."""
-    from sparse_transfer import fixtures
+    """Writes SST-2-style data (``sentence``, ``label``) once; returns the file parameters.
 
+    ``sentiment``: 256/64 tiny fixture sentences; ``movie_reviews``: the offline
+    Rotten Tomatoes + Pang & Lee splits (`sparse_transfer.data.movie_reviews`).
+    """
     train, validation = directory / "train.jsonl", directory / "validation.jsonl"
     if not (train.is_file() and validation.is_file()):
-        rows = fixtures.sentiment_rows(320, seed=0)
-        fixtures.write_jsonl(rows[:256], train)
-        fixtures.write_jsonl(rows[256:], validation)
+        if directory.name == "movie_reviews":
+            from sparse_transfer.data.movie_reviews import make_splits
+
+            make_splits(directory)
+        else:
+            from sparse_transfer import fixtures
+
+            rows = fixtures.sentiment_rows(320, seed=0)
+            fixtures.write_jsonl(rows[:256], train)
+            fixtures.write_jsonl(rows[256:], validation)
     return {"train_file": str(train), "validation_file": str(validation)}
 
 

