@@ -108,6 +108,41 @@ class LocalRunResult:
     published: str
 
 
+def _docker_runner():
+    """kfp's DockerRunner set up for our image (and for podman's Docker API).
+
+    Our image's entry point is `sparse-transfer`, but kfp passes `sh -c ...` as the
+    command, so the entry point is reset to `/usr/bin/env`. Steps run as the
+    calling user so they can write the host pipeline root that kfp mounts. Podman
+    answers "no such container" with HTTP 500 instead of 404; kfp's cleanup expects
+    NotFound, so that one answer is translated.
+    """
+    import docker.api.client
+    import docker.errors
+    from kfp import local
+
+    original = docker.api.client.create_api_error_from_http_exception
+    if not getattr(original, "_sparse_transfer_podman", False):
+
+        def podman_not_found(exc):
+            response = exc.response
+            if (
+                response is not None
+                and response.status_code == 500
+                and "no such container" in response.text
+            ):
+                raise docker.errors.NotFound(exc, response=response, explanation=response.text)
+            return original(exc)
+
+        podman_not_found._sparse_transfer_podman = True
+        docker.api.client.create_api_error_from_http_exception = podman_not_found
+    return local.DockerRunner(
+        entrypoint=["/usr/bin/env"],
+        user=f"{os.getuid()}:{os.getgid()}",
+        network_mode="host",
+    )
+
+
 def run_local(
     config_path: str | Path,
     *,
@@ -154,7 +189,7 @@ def run_local(
     if runner == "subprocess":
         chosen = local.SubprocessRunner(use_venv=False)
     elif runner == "docker":
-        chosen = local.DockerRunner()
+        chosen = _docker_runner()
     else:
         raise PipelineError(f"unknown local runner {runner!r}; use subprocess or docker")
     local.init(runner=chosen, pipeline_root=str(root), raise_on_error=True)
