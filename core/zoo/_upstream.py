@@ -148,6 +148,7 @@ def gmp_prune(
     max_length: int,
     eval_sentences: list[str],
     seed: int = 0,
+    callbacks: list | None = None,
 ) -> dict[str, Any]:
     """Prunes the encoder in `dense_dir` with the GMP recipe; saves model + tokenizer + recipe.
 
@@ -202,6 +203,7 @@ def gmp_prune(
         train_dataset=_Sentences(tokenizer, sentences, max_length),
         data_collator=DataCollatorWithPadding(tokenizer),
         recipe=recipe,
+        callbacks=callbacks,  # e.g. snapshots at intermediate sparsities (real-results sweep)
     )
     start = time.time()
     trainer.train()
