@@ -242,11 +242,17 @@ def quantize_graph(model_proto, weights: list[QuantizedWeight], fmt: str = "inte
             wq = int8_init(qw, True)
             mmi, acc = b.node("MatMulInteger", [xq, wq, xz], base)
             c, cast = b.node("Cast", [acc], base, to=TensorProto.FLOAT)
-            rescale = b.init(
-                f"{base}.output_scale", (np.float32(s_x) * qw.scale).astype(np.float32)
-            )
+            # ONNX Runtime fuses MatMulInteger -> Cast -> Mul(., Mul(a_scale, b_scale))
+            # [-> Add(bias)] into one MatMulIntegerToFloat kernel (scale and bias applied
+            # inside the GEMM), but only if that inner Mul survives constant folding.
+            # Its constant folding leaves DequantizeLinear alone, so a_scale comes from
+            # DequantizeLinear(1, s_x): exactly s_x, and not foldable.
+            one = b.scalar("int8_export.one_i32", 1, np.int32)
+            dq, a_scale = b.node("DequantizeLinear", [one, xs], f"{base}/input_scale")
+            ws = b.init(f"{base}.weight_scale", qw.scale)
+            sm, rescale = b.node("Mul", [a_scale, ws], f"{base}/scale")
             m, _ = b.node("Mul", [cast, rescale], base, [mm_out])
-            nodes += [ql, mmi, c, m]
+            nodes += [ql, mmi, c, dq, sm, m]
         else:
             more, xdq = _qdq(b, x, qw.input_qparams, f"{base}/input")
             wq = int8_init(qw, True)

@@ -152,6 +152,27 @@ def test_qdq_format_and_fp32_of_a_qat_model(models, tmp_path):
     assert _report(fp32)["parity"]["max_abs_diff_all"] <= 1e-4
 
 
+def test_int8_graph_fuses_into_ort_integer_kernels(models, tmp_path):
+    """The speed of the default form rests on ORT's MatMulIntegerToFloat fusion: guard it."""
+    import collections
+
+    import onnxruntime as ort
+
+    task = "text-classification"
+    dest = export_onnx(_qat_copy(models[task], task, tmp_path / "qat"), task)
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(dest / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    ops = collections.Counter(
+        n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node
+    )
+    linears = sum(
+        1 for r in _report(dest)["int8"]["initializers"].values() if "embeddings" not in r["module"]
+    )
+    assert ops["MatMulIntegerToFloat"] == linears == 2 * 6 + 2
+    assert ops["MatMulInteger"] == 0
+
+
 def test_deployment_tokenizer_and_archive(models, tmp_path):
     from transformers import AutoTokenizer
 
