@@ -49,17 +49,57 @@ SWEEP = (0, 50, 70, 80, 90)
 # cores. "smoke" is the same run at toy size (minutes) to check the plumbing first.
 SIZES: dict[str, dict[str, Any]] = {
     "full": {
+        "validation_size": 1000,
+        "train_size": 4000,
+        "upstream_sentences": 6656,  # 6,400 GMP sentences + 256 held out for the cosine check
+        "seed_overrides": {
+            "train_samples": 6400,
+            "eval_samples": 256,
+            "recipe_args": {
+                "num_epochs": 2.0,
+                "pruning_end_epoch": 1.4,
+                "update_frequency": 0.05,
+                "init_lr": 5e-4,
+            },
+        },
+        "seed_schedule": "results",
+        "overrides": {},
+        "sweep_train_samples": 3200,
+        "sweep_recipe_args": {"num_epochs": 1.0, "init_lr": 1.5e-4},
+        "eval_max_samples": 0,
+        "training_bench_steps": 6,
+        "training_bench_rounds": 2,
+        "inference_iterations": 20,
+        "inference_rounds": 3,
+    },
+    # The first run of this session (kept for comparison; see docs/results): 100 GMP steps,
+    # 1,600 training rows, teacher 2 epochs, sparse transfer 3 epochs, 500 validation rows each.
+    "quick": {
         "validation_size": 500,
         "train_size": 1600,
         "upstream_sentences": 3456,
         "seed_schedule": "results",
-        "overrides": {},
+        "seed_overrides": {
+            "train_samples": 3200,
+            "eval_samples": 256,
+            "recipe_args": {
+                "num_epochs": 1.0,
+                "pruning_end_epoch": 0.6,
+                "update_frequency": 0.04,
+                "init_lr": 5e-4,
+            },
+        },
+        "overrides": {
+            "recipe_args": '{"num_epochs": 3.0, "init_lr": 1.5e-4, "qat_start_epoch": 2.0, "observer_epoch": 2.67}'
+        },
+        "teacher_overrides": {"recipe_args": '{"num_epochs": 2, "init_lr": 6e-5}'},
         "sweep_train_samples": 448,
         "sweep_recipe_args": {"num_epochs": 1.0, "init_lr": 1.5e-4},
         "eval_max_samples": 0,
         "training_bench_steps": 6,
         "training_bench_rounds": 2,
         "inference_iterations": 20,
+        "inference_rounds": 3,
     },
     "smoke": {
         "validation_size": 500,
@@ -78,6 +118,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "training_bench_steps": 3,
         "training_bench_rounds": 1,
         "inference_iterations": 3,
+        "inference_rounds": 1,
     },
 }
 
@@ -209,6 +250,12 @@ def stage_zoo(out: Path, size: dict[str, Any]) -> dict[str, Any]:
     sentences = read_texts(out / "data" / "upstream.jsonl")
     schedule = size["seed_schedule"]
     sched = zoo_seed.SCHEDULES[schedule]
+    if size.get("seed_overrides"):
+        o = size["seed_overrides"]
+        zoo_seed.SCHEDULES[schedule] = sched = type(sched)(
+            sched.architecture, sched.corpus, o["train_samples"], o["eval_samples"],
+            sched.batch_size, sched.max_length, dict(o["recipe_args"]),
+        )  # fmt: skip
     if len(sentences) < sched.train_samples + sched.eval_samples:
         # smoke size: shrink the schedule's sample counts to what the toy corpus holds
         zoo_seed.SCHEDULES[schedule] = sched = type(sched)(
@@ -398,12 +445,23 @@ def stage_inference(out: Path, size: dict[str, Any]) -> dict[str, Any]:
     export_onnx(paths["teacher"], TASK, output=dense, sequence_length=128, format="fp32")
     sparse = paths["deployment"]
     threads = os.cpu_count() or 2
-    runs = {}
-    for name, folder in (("dense FP32 ONNX", dense), ("90% sparse int8 ONNX", sparse)):
-        runs[name] = benchmark(
-            folder, batch_sizes=(1, 32), sequence_length=128, threads=threads,
-            iterations=size["inference_iterations"],
-        )  # fmt: skip
+    # Interleaved rounds, best round per model and batch size: on a shared machine a burst
+    # of another process's work then spoils one round, not one model.
+    runs: dict[str, Any] = {}
+    rounds = size.get("inference_rounds", 3)
+    for _ in range(rounds):
+        for name, folder in (("dense FP32 ONNX", dense), ("90% sparse int8 ONNX", sparse)):
+            run = benchmark(
+                folder, batch_sizes=(1, 32), sequence_length=128, threads=threads,
+                iterations=size["inference_iterations"],
+            )  # fmt: skip
+            best = runs.setdefault(name, run)
+            for key, stats in run["onnxruntime"].items():
+                if stats["mean_ms"] < best["onnxruntime"][key]["mean_ms"]:
+                    best["onnxruntime"][key] = stats
+            best.setdefault("rounds_mean_ms", []).append(
+                {k: v["mean_ms"] for k, v in run["onnxruntime"].items()}
+            )
     sizes = {}
     for name, folder in (("dense FP32 ONNX", dense), ("90% sparse int8 ONNX", sparse)):
         onnx_files = list(folder.glob("*.onnx"))
@@ -412,7 +470,13 @@ def stage_inference(out: Path, size: dict[str, Any]) -> dict[str, Any]:
             "folder_bytes": _dir_bytes(folder),
             "tar_gz_bytes": _targz_bytes(folder, out / f"{folder.name}.tar.gz"),
         }
-    return {"threads": threads, "engines": runs, "sizes": sizes}
+    return {
+        "threads": threads,
+        "rounds": rounds,
+        "engines": runs,
+        "sizes": sizes,
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def stage_training(out: Path, size: dict[str, Any]) -> dict[str, Any]:
@@ -430,17 +494,21 @@ def stage_training(out: Path, size: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def run_all(out: Path, smoke: bool = False, skip_sweep: bool = False) -> dict[str, Any]:
+def run_all(
+    out: Path, smoke: bool = False, skip_sweep: bool = False, size_name: str = "full"
+) -> dict[str, Any]:
     """Runs (or resumes) every stage under `out`; returns the collected results."""
     from sparse_transfer.results.report import write_report
 
-    size = SIZES["smoke" if smoke else "full"]
+    size_name = "smoke" if smoke else size_name
+    size = SIZES[size_name]
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     os.environ["SPARSE_TRANSFER_ZOO"] = str(out / "zoo")  # pipeline steps inherit it
     stage = _Stages(out)
     results: dict[str, Any] = {
-        "size": "smoke" if smoke else "full",
+        "size": size_name,
+        "size_settings": size,
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     results["data"] = stage("data", lambda: stage_data(out, size))
@@ -467,7 +535,8 @@ def main(argv: list[str] | None = None) -> int:
         "--smoke", action="store_true", help="toy sizes: check the plumbing in minutes"
     )
     parser.add_argument("--skip-sweep", action="store_true", help="leave out the sparsity sweep")
+    parser.add_argument("--size", choices=sorted(SIZES), default="full", help="run size")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    run_all(Path(args.out), smoke=args.smoke, skip_sweep=args.skip_sweep)
+    run_all(Path(args.out), smoke=args.smoke, skip_sweep=args.skip_sweep, size_name=args.size)
     return 0
