@@ -9,7 +9,8 @@ result and pass its stub as `distill_teacher` to the sparse transfer pipeline.
 
 from kfp import dsl
 
-from components import configure_training, evaluate, fetch_data, fetch_model, publish, train_teacher
+from components import evaluate, fetch_model, publish, train_teacher
+from pipelines._opening import data_and_training_flags
 from pipelines._settings import io_step, resources, training_step
 from pipelines.sparse_transfer_pipeline import OBERT_DENSE, SST2_TEACHER, PipelineOutputs
 
@@ -59,43 +60,7 @@ def dense_teacher_pipeline(
     accelerator_limit: int = 0,
 ) -> PipelineOutputs:
     """Dense teacher end to end; parameters mean what they mean in `sparse_transfer_pipeline`."""
-    data = io_step(
-        fetch_data(
-            task_name=task_name,
-            dataset_name=dataset_name,
-            dataset_config_name=dataset_config_name,
-            train_file=train_file,
-            validation_file=validation_file,
-            dataset_snapshot_prefix=dataset_snapshot_prefix,
-            input_column_names=input_column_names,
-            label_column_name=label_column_name,
-            validation_ratio=validation_ratio,
-        )
-    ).set_display_name("fetch data")
-    config = resources(
-        configure_training(
-            task=task,
-            max_seq_length=max_seq_length,
-            doc_stride=doc_stride,
-            preprocessing_num_workers=preprocessing_num_workers,
-            per_device_train_batch_size=per_device_train_batch_size,
-            per_device_eval_batch_size=per_device_eval_batch_size,
-            gradient_accumulation_steps=gradient_accumulation_steps,
-            fp16=fp16,
-            seed=seed,
-            evaluation_strategy=evaluation_strategy,
-            eval_steps=eval_steps,
-            logging_steps=logging_steps,
-            logging_first_step=logging_first_step,
-            save_strategy=save_strategy,
-            save_steps=save_steps,
-            save_total_limit=save_total_limit,
-            max_steps=max_steps,
-            max_train_samples=max_train_samples,
-            max_eval_samples=max_eval_samples,
-        ),
-        "light",
-    ).set_display_name("check training flags")
+    data, config = data_and_training_flags(locals())
     base = io_step(
         fetch_model(ref=model_name_or_path, kind="model", task=task, zoo_root=zoo_root)
     ).set_display_name("fetch dense base")
