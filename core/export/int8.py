@@ -4,14 +4,17 @@ Every quantized Linear becomes, in the default ``integer`` form (what
 SparseML exports and DeepSparse runs fast; ONNX Runtime fuses it into
 ``MatMulIntegerToFloat``)::
 
-    QuantizeLinear(x, s_x, zp_x) -> MatMulInteger(x_q, W_q[int8], zp_x) -> Cast -> Mul(s_x*s_w) [-> Add(b)]
+    QuantizeLinear(x, s_x, zp_x) -> MatMulInteger(x_q, W_q[int8], zp_x, 0) -> Cast -> Mul(s_x*s_w) [-> Add(b)]
 
 and in the ``qdq`` form ``Q -> DQ -> MatMul(., DQ(W_q, s_w, axis))``. Quantized
 embeddings become ``Gather(W_q[int8]) -> Cast -> Mul(s_w)`` (``Gather ->
 DequantizeLinear(axis=-1)`` in qdq). Weights are stored as int8 initializers
 computed with `sparse_transfer.quantization.quantize_weight`, the very function
 the fake-quant forward uses, so zero positions equal the sparse FP32 weights'.
-No ``ai.onnx.ml`` import is added (DeepSparse's runtime rejects it).
+No ``ai.onnx.ml`` import is added (DeepSparse's runtime rejects it), every
+optional zero point is spelled out and no DequantizeLinear reads a non-weight
+constant: DeepSparse 1.8 aborts on either (measured; see tests/integration/
+test_deepsparse.py).
 """
 
 from __future__ import annotations
@@ -160,6 +163,21 @@ def quantize_graph(model_proto, weights: list[QuantizedWeight], fmt: str = "inte
     done: set[str] = set()
     int8_cache: dict[tuple[str, bool], str] = {}
     output_qdq: dict[str, tuple[QuantizedWeight, str]] = {}  # tensor -> (module, base) to Q/DQ
+    a_scales: dict[str, str] = {}  # input scale initializer -> its non-foldable copy
+    one_nodes: list = []
+
+    def runtime_one() -> str:
+        """1.0 computed from the first input's batch size, which ORT cannot fold."""
+        if not one_nodes:
+            weights = {i.name for i in graph.initializer}
+            source = next(v.name for v in graph.input if v.name not in weights)
+            shape, dims = b.node("Shape", [source], "int8_export/one")
+            index = b.scalar("int8_export.batch_axis", 0, np.int64)
+            gather, batch = b.node("Gather", [dims, index], "int8_export/one", axis=0)
+            cast, batch_f = b.node("Cast", [batch], "int8_export/one", to=TensorProto.FLOAT)
+            div, _ = b.node("Div", [batch_f, batch_f], "int8_export/one")
+            one_nodes.extend([shape, gather, cast, div])
+        return one_nodes[-1].output[0]
 
     def int8_init(qw: QuantizedWeight, transposed: bool) -> str:
         key = (qw.module, transposed)
@@ -240,19 +258,24 @@ def quantize_graph(model_proto, weights: list[QuantizedWeight], fmt: str = "inte
             xz = b.scalar(f"{base}.input_zero_point", zp_x, np.uint8)
             ql, xq = b.node("QuantizeLinear", [x, xs, xz], f"{base}/input")
             wq = int8_init(qw, True)
-            mmi, acc = b.node("MatMulInteger", [xq, wq, xz], base)
+            # DeepSparse aborts on a MatMulInteger whose optional b_zero_point is left out.
+            wz = b.scalar("int8_export.weight_zero_point", 0, np.int8)
+            mmi, acc = b.node("MatMulInteger", [xq, wq, xz, wz], base)
             c, cast = b.node("Cast", [acc], base, to=TensorProto.FLOAT)
             # ONNX Runtime fuses MatMulInteger -> Cast -> Mul(., Mul(a_scale, b_scale))
             # [-> Add(bias)] into one MatMulIntegerToFloat kernel (scale and bias applied
-            # inside the GEMM), but only if that inner Mul survives constant folding.
-            # Its constant folding leaves DequantizeLinear alone, so a_scale comes from
-            # DequantizeLinear(1, s_x): exactly s_x, and not foldable.
-            one = b.scalar("int8_export.one_i32", 1, np.int32)
-            dq, a_scale = b.node("DequantizeLinear", [one, xs], f"{base}/input_scale")
+            # inside the GEMM), but only if that inner Mul survives its constant folding,
+            # i.e. a_scale must not be a constant: it is s_x * runtime_one, exactly s_x.
+            # (DeepSparse, which sees fixed shapes, folds it back to a constant.)
+            a_scale = a_scales.get(xs)
+            if a_scale is None:
+                am, a_scale = b.node("Mul", [xs, runtime_one()], f"{base}/input_scale")
+                a_scales[xs] = a_scale
+                nodes.append(am)
             ws = b.init(f"{base}.weight_scale", qw.scale)
             sm, rescale = b.node("Mul", [a_scale, ws], f"{base}/scale")
             m, _ = b.node("Mul", [cast, rescale], base, [mm_out])
-            nodes += [ql, mmi, c, dq, sm, m]
+            nodes += [ql, mmi, c, sm, m]
         else:
             more, xdq = _qdq(b, x, qw.input_qparams, f"{base}/input")
             wq = int8_init(qw, True)
@@ -293,7 +316,7 @@ def quantize_graph(model_proto, weights: list[QuantizedWeight], fmt: str = "inte
             f"int8 export could not find these quantized modules in the traced graph: {missing[:5]}"
         )
     del graph.node[:]
-    graph.node.extend(new_nodes)
+    graph.node.extend(one_nodes + new_nodes)
     _drop_unused_initializers(graph)
     return report
 

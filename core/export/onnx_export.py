@@ -91,11 +91,33 @@ def _output_axes(name: str) -> dict[int, str]:
     return {0: "batch"} if name == "logits" else {0: "batch", 1: "sequence"}
 
 
+MASK_FILL = -10000.0  # the classic BERT additive mask value: exp() of it is 0 in float32
+
+
+def additive_mask(attention_mask):
+    """``(1 - mask) * -10000`` as a [batch, 1, 1, kv] float mask (the pre-v5 BERT form).
+
+    transformers 5 builds the padding mask from Range/GreaterOrEqual/And/Where
+    and an index Gather (``attention_mask[batch_idx, kv_idx]``); DeepSparse 1.8
+    cannot run that Gather and hands the subgraph back to its bundled ONNX
+    Runtime. A prepared 4-D mask is passed through as-is by transformers'
+    mask builders, so tracing with this one gives Unsqueeze/Cast/Sub/Mul only.
+    """
+    import torch
+
+    return (1.0 - attention_mask[:, None, None, :].to(torch.float32)) * MASK_FILL
+
+
 class _Outputs:
     """Builds the tuple-returning wrapper the tracer needs."""
 
     @staticmethod
-    def wrap(model, input_names: Sequence[str], output_names: Sequence[str]):
+    def wrap(
+        model,
+        input_names: Sequence[str],
+        output_names: Sequence[str],
+        classic_mask: bool = False,
+    ):
         import torch
 
         class Wrapper(torch.nn.Module):
@@ -104,10 +126,33 @@ class _Outputs:
                 self.model = model
 
             def forward(self, *args):
-                out = self.model(**dict(zip(input_names, args, strict=True)), return_dict=True)
+                kwargs = dict(zip(input_names, args, strict=True))
+                if classic_mask and "attention_mask" in kwargs:
+                    kwargs["attention_mask"] = additive_mask(kwargs["attention_mask"])
+                out = self.model(**kwargs, return_dict=True)
                 return tuple(out[n] for n in output_names)
 
         return Wrapper()
+
+
+def _accepts_additive_mask(model, kwargs: dict, output_names: Sequence[str]) -> bool:
+    """Whether `model` gives the same outputs with `additive_mask` as with the 2-D mask."""
+    import torch
+
+    if "attention_mask" not in kwargs:
+        return False
+    try:
+        want = model(**kwargs, return_dict=True)
+        got = model(
+            **{**kwargs, "attention_mask": additive_mask(kwargs["attention_mask"])},
+            return_dict=True,
+        )
+        return all(
+            got[n].shape == want[n].shape and torch.allclose(got[n], want[n], atol=1e-5)
+            for n in output_names
+        )
+    except Exception:  # a model that does not take 4-D masks keeps its own construction
+        return False
 
 
 def export_float_graph(
@@ -135,11 +180,15 @@ def export_float_graph(
     for n in output_names:
         if probe[n].dim() >= 2 and probe[n].shape[1] == args[0].shape[1]:
             dynamic_axes[n] = {0: "batch", 1: "sequence"}
-    wrapper = _Outputs.wrap(model, input_names, output_names).eval()
     attn = getattr(model.config, "_attn_implementation", None)
     _set_attention(model, "eager")  # plain MatMul/Softmax: ORT fuses it, every opset supports it
     try:
         with qat_bypassed(model), torch.no_grad():
+            classic = _accepts_additive_mask(
+                model, dict(zip(input_names, args, strict=True)), output_names
+            )
+            log.info("attention mask: %s", "additive (1-mask)*-10000" if classic else "model's own")
+            wrapper = _Outputs.wrap(model, input_names, output_names, classic).eval()
             torch.onnx.export(
                 wrapper,
                 args,
