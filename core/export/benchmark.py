@@ -3,14 +3,15 @@
 Random token ids of the requested shape (full attention mask) after a
 warm-up; latency percentiles per batch size and throughput in items/s.
 DeepSparse is optional (its 1.8 release pins onnx 1.14 / numpy 1.26, so it
-lives in its own environment): the branch runs only if ``import deepsparse``
-works, on a copy of the graph with the shape fixed, as it requires.
+lives in its own environment): the branch runs if ``import deepsparse`` works
+here, or else in the interpreter ``SPARSE_TRANSFER_DEEPSPARSE_PYTHON`` names
+(`deepsparse_runner.py` run by path), on a copy of the graph with the shape
+fixed, as DeepSparse requires.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -101,35 +102,50 @@ def benchmark(
 
 
 def _deepsparse(path, batch_sizes, length, threads, vocab, warmup, iterations, min_seconds):
+    """DeepSparse latencies: in this interpreter if it imports deepsparse, else in the one
+    `SPARSE_TRANSFER_DEEPSPARSE_PYTHON` names (DeepSparse 1.8 needs its own environment)."""
+    from sparse_transfer.export import deepsparse_runner as runner
+
+    args = (path, list(batch_sizes), length, threads, vocab, warmup, iterations, min_seconds)
     try:
         import deepsparse  # noqa: F401
-    except Exception as exc:  # not installed (the usual case) or broken
-        return {
-            "available": False,
-            "reason": f"deepsparse not importable: {exc.__class__.__name__}",
-        }
-    import onnx
-    from deepsparse import compile_model
 
-    runs: dict[str, Any] = {"available": True}
-    for b in batch_sizes:
-        graph = onnx.load(str(path))
-        for value in graph.graph.input:
-            dims = value.type.tensor_type.shape.dim
-            dims[0].dim_value, dims[1].dim_value = b, length
-        with tempfile.TemporaryDirectory() as tmp:
-            static = Path(tmp) / "model.onnx"
-            onnx.save(graph, str(static))
-            engine = compile_model(str(static), batch_size=b, num_cores=threads)
-            rng = np.random.default_rng(0)
-            feeds = []
-            for value in graph.graph.input:
-                if value.name == "input_ids":
-                    feeds.append(rng.integers(5, vocab, size=(b, length), dtype=np.int64))
-                elif value.name == "attention_mask":
-                    feeds.append(np.ones((b, length), dtype=np.int64))
-                else:
-                    feeds.append(np.zeros((b, length), dtype=np.int64))
-            times = _time(lambda e=engine, f=feeds: e.run(f), warmup, iterations, min_seconds)
-            runs[f"batch_{b}"] = _stats(times, b)
+        raw, where = runner.time_engine(*args), "this interpreter"
+    except Exception as exc:  # not installed here (the usual case) or broken
+        python = os.environ.get(runner.ENV_PYTHON)
+        if not python:
+            return {
+                "available": False,
+                "reason": f"deepsparse not importable ({exc.__class__.__name__}) and "
+                f"{runner.ENV_PYTHON} not set",
+            }
+        try:
+            raw, where = _deepsparse_subprocess(python, *args), python
+        except Exception as sub_exc:
+            return {"available": False, "reason": f"deepsparse in {python} failed: {sub_exc}"}
+    runs: dict[str, Any] = {"available": True, "python": where}
+    for key, r in raw.items():
+        runs[key] = {**_stats(r.pop("times_s"), int(key.split("_")[1])), **r}
     return runs
+
+
+def _deepsparse_subprocess(
+    python, path, batch_sizes, length, threads, vocab, warmup, iterations, min_seconds
+) -> dict[str, Any]:
+    import json
+    import subprocess
+
+    from sparse_transfer.export import deepsparse_runner as runner
+
+    command = [python, runner.__file__, "time", str(path)]
+    command += ["--batch_sizes", ",".join(str(b) for b in batch_sizes)]
+    command += ["--sequence_length", str(length), "--vocab", str(vocab), "--warmup", str(warmup)]
+    command += ["--iterations", str(iterations), "--min_seconds", str(min_seconds)]
+    if threads:
+        command += ["--threads", str(threads)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        raise RuntimeError(f"exit {done.returncode}: {' | '.join(tail)}")
+    return json.loads(lines[-1])

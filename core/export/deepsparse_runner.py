@@ -1,0 +1,174 @@
+"""Runs a deployment's ``model.onnx`` in DeepSparse; also a script for DeepSparse's own Python.
+
+DeepSparse 1.8 pins onnx 1.14 / numpy 1.26, so it lives in its own virtual
+environment, where neither torch nor this package is installed. This module
+imports only numpy, onnx and deepsparse, so that interpreter runs it by path
+(`SPARSE_TRANSFER_DEEPSPARSE_PYTHON` names it; see `benchmark.py`)::
+
+    PY deepsparse_runner.py run  MODEL.onnx INPUTS.npz OUTPUTS.npz   # -> JSON facts on stdout
+    PY deepsparse_runner.py time MODEL.onnx --batch_sizes 1,32 --sequence_length 128 \\
+        [--threads N] [--vocab 30522] [--warmup 3] [--iterations 20] [--min_seconds 0]
+
+DeepSparse compiles for one shape, so both commands run a copy of the graph
+whose inputs are fixed to ``[batch, sequence_length]``; the deployment itself
+keeps its dynamic axes. Facts printed include ``fraction_of_supported_ops``
+(1.0: no node falls back to DeepSparse's bundled ONNX Runtime).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ENV_PYTHON = "SPARSE_TRANSFER_DEEPSPARSE_PYTHON"
+
+
+def static_copy(model_path: str | Path, batch: int, length: int, dest: str | Path) -> Path:
+    """Writes `model_path` with every [batch, sequence] input fixed to (`batch`, `length`)."""
+    import onnx
+
+    graph = onnx.load(str(model_path))
+    weights = {i.name for i in graph.graph.initializer}
+    for value in graph.graph.input:
+        if value.name in weights:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        dims[0].dim_value = batch
+        if len(dims) > 1:
+            dims[1].dim_value = length
+    onnx.save(graph, str(dest))
+    return Path(dest)
+
+
+def input_names(model_path: str | Path) -> list[str]:
+    """The graph's runtime inputs, in order (what ``Engine.run`` takes)."""
+    import onnx
+
+    graph = onnx.load(str(model_path)).graph
+    weights = {i.name for i in graph.initializer}
+    return [v.name for v in graph.input if v.name not in weights]
+
+
+def compile_engine(model_path: str | Path, batch: int, length: int, threads: int | None, tmp: Path):
+    """A DeepSparse engine over a fixed-shape copy of `model_path`."""
+    from deepsparse import compile_model
+
+    static = static_copy(model_path, batch, length, tmp / f"model-b{batch}-s{length}.onnx")
+    return compile_model(str(static), batch_size=batch, num_cores=threads or None)
+
+
+def run(model_path: str | Path, inputs: dict[str, np.ndarray], threads: int | None = None):
+    """Outputs (by graph output name) and engine facts for one batch of int64 inputs."""
+    import onnx
+
+    names = input_names(model_path)
+    arrays = [np.ascontiguousarray(inputs[n], dtype=np.int64) for n in names]
+    batch, length = arrays[0].shape[:2]
+    outputs = [o.name for o in onnx.load(str(model_path)).graph.output]
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = compile_engine(model_path, batch, length, threads, Path(tmp))
+        got = engine.run(arrays)
+        facts = _facts(engine)
+    return dict(zip(outputs, got, strict=True)), facts
+
+
+def time_engine(
+    model_path: str | Path,
+    batch_sizes,
+    length: int,
+    threads: int | None = None,
+    vocab: int = 1000,
+    warmup: int = 3,
+    iterations: int = 20,
+    min_seconds: float = 0.0,
+) -> dict:
+    """Per batch size: the raw latencies (seconds) of ``engine.run`` after warm-up, and facts."""
+    names = input_names(model_path)
+    result = {}
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        for b in batch_sizes:
+            engine = compile_engine(model_path, b, length, threads, Path(tmp))
+            feeds = []
+            for name in names:
+                if name == "input_ids":
+                    feeds.append(rng.integers(5, max(6, vocab), size=(b, length), dtype=np.int64))
+                elif name == "attention_mask":
+                    feeds.append(np.ones((b, length), dtype=np.int64))
+                else:
+                    feeds.append(np.zeros((b, length), dtype=np.int64))
+            for _ in range(warmup):
+                engine.run(feeds)
+            times: list[float] = []
+            start = time.perf_counter()
+            while len(times) < iterations or (
+                time.perf_counter() - start < min_seconds and len(times) < 10 * iterations
+            ):
+                t = time.perf_counter()
+                engine.run(feeds)
+                times.append(time.perf_counter() - t)
+            result[f"batch_{b}"] = {"times_s": times, **_facts(engine)}
+    return result
+
+
+def _facts(engine) -> dict:
+    import deepsparse
+
+    return {
+        "fraction_of_supported_ops": float(engine.fraction_of_supported_ops),
+        "deepsparse_version": str(deepsparse.__version__),
+        "num_cores": int(engine.num_cores),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="outputs of one batch (inputs/outputs as .npz)")
+    p_run.add_argument("model")
+    p_run.add_argument("inputs")
+    p_run.add_argument("outputs")
+    p_run.add_argument("--threads", type=int, default=None)
+    p_time = sub.add_parser("time", help="latencies per batch size, JSON on stdout")
+    p_time.add_argument("model")
+    p_time.add_argument("--batch_sizes", default="1")
+    p_time.add_argument("--sequence_length", type=int, default=128)
+    p_time.add_argument("--threads", type=int, default=None)
+    p_time.add_argument("--vocab", type=int, default=1000)
+    p_time.add_argument("--warmup", type=int, default=3)
+    p_time.add_argument("--iterations", type=int, default=20)
+    p_time.add_argument("--min_seconds", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        with np.load(args.inputs) as data:
+            inputs = {k: data[k] for k in data.files}
+        outputs, facts = run(args.model, inputs, args.threads)
+        np.savez(args.outputs, **outputs)
+        print(json.dumps(facts))
+    else:
+        sizes = [int(b) for b in str(args.batch_sizes).split(",") if b.strip()]
+        print(
+            json.dumps(
+                time_engine(
+                    args.model,
+                    sizes,
+                    args.sequence_length,
+                    args.threads,
+                    args.vocab,
+                    args.warmup,
+                    args.iterations,
+                    args.min_seconds,
+                )
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
