@@ -146,6 +146,8 @@ def _deepsparse_subprocess(
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        raise RuntimeError(f"exit {done.returncode}: {' | '.join(tail)}")
+        text = (done.stderr + done.stdout).strip().splitlines()
+        # DeepSparse aborts with "Assertion at FILE:LINE" and a long native backtrace
+        cause = [t for t in text if "Assertion at" in t or "Error" in t][:2] or text[-3:]
+        raise RuntimeError(f"exit {done.returncode}: {' | '.join(cause)}")
     return json.loads(lines[-1])
