@@ -28,7 +28,7 @@ def plot_accuracy(accuracy: dict[str, dict[str, float]], path: Path) -> None:
 
     variants = list(accuracy)
     datasets = list(next(iter(accuracy.values())))
-    fig, ax = plt.subplots(figsize=(7.5, 3.6), dpi=100)
+    fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
     width = 0.8 / len(variants)
     for i, v in enumerate(variants):
         xs = [d + (i - (len(variants) - 1) / 2) * width for d in range(len(datasets))]
@@ -40,7 +40,7 @@ def plot_accuracy(accuracy: dict[str, dict[str, float]], path: Path) -> None:
     ax.set_ylim(max(0, lo - 8), 100)
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title("all-MiniLM-L6-v2: dense teacher vs 90% sparse (FP32, int8)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(variants))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
