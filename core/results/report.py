@@ -46,24 +46,33 @@ def plot_accuracy(accuracy: dict[str, dict[str, float]], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_sweep(points: list[dict[str, Any]], path: Path) -> None:
+def plot_sweep(
+    points: list[dict[str, Any]], path: Path, teacher: dict[str, float] | None = None
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
+    fig, ax = plt.subplots(figsize=(6.5, 3.8), dpi=100)
     xs = [100 * p.get("encoder_sparsity", p["target_sparsity"] / 100) for p in points]
-    for ds in points[0]["accuracy"]:
+    for i, ds in enumerate(points[0]["accuracy"]):
+        if teacher and ds in teacher:
+            ax.axhline(teacher[ds], color=f"C{i}", linestyle="--", linewidth=0.8,
+                       label=f"dense teacher, {DATASET_TITLES.get(ds, ds)}")  # fmt: skip
         ax.plot(
-            xs, [p["accuracy"][ds] for p in points], marker="o", label=DATASET_TITLES.get(ds, ds)
+            xs,
+            [p["accuracy"][ds] for p in points],
+            marker="o",
+            color=f"C{i}",
+            label=f"student, {DATASET_TITLES.get(ds, ds)}",
         )
     ax.set_xlabel("student encoder sparsity, measured (%)")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_xticks([0, 50, 70, 80, 90])
-    ax.set_title("Sparse transfer student (FP32) vs upstream sparsity, one budget")
+    ax.set_title("FP32 sparse-transfer students vs sparsity (one budget)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -207,7 +216,8 @@ def write_report(results: dict[str, Any], docs: Path, out: Path, cards: bool = T
     (docs / "results.json").write_text(json.dumps(slim, indent=2) + "\n")
     plot_accuracy(results["accuracy"]["accuracy"], docs / "accuracy.png")
     if results.get("sweep", {}).get("points"):
-        plot_sweep(results["sweep"]["points"], docs / "sparsity_sweep.png")
+        teacher = results.get("accuracy", {}).get("accuracy", {}).get("dense teacher (FP32)")
+        plot_sweep(results["sweep"]["points"], docs / "sparsity_sweep.png", teacher)
     (docs / "results.md").write_text(markdown(results))
     if not cards:
         return
