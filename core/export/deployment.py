@@ -142,6 +142,7 @@ def export_onnx(
 def _build(model, tokenizer, spec, model_dir, tmp, fmt, opset, length, requested, verify_dataset):
     import onnx
     from sparse_transfer.export.int8 import collect, quantize_graph
+    from sparse_transfer.export.int8_attention import collect_attention, quantize_attention
 
     names = ox.input_names_for(model, tokenizer)
     pair = spec.name == "question-answering"
@@ -151,8 +152,10 @@ def _build(model, tokenizer, spec, model_dir, tmp, fmt, opset, length, requested
     )
     fp32_bytes = graph.ByteSize()
     int8_report: dict[str, Any] = {}
+    attention_matmuls = 0
     if fmt != "fp32":
         int8_report = quantize_graph(graph, collect(model), fmt)
+        attention_matmuls = quantize_attention(graph, collect_attention(model), fmt)
     try:
         onnx.checker.check_model(graph, full_check=True)
     except Exception as exc:
@@ -190,6 +193,7 @@ def _build(model, tokenizer, spec, model_dir, tmp, fmt, opset, length, requested
             "zero_pattern_identical": all(
                 r["zero_pattern_identical"] for r in int8_report.values()
             ),
+            "attention_matmuls": attention_matmuls,
         }
         if int8_report
         else None,

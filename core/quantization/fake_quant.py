@@ -8,7 +8,9 @@ sparse FP32 tensor, which the export checks per initializer.
 
 Activations: uint8, asymmetric, one scale per tensor, from a moving-average
 min/max observer (the form ONNX ``QuantizeLinear`` + ``MatMulInteger`` take
-directly, and the u8 x s8 kernel ONNX Runtime runs fastest on x86).
+directly, and the u8 x s8 kernel ONNX Runtime runs fastest on x86). The second
+operand of an attention matmul is an activation too: int8, symmetric (zero
+point 0), as SparseML quantizes it.
 """
 
 from __future__ import annotations
@@ -90,6 +92,15 @@ def fake_quantize_activation(
     return _StraightThrough.apply(x, dq)
 
 
+def symmetric_activation_qparams(
+    min_val: torch.Tensor, max_val: torch.Tensor, qmin: int, qmax: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-tensor (scale, 0): max|x| / ((qmax - qmin) / 2), PyTorch's convention."""
+    amax = torch.maximum(min_val.abs(), max_val.abs())
+    scale = (amax / ((qmax - qmin) / 2)).clamp_min(_EPS)
+    return scale.float(), torch.zeros((), dtype=torch.int32)
+
+
 def activation_qparams(
     min_val: torch.Tensor, max_val: torch.Tensor, qmin: int, qmax: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,10 +123,19 @@ class ActivationFakeQuant(nn.Module):
     ``save_pretrained``) stays the plain HF layout; `save_qat_config` stores them.
     """
 
-    def __init__(self, bits: int = 8, reduce_range: bool = False, averaging_constant: float = 0.01):
+    def __init__(
+        self,
+        bits: int = 8,
+        reduce_range: bool = False,
+        averaging_constant: float = 0.01,
+        symmetric: bool = False,
+    ):
         super().__init__()
-        self.qmin = 0
-        self.qmax = 2 ** (bits - 1 if reduce_range else bits) - 1
+        levels = 2 ** (bits - 1 if reduce_range else bits)
+        self.symmetric = bool(symmetric)
+        # asymmetric: uint8 [0, 255]; symmetric: int8 [-128, 127] with zero point 0
+        self.qmin = -(levels // 2) if symmetric else 0
+        self.qmax = levels // 2 - 1 if symmetric else levels - 1
         self.averaging_constant = float(averaging_constant)
         self.observer_enabled = True
         self.register_buffer("min_val", torch.zeros(()), persistent=False)
@@ -139,6 +159,8 @@ class ActivationFakeQuant(nn.Module):
 
     def qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(scale float32 scalar tensor, zero point int32 scalar tensor)."""
+        if self.symmetric:
+            return symmetric_activation_qparams(self.min_val, self.max_val, self.qmin, self.qmax)
         return activation_qparams(self.min_val, self.max_val, self.qmin, self.qmax)
 
     def _float_qparams(self) -> tuple[float, int]:
@@ -159,4 +181,5 @@ class ActivationFakeQuant(nn.Module):
         return fake_quantize_activation(x, scale, zero_point, self.qmin, self.qmax)
 
     def extra_repr(self) -> str:
-        return f"range=[{self.qmin}, {self.qmax}], observer_enabled={self.observer_enabled}"
+        kind = "symmetric" if self.symmetric else "asymmetric"
+        return f"{kind}, range=[{self.qmin}, {self.qmax}], observer_enabled={self.observer_enabled}"

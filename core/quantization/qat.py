@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from sparse_transfer.errors import RecipeError
+from sparse_transfer.quantization import attention
 from sparse_transfer.quantization.fake_quant import (
     ActivationFakeQuant,
     fake_quantize_weight,
@@ -178,6 +179,24 @@ def select_modules(
     return list(chosen)
 
 
+def select_attention_modules(
+    model: nn.Module,
+    submodules: Sequence[str] | None = None,
+    exclude_module_types: Iterable[str] = (),
+) -> list[str]:
+    """Names of the attention modules whose matmuls `prepare_qat` would quantize."""
+    exclude = set(exclude_module_types)
+    if exclude & attention.EXCLUDE_NAMES:
+        return []
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    chosen: dict[str, None] = {}
+    for root_name, root in _resolve_roots(model, submodules):
+        for name, module in attention.attention_candidates(root, model_type):
+            if not _type_names(module) & exclude:
+                chosen[f"{root_name}.{name}".strip(".")] = None
+    return list(chosen)
+
+
 def prepare_qat(
     model: nn.Module,
     *,
@@ -191,12 +210,15 @@ def prepare_qat(
     reduce_range: bool = False,
     activation_qconfig_kwargs: dict[str, Any] | None = None,
     modules: Sequence[str] | None = None,
+    attention_modules: Sequence[str] | None = None,
 ) -> list[str]:
     """Makes `model` quantization-aware in place; returns the quantized module names.
 
     Linear inputs are always fake-quantized (per tensor); their outputs only
     with `quantize_linear_activations` (SparseML's meaning). Weights are int8
-    per output channel (Embedding: per hidden channel), symmetric.
+    per output channel (Embedding: per hidden channel), symmetric. The
+    attention matmuls of supported encoders (BERT family) are quantized too,
+    as SparseML's ``QATMatMul`` does, unless ``QATMatMul`` is excluded.
 
     Args:
         model: an HF model (or any module tree).
@@ -209,6 +231,7 @@ def prepare_qat(
         reduce_range: activations use 7 bits (old x86 VNNI-less kernels).
         activation_qconfig_kwargs: ``{"averaging_constant": float}`` for the observers.
         modules: explicit module names (used by `restore_qat`); overrides the selection.
+        attention_modules: explicit attention module names (with `modules`; None = none).
     """
     if is_qat_prepared(model):
         return list(getattr(model, QAT_ATTR)["modules"])
@@ -221,6 +244,8 @@ def prepare_qat(
         )
     if modules is None:
         modules = select_modules(model, submodules, exclude_module_types, quantize_embeddings)
+        attention_modules = select_attention_modules(model, submodules, exclude_module_types)
+    attention_modules = list(attention_modules or ())
     named = dict(model.named_modules())
     for name in modules:
         module = named[name]
@@ -237,8 +262,13 @@ def prepare_qat(
             ),
             averaging_constant=averaging_constant,
         )
+    for name in attention_modules:
+        attention.attach(named[name], activation_bits, reduce_range, averaging_constant)
+    before = attention.use_qat_attention(model) if attention_modules else None
     config = {
         "modules": list(modules),
+        "attention_modules": attention_modules,
+        "attention_implementation_before": before,
         "weight_bits": weight_bits,
         "activation_bits": activation_bits,
         "reduce_range": reduce_range,
@@ -273,14 +303,24 @@ def _activation_quants(module: nn.Module) -> Iterator[tuple[str, ActivationFakeQ
             yield attr, aq
 
 
+def activation_quants(model: nn.Module) -> Iterator[tuple[str, ActivationFakeQuant]]:
+    """Every activation fake quantizer of `model`, as (dotted name, quantizer)."""
+    for name, module in qat_modules(model).items():
+        for attr, aq in _activation_quants(module):
+            yield f"{name}.{attr}", aq
+    for name, holder in attention.attention_quants(model).items():
+        for attr, aq in holder.quants():
+            yield f"{name}.{attention.ATTR}.{attr}", aq
+
+
 def set_observers_enabled(model: nn.Module, enabled: bool) -> None:
     """Turns every weight and activation observer on or off (off = scales frozen)."""
     for module in qat_modules(model).values():
         if not enabled and module.weight_observer_enabled:
             module.current_weight_scale()  # freeze at the weights as they are now
         module.weight_observer_enabled = bool(enabled)
-        for _, aq in _activation_quants(module):
-            aq.observer_enabled = bool(enabled)
+    for _, aq in activation_quants(model):
+        aq.observer_enabled = bool(enabled)
 
 
 def observers_enabled(model: nn.Module) -> bool:
@@ -288,19 +328,16 @@ def observers_enabled(model: nn.Module) -> bool:
     for module in qat_modules(model).values():
         if module.weight_observer_enabled:
             return True
-        if any(aq.observer_enabled for _, aq in _activation_quants(module)):
-            return True
-    return False
+    return any(aq.observer_enabled for _, aq in activation_quants(model))
 
 
 @contextlib.contextmanager
 def observers_paused(model: nn.Module) -> Iterator[None]:
     """Runs a block with activation observers off (export parity must not move scales)."""
     saved = []
-    for module in qat_modules(model).values():
-        for _, aq in _activation_quants(module):
-            saved.append((aq, aq.observer_enabled))
-            aq.observer_enabled = False
+    for _, aq in activation_quants(model):
+        saved.append((aq, aq.observer_enabled))
+        aq.observer_enabled = False
     try:
         yield
     finally:
@@ -310,12 +347,7 @@ def observers_paused(model: nn.Module) -> Iterator[None]:
 
 def uninitialized_observers(model: nn.Module) -> list[str]:
     """Activation observers that never saw data (their scales are meaningless)."""
-    out = []
-    for name, module in qat_modules(model).items():
-        for attr, aq in _activation_quants(module):
-            if not bool(aq.initialized):
-                out.append(f"{name}.{attr}")
-    return out
+    return [name for name, aq in activation_quants(model) if not bool(aq.initialized)]
 
 
 def freeze_bn_stats(model: nn.Module) -> None:
@@ -334,7 +366,7 @@ def calibrate(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> i
     """
     was_training = model.training
     model.eval()
-    quants = [aq for m in qat_modules(model).values() for _, aq in _activation_quants(m)]
+    quants = [aq for _, aq in activation_quants(model)]
     for aq in quants:
         aq.train()
     n = 0
@@ -358,10 +390,15 @@ def qat_bypassed(model: nn.Module) -> Iterator[None]:
     from it with the QAT scales), so the tracer never sees fake-quant ops.
     """
     swapped = [(m, type(m)) for m in qat_modules(model).values()]
+    holders = [(h, h.enabled) for h in attention.attention_quants(model).values()]
     for module, cls in swapped:
         module.__class__ = _BASE[cls]
+    for holder, _ in holders:
+        holder.enabled = False
     try:
         yield
     finally:
         for module, cls in swapped:
             module.__class__ = cls
+        for holder, enabled in holders:
+            holder.enabled = enabled

@@ -16,7 +16,12 @@ from pathlib import Path
 
 import torch
 from sparse_transfer.errors import SparseTransferError
-from sparse_transfer.quantization.qat import prepare_qat, qat_config, qat_modules
+from sparse_transfer.quantization.qat import (
+    activation_quants,
+    prepare_qat,
+    qat_config,
+    qat_modules,
+)
 from torch import nn
 
 CONFIG_NAME = "quantization.json"
@@ -45,17 +50,18 @@ def save_qat_config(model: nn.Module, directory: str | Path) -> bool:
     for name, module in qat_modules(model).items():
         tensors[f"{name}.weight_scale"] = module.weight_scale.detach().float().cpu().contiguous()
         flags[name] = {"weight_observer_enabled": bool(module.weight_observer_enabled)}
-        for attr in ("input_quant", "output_quant"):
-            aq = getattr(module, attr, None)
-            if aq is None:
-                continue
-            for buf in ("min_val", "max_val"):
-                tensors[f"{name}.{attr}.{buf}"] = getattr(aq, buf).detach().float().cpu().reshape(1)
-            tensors[f"{name}.{attr}.initialized"] = (
-                aq.initialized.detach().cpu().reshape(1).to(torch.uint8)
-            )
-            flags[name][f"{attr}_observer_enabled"] = bool(aq.observer_enabled)
-    payload = {"format_version": FORMAT_VERSION, "config": config, "observers": flags}
+    activation_flags: dict[str, bool] = {}
+    for label, aq in activation_quants(model):
+        for buf in ("min_val", "max_val"):
+            tensors[f"{label}.{buf}"] = getattr(aq, buf).detach().float().cpu().reshape(1)
+        tensors[f"{label}.initialized"] = aq.initialized.detach().cpu().reshape(1).to(torch.uint8)
+        activation_flags[label] = bool(aq.observer_enabled)
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "config": config,
+        "observers": flags,
+        "activation_observers": activation_flags,
+    }
     _atomic_write_bytes(directory / STATE_NAME, save(tensors))
     _atomic_write_bytes(directory / CONFIG_NAME, (json.dumps(payload, indent=2) + "\n").encode())
     return True
@@ -80,7 +86,8 @@ def restore_qat(model: nn.Module, directory: str | Path) -> bool:
     payload = json.loads(config_path.read_text())
     config = payload["config"]
     names = dict(model.named_modules())
-    missing = [n for n in config["modules"] if n not in names]
+    attention_modules = config.get("attention_modules", [])  # absent in older saves
+    missing = [n for n in [*config["modules"], *attention_modules] if n not in names]
     if missing:
         raise SparseTransferError(
             f"{config_path}: quantized modules {missing[:5]} are not in this model; "
@@ -95,6 +102,7 @@ def restore_qat(model: nn.Module, directory: str | Path) -> bool:
         quantize_linear_activations=config["quantize_linear_activations"],
         quantize_embedding_activations=config["quantize_embedding_activations"],
         activation_qconfig_kwargs={"averaging_constant": config["averaging_constant"]},
+        attention_modules=attention_modules,
     )
     tensors = load_file(str(state_path))
     flags = payload.get("observers", {})
@@ -105,12 +113,15 @@ def restore_qat(model: nn.Module, directory: str | Path) -> bool:
             module.weight_observer_enabled = flags.get(name, {}).get(
                 "weight_observer_enabled", True
             )
-            for attr in ("input_quant", "output_quant"):
-                aq = getattr(module, attr, None)
-                if aq is None:
-                    continue
-                aq.min_val.copy_(tensors[f"{name}.{attr}.min_val"].reshape(()))
-                aq.max_val.copy_(tensors[f"{name}.{attr}.max_val"].reshape(()))
-                aq.initialized.copy_(tensors[f"{name}.{attr}.initialized"].reshape(()).bool())
-                aq.observer_enabled = flags.get(name, {}).get(f"{attr}_observer_enabled", True)
+        activation_flags = payload.get("activation_observers", {})
+        for label, aq in activation_quants(model):
+            aq.min_val.copy_(tensors[f"{label}.min_val"].reshape(()))
+            aq.max_val.copy_(tensors[f"{label}.max_val"].reshape(()))
+            aq.initialized.copy_(tensors[f"{label}.initialized"].reshape(()).bool())
+            if label in activation_flags:
+                aq.observer_enabled = activation_flags[label]
+            else:  # older saves: flags[module]["input_quant_observer_enabled"]
+                module_name, attr = label.rsplit(".", 1)
+                key = f"{attr}_observer_enabled"
+                aq.observer_enabled = flags.get(module_name, {}).get(key, True)
     return True

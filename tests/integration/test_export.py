@@ -170,7 +170,53 @@ def test_int8_graph_fuses_into_ort_integer_kernels(models, tmp_path):
         1 for r in _report(dest)["int8"]["initializers"].values() if "embeddings" not in r["module"]
     )
     assert ops["MatMulIntegerToFloat"] == linears == 2 * 6 + 2
-    assert ops["MatMulInteger"] == 0
+    # the attention products (two per layer) have no constant operand to fuse with
+    assert ops["MatMulInteger"] == _report(dest)["int8"]["attention_matmuls"] == 2 * 2
+
+
+def test_attention_matmuls_export_as_int8_in_both_forms(models, tmp_path):
+    """SparseML's QATMatMul: Q@K^T and softmax@V run on int8 operands, parity kept."""
+    task = "text-classification"
+    qat_dir = _qat_copy(models[task], task, tmp_path / "qat")
+    for fmt in ("integer", "qdq"):
+        dest = export_onnx(qat_dir, task, output=tmp_path / fmt, format=fmt)
+        report = _report(dest)
+        assert report["int8"]["attention_matmuls"] == 2 * 2  # two per layer
+        assert report["parity"]["agreement_min"] >= 0.99
+        graph = onnx.load(str(dest / "model.onnx")).graph
+        weights = {i.name for i in graph.initializer}
+        producer = {o: n.op_type for n in graph.node for o in n.output}
+        float_products = [
+            n
+            for n in graph.node
+            if n.op_type == "MatMul"
+            and not any(i in weights or producer.get(i) == "DequantizeLinear" for i in n.input)
+        ]
+        assert float_products == []  # no attention product left in float
+        if fmt == "integer":
+            products = [
+                n for n in graph.node if n.op_type == "MatMulInteger" and n.input[1] not in weights
+            ]
+            assert len(products) == 4
+            assert all(producer[i] == "QuantizeLinear" for n in products for i in n.input[:2])
+
+
+def test_qatmatmul_excluded_keeps_attention_float(models, tmp_path):
+    task = "text-classification"
+    model, tokenizer, _ = load_for_export(models[task], task)
+    prepare_qat(
+        model, **{**QAT, "exclude_module_types": [*QAT["exclude_module_types"], "QATMatMul"]}
+    )
+    names = input_names_for(model, tokenizer)
+    calibrate(
+        model, [{k: torch.from_numpy(v) for k, v in sample_inputs(tokenizer, names, 4, 16).items()}]
+    )
+    dest = tmp_path / "qat"
+    model.save_pretrained(str(dest))
+    tokenizer.save_pretrained(str(dest))
+    save_qat_config(model, dest)
+    report = _report(export_onnx(dest, task, output=tmp_path / "out"))
+    assert report["int8"]["attention_matmuls"] == 0
 
 
 def test_deployment_tokenizer_and_archive(models, tmp_path):
