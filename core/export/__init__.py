@@ -4,8 +4,8 @@
 `benchmark` measures one.
 """
 
-from sparse_transfer.export.benchmark import benchmark
+from sparse_transfer.export.benchmark import benchmark, compare
 from sparse_transfer.export.deployment import FORMATS, export_onnx
 from sparse_transfer.export.runtime import OnnxModel
 
-__all__ = ["FORMATS", "OnnxModel", "benchmark", "export_onnx"]
+__all__ = ["FORMATS", "OnnxModel", "benchmark", "compare", "export_onnx"]

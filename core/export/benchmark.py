@@ -132,9 +132,6 @@ def _deepsparse(path, batch_sizes, length, threads, vocab, warmup, iterations, m
 def _deepsparse_subprocess(
     python, path, batch_sizes, length, threads, vocab, warmup, iterations, min_seconds
 ) -> dict[str, Any]:
-    import json
-    import subprocess
-
     from sparse_transfer.export import deepsparse_runner as runner
 
     command = [python, runner.__file__, "time", str(path)]
@@ -143,6 +140,14 @@ def _deepsparse_subprocess(
     command += ["--iterations", str(iterations), "--min_seconds", str(min_seconds)]
     if threads:
         command += ["--threads", str(threads)]
+    return _runner_json(command)
+
+
+def _runner_json(command: list[str]) -> dict[str, Any]:
+    """Runs `deepsparse_runner.py`; its last JSON line, or RuntimeError with the cause."""
+    import json
+    import subprocess
+
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -151,3 +156,94 @@ def _deepsparse_subprocess(
         cause = [t for t in text if "Assertion at" in t or "Error" in t][:2] or text[-3:]
         raise RuntimeError(f"exit {done.returncode}: {' | '.join(cause)}")
     return json.loads(lines[-1])
+
+
+def _round_stats(rounds_s: Sequence[Sequence[float]], batch: int) -> dict[str, Any]:
+    """Stats over interleaved rounds: the median and best of the per-round p50s, and more."""
+    per_round = [float(np.percentile(np.asarray(r) * 1000.0, 50)) for r in rounds_s]
+    flat = [t for r in rounds_s for t in r]
+    stats = _stats(flat, batch)
+    stats.update(
+        {
+            "p50_ms": round(float(np.median(per_round)), 3),
+            "best_round_p50_ms": round(min(per_round), 3),
+            "round_p50_ms": [round(v, 3) for v in per_round],
+            "rounds": len(rounds_s),
+        }
+    )
+    return stats
+
+
+def compare(
+    deployments: dict[str, str | Path],
+    batch: int = 1,
+    sequence_length: int = 128,
+    threads: int | None = None,
+    rounds: int = 5,
+    iterations: int = 20,
+    warmup: int = 3,
+    engines: Sequence[str] = ("onnxruntime", "deepsparse"),
+) -> dict[str, dict[str, Any]]:
+    """Times several deployments in interleaved rounds; ``{engine: {name: stats}}``.
+
+    One model after another within each round, `rounds` times, so that load
+    from elsewhere on a shared machine falls on every model alike; ``p50_ms``
+    is the median of the per-round p50s. DeepSparse (when available, see
+    `benchmark`) runs every model in one subprocess the same way.
+    """
+    paths = {name: _model_file(d) for name, d in deployments.items()}
+    vocab = max(_vocab_size(p.parent) for p in paths.values())
+    out: dict[str, dict[str, Any]] = {}
+    if "onnxruntime" in engines:
+        sessions = {}
+        for name, path in paths.items():
+            model = OnnxModel(path.parent, threads=threads)
+            feeds = _inputs(model, batch, sequence_length, vocab)
+            for _ in range(warmup):
+                model.session.run(None, feeds)
+            sessions[name] = (model.session, feeds)
+        rounds_s: dict[str, list[list[float]]] = {n: [] for n in paths}
+        for _ in range(rounds):
+            for name, (session, feeds) in sessions.items():
+                rounds_s[name].append(
+                    _time(lambda s=session, f=feeds: s.run(None, f), 0, iterations, 0.0)
+                )
+        out["onnxruntime"] = {n: _round_stats(r, batch) for n, r in rounds_s.items()}
+    if "deepsparse" in engines:
+        out["deepsparse"] = _deepsparse_compare(
+            paths, batch, sequence_length, threads, vocab, warmup, iterations, rounds
+        )
+    return out
+
+
+def _deepsparse_compare(paths, batch, length, threads, vocab, warmup, iterations, rounds):
+    import sys
+
+    from sparse_transfer.export import deepsparse_runner as runner
+
+    try:
+        import deepsparse  # noqa: F401
+
+        python = sys.executable
+    except Exception as exc:
+        python = os.environ.get(runner.ENV_PYTHON)
+        if not python:
+            return {
+                "available": False,
+                "reason": f"deepsparse not importable ({exc.__class__.__name__}) and "
+                f"{runner.ENV_PYTHON} not set",
+            }
+    command = [python, runner.__file__, "compare", *[str(p) for p in paths.values()]]
+    command += ["--batch", str(batch), "--sequence_length", str(length), "--vocab", str(vocab)]
+    command += ["--warmup", str(warmup), "--iterations", str(iterations), "--rounds", str(rounds)]
+    if threads:
+        command += ["--threads", str(threads)]
+    try:
+        raw = _runner_json(command)
+    except RuntimeError as exc:
+        return {"available": False, "reason": f"deepsparse in {python} failed: {exc}"}
+    result: dict[str, Any] = {"available": True, "python": python}
+    for name, path in paths.items():
+        r = raw[str(path)]
+        result[name] = {**_round_stats(r.pop("rounds_s"), batch), **r}
+    return result

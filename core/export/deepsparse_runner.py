@@ -8,6 +8,7 @@ imports only numpy, onnx and deepsparse, so that interpreter runs it by path
     PY deepsparse_runner.py run  MODEL.onnx INPUTS.npz OUTPUTS.npz   # -> JSON facts on stdout
     PY deepsparse_runner.py time MODEL.onnx --batch_sizes 1,32 --sequence_length 128 \\
         [--threads N] [--vocab 30522] [--warmup 3] [--iterations 20] [--min_seconds 0]
+    PY deepsparse_runner.py compare A.onnx B.onnx ... --rounds 5 [--batch 1] [...]
 
 DeepSparse compiles for one shape, so both commands run a copy of the graph
 whose inputs are fixed to ``[batch, sequence_length]``; the deployment itself
@@ -91,18 +92,10 @@ def time_engine(
     """Per batch size: the raw latencies (seconds) of ``engine.run`` after warm-up, and facts."""
     names = input_names(model_path)
     result = {}
-    rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         for b in batch_sizes:
             engine = compile_engine(model_path, b, length, threads, Path(tmp))
-            feeds = []
-            for name in names:
-                if name == "input_ids":
-                    feeds.append(rng.integers(5, max(6, vocab), size=(b, length), dtype=np.int64))
-                elif name == "attention_mask":
-                    feeds.append(np.ones((b, length), dtype=np.int64))
-                else:
-                    feeds.append(np.zeros((b, length), dtype=np.int64))
+            feeds = _feeds(names, b, length, vocab)
             for _ in range(warmup):
                 engine.run(feeds)
             times: list[float] = []
@@ -115,6 +108,57 @@ def time_engine(
                 times.append(time.perf_counter() - t)
             result[f"batch_{b}"] = {"times_s": times, **_facts(engine)}
     return result
+
+
+def _feeds(names: list[str], batch: int, length: int, vocab: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    feeds = []
+    for name in names:
+        if name == "input_ids":
+            feeds.append(rng.integers(5, max(6, vocab), size=(batch, length), dtype=np.int64))
+        elif name == "attention_mask":
+            feeds.append(np.ones((batch, length), dtype=np.int64))
+        else:
+            feeds.append(np.zeros((batch, length), dtype=np.int64))
+    return feeds
+
+
+def compare_engines(
+    model_paths: list[str],
+    batch: int,
+    length: int,
+    threads: int | None = None,
+    vocab: int = 1000,
+    warmup: int = 3,
+    iterations: int = 20,
+    rounds: int = 5,
+) -> dict:
+    """Interleaved timing: every model compiled once, then `rounds` rounds of each in turn.
+
+    On a shared machine, load comes and goes; interleaving spreads it over
+    every model alike, so their ratios hold even when absolute times drift.
+    Returns per model the raw latencies (seconds) of each round, and facts.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        engines = {}
+        for i, path in enumerate(model_paths):
+            sub = Path(tmp) / str(i)
+            sub.mkdir()
+            engine = compile_engine(path, batch, length, threads, sub)
+            engines[path] = (engine, _feeds(input_names(path), batch, length, vocab))
+        for engine, feeds in engines.values():
+            for _ in range(warmup):
+                engine.run(feeds)
+        rounds_s: dict[str, list[list[float]]] = {p: [] for p in model_paths}
+        for _ in range(rounds):
+            for path, (engine, feeds) in engines.items():
+                times = []
+                for _ in range(iterations):
+                    t = time.perf_counter()
+                    engine.run(feeds)
+                    times.append(time.perf_counter() - t)
+                rounds_s[path].append(times)
+        return {p: {"rounds_s": rounds_s[p], **_facts(engines[p][0])} for p in model_paths}
 
 
 def _facts(engine) -> dict:
@@ -144,8 +188,29 @@ def main(argv: list[str] | None = None) -> int:
     p_time.add_argument("--warmup", type=int, default=3)
     p_time.add_argument("--iterations", type=int, default=20)
     p_time.add_argument("--min_seconds", type=float, default=0.0)
+    p_cmp = sub.add_parser("compare", help="interleaved rounds over several models, JSON")
+    p_cmp.add_argument("models", nargs="+")
+    p_cmp.add_argument("--batch", type=int, default=1)
+    p_cmp.add_argument("--sequence_length", type=int, default=128)
+    p_cmp.add_argument("--threads", type=int, default=None)
+    p_cmp.add_argument("--vocab", type=int, default=1000)
+    p_cmp.add_argument("--warmup", type=int, default=3)
+    p_cmp.add_argument("--iterations", type=int, default=20)
+    p_cmp.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
-    if args.command == "run":
+    if args.command == "compare":
+        result = compare_engines(
+            args.models,
+            args.batch,
+            args.sequence_length,
+            args.threads,
+            args.vocab,
+            args.warmup,
+            args.iterations,
+            args.rounds,
+        )
+        print(json.dumps(result))
+    elif args.command == "run":
         with np.load(args.inputs) as data:
             inputs = {k: data[k] for k in data.files}
         outputs, facts = run(args.model, inputs, args.threads)

@@ -127,3 +127,21 @@ def test_int8_deployment_runs_in_deepsparse(deployments, task, tmp_path):
         decisions = g.argmax(-1) == w.argmax(-1)
         agreement = decisions[mask].mean() if decisions.shape == mask.shape else decisions.mean()
         assert agreement >= 0.99, (name, agreement)
+
+
+def test_compare_runs_both_forms_in_deepsparse(deployments, tmp_path):
+    python = os.environ.get(runner.ENV_PYTHON)
+    if not python:
+        pytest.skip(f"{runner.ENV_PYTHON} is not set")
+    from sparse_transfer.export import compare
+
+    task = "text-classification"
+    qat, dest = deployments[task]
+    qdq = export_onnx(qat, task, output=tmp_path / "qdq", format="qdq")
+    result = compare(
+        {"integer": dest, "qdq": qdq}, 1, 16, threads=1, rounds=2, iterations=2,
+        engines=("deepsparse",),
+    )["deepsparse"]  # fmt: skip
+    assert result["available"], result
+    assert result["integer"]["fraction_of_supported_ops"] == 1.0
+    assert result["integer"]["rounds"] == 2 and result["qdq"]["iterations"] == 4

@@ -341,3 +341,21 @@ def test_benchmark_function_reports_deepsparse_absence(models, tmp_path):
     result = benchmark(dest, batch_sizes=[1], sequence_length=8, threads=1, iterations=2)
     assert result["onnxruntime"]["batch_1"]["throughput_items_per_s"] > 0
     assert "deepsparse" in result
+
+
+def test_compare_interleaves_rounds_over_deployments(models, tmp_path, monkeypatch):
+    from sparse_transfer.export import compare
+
+    monkeypatch.delenv("SPARSE_TRANSFER_DEEPSPARSE_PYTHON", raising=False)
+    task = "text-classification"
+    fp32 = export_onnx(models[task], task, output=tmp_path / "fp32")
+    int8 = export_onnx(_qat_copy(models[task], task, tmp_path / "qat"), task)
+    result = compare({"fp32": fp32, "int8": int8}, 1, 8, threads=1, rounds=3, iterations=2)
+    for name in ("fp32", "int8"):
+        stats = result["onnxruntime"][name]
+        assert stats["rounds"] == 3 and len(stats["round_p50_ms"]) == 3
+        assert stats["iterations"] == 6
+        assert stats["best_round_p50_ms"] == min(stats["round_p50_ms"])
+        assert stats["p50_ms"] == sorted(stats["round_p50_ms"])[1]  # median of 3 rounds
+    assert result["deepsparse"]["available"] is False
+    assert "SPARSE_TRANSFER_DEEPSPARSE_PYTHON" in result["deepsparse"]["reason"]
