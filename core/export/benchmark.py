@@ -159,13 +159,11 @@ def _runner_json(command: list[str]) -> dict[str, Any]:
 
 
 def _round_stats(rounds_s: Sequence[Sequence[float]], batch: int) -> dict[str, Any]:
-    """Stats over interleaved rounds: the median and best of the per-round p50s, and more."""
+    """Percentiles over every interleaved run, plus each round's p50 and the best of them."""
     per_round = [float(np.percentile(np.asarray(r) * 1000.0, 50)) for r in rounds_s]
-    flat = [t for r in rounds_s for t in r]
-    stats = _stats(flat, batch)
+    stats = _stats([t for r in rounds_s for t in r], batch)
     stats.update(
         {
-            "p50_ms": round(float(np.median(per_round)), 3),
             "best_round_p50_ms": round(min(per_round), 3),
             "round_p50_ms": [round(v, 3) for v in per_round],
             "rounds": len(rounds_s),
@@ -179,17 +177,19 @@ def compare(
     batch: int = 1,
     sequence_length: int = 128,
     threads: int | None = None,
-    rounds: int = 5,
-    iterations: int = 20,
+    rounds: int = 30,
+    iterations: int = 3,
     warmup: int = 3,
     engines: Sequence[str] = ("onnxruntime", "deepsparse"),
 ) -> dict[str, dict[str, Any]]:
     """Times several deployments in interleaved rounds; ``{engine: {name: stats}}``.
 
-    One model after another within each round, `rounds` times, so that load
-    from elsewhere on a shared machine falls on every model alike; ``p50_ms``
-    is the median of the per-round p50s. DeepSparse (when available, see
-    `benchmark`) runs every model in one subprocess the same way.
+    Each round runs every model `iterations` times, one model after another,
+    so load from elsewhere on a shared machine falls on every model alike
+    (measured here: a neighbour's load can double int8 latency within
+    minutes). Many short rounds interleave finely; ``p50_ms`` is over all
+    runs. DeepSparse (when available, see `benchmark`) runs every model in
+    one subprocess the same way.
     """
     paths = {name: _model_file(d) for name, d in deployments.items()}
     vocab = max(_vocab_size(p.parent) for p in paths.values())

