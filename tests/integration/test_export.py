@@ -19,7 +19,7 @@ from sparse_transfer.export.onnx_export import (
     sample_inputs,
     torch_outputs,
 )
-from sparse_transfer.fixtures import make_tiny_bert, sentiment_rows, write_jsonl
+from sparse_transfer.fixtures import make_tiny_bert, sentiment_rows, write_jsonl, write_tokenizer
 from sparse_transfer.quantization import calibrate, prepare_qat, save_qat_config
 
 pytestmark = pytest.mark.integration
@@ -359,3 +359,27 @@ def test_compare_interleaves_rounds_over_deployments(models, tmp_path, monkeypat
         assert min(stats["round_p50_ms"]) <= stats["p50_ms"] <= max(stats["round_p50_ms"])
     assert result["deepsparse"]["available"] is False
     assert "SPARSE_TRANSFER_DEEPSPARSE_PYTHON" in result["deepsparse"]["reason"]
+
+
+def test_distilbert_attention_matmuls_export_as_int8(tmp_path):
+    """Another encoder family: its attention module has a different name and layout."""
+    from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
+
+    write_tokenizer(tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path))
+    config = DistilBertConfig(
+        vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=2, hidden_dim=64
+    )
+    torch.manual_seed(0)
+    model = DistilBertForSequenceClassification(config).eval()
+    prepare_qat(model, exclude_module_types=["LayerNorm"])
+    names = input_names_for(model, tokenizer)
+    calibrate(
+        model,
+        [{k: torch.from_numpy(v) for k, v in sample_inputs(tokenizer, names, 4, 16).items()}],
+    )
+    model.save_pretrained(str(tmp_path))
+    save_qat_config(model, tmp_path)
+    report = _report(export_onnx(tmp_path, "text-classification", output=tmp_path / "out"))
+    assert report["int8"]["attention_matmuls"] == 2 * 2
+    assert report["parity"]["agreement_min"] >= 0.99
