@@ -31,15 +31,72 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="intra-op threads (default: all cores)"
     )
-    parser.add_argument("--iterations", type=int, default=20, help="timed runs per batch size")
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        default=20,
+        help="timed runs per batch size (with --compare: spread over the rounds, >= 1 each)",
+    )
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="DIR",
+        default=None,
+        help="more deployment folders to time against --model_path in interleaved rounds "
+        "(every model takes its turn each round, so a shared machine's load falls on all alike)",
+    )
+    parser.add_argument("--rounds", type=int, default=30, help="with --compare: interleaved rounds")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=_handle)
+
+
+def _handle_compare(args) -> int:
+    from sparse_transfer.export import compare
+
+    deployments = {path: path for path in [args.model_path, *args.compare]}
+    iterations = max(1, args.iterations // args.rounds)  # spread over the rounds
+    results = {
+        b: compare(
+            deployments,
+            b,
+            args.sequence_length,
+            args.threads,
+            rounds=args.rounds,
+            iterations=iterations,
+            warmup=args.warmup,
+        )
+        for b in args.batch_size
+    }
+    if args.json:
+        print(json.dumps({f"batch_{b}": r for b, r in results.items()}, indent=2))
+        return 0
+    print(
+        f"== sparse-transfer benchmark --compare (seq {args.sequence_length}, "
+        f"{args.rounds} interleaved rounds of {iterations}; ratios vs {args.model_path}) =="
+    )
+    for b, result in results.items():
+        for engine in ("onnxruntime", "deepsparse"):
+            runs = result.get(engine) or {}
+            if engine == "deepsparse" and not runs.get("available", False):
+                print(f"  deepsparse: {runs.get('reason', 'not run')}")
+                continue
+            base = runs[args.model_path]["p50_ms"]
+            for path in deployments:
+                s = runs[path]
+                print(
+                    f"  {engine:<12} batch_{b:<4} p50 {s['p50_ms']:9.2f} ms  "
+                    f"best round {s['best_round_p50_ms']:9.2f} ms  p90 {s['p90_ms']:9.2f} ms  "
+                    f"{base / s['p50_ms']:6.2f}x  {path}"
+                )
+    return 0
 
 
 def _handle(args) -> int:
     from sparse_transfer.export import benchmark
 
+    if args.compare:
+        return _handle_compare(args)
     result = benchmark(
         args.model_path,
         batch_sizes=args.batch_size,

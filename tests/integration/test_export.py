@@ -336,6 +336,24 @@ def test_cli_export_and_benchmark(models, tmp_path, capsys):
     assert "not a directory" in capsys.readouterr().err
 
 
+def test_cli_benchmark_compare_interleaves(models, tmp_path, capsys, monkeypatch):
+    from sparse_transfer.cli import main
+
+    monkeypatch.delenv("SPARSE_TRANSFER_DEEPSPARSE_PYTHON", raising=False)
+    task = "text-classification"
+    fp32 = export_onnx(models[task], task, output=tmp_path / "fp32")
+    int8 = export_onnx(_qat_copy(models[task], task, tmp_path / "qat"), task)
+    argv = ["benchmark", "--model_path", str(fp32), "--compare", str(int8), "--batch_size", "1",
+            "--sequence_length", "16", "--threads", "1", "--rounds", "4", "--iterations", "8"]  # fmt: skip
+    assert main([*argv, "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)["batch_1"]["onnxruntime"]
+    for path in (fp32, int8):
+        assert runs[str(path)]["rounds"] == 4 and runs[str(path)]["iterations"] == 8
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "4 interleaved rounds of 2" in text and "1.00x" in text and str(int8) in text
+
+
 def test_benchmark_function_reports_deepsparse_absence(models, tmp_path):
     dest = export_onnx(models["text-classification"], "text-classification", output=tmp_path / "d")
     result = benchmark(dest, batch_sizes=[1], sequence_length=8, threads=1, iterations=2)
