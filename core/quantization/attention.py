@@ -134,12 +134,9 @@ def register() -> None:
     AttentionMaskInterface.register(ATTENTION_IMPLEMENTATION, eager_mask)
 
 
-def use_qat_attention(model: nn.Module) -> str | None:
-    """Switches `model` to the quantized attention; returns the implementation it had."""
+def use_qat_attention(model: nn.Module) -> None:
+    """Switches `model` to the quantized attention (not saved: config.json stays plain)."""
     config = getattr(model, "config", None)
-    if config is None:
-        return None
-    register()
-    before = getattr(config, "_attn_implementation", None)
-    config._attn_implementation = ATTENTION_IMPLEMENTATION
-    return before
+    if config is not None:
+        register()
+        config._attn_implementation = ATTENTION_IMPLEMENTATION

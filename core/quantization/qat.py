@@ -264,11 +264,11 @@ def prepare_qat(
         )
     for name in attention_modules:
         attention.attach(named[name], activation_bits, reduce_range, averaging_constant)
-    before = attention.use_qat_attention(model) if attention_modules else None
+    if attention_modules:
+        attention.use_qat_attention(model)
     config = {
         "modules": list(modules),
         "attention_modules": attention_modules,
-        "attention_implementation_before": before,
         "weight_bits": weight_bits,
         "activation_bits": activation_bits,
         "reduce_range": reduce_range,
