@@ -171,6 +171,7 @@ def quantize_graph(model_proto, weights: list[QuantizedWeight], fmt: str = "inte
     int8_cache: dict[tuple[str, bool], str] = {}
     output_qdq: dict[str, tuple[QuantizedWeight, str]] = {}  # tensor -> (module, base) to Q/DQ
     a_scales: dict[str, str] = {}  # input scale initializer -> its non-foldable copy
+    quantized_inputs: dict[tuple[str, str, str], str] = {}  # (x, scale, zp) -> x_q
     one_nodes: list = []
 
     def runtime_one() -> str:
@@ -263,7 +264,15 @@ def quantize_graph(model_proto, weights: list[QuantizedWeight], fmt: str = "inte
             s_x, zp_x = qw.input_qparams
             xs = b.scalar(f"{base}.input_scale", s_x, np.float32)
             xz = b.scalar(f"{base}.input_zero_point", zp_x, np.uint8)
-            ql, xq = b.node("QuantizeLinear", [x, xs, xz], f"{base}/input")
+            # query/key/value read one tensor and their observers saw the same data,
+            # so their scales are equal: quantize it once (ORT does not merge these)
+            key = (x, xs, xz)
+            ql = None
+            if key in quantized_inputs:
+                xq = quantized_inputs[key]
+            else:
+                ql, xq = b.node("QuantizeLinear", [x, xs, xz], f"{base}/input")
+                quantized_inputs[key] = xq
             wq = int8_init(qw, True)
             # DeepSparse aborts on a MatMulInteger whose optional b_zero_point is left out.
             wz = b.scalar("int8_export.weight_zero_point", 0, np.int8)
@@ -282,7 +291,7 @@ def quantize_graph(model_proto, weights: list[QuantizedWeight], fmt: str = "inte
             ws = b.init(f"{base}.weight_scale", qw.scale)
             sm, rescale = b.node("Mul", [a_scale, ws], f"{base}/scale")
             m, _ = b.node("Mul", [cast, rescale], base, [mm_out])
-            nodes += [ql, mmi, c, sm, m]
+            nodes += [n for n in (ql, mmi, c, sm, m) if n is not None]
         else:
             more, xdq = _qdq(b, x, qw.input_qparams, f"{base}/input")
             wq = int8_init(qw, True)

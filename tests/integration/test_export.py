@@ -170,6 +170,10 @@ def test_int8_graph_fuses_into_ort_integer_kernels(models, tmp_path):
         1 for r in _report(dest)["int8"]["initializers"].values() if "embeddings" not in r["module"]
     )
     assert ops["MatMulIntegerToFloat"] == linears == 2 * 6 + 2
+    quantize = [
+        n for n in onnx.load(str(dest / "model.onnx")).graph.node if n.op_type == "QuantizeLinear"
+    ]
+    assert len({tuple(n.input) for n in quantize}) == len(quantize)  # each input quantized once
     # the attention products (two per layer) have no constant operand to fuse with
     assert ops["MatMulInteger"] == _report(dest)["int8"]["attention_matmuls"] == 2 * 2
 
