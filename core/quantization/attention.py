@@ -114,6 +114,13 @@ def qat_attention_forward(
         return _eager_of(module)(
             module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
         )
+    if torch.is_autocast_enabled(query.device.type):
+        # int8 simulation needs fp32 (as in QATLinear): no fp16/bf16 autocast in here
+        with torch.autocast(query.device.type, enabled=False):
+            mask = attention_mask.float() if attention_mask is not None else None
+            return qat_attention_forward(
+                module, query.float(), key.float(), value.float(), mask, scaling, dropout, **kwargs
+            )
     if scaling is None:
         scaling = query.size(-1) ** -0.5
     scores = torch.matmul(quant.query(query), quant.key(key).transpose(2, 3)) * scaling

@@ -152,3 +152,21 @@ def test_attention_observers_save_restore_and_config_json_stays_plain(tiny_dir, 
         assert not aq.observer_enabled
     with torch.no_grad():
         assert torch.equal(fresh(**batch).logits, want)
+
+
+def test_quantized_attention_runs_in_fp32_under_autocast(tiny_dir):
+    """Mixed precision (fp16 on GPU, bf16 here) must not run the int8 simulation in half."""
+    model = _calibrated(tiny_dir)
+    module = model.bert.encoder.layer[0].attention.self
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(1, 2, 6, 16, generator=g) for _ in range(3))
+    q, k, v = (x.bfloat16() for x in (q, k, v))
+    # the fp32 computation on the same (bf16-valued) inputs, autocast off
+    want, _ = qat_attention_forward(module, q.float(), k.float(), v.float(), None, scaling=0.25)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, _ = qat_attention_forward(module, q, k, v, None, scaling=0.25)
+    assert got.dtype == torch.float32
+    assert torch.allclose(got, want, atol=1e-6)  # a bf16 simulation is ~1e-3 off here
+    batch = _batch(3)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.isfinite(model(**batch).logits).all()
