@@ -123,17 +123,10 @@ class _Builder:
         return node, outputs[0]
 
 
-def _qdq(
-    b: _Builder,
-    x: str,
-    qparams: tuple[float, int],
-    base: str,
-    out: str | None = None,
-    zero_point_dtype=np.uint8,
-):
+def _qdq(b: _Builder, x: str, qparams: tuple[float, int], base: str, out: str | None = None):
     scale, zp = qparams
     s = b.scalar(f"{base}.scale", scale, np.float32)
-    z = b.scalar(f"{base}.zero_point", zp, zero_point_dtype)
+    z = b.scalar(f"{base}.zero_point", zp, np.uint8)
     n1, xq = b.node("QuantizeLinear", [x, s, z], base)
     n2, y = b.node("DequantizeLinear", [xq, s, z], base, [out] if out else None)
     return [n1, n2], y

@@ -38,9 +38,9 @@ class QATAttentionMatMuls(nn.Module):
     """Fake quantizers of the attention products' inputs.
 
     ``query`` and ``probs`` (first operands) are uint8 asymmetric; ``key`` and
-    ``value`` (second operands) int8 symmetric, zero point 0 (the u8 x s8 form
-    ``MatMulInteger`` runs fastest). ``enabled`` False makes all four identity
-    (used while tracing the float graph).
+    ``value`` (second operands) int8 symmetric, zero point 0 (exported as the
+    same integers in uint8 with zero point 128). ``enabled`` False makes all
+    four identity (used while tracing the float graph).
     """
 
     def __init__(self, bits: int, reduce_range: bool, averaging_constant: float):

@@ -203,6 +203,11 @@ def test_attention_matmuls_export_as_int8_in_both_forms(models, tmp_path):
             ]
             assert len(products) == 4
             assert all(producer[i] == "QuantizeLinear" for n in products for i in n.input[:2])
+            # symmetric int8 key/value stored as the same integers in uint8: zero point 128
+            zero_points = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+            for n in products:
+                b_zero = zero_points[n.input[3]]
+                assert b_zero.dtype == np.uint8 and int(b_zero) == 128
 
 
 def test_qatmatmul_excluded_keeps_attention_float(models, tmp_path):
