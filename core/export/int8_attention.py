@@ -116,7 +116,7 @@ def quantize_attention(model_proto, attention: list[AttentionQuant], fmt: str = 
             qb, b_q = b.node("QuantizeLinear", [bb, sb, zb], f"{base}/b")
             mm, acc = b.node("MatMulInteger", [a_q, b_q, za, zb], base)
             cast, acc_f = b.node("Cast", [acc], base, to=TensorProto.FLOAT)
-            # the product in float64 then rounded, like torch's (a*s_a) @ (b*s_b) up to fp32 sums
+            # one rescale of the int32 sums: (a_q - zp_a)(b_q - zp_b) * s_a * s_b, as in torch
             sab = b.scalar(
                 f"{base}.ab_scale", np.float32(a_qp[0]) * np.float32(b_qp[0]), np.float32
             )
