@@ -192,7 +192,7 @@ def compare(
     one subprocess the same way.
     """
     paths = {name: _model_file(d) for name, d in deployments.items()}
-    vocab = max(_vocab_size(p.parent) for p in paths.values())
+    vocab = min(_vocab_size(p.parent) for p in paths.values())  # ids valid in every model
     out: dict[str, dict[str, Any]] = {}
     if "onnxruntime" in engines:
         sessions = {}
