@@ -101,28 +101,45 @@ def benchmark(
     return result
 
 
-def _deepsparse(path, batch_sizes, length, threads, vocab, warmup, iterations, min_seconds):
-    """DeepSparse latencies: in this interpreter if it imports deepsparse, else in the one
-    `SPARSE_TRANSFER_DEEPSPARSE_PYTHON` names (DeepSparse 1.8 needs its own environment)."""
+def _deepsparse_python() -> tuple[str | None, dict[str, Any] | None]:
+    """Where DeepSparse runs: (this interpreter if it imports deepsparse, else the one
+    `SPARSE_TRANSFER_DEEPSPARSE_PYTHON` names, None), or (None, the "not available" result)."""
+    import sys
+
     from sparse_transfer.export import deepsparse_runner as runner
 
-    args = (path, list(batch_sizes), length, threads, vocab, warmup, iterations, min_seconds)
     try:
         import deepsparse  # noqa: F401
 
-        raw, where = runner.time_engine(*args), "this interpreter"
+        return sys.executable, None
     except Exception as exc:  # not installed here (the usual case) or broken
         python = os.environ.get(runner.ENV_PYTHON)
-        if not python:
-            return {
-                "available": False,
-                "reason": f"deepsparse not importable ({exc.__class__.__name__}) and "
-                f"{runner.ENV_PYTHON} not set",
-            }
-        try:
+        if python:
+            return python, None
+        return None, {
+            "available": False,
+            "reason": f"deepsparse not importable ({exc.__class__.__name__}) and "
+            f"{runner.ENV_PYTHON} not set",
+        }
+
+
+def _deepsparse(path, batch_sizes, length, threads, vocab, warmup, iterations, min_seconds):
+    """DeepSparse latencies (DeepSparse 1.8 usually needs its own environment)."""
+    import sys
+
+    from sparse_transfer.export import deepsparse_runner as runner
+
+    python, unavailable = _deepsparse_python()
+    if unavailable:
+        return unavailable
+    args = (path, list(batch_sizes), length, threads, vocab, warmup, iterations, min_seconds)
+    try:
+        if python == sys.executable:
+            raw, where = runner.time_engine(*args), "this interpreter"
+        else:
             raw, where = _deepsparse_subprocess(python, *args), python
-        except Exception as sub_exc:
-            return {"available": False, "reason": f"deepsparse in {python} failed: {sub_exc}"}
+    except Exception as exc:
+        return {"available": False, "reason": f"deepsparse in {python} failed: {exc}"}
     runs: dict[str, Any] = {"available": True, "python": where}
     for key, r in raw.items():
         runs[key] = {**_stats(r.pop("times_s"), int(key.split("_")[1])), **r}
@@ -217,22 +234,11 @@ def compare(
 
 
 def _deepsparse_compare(paths, batch, length, threads, vocab, warmup, iterations, rounds):
-    import sys
-
     from sparse_transfer.export import deepsparse_runner as runner
 
-    try:
-        import deepsparse  # noqa: F401
-
-        python = sys.executable
-    except Exception as exc:
-        python = os.environ.get(runner.ENV_PYTHON)
-        if not python:
-            return {
-                "available": False,
-                "reason": f"deepsparse not importable ({exc.__class__.__name__}) and "
-                f"{runner.ENV_PYTHON} not set",
-            }
+    python, unavailable = _deepsparse_python()
+    if unavailable:
+        return unavailable
     command = [python, runner.__file__, "compare", *[str(p) for p in paths.values()]]
     command += ["--batch", str(batch), "--sequence_length", str(length), "--vocab", str(vocab)]
     command += ["--warmup", str(warmup), "--iterations", str(iterations), "--rounds", str(rounds)]
