@@ -12,7 +12,8 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from sparse_transfer.storage.loopback import LoopbackS3
+
+from tests.loopback_s3 import LoopbackS3
 
 
 @pytest.fixture(scope="session")

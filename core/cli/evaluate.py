@@ -1,7 +1,8 @@
 """``sparse-transfer evaluate --model_path DIR --task TASK <data flags>``.
 
 Scores a trained model directory (torch) or an ONNX deployment directory
-(contains model.onnx) with the task's metrics; writes eval_results.json.
+(contains model.onnx) with the task's metrics; prints them, and writes
+eval_results.json into --output_dir when given (never into the model).
 """
 
 from __future__ import annotations

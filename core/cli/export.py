@@ -35,6 +35,11 @@ def register(subparsers) -> None:
         choices=["auto", "fp32", "integer", "qdq"],
         help="auto: int8 integer ops for a QAT model, else fp32; qdq: QuantizeLinear/DequantizeLinear",
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier deployment at the output folder (never a folder of other files)",
+    )
     parser.add_argument("--compress", action="store_true", help="also write deployment.tar.gz")
     parser.add_argument(
         "--opset", type=int, default=None, help="ONNX opset (default 13; int8 needs >= 13)"
@@ -59,6 +64,7 @@ def _handle(args) -> int:
         compress=args.compress,
         opset=args.opset,
         verify_dataset=args.verify_dataset,
+        overwrite=args.overwrite,
     )
     report = json.loads((dest / "export_report.json").read_text())
     sizes = report["sizes"]

@@ -4,8 +4,12 @@ The folder holds everything a runtime needs and nothing half-written:
 ``model.onnx``, ``config.json``, every tokenizer file, ``recipe.yaml`` (when
 the model has one) and ``export_report.json`` (graph I/O, opset, sparsity and
 int8 zero-pattern check per initializer, parity figures, sizes). It is built
-in a temporary sibling directory and renamed into place only after the
-parity check passed, so an error never leaves a partial ``deployment/``.
+in a temporary sibling directory and swapped into place only after the
+parity check passed, so an error never leaves a partial ``deployment/``. The
+swap is `storage.replace_directory`: an existing destination is replaced
+only when it is an earlier deployment (it has ``export_report.json``) and
+``overwrite`` was asked for; never the model folder, its parents, the
+working directory, a file or a folder of other files.
 """
 
 from __future__ import annotations
@@ -15,11 +19,11 @@ import logging
 import os
 import shutil
 import tarfile
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sparse_transfer import storage
 from sparse_transfer.errors import ExportError
 from sparse_transfer.export import onnx_export as ox
 from sparse_transfer.export import parity
@@ -51,6 +55,7 @@ def export_onnx(
     compress: bool = False,
     opset: int | None = None,
     verify_dataset: str | Path | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Exports `model_path` to a deployment folder and verifies it; returns the folder.
 
@@ -69,9 +74,11 @@ def export_onnx(
         opset: ONNX opset (default 13; int8 needs >= 13).
         verify_dataset: optional JSONL file of task examples: parity runs on
             them too, and with labels the accuracy of torch and ONNX is compared.
+        overwrite: replace an earlier deployment at `output` (``--overwrite``).
 
     Raises:
         ExportError: bad input or failed verification (nothing is left behind).
+        StorageError: `output` may not be replaced (see `storage.check_replaceable`).
     """
     from sparse_transfer.quantization import is_qat_prepared, uninitialized_observers
 
@@ -92,6 +99,8 @@ def export_onnx(
     if verify_dataset is not None and not Path(verify_dataset).is_file():
         raise ExportError(f"--verify_dataset {verify_dataset}: no such file")
     dest = Path(output) if output else model_dir / "deployment"
+    storage.clean_leftovers(dest)
+    storage.check_replaceable(dest, **_replace_rules(model_dir, overwrite))
 
     model, tokenizer, spec = ox.load_for_export(model_dir, spec.name)
     quantized_model = is_qat_prepared(model)
@@ -121,8 +130,9 @@ def export_onnx(
         )
     parity_length = sequence_length or min(DEFAULT_PARITY_LENGTH, max_len)
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    work = storage.staging_dir(dest)  # marked, so a killed export's leftover is cleaned
+    tmp = work / dest.name
+    tmp.mkdir()
     try:
         report = _build(
             model, tokenizer, spec, model_dir, tmp, fmt, opset, parity_length, sequence_length,
@@ -131,10 +141,9 @@ def export_onnx(
         if compress:
             report["sizes"]["compressed"] = _compress(tmp, report)
         _write_json(tmp / REPORT_FILE, report)
-        _replace_dir(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        storage.replace_directory(tmp, dest, **_replace_rules(model_dir, overwrite))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     log.info("exported %s (%s) to %s", model_dir, fmt, dest)
     return dest
 
@@ -421,16 +430,12 @@ def _json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value)}")
 
 
-def _replace_dir(src: Path, dest: Path) -> None:
-    """Moves the finished `src` to `dest`, replacing an older export in one rename."""
-    if dest.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
-        os.rename(dest, old / dest.name)
-        try:
-            os.rename(src, dest)
-        except BaseException:
-            os.rename(old / dest.name, dest)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(src, dest)
+def _replace_rules(model_dir: Path, overwrite: bool) -> dict[str, Any]:
+    """What `storage.replace_directory` may replace for a deployment."""
+    return {
+        "recognise": lambda folder: (folder / REPORT_FILE).is_file(),
+        "what": "deployment",
+        "overwrite": overwrite,
+        "flag": "--overwrite",
+        "protect": [model_dir],
+    }

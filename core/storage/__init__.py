@@ -1,54 +1,75 @@
 """One small interface over artifact URIs: local paths, `file://` and `s3://bucket/prefix`.
 
-Publishing is atomic. `upload_dir` writes every file first and `manifest.json`
-(paths, sizes, sha256) last; on S3 an overwrite first removes the old
-manifest, so a killed upload leaves a prefix without a manifest, which
-readers refuse. Locally the directory is built in a temp dir and renamed into
-place. Readers (`download_dir`, `materialize`) trust only what the manifest
-lists and check every file's size and hash; remote files pass through a
-content-addressed cache (see `_cache.py`) so a second read needs no network.
+Publishing is atomic and never destructive (`_publish.py`): a publish
+becomes visible in one step (an S3 manifest switched by a conditional write
+to a new version folder; a local folder swapped in by one rename), and a
+local folder is replaced only when it is recognisably ours (`_swap.py`, the
+one directory swap of the project, also used by training and export).
+Readers (`_read.py`) trust only what the manifest lists and check every
+file's size and hash; remote files pass through a content-addressed cache
+(`_cache.py`) so a second read needs no network.
 
 Environment: the standard AWS variables (`AWS_ENDPOINT_URL`, `AWS_REGION`,
 `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, ...), `SPARSE_TRANSFER_CACHE`,
 `SPARSE_TRANSFER_MULTIPART_THRESHOLD` / `_CHUNKSIZE` (bytes),
 `SPARSE_TRANSFER_S3_RETRIES` (whole-file attempts), `SPARSE_TRANSFER_S3_MAX_ATTEMPTS`
-(per request, botocore standard mode).
+(per request, botocore standard mode), `SPARSE_TRANSFER_ORPHAN_GRACE_S` (age after
+which an unfinished S3 publish is collected).
 """
 
 from __future__ import annotations
 
-import logging
-import shutil
-from pathlib import Path
-
-from sparse_transfer.errors import StorageError
-from sparse_transfer.storage._cache import Cache, cache_root, link_or_copy
-from sparse_transfer.storage._local import (
-    LocalStore,
-    swap_into_place,
-    temp_dir_beside,
-    write_bytes_atomic,
-)
+from sparse_transfer.storage._cache import Cache, cache_root
 from sparse_transfer.storage._manifest import (
     MANIFEST_NAME,
     FileEntry,
     Manifest,
     build_manifest,
-    local_files,
     now_iso,
-    parse_manifest,
     sha256_file,
 )
-from sparse_transfer.storage._s3 import S3Store
+from sparse_transfer.storage._publish import (
+    KEEP_VERSIONS,
+    PublishConflict,
+    publish_lock,
+    upload_dir,
+)
+from sparse_transfer.storage._read import (
+    content_uri,
+    delete_dir,
+    download_dir,
+    exists,
+    fetch_file,
+    is_published,
+    list_prefix,
+    list_published,
+    materialize,
+    read_manifest,
+    read_text,
+    write_text_atomic,
+)
+from sparse_transfer.storage._swap import (
+    check_replaceable,
+    clean_leftovers,
+    replace_directory,
+    staging_dir,
+    write_bytes_atomic,
+)
 from sparse_transfer.storage._uri import Location, is_remote, is_uri, parse_uri
 
 __all__ = [
+    "KEEP_VERSIONS",
     "MANIFEST_NAME",
     "Cache",
     "FileEntry",
     "Location",
     "Manifest",
+    "PublishConflict",
+    "build_manifest",
     "cache_root",
+    "check_replaceable",
+    "clean_leftovers",
+    "content_uri",
     "delete_dir",
     "download_dir",
     "exists",
@@ -59,391 +80,15 @@ __all__ = [
     "list_prefix",
     "list_published",
     "materialize",
+    "now_iso",
     "parse_uri",
+    "publish_lock",
     "read_manifest",
     "read_text",
+    "replace_directory",
     "sha256_file",
+    "staging_dir",
     "upload_dir",
+    "write_bytes_atomic",
     "write_text_atomic",
 ]
-
-log = logging.getLogger(__name__)
-Store = LocalStore | S3Store
-
-
-def _store(loc: Location) -> Store:
-    if loc.is_s3:
-        return S3Store(loc.bucket, loc.key)
-    assert loc.path is not None
-    return LocalStore(loc.path)
-
-
-def _subtree(manifest: Manifest, subdir: str | None, where: str) -> list[FileEntry]:
-    """Entries under `subdir`, with paths made relative to it."""
-    entries = manifest.under(subdir)
-    if subdir and not entries:
-        raise StorageError(f"{where} holds no files under '{subdir}/' (see its manifest.json)")
-    if not subdir:
-        return entries
-    cut = len(subdir.strip("/")) + 1
-    return [FileEntry(e.path[cut:], e.size, e.sha256) for e in entries]
-
-
-# -- publishing -----------------------------------------------------------------
-def upload_dir(local_dir: str | Path, uri: str | Path, *, overwrite: bool = True) -> Manifest:
-    """Publishes a local directory at `uri`: all files first, `manifest.json` last.
-
-    Args:
-        local_dir: the directory to publish (an existing manifest.json in it is regenerated).
-        uri: destination: a local path, file:// or s3://bucket/prefix.
-        overwrite: replace an existing publish at `uri`; False raises instead.
-
-    Returns:
-        The manifest written.
-
-    Raises:
-        StorageError: missing source, existing destination (overwrite=False), S3 failures.
-    """
-    src = Path(local_dir)
-    if not src.is_dir():
-        raise StorageError(f"cannot publish {src}: not a directory")
-    loc = parse_uri(uri)
-    relpaths = local_files(src)
-    if not relpaths:
-        raise StorageError(f"cannot publish {src}: it holds no files")
-    if loc.is_s3:
-        return _upload_s3(src, relpaths, S3Store(loc.bucket, loc.key), overwrite)
-    assert loc.path is not None
-    return _publish_local(src, relpaths, loc.path, overwrite)
-
-
-def _upload_s3(src: Path, relpaths: list[str], store: S3Store, overwrite: bool) -> Manifest:
-    old_text = store.read_bytes(MANIFEST_NAME)
-    old: Manifest | None = None
-    if old_text is not None:
-        if not overwrite:
-            raise StorageError(
-                f"{store.uri()} is already published; pass overwrite/force to replace it"
-            )
-        try:
-            old = parse_manifest(old_text, store.uri(MANIFEST_NAME))
-        except StorageError:
-            old = None
-        # Unpublish first: from here until the new manifest lands, readers refuse the prefix.
-        store.delete([MANIFEST_NAME])
-    entries = []
-    for rel in relpaths:
-        path = src / rel
-        entries.append(FileEntry(rel, path.stat().st_size, sha256_file(path)))
-        store.upload(path, rel)
-    manifest = Manifest(files=entries, created=now_iso())
-    if old is not None:
-        stale = sorted({e.path for e in old.files} - set(relpaths))
-        if stale:
-            store.delete(stale)
-    store.write_bytes(MANIFEST_NAME, manifest.to_json().encode())
-    log.info(
-        "published %d files (%.1f MB) to %s",
-        len(entries),
-        sum(e.size for e in entries) / 1e6,
-        store.uri(),
-    )
-    return manifest
-
-
-def _publish_local(src: Path, relpaths: list[str], dest: Path, overwrite: bool) -> Manifest:
-    if src.resolve() == dest.resolve():
-        raise StorageError(f"cannot publish {src} onto itself")
-    if dest.exists() and not overwrite and is_published(dest):
-        raise StorageError(f"{dest} is already published; pass overwrite/force to replace it")
-    tmp = temp_dir_beside(dest)
-    try:
-        for rel in relpaths:
-            target = tmp / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src / rel, target)
-        manifest = build_manifest(tmp, relpaths)
-        write_bytes_atomic(tmp / MANIFEST_NAME, manifest.to_json().encode())
-        swap_into_place(tmp, dest, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return manifest
-
-
-# -- reading --------------------------------------------------------------------
-def read_manifest(uri: str | Path) -> Manifest:
-    """The manifest of a published directory.
-
-    Raises:
-        StorageError: when there is none (never published, or an upload that did not finish).
-    """
-    store = _store(parse_uri(uri))
-    text = store.read_bytes(MANIFEST_NAME)
-    if text is None:
-        raise StorageError(
-            f"{store.uri()} has no {MANIFEST_NAME}: it was never published or its upload did not "
-            "finish, so its files are not trusted; (re)publish it with upload_dir / `zoo push`"
-        )
-    return parse_manifest(text, store.uri(MANIFEST_NAME))
-
-
-def is_published(uri: str | Path) -> bool:
-    """True when `uri` holds a manifest (a complete publish)."""
-    store = _store(parse_uri(uri))
-    return store.head(MANIFEST_NAME) is not None
-
-
-def _fetch_entry(store: Store, entry: FileEntry, cache: Cache, rel_prefix: str = "") -> Path:
-    """A verified local copy of one manifest entry: the cache blob (remote) or the file (local)."""
-    rel = f"{rel_prefix}{entry.path}"
-    if isinstance(store, LocalStore):
-        path = store.path(rel)
-        what = str(path)
-        if not path.is_file():
-            raise StorageError(
-                f"{what} is listed in the manifest but missing; re-publish the directory"
-            )
-        if path.stat().st_size != entry.size or sha256_file(path) != entry.sha256:
-            raise StorageError(
-                f"{what}: size/sha256 differ from the manifest: the file is corrupted or was "
-                "changed after publishing; re-publish it"
-            )
-        return path
-    hit = cache.lookup(entry.sha256, entry.size)
-    if hit is not None:
-        return hit
-    tmp = cache.tmp_file()
-    try:
-        store.download(rel, tmp)
-        return cache.admit(tmp, entry.sha256, entry.size, store.uri(rel))
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def download_dir(
-    uri: str | Path,
-    local_dir: str | Path,
-    *,
-    subdir: str | None = None,
-    overwrite: bool = False,
-    require_manifest: bool = True,
-    cache: Cache | None = None,
-) -> Path:
-    """Downloads a published directory (or its `subdir`) to `local_dir`, verified.
-
-    The destination appears complete or not at all (temp dir + rename) and
-    holds a manifest of what it received.
-
-    Args:
-        uri: published directory (local path, file://, s3://).
-        local_dir: destination directory (must not exist or be empty unless overwrite).
-        subdir: only the files below this relative folder (e.g. "training").
-        overwrite: replace an existing destination.
-        require_manifest: False copies a plain local directory that was never published.
-        cache: the blob cache to use (default: `$SPARSE_TRANSFER_CACHE`).
-
-    Raises:
-        StorageError: no manifest, a missing/partial/corrupted file, S3 failures.
-    """
-    loc = parse_uri(uri)
-    store = _store(loc)
-    dest = Path(local_dir)
-    if not require_manifest and not loc.is_s3 and not is_published(uri):
-        assert loc.path is not None
-        source = loc.path / subdir if subdir else loc.path
-        manifest = build_manifest(source)
-        return _materialize_entries(
-            _store(parse_uri(source)), "", manifest.files, dest, overwrite, cache
-        )
-    manifest = read_manifest(uri)
-    entries = _subtree(manifest, subdir, store.uri())
-    prefix = f"{subdir.strip('/')}/" if subdir else ""
-    return _materialize_entries(store, prefix, entries, dest, overwrite, cache, link=False)
-
-
-def _materialize_entries(
-    store: Store,
-    rel_prefix: str,
-    entries: list[FileEntry],
-    dest: Path,
-    overwrite: bool,
-    cache: Cache | None,
-    link: bool = False,
-) -> Path:
-    cache = cache or Cache()
-    tmp = temp_dir_beside(dest)
-    try:
-        for entry in entries:
-            source = _fetch_entry(store, entry, cache, rel_prefix)
-            target = tmp.joinpath(*entry.path.split("/"))
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if link:
-                link_or_copy(source, target)
-            else:
-                shutil.copyfile(source, target)
-        manifest = Manifest(files=list(entries), created=now_iso())
-        write_bytes_atomic(tmp / MANIFEST_NAME, manifest.to_json().encode())
-        swap_into_place(tmp, dest, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    log.info("fetched %d files from %s into %s", len(entries), store.uri(rel_prefix), dest)
-    return dest
-
-
-def materialize(uri: str | Path, subdir: str | None = None, *, cache: Cache | None = None) -> Path:
-    """A verified local directory for a published `uri` (or its `subdir`), for reading.
-
-    Local publishes are verified in place and their own path is returned;
-    remote ones are assembled once in the cache (`dirs/<content digest>/`) and
-    reused while the content is unchanged. Do not write into the result.
-    """
-    loc = parse_uri(uri)
-    store = _store(loc)
-    manifest = read_manifest(uri)
-    entries = _subtree(manifest, subdir, store.uri())
-    prefix = f"{subdir.strip('/')}/" if subdir else ""
-    cache = cache or Cache()
-    if isinstance(store, LocalStore):
-        for entry in entries:
-            _fetch_entry(store, entry, cache, prefix)
-        return store.path(prefix)
-    target = cache.dir_path(Manifest(files=entries).digest)
-    if target.is_dir():
-        cache.hits += len(entries)
-        return target
-    try:
-        _materialize_entries(
-            store, prefix, entries, target, overwrite=False, cache=cache, link=True
-        )
-    except StorageError:
-        if target.is_dir():  # another process finished it first
-            return target
-        raise
-    return target
-
-
-def fetch_file(uri: str | Path, *, sha256: str | None = None, size: int | None = None) -> Path:
-    """A local path for one file: a local file as is, an s3:// object via the cache.
-
-    With `sha256` (and `size`) the file is verified against them; without, a
-    remote object is cached under its content hash, remembered by ETag. The
-    returned cache path keeps the object's file name (`files/<sha256>/<name>`).
-
-    Raises:
-        StorageError: missing object, hash mismatch, S3 failures.
-    """
-    loc = parse_uri(uri)
-    if not loc.is_s3:
-        assert loc.path is not None
-        if not loc.path.is_file():
-            raise StorageError(f"file not found: {loc.path}")
-        if sha256 is not None and sha256_file(loc.path) != sha256:
-            raise StorageError(
-                f"{loc.path}: sha256 differs from the manifest: the file is corrupted"
-            )
-        return loc.path
-    parent, _, name = loc.key.rpartition("/")
-    store = S3Store(loc.bucket, parent)
-    cache = Cache()
-    if sha256 is not None:
-        if size is None:
-            head = store.head(name)
-            if head is None:
-                raise StorageError(f"not found: {uri}")
-            size = head["size"]
-        blob = _fetch_entry(store, FileEntry(name, size, sha256), cache)
-        return cache.named(blob, sha256, name)
-    head = store.head(name)
-    if head is None:
-        raise StorageError(f"not found: {uri}")
-    hit = cache.index_get(str(uri), head["etag"], head["size"])
-    if hit is not None:
-        return cache.named(hit, hit.name, name)
-    tmp = cache.tmp_file()
-    try:
-        store.download(name, tmp)
-        if tmp.stat().st_size != head["size"]:
-            raise StorageError(
-                f"{uri}: got {tmp.stat().st_size} bytes, expected {head['size']}: partial download"
-            )
-        path, sha = cache.admit_unverified(tmp)
-    finally:
-        tmp.unlink(missing_ok=True)
-    cache.index_put(str(uri), head["etag"], head["size"], sha)
-    return cache.named(path, sha, name)
-
-
-def exists(uri: str | Path) -> bool:
-    """True when a file, a directory or an object (or a published prefix) exists at `uri`."""
-    loc = parse_uri(uri)
-    if not loc.is_s3:
-        assert loc.path is not None
-        return loc.path.exists()
-    store = S3Store(loc.bucket, loc.key)
-    if loc.key and store.head("") is not None:
-        return True
-    return store.head(MANIFEST_NAME) is not None
-
-
-def list_prefix(uri: str | Path) -> list[str]:
-    """Relative paths of every file/object below `uri` (recursive, sorted)."""
-    return sorted(_store(parse_uri(uri)).list_files())
-
-
-def list_published(uri: str | Path) -> list[str]:
-    """Relative paths of the published directories below `uri` ("" for `uri` itself)."""
-    out = []
-    for rel in list_prefix(uri):
-        if rel == MANIFEST_NAME:
-            out.append("")
-        elif rel.endswith("/" + MANIFEST_NAME):
-            out.append(rel[: -len(MANIFEST_NAME) - 1])
-    return sorted(out)
-
-
-def read_text(uri: str | Path) -> str:
-    """The text of one file/object.
-
-    Raises:
-        StorageError: when it does not exist.
-    """
-    loc = parse_uri(uri)
-    parent, name = _split(loc)
-    data = _store(parent).read_bytes(name)
-    if data is None:
-        raise StorageError(f"not found: {uri}")
-    return data.decode("utf-8")
-
-
-def write_text_atomic(uri: str | Path, text: str) -> None:
-    """Writes one file/object so that readers see the old or the new text, never half."""
-    loc = parse_uri(uri)
-    parent, name = _split(loc)
-    _store(parent).write_bytes(name, text.encode("utf-8"))
-
-
-def delete_dir(uri: str | Path) -> None:
-    """Unpublishes (manifest first) and removes everything below `uri`."""
-    loc = parse_uri(uri)
-    store = _store(loc)
-    if isinstance(store, S3Store):
-        store.delete([MANIFEST_NAME])
-        rest = list(store.list_files())
-        if rest:
-            store.delete(rest)
-        return
-    if store.root.is_dir():
-        (store.root / MANIFEST_NAME).unlink(missing_ok=True)
-        shutil.rmtree(store.root)
-
-
-def _split(loc: Location) -> tuple[Location, str]:
-    if loc.is_s3:
-        parent, _, name = loc.key.rpartition("/")
-        if not name:
-            raise StorageError(f"{loc} names no object")
-        return Location("s3", bucket=loc.bucket, key=parent), name
-    assert loc.path is not None
-    return Location("file", path=loc.path.parent), loc.path.name

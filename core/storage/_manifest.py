@@ -2,6 +2,10 @@
 
 A directory counts as published only once its `manifest.json` exists; readers
 trust only the files it lists and check each one against its size and hash.
+An S3 publish keeps its files under a version-unique folder next to the
+manifest (`base`, e.g. ``versions/20260101T000000Z-ab12cd34``), lists the
+bases of the versions it keeps (`history`) and is format 2; a manifest without
+`base` (format 1, every local publish) has its files beside it.
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from sparse_transfer.errors import StorageError
+from sparse_transfer.storage._swap import MARKER as STAGING_MARKER
+from sparse_transfer.storage._swap import is_staging_name
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "sparse-transfer-manifest/1"
+MANIFEST_FORMAT_VERSIONED = "sparse-transfer-manifest/2"
 _CHUNK = 1 << 20
 
 
@@ -31,18 +38,20 @@ class FileEntry:
 class Manifest:
     files: list[FileEntry] = field(default_factory=list)
     created: str = ""
+    base: str = ""  # folder of the files, relative to the manifest ("" = beside it)
+    history: list[str] = field(default_factory=list)  # bases of older versions kept
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "format": MANIFEST_FORMAT,
-                "created": self.created,
-                "total_size": sum(f.size for f in self.files),
-                "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in self.files],
-            },
-            indent=2,
-            sort_keys=False,
-        )
+        data: dict = {
+            "format": MANIFEST_FORMAT_VERSIONED if self.base else MANIFEST_FORMAT,
+            "created": self.created,
+        }
+        if self.base:
+            data["base"] = self.base
+            data["history"] = list(self.history)
+        data["total_size"] = sum(f.size for f in self.files)
+        data["files"] = [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in self.files]
+        return json.dumps(data, indent=2, sort_keys=False)
 
     def get(self, relpath: str) -> FileEntry | None:
         for entry in self.files:
@@ -97,10 +106,20 @@ def parse_manifest(text: str | bytes, where: str) -> Manifest:
         raise StorageError(
             f"{where} is not valid JSON ({exc}): the publish is corrupted; re-publish it"
         ) from exc
-    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+    if not isinstance(data, dict) or data.get("format") not in (
+        MANIFEST_FORMAT,
+        MANIFEST_FORMAT_VERSIONED,
+    ):
         raise StorageError(
-            f"{where} is not a sparse-transfer manifest (expected format '{MANIFEST_FORMAT}')"
+            f"{where} is not a sparse-transfer manifest (expected format '{MANIFEST_FORMAT}' "
+            f"or '{MANIFEST_FORMAT_VERSIONED}')"
         )
+    base = data.get("base") or ""
+    history = data.get("history") or []
+    if not isinstance(base, str) or not isinstance(history, list):
+        raise StorageError(f"{where}: 'base' must be a folder name and 'history' a list of them")
+    for folder in ([base] if base else []) + history:
+        check_relpath(str(folder), where)
     entries = []
     seen = set()
     for i, item in enumerate(data.get("files") or []):
@@ -115,7 +134,12 @@ def parse_manifest(text: str | bytes, where: str) -> Manifest:
             raise StorageError(f"{where}: files[{i}] ('{path}') has a bad size or sha256")
         seen.add(path)
         entries.append(FileEntry(path, size, sha))
-    return Manifest(files=entries, created=str(data.get("created", "")))
+    return Manifest(
+        files=entries,
+        created=str(data.get("created", "")),
+        base=base,
+        history=[str(h) for h in history],
+    )
 
 
 def local_files(directory: Path) -> list[str]:
@@ -126,11 +150,11 @@ def local_files(directory: Path) -> list[str]:
     """
     out = []
     for root, dirs, files in os.walk(directory):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".st-tmp-"))
+        dirs[:] = sorted(d for d in dirs if not is_staging_name(d))
         for name in files:
             full = Path(root) / name
             rel = full.relative_to(directory).as_posix()
-            if rel == MANIFEST_NAME or not full.is_file():
+            if rel == MANIFEST_NAME or name == STAGING_MARKER or not full.is_file():
                 continue
             out.append(rel)
     return sorted(out)

@@ -52,8 +52,14 @@ _RETRY_CODES = {
     "503",
     "504",
 }
+_PRECONDITION_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+_UNSUPPORTED_CODES = {"NotImplemented", "501"}
 _clients: dict[tuple, object] = {}
 _clients_lock = threading.Lock()
+
+
+class ConditionalWritesUnsupported(Exception):
+    """The server refused `If-None-Match`/`If-Match` on PutObject."""
 
 
 def _int_env(name: str, default: int) -> int:
@@ -276,6 +282,84 @@ class S3Store:
                 raise
 
         return retrying(run, self.bucket, f"reading {self.uri(rel)}")
+
+    def read_with_etag(self, rel: str) -> tuple[bytes, str] | None:
+        """The object's bytes and ETag (for a conditional overwrite), or None."""
+
+        def run():
+            try:
+                got = client().get_object(Bucket=self.bucket, Key=self.key(rel))
+            except Exception as exc:
+                if is_not_found(exc):
+                    return None
+                raise
+            return got["Body"].read(), str(got.get("ETag", ""))
+
+        return retrying(run, self.bucket, f"reading {self.uri(rel)}")
+
+    def put_if(self, rel: str, data: bytes, *, etag: str | None) -> bool:
+        """Writes `rel` only if it is absent (`etag` None) or still has `etag`.
+
+        S3 conditional writes (``If-None-Match: *`` / ``If-Match``, AWS since
+        2024, SeaweedFS, MinIO). Returns False when the condition failed
+        (another writer got there first).
+
+        Raises:
+            ConditionalWritesUnsupported: the server rejects the headers.
+        """
+        condition = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": etag}
+
+        def run() -> bool:
+            try:
+                client().put_object(Bucket=self.bucket, Key=self.key(rel), Body=data, **condition)
+            except Exception as exc:
+                code = error_code(exc)
+                if code in _PRECONDITION_CODES:
+                    return False
+                if code in _UNSUPPORTED_CODES:
+                    raise ConditionalWritesUnsupported(code) from None
+                raise
+            return True
+
+        return retrying(run, self.bucket, f"writing {self.uri(rel)} (conditional)")
+
+    def folders(self, rel: str = "") -> dict[str, float]:
+        """Immediate sub-folders of `rel` -> newest LastModified (epoch seconds) below each."""
+        base = self.key(rel)
+        prefix = f"{base}/" if base else ""
+
+        def run() -> dict[str, float]:
+            out: dict[str, float] = {}
+            paginator = client().get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for obj in page.get("Contents", []):
+                    name, _, rest = obj["Key"][len(prefix) :].partition("/")
+                    if rest:
+                        stamp = obj["LastModified"].timestamp()
+                        out[name] = max(out.get(name, 0.0), stamp)
+            return out
+
+        return retrying(run, self.bucket, f"listing {self.uri(rel)}")
+
+    def abort_uploads(self, rel: str, older_than: float | None = None) -> int:
+        """Aborts unfinished multipart uploads below `rel` (started before `older_than`)."""
+
+        def run() -> int:
+            prefix = self.key(rel)
+            prefix = f"{prefix}/" if prefix else ""
+            got = client().list_multipart_uploads(Bucket=self.bucket, Prefix=prefix)
+            aborted = 0
+            for upload in got.get("Uploads", []):
+                started = upload["Initiated"].timestamp()
+                if older_than is not None and started >= older_than:
+                    continue
+                client().abort_multipart_upload(
+                    Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                )
+                aborted += 1
+            return aborted
+
+        return retrying(run, self.bucket, f"aborting unfinished uploads under {self.uri(rel)}")
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         retrying(

@@ -4,9 +4,10 @@ One loop for every task: parse (our dataclasses + HF `TrainingArguments`),
 resolve model/recipe/teacher references, load and check data, tokenise, train
 with `SparseTrainer` (recipe + teacher), evaluate, and publish the output dir
 atomically: everything is written into a sibling ``.NAME.partial`` staging dir
-that is renamed to ``--output_dir`` only at the very end, so a crashed run
-never leaves an output dir that looks complete (and ``--resume_from_checkpoint
-true`` finds the crashed run's checkpoints in the staging dir).
+that replaces ``--output_dir`` only at the very end, and only as
+`tasks.output_dir` allows, so a crashed run never leaves an output dir that
+looks complete (and ``--resume_from_checkpoint true`` finds the crashed run's
+checkpoints in the staging dir).
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sparse_transfer import storage
 from sparse_transfer.errors import DataError, SparseTransferError
+from sparse_transfer.tasks import output_dir as output_dir_rules
 from sparse_transfer.tasks.args import DataArguments, ModelArguments
 from sparse_transfer.tasks.registry import get_task
 
@@ -35,7 +36,9 @@ LEGACY_FLAGS = {
     "--per_gpu_eval_batch_size": "--per_device_eval_batch_size",
 }
 # Flags transformers 5 dropped that only change behaviour we already have.
-DROPPED_FLAGS = {"--overwrite_output_dir": "output dirs are always replaced atomically"}
+DROPPED_FLAGS = {
+    "--overwrite_output_dir": "read by tasks.output_dir (not a TrainingArguments field)"
+}
 HEAD_MODULES = ("classifier", "qa_outputs", "cls", "lm_head")
 
 
@@ -220,21 +223,6 @@ def compare_sparsity(before: dict, after: dict) -> dict[str, Any]:
 # -- output dir --------------------------------------------------------------------
 
 
-def staging_dir(output_dir: Path) -> Path:
-    return output_dir.parent / f".{output_dir.name}.partial"
-
-
-def publish(staging: Path, final: Path) -> None:
-    """Replaces `final` with `staging` by renames (same filesystem)."""
-    if final.exists():
-        backup = final.parent / f".{final.name}.old-{os.getpid()}"
-        final.rename(backup)
-        staging.rename(final)
-        shutil.rmtree(backup, ignore_errors=True)
-    else:
-        staging.rename(final)
-
-
 def write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
@@ -347,6 +335,16 @@ def train_main(task: str, argv: list[str]) -> dict:
     if teacher_ref is not None and teacher_ref.lower() in {"disable", "disabled", "none", ""}:
         teacher_ref = None
     teacher_path = _resolve(teacher_ref, "teacher")
+    inputs = [
+        model_path,
+        recipe_path,
+        teacher_path,
+        data_args.train_file,
+        data_args.validation_file,
+    ]
+    rules = output_dir_rules.replace_rules(output_dir_rules.overwrite_requested(argv), inputs)
+    if training_args.do_train:  # refuse before training, not after it
+        storage.check_replaceable(output_dir, **rules)
 
     glue = data_args.task_name if spec.name == "text-classification" else None
     raw, sources = load_raw_datasets(data_args, seed=training_args.seed, glue_task=glue)
@@ -392,7 +390,9 @@ def train_main(task: str, argv: list[str]) -> dict:
 
     # Training publishes a whole new output dir; evaluation/prediction only adds
     # result files (atomically) to it, so an existing model dir is never replaced.
-    staging = staging_dir(output_dir) if training_args.do_train else output_dir
+    staging, checkpoint = output_dir, training_args.resume_from_checkpoint
+    if training_args.do_train:
+        staging, checkpoint = output_dir_rules.prepare_staging(output_dir, checkpoint)
     staging.mkdir(parents=True, exist_ok=True)
     training_args.output_dir = str(staging)
     cls, sparse = trainer_class()
@@ -421,7 +421,7 @@ def train_main(task: str, argv: list[str]) -> dict:
 
     all_metrics: dict[str, Any] = {}
     if training_args.do_train:
-        result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model()
         train_metrics = dict(result.metrics)
         train_metrics["train_samples"] = len(features["train"])
@@ -459,7 +459,7 @@ def train_main(task: str, argv: list[str]) -> dict:
     if training_args.do_train and not (staging / "config.json").exists():
         raise SparseTransferError(f"training finished but no model was saved into {staging}")
     if staging != output_dir:
-        publish(staging, output_dir)
+        storage.replace_directory(staging, output_dir, **rules)
     print_summary(summary)
     return summary
 
@@ -527,7 +527,11 @@ class EvaluateArguments:
     )
     task: str = field(metadata={"help": "text-classification, token-classification, ..."})
     output_dir: str | None = field(
-        default=None, metadata={"help": "Where eval_results.json goes (default: --model_path)."}
+        default=None,
+        metadata={
+            "help": "Folder for eval_results.json (default: none, results on stdout only; "
+            "the evaluated model, zoo entry or cache is never written to)."
+        },
     )
     per_device_eval_batch_size: int = field(default=32, metadata={"help": "Batch size."})
     split: str = field(
@@ -624,27 +628,29 @@ def evaluate_main(argv: list[str]) -> dict:
                 m = trainer.evaluate(prepared.model_features(feats), metric_key_prefix="eval")
                 m["eval_samples"] = len(raw[split])
                 metrics.update(rename_split_metrics(m, split))
-    out_dir = Path(eval_args.output_dir or model_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     result = dict(metrics)
     if sparsity is not None:
         result["sparsity"] = {
             k: sparsity[k] for k in ("overall_sparsity", "prunable_params", "zeros")
         }
-    write_json(out_dir / "eval_results.json", result)
+    results_file = None  # reading never writes into what it reads (issue 13.3)
+    if eval_args.output_dir:
+        Path(eval_args.output_dir).mkdir(parents=True, exist_ok=True)
+        results_file = str(Path(eval_args.output_dir) / "eval_results.json")
+        write_json(Path(results_file), result)
     summary = {
         "task": spec.name,
         "model": eval_args.model_path,
         "format": "onnx" if is_onnx else "torch",
         "metrics": metrics,
-        "eval_results": str(out_dir / "eval_results.json"),
+        "eval_results": results_file,
         "truncated": dict(prepared.truncated),
     }
     lines = [f"== sparse-transfer evaluate {spec.name} ({summary['format']}) =="]
     for key, value in sorted(metrics.items()):
         if _shown(key, value):
             lines.append(f"  {key:<32} {value:.4f}")
-    lines.append(f"  results                          {summary['eval_results']}")
+    lines.append(f"  results                          {results_file or 'not saved (--output_dir)'}")
     print("\n".join(lines), flush=True)
     return summary
 

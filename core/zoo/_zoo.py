@@ -8,7 +8,12 @@ An entry is one published directory (one manifest) at ``ROOT/<stub path>/``:
     model.md      model card (YAML front matter + body)
 
 Entries are published with `storage.upload_dir`, so an entry is complete or
-absent, and every read is verified against its manifest.
+absent, and every read is verified against its manifest. On S3 each push is a
+new version folder under the entry (``versions/<id>/``) that the manifest is
+switched to by a conditional write, so concurrent pushes of one stub are
+linearizable (one wins; a plain push that lost fails, a ``--force`` push
+lands on top) and readers keep seeing the previous version until the switch.
+Reading (resolve, pull, show) never writes into an entry.
 """
 
 from __future__ import annotations
@@ -144,12 +149,14 @@ def _fetch_listed(uri: str) -> Path:
     parent, _, name = loc.key.rpartition("/")
     parent_uri = f"s3://{loc.bucket}/{parent}" if parent else f"s3://{loc.bucket}"
     if storage.is_published(parent_uri):
-        entry = storage.read_manifest(parent_uri).get(name)
+        manifest = storage.read_manifest(parent_uri)
+        entry = manifest.get(name)
         if entry is None:
             raise StorageError(
                 f"{uri} is not listed in {parent_uri}/manifest.json: it is not part of the publish"
             )
-        return storage.fetch_file(uri, sha256=entry.sha256, size=entry.size)
+        source = f"{storage.content_uri(parent_uri, manifest)}/{name}"
+        return storage.fetch_file(source, sha256=entry.sha256, size=entry.size)
     return storage.fetch_file(uri)
 
 
@@ -219,10 +226,11 @@ def _read_card(uri: str, manifest: storage.Manifest) -> ModelCard:
     entry = manifest.get(CARD_NAME)
     if entry is None:
         return ModelCard({}, "")
+    folder = storage.content_uri(uri, manifest)
     if storage.is_remote(uri):
-        path = storage.fetch_file(f"{uri}/{CARD_NAME}", sha256=entry.sha256, size=entry.size)
+        path = storage.fetch_file(f"{folder}/{CARD_NAME}", sha256=entry.sha256, size=entry.size)
     else:
-        path = Path(uri) / CARD_NAME
+        path = Path(folder) / CARD_NAME
         if storage.sha256_file(path) != entry.sha256:
             raise StorageError(
                 f"{path}: sha256 differs from the manifest: the card is corrupted; re-publish it"
@@ -380,7 +388,14 @@ def push(
         files = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
         body = existing.body if existing and existing.body.strip() else default_body(meta, files)
         (staging / CARD_NAME).write_text(ModelCard(meta, body).render())
-        storage.upload_dir(staging, uri, overwrite=force)
+        try:
+            storage.upload_dir(staging, uri, overwrite=force)
+        except storage.PublishConflict:
+            raise ZooError(
+                f"zoo entry {stub_obj} was published by someone else during this push ({uri}); "
+                "this push was not kept: check it with `sparse-transfer zoo show`, then pass "
+                "--force (force=True) to replace it"
+            ) from None
     log.info("pushed %s to %s", stub_obj, uri)
     return uri
 

