@@ -40,7 +40,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pull", help="Download one entry (verified) into a directory.")
     p.add_argument("stub", metavar="STUB")
     p.add_argument("dir", metavar="DIR")
-    p.add_argument("--force", action="store_true", help="replace DIR if it exists")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace DIR if it holds an earlier pull (never other files)",
+    )
     _add_root(p)
     p.set_defaults(handler=pull_command)
 

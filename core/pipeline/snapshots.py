@@ -35,12 +35,13 @@ def snapshot_files(snapshot: str) -> dict[str, str]:
     """
     from sparse_transfer import storage
 
-    files = sorted(rel for rel in storage.list_prefix(snapshot) if "/" not in rel)
+    uris = storage.file_uris(snapshot)  # a published snapshot keeps its files in a version
+    files = sorted(rel for rel in uris if "/" not in rel)
     found: dict[str, str] = {}
     for flag, stem in (("train_file", "train"), ("validation_file", "validation")):
         matches = [rel for rel in files if rel.split(".")[0] == stem]
         if matches:
-            found[flag] = f"{snapshot.rstrip('/')}/{matches[0]}"
+            found[flag] = uris[matches[0]]
     if "train_file" not in found:
         raise DataError(f"snapshot {snapshot} has no train.* file (found: {files})")
     return found

@@ -188,7 +188,7 @@ def _materialize_entries(
             recognise=lambda path: (path / MANIFEST_NAME).is_file(),
             what="download (manifest.json)",
             overwrite=overwrite,
-            flag="overwrite",
+            flag="overwrite (`zoo pull --force`)",
         )
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -296,6 +296,20 @@ def exists(uri: str | Path) -> bool:
 def list_prefix(uri: str | Path) -> list[str]:
     """Relative paths of every file/object below `uri` (recursive, sorted)."""
     return sorted(_store(parse_uri(uri)).list_files())
+
+
+def file_uris(uri: str | Path) -> dict[str, str]:
+    """Relative path -> URI of its bytes, for every file of the folder at `uri`.
+
+    A published folder is seen through its manifest (its files may lie in a
+    version folder); anything else as the plain listing of its objects/files.
+    """
+    store = _store(parse_uri(uri))
+    if store.head(MANIFEST_NAME) is not None:
+        manifest = read_manifest(uri)
+        content = content_store(store, manifest)
+        return {e.path: content.uri(e.path) for e in manifest.files}
+    return {rel: store.uri(rel) for rel in sorted(store.list_files())}
 
 
 def list_published(uri: str | Path) -> list[str]:

@@ -11,7 +11,7 @@ import onnx
 import pytest
 import torch
 from onnx import numpy_helper
-from sparse_transfer.errors import ExportError
+from sparse_transfer.errors import ExportError, StorageError
 from sparse_transfer.export import OnnxModel, benchmark, export_onnx
 from sparse_transfer.export.onnx_export import (
     input_names_for,
@@ -312,12 +312,18 @@ def test_bad_inputs_leave_no_deployment(models, tmp_path):
     _assert_nothing_left(tmp_path, "d5")
 
 
-def test_re_export_replaces_the_folder(models, tmp_path):
+def test_re_export_replaces_an_earlier_deployment_only(models, tmp_path):
     task = "token-classification"
     dest = tmp_path / "dep"
     dest.mkdir()
     (dest / "stale.txt").write_text("old")
+    with pytest.raises(StorageError, match="not a sparse-transfer deployment"):
+        export_onnx(models[task], task, output=dest, overwrite=True)
+    assert [p.name for p in dest.iterdir()] == ["stale.txt"]
+    (dest / "stale.txt").unlink()
     export_onnx(models[task], task, output=dest)
+    (dest / "stale.txt").write_text("old")
+    export_onnx(models[task], task, output=dest, overwrite=True)
     assert not (dest / "stale.txt").exists() and (dest / "model.onnx").is_file()
     _assert_nothing_left(tmp_path, "dep.old")
 

@@ -89,7 +89,7 @@ def test_trains_teacher_passes_gate_and_publishes_to_s3_zoo(s3_bucket, models, t
     # published: a complete, manifest-verified zoo entry with the int8 deployment and a card
     card = zoo_api.card(STUB, root=zoo_root)
     assert card["gate"]["passed"] is True and "eval_accuracy" in card["metrics"]
-    files = storage.list_prefix(zoo_api.entry_uri(STUB, zoo_root))
+    files = storage.file_uris(zoo_api.entry_uri(STUB, zoo_root))
     assert "deployment/model.onnx" in files and "training/sparsity.json" in files
     sparsity = json.loads(
         Path(zoo_api.resolve(STUB, "model", root=zoo_root), "sparsity.json").read_text()

@@ -46,6 +46,13 @@ def _tree(root: Path) -> dict[str, bytes]:
     }
 
 
+def _base(uri: str) -> str:
+    """The version folder the manifest at `uri` points to."""
+    base = storage.read_manifest(uri).base
+    assert base.startswith("versions/")
+    return base
+
+
 def test_round_trip_with_manifest_last(s3_bucket, s3_server, tmp_path):
     src = _make_dir(tmp_path / "src")
     uri = f"s3://{s3_bucket}/models/a"
@@ -57,11 +64,14 @@ def test_round_trip_with_manifest_last(s3_bucket, s3_server, tmp_path):
     ]
 
     keys = storage.list_prefix(uri)
-    assert keys == ["manifest.json", "recipe.yaml", "training/config.json", "training/weights.bin"]
+    base = _base(uri)
+    assert keys == ["manifest.json"] + [
+        f"{base}/{rel}" for rel in ("recipe.yaml", "training/config.json", "training/weights.bin")
+    ]
     remote = json.loads(storage.read_text(f"{uri}/manifest.json"))
     sizes = {f["path"]: f["size"] for f in remote["files"]}
     assert sizes["training/weights.bin"] == 300_000
-    assert storage.exists(uri) and storage.exists(f"{uri}/recipe.yaml")
+    assert storage.exists(uri) and storage.exists(f"{uri}/{base}/recipe.yaml")
     assert not storage.exists(f"s3://{s3_bucket}/models/nothing")
 
     out = storage.download_dir(uri, tmp_path / "out")
@@ -81,7 +91,8 @@ def test_multipart_upload_above_threshold(s3_bucket, s3_server, tmp_path, monkey
     uri = f"s3://{s3_bucket}/big"
     storage.upload_dir(src, uri)
 
-    head = _client(s3_server).head_object(Bucket=s3_bucket, Key="big/model.safetensors")
+    key = f"big/{_base(uri)}/model.safetensors"
+    head = _client(s3_server).head_object(Bucket=s3_bucket, Key=key)
     assert head["ContentLength"] == len(payload)
     assert head["ETag"].strip('"').endswith("-3")  # 5 + 5 + 1 MiB parts
     out = storage.download_dir(uri, tmp_path / "out")
@@ -99,8 +110,10 @@ def test_second_download_is_served_by_the_cache(s3_bucket, s3_server, tmp_path):
     # Remove the data objects: only the manifest is left, so a second
     # download can succeed only from the content-addressed cache.
     s3 = _client(s3_server)
-    for key in ("cached/recipe.yaml", "cached/training/config.json", "cached/training/weights.bin"):
-        s3.delete_object(Bucket=s3_bucket, Key=key)
+    base = _base(uri)
+    for rel in ("recipe.yaml", "training/config.json", "training/weights.bin"):
+        s3.delete_object(Bucket=s3_bucket, Key=f"cached/{base}/{rel}")
+    assert storage.list_prefix(uri) == ["manifest.json"]
     cache2 = storage.Cache()
     second = storage.download_dir(uri, tmp_path / "second", cache=cache2)
     assert (cache2.hits, cache2.misses) == (3, 0)
@@ -146,7 +159,10 @@ real_upload, done = _s3.S3Store.upload, []
 def upload(self, src, rel):
     real_upload(self, src, rel)
     done.append(rel)
-    if len(done) == 2:  # two real files are up: signal the parent and wait to be killed
+    if len(done) == 2:  # two real files are up, a third is half-way: signal, wait to be killed
+        started = _s3.client().create_multipart_upload(Bucket=self.bucket, Key=self.key("big.bin"))
+        _s3.client().upload_part(Bucket=self.bucket, Key=self.key("big.bin"), PartNumber=1,
+                                 UploadId=started["UploadId"], Body=b"x" * 5 * 1024 * 1024)
         print("UPLOADED", flush=True)
         time.sleep(120)
 
@@ -169,7 +185,9 @@ def _upload_and_kill(src: Path, uri: str) -> None:
     assert child.returncode == -9
 
 
-def test_upload_killed_midway_leaves_nothing_a_reader_trusts(s3_bucket, s3_server, tmp_path):
+def test_upload_killed_midway_leaves_the_previous_version_intact(
+    s3_bucket, s3_server, tmp_path, monkeypatch
+):
     src = _make_dir(tmp_path / "src")
     uri = f"s3://{s3_bucket}/killed"
     _upload_and_kill(src, uri)
@@ -177,12 +195,23 @@ def test_upload_killed_midway_leaves_nothing_a_reader_trusts(s3_bucket, s3_serve
     with pytest.raises(StorageError, match="no manifest.json"):  # ... but not trusted
         storage.download_dir(uri, tmp_path / "out")
 
-    # An overwrite killed midway must not leave the old manifest vouching for new files.
+    # An overwrite killed midway leaves the previous version published and whole.
     storage.upload_dir(src, uri)
+    before = _tree(storage.download_dir(uri, tmp_path / "before"))
     (src / "recipe.yaml").write_text("version: 2.0.0\n")
     _upload_and_kill(src, uri)
-    with pytest.raises(StorageError, match="no manifest.json"):
-        storage.materialize(uri)
+    assert _tree(storage.download_dir(uri, tmp_path / "after")) == before
+    s3 = _client(s3_server)
+    assert len(s3.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])) == 2
+
+    # The next publish collects the orphaned versions and aborts their multipart uploads.
+    monkeypatch.setattr("sparse_transfer.storage._publish.ORPHAN_GRACE_S", 0.0)
+    time.sleep(1.1)  # LastModified has a one-second resolution
+    latest = storage.upload_dir(src, uri)
+    assert s3.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+    kept = {key.split("/")[1] for key in storage.list_prefix(uri) if key != "manifest.json"}
+    assert kept == {b.split("/")[1] for b in [latest.base, *latest.history]}
+    assert _tree(storage.download_dir(uri, tmp_path / "latest")) == _tree(src)
 
 
 def test_corrupted_object_is_detected(s3_bucket, s3_server, tmp_path):
@@ -192,12 +221,13 @@ def test_corrupted_object_is_detected(s3_bucket, s3_server, tmp_path):
     s3 = _client(s3_server)
     original = (src / "training" / "weights.bin").read_bytes()
     flipped = bytes([original[0] ^ 0xFF]) + original[1:]  # same size, one byte differs
-    s3.put_object(Bucket=s3_bucket, Key="corrupt/training/weights.bin", Body=flipped)
+    key = f"corrupt/{_base(uri)}/training/weights.bin"
+    s3.put_object(Bucket=s3_bucket, Key=key, Body=flipped)
     with pytest.raises(StorageError, match=r"weights\.bin: sha256 mismatch"):
         storage.download_dir(uri, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
-    s3.put_object(Bucket=s3_bucket, Key="corrupt/training/weights.bin", Body=original[:1000])
+    s3.put_object(Bucket=s3_bucket, Key=key, Body=original[:1000])
     with pytest.raises(StorageError, match=r"weights\.bin: size mismatch"):
         storage.materialize(uri, subdir="training")
     # Nothing unverified entered the cache.
@@ -263,3 +293,103 @@ def test_missing_bucket_and_bad_uris(s3_bucket, tmp_path):
         storage.exists("gs://bucket/x")
     with pytest.raises(StorageError, match="names no bucket"):
         storage.exists("s3:///x")
+
+
+# -- linearizable publishes (issue 13 items 4 and 5) ------------------------------------------
+def _content(root: Path, who: str) -> Path:
+    """A small directory whose every file says who wrote it."""
+    (root / "training").mkdir(parents=True)
+    (root / "training" / "config.json").write_text(json.dumps({"who": who}))
+    (root / "training" / "weights.bin").write_bytes(who.encode() * 20_000)
+    (root / "model.md").write_text(f"# {who}\n")
+    return root
+
+
+def _race(uri: str, sources: list[Path], overwrite: bool) -> list[object]:
+    """Publishes every source at `uri` at the same moment; each result: a manifest or an error."""
+    barrier = threading.Barrier(len(sources))
+    results: list[object] = [None] * len(sources)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = storage.upload_dir(sources[i], uri, overwrite=overwrite)
+        except StorageError as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(sources))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return results
+
+
+def test_the_server_honours_conditional_writes(s3_bucket, s3_server):
+    if s3_server.kind != "weed":
+        pytest.skip("checked against SeaweedFS, the loopback server of this suite")
+    from sparse_transfer.storage._publish import conditional_writes
+    from sparse_transfer.storage._s3 import S3Store
+
+    assert conditional_writes(S3Store(s3_bucket, "")) is True
+
+
+def test_concurrent_publishes_of_one_prefix_are_linearizable(s3_bucket, s3_server, tmp_path):
+    """20 rounds of two publishers: one complete readable version each time; the loser of a
+    plain race fails clearly, a forced one lands on top as the newer version."""
+    sources = [_content(tmp_path / who, who) for who in ("alice", "bob")]
+    expected = {who: _tree(src) for who, src in zip(("alice", "bob"), sources, strict=True)}
+    cas_losses = 0  # rounds decided by the conditional manifest write, not the early check
+    for round_ in range(20):
+        uri = f"s3://{s3_bucket}/race/{round_}"
+        results = _race(uri, sources, overwrite=False)
+        won = [r for r in results if isinstance(r, storage.Manifest)]
+        lost = [r for r in results if isinstance(r, storage.PublishConflict)]
+        assert len(won) == 1 and len(lost) == 1, results
+        assert "published by someone else" in str(lost[0]) or "already published" in str(lost[0])
+        cas_losses += "published by someone else" in str(lost[0])
+        got = _tree(storage.download_dir(uri, tmp_path / f"plain{round_}"))
+        winner = "alice" if results[0] is won[0] else "bob"
+        assert got == expected[winner]
+        assert {k.split("/")[1] for k in storage.list_prefix(uri) if "/" in k} == {
+            won[0].base.split("/")[1]
+        }  # the loser's files are gone
+
+        forced = _race(uri, sources, overwrite=True)
+        assert all(isinstance(r, storage.Manifest) for r in forced), forced
+        final = storage.read_manifest(uri)
+        first, second = sorted(forced, key=lambda m: final.base != m.base)  # type: ignore[union-attr]
+        assert first.base == final.base and final.history[0] == second.base  # type: ignore[union-attr]
+        assert final.history[1] == won[0].base  # one linear history, nothing lost
+        last = "alice" if forced[0] is first else "bob"
+        assert _tree(storage.download_dir(uri, tmp_path / f"forced{round_}")) == expected[last]
+    print(f"plain races decided by the conditional write: {cas_losses}/20")
+    assert cas_losses >= 5  # the race really happened, and If-None-Match decided it
+
+
+def test_readers_never_see_never_published_during_overwrites(s3_bucket, s3_server, tmp_path):
+    sources = [_content(tmp_path / who, who) for who in ("alice", "bob")]
+    uri = f"s3://{s3_bucket}/busy"
+    storage.upload_dir(sources[0], uri)
+    stop, reads, errors = threading.Event(), [], []
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                folder = storage.materialize(uri, subdir="training")
+                reads.append(json.loads((folder / "config.json").read_text())["who"])
+            except StorageError as exc:
+                errors.append(str(exc))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for i in range(12):
+            storage.upload_dir(sources[i % 2], uri, overwrite=True)
+    finally:
+        stop.set()
+        reader.join(timeout=60)
+    assert errors == [] and len(reads) >= 5 and set(reads) <= {"alice", "bob"}
+    assert len(storage.read_manifest(uri).history) == storage.KEEP_VERSIONS - 1
+    versions = {k.split("/")[1] for k in storage.list_prefix(uri) if "/" in k}
+    assert len(versions) == storage.KEEP_VERSIONS  # older versions are collected

@@ -131,7 +131,7 @@ def test_pull_then_resolve_the_local_copy(zoo_root, tmp_path):
     assert storage.is_published(dest)
     assert zoo.resolve(str(dest), "model") == str(dest / "training")
     assert Path(zoo.resolve(f"file://{dest}", "recipe")).name == "recipe.yaml"
-    with pytest.raises(StorageError, match="already exists"):
+    with pytest.raises(StorageError, match=r"already holds a download.*zoo pull --force"):
         zoo.pull(UPSTREAM, dest)
 
 
