@@ -118,7 +118,7 @@ def conditional_writes(store: S3Store) -> bool:
     with _probe_lock:
         if key in _conditional_support:
             return _conditional_support[key]
-        probe = S3Store(store.bucket, "")
+        probe = store  # inside the publish's own prefix: the one place it may surely write
         name = f".sparse-transfer-probe-{secrets.token_hex(6)}"
         try:
             first = probe.put_if(name, b"1", etag=None)

@@ -217,9 +217,12 @@ def check_replaceable(
         raise StorageError(
             f"{raw} is a file, not a folder: it is left as it is; choose a folder for the {what}"
         )
-    cwd = Path.cwd().resolve()
+    try:
+        cwd: Path | None = Path.cwd().resolve()
+    except FileNotFoundError:  # the working directory was removed: nothing to protect there
+        cwd = None
     real = target.resolve()
-    if _is_same_or_parent(real, cwd):
+    if cwd is not None and _is_same_or_parent(real, cwd):
         raise StorageError(
             f"{raw} is the working directory or one of its parents; it is never replaced: "
             f"give a new folder for the {what} (e.g. ./{what.replace(' ', '-')})"

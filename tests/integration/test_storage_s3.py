@@ -72,6 +72,7 @@ def test_round_trip_with_manifest_last(s3_bucket, s3_server, tmp_path):
     sizes = {f["path"]: f["size"] for f in remote["files"]}
     assert sizes["training/weights.bin"] == 300_000
     assert storage.exists(uri) and storage.exists(f"{uri}/{base}/recipe.yaml")
+    assert storage.file_uris(uri)["training/config.json"] == f"{uri}/{base}/training/config.json"
     assert not storage.exists(f"s3://{s3_bucket}/models/nothing")
 
     out = storage.download_dir(uri, tmp_path / "out")

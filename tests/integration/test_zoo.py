@@ -205,3 +205,42 @@ def test_cli_push_list_show_search_pull(zoo_root, tmp_path, capsys):
     assert capsys.readouterr().out.strip().endswith("recipe.yaml")
     assert main(["zoo", "show", "zoo:nlp/sentiment_analysis"]) == 2
     assert "missing: ARCHITECTURE" in capsys.readouterr().err
+
+
+def _race_pushes(sources: list[Path], stub: str, force: bool) -> list[object]:
+    import threading
+
+    barrier = threading.Barrier(len(sources))
+    results: list[object] = [None] * len(sources)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = zoo.push(sources[i], stub, force=force)
+        except (ZooError, StorageError) as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(sources))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return results
+
+
+def test_concurrent_pushes_of_one_stub_leave_one_whole_entry(zoo_root, tmp_path):
+    """Issue 13.4: one push wins, the other fails with a message naming --force; forced
+    pushes both land, one after the other, and the entry is always complete."""
+    sources = [_trained_output(tmp_path / f"run{i}", acc=0.5 + i / 10) for i in range(2)]
+    for round_ in range(3):
+        stub = SST2.replace("sst2", f"sst2r{round_}")
+        results = _race_pushes(sources, stub, force=False)
+        failed = [r for r in results if isinstance(r, Exception)]
+        assert len(failed) == 1 and isinstance(failed[0], ZooError), results
+        assert "--force" in str(failed[0])
+        winner = 1 if results[0] is failed[0] else 0
+        accuracy = zoo.card(stub)["metrics"]["eval_accuracy"]
+        assert accuracy == 0.5 + winner / 10
+        assert all(isinstance(r, str) for r in _race_pushes(sources, stub, force=True))
+        assert zoo.card(stub)["metrics"]["eval_accuracy"] in (0.5, 0.6)
+        assert Path(zoo.resolve(stub, "model"), "config.json").is_file()  # whole and verified
