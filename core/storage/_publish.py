@@ -185,6 +185,9 @@ def _switch(
         body = manifest.to_json().encode()
         if conditional:
             won = store.put_if(MANIFEST_NAME, body, etag=current[1] if current else None)
+            if not won:  # a retried request whose first attempt had landed also "fails"
+                latest = store.read_with_etag(MANIFEST_NAME)
+                won = latest is not None and latest[0] == body
         else:
             store.write_bytes(MANIFEST_NAME, body)
             won = store.read_bytes(MANIFEST_NAME) == body
@@ -199,7 +202,7 @@ def _switch(
                 "nothing of this publish was kept: look at the new entry, then pass "
                 "overwrite/force to replace it"
             )
-        current = store.read_with_etag(MANIFEST_NAME)
+        current = latest if conditional else store.read_with_etag(MANIFEST_NAME)
         log.info("%s changed while publishing; switching again on top of it", store.uri())
     raise StorageError(
         f"{store.uri()} kept changing under {_SWITCH_ATTEMPTS} publish attempts; try again later"
