@@ -56,8 +56,11 @@ class RecipeProblems(RecipeError):
     """Several problems found in one recipe; `problems` holds one message per problem."""
 
     def __init__(self, source: str, problems: list[str]):
-        head = f"{len(problems)} problem(s) in recipe {source}:"
-        super().__init__(head + "\n" + "\n".join(f"  - {p}" for p in problems))
+        if len(problems) == 1:  # one line: the problem names file and line itself
+            super().__init__(problems[0])
+        else:
+            head = f"{len(problems)} problem(s) in recipe {source}:"
+            super().__init__(head + "\n" + "\n".join(f"  - {p}" for p in problems))
         self.source = source
         self.problems = problems
 
