@@ -16,6 +16,8 @@ from sparse_transfer.errors import SparseTransferError
 
 #: Most nodes a document may expand to once aliases are followed.
 MAX_EXPANDED_NODES = 100_000
+#: Deepest nesting of lists and mappings (a recipe needs five or so).
+MAX_NESTING = 100
 #: Longest number written in YAML (a 1024-bit integer has 309 digits).
 MAX_NUMBER_CHARS = 400
 
@@ -42,17 +44,38 @@ def compose(
         The root node, or None for an empty document.
     """
     parser = loader(text)
+    _limit_nesting(parser, source, error)
     try:
         node = parser.get_single_node()
     except yaml.YAMLError as exc:
         raise error(f"{source}: invalid YAML: {yaml_message(exc)}") from None
-    except RecursionError:
+    except RecursionError:  # a backstop: `_limit_nesting` stops far earlier
         raise error(f"{source}: invalid YAML: nested too deeply") from None
     finally:
         parser.dispose()
     if node is not None:
         check(node, source, error)
     return node
+
+
+def _limit_nesting(parser: yaml.SafeLoader, source: str, error: type[SparseTransferError]) -> None:
+    """Stops composing past `MAX_NESTING` levels (PyYAML's composer recurses per level,
+    and reaching Python's recursion limit that way took seconds)."""
+    compose_node = parser.compose_node
+    depth = 0
+
+    def limited(parent: yaml.Node | None, index: Any) -> yaml.Node:
+        nonlocal depth
+        depth += 1
+        try:
+            if depth > MAX_NESTING:
+                mark = parser.peek_event().start_mark
+                raise error(f"{source}:{mark.line + 1}: values nested more than {MAX_NESTING} deep")
+            return compose_node(parent, index)
+        finally:
+            depth -= 1
+
+    parser.compose_node = limited  # the composer's recursive calls go through it
 
 
 def check(node: yaml.Node, source: str, error: type[SparseTransferError]) -> None:
