@@ -6,6 +6,7 @@ the library itself never imports kfp.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import os
 import shutil
@@ -160,8 +161,9 @@ def run_local(
             ``local.pipeline_root``, else ``demo-output/pipeline-root``).
         overrides: parameters replacing the config's (validated the same way).
 
-    The local runner ignores caching, retries, resources and Kubernetes
-    settings: S3 credentials come from this process's environment.
+    The local runner ignores caching, resources and Kubernetes settings (S3
+    credentials come from this process's environment), and steps are not retried
+    (`without_retries`): a failed step fails the run at once.
     """
     from kfp import local
     from sparse_transfer.pipeline.config import validate_parameters
@@ -194,7 +196,7 @@ def run_local(
         raise PipelineError(f"unknown local runner {runner!r}; use subprocess or docker")
     local.init(runner=chosen, pipeline_root=str(root), raise_on_error=True)
     try:
-        task = pipeline(**parameters)
+        task = without_retries(pipeline)(**parameters)
     except RuntimeError as exc:  # kfp's local runner reports a failed task this way
         raise PipelineError(
             f"local run of {config.pipeline} failed: {exc}\n(the failing step's log is printed above; "
@@ -208,6 +210,26 @@ def run_local(
         passed=outputs.get("passed"),
         published=outputs.get("published") or "",
     )
+
+
+def without_retries(pipeline: Any) -> Any:
+    """A copy of `pipeline` whose steps run once, for local runs.
+
+    On a cluster the fetch/publish steps retry with backoff (`pipelines._settings.RETRIES`)
+    to ride out a restarting S3 server. kfp's local runner honours the same policy
+    (kfp/local/orchestrator/task_executor.py: ``for attempt in range(max_retries + 1)``
+    with ``time.sleep(backoff_duration * backoff_factor**attempt)``), so a deterministic
+    error (a bad stub, a missing folder, a bad recipe) was retried for 3.5 minutes.
+    Locally a failed step fails once; transient S3 errors are still retried per request
+    by `sparse_transfer.storage`. The pipeline object itself is left unchanged.
+    """
+    local_copy = copy.deepcopy(pipeline)
+    spec = local_copy.pipeline_spec
+    dags = [spec.root.dag] + [c.dag for c in spec.components.values() if c.HasField("dag")]
+    for dag in dags:
+        for task in dag.tasks.values():
+            task.ClearField("retry_policy")
+    return local_copy
 
 
 def _seed_zoo(kind: str, zoo_root: str) -> None:

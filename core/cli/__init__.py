@@ -4,6 +4,10 @@ Each subcommand group lives in its own module here (`recipe`, `train`,
 `evaluate`, `export`, `benchmark`, `zoo`, `pipeline`) and exposes
 ``register(subparsers)``; handlers import heavy libraries lazily so that
 ``sparse-transfer --help`` stays fast.
+
+Errors on bad input (`SparseTransferError`) end as one line on stderr,
+``sparse-transfer: error: <message>``, and exit code 2 (as argparse does for bad
+flags); ``--debug`` or ``SPARSE_TRANSFER_DEBUG=1`` adds the stack trace.
 """
 
 from __future__ import annotations
@@ -11,17 +15,29 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+import traceback
 
 from sparse_transfer.errors import SparseTransferError
 
 COMMAND_MODULES = ("recipe", "train", "evaluate", "export", "benchmark", "zoo", "pipeline")
+PROG = "sparse-transfer"
+#: Environment variable that turns on stack traces, like ``--debug``.
+DEBUG_ENV = "SPARSE_TRANSFER_DEBUG"
+#: Exit code for bad input, the same as argparse's for a bad flag.
+EXIT_BAD_INPUT = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="sparse-transfer",
+        prog=PROG,
         description="Sparse transfer learning: keep a pre-sparsified transformer sparse while fine-tuning.",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"print the stack trace of an error (also: {DEBUG_ENV}=1)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
@@ -46,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
             return int(args.handler(args, extra) or 0)
         return int(args.handler(args) or 0)
     except SparseTransferError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        if args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            traceback.print_exc()
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -122,7 +122,7 @@ def _client(args: argparse.Namespace) -> Any:
 
 
 def _overrides(pairs: list[str]) -> dict[str, Any]:
-    import yaml
+    from sparse_transfer import safe_yaml
     from sparse_transfer.errors import PipelineError
 
     out: dict[str, Any] = {}
@@ -130,7 +130,8 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
         name, sep, value = pair.partition("=")
         if not sep or not name:
             raise PipelineError(f"--set expects NAME=VALUE, got {pair!r}")
-        out[name] = yaml.safe_load(value) if value else ""
+        source = f"--set {name}"
+        out[name] = safe_yaml.load(value, source, error=PipelineError) if value else ""
     return out
 
 

@@ -51,7 +51,7 @@ def check_command(args: argparse.Namespace) -> int:
     recipe = load_recipe(_resolve(args.recipe), args.recipe_args)
     data = recipe.to_dict()
     if args.json:
-        print(json.dumps(data, indent=2))
+        print(json.dumps(data, indent=2, allow_nan=False))  # the parser refuses NaN/inf
         return 0
     print(f"recipe: {recipe.source_path or args.recipe}  (version {data['version']})")
     print(f"variables ({len(data['variables'])}):")
@@ -69,4 +69,4 @@ def check_command(args: argparse.Namespace) -> int:
 
 def _fmt(value: Any) -> str:
     """Numbers as numbers, everything else as JSON (so strings are quoted, lists readable)."""
-    return json.dumps(value)
+    return json.dumps(value, allow_nan=False)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sparse_transfer.errors import ExportError
 from sparse_transfer.export.runtime import OnnxModel, _model_file
 
 
@@ -56,12 +57,22 @@ def _time(fn, warmup: int, iterations: int, min_seconds: float) -> list[float]:
 
 
 def _vocab_size(directory: Path) -> int:
+    """The model's vocab_size: random token ids must stay below it."""
     import json
 
     config = directory / "config.json"
-    if config.is_file():
-        return int(json.loads(config.read_text()).get("vocab_size", 1000))
-    return 1000
+    try:
+        vocab = json.loads(config.read_text(encoding="utf-8"))["vocab_size"]
+    except FileNotFoundError:
+        raise ExportError(
+            f"{directory}: no config.json; a deployment written by export-onnx has one "
+            "(the benchmark needs its vocab_size)"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ExportError(f"{config}: no readable vocab_size ({type(exc).__name__})") from None
+    if not isinstance(vocab, int) or isinstance(vocab, bool) or vocab < 6:
+        raise ExportError(f"{config}: vocab_size must be an integer of at least 6, got {vocab!r}")
+    return vocab
 
 
 def benchmark(

@@ -48,9 +48,18 @@ class OnnxModel:
 
         self.path = _model_file(deployment_dir)
         self.directory = self.path.parent
-        self.session = ort.InferenceSession(
-            str(self.path), session_options(threads), providers=["CPUExecutionProvider"]
-        )
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), session_options(threads), providers=["CPUExecutionProvider"]
+            )
+        except (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.Fail) as exc:
+            reason = str(exc).rsplit(":", 1)[-1].strip() or type(exc).__name__
+            raise ExportError(
+                f"{self.path}: not a loadable ONNX model ({reason}); the file is truncated "
+                "or corrupted: export the deployment again"
+            ) from None
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 

@@ -24,13 +24,19 @@ known spelling, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import difflib
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from sparse_transfer import safe_yaml
 from sparse_transfer.errors import PipelineError
+from sparse_transfer.validation import NonFiniteError, require_finite
+
+_FLOAT_MAX = sys.float_info.max
+#: Largest run config we read; real ones are a few hundred bytes.
+MAX_CONFIG_BYTES = 1_000_000
 
 TOP_LEVEL_KEYS = ("pipeline", "run_name", "experiment", "description", "local", "parameters")
 LOCAL_KEYS = ("pipeline_root", "seed_zoo", "seed_data")
@@ -114,16 +120,44 @@ def validate_parameters(
             )
             continue
         default = known[key]
+        try:
+            require_finite(value, f"{source}: parameter '{key}'")
+        except NonFiniteError as exc:
+            errors.append(str(exc))
+            continue
         if not _type_ok(value, default):
             errors.append(
                 f"{source}: parameter '{key}' must be {type(default).__name__} "
                 f"(like its default {default!r}), got {type(value).__name__} {value!r}"
             )
             continue
+        if isinstance(default, float) and abs(value) > _FLOAT_MAX:
+            errors.append(
+                f"{source}: parameter '{key}' is too large for a float ({int(value).bit_length()} bits)"
+            )
+            continue
         clean[key] = float(value) if isinstance(default, float) else value
     if errors:
         raise PipelineError("\n".join(errors) + f"\nknown parameters: {', '.join(names)}")
     return clean
+
+
+def _read_text(path: Path, source: str) -> str:
+    """The file's text, or a one-line PipelineError saying why it cannot be read."""
+    try:
+        if path.is_dir():
+            raise PipelineError(f"run config {source} is a directory, not a YAML file")
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise PipelineError(f"run config {source} is larger than {MAX_CONFIG_BYTES} bytes")
+        return path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise PipelineError(f"run config {source} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise PipelineError(
+            f"run config {source} is not UTF-8 text (byte {exc.start}: {exc.reason})"
+        ) from None
+    except OSError as exc:
+        raise PipelineError(f"run config {source} cannot be read: {exc.strerror or exc}") from None
 
 
 def load_run_config(
@@ -141,12 +175,7 @@ def load_run_config(
         PipelineError: unreadable file, unknown key or pipeline, mistyped value.
     """
     source = str(path)
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise PipelineError(f"run config {source} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise PipelineError(f"run config {source} is not valid YAML: {exc}") from None
+    raw = safe_yaml.load(_read_text(Path(path), source), source, error=PipelineError)
     if not isinstance(raw, dict):
         raise PipelineError(
             f"run config {source} must be a mapping with keys {', '.join(TOP_LEVEL_KEYS)}"

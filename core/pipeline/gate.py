@@ -14,7 +14,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from sparse_transfer.errors import PipelineError
 from sparse_transfer.pipeline.metrics import find_metric
+from sparse_transfer.validation import require_finite
 
 
 def points(delta: float, *values: float) -> float:
@@ -59,6 +61,11 @@ def evaluate_gate(
         must_beat_published: require a strict improvement over the published model;
             passes when nothing is published yet.
     """
+    for name, threshold in (
+        ("min_metric", min_metric),
+        ("max_drop_vs_teacher", max_drop_vs_teacher),
+    ):
+        require_finite(threshold, f"gate parameter {name}", PipelineError)  # NaN would disable it
     result = GateResult(passed=True, metric=metric, value=value)
 
     def check(ok: bool, text: str) -> None:

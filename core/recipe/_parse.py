@@ -40,9 +40,11 @@ from typing import Any
 import yaml
 from sparse_transfer.errors import RecipeError
 from sparse_transfer.modifiers.base import FieldError, known_modifiers, modifier_class
-from sparse_transfer.recipe._expr import evaluate
+from sparse_transfer.recipe._expr import Budget, evaluate
 from sparse_transfer.recipe._model import Recipe
 from sparse_transfer.recipe._yaml import compose, construct, flatten, line_of
+from sparse_transfer.safe_yaml import MAX_NUMBER_CHARS
+from sparse_transfer.validation import require_finite
 
 _EVAL = re.compile(r"^\s*eval\((.*)\)\s*$", re.DOTALL)
 _FRONT_MATTER_FENCE = re.compile(r"^---\s*$")
@@ -54,8 +56,11 @@ class RecipeProblems(RecipeError):
     """Several problems found in one recipe; `problems` holds one message per problem."""
 
     def __init__(self, source: str, problems: list[str]):
-        head = f"{len(problems)} problem(s) in recipe {source}:"
-        super().__init__(head + "\n" + "\n".join(f"  - {p}" for p in problems))
+        if len(problems) == 1:  # one line: the problem names file and line itself
+            super().__init__(problems[0])
+        else:
+            head = f"{len(problems)} problem(s) in recipe {source}:"
+            super().__init__(head + "\n" + "\n".join(f"  - {p}" for p in problems))
         self.source = source
         self.problems = problems
 
@@ -121,23 +126,48 @@ def front_matter(text: str, name: str, *, required: bool) -> str:
 
 
 def parse_recipe_args(recipe_args: dict[str, Any] | str | None) -> dict[str, Any]:
-    """Recipe args as a dict; a string must be a JSON object."""
+    """Recipe args as a dict; a string must be a JSON object. Numbers must be finite.
+
+    Python's `json` accepts ``NaN``/``Infinity`` (not JSON) by default; here they are
+    refused, as are numbers too long to be a recipe value.
+    """
     if recipe_args is None or recipe_args == "":
         return {}
     if isinstance(recipe_args, str):
         try:
-            recipe_args = json.loads(recipe_args)
+            recipe_args = json.loads(
+                recipe_args, parse_constant=_refuse_constant, parse_int=_bounded_int
+            )
         except json.JSONDecodeError as exc:
             raise RecipeError(
                 f"recipe_args is not valid JSON ({exc.msg} at column {exc.colno}): "
-                f"{recipe_args!r}; example: '{{\"num_epochs\": 1}}'"
+                f"{_clip(recipe_args)}; example: '{{\"num_epochs\": 1}}'"
             ) from None
+        except (ValueError, RecursionError) as exc:
+            raise RecipeError(f"recipe_args: {exc}") from None
     if not isinstance(recipe_args, dict):
         raise RecipeError(
             f"recipe_args must be a JSON object mapping variable names to values, got "
-            f"{type(recipe_args).__name__}: {recipe_args!r}"
+            f"{type(recipe_args).__name__}: {_clip(recipe_args)}"
         )
+    for name, value in recipe_args.items():
+        require_finite(value, f"recipe_args: '{name}'", RecipeError)
     return dict(recipe_args)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows; only finite numbers are accepted")
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise ValueError(f"number longer than {MAX_NUMBER_CHARS} characters ({text[:20]}...)")
+    return int(text)
+
+
+def _clip(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 # --- raw structure ---------------------------------------------------------------------------
@@ -339,6 +369,7 @@ class _Scope:
         self.done: dict[tuple[str | None, str], Any] = {}
         self.failed: set[tuple[str | None, str]] = set()
         self.active: list[tuple[str | None, str]] = []
+        self.budget = Budget()  # one for the whole recipe: its expressions are bounded together
 
     def lookup(self, stage: str | None) -> Callable[[str], Any]:
         def get(name: str) -> Any:
@@ -387,12 +418,13 @@ class _Scope:
                 return self.lookup(stage)(value.ref)
             except KeyError:
                 raise RecipeError(f"alias of variable '{value.ref}', not visible here") from None
-        return self._evaluate_tree(value.raw, self.lookup(stage))
+        result = self._evaluate_tree(value.raw, self.lookup(stage))
+        return require_finite(result, "value", RecipeError)  # `.nan`, `.inf`, 1e999
 
     def _evaluate_tree(self, raw: Any, get: Callable[[str], Any]) -> Any:
         if isinstance(raw, str):
             match = _EVAL.match(raw)
-            return evaluate(match.group(1), get) if match else raw
+            return evaluate(match.group(1), get, self.budget) if match else raw
         if isinstance(raw, list):
             return [self._evaluate_tree(v, get) for v in raw]
         if isinstance(raw, dict):

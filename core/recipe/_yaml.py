@@ -12,7 +12,11 @@ import re
 from typing import Any
 
 import yaml
+from sparse_transfer import safe_yaml
 from sparse_transfer.errors import RecipeError
+from sparse_transfer.safe_yaml import line_of, yaml_message
+
+__all__ = ["RecipeLoader", "compose", "construct", "flatten", "line_of"]
 
 
 class RecipeLoader(yaml.SafeLoader):
@@ -43,55 +47,18 @@ def _reject_local_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> 
 RecipeLoader.add_multi_constructor("!", _reject_local_tag)
 
 
-#: Most nodes a recipe may expand to once aliases are followed ("billion laughs" guard).
-MAX_EXPANDED_NODES = 100_000
-
-
 def compose(text: str, source: str) -> yaml.Node | None:
-    """Parses YAML text into its node tree (one document); returns None when empty."""
-    loader = RecipeLoader(text)
-    try:
-        node = loader.get_single_node()
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"{source}: invalid YAML: {_yaml_message(exc, source)}") from None
-    finally:
-        loader.dispose()
-    if node is not None and _expanded_size(node, {}, source) > MAX_EXPANDED_NODES:
-        raise RecipeError(
-            f"{source}: recipe expands to more than {MAX_EXPANDED_NODES} values through "
-            "aliases; refusing to load it"
-        )
-    return node
+    """Parses YAML text into its node tree (one document); returns None when empty.
 
-
-def _expanded_size(node: yaml.Node, memo: dict[int, int | None], source: str) -> int:
-    """Number of nodes after alias expansion (memoised, so shared subtrees cost once)."""
-    if id(node) in memo:
-        size = memo[id(node)]
-        if size is None:
-            raise RecipeError(f"{source}:{line_of(node)}: a value contains an alias of itself")
-        return size
-    memo[id(node)] = None  # in progress: meeting it again means a recursive alias
-    size = 1
-    if isinstance(node, yaml.SequenceNode):
-        size += sum(_expanded_size(n, memo, source) for n in node.value)
-    elif isinstance(node, yaml.MappingNode):
-        size += sum(
-            _expanded_size(k, memo, source) + _expanded_size(v, memo, source) for k, v in node.value
-        )
-    memo[id(node)] = size = min(size, MAX_EXPANDED_NODES + 1)
-    return size
+    The shared guard (`sparse_transfer.safe_yaml`) refuses alias bombs, recursive
+    aliases, oversized numbers and duplicate keys before anything is built.
+    """
+    return safe_yaml.compose(text, source, loader=RecipeLoader, error=RecipeError)
 
 
 def construct(node: yaml.Node, source: str) -> Any:
     """Builds plain Python data (safe types only) from a node, merge keys included."""
-    loader = RecipeLoader("")
-    try:
-        return loader.construct_object(node, deep=True)
-    except yaml.YAMLError as exc:
-        raise RecipeError(_yaml_message(exc, source)) from None
-    finally:
-        loader.dispose()
+    return safe_yaml.construct(node, source, loader=RecipeLoader, error=RecipeError)
 
 
 def flatten(node: yaml.MappingNode, source: str) -> None:
@@ -100,19 +67,6 @@ def flatten(node: yaml.MappingNode, source: str) -> None:
     try:
         loader.flatten_mapping(node)
     except yaml.YAMLError as exc:
-        raise RecipeError(_yaml_message(exc, source)) from None
+        raise RecipeError(f"{source}: {yaml_message(exc)}") from None
     finally:
         loader.dispose()
-
-
-def line_of(node: yaml.Node) -> int:
-    """1-based line of a node."""
-    return node.start_mark.line + 1
-
-
-def _yaml_message(exc: yaml.YAMLError, source: str) -> str:
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc)
-    if mark is not None:
-        return f"{source}:{mark.line + 1}:{mark.column + 1}: {problem}"
-    return f"{source}: {problem}"

@@ -63,8 +63,16 @@ def load_model(name_or_path: str | Path, task: str, **config_overrides: Any):
     name_or_path = str(name_or_path)
     auto = _auto_class(task)
     config = load_config(name_or_path, **config_overrides)
+    from safetensors import SafetensorError
+
     try:
         model = auto.from_pretrained(name_or_path, config=config)
+    except SafetensorError as exc:  # truncated or corrupted weights file
+        weights = sorted(p.name for p in Path(name_or_path).glob("*.safetensors"))
+        raise SparseTransferError(
+            f"{name_or_path}: cannot read {', '.join(weights) or 'the weights'} ({exc}); the "
+            "file is truncated or corrupted: copy or download the model again"
+        ) from None
     except (OSError, ValueError) as exc:
         raise SparseTransferError(f"cannot load a {task} model from {name_or_path}: {exc}") from exc
     restore_qat_state(model, name_or_path)

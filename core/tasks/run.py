@@ -25,6 +25,7 @@ from sparse_transfer.errors import DataError, SparseTransferError
 from sparse_transfer.tasks import output_dir as output_dir_rules
 from sparse_transfer.tasks.args import DataArguments, ModelArguments
 from sparse_transfer.tasks.registry import get_task
+from sparse_transfer.validation import require_finite_fields
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,8 @@ def parse_args(spec, argv: list[str]):
             extra += ["--dataloader_pin_memory", "false"]  # pinning needs an accelerator
         objs = parser.parse_args_into_dataclasses(args=argv + extra)
         training_args = objs[-1]
+    for obj in objs:  # `x < 0` checks let NaN through: refuse NaN/inf in any flag
+        require_finite_fields(obj)
     model_args, data_args = objs[0], objs[1]
     task_args = objs[2] if spec.args_class is not None else None
     return model_args, data_args, task_args, training_args
@@ -557,6 +560,8 @@ def evaluate_main(argv: list[str]) -> dict:
     parser = HfArgumentParser(classes)
     parser.prog = "sparse-transfer evaluate"
     objs = parser.parse_args_into_dataclasses(args=normalize_argv(list(argv)))
+    for obj in objs:
+        require_finite_fields(obj)
     eval_args, data_args = objs[0], objs[1]
     task_args = objs[2] if spec.args_class else None
 

@@ -161,3 +161,141 @@ def test_long_and_deeply_nested_expressions_are_rejected():
         evaluate("1+" * 600 + "1", VARS)
     with pytest.raises(ExpressionError):
         evaluate("(" * 400 + "1" + ")" * 400, VARS)
+
+
+# --- bounds: every allowed call and operator is checked before it computes -----------------
+
+HOSTILE = [
+    "round(1, -10**300)",  # hung `recipe check` for minutes
+    "round(1, -10**7)",  # took 12 s
+    "round(1.5, 10**7)",
+    "round(2**1000, -(2**1000))",
+    "9**9**9",
+    "(2**1000) * (2**1000)",
+    "big * big * big",
+    "big ** 2",
+    "2 ** 1025",
+    "big + big",
+    "-big - big",
+    "big / 3 ** 700",
+    "1e308 * 10",
+    "10.0 ** 400",
+    "min(long_list)",
+    "max(long_list)",
+    "long_list == long_list",
+    "-" * 300 + "1",
+    "not " * 200 + "1",
+]
+
+
+def test_hostile_expressions_fail_fast_with_a_named_error():
+    """Run in a child process with a timeout: before the bounds, the first one never ended."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        f"""
+        import time
+        from sparse_transfer.recipe import ExpressionError, evaluate
+        variables = {{"big": 2**1023, "long_list": list(range(10**5))}}
+        for text in {HOSTILE!r}:
+            start = time.perf_counter()
+            try:
+                evaluate(text, variables)
+                print("NO ERROR", text)
+            except ExpressionError as exc:
+                print(f"{{time.perf_counter() - start:.4f}}", exc)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert len(lines) == len(HOSTILE), done.stdout
+    for text, line in zip(HOSTILE, lines, strict=True):
+        seconds, message = line.split(" ", 1)
+        assert seconds != "NO" and float(seconds) < 0.05, (text, line)
+        assert message.startswith("expression '"), line
+
+
+@pytest.mark.parametrize(
+    ("expression", "reason"),
+    [
+        ("round(1, -10**300)", "round() keeps at most 400 digits either way, got an integer"),
+        ("round(1, -401)", "round() keeps at most 400 digits either way, got -401"),
+        ("round(1, 0.5)", "round() needs a whole number of digits, got 0.5"),
+        ("round(1, 2, 3)", "round() takes 1 to 2 arguments, got 3"),
+        ("abs()", "abs() takes 1 argument, got 0"),
+        ("min()", "min() takes 1 to 1000 arguments, got 0"),
+        ("min(long_list)", "min() of a list needs 1 to 1000 numbers"),
+        ("max(empty)", "max() of a list needs 1 to 1000 numbers"),
+        ("long_list == long_list", "comparisons need numbers, strings, booleans or None, got list"),
+        ("big * big", "integer result larger than 1024 bits"),
+        ("too_big + 0", "integer operand larger than 1024 bits"),
+        ("1e308 * 10", "result is inf (only finite numbers are allowed)"),
+        ("1e309", "result is inf"),
+        ("-1e309", "result is inf"),
+        ("1e308 + 1e308 - 1e308", "result is inf"),
+        ("nan", "result is nan"),
+        ("nan + 1", "operand is nan"),
+        ("-" * 150 + "1", "operations nested more than 100 deep"),
+    ],
+)
+def test_bounds_are_named(expression, reason):
+    variables = {
+        **VARS,
+        "long_list": list(range(1001)),
+        "empty": [],
+        "big": 2**1000,
+        "too_big": 2**1024,
+        "nan": float("nan"),
+    }
+    with pytest.raises(ExpressionError) as info:
+        evaluate(expression, variables)
+    assert reason in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("round(123456, -400)", 0),
+        ("round(1.23456, 400)", 1.23456),
+        ("round(2 ** 1000, -3) % 1000", 0),
+        ("2 ** 1023 + (2 ** 1023 - 1)", 2**1024 - 1),
+        ("(2 ** 512) * (2 ** 511)", 2**1023),
+        ("min(xs)", 1),
+        ("max(xs)", 3.5),
+        ("1e308 * 1.5", 1.5e308),
+        ("1 / 2 ** 1000", 2.0**-1000),
+        ("10 ** -400", 0.0),
+    ],
+)
+def test_values_inside_the_bounds_still_compute(expression, expected):
+    assert evaluate(expression, {"xs": [2, 1, 3.5]}) == expected
+
+
+def test_one_budget_bounds_a_whole_recipe():
+    """700 variables of 300 operations each: more than one recipe may spend."""
+    from sparse_transfer.recipe import load_recipe
+
+    body = "eval(min(" + ", ".join(["1"] * 300) + "))"
+    text = "".join(f"v{i}: {body}\n" for i in range(700))
+    start = time.perf_counter()
+    with pytest.raises(RecipeError, match="more than 200000 operations"):
+        load_recipe(text)
+    assert time.perf_counter() - start < 10
+    load_recipe("".join(f"v{i}: {body}\n" for i in range(600)))  # 180k operations: fine
+
+
+def test_variables_nested_through_each_other_are_bounded():
+    """A chain of 300 variables, each using the previous one: a named error, no RecursionError."""
+    from sparse_transfer.recipe import load_recipe
+
+    def chain(length: int) -> str:  # the last variable first, so resolving it walks the chain
+        return "".join(f"v{i}: eval(v{i - 1} + 1)\n" for i in range(length - 1, 0, -1)) + "v0: 1\n"
+
+    with pytest.raises(RecipeError, match="nested more than 100 deep"):
+        load_recipe(chain(300))
+    assert load_recipe(chain(30)).variables["v29"] == 30

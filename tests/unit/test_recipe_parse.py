@@ -432,12 +432,14 @@ def test_errors_in_a_string_recipe_name_the_string_source():
         ("modifiers: [1, 2]\n", r"<string>:1: modifiers\[0\]: expected a modifier"),
         ("modifiers: 3\n", "must be a list of modifiers"),
         ("- a\n- b\n", "a recipe is a YAML mapping"),
-        ("a: 1\na: 2\n", "<string>:2: duplicate top-level key 'a'"),
+        ("a: 1\na: 2\n", r"<string>:2: duplicate key 'a' \(first on line 1\)"),
+        # Nested mappings too (PyYAML alone keeps the last value silently).
+        ("a:\n  x: 1\n  x: 2\n", r"<string>:3: duplicate key 'x' \(first on line 2\)"),
         ("a: [1\n", "invalid YAML"),
         ("a: !Foo {}\n", r"tag '!Foo' is only allowed on an item of a '\*modifiers' list"),
         (
             "modifiers:\n  - !EpochRangeModifier\n      end_epoch: 1\n      end_epoch: 2\n",
-            "<string>:4: EpochRangeModifier .* field 'end_epoch': given twice",
+            r"<string>:4: duplicate key 'end_epoch' \(first on line 3\)",
         ),
         ("modifiers:\n  - !EpochRangeModifier [1]\n", "its fields must be a mapping"),
         ("a: &a [1, *a]\n", "<string>:1: a value contains an alias of itself"),
@@ -537,3 +539,84 @@ def test_alias_bomb_is_refused_quickly():
     with pytest.raises(RecipeError, match="expands to more than"):
         load_recipe("\n".join(lines) + "\n")
     assert time.perf_counter() - start < 2
+
+
+# --- finite numbers only, and YAML read within bounds -----------------------------------------
+
+NON_FINITE_RECIPES = [
+    ("init_lr: .nan\n", "<string>:1: variable 'init_lr': value is NaN"),
+    ("num_epochs: .inf\n", "<string>:1: variable 'num_epochs': value is infinity"),
+    ("num_epochs: -.Inf\n", "<string>:1: variable 'num_epochs': value is -infinity"),
+    ("lrs: [0.1, .NaN]\n", r"<string>:1: variable 'lrs': value\[1\] is NaN"),
+    ("num_epochs: 1e999\n", "<string>:1: variable 'num_epochs': value is infinity"),
+    ("num_epochs: eval(1e308 * 10)\n", "variable 'num_epochs': expression '1e308 \\* 10': result is inf"),
+    (
+        "modifiers:\n  - !EpochRangeModifier\n      end_epoch: .inf\n",
+        r"<string>:3: EpochRangeModifier \(modifiers\[0\]\) field 'end_epoch': value is infinity",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "match"), NON_FINITE_RECIPES)
+def test_nan_and_infinity_in_a_recipe_are_errors(text, match):
+    with pytest.raises(RecipeError, match=match):
+        load_recipe(text)
+
+
+@pytest.mark.parametrize(
+    ("recipe_args", "match"),
+    [
+        ('{"init_lr": NaN}', "NaN is not a number JSON allows"),
+        ('{"num_epochs": Infinity}', "Infinity is not a number JSON allows"),
+        ('{"num_epochs": -Infinity}', "-Infinity is not a number JSON allows"),
+        ('{"num_epochs": 1e999}', "recipe_args: 'num_epochs' is infinity"),
+        ({"init_lr": float("nan")}, "recipe_args: 'init_lr' is NaN"),
+        ({"init_lr": [1.0, float("inf")]}, r"recipe_args: 'init_lr'\[1\] is infinity"),
+        ('{"num_epochs": 1' + "0" * 5000 + "}", "number longer than 400 characters"),
+    ],
+)
+def test_nan_and_infinity_in_recipe_args_are_errors(recipe_args, match):
+    recipe = builtin_recipe_path("sst2_pruned90_quant")
+    with pytest.raises(RecipeError, match=match):
+        load_recipe(recipe, recipe_args)
+
+
+def test_recipe_check_json_never_prints_nan(tmp_path, capsys):
+    from sparse_transfer.cli import main
+
+    path = tmp_path / "nan.yaml"
+    path.write_text(
+        "num_epochs: .nan\nmodifiers:\n  - !EpochRangeModifier\n      end_epoch: eval(num_epochs)\n"
+    )
+    assert main(["recipe", "check", str(path), "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"{path}:1: variable 'num_epochs': value is NaN" in err
+    recipe = str(builtin_recipe_path("sst2_pruned90_quant"))
+    assert main(["recipe", "check", recipe, "--json", "--recipe_args", '{"init_lr": NaN}']) == 2
+    assert capsys.readouterr().out == ""
+    assert main(["recipe", "check", recipe, "--json"]) == 0
+
+    def refuse(name):
+        raise AssertionError(f"{name} in recipe check --json output")
+
+    json.loads(capsys.readouterr().out, parse_constant=refuse)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        # YAML 1.1 sexagesimal ints cost quadratic time in PyYAML: 2 MB of them took minutes.
+        ("a: 1" + ":0" * 200_000 + "\n", "<string>:1: number longer than 400 characters"),
+        ("a: 1" + "0" * 5000 + "\n", "number longer than 400 characters"),
+        ("a: " + "[" * 5000 + "]" * 5000 + "\n", "<string>:1: values nested more than 100 deep"),
+    ],
+)
+def test_yaml_that_would_hang_or_crash_the_loader_is_refused_fast(text, match):
+    import time
+
+    start = time.thread_time()  # CPU time: a loaded CI machine does not make it flaky
+    with pytest.raises(RecipeError, match=match):
+        load_recipe(text)
+    # ~1 s for the deep nesting (PyYAML's scanner looks ~1000 brackets ahead), ms otherwise
+    assert time.thread_time() - start < 5
