@@ -631,3 +631,41 @@ def test_notes_warn_when_the_steps_would_miss_their_secret():
     warning = notes(str(CHART / "ci" / "schedules-values.yaml"))
     assert 'steps read S3 credentials from the Secret "sparse-transfer-s3"' in warning
     assert "SPARSE_TRANSFER_S3_SECRET=mlpipeline-minio-artifact" in warning
+
+
+@needs_helm
+def test_notes_template_the_launcher_patch_for_our_bucket_only():
+    """The `providers` override the launcher needs, as KFP's S3 provider config reads it
+    (backend/src/v2/config/s3.go: S3Override fields), scoped to the pipeline root's bucket and
+    prefix so other applications in the namespace keep the namespace's defaults."""
+    out = helm(
+        "install",
+        "st",
+        str(CHART),
+        "--dry-run=client",
+        "-n",
+        "kubeflow-user-example-com",
+        "-f",
+        str(CHART / "ci" / "schedules-values.yaml"),
+    ).stdout
+    notes = out[out.index("NOTES:") :]
+    line = next(x for x in notes.splitlines() if "patch configmap kfp-launcher" in x)
+    assert line.strip().startswith("kubectl -n kubeflow-user-example-com patch configmap")
+    patch = json.loads(line[line.index("-p '") + 4 : line.rindex("'")])
+    providers = yaml.safe_load(patch["data"]["providers"])
+    (override,) = providers["s3"]["overrides"]
+    s3_override_fields = {"endpoint", "region", "disableSSL", "bucketName", "keyPrefix"}
+    s3_override_fields |= {"credentials", "forcePathStyle", "maxRetries"}
+    assert set(override) <= s3_override_fields
+    assert override["bucketName"] == "mlpipeline"
+    assert override["keyPrefix"] == "sparse-transfer/runs"
+    assert override["endpoint"] == "minio-service.kubeflow:9000"
+    assert override["credentials"] == {
+        "fromEnv": False,
+        "secretRef": {
+            "secretName": "mlpipeline-minio-artifact",
+            "accessKeyKey": "accesskey",
+            "secretKeyKey": "secretkey",
+        },
+    }
+    assert "runs execute in" not in notes  # installed where the runs run
