@@ -205,7 +205,10 @@ def compile_command(args: argparse.Namespace) -> int:
 
     written = client.compile_pipelines(
         args.output_dir or client.COMPILED_DIR,
-        chart_copy=None if args.no_chart_copy else client.CHART_COPY,
+        # Installed from a wheel there is no chart folder beside the package: nothing to copy.
+        chart_copy=None
+        if args.no_chart_copy or not client.CHART_COPY.parent.is_dir()
+        else client.CHART_COPY,
     )
     for path in written:
         print(f"wrote {path}")

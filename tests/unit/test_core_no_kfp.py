@@ -10,6 +10,7 @@ entry point instead (pyproject.toml).
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -183,3 +184,43 @@ def test_installed_cli_finds_the_pipeline_group_through_the_entry_point():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd="/"
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_the_wheel_works_without_the_source_tree(tmp_path):
+    """Built as a wheel and imported from outside the checkout: the plugin group is declared,
+    the run configs and compiled specs travel as package data, `pipeline` is a subcommand."""
+    import zipfile
+
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"]
+        + [str(ROOT), "-w", str(tmp_path / "dist")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+    entry_points = next(site.glob("*.dist-info/entry_points.txt")).read_text()
+    assert "[sparse_transfer.cli_plugins]\npipeline = pipelines.cli:register" in entry_points
+    code = (
+        "import sparse_transfer, pipelines.results.run as run, pipelines.client as client\n"
+        f"assert sparse_transfer.__file__.startswith({str(site)!r}), sparse_transfer.__file__\n"
+        "assert (run.CONFIGS / 'real-results-sparse.yaml').is_file()\n"
+        "assert (client.COMPILED_DIR / 'sparse_transfer_pipeline.yaml').is_file()\n"
+        "from sparse_transfer.cli import main\n"
+        "raise SystemExit(main(['pipeline', '--help']))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(site)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "schedule" in result.stdout and "upload" in result.stdout
