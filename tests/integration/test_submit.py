@@ -238,3 +238,23 @@ def test_request_bodies_fit_the_api_models(kfp, config):
     kfp_client.schedule(client(kfp), config, cron="0 3 * * 1", name="weekly")
     (experiment,) = kfp.state.experiments.values()
     assert_fits(json.loads(json.dumps(experiment)), models.V2beta1Experiment)
+
+
+def test_shared_pipelines_are_readable_by_anyone_but_writable_only_with_system_rights():
+    """pipeline_server.go canAccessPipeline: get/list of a shared pipeline skips authorization;
+    create is authorized against KFP's own namespace."""
+    admin = "admin-token"
+    users = {**USERS, admin: ("admin@example.com", {"kubeflow"})}
+    with FakeKfp(multi_user=True, users=users) as kfp:
+        shared = kfp_client.upload(kfp_client.make_client(kfp.url, token=admin), name="shared")
+        assert kfp.state.pipelines[shared["pipeline_id"]]["namespace"] == ""
+        anonymous = kfp_client.make_client(kfp.url)
+        found = anonymous.list_pipelines(filter=kfp_client._equals("display_name", "shared"))
+        assert [p.pipeline_id for p in found.pipelines] == [shared["pipeline_id"]]
+        with pytest.raises(ApiException) as refused:  # alice may not add a version to it
+            client(kfp).upload_pipeline_version(
+                str(SPEC), pipeline_version_name="v9", pipeline_id=shared["pipeline_id"]
+            )
+        assert refused.value.status == 403
+        # Alice's namespaced list does not show it: namespaces are separate.
+        assert kfp_client._find_pipeline(client(kfp), "shared", NS) is None
