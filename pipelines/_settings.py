@@ -19,6 +19,9 @@ S3_SECRET_KEYS = {
     "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
     "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL",
 }
+# Keys a Secret may carry but need not (an `optional` secretKeyRef: a Secret without them still
+# starts the pod). boto3 needs the region for AWS S3 outside us-east-1.
+S3_OPTIONAL_SECRET_KEYS = {"AWS_DEFAULT_REGION": "AWS_DEFAULT_REGION"}
 
 # (cpu request, memory request, memory limit) per kind of step.
 RESOURCES = {
@@ -32,8 +35,9 @@ RETRIES = {"num_retries": 3, "backoff_duration": "30s", "backoff_factor": 2.0}
 
 def with_s3(task: PipelineTask) -> PipelineTask:
     """Injects the S3 credentials from the Kubernetes Secret (never from pipeline parameters)."""
+    kubernetes.use_secret_as_env(task, secret_name=S3_SECRET, secret_key_to_env=S3_SECRET_KEYS)
     return kubernetes.use_secret_as_env(
-        task, secret_name=S3_SECRET, secret_key_to_env=S3_SECRET_KEYS
+        task, secret_name=S3_SECRET, secret_key_to_env=S3_OPTIONAL_SECRET_KEYS, optional=True
     )
 
 
@@ -43,8 +47,13 @@ def resources(task: PipelineTask, kind: str) -> PipelineTask:
 
 
 def io_step(task: PipelineTask) -> PipelineTask:
-    """Fetch/publish steps: small, retried on transient storage errors, with S3 access."""
-    resources(task, "io").set_retry(**RETRIES)
+    """Fetch/publish steps: small, retried on transient storage errors, with S3 access.
+
+    Never cached: KFP's cache key is the step's inputs and spec only
+    (backend/src/v2/cacheutils/cache.go, GenerateCacheKey), so a cached fetch would serve an
+    old dataset snapshot or a replaced zoo entry, and a cached publish would skip publishing.
+    """
+    resources(task, "io").set_retry(**RETRIES).set_caching_options(False)
     return with_s3(task)
 
 
@@ -52,7 +61,10 @@ def training_step(task: PipelineTask, accelerator_type, accelerator_limit) -> Pi
     """Training steps: big, never cached by default (a rerun should retrain), optional GPU.
 
     `accelerator_type`/`accelerator_limit` are pipeline parameters; an empty type
-    with limit 0 means CPU only.
+    with limit "0" means CPU only. Both must be *string* parameters: KFP's driver resolves a
+    runtime placeholder in `resourceType`/`resourceCount` with ``GetStringValue()``
+    (backend/src/v2/driver/util.go ``resolvePodSpecInputRuntimeParameter`` in 2.5; resolve.go
+    later), which is empty for a number, and then sets no limit (driver.go ``initPodSpecPatch``).
     """
     resources(task, "train").set_caching_options(False)
     task.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_limit)

@@ -1,6 +1,6 @@
 """Compile, run locally, upload, submit and schedule the pipelines (the kfp side of the CLI).
 
-`sparse_transfer.cli.pipeline` parses arguments and imports this module lazily;
+`pipelines.cli` parses arguments and imports this module lazily;
 the library itself never imports kfp.
 """
 
@@ -109,41 +109,6 @@ class LocalRunResult:
     published: str
 
 
-def _docker_runner():
-    """kfp's DockerRunner set up for our image (and for podman's Docker API).
-
-    Our image's entry point is `sparse-transfer`, but kfp passes `sh -c ...` as the
-    command, so the entry point is reset to `/usr/bin/env`. Steps run as the
-    calling user so they can write the host pipeline root that kfp mounts. Podman
-    answers "no such container" with HTTP 500 instead of 404; kfp's cleanup expects
-    NotFound, so that one answer is translated.
-    """
-    import docker.api.client
-    import docker.errors
-    from kfp import local
-
-    original = docker.api.client.create_api_error_from_http_exception
-    if not getattr(original, "_sparse_transfer_podman", False):
-
-        def podman_not_found(exc):
-            response = exc.response
-            if (
-                response is not None
-                and response.status_code == 500
-                and "no such container" in response.text
-            ):
-                raise docker.errors.NotFound(exc, response=response, explanation=response.text)
-            return original(exc)
-
-        podman_not_found._sparse_transfer_podman = True
-        docker.api.client.create_api_error_from_http_exception = podman_not_found
-    return local.DockerRunner(
-        entrypoint=["/usr/bin/env"],
-        user=f"{os.getuid()}:{os.getgid()}",
-        network_mode="host",
-    )
-
-
 def run_local(
     config_path: str | Path,
     *,
@@ -191,7 +156,9 @@ def run_local(
     if runner == "subprocess":
         chosen = local.SubprocessRunner(use_venv=False)
     elif runner == "docker":
-        chosen = _docker_runner()
+        from pipelines.docker_runner import docker_runner
+
+        chosen = docker_runner()
     else:
         raise PipelineError(f"unknown local runner {runner!r}; use subprocess or docker")
     local.init(runner=chosen, pipeline_root=str(root), raise_on_error=True)
@@ -265,6 +232,17 @@ def _seed_data(directory: Path) -> dict[str, str]:
 
 # ------------------------------------------------------------------ cluster
 
+# The oldest KFP backend the compiled specs run on as written. Per-task resource and
+# accelerator placeholders are read by the driver from 2.4 (backend/src/v2/driver/driver.go,
+# initPodSpecPatch) and `secretAsEnv.secretNameParameter` from 2.5, but `SecretAsEnv.optional`
+# (the optional AWS_DEFAULT_REGION key; kfp-kubernetes 2.17 emits the field on every Secret)
+# only exists from 2.15.0 (kubernetes_platform/proto/kubernetes_executor_config.proto). Older
+# drivers drop fields they do not know (backend/src/common/util/json.go UnmarshalString), so an
+# optional key would turn required and a Secret without it would stop the step.
+# tests/unit/test_compiled_specs.py parses the specs strictly with that release's protos.
+MIN_BACKEND = (2, 15, 0)
+COOKIE_ENV = "KF_PIPELINES_COOKIE"
+
 
 def make_client(
     host: str | None = None,
@@ -274,6 +252,7 @@ def make_client(
     namespace: str | None = None,
     ssl_ca_cert: str | None = None,
     verify_ssl: bool | None = None,
+    cookies: str | None = None,
 ) -> Any:
     """A `kfp.Client` with the authentication a KFP user expects, first match wins:
 
@@ -281,7 +260,9 @@ def make_client(
        an OIDC/Dex id token);
     2. a service-account token file: `sa_token_path` or ``$KF_PIPELINES_SA_TOKEN_PATH``
        (projected volume, refreshed on every request);
-    3. nothing: kfp's own defaults (in-cluster config when `host` is None and we
+    3. a session cookie: `cookies` or ``$KF_PIPELINES_COOKIE`` (``authservice_session=...``
+       or ``oauth2_proxy_kubeflow=...`` copied from a browser: Kubeflow behind a login page);
+    4. nothing: kfp's own defaults (in-cluster config when `host` is None and we
        run in a pod, else the kubeconfig's port-forward/proxy).
     """
     import kfp
@@ -289,6 +270,7 @@ def make_client(
 
     token = token or os.environ.get(TOKEN_ENV) or None
     sa_token_path = sa_token_path or os.environ.get(SA_TOKEN_ENV) or None
+    cookies = cookies or os.environ.get(COOKIE_ENV) or None
     kwargs: dict[str, Any] = {"host": host, "ssl_ca_cert": ssl_ca_cert, "verify_ssl": verify_ssl}
     if namespace:
         kwargs["namespace"] = namespace
@@ -298,6 +280,8 @@ def make_client(
         if not Path(sa_token_path).is_file():
             raise PipelineError(f"service-account token file {sa_token_path} does not exist")
         kwargs["credentials"] = ServiceAccountTokenVolumeCredentials(path=sa_token_path)
+    elif cookies:
+        kwargs["cookies"] = cookies
     try:
         return kfp.Client(**kwargs)
     except Exception as exc:  # kfp raises bare exceptions for unreachable hosts
@@ -306,14 +290,55 @@ def make_client(
         ) from exc
 
 
-@contextmanager
-def _package(name: str) -> Iterator[Path]:
-    """A freshly compiled spec of pipeline `name` in a temp file.
+def backend_info(client: Any) -> dict[str, Any]:
+    """The server's ``/apis/v2beta1/healthz`` answer (``tag_name``, ``multi_user``).
 
-    Compiling at submission (not reading pipelines/compiled/) honours
-    ``SPARSE_TRANSFER_IMAGE`` and ``SPARSE_TRANSFER_S3_SECRET`` of this shell;
-    with neither set it is byte-identical to the checked-in spec (a test checks).
+    Read raw: kfp-server-api's model drops ``tag_name``
+    (backend/src/apiserver/main.go, healthzResponse, has it).
     """
+    import json
+
+    try:
+        response = client._healthz_api.healthz_service_get_healthz(_preload_content=False)
+        return json.loads(response.data or b"{}")
+    except Exception as exc:
+        raise PipelineError(f"cannot read the KFP API version (healthz): {exc}") from exc
+
+
+def check_backend(client: Any) -> dict[str, Any]:
+    """Refuses a KFP backend older than `MIN_BACKEND`; returns the healthz answer.
+
+    A build that reports no release tag (``unknown``, a dev build) is let through.
+    """
+    import re
+
+    info = backend_info(client)
+    tag = str(info.get("tag_name") or "")
+    match = re.match(r"v?(\d+)\.(\d+)\.(\d+)", tag)
+    if match and tuple(int(g) for g in match.groups()) < MIN_BACKEND:
+        floor = ".".join(map(str, MIN_BACKEND))
+        raise PipelineError(
+            f"Kubeflow Pipelines backend {tag} is too old: sparse-transfer's pipelines need "
+            f"KFP >= {floor} (runtime GPU/resource placeholders, optional S3 Secret keys); "
+            "upgrade KFP, see docs/kubeflow.md"
+        )
+    return info
+
+
+@contextmanager
+def _package(name: str, package: str | Path | None = None) -> Iterator[Path]:
+    """The spec to send: `package` when given (e.g. the Helm chart's rendered copy, which
+    carries the chart's image), else a freshly compiled spec of pipeline `name`.
+
+    Compiling honours ``SPARSE_TRANSFER_IMAGE`` and ``SPARSE_TRANSFER_S3_SECRET`` of this
+    shell; with neither set it is byte-identical to the checked-in spec (a test checks).
+    """
+    if package is not None:
+        path = Path(package)
+        if not path.is_file():
+            raise PipelineError(f"pipeline package {path} does not exist")
+        yield path
+        return
     from kfp import compiler
 
     pipeline = get_pipeline(name)
@@ -323,28 +348,84 @@ def _package(name: str) -> Iterator[Path]:
         yield path
 
 
+def _equals(key: str, value: str) -> str:
+    import json
+
+    return json.dumps({"predicates": [{"operation": "EQUALS", "key": key, "stringValue": value}]})
+
+
+def _find_pipeline(client: Any, name: str, namespace: str | None) -> str | None:
+    """The id of pipeline `name` in `namespace` (shared pipelines when None)."""
+    found = client.list_pipelines(filter=_equals("display_name", name), namespace=namespace)
+    pipelines = found.pipelines or []
+    if len(pipelines) > 1:
+        raise PipelineError(f"{len(pipelines)} pipelines named {name!r}; KFP keeps names unique")
+    return pipelines[0].pipeline_id if pipelines else None
+
+
+def _find_version(client: Any, pipeline_id: str, version: str | None) -> str | None:
+    """The id of version `version` (the newest version when None) of a pipeline."""
+    if version is None:
+        found = client.list_pipeline_versions(pipeline_id, sort_by="created_at desc", page_size=1)
+    else:
+        found = client.list_pipeline_versions(pipeline_id, filter=_equals("display_name", version))
+    versions = found.pipeline_versions or []
+    return versions[0].pipeline_version_id if versions else None
+
+
 def upload(
     client: Any,
     pipeline: str = "sparse_transfer",
     *,
     name: str | None = None,
     version: str | None = None,
+    namespace: str | None = None,
+    package: str | Path | None = None,
 ) -> dict[str, str]:
-    """Uploads the compiled spec as a new pipeline, or as a new version of an existing one.
+    """Uploads the spec as a new pipeline, or as a new version of the existing one.
+
+    Idempotent per version name: a version that already exists (a retried hook Job) is
+    returned, not uploaded twice. `namespace` makes a namespaced pipeline (multi-user KFP:
+    a shared one needs rights in KFP's own namespace, pipeline_server.go canAccessPipeline).
 
     Returns:
-        ``pipeline_id`` and, for a new version, ``version_id``.
+        ``pipeline_id`` and ``version_id`` (the version uploaded or found).
     """
     from sparse_transfer import __version__
 
     name = name or get_pipeline(pipeline).name
-    existing = client.get_pipeline_id(name)
-    with _package(pipeline) as path:
-        if existing is None:
+    existing = _find_pipeline(client, name, namespace)
+    with _package(pipeline, package) as path:
+        if existing is None and version is not None:
+            # The pipeline alone, then its first version under the requested name
+            # (CreatePipeline, backend/api/v2beta1/pipeline.proto): upload_pipeline would name
+            # the first version after the pipeline and a later lookup by name would miss it.
+            from kfp_server_api import V2beta1Pipeline
+
+            existing = client._pipelines_api.pipeline_service_create_pipeline(
+                V2beta1Pipeline(
+                    name=name,
+                    display_name=name,
+                    description=get_pipeline(pipeline).description,
+                    namespace=namespace or "",
+                )
+            ).pipeline_id
+        elif existing is None:
             created = client.upload_pipeline(
-                str(path), pipeline_name=name, description=get_pipeline(pipeline).description
+                str(path),
+                pipeline_name=name,
+                description=get_pipeline(pipeline).description,
+                namespace=namespace,
             )
-            return {"pipeline_id": created.pipeline_id}
+            # KFP creates the pipeline's first version with it (resource_manager.go).
+            return {
+                "pipeline_id": created.pipeline_id,
+                "version_id": _find_version(client, created.pipeline_id, None) or "",
+            }
+        if version is not None:
+            found = _find_version(client, existing, version)
+            if found is not None:
+                return {"pipeline_id": existing, "version_id": found}
         version = version or f"{name}-{__version__}-{_stamp()}"
         created = client.upload_pipeline_version(
             str(path), pipeline_version_name=version, pipeline_id=existing
@@ -364,16 +445,24 @@ def submit(
     *,
     experiment: str | None = None,
     namespace: str | None = None,
+    package: str | Path | None = None,
+    pipeline_root: str | None = None,
 ) -> str:
-    """Creates one run from a run config; returns the run id."""
+    """Creates one run from a run config; returns the run id.
+
+    `pipeline_root` (e.g. ``s3://bucket/pipeline-root``) sets where this run's artifacts go,
+    instead of the namespace's ``kfp-launcher`` default (RuntimeConfig.pipeline_root).
+    """
     config = read_config(config_path)
-    with _package(config.pipeline) as path:
+    check_backend(client)
+    with _package(config.pipeline, package) as path:
         run = client.create_run_from_pipeline_package(
             str(path),
             arguments=config.parameters,
             run_name=config.run_name or f"{config.pipeline}-{_stamp()}",
             experiment_name=experiment or config.experiment,
             namespace=namespace,
+            pipeline_root=pipeline_root,
         )
     return run.run_id
 
@@ -386,8 +475,18 @@ def schedule(
     experiment: str | None = None,
     name: str | None = None,
     namespace: str | None = None,
+    pipeline_name: str | None = None,
+    version: str | None = None,
+    package: str | Path | None = None,
+    pipeline_root: str | None = None,
 ) -> str:
-    """Creates a KFP recurring run for scheduled retraining; returns its id.
+    """Creates or replaces the KFP recurring run `name` for scheduled retraining; returns its id.
+
+    The recurring run points at an uploaded pipeline version: `version` of `pipeline_name`
+    (default: its newest version; the spec, `package` or a fresh compile, is uploaded when the
+    pipeline or that version is missing), so it runs exactly what was uploaded, and a rerun
+    (every ``helm upgrade``) replaces the recurring runs of that name in the experiment
+    instead of adding one: KFP itself keeps no unique recurring-run names (model/job.go).
 
     The config must name `dataset_snapshot_prefix` (each run trains on the
     newest snapshot under it) and `publish_stub`; `must_beat_published` is
@@ -411,19 +510,44 @@ def schedule(
         )
     parameters = dict(config.parameters, must_beat_published=True)
     cron_expression = to_kfp_cron(cron)  # a bad expression fails before any request
+    check_backend(client)
+    pipeline_name = pipeline_name or get_pipeline(config.pipeline).name
+    pipeline_id = _find_pipeline(client, pipeline_name, namespace)
+    version_id = _find_version(client, pipeline_id, version) if pipeline_id else None
+    if pipeline_id and version_id:
+        ids = {"pipeline_id": pipeline_id, "version_id": version_id}
+    else:
+        ids = upload(
+            client,
+            config.pipeline,
+            name=pipeline_name,
+            version=version,
+            namespace=namespace,
+            package=package,
+        )
     experiment_obj = client.create_experiment(
         experiment or config.experiment or "sparse-transfer-retraining", namespace=namespace
     )
-    with _package(config.pipeline) as path:
-        job = client.create_recurring_run(
-            experiment_id=experiment_obj.experiment_id,
-            job_name=name or config.run_name or f"{config.pipeline}-retraining",
-            description=config.description,
-            cron_expression=cron_expression,
-            max_concurrency=1,
-            no_catchup=True,
-            params=parameters,
-            pipeline_package_path=str(path),
-            enable_caching=False,
-        )
+    job_name = name or config.run_name or f"{config.pipeline}-retraining"
+    stale = client.list_recurring_runs(
+        experiment_id=experiment_obj.experiment_id,
+        namespace=namespace,
+        filter=_equals("display_name", job_name),
+        page_size=100,
+    )
+    job = client.create_recurring_run(
+        experiment_id=experiment_obj.experiment_id,
+        job_name=job_name,
+        description=config.description,
+        cron_expression=cron_expression,
+        max_concurrency=1,
+        no_catchup=True,
+        params=parameters,
+        pipeline_id=ids["pipeline_id"],
+        version_id=ids["version_id"],
+        pipeline_root=pipeline_root,
+        enable_caching=False,
+    )
+    for old in stale.recurring_runs or []:  # replaced only once the new one exists
+        client.delete_recurring_run(old.recurring_run_id)
     return job.recurring_run_id

@@ -57,7 +57,7 @@ def dense_teacher_pipeline(
     gate_metric: str = "",
     min_metric: float = 0.0,
     accelerator_type: str = "",
-    accelerator_limit: int = 0,
+    accelerator_limit: str = "0",
 ) -> PipelineOutputs:
     """Dense teacher end to end; parameters mean what they mean in `sparse_transfer_pipeline`."""
     data, config = data_and_training_flags(locals())

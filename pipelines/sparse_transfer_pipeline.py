@@ -85,7 +85,7 @@ def sparse_transfer_pipeline(
     max_drop_vs_teacher: float = 2.0,
     must_beat_published: bool = False,
     accelerator_type: str = "",
-    accelerator_limit: int = 0,
+    accelerator_limit: str = "0",
 ) -> PipelineOutputs:
     """Sparse transfer end to end.
 
@@ -101,7 +101,8 @@ def sparse_transfer_pipeline(
         max_drop_vs_teacher: gate, allowed drop below the teacher in points (negative: off).
         must_beat_published: publish only if better than the model now at `publish_stub`.
         accelerator_type / accelerator_limit: GPU for the training steps, e.g.
-            ``nvidia.com/gpu`` and 1; empty/0 for CPU only.
+            ``nvidia.com/gpu`` and ``"1"``; empty/"0" for CPU only. The count is a string
+            because KFP's driver resolves runtime resource placeholders as strings.
     """
     data, config = data_and_training_flags(locals())
     student = io_step(

@@ -1,9 +1,13 @@
 """The `sparse-transfer` command: argument parsing only, logic lives in the library.
 
 Each subcommand group lives in its own module here (`recipe`, `train`,
-`evaluate`, `export`, `benchmark`, `zoo`, `pipeline`) and exposes
+`evaluate`, `export`, `benchmark`, `zoo`) and exposes
 ``register(subparsers)``; handlers import heavy libraries lazily so that
-``sparse-transfer --help`` stays fast.
+``sparse-transfer --help`` stays fast. Groups that live above the library (the
+kfp-facing `pipeline` commands in `pipelines.cli`) are plugins: any installed
+distribution may declare a ``register`` function in the entry-point group
+``sparse_transfer.cli_plugins`` (see pyproject.toml), so this package never
+imports them by name.
 
 Errors on bad input (`SparseTransferError`) end as one line on stderr,
 ``sparse-transfer: error: <message>``, and exit code 2 (as argparse does for bad
@@ -21,12 +25,21 @@ import traceback
 
 from sparse_transfer.errors import SparseTransferError
 
-COMMAND_MODULES = ("recipe", "train", "evaluate", "export", "benchmark", "zoo", "pipeline")
+COMMAND_MODULES = ("recipe", "train", "evaluate", "export", "benchmark", "zoo")
+PLUGIN_GROUP = "sparse_transfer.cli_plugins"
 PROG = "sparse-transfer"
 #: Environment variable that turns on stack traces, like ``--debug``.
 DEBUG_ENV = "SPARSE_TRANSFER_DEBUG"
 #: Exit code for bad input, the same as argparse's for a bad flag.
 EXIT_BAD_INPUT = 2
+
+
+def _register_plugins(sub: argparse._SubParsersAction) -> None:
+    """Adds every command group declared in the ``sparse_transfer.cli_plugins`` entry points."""
+    from importlib.metadata import entry_points
+
+    for entry in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        entry.load()(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    _register_plugins(sub)
     return parser
 
 

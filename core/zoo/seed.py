@@ -358,7 +358,7 @@ def _build_upstreams(
         "minilm": "",
         "full": " --full",
         "tiny": " --tiny",
-    }.get(name, f" (schedule {name!r}: python -m sparse_transfer.results)")
+    }.get(name, f" (schedule {name!r}: python -m pipelines.results)")
     from sparse_transfer.zoo._card import ModelCard
 
     dense_meta = {

@@ -106,6 +106,10 @@ def pipeline_spec(configmap: dict) -> dict:
     return next(yaml.safe_load_all(configmap["data"]["sparse_transfer_pipeline.yaml"]))
 
 
+def pod_annotations(job: dict) -> dict:
+    return job["spec"]["template"]["metadata"].get("annotations", {})
+
+
 def container_env(container: dict) -> dict:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
 
@@ -146,8 +150,18 @@ def test_ci_values_cover_default_minio_and_schedules():
 
 
 @needs_helm
-def test_default_launcher_config_points_the_pipeline_root_at_s3():
-    docs = render(CHART / "ci" / "default-values.yaml")
+def test_kfp_launcher_is_not_the_charts_unless_asked():
+    """KFP and its profile controller own `kfp-launcher` in each namespace
+    (manifests/kustomize/base/installs/multi-user/pipelines-profile-controller/sync.py)."""
+    for values in CI_VALUES:
+        assert [d for d in render(values) if d["metadata"]["name"] == "kfp-launcher"] == [], (
+            values.name
+        )
+
+
+@needs_helm
+def test_opt_in_launcher_config_points_the_pipeline_root_at_s3():
+    docs = render(CHART / "ci" / "default-values.yaml", "--set", "launcherConfig.create=true")
     launcher = one(docs, "ConfigMap", "kfp-launcher")["data"]
     assert launcher["defaultPipelineRoot"] == "s3://my-team-models/pipeline-root"
     providers = yaml.safe_load(launcher["providers"])
@@ -243,13 +257,12 @@ def test_pipeline_spec_steps_run_the_charts_image():
     spec = pipeline_spec(one(docs, "ConfigMap", "-pipeline"))
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {f"ghcr.io/sparse-transfer/sparse-transfer{digest}"}
-    # The upload Job puts that spec where the CLI reads the packaged one.
+    # The upload Job uploads that spec as is (--package), not one compiled in the image.
     job = one(docs, "Job", "-upload")["spec"]["template"]["spec"]
     mount = next(m for m in job["containers"][0]["volumeMounts"] if m["name"] == "pipeline")
-    assert mount["mountPath"].endswith(
-        "site-packages/pipelines/compiled/sparse_transfer_pipeline.yaml"
-    )
-    assert mount["subPath"] == "sparse_transfer_pipeline.yaml"
+    env = container_env(job["containers"][0])
+    assert env["PIPELINE_PACKAGE"] == f"{mount['mountPath']}/sparse_transfer_pipeline.yaml"
+    assert job["containers"][0]["args"][0].count('--package "$PIPELINE_PACKAGE"') == 1
 
 
 def test_chart_copy_of_the_compiled_spec_is_fresh():
@@ -293,6 +306,11 @@ def test_upload_job_uploads_then_schedules_each_enabled_run():
     assert set(schedules) == {"weekly-retrain.yaml", "nightly-eval.yaml"}
     # existingSecret: no Secret of ours; the launcher and the steps use the user's.
     assert by_kind(docs, "Secret") == []
+    assert container_env(container)["PIPELINE_ROOT"] == "s3://mlpipeline/sparse-transfer/runs"
+    assert '--pipeline-root "$PIPELINE_ROOT"' in script
+    assert '--pipeline-name "$PIPELINE_NAME" --version "$PIPELINE_VERSION"' in script
+    assert pod_annotations(job) == {"sidecar.istio.io/nativeSidecar": "true"}
+    docs = render(CHART / "ci" / "schedules-values.yaml", "--set", "launcherConfig.create=true")
     launcher = yaml.safe_load(one(docs, "ConfigMap", "kfp-launcher")["data"]["providers"])
     assert launcher["s3"]["default"]["endpoint"] == "minio-service.kubeflow:9000"
     assert launcher["s3"]["default"]["disableSSL"] is True
@@ -305,7 +323,7 @@ def test_upload_job_uploads_then_schedules_each_enabled_run():
 
 @needs_helm
 def test_minio_on_wires_endpoint_credentials_and_bucket():
-    docs = render(CHART / "ci" / "minio-values.yaml")
+    docs = render(CHART / "ci" / "minio-values.yaml", "--set", "launcherConfig.create=true")
     assert {d["kind"] for d in docs} >= {"Deployment", "Service", "PersistentVolumeClaim", "Job"}
     launcher = yaml.safe_load(one(docs, "ConfigMap", "kfp-launcher")["data"]["providers"])
     assert launcher["s3"]["default"]["endpoint"] == "st-sparse-transfer-minio.ml.svc:9000"
@@ -353,6 +371,11 @@ def test_notes_say_what_was_created_and_how_to_run():
     assert 'Recurring run "weekly-retrain": cron "0 3 * * 1"' in notes
     assert "helm test st" in notes
     assert "sparse-transfer pipeline submit" in notes
+    assert "--pipeline-root s3://mlpipeline/sparse-transfer/runs CONFIG.yaml" in notes
+    assert "kfp-launcher is not this chart's" in notes
+    # kfp.namespace is a profile namespace, the release went to "ml": the steps' Secret is not
+    # where the runs are.
+    assert "runs execute in kubeflow-user-example-com" in notes
 
 
 # --- values.schema.json rejects bad values, naming the field -------------------------------
@@ -425,60 +448,96 @@ def _merge(base: dict, override: dict) -> dict:
     return out
 
 
-@needs_helm
-def test_upload_job_script_runs_against_a_fake_kfp_api(tmp_path: Path):
-    """The Job's rendered shell script, run here with our CLI, makes the requests KFP expects."""
-    import threading
-    from http.server import ThreadingHTTPServer
-
-    fake = pytest.importorskip("test_submit", reason="the fake KFP API lives in test_submit.py")
-    fake.FakeKFP.records, fake.FakeKFP.pipelines, fake.FakeKFP.experiments = [], {}, {}
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), fake.FakeKFP)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        host = f"http://127.0.0.1:{httpd.server_address[1]}"
-        docs = render(CHART / "ci" / "schedules-values.yaml", "--set", f"kfp.host={host}")
-        container = one(docs, "Job", "-upload")["spec"]["template"]["spec"]["containers"][0]
-        schedules_dir = tmp_path / "schedules"
-        schedules_dir.mkdir()
-        for name, text in one(docs, "ConfigMap", "-schedules")["data"].items():
-            (schedules_dir / name).write_text(text)
-        token = tmp_path / "token"
-        token.write_text(fake.TOKEN)
-        env = {k: v for k, v in container_env(container).items() if isinstance(v, str)}
-        env["KF_PIPELINES_SA_TOKEN_PATH"] = str(token)
-        script = container["args"][0].replace("/etc/sparse-transfer/schedules", str(schedules_dir))
-        proc = subprocess.run(
-            [*container["command"], script],
-            env={**os.environ, **env, "PATH": f"{Path(sys.prefix) / 'bin'}:{os.environ['PATH']}"},
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-    records = [(r["method"], r["path"]) for r in fake.FakeKFP.records]
-    assert ("POST", "/apis/v2beta1/pipelines/upload") in records
-    (upload,) = [r for r in fake.FakeKFP.records if r["path"] == "/apis/v2beta1/pipelines/upload"]
-    assert upload["query"]["name"] == ["sparse-transfer"]
-    (experiment,) = [
-        r for r in fake.FakeKFP.records if r["method"] == "POST" and "experiments" in r["path"]
-    ]
-    assert json.loads(experiment["body"]) == {
-        "display_name": "nightly",
-        "namespace": "kubeflow-user-example-com",
-    }
-    (recurring,) = [r for r in fake.FakeKFP.records if r["path"] == "/apis/v2beta1/recurringruns"]
-    body = json.loads(recurring["body"])
-    assert body["display_name"] == "weekly-retrain"
-    assert body["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1"
-    assert body["runtime_config"]["parameters"]["min_metric"] == 0.85
-    assert all(
-        r["headers"].get("authorization") == f"Bearer {fake.TOKEN}" for r in fake.FakeKFP.records
+def _run_upload_job(docs: list[dict], tmp_path: Path, token: str) -> None:
+    """Runs the rendered upload Job's script here, with its mounts as local folders."""
+    container = one(docs, "Job", "-upload")["spec"]["template"]["spec"]["containers"][0]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    script = container["args"][0]
+    for name, configmap in (("pipeline", "-pipeline"), ("schedules", "-schedules")):
+        folder = tmp_path / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for file, text in one(docs, "ConfigMap", configmap)["data"].items():
+            (folder / file).write_text(text)
+        script = script.replace(mounts[name], str(folder))
+    env = {k: v for k, v in container_env(container).items() if isinstance(v, str)}
+    env = {k: v.replace(mounts["pipeline"], str(tmp_path / "pipeline")) for k, v in env.items()}
+    token_file = tmp_path / "token"
+    token_file.write_text(token)
+    env["KF_PIPELINES_SA_TOKEN_PATH"] = str(token_file)
+    proc = subprocess.run(
+        [*container["command"], script],
+        env={**os.environ, **env, "PATH": f"{Path(sys.prefix) / 'bin'}:{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@needs_helm
+def test_install_then_two_upgrades_leave_one_pipeline_three_versions_one_schedule(tmp_path):
+    """The upload Job as `helm install` and two `helm upgrade`s run it, against a multi-user
+    KFP that refuses what KFP refuses (tests/kfp_fake.py). `helm template` has no revision
+    flag, so each upgrade's version name (normally ...-r2, -r3) is set the way the chart
+    would compute it."""
+    from tests.kfp_fake import FakeKfp, images
+
+    namespace = "kubeflow-user-example-com"
+    token = "profile-sa-token"
+    with FakeKfp(multi_user=True, users={token: ("system:serviceaccount:x", {namespace})}) as kfp:
+        values = ["-f", str(CHART / "ci" / "schedules-values.yaml"), "--set", f"kfp.host={kfp.url}"]
+        first = render(None, *values)
+        version = container_env(
+            one(first, "Job", "-upload")["spec"]["template"]["spec"]["containers"][0]
+        )["PIPELINE_VERSION"]
+        assert version.endswith("-r1")
+        _run_upload_job(first, tmp_path / "install", token)
+        for revision in (2, 3):
+            upgrade = render(
+                None, *values, "--is-upgrade", "--set", f"kfp.versionName={version[:-1]}{revision}"
+            )
+            _run_upload_job(upgrade, tmp_path / f"upgrade{revision}", token)
+        state = kfp.state
+    (pipeline,) = state.pipelines.values()
+    assert pipeline["name"] == "sparse-transfer" and pipeline["namespace"] == namespace
+    assert len(state.versions) == 3
+    chart_image = {"registry.example.com/ml/sparse-transfer:0.1.0"}
+    for v in state.versions.values():
+        assert images(v["pipeline_spec"]) == chart_image, v["name"]
+    newest = max(state.versions.values(), key=lambda v: v["created_at"])
+    assert newest["name"] == f"{version[:-1]}3"
+    (job,) = state.recurring_runs.values()  # weekly-retrain only (nightly-eval is disabled)
+    assert job["display_name"] == "weekly-retrain" and job["namespace"] == namespace
+    assert job["pipeline_version_reference"]["pipeline_version_id"] == newest["pipeline_version_id"]
+    assert images(state.spec_of(job)[0]) == chart_image
+    assert job["runtime_config"]["pipeline_root"] == "s3://mlpipeline/sparse-transfer/runs"
+    assert job["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1"
+    assert job["runtime_config"]["parameters"]["min_metric"] == 0.85
+    (experiment,) = state.experiments.values()
+    assert experiment == {**experiment, "display_name": "nightly", "namespace": namespace}
+    assert all(s["authorization"] == f"Bearer {token}" for s in state.seen)
+
+
+@needs_helm
+def test_upload_job_without_the_namespace_is_refused_by_multi_user_kfp(tmp_path):
+    """A shared upload needs rights in KFP's own namespace: the profile's token has none."""
+    from tests.kfp_fake import FakeKfp
+
+    token = "profile-sa-token"
+    with FakeKfp(multi_user=True, users={token: ("sa", {"kubeflow-user-example-com"})}) as kfp:
+        docs = render(
+            None,
+            "-f",
+            str(CHART / "ci" / "schedules-values.yaml"),
+            "--set",
+            f"kfp.host={kfp.url}",
+            "--set",
+            "kfp.namespace=",
+        )
+        with pytest.raises(AssertionError, match="HTTP 403"):
+            _run_upload_job(docs, tmp_path, token)
+        assert kfp.state.pipelines == {}
 
 
 def _run_pod_script(container: dict, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -499,15 +558,13 @@ def _run_pod_script(container: dict, env: dict[str, str]) -> subprocess.Complete
 def test_bucket_job_and_helm_test_pod_work_against_loopback_s3_and_fake_kfp(s3_server):
     """The MinIO bucket Job creates the bucket (idempotently); `helm test` passes, then fails
     naming what is unreachable."""
-    import threading
     import uuid
-    from http.server import ThreadingHTTPServer
 
     import boto3
 
-    fake = pytest.importorskip("test_submit", reason="the fake KFP API lives in test_submit.py")
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), fake.FakeKFP)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    from tests.kfp_fake import FakeKfp
+
+    kfp = FakeKfp().__enter__()
     bucket = f"chart-{uuid.uuid4().hex[:10]}"
     creds = {
         "AWS_ENDPOINT_URL": s3_server.endpoint,
@@ -516,7 +573,7 @@ def test_bucket_job_and_helm_test_pod_work_against_loopback_s3_and_fake_kfp(s3_s
         "S3_BUCKET": bucket,
     }
     try:
-        host = f"http://127.0.0.1:{httpd.server_address[1]}"
+        host = kfp.url
         docs = render(CHART / "ci" / "minio-values.yaml", "--set", f"kfp.host={host}")
         job = one(docs, "Job", "-minio-bucket")["spec"]["template"]["spec"]["containers"][0]
         first = _run_pod_script(job, creds)
@@ -545,8 +602,7 @@ def test_bucket_job_and_helm_test_pod_work_against_loopback_s3_and_fake_kfp(s3_s
         assert "FAILED S3 bucket no-such-bucket-x" in bad.stderr
         assert s3_server.secret_key not in bad.stdout + bad.stderr
     finally:
-        httpd.shutdown()
-        httpd.server_close()
+        kfp.__exit__(None, None, None)
 
 
 @needs_helm
@@ -575,3 +631,41 @@ def test_notes_warn_when_the_steps_would_miss_their_secret():
     warning = notes(str(CHART / "ci" / "schedules-values.yaml"))
     assert 'steps read S3 credentials from the Secret "sparse-transfer-s3"' in warning
     assert "SPARSE_TRANSFER_S3_SECRET=mlpipeline-minio-artifact" in warning
+
+
+@needs_helm
+def test_notes_template_the_launcher_patch_for_our_bucket_only():
+    """The `providers` override the launcher needs, as KFP's S3 provider config reads it
+    (backend/src/v2/config/s3.go: S3Override fields), scoped to the pipeline root's bucket and
+    prefix so other applications in the namespace keep the namespace's defaults."""
+    out = helm(
+        "install",
+        "st",
+        str(CHART),
+        "--dry-run=client",
+        "-n",
+        "kubeflow-user-example-com",
+        "-f",
+        str(CHART / "ci" / "schedules-values.yaml"),
+    ).stdout
+    notes = out[out.index("NOTES:") :]
+    line = next(x for x in notes.splitlines() if "patch configmap kfp-launcher" in x)
+    assert line.strip().startswith("kubectl -n kubeflow-user-example-com patch configmap")
+    patch = json.loads(line[line.index("-p '") + 4 : line.rindex("'")])
+    providers = yaml.safe_load(patch["data"]["providers"])
+    (override,) = providers["s3"]["overrides"]
+    s3_override_fields = {"endpoint", "region", "disableSSL", "bucketName", "keyPrefix"}
+    s3_override_fields |= {"credentials", "forcePathStyle", "maxRetries"}
+    assert set(override) <= s3_override_fields
+    assert override["bucketName"] == "mlpipeline"
+    assert override["keyPrefix"] == "sparse-transfer/runs"
+    assert override["endpoint"] == "minio-service.kubeflow:9000"
+    assert override["credentials"] == {
+        "fromEnv": False,
+        "secretRef": {
+            "secretName": "mlpipeline-minio-artifact",
+            "accessKeyKey": "accesskey",
+            "secretKeyKey": "secretkey",
+        },
+    }
+    assert "runs execute in" not in notes  # installed where the runs run

@@ -1,120 +1,42 @@
-"""Upload, submit and schedule against a fake KFP v2 API server on loopback.
+"""Upload, submit and schedule against a fake KFP v2beta1 API that decides like KFP 2.17.
 
-The server records every request; the tests check that each one is a request
-the real KFP v2beta1 REST API accepts: the right method and path, JSON bodies
-whose fields all exist in the API's own models (kfp-server-api, generated from
-the server's OpenAPI spec), the multipart ``uploadfile`` part, and the bearer
-token on every call.
+The fake (tests/kfp_fake.py) keeps pipelines, versions, experiments, runs and recurring runs,
+and refuses what KFP's API server refuses: no identity (401), no rights in the namespace or,
+for a shared pipeline, in KFP's own namespace (403), duplicate names (409). Request bodies are
+also checked against kfp-server-api's models (generated from KFP's OpenAPI spec).
 """
 
 import json
-import threading
-from email.parser import BytesParser
-from email.policy import HTTP
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 import yaml
 from kfp_server_api import models
+from kfp_server_api.exceptions import ApiException
+from sparse_transfer.cli import main
 from sparse_transfer.errors import PipelineError
 
 from pipelines import client as kfp_client
+from tests.kfp_fake import FakeKfp, images
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "test-token-123"
-
-
-class FakeKFP(BaseHTTPRequestHandler):
-    """Answers the v2beta1 endpoints kfp.Client uses; records (method, path, query, headers, body)."""
-
-    records: list[dict] = []
-    pipelines: dict[str, str] = {}  # display name -> id
-    experiments: dict[str, str] = {}
-
-    def log_message(self, *args):  # keep pytest output clean
-        pass
-
-    def _reply(self, payload: dict, status: int = 200) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _record(self) -> dict:
-        url = urlparse(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        record = {
-            "method": self.command,
-            "path": url.path,
-            "query": parse_qs(url.query),
-            "headers": {k.lower(): v for k, v in self.headers.items()},
-            "body": body,
-        }
-        self.records.append(record)
-        return record
-
-    def do_GET(self):
-        rec = self._record()
-        path = rec["path"]
-        if path == "/apis/v2beta1/healthz":
-            return self._reply({"multi_user": False})
-        if path in ("/apis/v2beta1/experiments", "/apis/v2beta1/pipelines"):
-            (predicate,) = json.loads(rec["query"]["filter"][0])["predicates"]
-            assert predicate["key"] == "display_name"
-            name = predicate.get("stringValue", predicate.get("string_value"))
-            table, key, field = (
-                (self.experiments, "experiments", "experiment_id")
-                if "experiments" in path
-                else (self.pipelines, "pipelines", "pipeline_id")
-            )
-            if name in table:
-                return self._reply(
-                    {key: [{field: table[name], "display_name": name}], "total_size": 1}
-                )
-            return self._reply({})
-        return self._reply({"error": f"unexpected GET {path}"}, 404)
-
-    def do_POST(self):
-        rec = self._record()
-        path = rec["path"]
-        if path == "/apis/v2beta1/experiments":
-            body = json.loads(rec["body"])
-            self.experiments[body["display_name"]] = "exp-1"
-            return self._reply({"experiment_id": "exp-1", "display_name": body["display_name"]})
-        if path == "/apis/v2beta1/runs":
-            return self._reply(
-                {"run_id": "run-1", "display_name": json.loads(rec["body"])["display_name"]}
-            )
-        if path == "/apis/v2beta1/recurringruns":
-            return self._reply({"recurring_run_id": "rr-1"})
-        if path == "/apis/v2beta1/pipelines/upload":
-            name = rec["query"]["name"][0]
-            self.pipelines[name] = "pipe-1"
-            return self._reply({"pipeline_id": "pipe-1", "display_name": name})
-        if path == "/apis/v2beta1/pipelines/upload_version":
-            return self._reply(
-                {"pipeline_id": rec["query"]["pipelineid"][0], "pipeline_version_id": "ver-1"}
-            )
-        return self._reply({"error": f"unexpected POST {path}"}, 404)
+NS = "team-a"
+USERS = {TOKEN: ("alice@example.com", {NS})}
+SPEC = kfp_client.COMPILED_DIR / "sparse_transfer_pipeline.yaml"
 
 
 @pytest.fixture
-def server():
-    FakeKFP.records = []
-    FakeKFP.pipelines = {}
-    FakeKFP.experiments = {}
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeKFP)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+def kfp():
+    with FakeKfp() as fake:
+        yield fake
+
+
+@pytest.fixture
+def multi_user():
+    with FakeKfp(multi_user=True, users=USERS) as fake:
+        yield fake
 
 
 @pytest.fixture
@@ -124,148 +46,215 @@ def config(tmp_path):
         "pipeline: sparse_transfer\nrun_name: nightly-sst2\nexperiment: sst2\n"
         "parameters:\n  max_seq_length: 64\n  distill_teacher: disable\n"
         "  dataset_snapshot_prefix: s3://data/sst2\n  publish_stub: zoo:demo/sst2/pruned90_quant\n"
+        "  accelerator_type: nvidia.com/gpu\n  accelerator_limit: '1'\n"
     )
     return path
 
 
-def api_fields(model_cls) -> set[str]:
-    return set(model_cls.attribute_map.values())
-
-
 def assert_fits(body: dict, model_cls) -> None:
     """Every JSON field is one the v2beta1 API model defines."""
-    unknown = set(body) - api_fields(model_cls)
+    unknown = set(body) - set(model_cls.attribute_map.values())
     assert not unknown, f"{model_cls.__name__} has no fields {unknown}"
 
 
-def posts(path: str) -> list[dict]:
-    return [r for r in FakeKFP.records if r["method"] == "POST" and r["path"] == path]
+def client(fake, **kwargs):
+    return kfp_client.make_client(fake.url, token=TOKEN, **kwargs)
 
 
-def assert_all_authorized() -> None:
-    assert FakeKFP.records
-    for record in FakeKFP.records:
-        assert record["headers"].get("authorization") == f"Bearer {TOKEN}", record["path"]
+def test_submit_sends_the_spec_parameters_and_pipeline_root_and_the_gpu_reaches_the_pod(
+    kfp, config
+):
+    run_id = kfp_client.submit(client(kfp), config, pipeline_root="s3://bucket/root")
+    run = kfp.state.runs[run_id]
+    assert_fits({k: v for k, v in run.items() if k != "namespace"}, models.V2beta1Run)
+    assert run["display_name"] == "nightly-sst2"
+    assert run["runtime_config"]["pipeline_root"] == "s3://bucket/root"
+    assert run["runtime_config"]["parameters"]["accelerator_limit"] == "1"
+    pipeline_spec, platform_spec = yaml.safe_load_all(SPEC.read_text())
+    assert run["pipeline_spec"]["pipeline_spec"] == pipeline_spec
+    assert run["pipeline_spec"]["platform_spec"] == platform_spec
+    # KFP's driver puts the GPU on the training pods (a string parameter; see kfp_fake).
+    assert kfp.state.pod_limits(run, "exec-sparse-transfer") == {"nvidia.com/gpu": "1"}
+    assert kfp.state.pod_limits(run, "exec-teacher") == {"nvidia.com/gpu": "1"}
+    assert all(s["authorization"] == f"Bearer {TOKEN}" for s in kfp.state.seen)
 
 
-def test_submit_creates_experiment_then_run_with_spec_and_parameters(server, config, monkeypatch):
-    monkeypatch.setenv("KF_PIPELINES_TOKEN", TOKEN)
-    run_id = kfp_client.submit(kfp_client.make_client(server), config)
-    assert run_id == "run-1"
-    (experiment,) = posts("/apis/v2beta1/experiments")
-    assert json.loads(experiment["body"]) == {"display_name": "sst2", "namespace": ""}
-    assert_fits(json.loads(experiment["body"]), models.V2beta1Experiment)
-    (run,) = posts("/apis/v2beta1/runs")
-    body = json.loads(run["body"])
-    assert_fits(body, models.V2beta1Run)
-    assert_fits(body["runtime_config"], models.V2beta1RuntimeConfig)
-    assert body["display_name"] == "nightly-sst2" and body["experiment_id"] == "exp-1"
-    assert body["runtime_config"]["parameters"] == {
-        "max_seq_length": 64,
-        "distill_teacher": "disable",
-        "dataset_snapshot_prefix": "s3://data/sst2",
-        "publish_stub": "zoo:demo/sst2/pruned90_quant",
+def test_commands_refuse_a_backend_below_the_floor(config, capsys):
+    with FakeKfp(tag_name="2.5.0") as old:
+        with pytest.raises(PipelineError, match=r"backend 2\.5\.0 is too old.*KFP >= 2\.15\.0"):
+            kfp_client.submit(client(old), config)
+        for argv in (
+            ["submit", str(config)],
+            ["upload"],
+            ["schedule", str(config), "--cron", "0 3 * * 1"],
+        ):
+            assert main(["pipeline", *argv, "--host", old.url, "--token", TOKEN]) == 2
+            assert "2.5.0 is too old" in capsys.readouterr().err
+        assert old.state.runs == {} and old.state.pipelines == {}
+        assert old.state.recurring_runs == {}
+    with FakeKfp(tag_name="2.15.0") as floor:
+        assert kfp_client.check_backend(client(floor))["tag_name"] == "2.15.0"
+
+
+def test_multi_user_upload_is_namespaced_and_shared_or_anonymous_uploads_are_refused(
+    multi_user, capsys
+):
+    ids = kfp_client.upload(client(multi_user, namespace=NS), namespace=NS, version="v1")
+    pipeline = multi_user.state.pipelines[ids["pipeline_id"]]
+    assert pipeline["namespace"] == NS and pipeline["name"] == "sparse-transfer"
+    # No --namespace: a shared pipeline, which needs rights in KFP's own namespace.
+    with pytest.raises(ApiException) as refused:
+        kfp_client.upload(client(multi_user), name="other")
+    assert refused.value.status == 403
+    assert main(["pipeline", "upload", "--host", multi_user.url, "--token", TOKEN]) == 2
+    assert "HTTP 403" in capsys.readouterr().err
+    # Another profile's namespace: 403; no identity at all: 401.
+    with pytest.raises(ApiException) as other:
+        kfp_client.upload(client(multi_user), namespace="team-b", name="x")
+    assert other.value.status == 403
+    anonymous = kfp_client.make_client(multi_user.url)
+    with pytest.raises(ApiException) as nobody:
+        anonymous.upload_pipeline(str(SPEC), pipeline_name="y", namespace=NS)
+    assert nobody.value.status == 401
+    assert len(multi_user.state.pipelines) == 1
+
+
+def test_fake_refuses_duplicate_names_like_kfp(kfp):
+    kfp_client_ = client(kfp)
+    kfp_client_.upload_pipeline(str(SPEC), pipeline_name="p")
+    with pytest.raises(ApiException) as duplicate:
+        kfp_client_.upload_pipeline(str(SPEC), pipeline_name="p")
+    assert duplicate.value.status == 409
+    pid = next(iter(kfp.state.pipelines))
+    kfp_client_.upload_pipeline_version(str(SPEC), pipeline_version_name="v", pipeline_id=pid)
+    with pytest.raises(ApiException) as again:
+        kfp_client_.upload_pipeline_version(str(SPEC), pipeline_version_name="v", pipeline_id=pid)
+    assert again.value.status == 409
+
+
+def test_upload_adds_versions_and_is_idempotent_per_version_name(kfp, tmp_path):
+    c = client(kfp)
+    first = kfp_client.upload(c, version="v1")
+    second = kfp_client.upload(c, version="v2")
+    again = kfp_client.upload(c, version="v2")  # a retried hook Job
+    assert first["pipeline_id"] == second["pipeline_id"] == again["pipeline_id"]
+    assert again["version_id"] == second["version_id"] != first["version_id"]
+    assert len(kfp.state.pipelines) == 1 and len(kfp.state.versions) == 2
+    # --package: the given spec is uploaded as is (the chart's, with its image).
+    custom = tmp_path / "spec.yaml"
+    custom.write_text(SPEC.read_text().replace("ghcr.io/sparse-transfer/", "registry.example/"))
+    third = kfp_client.upload(c, version="v3", package=custom)
+    assert images(kfp.state.versions[third["version_id"]]["pipeline_spec"]) == {
+        "registry.example/sparse-transfer:0.1.0"
     }
-    compiled = yaml.safe_load_all(
-        (kfp_client.COMPILED_DIR / "sparse_transfer_pipeline.yaml").read_text()
-    )
-    pipeline_spec, platform_spec = list(compiled)
-    assert body["pipeline_spec"]["pipeline_spec"] == pipeline_spec
-    assert body["pipeline_spec"]["platform_spec"] == platform_spec
-    assert_all_authorized()
 
 
-def test_upload_then_upload_again_makes_a_version(server, monkeypatch):
-    monkeypatch.setenv("KF_PIPELINES_TOKEN", TOKEN)
-    client = kfp_client.make_client(server)
-    assert kfp_client.upload(client) == {"pipeline_id": "pipe-1"}
-    assert kfp_client.upload(client, version="v2") == {
-        "pipeline_id": "pipe-1",
-        "version_id": "ver-1",
+def test_schedule_points_at_the_version_and_replaces_the_run_of_that_name(multi_user, config):
+    c = client(multi_user, namespace=NS)
+    kwargs = {"cron": "0 3 * * 1", "name": "weekly-sst2", "namespace": NS}
+    first = kfp_client.schedule(c, config, **kwargs, version="v1", pipeline_root="s3://b/r")
+    assert list(multi_user.state.recurring_runs) == [first]
+    second = kfp_client.schedule(c, config, **kwargs, version="v2")
+    (job,) = multi_user.state.recurring_runs.values()
+    assert job["recurring_run_id"] == second != first
+    assert_fits({k: v for k, v in job.items() if k != "namespace"}, models.V2beta1RecurringRun)
+    (version,) = [v for v in multi_user.state.versions.values() if v["name"] == "v2"]
+    assert job["pipeline_version_reference"] == {
+        "pipeline_id": version["pipeline_id"],
+        "pipeline_version_id": version["pipeline_version_id"],
     }
-    (first,) = posts("/apis/v2beta1/pipelines/upload")
-    (second,) = posts("/apis/v2beta1/pipelines/upload_version")
-    assert first["query"]["name"] == ["sparse-transfer"]
-    assert second["query"]["pipelineid"] == ["pipe-1"] and second["query"]["name"] == ["v2"]
-    spec_text = (kfp_client.COMPILED_DIR / "sparse_transfer_pipeline.yaml").read_bytes()
-    for record in (first, second):
-        content_type = record["headers"]["content-type"]
-        assert content_type.startswith("multipart/form-data; boundary=")
-        message = BytesParser(policy=HTTP).parsebytes(
-            b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + record["body"]
-        )
-        parts = {p.get_param("name", header="content-disposition"): p for p in message.iter_parts()}
-        assert set(parts) == {"uploadfile"}
-        assert parts["uploadfile"].get_payload(decode=True) == spec_text
-    assert_all_authorized()
+    assert "pipeline_spec" not in job and job["namespace"] == NS
+    assert job["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1"
+    assert job["mode"] == "ENABLE" and int(job["max_concurrency"]) == 1 and job["no_catchup"]
+    assert job["runtime_config"]["parameters"]["must_beat_published"] is True
+    assert multi_user.state.pod_limits(job, "exec-sparse-transfer") == {"nvidia.com/gpu": "1"}
+    # A schedule of another name is a second recurring run.
+    kfp_client.schedule(c, config, cron="0 4 * * *", name="daily", namespace=NS)
+    assert len(multi_user.state.recurring_runs) == 2
 
 
-def test_schedule_creates_cron_recurring_run_without_cache(server, config, tmp_path):
-    token_file = tmp_path / "token"
-    token_file.write_text(TOKEN)
-    client = kfp_client.make_client(server, sa_token_path=str(token_file))
-    job_id = kfp_client.schedule(client, config, cron="0 3 * * 1", name="weekly-sst2")
-    assert job_id == "rr-1"
-    (job,) = posts("/apis/v2beta1/recurringruns")
-    body = json.loads(job["body"])
-    assert_fits(body, models.V2beta1RecurringRun)
-    assert_fits(body["trigger"], models.V2beta1Trigger)
-    assert_fits(body["trigger"]["cron_schedule"], models.V2beta1CronSchedule)
-    assert body["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1"
-    assert body["display_name"] == "weekly-sst2" and body["mode"] == "ENABLE"
-    assert int(body["max_concurrency"]) == 1 and body["no_catchup"] is True
-    assert body["experiment_id"] == "exp-1"
-    parameters = body["runtime_config"]["parameters"]
-    assert parameters["must_beat_published"] is True
-    assert parameters["dataset_snapshot_prefix"] == "s3://data/sst2"
-    tasks = body["pipeline_spec"]["pipeline_spec"]["root"]["dag"]["tasks"]
-    assert all(t["cachingOptions"].get("enableCache", False) is False for t in tasks.values())
-    assert_all_authorized()
-
-
-def test_schedule_refuses_configs_that_cannot_retrain(server, tmp_path, monkeypatch):
-    monkeypatch.setenv("KF_PIPELINES_TOKEN", TOKEN)
+def test_schedule_refuses_configs_that_cannot_retrain(kfp, tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("pipeline: sparse_transfer\nparameters: {publish_stub: zoo:x/y}\n")
     with pytest.raises(PipelineError, match="dataset_snapshot_prefix"):
-        kfp_client.schedule(kfp_client.make_client(server), path, cron="0 3 * * 1")
+        kfp_client.schedule(client(kfp), path, cron="0 3 * * 1")
     path.write_text(
         "pipeline: sparse_transfer\nparameters: {publish_stub: zoo:x/y, "
         "dataset_snapshot_prefix: s3://d/p, must_beat_published: false}\n"
     )
     with pytest.raises(PipelineError, match="must_beat_published"):
-        kfp_client.schedule(kfp_client.make_client(server), path, cron="0 3 * * 1")
+        kfp_client.schedule(client(kfp), path, cron="0 3 * * 1")
     path.write_text(
         "pipeline: sparse_transfer\nparameters: {publish_stub: zoo:x/y, dataset_snapshot_prefix: s3://d/p}\n"
     )
     with pytest.raises(PipelineError, match="has 2 fields"):
-        kfp_client.schedule(kfp_client.make_client(server), path, cron="0 3")
-    assert [r["method"] for r in FakeKFP.records] == ["GET"] * len(FakeKFP.records)  # healthz only
-    assert not posts("/apis/v2beta1/recurringruns")
+        kfp_client.schedule(client(kfp), path, cron="0 3")
+    assert {s["method"] for s in kfp.state.seen} <= {"GET"}
+    assert kfp.state.recurring_runs == {} and kfp.state.pipelines == {}
 
 
-def test_cli_submit_reads_token_from_environment(server, config, monkeypatch, capsys):
-    from sparse_transfer.cli import main
-
+def test_cli_submit_reads_token_from_environment(kfp, config, monkeypatch, capsys):
     monkeypatch.setenv("KF_PIPELINES_TOKEN", TOKEN)
-    assert main(["pipeline", "submit", str(config), "--host", server, "--experiment", "cli"]) == 0
-    assert "run created: run-1" in capsys.readouterr().out
-    (experiment,) = posts("/apis/v2beta1/experiments")
-    assert json.loads(experiment["body"])["display_name"] == "cli"
-    assert_all_authorized()
+    assert main(["pipeline", "submit", str(config), "--host", kfp.url, "--experiment", "cli"]) == 0
+    (run_id,) = kfp.state.runs
+    assert f"run created: {run_id}" in capsys.readouterr().out
+    (experiment,) = kfp.state.experiments.values()
+    assert experiment["display_name"] == "cli"
+    assert all(s["authorization"] == f"Bearer {TOKEN}" for s in kfp.state.seen)
 
 
-def test_bad_config_fails_before_any_request(server, tmp_path, monkeypatch):
-    monkeypatch.setenv("KF_PIPELINES_TOKEN", TOKEN)
+def test_session_cookie_is_sent_when_no_token(kfp, monkeypatch):
+    monkeypatch.delenv("KF_PIPELINES_TOKEN", raising=False)
+    monkeypatch.setenv("KF_PIPELINES_COOKIE", "authservice_session=abc123")
+    kfp_client.check_backend(kfp_client.make_client(kfp.url))
+    assert kfp.state.seen and all(
+        s["cookie"] == "authservice_session=abc123" for s in kfp.state.seen
+    )
+
+
+def test_bad_config_fails_before_any_request(kfp, tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("pipeline: sparse_transfer\nparameters: {max_seq_len: 64}\n")
-    client = kfp_client.make_client(server)
-    FakeKFP.records.clear()
+    c = client(kfp)
+    kfp.state.seen.clear()
     with pytest.raises(PipelineError, match=f"{path}: unknown parameter 'max_seq_len'"):
-        kfp_client.submit(client, path)
-    assert FakeKFP.records == []
+        kfp_client.submit(c, path)
+    assert kfp.state.seen == []
+
+
+def test_int_gpu_count_in_a_config_is_refused_with_the_reason(kfp, tmp_path):
+    path = tmp_path / "gpu.yaml"
+    path.write_text("pipeline: sparse_transfer\nparameters: {accelerator_limit: 1}\n")
+    with pytest.raises(PipelineError, match="'accelerator_limit' must be str"):
+        kfp_client.submit(client(kfp), path)
 
 
 def test_missing_service_account_token_file(tmp_path):
     with pytest.raises(PipelineError, match="does not exist"):
         kfp_client.make_client("http://127.0.0.1:9", sa_token_path=str(Path(tmp_path) / "none"))
+
+
+def test_request_bodies_fit_the_api_models(kfp, config):
+    kfp_client.schedule(client(kfp), config, cron="0 3 * * 1", name="weekly")
+    (experiment,) = kfp.state.experiments.values()
+    assert_fits(json.loads(json.dumps(experiment)), models.V2beta1Experiment)
+
+
+def test_shared_pipelines_are_readable_by_anyone_but_writable_only_with_system_rights():
+    """pipeline_server.go canAccessPipeline: get/list of a shared pipeline skips authorization;
+    create is authorized against KFP's own namespace."""
+    admin = "admin-token"
+    users = {**USERS, admin: ("admin@example.com", {"kubeflow"})}
+    with FakeKfp(multi_user=True, users=users) as kfp:
+        shared = kfp_client.upload(kfp_client.make_client(kfp.url, token=admin), name="shared")
+        assert kfp.state.pipelines[shared["pipeline_id"]]["namespace"] == ""
+        anonymous = kfp_client.make_client(kfp.url)
+        found = anonymous.list_pipelines(filter=kfp_client._equals("display_name", "shared"))
+        assert [p.pipeline_id for p in found.pipelines] == [shared["pipeline_id"]]
+        with pytest.raises(ApiException) as refused:  # alice may not add a version to it
+            client(kfp).upload_pipeline_version(
+                str(SPEC), pipeline_version_name="v9", pipeline_id=shared["pipeline_id"]
+            )
+        assert refused.value.status == 403
+        # Alice's namespaced list does not show it: namespaces are separate.
+        assert kfp_client._find_pipeline(client(kfp), "shared", NS) is None

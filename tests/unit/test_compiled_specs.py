@@ -1,5 +1,6 @@
 """The checked-in compiled specs are fresh and carry the cluster settings the issue asks for."""
 
+import json
 import os
 import subprocess
 import sys
@@ -7,6 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from pipelines.client import MIN_BACKEND
+from tests.kfp_fake import driver_limits, runtime_fields_not_strings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPILED = ROOT / "pipelines" / "compiled"
@@ -115,7 +119,9 @@ def test_training_steps_have_parameter_driven_accelerators_and_no_cache(spec):
     tasks = spec["root"]["dag"]["tasks"]
     for name in ("teacher", "sparse-transfer"):
         assert not tasks[name].get("cachingOptions", {}).get("enableCache", False), name
-    assert tasks["fetch-data"]["cachingOptions"]["enableCache"] is True
+    # Fetch and publish read or change outside state KFP's cache key cannot see.
+    for name in ("fetch-data", "fetch-model", "publish"):
+        assert not tasks[name].get("cachingOptions", {}).get("enableCache", False), name
     # everything runs on kfp's local runner too: no condition branches, no OneOf
     assert not [name for name in spec["components"] if name.startswith("comp-condition")]
 
@@ -149,3 +155,102 @@ def test_reference_defaults_are_pipeline_parameters(spec):
                  "gradient_accumulation_steps", "recipe_args", "zoo_root", "publish_stub", "min_metric",
                  "max_drop_vs_teacher", "dataset_snapshot_prefix", "accelerator_type"):  # fmt: skip
         assert name in parameters, name
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gpu_fields_come_from_string_parameters_as_kfps_driver_reads_them(name):
+    """KFP's driver reads runtime resource placeholders with GetStringValue() (tests/kfp_fake.py)."""
+    spec = next(yaml.safe_load_all((COMPILED / name).read_text()))
+    assert runtime_fields_not_strings(spec) == []
+    executor = "exec-sparse-transfer" if name.startswith("sparse") else "exec-train-teacher"
+    labels = ["exec-sparse-transfer", "exec-teacher"] if name.startswith("sparse") else [executor]
+    values = {
+        "pipelinechannel--accelerator_type": "nvidia.com/gpu",
+        "pipelinechannel--accelerator_limit": "1",
+    }
+    assert driver_limits(spec, executor, values) == {"nvidia.com/gpu": "1"}
+    # What the issue saw: an int parameter reaches the driver as a number, and no GPU is set.
+    assert driver_limits(spec, executor, {**values, "pipelinechannel--accelerator_limit": 1}) == {}
+    broken = json.loads(json.dumps(spec))
+    root_parameter = broken["root"]["inputDefinitions"]["parameters"]["accelerator_limit"]
+    root_parameter["parameterType"] = "NUMBER_INTEGER"
+    assert runtime_fields_not_strings(broken) == [
+        f"{label}.accelerator.resourceCount <- pipelinechannel--accelerator_limit (NUMBER_INTEGER)"
+        for label in labels
+    ]
+
+
+def test_aws_region_reaches_s3_steps_from_an_optional_secret_key(documents):
+    executors = documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for step in ("exec-fetch-data", "exec-fetch-model", "exec-publish", "exec-sparse-transfer"):
+        wired = executors[step]["secretAsEnv"]
+        optional = [w for w in wired if w.get("optional")]
+        assert [m["envVar"] for w in optional for m in w["keyToEnv"]] == ["AWS_DEFAULT_REGION"]
+        required = [w for w in wired if not w.get("optional")]
+        assert {m["envVar"] for w in required for m in w["keyToEnv"]} == {
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_ENDPOINT_URL",
+        }
+
+
+_STRICT_PARSE = """
+import json, sys
+from google.protobuf import json_format
+from kfp.pipeline_spec import pipeline_spec_pb2
+import importlib.util
+# kfp/kubernetes/__init__.py imports the whole SDK; only its generated proto module is loaded.
+found = importlib.util.spec_from_file_location("k8s_pb2", K8S_PB2)
+k8s = importlib.util.module_from_spec(found)
+found.loader.exec_module(k8s)
+for pipeline_spec, platform_spec in json.load(sys.stdin):
+    json_format.ParseDict(pipeline_spec, pipeline_spec_pb2.PipelineSpec())
+    json_format.ParseDict(platform_spec, pipeline_spec_pb2.PlatformSpec())
+    executors = platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for executor in executors.values():
+        json_format.ParseDict(executor, k8s.KubernetesExecutorConfig())
+print("parsed", len(executors))
+"""
+
+
+@pytest.mark.integration
+def test_specs_parse_strictly_with_the_oldest_supported_backends_protos(tmp_path):
+    """The protos of the KFP release at the floor (`MIN_BACKEND`) know every field we emit.
+
+    The Python wheels `kfp-pipeline-spec` and `kfp-kubernetes` of that release carry the
+    same .proto files as the backend (api/v2alpha1/pipeline_spec.proto and
+    kubernetes_platform/proto/kubernetes_executor_config.proto at that tag); parsing without
+    ignoring unknown fields catches a field the backend would drop (SecretAsEnv.optional
+    only exists from 2.15.0). They are installed into a throwaway folder and imported alone.
+    """
+    floor = ".".join(map(str, MIN_BACKEND))
+    # Two folders: pip --target will not add a package to a folder that has its namespace.
+    spec_dir, k8s_dir = tmp_path / "spec", tmp_path / "k8s"
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--target"]
+    steps = [
+        [*pip, str(spec_dir), f"kfp-pipeline-spec=={floor}", "googleapis-common-protos"],
+        [*pip, str(k8s_dir), "--no-deps", f"kfp-kubernetes=={floor}"],
+    ]
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            pytest.skip(
+                f"cannot install the KFP {floor} proto wheels (offline?): {done.stderr[-300:]}"
+            )
+    specs = [list(yaml.safe_load_all((COMPILED / name).read_text())) for name in NAMES]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-S",
+            "-c",
+            f"import sys; sys.path[:0] = [{str(spec_dir)!r}]\n"
+            f"K8S_PB2 = {str(k8s_dir / 'kfp/kubernetes/kubernetes_executor_config_pb2.py')!r}\n"
+            + _STRICT_PARSE,
+        ],
+        input=json.dumps(specs),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("parsed ")

@@ -84,6 +84,29 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
+The `providers` entry the KFP launcher needs to write our pipeline root: an S3 override scoped to
+its bucket and prefix, credentials from our Secret (backend/src/v2/config/s3.go S3Override). The
+KFP UI server reads the Markdown report with the same entry (frontend/server/minio-helper.ts
+parseS3ProviderInfo reads that Secret in the run's namespace).
+*/}}
+{{- define "sparse-transfer.launcherOverride" -}}
+{{- $root := include "sparse-transfer.pipelineRoot" . | trimPrefix "s3://" | trimPrefix "minio://" }}
+{{- $parts := splitn "/" 2 $root }}
+bucketName: {{ $parts._0 | quote }}
+keyPrefix: {{ default "" $parts._1 | quote }}
+endpoint: {{ include "sparse-transfer.s3Endpoint" . | quote }}
+region: {{ .Values.s3.region | quote }}
+disableSSL: {{ include "sparse-transfer.s3DisableSSL" . }}
+forcePathStyle: {{ .Values.s3.forcePathStyle }}
+credentials:
+  fromEnv: false
+  secretRef:
+    secretName: {{ include "sparse-transfer.s3SecretName" . | quote }}
+    accessKeyKey: {{ .Values.s3.accessKeyKey | quote }}
+    secretKeyKey: {{ .Values.s3.secretKeyKey | quote }}
+{{- end }}
+
+{{/*
 The compiled spec with every step's image set to this chart's image: the copy in files/ is
 compiled with the project's default image, a user's registry is only known here.
 */}}

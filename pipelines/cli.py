@@ -1,7 +1,9 @@
 """`sparse-transfer pipeline compile|run|submit|upload|schedule`: Kubeflow Pipelines from the command line.
 
-Argument parsing only: every handler imports `pipelines.client` (the kfp side)
-lazily, so the library and ``sparse-transfer --help`` never import kfp.
+Lives on the kfp side and reaches the `sparse-transfer` command as a plugin: pyproject.toml
+declares ``register`` in the ``sparse_transfer.cli_plugins`` entry-point group, which
+`sparse_transfer.cli` reads, so the library never imports this package. Handlers import
+`pipelines.client` (and with it kfp) lazily, so ``sparse-transfer --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -31,8 +33,35 @@ def _auth_options(parser: argparse.ArgumentParser, host_required: bool = False) 
         help="service-account token file, re-read on every request "
         "(default: $KF_PIPELINES_SA_TOKEN_PATH)",
     )
-    group.add_argument("--namespace", default=None, help="profile namespace (multi-user KFP)")
+    group.add_argument(
+        "--cookie",
+        default=None,
+        help="session cookie, e.g. 'authservice_session=...' for Kubeflow behind a login page "
+        "(default: $KF_PIPELINES_COOKIE)",
+    )
+    group.add_argument(
+        "--namespace",
+        default=None,
+        help="profile namespace (multi-user KFP): pipelines, experiments and runs are made there",
+    )
     group.add_argument("--ssl-ca-cert", default=None, help="CA bundle for a private TLS endpoint")
+
+
+def _spec_options(parser: argparse.ArgumentParser, root: bool = True) -> None:
+    parser.add_argument(
+        "--package",
+        default=None,
+        metavar="SPEC.yaml",
+        help="send this compiled spec (e.g. the Helm chart's, with its image) instead of "
+        "compiling one now",
+    )
+    if root:
+        parser.add_argument(
+            "--pipeline-root",
+            default=None,
+            help="where the run's artifacts go, e.g. s3://bucket/pipeline-root (default: the "
+            "namespace's kfp-launcher defaultPipelineRoot)",
+        )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -81,6 +110,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     submit = sub.add_parser("submit", help="Create one run on a KFP cluster from a run config.")
     submit.add_argument("config", metavar="CONFIG.yaml")
     submit.add_argument("--experiment", default=None, help="experiment name (created if missing)")
+    _spec_options(submit)
     _auth_options(submit)
     submit.set_defaults(handler=submit_command)
 
@@ -91,7 +121,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--pipeline", default="sparse_transfer", choices=("sparse_transfer", "dense_teacher")
     )
     upload.add_argument("--name", default=None, help="pipeline name in KFP")
-    upload.add_argument("--version", default=None, help="version name (default: timestamped)")
+    upload.add_argument(
+        "--version",
+        default=None,
+        help="version name (default: timestamped); an existing version of that name is kept",
+    )
+    _spec_options(upload, root=False)
     _auth_options(upload)
     upload.set_defaults(handler=upload_command)
 
@@ -103,8 +138,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     schedule.add_argument(
         "--cron", required=True, help="5-field cron, e.g. '0 3 * * 1' (Mondays 03:00)"
     )
-    schedule.add_argument("--name", default=None, help="recurring run name")
+    schedule.add_argument(
+        "--name", default=None, help="recurring run name; one of that name is replaced"
+    )
     schedule.add_argument("--experiment", default=None)
+    schedule.add_argument(
+        "--pipeline-name", default=None, help="uploaded pipeline to run (default: its own name)"
+    )
+    schedule.add_argument(
+        "--version", default=None, help="pipeline version to run (default: the newest)"
+    )
+    _spec_options(schedule)
     _auth_options(schedule)
     schedule.set_defaults(handler=schedule_command)
 
@@ -118,7 +162,29 @@ def _client(args: argparse.Namespace) -> Any:
         sa_token_path=args.sa_token_path,
         namespace=args.namespace,
         ssl_ca_cert=args.ssl_ca_cert,
+        cookies=args.cookie,
     )
+
+
+def _api_errors(handler):
+    """Turns a refusal of the KFP API (401, 403, 409, ...) into a one-line error, exit code 2."""
+    import functools
+
+    @functools.wraps(handler)
+    def wrapped(args: argparse.Namespace) -> int:
+        from kfp_server_api.exceptions import ApiException
+        from sparse_transfer.errors import PipelineError
+
+        try:
+            return handler(args)
+        except ApiException as exc:
+            detail = (exc.body or "").strip().replace("\n", " ")[:300]
+            raise PipelineError(
+                f"the KFP API at {args.host or 'in-cluster'} refused: HTTP {exc.status} "
+                f"{exc.reason}: {detail}"
+            ) from None
+
+    return wrapped
 
 
 def _overrides(pairs: list[str]) -> dict[str, Any]:
@@ -140,7 +206,10 @@ def compile_command(args: argparse.Namespace) -> int:
 
     written = client.compile_pipelines(
         args.output_dir or client.COMPILED_DIR,
-        chart_copy=None if args.no_chart_copy else client.CHART_COPY,
+        # Installed from a wheel there is no chart folder beside the package: nothing to copy.
+        chart_copy=None
+        if args.no_chart_copy or not client.CHART_COPY.parent.is_dir()
+        else client.CHART_COPY,
     )
     for path in written:
         print(f"wrote {path}")
@@ -173,24 +242,41 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
+@_api_errors
 def submit_command(args: argparse.Namespace) -> int:
     from pipelines.client import submit
 
     run_id = submit(
-        _client(args), args.config, experiment=args.experiment, namespace=args.namespace
+        _client(args),
+        args.config,
+        experiment=args.experiment,
+        namespace=args.namespace,
+        package=getattr(args, "package", None),
+        pipeline_root=getattr(args, "pipeline_root", None),
     )
     print(f"run created: {run_id}")
     return 0
 
 
+@_api_errors
 def upload_command(args: argparse.Namespace) -> int:
-    from pipelines.client import upload
+    from pipelines.client import check_backend, upload
 
-    ids = upload(_client(args), args.pipeline, name=args.name, version=args.version)
+    client = _client(args)
+    check_backend(client)
+    ids = upload(
+        client,
+        args.pipeline,
+        name=args.name,
+        version=args.version,
+        namespace=args.namespace,
+        package=args.package,
+    )
     print(" ".join(f"{k}={v}" for k, v in ids.items()))
     return 0
 
 
+@_api_errors
 def schedule_command(args: argparse.Namespace) -> int:
     from pipelines.client import schedule
 
@@ -201,6 +287,10 @@ def schedule_command(args: argparse.Namespace) -> int:
         experiment=args.experiment,
         name=args.name,
         namespace=args.namespace,
+        pipeline_name=args.pipeline_name,
+        version=args.version,
+        package=args.package,
+        pipeline_root=args.pipeline_root,
     )
     print(f"recurring run created: {job_id}")
     return 0

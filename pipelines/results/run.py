@@ -31,10 +31,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("sparse_transfer.results")
+log = logging.getLogger("pipelines.results")
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIGS = REPO / "pipelines" / "configs"
+# The run configs ship inside the `pipelines` package (package data), so an installed wheel
+# finds them without a source checkout.
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TASK = "text-classification"
 ARCH = "minilm-l6"
 TEACHER_STUB = f"zoo:nlp/sentiment_analysis/{ARCH}/pytorch/huggingface/movie_reviews/base-none"
@@ -480,7 +481,7 @@ def stage_inference(out: Path, size: dict[str, Any]) -> dict[str, Any]:
 
 
 def stage_training(out: Path, size: dict[str, Any]) -> dict[str, Any]:
-    from sparse_transfer.results.bench import training_step_benchmark
+    from pipelines.results.bench import training_step_benchmark
 
     paths = _zoo_paths()
     return training_step_benchmark(
@@ -495,10 +496,14 @@ def stage_training(out: Path, size: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_all(
-    out: Path, smoke: bool = False, skip_sweep: bool = False, size_name: str = "full"
+    out: Path,
+    smoke: bool = False,
+    skip_sweep: bool = False,
+    size_name: str = "full",
+    docs_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Runs (or resumes) every stage under `out`; returns the collected results."""
-    from sparse_transfer.results.report import write_report
+    from pipelines.results.report import write_report
 
     size_name = "smoke" if smoke else size_name
     size = SIZES[size_name]
@@ -517,7 +522,7 @@ def run_all(
     results["sparse"] = stage("sparse", lambda: stage_sparse(out, size))
     results["accuracy"] = stage("accuracy", lambda: stage_accuracy(out, size))
     results["inference"] = stage("inference", lambda: stage_inference(out, size))
-    docs = REPO / "docs" / "results" if not smoke else out / "docs"
+    docs = Path(docs_dir) if docs_dir else (out / "docs" if smoke else Path("docs") / "results")
     write_report(results, docs, out, cards=False)  # partial figures, in case a later stage dies
     results["training"] = stage("training", lambda: stage_training(out, size))
     write_report(results, docs, out, cards=False)
@@ -529,14 +534,26 @@ def run_all(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sparse_transfer.results", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m pipelines.results", description=__doc__)
     parser.add_argument("--out", default="real-results-output", help="work folder (resumable)")
     parser.add_argument(
         "--smoke", action="store_true", help="toy sizes: check the plumbing in minutes"
     )
     parser.add_argument("--skip-sweep", action="store_true", help="leave out the sparsity sweep")
     parser.add_argument("--size", choices=sorted(SIZES), default="full", help="run size")
+    parser.add_argument(
+        "--docs",
+        default=None,
+        help="where results.md/json and the plots go (default: docs/results under the current "
+        "directory; OUT/docs with --smoke)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    run_all(Path(args.out), smoke=args.smoke, skip_sweep=args.skip_sweep, size_name=args.size)
+    run_all(
+        Path(args.out),
+        smoke=args.smoke,
+        skip_sweep=args.skip_sweep,
+        size_name=args.size,
+        docs_dir=args.docs,
+    )
     return 0
