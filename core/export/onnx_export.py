@@ -60,6 +60,7 @@ def load_for_export(model_path: str | Path, task: str):
     """Loads (model in eval mode with any QAT state restored, tokenizer, task spec)."""
     import transformers
     from sparse_transfer.quantization import restore_qat
+    from sparse_transfer.training.finite import check_weights
     from transformers import AutoTokenizer
 
     spec = task_spec(task)
@@ -71,6 +72,7 @@ def load_for_export(model_path: str | Path, task: str):
     except (OSError, ValueError) as exc:
         raise ExportError(f"cannot load a {spec.name} model from {path}: {exc}") from exc
     restore_qat(model, path)
+    check_weights(model, f"--model_path {path}")  # a NaN model must never ship
     model.eval()
     return model, tokenizer, spec
 

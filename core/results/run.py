@@ -318,7 +318,7 @@ def stage_sparse(out: Path, size: dict[str, Any]) -> dict[str, Any]:
 def _evaluate(
     model_dir: str | Path, validation: Path, out_dir: Path, size: dict[str, Any]
 ) -> float:
-    from sparse_transfer.tasks.run import evaluate_main
+    from sparse_transfer.cli.evaluate import evaluate_main
 
     argv = [
         "--model_path", str(model_dir), "--task", TASK, "--validation_file", str(validation),
@@ -379,8 +379,8 @@ def stage_accuracy(out: Path, size: dict[str, Any]) -> dict[str, Any]:
 
 
 def stage_sweep(out: Path, size: dict[str, Any], zoo: dict[str, Any]) -> dict[str, Any]:
+    from sparse_transfer.cli.train import train_main
     from sparse_transfer.data import DATASETS
-    from sparse_transfer.tasks.run import train_main
     from sparse_transfer.zoo import resolve
 
     starts = {0: resolve(zoo["stubs"]["upstream_dense"], "model")}

@@ -2,8 +2,8 @@
 
 A spec says which HF auto class builds the model, which argument dataclass
 holds the task's own flags, which model outputs a teacher distils, and how the
-task analyses, tokenises and scores data. The run loop in `run.py` only talks
-to specs, never to a particular task.
+task analyses, tokenises and scores data. The train and evaluate loops
+(`training.py`, `evaluation.py`) only talk to specs, never to a particular task.
 """
 
 from __future__ import annotations
@@ -72,10 +72,6 @@ def get_task(name: str) -> TaskSpec:
     if key not in _TASKS:
         raise DataError(f"unknown task {name!r}; known tasks: {', '.join(sorted(_TASKS))}")
     return _TASKS[key]()
-
-
-def normalize_task(name: str) -> str:
-    return get_task(name).name
 
 
 def _ensure_builtin() -> None:
