@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sparse_transfer.errors import DataError, PipelineError
+from sparse_transfer.tasks import flags as flag_schema
 
 log = logging.getLogger(__name__)
 
@@ -23,14 +24,12 @@ NO_MODEL = ("", "disable", "none")
 DATA_SPEC = "data.json"
 NO_MODEL_MARKER = "NO_MODEL"
 
-# Data flags a Dataset artifact carries to the training and evaluation steps.
-DATA_FLAGS = (
-    "task_name",
-    "dataset_name",
-    "dataset_config_name",
-    "input_column_names",
-    "label_column_name",
-    "validation_ratio",
+# Data flags a Dataset artifact carries to the training and evaluation steps (the schema's
+# data flags but the files, which the artifact holds itself).
+DATA_FLAGS = tuple(
+    f.name
+    for f in flag_schema.DATA_FLAGS
+    if f.name not in ("train_file", "validation_file", "dataset_snapshot_prefix")
 )
 
 

@@ -75,8 +75,8 @@ def get_task(name: str) -> TaskSpec:
 
 
 def _ensure_builtin() -> None:
-    if _TASKS:
-        return
+    # Always import all four: a caller that imported one task module first has
+    # registered that one only (the imports are cached, so this is cheap).
     from sparse_transfer.tasks import (  # noqa: F401  (each module registers itself)
         masked_lm,
         question_answering,

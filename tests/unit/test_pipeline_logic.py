@@ -190,3 +190,25 @@ def test_task_arguments_put_each_flag_in_its_dataclass():
     assert args[TrainingArguments].seed == 7 and args[TrainingArguments].fp16 is False
     with pytest.raises(PipelineError, match="no text-classification argument is called doc_stride"):
         steps.task_arguments("text-classification", {"doc_stride": 16})
+
+
+def test_evaluate_step_matrix_comes_from_the_same_predictions_as_the_metrics(tmp_path):
+    from sparse_transfer import fixtures
+
+    model = fixtures.make_tiny_bert(tmp_path / "m", hidden_size=32, seed=3)
+    rows = fixtures.sentiment_rows(20, seed=4)
+    data = tmp_path / "data"
+    steps.fetch_data_step(
+        data, train_file=str(fixtures.write_jsonl(rows, tmp_path / "t.jsonl")),
+        validation_file=str(fixtures.write_jsonl(rows, tmp_path / "v.jsonl")),
+    )  # fmt: skip
+    result = steps.evaluate_step(
+        "text-classification", model, data, eval_args={"max_seq_length": 16.0}
+    )
+    matrix = result["confusion_matrix"]["matrix"]
+    assert sum(map(sum, matrix)) == len(rows)
+    by_label = [sum(1 for r in rows if r["label"] == i) for i in range(2)]
+    assert [sum(row) for row in matrix] == by_label  # rows are the true labels
+    correct = sum(matrix[i][i] for i in range(len(matrix)))
+    assert result["metrics"]["eval_accuracy"] == pytest.approx(correct / len(rows))
+    assert not (model / "eval_results.json").exists()  # reading never writes into the input
