@@ -37,9 +37,9 @@ def _resolve(ref: str) -> str:
     if not Path(ref).exists() and ref.removesuffix(".yaml") in builtin_recipes():
         return str(builtin_recipe_path(ref))
     if ref.startswith(("zoo:", "s3://", "file://")):
-        from sparse_transfer.tasks.models import resolve_ref
+        from sparse_transfer import zoo
 
-        return resolve_ref(ref, "recipe")
+        return zoo.resolve(ref, "recipe")
     return ref
 
 

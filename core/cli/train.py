@@ -9,12 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-TASKS = (
-    "text-classification",
-    "token-classification",
-    "question-answering",
-    "masked-language-modeling",
-)
+from sparse_transfer.tasks.registry import BUILTIN_TASK_NAMES as TASKS
 
 
 def register(subparsers) -> None:

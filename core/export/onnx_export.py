@@ -88,11 +88,6 @@ def input_names_for(model, tokenizer) -> list[str]:
     return names
 
 
-def _output_axes(name: str) -> dict[int, str]:
-    # classification logits are [batch, labels]; token/QA/MLM outputs also carry the sequence.
-    return {0: "batch"} if name == "logits" else {0: "batch", 1: "sequence"}
-
-
 MASK_FILL = -10000.0  # the classic BERT additive mask value: exp() of it is 0 in float32
 
 

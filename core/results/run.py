@@ -169,7 +169,7 @@ def _accuracy(result: dict[str, Any]) -> float:
 
 # ----------------------------------------------------------------------------- stages
 def stage_data(out: Path, size: dict[str, Any]) -> dict[str, Any]:
-    from sparse_transfer.data import make_splits
+    from sparse_transfer.embedded.movie_reviews import make_splits
 
     return make_splits(
         out / "data",
@@ -243,9 +243,9 @@ def _saved_encoder_sparsity(model_dir: Path) -> float:
 
 
 def stage_zoo(out: Path, size: dict[str, Any]) -> dict[str, Any]:
-    from sparse_transfer.data.movie_reviews import read_texts
-    from sparse_transfer.zoo import _upstream
-    from sparse_transfer.zoo import seed as zoo_seed
+    from sparse_transfer.embedded import upstream as _upstream
+    from sparse_transfer.embedded import zoo_seed
+    from sparse_transfer.embedded.movie_reviews import read_texts
 
     sentences = read_texts(out / "data" / "upstream.jsonl")
     schedule = size["seed_schedule"]
@@ -352,7 +352,7 @@ def _zoo_paths() -> dict[str, Path]:
 
 
 def stage_accuracy(out: Path, size: dict[str, Any]) -> dict[str, Any]:
-    from sparse_transfer.data import DATASETS
+    from sparse_transfer.embedded.movie_reviews import DATASETS
 
     paths = _zoo_paths()
     variants = {
@@ -380,7 +380,7 @@ def stage_accuracy(out: Path, size: dict[str, Any]) -> dict[str, Any]:
 
 def stage_sweep(out: Path, size: dict[str, Any], zoo: dict[str, Any]) -> dict[str, Any]:
     from sparse_transfer.cli.train import train_main
-    from sparse_transfer.data import DATASETS
+    from sparse_transfer.embedded.movie_reviews import DATASETS
     from sparse_transfer.zoo import resolve
 
     starts = {0: resolve(zoo["stubs"]["upstream_dense"], "model")}

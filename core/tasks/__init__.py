@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sparse_transfer.tasks.registry import BUILTIN_TASK_NAMES as TASK_NAMES
+
 __all__ = [
     "TASK_NAMES",
     "evaluate",
@@ -18,13 +20,6 @@ __all__ = [
     "load_tokenizer",
     "train",
 ]
-
-TASK_NAMES = (
-    "text-classification",
-    "token-classification",
-    "question-answering",
-    "masked-language-modeling",
-)
 
 
 def __getattr__(name: str) -> Any:

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 from sparse_transfer.errors import DataError
 from sparse_transfer.tasks.args import DataArguments
-from sparse_transfer.tasks.models import resolve_ref
 from sparse_transfer.tasks.outputs import write_json
 from sparse_transfer.tasks.registry import get_task
+from sparse_transfer.zoo import resolve
 
 
 @dataclass
@@ -103,7 +103,7 @@ def evaluate(
     spec = get_task(eval_args.task)
     if task_args is None and spec.args_class is not None:
         task_args = spec.args_class()
-    model_dir = resolve_ref(eval_args.model_path, "deployment", root=zoo)
+    model_dir = resolve(eval_args.model_path, "deployment", root=zoo)
     is_onnx = Path(model_dir, "model.onnx").exists()
     glue = data_args.task_name if spec.name == "text-classification" else None
     raw, sources = load_raw_datasets(data_args, seed=eval_args.seed, glue_task=glue)

@@ -1,4 +1,7 @@
-"""Loading models, tokenizers and references (paths, zoo stubs, s3://, hub ids).
+"""Loading models and tokenizers from local folders or hub ids.
+
+References (zoo stubs, s3://, file://) are resolved to folders first, by the one
+resolver, `sparse_transfer.zoo.resolve`.
 
 `load_model` is the one place a checkpoint becomes a model: the task picks the
 HF auto class, config overrides set the head (labels, problem type), and a
@@ -15,16 +18,6 @@ from typing import Any
 from sparse_transfer.errors import SparseTransferError
 
 logger = logging.getLogger(__name__)
-
-
-def resolve_ref(ref: str, kind: str, *, root: str | None = None) -> str:
-    """Zoo stub / s3:// / file:// / local path -> local path; a hub id passes through.
-
-    `root` is the zoo root for stubs (default: `sparse_transfer.zoo.zoo_root()`).
-    """
-    from sparse_transfer.zoo import resolve
-
-    return str(resolve(ref, kind, root=root))
 
 
 def _auto_class(task: str):

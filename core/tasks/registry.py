@@ -12,6 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+# The tasks this package ships (their modules register themselves on first use);
+# `task_names()` also lists tasks added with `register_task`.
+BUILTIN_TASK_NAMES = (
+    "text-classification",
+    "token-classification",
+    "question-answering",
+    "masked-language-modeling",
+)
 TASK_ALIASES = {
     "text_classification": "text-classification",
     "sequence-classification": "text-classification",

@@ -17,9 +17,9 @@ from typing import Any
 
 from sparse_transfer.errors import DataError, SparseTransferError
 from sparse_transfer.tasks.args import DataArguments, ModelArguments
-from sparse_transfer.tasks.models import resolve_ref
 from sparse_transfer.tasks.outputs import publish, staging_dir, write_json
 from sparse_transfer.tasks.registry import get_task
+from sparse_transfer.zoo import resolve
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class TrainResult:
 
 
 def _resolve(ref: str | None, kind: str, zoo: str | None) -> str | None:
-    return None if ref is None else resolve_ref(ref, kind, root=zoo)
+    return None if ref is None else resolve(ref, kind, root=zoo)
 
 
 def train(

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from sparse_transfer import fixtures
 from sparse_transfer.cli import main
+from sparse_transfer.embedded import fixtures
 from sparse_transfer.errors import DataError, NonFiniteError
 from sparse_transfer.training.finite import check_weights, non_finite_weights
 

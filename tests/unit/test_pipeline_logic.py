@@ -193,7 +193,7 @@ def test_task_arguments_put_each_flag_in_its_dataclass():
 
 
 def test_evaluate_step_matrix_comes_from_the_same_predictions_as_the_metrics(tmp_path):
-    from sparse_transfer import fixtures
+    from sparse_transfer.embedded import fixtures
 
     model = fixtures.make_tiny_bert(tmp_path / "m", hidden_size=32, seed=3)
     rows = fixtures.sentiment_rows(20, seed=4)

@@ -8,8 +8,8 @@ import json
 import datasets
 import numpy as np
 import pytest
-from sparse_transfer import fixtures
 from sparse_transfer.cli.task_args import normalize_argv, parse_train_args
+from sparse_transfer.embedded import fixtures
 from sparse_transfer.errors import DataError
 from sparse_transfer.tasks.args import DataArguments
 from sparse_transfer.tasks.base import check_teacher_labels
