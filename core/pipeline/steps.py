@@ -159,7 +159,8 @@ def task_arguments(task: str, values: Mapping[str, Any], *extra: type) -> dict[t
     Args:
         task: the task (its own dataclass, e.g. ``doc_stride``, is included).
         values: flag -> value; empty strings and None mean "not set" (the default applies);
-            integral floats become ints (KFP hands dict values over as JSON numbers).
+            integral floats for int fields become ints (KFP hands dict values over as JSON
+            numbers).
         *extra: more dataclasses to fill (``TrainingArguments``, ``EvaluateArguments``).
 
     Returns:
@@ -182,12 +183,11 @@ def task_arguments(task: str, values: Mapping[str, Any], *extra: type) -> dict[t
         *extra,
     ]
     given = {k: v for k, v in values.items() if v is not None and v != ""}
-    given = {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in given.items()}
     out: dict[type, Any] = {}
     used: set[str] = set()
     for cls in classes:
-        names = {f.name for f in dataclasses.fields(cls) if f.init}
-        mine = {k: v for k, v in given.items() if k in names}
+        types = {f.name: str(f.type) for f in dataclasses.fields(cls) if f.init}
+        mine = {k: _as_field_type(v, types[k]) for k, v in given.items() if k in types}
         if cls is ModelArguments and "model_name_or_path" not in mine:
             continue
         out[cls] = cls(**mine)
@@ -196,6 +196,14 @@ def task_arguments(task: str, values: Mapping[str, Any], *extra: type) -> dict[t
     if unknown:
         raise PipelineError(f"no {spec.name} argument is called {', '.join(unknown)}")
     return out
+
+
+def _as_field_type(value: Any, annotation: str) -> Any:
+    """An integral float for an int field becomes an int (KFP's JSON numbers: 32 -> 32.0)."""
+    is_int = "int" in annotation and "float" not in annotation
+    if is_int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def train_step(
