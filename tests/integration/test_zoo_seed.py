@@ -8,8 +8,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+from sparse_transfer import storage, zoo
 from sparse_transfer.cli import main
-from sparse_transfer.embedded import fixtures, storage, zoo, zoo_seed
+from sparse_transfer.embedded import fixtures, zoo_seed
 
 pytestmark = pytest.mark.integration
 
