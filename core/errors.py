@@ -34,3 +34,7 @@ class ZooError(SparseTransferError):
 
 class PipelineError(SparseTransferError):
     """A bad pipeline run configuration or submission problem."""
+
+
+class NonFiniteError(SparseTransferError):
+    """A loss, weight or number that is NaN or infinite where only finite values make sense."""

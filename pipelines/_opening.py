@@ -10,41 +10,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from kfp.dsl import PipelineTask
+from sparse_transfer.tasks.flags import DATA_FLAGS
+from sparse_transfer.tasks.flags import TRAINING_FLAGS as SCHEMA_TRAINING_FLAGS
 
 from components import configure_training, fetch_data
 from pipelines._settings import io_step, resources
 
-DATA_PARAMETERS = (
-    "task_name",
-    "dataset_name",
-    "dataset_config_name",
-    "train_file",
-    "validation_file",
-    "dataset_snapshot_prefix",
-    "input_column_names",
-    "label_column_name",
-    "validation_ratio",
-)
-TRAINING_FLAGS = (
-    "max_seq_length",
-    "doc_stride",
-    "preprocessing_num_workers",
-    "per_device_train_batch_size",
-    "per_device_eval_batch_size",
-    "gradient_accumulation_steps",
-    "fp16",
-    "seed",
-    "evaluation_strategy",
-    "eval_steps",
-    "logging_steps",
-    "logging_first_step",
-    "save_strategy",
-    "save_steps",
-    "save_total_limit",
-    "max_steps",
-    "max_train_samples",
-    "max_eval_samples",
-)
+# Names from the one flag schema (sparse_transfer.tasks.flags); tests/unit/test_flag_schema.py
+# checks that both pipelines' signatures and the components spell them as the schema does.
+DATA_PARAMETERS = tuple(f.name for f in DATA_FLAGS)
+TRAINING_FLAGS = tuple(f.name for f in SCHEMA_TRAINING_FLAGS)
 
 
 def data_and_training_flags(parameters: Mapping[str, Any]) -> tuple[PipelineTask, PipelineTask]:

@@ -204,7 +204,7 @@ def _seed_zoo(kind: str, zoo_root: str) -> None:
 
     Entries that exist are kept, so only the first run pays for it.
     """
-    from sparse_transfer.zoo import seed as zoo_seed
+    from sparse_transfer.embedded import zoo_seed
 
     zoo_seed.seed(kind, root=zoo_root or None)
 
@@ -213,16 +213,16 @@ def _seed_data(directory: Path) -> dict[str, str]:
     """Writes SST-2-style data (``sentence``, ``label``) once; returns the file parameters.
 
     ``sentiment``: 256/64 tiny fixture sentences; ``movie_reviews``: the offline
-    Rotten Tomatoes + Pang & Lee splits (`sparse_transfer.data.movie_reviews`).
+    Rotten Tomatoes + Pang & Lee splits (`sparse_transfer.embedded.movie_reviews`).
     """
     train, validation = directory / "train.jsonl", directory / "validation.jsonl"
     if not (train.is_file() and validation.is_file()):
         if directory.name == "movie_reviews":
-            from sparse_transfer.data.movie_reviews import make_splits
+            from sparse_transfer.embedded.movie_reviews import make_splits
 
             make_splits(directory)
         else:
-            from sparse_transfer import fixtures
+            from sparse_transfer.embedded import fixtures
 
             rows = fixtures.sentiment_rows(320, seed=0)
             fixtures.write_jsonl(rows[:256], train)

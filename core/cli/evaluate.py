@@ -23,7 +23,16 @@ def _handle(args, extra: list[str]) -> int:
     if not extra or (("-h" in extra or "--help" in extra) and "--task" not in extra):
         args._parser.print_help()
         return 0 if extra else 2
-    from sparse_transfer.tasks import evaluate_main
-
     evaluate_main(extra)
     return 0
+
+
+def evaluate_main(argv: list[str]) -> dict:
+    """Runs ``sparse-transfer evaluate`` with `argv`; returns `EvaluationResult.summary`."""
+    from sparse_transfer.cli.task_args import parse_evaluate_args
+    from sparse_transfer.tasks.evaluation import evaluate
+    from sparse_transfer.tasks.summary import print_evaluation
+
+    result = evaluate(*parse_evaluate_args(argv))
+    print_evaluation(result.summary())
+    return result.summary()

@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _resolve(ref: str) -> str:
-    """Zoo stubs/URIs through the zoo (when built), built-in names to their shipped file."""
+    """Zoo stubs/URIs through the zoo's resolver, built-in names to their shipped file."""
     from pathlib import Path
 
     from sparse_transfer.recipe import builtin_recipe_path, builtin_recipes
@@ -37,10 +37,8 @@ def _resolve(ref: str) -> str:
     if not Path(ref).exists() and ref.removesuffix(".yaml") in builtin_recipes():
         return str(builtin_recipe_path(ref))
     if ref.startswith(("zoo:", "s3://", "file://")):
-        try:
-            from sparse_transfer import zoo
-        except ImportError:  # the zoo is not part of this build yet
-            return ref
+        from sparse_transfer import zoo
+
         return zoo.resolve(ref, "recipe")
     return ref
 

@@ -234,7 +234,7 @@ def resolve_command(args: argparse.Namespace) -> int:
 
 
 def seed_command(args: argparse.Namespace) -> int:
-    from sparse_transfer.zoo.seed import seed
+    from sparse_transfer.embedded.zoo_seed import seed
 
     schedule = "full" if args.full else "tiny" if args.tiny else "short"
     result = seed(root=args.zoo, schedule=schedule, force=args.force, work_dir=args.work_dir)

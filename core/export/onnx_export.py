@@ -60,6 +60,7 @@ def load_for_export(model_path: str | Path, task: str):
     """Loads (model in eval mode with any QAT state restored, tokenizer, task spec)."""
     import transformers
     from sparse_transfer.quantization import restore_qat
+    from sparse_transfer.training.finite import check_weights
     from transformers import AutoTokenizer
 
     spec = task_spec(task)
@@ -71,6 +72,7 @@ def load_for_export(model_path: str | Path, task: str):
     except (OSError, ValueError) as exc:
         raise ExportError(f"cannot load a {spec.name} model from {path}: {exc}") from exc
     restore_qat(model, path)
+    check_weights(model, f"--model_path {path}")  # a NaN model must never ship
     model.eval()
     return model, tokenizer, spec
 
@@ -84,11 +86,6 @@ def input_names_for(model, tokenizer) -> list[str]:
     if uses_types:
         names.append("token_type_ids")
     return names
-
-
-def _output_axes(name: str) -> dict[int, str]:
-    # classification logits are [batch, labels]; token/QA/MLM outputs also carry the sequence.
-    return {0: "batch"} if name == "logits" else {0: "batch", 1: "sequence"}
 
 
 MASK_FILL = -10000.0  # the classic BERT additive mask value: exp() of it is 0 in float32

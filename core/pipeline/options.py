@@ -11,40 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from sparse_transfer.errors import PipelineError
+from sparse_transfer.tasks.flags import TRAINING_FLAGS, check_value, is_unset
 
-# name -> type; the pipeline parameters that become train/evaluate flags.
-TRAINING_OPTIONS: dict[str, type] = {
-    "max_seq_length": int,
-    "doc_stride": int,
-    "preprocessing_num_workers": int,
-    "per_device_train_batch_size": int,
-    "per_device_eval_batch_size": int,
-    "gradient_accumulation_steps": int,
-    "fp16": bool,
-    "seed": int,
-    "evaluation_strategy": str,
-    "eval_steps": int,
-    "logging_steps": int,
-    "logging_first_step": bool,
-    "save_strategy": str,
-    "save_steps": int,
-    "save_total_limit": int,
-    "max_steps": int,
-    "max_train_samples": int,
-    "max_eval_samples": int,
-}
-# Flags only some tasks' argument parsers know.
-TASK_ONLY: dict[str, tuple[str, ...]] = {"doc_stride": ("question-answering",)}
-# Zero (or -1 for max_steps) means "not set": the library default applies.
-UNSET_WHEN_ZERO = (
-    "eval_steps",
-    "max_train_samples",
-    "max_eval_samples",
-    "preprocessing_num_workers",
-)
-# transformers renamed evaluation_strategy (the reference's spelling) to eval_strategy.
-RENAMES = {"evaluation_strategy": "eval_strategy"}
-STRATEGIES = ("no", "steps", "epoch")
+# name -> type; the pipeline parameters that become train/evaluate flags (from the one schema).
+TRAINING_OPTIONS: dict[str, type] = {f.name: f.type for f in TRAINING_FLAGS}
+_SCHEMA = {f.name: f for f in TRAINING_FLAGS}
 # What an evaluation needs of the training flags.
 EVAL_KEYS = ("max_seq_length", "doc_stride", "per_device_eval_batch_size", "max_eval_samples")
 
@@ -65,35 +36,21 @@ def training_options(task: str, **values: Any) -> dict[str, Any]:
     errors: list[str] = []
     out: dict[str, Any] = {}
     for name, value in values.items():
-        kind = TRAINING_OPTIONS.get(name)
-        if kind is None:
+        spec = _SCHEMA.get(name)
+        if spec is None:
             errors.append(f"unknown training option '{name}'; known: {', '.join(TRAINING_OPTIONS)}")
             continue
-        if kind is int and isinstance(value, float) and value.is_integer():
+        if spec.type is int and isinstance(value, float) and value.is_integer():
             value = int(value)  # KFP hands integers over as floats in some places
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            errors.append(f"training option '{name}' must be {kind.__name__}, got {value!r}")
+        problem = check_value(spec, value)
+        if problem:
+            errors.append(f"training option '{name}' {problem}")
             continue
-        if name in TASK_ONLY and task not in TASK_ONLY[name]:
+        if spec.tasks is not None and task not in spec.tasks:
             continue
-        if name in UNSET_WHEN_ZERO and value == 0 or name == "max_steps" and value < 0:
+        if is_unset(spec, value):
             continue
-        if value == "":
-            continue
-        if name.endswith("_strategy") and value not in STRATEGIES:
-            errors.append(f"{name} must be one of {STRATEGIES}, got {value!r}")
-        if (
-            name
-            in (
-                "max_seq_length",
-                "per_device_train_batch_size",
-                "per_device_eval_batch_size",
-                "gradient_accumulation_steps",
-            )
-            and value < 1
-        ):
-            errors.append(f"{name} must be at least 1, got {value}")
-        out[RENAMES.get(name, name)] = value
+        out[spec.hf_name or name] = value
     if out.get("eval_strategy") == "steps" and "eval_steps" not in out:
         errors.append("evaluation_strategy 'steps' needs eval_steps > 0")
     if errors:

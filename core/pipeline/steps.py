@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shlex
 import shutil
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from sparse_transfer.errors import DataError, PipelineError
+from sparse_transfer.tasks import flags as flag_schema
 
 log = logging.getLogger(__name__)
 
@@ -26,34 +24,13 @@ NO_MODEL = ("", "disable", "none")
 DATA_SPEC = "data.json"
 NO_MODEL_MARKER = "NO_MODEL"
 
-# Data flags a Dataset artifact carries to the training and evaluation steps.
-DATA_FLAGS = (
-    "task_name",
-    "dataset_name",
-    "dataset_config_name",
-    "input_column_names",
-    "label_column_name",
-    "validation_ratio",
+# Data flags a Dataset artifact carries to the training and evaluation steps (the schema's
+# data flags but the files, which the artifact holds itself).
+DATA_FLAGS = tuple(
+    f.name
+    for f in flag_schema.DATA_FLAGS
+    if f.name not in ("train_file", "validation_file", "dataset_snapshot_prefix")
 )
-
-
-@contextmanager
-def zoo_root(root: str) -> Iterator[None]:
-    """Points `sparse_transfer.zoo` at `root` for the duration (empty: keep the environment's)."""
-    if not root:
-        yield
-        return
-    from sparse_transfer.zoo import ZOO_ENV  # train_main resolves stubs through the environment
-
-    old = os.environ.get(ZOO_ENV)
-    os.environ[ZOO_ENV] = root
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(ZOO_ENV, None)
-        else:
-            os.environ[ZOO_ENV] = old
 
 
 def has_model(directory: str | Path) -> bool:
@@ -93,8 +70,7 @@ def fetch_model_step(
         return {"source": ref, "present": False}
     from sparse_transfer import zoo as zoo_api
 
-    with zoo_root(zoo):
-        resolved = zoo_api.resolve(ref, kind)
+    resolved = zoo_api.resolve(ref, kind, root=zoo or None)
     local = Path(resolved)
     if local.exists():
         _copy_into(local, dest)
@@ -166,36 +142,68 @@ def _fetch(uri: str) -> Path:
     return Path(storage.fetch_file(uri))
 
 
-def data_argv(data_dir: str | Path) -> list[str]:
-    """The data flags of a Dataset artifact for `train_main` / `evaluate_main`."""
+def data_values(data_dir: str | Path) -> dict[str, Any]:
+    """The data flags of a Dataset artifact, as `DataArguments` field values."""
     data_dir = Path(data_dir)
     spec = json.loads((data_dir / DATA_SPEC).read_text())
-    argv: list[str] = []
-    for flag in DATA_FLAGS:
-        if spec.get(flag) not in (None, ""):
-            argv += [f"--{flag}", str(spec[flag])]
+    values = {flag: spec[flag] for flag in DATA_FLAGS if spec.get(flag) not in (None, "")}
     for flag in ("train_file", "validation_file"):
         if spec.get(flag):
-            argv += [f"--{flag}", str(data_dir / spec[flag])]
-    return argv
+            values[flag] = str(data_dir / spec[flag])
+    return values
 
 
-def flags(options: Mapping[str, Any]) -> list[str]:
-    """``{"seed": 42, "fp16": True, "recipe_args": ""}`` -> ``["--seed", "42", "--fp16", "True"]``.
+def task_arguments(task: str, values: Mapping[str, Any], *extra: type) -> dict[type, Any]:
+    """Builds the task layer's argument dataclasses from flag values, each flag in its class.
 
-    Empty strings and None mean "not set" and are dropped, so the library's own
-    defaults apply; booleans are spelled out (HfArgumentParser reads True/False);
-    integral floats print as integers, because KFP passes dict values between
-    steps as JSON numbers (``32`` arrives as ``32.0``, which ``--max_seq_length`` rejects).
+    Args:
+        task: the task (its own dataclass, e.g. ``doc_stride``, is included).
+        values: flag -> value; empty strings and None mean "not set" (the default applies);
+            integral floats for int fields become ints (KFP hands dict values over as JSON
+            numbers).
+        *extra: more dataclasses to fill (``TrainingArguments``, ``EvaluateArguments``).
+
+    Returns:
+        dataclass -> instance, for `ModelArguments` (when `values` names a model),
+        `DataArguments`, the task's own class and every class in `extra`.
+
+    Raises:
+        PipelineError: a flag no class has.
     """
-    argv: list[str] = []
-    for key, value in options.items():
-        if value is None or value == "":
+    import dataclasses
+
+    from sparse_transfer.tasks.args import DataArguments, ModelArguments
+    from sparse_transfer.tasks.registry import get_task
+
+    spec = get_task(task)
+    classes = [
+        ModelArguments,
+        DataArguments,
+        *([spec.args_class] if spec.args_class else []),
+        *extra,
+    ]
+    given = {k: v for k, v in values.items() if v is not None and v != ""}
+    out: dict[type, Any] = {}
+    used: set[str] = set()
+    for cls in classes:
+        types = {f.name: str(f.type) for f in dataclasses.fields(cls) if f.init}
+        mine = {k: _as_field_type(v, types[k]) for k, v in given.items() if k in types}
+        if cls is ModelArguments and "model_name_or_path" not in mine:
             continue
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        argv += [f"--{key}", str(value)]
-    return argv
+        out[cls] = cls(**mine)
+        used |= set(mine)
+    unknown = sorted(set(given) - used)
+    if unknown:
+        raise PipelineError(f"no {spec.name} argument is called {', '.join(unknown)}")
+    return out
+
+
+def _as_field_type(value: Any, annotation: str) -> Any:
+    """An integral float for an int field becomes an int (KFP's JSON numbers: 32 -> 32.0)."""
+    is_int = "int" in annotation and "float" not in annotation
+    if is_int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def train_step(
@@ -208,10 +216,9 @@ def train_step(
     recipe_args: str = "",
     teacher_dir: str | Path | None = None,
     training_args: Mapping[str, Any] | None = None,
-    extra_args: str = "",
     zoo: str = "",
 ) -> dict[str, Any]:
-    """Runs `sparse_transfer.tasks.train_main` on artifact folders.
+    """Runs `sparse_transfer.tasks.train` on artifact folders.
 
     Args:
         task: task name.
@@ -223,45 +230,44 @@ def train_step(
         teacher_dir: teacher Model artifact; None or a placeholder disables distillation.
         training_args: validated flags from
             `sparse_transfer.pipeline.options.training_options`.
-        extra_args: more HF TrainingArguments flags as one shell-quoted string.
         zoo: zoo root for stubs.
 
     Returns:
-        `train_main`'s summary (metrics, sparsity, output_dir).
+        The run summary (`TrainResult.to_dict`: metrics, sparsity, output_dir).
     """
-    from sparse_transfer.tasks import train_main
+    from sparse_transfer.tasks.args import DataArguments, ModelArguments
+    from sparse_transfer.tasks.registry import get_task
+    from sparse_transfer.tasks.training import train
+    from transformers import TrainingArguments
 
-    options = dict(training_args or {})
-    if recipe_args:
-        options["recipe_args"] = recipe_args
-    if options.get("fp16") and not _cuda_available():
-        log.warning("fp16 requested but no CUDA device here: training in fp32")
-        options["fp16"] = False
-    if teacher_dir is not None and has_model(teacher_dir):
-        options["distill_teacher"] = str(teacher_dir)
-    else:
-        options["distill_teacher"] = "disable"
-    argv = [
-        "--model_name_or_path",
-        str(model_dir),
-        "--recipe",
-        recipe,
-        "--output_dir",
-        str(output_dir),
-        "--do_train",
-        "--do_eval",
-        *data_argv(data_dir),
-        *flags(options),
-        *shlex.split(extra_args),
-    ]
-    log.info("train %s %s", task, " ".join(shlex.quote(a) for a in argv))
-    with zoo_root(zoo):
-        summary = train_main(task, argv)
+    teacher = str(teacher_dir) if teacher_dir is not None and has_model(teacher_dir) else "disable"
+    values = {
+        **data_values(data_dir),
+        **dict(training_args or {}),
+        "model_name_or_path": str(model_dir),
+        "recipe": recipe,
+        "recipe_args": recipe_args,
+        "distill_teacher": teacher,
+        "output_dir": str(output_dir),
+        "do_train": True,
+        "do_eval": True,
+    }
+    args = task_arguments(task, values, TrainingArguments)
+    spec = get_task(task)
+    log.info("train %s %s", task, {k: v for k, v in values.items() if v not in ("", None)})
+    result = train(
+        task,
+        args[ModelArguments],
+        args[DataArguments],
+        args[TrainingArguments],
+        args.get(spec.args_class),
+        zoo=zoo or None,
+    )
     for checkpoint in Path(output_dir).glob("checkpoint-*"):
         shutil.rmtree(
             checkpoint
         )  # the final model sits at the top; checkpoints only bloat the artifact
-    return summary
+    return result.to_dict()
 
 
 def teacher_step(
@@ -274,7 +280,6 @@ def teacher_step(
     recipe: str = "",
     recipe_args: str = "",
     training_args: Mapping[str, Any] | None = None,
-    extra_args: str = "",
     zoo: str = "",
 ) -> dict[str, Any]:
     """The teacher for distillation: fetched when given, else trained dense.
@@ -292,7 +297,7 @@ def teacher_step(
             "no teacher" placeholder; empty trains one.
         base_model: dense checkpoint to train from (the reference's base-none upstream).
         recipe / recipe_args: the dense teacher recipe.
-        training_args / extra_args: as for `train_step`.
+        training_args: as for `train_step`.
         zoo: zoo root.
 
     Returns:
@@ -313,7 +318,7 @@ def teacher_step(
         fetch_model_step(base_model, scratch, kind="model", task=task, zoo=zoo)
         summary = train_step(
             task, scratch, dest, data_dir, recipe=recipe, recipe_args=recipe_args,
-            training_args=training_args, extra_args=extra_args, zoo=zoo,
+            training_args=training_args, zoo=zoo,
         )  # fmt: skip
     return {"mode": "trained", "source": base_model, "metrics": training_metrics(summary)}
 
@@ -332,12 +337,6 @@ def training_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def evaluate_step(
     task: str,
     model_dir: str | Path,
@@ -346,34 +345,40 @@ def evaluate_step(
     output_dir: str | Path | None = None,
     eval_args: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Runs `sparse_transfer.tasks.evaluate_main` (PyTorch folder or ONNX deployment).
+    """Runs `sparse_transfer.tasks.evaluate` (PyTorch folder or ONNX deployment).
 
     Returns:
         ``metrics`` (name -> number) and ``confusion_matrix`` (``{"labels", "matrix"}``
-        for single-label classification, else None); both empty for a "no model"
-        placeholder (disabled teacher).
+        for single-label classification, else None), both from the one evaluation;
+        both empty for a "no model" placeholder (disabled teacher).
     """
+    from sparse_transfer.pipeline.confusion import classification_confusion
     from sparse_transfer.pipeline.metrics import numeric_metrics
 
     if not has_model(model_dir):
         return {"metrics": {}, "confusion_matrix": None}
     import tempfile
 
-    from sparse_transfer.tasks import evaluate_main
+    from sparse_transfer.tasks.args import DataArguments
+    from sparse_transfer.tasks.evaluation import EvaluateArguments, evaluate
+    from sparse_transfer.tasks.registry import get_task
 
+    spec = get_task(task)
     with tempfile.TemporaryDirectory(prefix="evaluate-") as scratch:
         # eval_results.json goes to `output_dir` or a scratch dir, never into the input artifact
-        argv = ["--model_path", str(model_dir), "--task", task, *data_argv(data_dir)]
-        argv += ["--output_dir", str(output_dir or scratch), *flags(dict(eval_args or {}))]
-        results = evaluate_main(argv)
-    nested = results.get("metrics")
-    metrics = numeric_metrics(nested if isinstance(nested, Mapping) else results)
-    matrix = results.get("confusion_matrix")
-    if not (isinstance(matrix, Mapping) and matrix.get("labels") and matrix.get("matrix")):
-        from sparse_transfer.pipeline.confusion import classification_confusion
-
-        matrix = classification_confusion(task, model_dir, data_argv(data_dir), eval_args)
-    return {"metrics": metrics, "confusion_matrix": matrix}
+        values = {
+            **data_values(data_dir),
+            **dict(eval_args or {}),
+            "model_path": str(model_dir),
+            "task": task,
+            "output_dir": str(output_dir or scratch),
+        }
+        args = task_arguments(task, values, EvaluateArguments)
+        result = evaluate(args[EvaluateArguments], args[DataArguments], args.get(spec.args_class))
+    return {
+        "metrics": numeric_metrics(result.metrics),
+        "confusion_matrix": classification_confusion(result),
+    }
 
 
 def export_step(
@@ -453,21 +458,21 @@ def publish_step(
 
     shipped = onnx_metrics or torch_metrics
     metric, value = primary_metric(task, shipped, gate_metric)
-    with zoo_root(zoo):
-        published_metrics = _published_metrics(stub) if (stub and must_beat_published) else None
-        gate = evaluate_gate(
-            value,
-            metric=metric,
-            min_metric=min_metric,
-            max_drop_vs_teacher=max_drop_vs_teacher,
-            teacher_metrics=teacher_metrics,
-            published_metrics=published_metrics,
-            must_beat_published=must_beat_published,
-        )
-        published = ""
-        if gate.passed and stub:
-            _push(deployment_dir, model_dir, stub, task, shipped, gate.to_dict(), force)
-            published = stub
+    root = zoo or None
+    published_metrics = _published_metrics(stub, root) if (stub and must_beat_published) else None
+    gate = evaluate_gate(
+        value,
+        metric=metric,
+        min_metric=min_metric,
+        max_drop_vs_teacher=max_drop_vs_teacher,
+        teacher_metrics=teacher_metrics,
+        published_metrics=published_metrics,
+        must_beat_published=must_beat_published,
+    )
+    published = ""
+    if gate.passed and stub:
+        _push(deployment_dir, model_dir, stub, task, shipped, gate.to_dict(), force, root)
+        published = stub
     sparsity_file = Path(model_dir) / "sparsity.json"
     sparsity = json.loads(sparsity_file.read_text()) if sparsity_file.exists() else None
     report = render_report(
@@ -484,13 +489,13 @@ def publish_step(
     return {"passed": gate.passed, "published": published, "gate": gate.to_dict(), "report": report}
 
 
-def _published_metrics(stub: str) -> dict[str, Any] | None:
+def _published_metrics(stub: str, root: str | None) -> dict[str, Any] | None:
     """The metrics on the model card currently at `stub`, None when nothing is published."""
     from sparse_transfer import zoo as zoo_api
     from sparse_transfer.errors import StorageError, ZooError
 
     try:
-        card = zoo_api.card(stub)
+        card = zoo_api.card(stub, root=root)
     except (ZooError, StorageError) as exc:  # a missing entry is the normal first run
         log.info("nothing published at %s yet (%s)", stub, exc)
         return None
@@ -505,6 +510,7 @@ def _push(
     metrics: Mapping[str, Any],
     gate: Mapping[str, Any],
     force: bool,
+    root: str | None,
 ) -> None:
     """Pushes one folder holding the deployment and the PyTorch model, so both stay linked."""
     import tempfile
@@ -517,4 +523,4 @@ def _push(
         if deployment_dir is not None:
             shutil.copytree(deployment_dir, bundle / "deployment")
         card = {"task": task, "metrics": dict(metrics), "gate": dict(gate)}
-        zoo_api.push(bundle, stub, force=force, card=card)
+        zoo_api.push(bundle, stub, force=force, card=card, root=root)

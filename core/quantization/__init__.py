@@ -1,6 +1,6 @@
 """Quantization-aware training: int8 fake quantization that exports to int8 ONNX.
 
-Public API (see contracts): `prepare_qat`, `set_observers_enabled`,
+Public API: `prepare_qat`, `set_observers_enabled`,
 `is_qat_prepared`, `save_qat_config`, `restore_qat`; plus helpers the
 modifier and the exporter use.
 """

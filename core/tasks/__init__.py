@@ -1,37 +1,37 @@
 """Tasks: text classification, token classification, question answering, masked LM.
 
-Public API (see contracts): `load_model`, `load_tokenizer`, `train_main`,
-`evaluate_main`; `get_task` returns a task's `TaskSpec` (the table in
-`registry.py`); each task module holds its preprocessing and metric functions.
+Public API: `train` (typed arguments -> `TrainResult`), `evaluate`
+(`EvaluateArguments` -> `EvaluationResult`), `load_model`, `load_tokenizer`;
+`get_task` returns a task's `TaskSpec` (the table in `registry.py`); each task
+module holds its preprocessing and metric functions.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from sparse_transfer.tasks.registry import BUILTIN_TASK_NAMES as TASK_NAMES
+
 __all__ = [
     "TASK_NAMES",
-    "evaluate_main",
+    "evaluate",
     "get_task",
     "load_model",
     "load_tokenizer",
-    "train_main",
+    "train",
 ]
-
-TASK_NAMES = (
-    "text-classification",
-    "token-classification",
-    "question-answering",
-    "masked-language-modeling",
-)
 
 
 def __getattr__(name: str) -> Any:
     # Lazy: `import sparse_transfer.tasks` must not import torch/transformers.
-    if name in {"train_main", "evaluate_main"}:
-        from sparse_transfer.tasks import run
+    if name == "train":
+        from sparse_transfer.tasks.training import train
 
-        return getattr(run, name)
+        return train
+    if name == "evaluate":
+        from sparse_transfer.tasks.evaluation import evaluate
+
+        return evaluate
     if name in {"load_model", "load_tokenizer"}:
         from sparse_transfer.tasks import models
 

@@ -8,7 +8,14 @@ task modules; `HfArgumentParser` parses these together with
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+
+from sparse_transfer.tasks.flags import FLAGS, check_value
+
+
+def _schema_field(name: str):
+    """A dataclass field for a schema flag: not given (None) by default, the schema's help."""
+    return field(default=None, metadata={"help": FLAGS[name].help})
 
 
 @dataclass
@@ -50,30 +57,17 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
-    """Where the data comes from and how it is cut into model inputs."""
+    """Where the data comes from and how it is cut into model inputs.
 
-    task_name: str | None = field(
-        default=None,
-        metadata={
-            "help": "A GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli). Alone it "
-            "loads GLUE from the hub; with --train_file/--validation_file it selects that task's "
-            "column names and label names for the local files."
-        },
-    )
-    dataset_name: str | None = field(
-        default=None, metadata={"help": "Hugging Face hub dataset name (e.g. squad, conll2003)."}
-    )
-    dataset_config_name: str | None = field(
-        default=None, metadata={"help": "Hub dataset configuration name."}
-    )
-    train_file: str | None = field(
-        default=None,
-        metadata={"help": "Training data: .csv, .json/.jsonl or .parquet; local or s3://."},
-    )
-    validation_file: str | None = field(
-        default=None,
-        metadata={"help": "Validation data (same formats). For MNLI: the matched set."},
-    )
+    Flags shared with the pipelines take their help and limits from the one
+    schema, `sparse_transfer.tasks.flags`; None means "not given".
+    """
+
+    task_name: str | None = _schema_field("task_name")
+    dataset_name: str | None = _schema_field("dataset_name")
+    dataset_config_name: str | None = _schema_field("dataset_config_name")
+    train_file: str | None = _schema_field("train_file")
+    validation_file: str | None = _schema_field("validation_file")
     validation_mismatched_file: str | None = field(
         default=None,
         metadata={
@@ -83,43 +77,20 @@ class DataArguments:
     test_file: str | None = field(
         default=None, metadata={"help": "Test data for --do_predict (same formats)."}
     )
-    validation_ratio: float | None = field(
-        default=None,
-        metadata={
-            "help": "Split this fraction off the training data as validation (seeded by --seed) "
-            "when the dataset has no validation split."
-        },
-    )
-    input_column_names: str | None = field(
-        default=None,
-        metadata={"help": "Comma-separated input column(s): one sentence or a pair."},
-    )
-    label_column_name: str | None = field(
-        default=None, metadata={"help": "The label column (default: the task's usual name)."}
-    )
-    max_seq_length: int | None = field(
-        default=None,
-        metadata={
-            "help": "Maximum tokens per input after tokenisation; longer texts are truncated "
-            "(counted and reported). Default: 128, or 384 for question answering."
-        },
-    )
+    validation_ratio: float | None = _schema_field("validation_ratio")
+    input_column_names: str | None = _schema_field("input_column_names")
+    label_column_name: str | None = _schema_field("label_column_name")
+    max_seq_length: int | None = _schema_field("max_seq_length")
     pad_to_max_length: bool = field(
         default=False,
         metadata={"help": "Pad every input to max_seq_length instead of per batch."},
     )
-    preprocessing_num_workers: int | None = field(
-        default=None, metadata={"help": "Processes for tokenisation (datasets.map num_proc)."}
-    )
+    preprocessing_num_workers: int | None = _schema_field("preprocessing_num_workers")
     overwrite_cache: bool = field(
         default=False, metadata={"help": "Re-tokenise instead of using the datasets cache."}
     )
-    max_train_samples: int | None = field(
-        default=None, metadata={"help": "Keep only this many training rows (debugging)."}
-    )
-    max_eval_samples: int | None = field(
-        default=None, metadata={"help": "Keep only this many validation rows (debugging)."}
-    )
+    max_train_samples: int | None = _schema_field("max_train_samples")
+    max_eval_samples: int | None = _schema_field("max_eval_samples")
     max_predict_samples: int | None = field(
         default=None, metadata={"help": "Keep only this many test rows (debugging)."}
     )
@@ -131,7 +102,14 @@ class DataArguments:
             raise DataError(
                 f"--validation_ratio must be between 0 and 1 (exclusive), got {self.validation_ratio}"
             )
-        if self.max_seq_length is not None and self.max_seq_length < 8:
-            raise DataError(f"--max_seq_length must be at least 8, got {self.max_seq_length}")
+        for spec in SCHEMA_FIELDS:
+            value = getattr(self, spec.name)
+            problem = None if value is None else check_value(spec, value)
+            if problem:
+                raise DataError(f"--{spec.name} {problem}")
         if self.task_name is not None:
             self.task_name = self.task_name.lower()
+
+
+# The DataArguments fields the schema defines (their limits are checked in __post_init__).
+SCHEMA_FIELDS = tuple(FLAGS[f.name] for f in fields(DataArguments) if f.name in FLAGS)

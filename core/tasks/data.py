@@ -28,12 +28,8 @@ FILE_BUILDERS = {
 def _local_path(uri: str) -> Path:
     """A local path for `uri`; s3:// (and other store URIs) go through the storage cache."""
     if "://" in uri and not uri.startswith("file://"):
-        try:
-            from sparse_transfer.storage import fetch_file
-        except ImportError as exc:  # storage module not available
-            raise DataError(
-                f"cannot read {uri}: remote storage support is unavailable ({exc})"
-            ) from exc
+        from sparse_transfer.storage import fetch_file
+
         return Path(fetch_file(uri))
     path = Path(uri.removeprefix("file://"))
     if not path.exists():
@@ -163,5 +159,23 @@ def require_columns(raw, sources: dict[str, str], columns: Iterable[str], splits
             )
 
 
-def has_labels(dataset, label_column: str) -> bool:
-    return label_column in dataset.column_names
+def require_values(raw, sources: dict[str, str], columns: Iterable[str], splits=None) -> None:
+    """Raises a DataError naming the file, row and column of the first missing (null) value.
+
+    A JSON lines row without the key (or with ``null``) loads as None; left in,
+    it would train as an empty string or crash later with a KeyError.
+    """
+    for split, dataset in raw.items():
+        if splits is not None and split not in splits:
+            continue
+        for column in columns:
+            if column not in dataset.column_names:
+                continue
+            values = dataset.with_format("arrow")[column]
+            if values.null_count == 0:
+                continue
+            row = next(i for i, missing in enumerate(values.is_null().to_pylist()) if missing)
+            raise DataError(
+                f"{sources.get(split, split)}: row {row + 1} has no value in column "
+                f"{column!r} (missing or null); fix or drop that row"
+            )

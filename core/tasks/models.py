@@ -1,9 +1,12 @@
-"""Loading models, tokenizers and references (paths, zoo stubs, s3://, hub ids).
+"""Loading models and tokenizers from local folders or hub ids.
+
+References (zoo stubs, s3://, file://) are resolved to folders first, by the one
+resolver, `sparse_transfer.zoo.resolve`.
 
 `load_model` is the one place a checkpoint becomes a model: the task picks the
 HF auto class, config overrides set the head (labels, problem type), and a
 checkpoint saved during QAT gets its fake-quant state back via
-`sparse_transfer.quantization.restore_qat` (when that module is installed).
+`sparse_transfer.quantization.restore_qat`.
 """
 
 from __future__ import annotations
@@ -15,21 +18,6 @@ from typing import Any
 from sparse_transfer.errors import SparseTransferError
 
 logger = logging.getLogger(__name__)
-
-
-def resolve_ref(ref: str, kind: str) -> str:
-    """Zoo stub / s3:// / file:// / local path -> local path; a hub id passes through."""
-    try:
-        from sparse_transfer.zoo import resolve
-    except ImportError:
-        if ref.startswith("file://"):
-            return ref.removeprefix("file://")
-        if ref.startswith(("zoo:", "s3://")):
-            raise SparseTransferError(
-                f"cannot resolve {ref!r}: the zoo/storage module is not available"
-            ) from None
-        return ref
-    return str(resolve(ref, kind))
 
 
 def _auto_class(task: str):
@@ -81,11 +69,9 @@ def load_model(name_or_path: str | Path, task: str, **config_overrides: Any):
 
 def restore_qat_state(model, directory: str) -> bool:
     """Re-applies fake quantization saved next to a QAT checkpoint, if any."""
+    from sparse_transfer.quantization import restore_qat
+
     if not Path(directory).is_dir():
-        return False
-    try:
-        from sparse_transfer.quantization import restore_qat
-    except ImportError:
         return False
     restored = bool(restore_qat(model, directory))
     if restored:
@@ -93,10 +79,38 @@ def restore_qat_state(model, directory: str) -> bool:
     return restored
 
 
+# Files a saved tokenizer consists of (any one suffices): the fast tokenizer's JSON,
+# WordPiece / BPE vocabularies, SentencePiece models.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
+
+
+def require_tokenizer_files(directory: str | Path) -> None:
+    """A model folder without tokenizer files is an error, not a silent 5-token tokenizer.
+
+    transformers 5 builds a tokenizer of special tokens only from a folder that
+    holds a config but no vocabulary, and every word becomes ``[UNK]``.
+    """
+    directory = Path(directory)
+    if directory.is_dir() and not any((directory / name).is_file() for name in TOKENIZER_FILES):
+        raise SparseTransferError(
+            f"{directory} has no tokenizer files (one of {', '.join(TOKENIZER_FILES)}); "
+            "save the tokenizer with the model (tokenizer.save_pretrained) or pass "
+            "--tokenizer_name"
+        )
+
+
 def load_tokenizer(name_or_path: str | Path, **kwargs: Any):
     """The checkpoint's fast tokenizer (needed for offsets and word ids)."""
     from transformers import AutoTokenizer
 
+    require_tokenizer_files(name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), **kwargs)
     if not getattr(tokenizer, "is_fast", False):
         raise SparseTransferError(

@@ -31,19 +31,6 @@ def is_training_output(folder: Path) -> bool:
     return (folder / "trainer_state.json").is_file() and (folder / "config.json").is_file()
 
 
-def overwrite_requested(argv: list[str]) -> bool:
-    """The value of ``--overwrite_output_dir [BOOL]`` / ``--overwrite_output_dir=BOOL`` in argv."""
-    for i, arg in enumerate(argv):
-        name, eq, value = arg.partition("=")
-        if name != "--overwrite_output_dir":
-            continue
-        if not eq:
-            nxt = argv[i + 1] if i + 1 < len(argv) else ""
-            value = nxt if nxt.lower() in _BOOLS else "true"
-        return value.lower() in _TRUE
-    return False
-
-
 def replace_rules(overwrite: bool, inputs: list[Any]) -> dict[str, Any]:
     """The `storage.replace_directory` keywords for a training output folder."""
     protect = [Path(p) for p in inputs if p and Path(str(p)).exists()]

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from sparse_transfer.errors import DataError
 from sparse_transfer.tasks.base import PreparedTask
-from sparse_transfer.tasks.data import require_columns
+from sparse_transfer.tasks.data import require_columns, require_values
 from sparse_transfer.tasks.registry import TaskSpec, register_task
 
 logger = logging.getLogger(__name__)
@@ -215,6 +215,8 @@ class QuestionAnsweringTask(PreparedTask):
         require_columns(raw, sources, [self.q_col, self.c_col])
         label_splits = [s for s in raw if s != "test"]
         require_columns(raw, sources, [self.a_col], splits=label_splits)
+        require_values(raw, sources, [self.q_col, self.c_col])
+        require_values(raw, sources, [self.a_col], splits=label_splits)
         for split in list(raw):
             if "id" not in raw[split].column_names:
                 raw[split] = raw[split].add_column("id", [str(i) for i in range(len(raw[split]))])

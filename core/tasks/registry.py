@@ -2,8 +2,8 @@
 
 A spec says which HF auto class builds the model, which argument dataclass
 holds the task's own flags, which model outputs a teacher distils, and how the
-task analyses, tokenises and scores data. The run loop in `run.py` only talks
-to specs, never to a particular task.
+task analyses, tokenises and scores data. The train and evaluate loops
+(`training.py`, `evaluation.py`) only talk to specs, never to a particular task.
 """
 
 from __future__ import annotations
@@ -12,6 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+# The tasks this package ships (their modules register themselves on first use);
+# `task_names()` also lists tasks added with `register_task`.
+BUILTIN_TASK_NAMES = (
+    "text-classification",
+    "token-classification",
+    "question-answering",
+    "masked-language-modeling",
+)
 TASK_ALIASES = {
     "text_classification": "text-classification",
     "sequence-classification": "text-classification",
@@ -74,13 +82,9 @@ def get_task(name: str) -> TaskSpec:
     return _TASKS[key]()
 
 
-def normalize_task(name: str) -> str:
-    return get_task(name).name
-
-
 def _ensure_builtin() -> None:
-    if _TASKS:
-        return
+    # Always import all four: a caller that imported one task module first has
+    # registered that one only (the imports are cached, so this is cheap).
     from sparse_transfer.tasks import (  # noqa: F401  (each module registers itself)
         masked_lm,
         question_answering,

@@ -33,7 +33,7 @@ from sparse_transfer.tasks.base import (
     check_teacher_labels,
     is_generic_labels,
 )
-from sparse_transfer.tasks.data import require_columns
+from sparse_transfer.tasks.data import require_columns, require_values
 from sparse_transfer.tasks.registry import TaskSpec, register_task
 
 logger = logging.getLogger(__name__)
@@ -84,6 +84,13 @@ class TextClassificationArguments:
     multi_label_threshold: float = field(
         default=0.5,
         metadata={"help": "Multi-label: predict a label when sigmoid(logit) exceeds this."},
+    )
+    allow_single_class: bool = field(
+        default=False,
+        metadata={
+            "help": "Accept training data whose label column holds one class only (the model "
+            "then learns nothing but that class); without it such data is an error."
+        },
     )
 
 
@@ -171,6 +178,9 @@ class TextClassificationTask(PreparedTask):
         label_splits = [s for s in raw if s != "test" or self.label_column in raw[s].column_names]
         require_columns(raw, sources, self.input_columns)
         require_columns(raw, sources, [self.label_column], splits=label_splits)
+        require_values(raw, sources, self.input_columns)
+        labelled = [s for s in label_splits if s != "test" or not self._all_missing(s)]
+        require_values(raw, sources, [self.label_column], splits=labelled)
         self._analyse_labels()
 
     def _input_columns(self) -> list[str]:
@@ -255,6 +265,8 @@ class TextClassificationTask(PreparedTask):
                 self.label_column,
             )
         self._check_train_names(split, values)
+        if split == "train" and self.problem_type == SINGLE:
+            self._check_classes(split, values)
         self.label2id = {name: i for i, name in enumerate(self.label_list)}
 
     def _label_values(self, split: str) -> list:
@@ -272,6 +284,17 @@ class TextClassificationTask(PreparedTask):
                 flat.extend(row)
             return flat
         return [v for v in column if v is not None]
+
+    def _check_classes(self, split: str, values: list) -> None:
+        """One class in the training labels trains a head that cannot be wrong: refuse it."""
+        classes = sorted({str(v) for v in values})
+        if len(classes) >= 2 or getattr(self.task_args, "allow_single_class", False):
+            return
+        raise DataError(
+            f"{self.sources.get(split, split)}: column {self.label_column!r} holds one class only "
+            f"({classes[0] if classes else 'none'!r}); a classifier needs at least two. Pass "
+            "--allow_single_class to train on it anyway"
+        )
 
     def _all_missing(self, split: str) -> bool:
         values = self.raw[split][self.label_column]

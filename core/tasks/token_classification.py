@@ -25,7 +25,7 @@ from sparse_transfer.tasks.base import (
     check_teacher_labels,
     is_generic_labels,
 )
-from sparse_transfer.tasks.data import require_columns
+from sparse_transfer.tasks.data import require_columns, require_values
 from sparse_transfer.tasks.registry import TaskSpec, register_task
 
 logger = logging.getLogger(__name__)
@@ -143,6 +143,10 @@ class TokenClassificationTask(PreparedTask):
         require_columns(raw, sources, [self.text_column])
         label_splits = [s for s in raw if s != "test" or self.label_column in raw[s].column_names]
         require_columns(raw, sources, [self.label_column], splits=label_splits)
+        require_values(raw, sources, [self.text_column])
+        require_values(
+            raw, sources, [self.label_column], splits=[s for s in label_splits if s != "test"]
+        )
         self._analyse_labels()
 
     def _analyse_labels(self) -> None:

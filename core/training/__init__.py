@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sparse_transfer.training.sparsity import sparsity_report
+from sparse_transfer.training.sparsity import compare_sparsity, sparsity_report
 from sparse_transfer.training.state import TrainingState
 
-__all__ = ["RecipeManager", "SparseTrainer", "TrainingState", "sparsity_report"]
+__all__ = ["RecipeManager", "SparseTrainer", "TrainingState", "compare_sparsity", "sparsity_report"]
 
 
 def __getattr__(name: str) -> Any:

@@ -31,3 +31,21 @@ def sparsity_report(model: Any) -> dict[str, Any]:
         "zeros": zeros,
         "layers": layers,
     }
+
+
+def compare_sparsity(before: dict, after: dict) -> dict[str, Any]:
+    """Overall sparsity before/after and whether every layer kept its zeros."""
+    lost = 0
+    for name, layer in before["layers"].items():
+        if name in after["layers"]:
+            lost += max(0, layer["zeros"] - after["layers"][name]["zeros"])
+    lost = max(lost, before["zeros"] - after["zeros"])
+    return {
+        "before": before["overall_sparsity"],
+        "after": after["overall_sparsity"],
+        "zeros_before": before["zeros"],
+        "zeros_after": after["zeros"],
+        "prunable_params": after["prunable_params"],
+        "zeros_lost": lost,
+        "kept": lost == 0,
+    }

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 from sparse_transfer.modifiers.base import Event
+from sparse_transfer.training.finite import FiniteGuard, check_loss, check_weights
 from sparse_transfer.training.manager import RecipeManager
 from sparse_transfer.training.sparsity import sparsity_report
 from sparse_transfer.training.state import TrainingState
@@ -133,6 +134,7 @@ class SparseTrainer(Trainer):
         self._pre_step_done_for: int | None = None
         self._apply_recipe_epochs()
         self.add_callback(_RecipeCallback(self))
+        self.add_callback(FiniteGuard())
         for line in self.manager.describe():
             logger.info("recipe: %s", line)
 
@@ -236,6 +238,11 @@ class SparseTrainer(Trainer):
                     )
 
     # --- loss -------------------------------------------------------------------------
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        check_loss(loss, self.state.global_step + 1)
+        return loss
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not model.training or not self.manager:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -280,16 +287,15 @@ class SparseTrainer(Trainer):
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         # Weights keep their plain HF names under QAT, so they load first; then a QAT
         # checkpoint re-creates the fake-quant modules with their saved scales.
+        from sparse_transfer.quantization import is_qat_prepared, restore_qat
+
         super()._load_from_checkpoint(resume_from_checkpoint, model)
-        try:
-            from sparse_transfer.quantization import is_qat_prepared, restore_qat
-        except ImportError:  # pragma: no cover - quantization package absent
-            return
         target = model if model is not None else self.model
         if not is_qat_prepared(target) and restore_qat(target, resume_from_checkpoint):
             logger.info("restored QAT state from %s", resume_from_checkpoint)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        check_weights(self.model, f"saving the model at step {self.state.global_step}")
         super().save_model(output_dir, _internal_call)
         if self.args.should_save:
             self.save_recipe_artifacts(output_dir or self.args.output_dir)
@@ -301,9 +307,7 @@ class SparseTrainer(Trainer):
         if self.recipe is not None and hasattr(self.recipe, "to_yaml"):
             _write_atomic(out / RECIPE_NAME, self.recipe.to_yaml())
         _write_atomic(out / SPARSITY_NAME, json.dumps(sparsity_report(self.model), indent=2) + "\n")
-        try:
-            from sparse_transfer.quantization import is_qat_prepared, save_qat_config
-        except ImportError:  # pragma: no cover
-            return
+        from sparse_transfer.quantization import is_qat_prepared, save_qat_config
+
         if is_qat_prepared(self.model):
             save_qat_config(self.model, out)

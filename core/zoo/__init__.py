@@ -6,7 +6,8 @@
 
 The zoo root is `root=` / `$SPARSE_TRANSFER_ZOO` (``s3://bucket/zoo`` or a
 local folder) / ``<cache>/zoo``. See `_zoo` for the entry layout and `_card`
-for the model card fields; `seed` builds the embedded zoo offline.
+for the model card fields; `sparse_transfer.embedded.zoo_seed` builds the
+embedded zoo offline.
 """
 
 from __future__ import annotations

@@ -203,7 +203,7 @@ def update_cards(results: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             entry = zoo.pull(stub, Path(tmp) / "entry")
             zoo.push(entry, stub, force=True, card={"real_results": extra, "validation": "per-dataset "
-                     "validation splits of sparse_transfer.data.movie_reviews (seed 13)"})  # fmt: skip
+                     "validation splits of sparse_transfer.embedded.movie_reviews (seed 13)"})  # fmt: skip
 
 
 def write_report(results: dict[str, Any], docs: Path, out: Path, cards: bool = True) -> None:

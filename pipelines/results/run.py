@@ -2,7 +2,7 @@
 
 Stages (each writes ``OUT/stages/<name>.json`` when done; a rerun skips it):
 
-1. ``data``: fixed seeded splits of the movie-review data (`sparse_transfer.data`).
+1. ``data``: fixed seeded splits of the movie-review data (`sparse_transfer.embedded.movie_reviews`).
 2. ``zoo``: the embedded zoo seeded with schedule ``results``: all-MiniLM-L6-v2 pruned
    to 90% by our GMP recipe with hidden-state distillation on the training pool's text
    (no validation text), snapshots saved as the cubic schedule passes 50/70/80%.
@@ -170,7 +170,7 @@ def _accuracy(result: dict[str, Any]) -> float:
 
 # ----------------------------------------------------------------------------- stages
 def stage_data(out: Path, size: dict[str, Any]) -> dict[str, Any]:
-    from sparse_transfer.data import make_splits
+    from sparse_transfer.embedded.movie_reviews import make_splits
 
     return make_splits(
         out / "data",
@@ -244,9 +244,9 @@ def _saved_encoder_sparsity(model_dir: Path) -> float:
 
 
 def stage_zoo(out: Path, size: dict[str, Any]) -> dict[str, Any]:
-    from sparse_transfer.data.movie_reviews import read_texts
-    from sparse_transfer.zoo import _upstream
-    from sparse_transfer.zoo import seed as zoo_seed
+    from sparse_transfer.embedded import upstream as _upstream
+    from sparse_transfer.embedded import zoo_seed
+    from sparse_transfer.embedded.movie_reviews import read_texts
 
     sentences = read_texts(out / "data" / "upstream.jsonl")
     schedule = size["seed_schedule"]
@@ -319,7 +319,7 @@ def stage_sparse(out: Path, size: dict[str, Any]) -> dict[str, Any]:
 def _evaluate(
     model_dir: str | Path, validation: Path, out_dir: Path, size: dict[str, Any]
 ) -> float:
-    from sparse_transfer.tasks.run import evaluate_main
+    from sparse_transfer.cli.evaluate import evaluate_main
 
     argv = [
         "--model_path", str(model_dir), "--task", TASK, "--validation_file", str(validation),
@@ -353,7 +353,7 @@ def _zoo_paths() -> dict[str, Path]:
 
 
 def stage_accuracy(out: Path, size: dict[str, Any]) -> dict[str, Any]:
-    from sparse_transfer.data import DATASETS
+    from sparse_transfer.embedded.movie_reviews import DATASETS
 
     paths = _zoo_paths()
     variants = {
@@ -380,8 +380,8 @@ def stage_accuracy(out: Path, size: dict[str, Any]) -> dict[str, Any]:
 
 
 def stage_sweep(out: Path, size: dict[str, Any], zoo: dict[str, Any]) -> dict[str, Any]:
-    from sparse_transfer.data import DATASETS
-    from sparse_transfer.tasks.run import train_main
+    from sparse_transfer.cli.train import train_main
+    from sparse_transfer.embedded.movie_reviews import DATASETS
     from sparse_transfer.zoo import resolve
 
     starts = {0: resolve(zoo["stubs"]["upstream_dense"], "model")}
@@ -412,6 +412,7 @@ def stage_sweep(out: Path, size: dict[str, Any], zoo: dict[str, Any]) -> dict[st
             "--per_device_eval_batch_size", "64", "--max_train_samples", str(size["sweep_train_samples"]),
             "--do_train", "--save_strategy", "no", "--logging_steps", "10", "--seed", "42",
             "--preprocessing_num_workers", "0", "--report_to", "none",
+            "--overwrite_output_dir",  # an unfinished point of an earlier run is ours to redo
         ]  # fmt: skip
         summary = train_main(TASK, argv)
         acc = {

@@ -16,7 +16,7 @@ import time
 
 import pytest
 import torch
-from sparse_transfer.fixtures import make_tiny_bert
+from sparse_transfer.embedded.fixtures import make_tiny_bert
 from sparse_transfer.modifiers import known_modifiers
 from sparse_transfer.training.trainer import SparseTrainer
 from transformers import (

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from sparse_transfer import fixtures
 from sparse_transfer.cli import main
+from sparse_transfer.embedded import fixtures
 
 pytestmark = pytest.mark.integration
 

@@ -11,6 +11,12 @@ import onnx
 import pytest
 import torch
 from onnx import numpy_helper
+from sparse_transfer.embedded.fixtures import (
+    make_tiny_bert,
+    sentiment_rows,
+    write_jsonl,
+    write_tokenizer,
+)
 from sparse_transfer.errors import ExportError, StorageError
 from sparse_transfer.export import OnnxModel, benchmark, export_onnx
 from sparse_transfer.export.onnx_export import (
@@ -19,7 +25,6 @@ from sparse_transfer.export.onnx_export import (
     sample_inputs,
     torch_outputs,
 )
-from sparse_transfer.fixtures import make_tiny_bert, sentiment_rows, write_jsonl, write_tokenizer
 from sparse_transfer.quantization import calibrate, prepare_qat, save_qat_config
 
 pytestmark = pytest.mark.integration

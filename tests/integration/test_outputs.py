@@ -17,8 +17,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from sparse_transfer import fixtures, storage, zoo
+from sparse_transfer import storage, zoo
 from sparse_transfer.cli import main
+from sparse_transfer.embedded import fixtures
 
 pytestmark = pytest.mark.integration
 

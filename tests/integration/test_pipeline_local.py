@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sparse_transfer import storage
 from sparse_transfer import zoo as zoo_api
-from sparse_transfer.fixtures import make_tiny_bert, sentiment_rows, write_jsonl
+from sparse_transfer.embedded.fixtures import make_tiny_bert, sentiment_rows, write_jsonl
 from sparse_transfer.recipe import builtin_recipe_path
 
 pytestmark = pytest.mark.integration

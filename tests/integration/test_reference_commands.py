@@ -15,8 +15,8 @@ import json
 from pathlib import Path
 
 import pytest
-from sparse_transfer import fixtures
 from sparse_transfer.cli import main
+from sparse_transfer.embedded import fixtures
 from sparse_transfer.recipe import builtin_recipe_path
 
 pytestmark = pytest.mark.integration

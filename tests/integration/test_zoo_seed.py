@@ -8,9 +8,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sparse_transfer import fixtures, storage, zoo
+from sparse_transfer import storage, zoo
 from sparse_transfer.cli import main
-from sparse_transfer.zoo import seed as zoo_seed
+from sparse_transfer.embedded import fixtures, zoo_seed
 
 pytestmark = pytest.mark.integration
 

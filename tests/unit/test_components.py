@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from kfp.dsl import ClassificationMetrics, Dataset, Markdown, Metrics, Model
-from sparse_transfer.fixtures import make_tiny_bert, sentiment_rows, write_jsonl
+from sparse_transfer.embedded.fixtures import make_tiny_bert, sentiment_rows, write_jsonl
 from sparse_transfer.recipe import builtin_recipe_path
 
 import components

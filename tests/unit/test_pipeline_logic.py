@@ -131,7 +131,7 @@ def test_newest_snapshot_by_name(tmp_path):
         newest_snapshot(str(tmp_path / "2024-06-03"))
 
 
-def test_fetch_data_copies_files_and_data_argv_points_at_them(tmp_path):
+def test_fetch_data_copies_files_and_data_values_point_at_them(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     (src / "train.jsonl").write_text('{"sentence": "good", "label": 1}\n')
@@ -143,10 +143,10 @@ def test_fetch_data_copies_files_and_data_argv_points_at_them(tmp_path):
     )  # fmt: skip
     assert spec["train_file"] == "train.jsonl" and spec["validation_file"] == "validation.jsonl"
     assert json.loads((dest / "data.json").read_text())["task_name"] == "sst2"
-    assert steps.data_argv(dest) == [
-        "--task_name", "sst2", "--train_file", str(dest / "train.jsonl"),
-        "--validation_file", str(dest / "validation.jsonl"),
-    ]  # fmt: skip
+    assert steps.data_values(dest) == {
+        "task_name": "sst2", "train_file": str(dest / "train.jsonl"),
+        "validation_file": str(dest / "validation.jsonl"),
+    }  # fmt: skip
 
 
 def test_fetch_data_reads_newest_snapshot(tmp_path):
@@ -173,6 +173,42 @@ def test_disabled_teacher_is_a_placeholder(tmp_path):
         "metrics": {}, "confusion_matrix": None}  # fmt: skip
 
 
-def test_flags_spell_out_values_and_drop_unset():
-    assert steps.flags({"seed": 42.0, "fp16": False, "recipe_args": "", "x": None, "lr": 0.5}) == [
-        "--seed", "42", "--fp16", "False", "--lr", "0.5"]  # fmt: skip
+def test_task_arguments_put_each_flag_in_its_dataclass():
+    from sparse_transfer.tasks.args import DataArguments, ModelArguments
+    from sparse_transfer.tasks.question_answering import QuestionAnsweringArguments
+    from transformers import TrainingArguments
+
+    values = {"model_name_or_path": "m", "recipe_args": "", "max_seq_length": 32.0,
+              "doc_stride": 16, "seed": 7, "fp16": False, "output_dir": "o", "x": None}  # fmt: skip
+    args = steps.task_arguments("question-answering", values, TrainingArguments)
+    assert args[ModelArguments].model_name_or_path == "m"
+    assert args[ModelArguments].recipe_args is None  # empty means unset
+    assert args[DataArguments].max_seq_length == 32 and isinstance(
+        args[DataArguments].max_seq_length, int
+    )  # KFP's 32.0
+    assert args[QuestionAnsweringArguments].doc_stride == 16
+    assert args[TrainingArguments].seed == 7 and args[TrainingArguments].fp16 is False
+    with pytest.raises(PipelineError, match="no text-classification argument is called doc_stride"):
+        steps.task_arguments("text-classification", {"doc_stride": 16})
+
+
+def test_evaluate_step_matrix_comes_from_the_same_predictions_as_the_metrics(tmp_path):
+    from sparse_transfer.embedded import fixtures
+
+    model = fixtures.make_tiny_bert(tmp_path / "m", hidden_size=32, seed=3)
+    rows = fixtures.sentiment_rows(20, seed=4)
+    data = tmp_path / "data"
+    steps.fetch_data_step(
+        data, train_file=str(fixtures.write_jsonl(rows, tmp_path / "t.jsonl")),
+        validation_file=str(fixtures.write_jsonl(rows, tmp_path / "v.jsonl")),
+    )  # fmt: skip
+    result = steps.evaluate_step(
+        "text-classification", model, data, eval_args={"max_seq_length": 16.0}
+    )
+    matrix = result["confusion_matrix"]["matrix"]
+    assert sum(map(sum, matrix)) == len(rows)
+    by_label = [sum(1 for r in rows if r["label"] == i) for i in range(2)]
+    assert [sum(row) for row in matrix] == by_label  # rows are the true labels
+    correct = sum(matrix[i][i] for i in range(len(matrix)))
+    assert result["metrics"]["eval_accuracy"] == pytest.approx(correct / len(rows))
+    assert not (model / "eval_results.json").exists()  # reading never writes into the input

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from sparse_transfer.embedded.fixtures import make_tiny_bert
 from sparse_transfer.errors import RecipeError
-from sparse_transfer.fixtures import make_tiny_bert
 from sparse_transfer.quantization import (
     QATEmbedding,
     QATLinear,

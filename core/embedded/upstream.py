@@ -65,7 +65,7 @@ def rotten_tomatoes_sentences() -> list[str]:
 
 
 def fixture_sentences(n: int) -> list[str]:
-    from sparse_transfer.fixtures import sentiment_rows
+    from sparse_transfer.embedded.fixtures import sentiment_rows
 
     return [row["sentence"] for row in sentiment_rows(n, seed=7)]
 
@@ -161,7 +161,7 @@ def gmp_prune(
     import time
 
     import torch
-    from sparse_transfer.fixtures import prune_by_magnitude
+    from sparse_transfer.embedded.fixtures import prune_by_magnitude
     from sparse_transfer.recipe import load_recipe
     from sparse_transfer.training import SparseTrainer, sparsity_report
     from transformers import AutoModel, AutoTokenizer, DataCollatorWithPadding, TrainingArguments
