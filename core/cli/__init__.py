@@ -15,7 +15,7 @@ import sys
 
 from sparse_transfer.errors import SparseTransferError
 
-COMMAND_MODULES = ("recipe", "train", "evaluate", "export", "benchmark", "zoo", "pipeline")
+COMMAND_MODULES = ("recipe", "train", "evaluate", "export", "benchmark", "zoo", "pipeline", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
