@@ -65,7 +65,9 @@ class Codec:
     # -- validation --
     def text(self, value: Any, where: str, field: str) -> str:
         if not isinstance(value, str):
-            raise InputError(f"{where}: field {field!r} must be a string, got {type(value).__name__}")
+            raise InputError(
+                f"{where}: field {field!r} must be a string, got {type(value).__name__}"
+            )
         if not value.strip():
             raise InputError(f"{where}: field {field!r} is empty")
         if len(value) > self.options.max_text_chars:
@@ -254,7 +256,12 @@ class TokenClassificationCodec(Codec):
                 if w is not None and w not in first:
                     first[w] = pos
             meta.append(
-                {"words": words[i], "spans": spans[i], "first": first, "truncated": bool(e.overflowing)}
+                {
+                    "words": words[i],
+                    "spans": spans[i],
+                    "first": first,
+                    "truncated": bool(e.overflowing),
+                }
             )
         rows = [self.model_row(enc, i) for i in range(len(instances))]
         return Prepared(instances, rows, meta)
@@ -378,9 +385,7 @@ class QuestionAnsweringCodec(Codec):
         windows: dict[str, int] = {}
         for m in prepared.meta:
             windows[m["example_id"]] = windows.get(m["example_id"], 0) + 1
-        return [
-            {"answer": answers[e["id"]], "windows": windows.get(e["id"], 0)} for e in examples
-        ]
+        return [{"answer": answers[e["id"]], "windows": windows.get(e["id"], 0)} for e in examples]
 
 
 CODECS = {

@@ -74,7 +74,9 @@ class ServeOptions:
         if self.max_seq_length is not None and self.max_seq_length < 8:
             problems.append(f"max_seq_length {self.max_seq_length}: must be >= 8")
         if not (0.0 < self.multi_label_threshold < 1.0):
-            problems.append(f"multi_label_threshold {self.multi_label_threshold}: must be in (0, 1)")
+            problems.append(
+                f"multi_label_threshold {self.multi_label_threshold}: must be in (0, 1)"
+            )
         if not math.isfinite(self.null_score_diff_threshold):
             problems.append("null_score_diff_threshold must be finite")
         for name in ("doc_stride", "n_best_size", "max_answer_length"):

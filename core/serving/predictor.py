@@ -95,7 +95,10 @@ class DeploymentModel(Model):
             instances = self.loaded.codec.check_all(rows)
         except InputError as exc:
             raise InvalidInput(str(exc)) from None
-        return {"instances": instances, "v2": payload if isinstance(payload, InferRequest) else None}
+        return {
+            "instances": instances,
+            "v2": payload if isinstance(payload, InferRequest) else None,
+        }
 
     async def predict(self, payload, headers=None, response_headers=None):
         assert self.batcher is not None

@@ -29,11 +29,12 @@ TYPED_OUTPUTS: dict[str, tuple[tuple[str, str], ...]] = {
 def v1_instances(payload: Any) -> list[Any]:
     if isinstance(payload, (bytes, bytearray, str)):
         raise InputError(
-            "the body is not JSON: send Content-Type: application/json with "
-            '{"instances": [...]}'
+            'the body is not JSON: send Content-Type: application/json with {"instances": [...]}'
         )
     if not isinstance(payload, dict):
-        raise InputError(f'expected a JSON object {{"instances": [...]}}, got {type(payload).__name__}')
+        raise InputError(
+            f'expected a JSON object {{"instances": [...]}}, got {type(payload).__name__}'
+        )
     if "instances" not in payload:
         raise InputError(
             f'missing field "instances" (got {", ".join(map(repr, sorted(payload))) or "no fields"})'
@@ -46,9 +47,7 @@ def v2_instances(request, fields: tuple[str, ...]) -> list[dict[str, Any]]:
     columns: dict[str, list[Any]] = {}
     for tensor in request.inputs:
         if tensor.name not in fields:
-            raise InputError(
-                f"input {tensor.name!r} is not accepted; inputs: {', '.join(fields)}"
-            )
+            raise InputError(f"input {tensor.name!r} is not accepted; inputs: {', '.join(fields)}")
         if tensor.datatype != "BYTES":
             raise InputError(
                 f"input {tensor.name!r} has datatype {tensor.datatype}; send BYTES (strings)"

@@ -42,8 +42,10 @@ def serve(folder: Path, report: dict[str, Any], options: ServeOptions) -> None:
     from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
     from kserve.protocol.rest.server import RESTServer
     from sparse_transfer.serving.batching import QueueFull
+    from sparse_transfer.serving.engines import select_engine
     from sparse_transfer.serving.predictor import DeploymentModel
 
+    select_engine(options.engine)  # refuse an engine that cannot run before listening
     sock = bind(options.host, options.http_port)
     model = DeploymentModel(folder, report, options, model_name(folder, report, options))
     server = ModelServer(
