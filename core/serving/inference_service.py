@@ -69,7 +69,9 @@ class ServingSettings:
         problems = []
         for what in ("name", "namespace", "service_account", "storage_secret"):
             value = getattr(self, what)
-            if len(value) > 63 or not _DNS_1035.match(value.replace(".", "-") if what != "name" else value):
+            if len(value) > 63 or not _DNS_1035.match(
+                value.replace(".", "-") if what != "name" else value
+            ):
                 problems.append(f"{what} {value!r} is not a DNS label")
         if not self.storage_uri.startswith("s3://"):
             problems.append(f"storage_uri {self.storage_uri!r} must be an s3:// URI")
@@ -98,8 +100,15 @@ def inference_service(s: ServingSettings) -> dict[str, Any]:
         name=CONTAINER_NAME,
         image=s.image,
         command=["sparse-transfer", "serve", MODEL_DIR],
-        args=["--host", "0.0.0.0", "--http_port", str(HTTP_PORT),  # noqa: S104 (in a pod)
-              "--model_name", s.model_name, *s.serve_args],  # fmt: skip
+        args=[
+            "--host",
+            "0.0.0.0",
+            "--http_port",
+            str(HTTP_PORT),  # noqa: S104 (in a pod)
+            "--model_name",
+            s.model_name,
+            *s.serve_args,
+        ],  # fmt: skip
         env=[client.V1EnvVar(name="STORAGE_URI", value=s.storage_uri)],
         ports=[client.V1ContainerPort(container_port=HTTP_PORT, protocol="TCP")],
         resources=client.V1ResourceRequirements(
