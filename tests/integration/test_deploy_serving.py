@@ -424,3 +424,11 @@ def test_deploy_needs_an_s3_zoo_and_a_published_stub(kube):
 
 def test_credentials_never_show_in_repr():
     assert "wJalr" not in repr(_s3()) and "AKID" not in repr(_s3())
+
+
+def test_component_does_nothing_unless_enabled_and_published():
+    import components
+
+    step = components.deploy_serving.python_func
+    assert step(enabled=False, task="text-classification", published=STUB) == ""
+    assert step(enabled=True, task="text-classification", published="") == ""
