@@ -1,7 +1,7 @@
 """The `sparse-transfer` command: argument parsing only, logic lives in the library.
 
 Each subcommand group lives in its own module here (`recipe`, `train`,
-`evaluate`, `export`, `benchmark`, `zoo`, `pipeline`) and exposes
+`evaluate`, `export`, `benchmark`, `zoo`, `pipeline`, `serve`) and exposes
 ``register(subparsers)``; handlers import heavy libraries lazily so that
 ``sparse-transfer --help`` stays fast.
 """

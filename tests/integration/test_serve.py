@@ -287,6 +287,27 @@ def test_v2_infer_matches_v1(served):
     assert outputs[typed]["shape"] == [3]
 
 
+def test_kserve_v2_client(strict_server):
+    """The docs' client example: kserve's own Open Inference Protocol v2 REST client."""
+    import asyncio
+
+    from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
+
+    async def call():
+        client = InferenceRESTClient(RESTConfig(protocol="v2"))
+        text = InferInput(name="text", shape=[2], datatype="BYTES", data=["great fun", "awful"])
+        request = InferRequest(model_name="text-classification", infer_inputs=[text])
+        try:
+            return await client.infer(strict_server.url, request, model_name="text-classification")
+        finally:
+            await client.close()
+
+    response = asyncio.run(call())
+    outputs = {o.name: o.data for o in response.outputs}
+    assert len(outputs["label"]) == 2 and set(outputs["label"]) <= {"negative", "positive"}
+    assert all(0.5 <= s <= 1 for s in outputs["score"])
+
+
 BAD = [
     # (what, content type, body, expected status, words in the error)
     ("not JSON content type", "text/plain", '{"instances": ["good"]}', 400, "Content-Type"),
