@@ -98,10 +98,24 @@ class AdaptiveBatcher:
             self.waiting -= len(items)
             try:
                 results = await loop.run_in_executor(self._executor, self.run_batch, items)
-            except Exception as exc:  # noqa: BLE001  (handed to every waiting request)
+            except Exception as exc:  # noqa: BLE001  (handed to the request that caused it)
+                if len(jobs) == 1:
+                    if not jobs[0].future.done():
+                        jobs[0].future.set_exception(exc)
+                    continue
+                # one request broke a shared batch: rerun each alone so only it fails
                 for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
+                    try:
+                        alone = await loop.run_in_executor(
+                            self._executor, self.run_batch, job.items
+                        )
+                    except Exception as own:  # noqa: BLE001
+                        if not job.future.done():
+                            job.future.set_exception(own)
+                    else:
+                        if not job.future.done():
+                            job.future.set_result(alone)
+                self.batches += len(jobs)
                 continue
             self.batches += 1
             if self.on_batch is not None:

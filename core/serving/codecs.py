@@ -58,9 +58,8 @@ class Codec:
         self.options = options
         self.max_seq_length = max_seq_length
         id2label = getattr(config, "id2label", None) or {}
-        self.labels = [str(id2label[i]) for i in sorted(int(k) for k in id2label)] or None
-        if self.labels is not None and isinstance(next(iter(id2label)), str):
-            self.labels = [str(id2label[str(i)]) for i in range(len(id2label))]
+        ordered = sorted(id2label.items(), key=lambda kv: int(kv[0]))
+        self.labels = [str(v) for _, v in ordered] or None
 
     # -- validation --
     def text(self, value: Any, where: str, field: str) -> str:
@@ -157,14 +156,22 @@ class TextClassificationCodec(Codec):
         )
 
     def encode(self, instances):
-        # as TextClassificationTask.preprocess: tokenizer(*texts, max_length, truncation=True)
-        pairs = [i.get("text_pair") for i in instances]
-        if any(p is not None for p in pairs) and not all(p is not None for p in pairs):
-            pairs = [p or "" for p in pairs]
-        texts = [[i["text"] for i in instances]] + ([pairs] if pairs[0] is not None else [])
-        enc = self.tokenizer(*texts, max_length=self.max_seq_length, truncation=True)
-        meta = [{"truncated": bool(e.overflowing)} for e in enc.encodings]
-        rows = [self.model_row(enc, i) for i in range(len(instances))]
+        # as TextClassificationTask.preprocess: tokenizer(*texts, max_length, truncation=True).
+        # Singles and pairs are tokenised apart: a single must not become a pair with an
+        # empty second text because a pair request shares its batch.
+        rows: list = [None] * len(instances)
+        meta: list = [None] * len(instances)
+        for paired in (False, True):
+            index = [i for i, inst in enumerate(instances) if ("text_pair" in inst) == paired]
+            if not index:
+                continue
+            texts = [[instances[i]["text"] for i in index]]
+            if paired:
+                texts.append([instances[i]["text_pair"] for i in index])
+            enc = self.tokenizer(*texts, max_length=self.max_seq_length, truncation=True)
+            for j, i in enumerate(index):
+                rows[i] = self.model_row(enc, j)
+                meta[i] = {"truncated": bool(enc.encodings[j].overflowing)}
         return Prepared(instances, rows, meta)
 
     def decode(self, prepared, outputs):
@@ -331,12 +338,36 @@ class QuestionAnsweringCodec(Codec):
     required = ("question", "context")
     output_names = ("start_logits", "end_logits")
 
+    def __init__(self, tokenizer, config, options, max_seq_length: int) -> None:
+        super().__init__(tokenizer, config, options, max_seq_length)
+        if options.doc_stride >= max_seq_length:
+            from sparse_transfer.serving.options import ServingError
+
+            raise ServingError(
+                f"--doc_stride {options.doc_stride} must be smaller than max_seq_length "
+                f"{max_seq_length} (as evaluate requires)"
+            )
+
+    def check(self, instance, index):
+        checked = super().check(instance, index)
+        # The question plus [CLS] [SEP] ... [SEP] must leave a context window wider than the
+        # stride, or the tokenizer cannot cut windows: refuse this request alone, up front.
+        question = len(self.tokenizer(checked["question"].lstrip())["input_ids"])
+        window = self.max_seq_length - question - 1
+        if window <= self.options.doc_stride:
+            raise InputError(
+                f"instance {index}: field 'question' takes {question} of the {self.max_seq_length} "
+                f"tokens, leaving {max(window, 0)} for the context windows (--doc_stride "
+                f"{self.options.doc_stride}); shorten the question"
+            )
+        return checked
+
     def encode(self, instances):
         # as QuestionAnsweringTask.preprocess: windows of the context, doc_stride overlap
         pad_on_right = self.tokenizer.padding_side == "right"
         questions = [i["question"].lstrip() for i in instances]
         contexts = [i["context"] for i in instances]
-        stride = min(self.options.doc_stride, self.max_seq_length // 2)
+        stride = self.options.doc_stride
         try:
             enc = self.tokenizer(
                 questions if pad_on_right else contexts,

@@ -287,6 +287,18 @@ def test_v2_infer_matches_v1(served):
     assert outputs[typed]["shape"] == [3]
 
 
+def test_a_pair_in_the_batch_does_not_change_a_single_text(strict_server):
+    """Singles and pairs are tokenised apart: a single never becomes (text, "")."""
+    path = "/v1/models/text-classification:predict"
+    alone = strict_server.post(path, {"instances": ["good great moving film"]}).json()
+    mixed = strict_server.post(
+        path, {"instances": ["good great moving film", {"text": "dull", "text_pair": "bad"}]}
+    ).json()
+    got, want = mixed["predictions"][0], alone["predictions"][0]
+    assert got["label"] == want["label"]  # padding may move the last float digits, no more
+    assert got["scores"] == pytest.approx(want["scores"], abs=1e-5)
+
+
 def test_kserve_v2_client(strict_server):
     """The docs' client example: kserve's own Open Inference Protocol v2 REST client."""
     import asyncio

@@ -87,20 +87,25 @@ def test_full_queue_refuses_at_once_and_recovers():
     assert done == [[1, 2], [3, 4]] and after == [6] and waiting == 0
 
 
-def test_an_engine_error_fails_only_its_batch():
+def test_an_engine_error_fails_only_the_request_that_caused_it():
+    calls: list[list[int]] = []
+
     def run(items):
+        calls.append(list(items))
         if 0 in items:
-            raise RuntimeError("engine broke")
+            raise RuntimeError("engine broke on 0")
         return list(items)
 
     async def scenario():
-        batcher = AdaptiveBatcher(run, max_batch_size=1, max_latency_s=0.0, max_queue=8)
-        bad = await asyncio.gather(batcher.submit([0]), return_exceptions=True)
-        good = await batcher.submit([7])
-        return bad, good
+        batcher = AdaptiveBatcher(run, max_batch_size=8, max_latency_s=0.2, max_queue=64)
+        return await asyncio.gather(
+            batcher.submit([5]), batcher.submit([0]), batcher.submit([7, 8]), return_exceptions=True
+        )
 
-    bad, good = asyncio.run(scenario())
-    assert isinstance(bad[0], RuntimeError) and good == [7]
+    good, bad, other = asyncio.run(scenario())
+    assert good == [5] and other == [7, 8]
+    assert isinstance(bad, RuntimeError) and "engine broke on 0" in str(bad)
+    assert calls == [[5, 0, 7, 8], [5], [0], [7, 8]]  # the shared batch, then each alone
 
 
 @pytest.mark.parametrize(
