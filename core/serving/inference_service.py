@@ -32,7 +32,8 @@ CONTAINER_NAME = "kserve-container"  # kserve constants.InferenceServiceContaine
 MODEL_DIR = "/mnt/models"  # kserve constants.DefaultModelLocalMountPath
 HTTP_PORT = 8080
 MANAGED_BY = {"app.kubernetes.io/managed-by": "sparse-transfer"}
-_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # InferenceService names (kserve webhook)
+_DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 def service_name(stub: str, max_length: int = 45) -> str:
@@ -67,12 +68,12 @@ class ServingSettings:
 
     def __post_init__(self) -> None:
         problems = []
-        for what in ("name", "namespace", "service_account", "storage_secret"):
+        if len(self.name) > 63 or not _DNS_1035.match(self.name):
+            problems.append(f"name {self.name!r} is not a DNS-1035 label")
+        for what in ("namespace", "service_account", "storage_secret"):
             value = getattr(self, what)
-            if len(value) > 63 or not _DNS_1035.match(
-                value.replace(".", "-") if what != "name" else value
-            ):
-                problems.append(f"{what} {value!r} is not a DNS label")
+            if len(value) > 253 or not _DNS_1123.match(value):
+                problems.append(f"{what} {value!r} is not a DNS-1123 name")
         if not self.storage_uri.startswith("s3://"):
             problems.append(f"storage_uri {self.storage_uri!r} must be an s3:// URI")
         if not (0 <= self.min_replicas <= self.max_replicas and self.max_replicas >= 1):
