@@ -153,7 +153,9 @@ def _locust(url: str, users: int, seconds: int, work: Path) -> dict:
 
 
 def test_serving_load_dense_fp32_vs_sparse_int8(tmp_path):
-    isa = sorted(set(re.findall(r"avx2|avx512[a-z_]*|avx_vnni", Path("/proc/cpuinfo").read_text())))
+    isa = sorted(
+        set(re.findall(r"avx2|avx512[a-z0-9_]*|avx_vnni", Path("/proc/cpuinfo").read_text()))
+    )
     models = {
         "dense FP32": _model(tmp_path / "dense", 0.0, False),
         "90% sparse int8": _model(tmp_path / "int8", 0.9, True),
