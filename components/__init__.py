@@ -5,6 +5,7 @@ function bodies (the function body is what runs in the container).
 """
 
 from components.configure_training import configure_training
+from components.deploy_serving import deploy_serving
 from components.evaluate import evaluate
 from components.export_onnx import export_onnx
 from components.fetch_data import fetch_data
@@ -16,6 +17,7 @@ from components.train_teacher import train_teacher
 
 __all__ = [
     "configure_training",
+    "deploy_serving",
     "evaluate",
     "export_onnx",
     "fetch_data",

@@ -16,6 +16,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Markdown
 
+from components import deploy_serving as serve_with_kserve
 from components import evaluate, export_onnx, fetch_model, publish, sparse_transfer, teacher
 from pipelines._opening import data_and_training_flags
 from pipelines._settings import io_step, resources, training_step
@@ -86,6 +87,8 @@ def sparse_transfer_pipeline(
     must_beat_published: bool = False,
     accelerator_type: str = "",
     accelerator_limit: str = "0",
+    deploy_serving: bool = False,
+    serving_max_replicas: int = 1,
 ) -> PipelineOutputs:
     """Sparse transfer end to end.
 
@@ -103,6 +106,8 @@ def sparse_transfer_pipeline(
         accelerator_type / accelerator_limit: GPU for the training steps, e.g.
             ``nvidia.com/gpu`` and ``"1"``; empty/"0" for CPU only. The count is a string
             because KFP's driver resolves runtime resource placeholders as strings.
+        deploy_serving: after a publish, create or update a KServe InferenceService
+            serving the published stub (needs KServe in the cluster; docs/serving.md).
     """
     data, config = data_and_training_flags(locals())
     student = io_step(
@@ -193,6 +198,16 @@ def sparse_transfer_pipeline(
             force=publish_force,
         )
     ).set_display_name("gate and publish")
+    # Parameter-driven like the teacher step (no dsl.If: kfp's local runner runs it too).
+    io_step(
+        serve_with_kserve(
+            enabled=deploy_serving,
+            task=task,
+            published=gate.outputs["published"],
+            zoo_root=zoo_root,
+            max_replicas=serving_max_replicas,
+        )
+    ).set_display_name("serve with KServe")
     return PipelineOutputs(
         report=gate.outputs["report"],
         passed=gate.outputs["passed"],

@@ -1,0 +1,71 @@
+"""Reference -> verified local folder -> tokenizer, codec and engine ready to run."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sparse_transfer.serving.codecs import CODECS, Codec
+from sparse_transfer.serving.engines import load_engine, select_engine
+from sparse_transfer.serving.options import ServeOptions, ServingError
+from sparse_transfer.serving.verify import verify_deployment
+
+log = logging.getLogger(__name__)
+
+
+def resolve_deployment(ref: str) -> tuple[Path, dict[str, Any]]:
+    """A folder, s3:// URI or zoo stub -> (verified local folder, its export report).
+
+    Resolution goes through `zoo.resolve(ref, "deployment")`, the same as
+    ``evaluate`` and ``benchmark``: published folders, s3:// and stubs are
+    checked file by file against their manifest (a mismatch raises StorageError).
+    """
+    from sparse_transfer.zoo import resolve
+
+    folder = Path(resolve(ref, "deployment"))
+    if not folder.is_dir():
+        raise ServingError(f"{ref}: resolved to {folder}, which is not a deployment folder")
+    return folder, verify_deployment(folder)
+
+
+def sequence_length(report: dict[str, Any], options: ServeOptions, task: str, config) -> int:
+    """--max_seq_length, else the export's requested length, else the task default."""
+    from sparse_transfer.tasks.registry import get_task
+
+    recorded = (report.get("sequence_length") or {}).get("requested")
+    length = options.max_seq_length or recorded or get_task(task).default_max_seq_length
+    limit = int(getattr(config, "max_position_embeddings", 0) or 0)
+    if limit and length > limit:
+        raise ServingError(
+            f"max_seq_length {length} exceeds the model's max_position_embeddings {limit}"
+        )
+    return int(length)
+
+
+@dataclass
+class Loaded:
+    """Everything a batch needs; `run_batch` is what the batcher calls."""
+
+    codec: Codec
+    engine: Any
+    engine_name: str
+    max_batch_size: int
+
+    def run_batch(self, instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return self.codec.run(self.engine, instances, self.max_batch_size)
+
+
+def load_deployment(folder: Path, report: dict[str, Any], options: ServeOptions) -> Loaded:
+    from sparse_transfer.tasks.models import load_config, load_tokenizer
+
+    task = report["task"]
+    config = load_config(str(folder))
+    tokenizer = load_tokenizer(folder)
+    length = sequence_length(report, options, task, config)
+    codec = CODECS[task](tokenizer, config, options, length)
+    engine_name = select_engine(options.engine)
+    engine = load_engine(engine_name, folder, options.threads, options.max_batch_size, length)
+    log.info("serving %s (%s, max_seq_length %d) with %s", folder, task, length, engine_name)
+    return Loaded(codec, engine, engine_name, options.max_batch_size)

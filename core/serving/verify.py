@@ -1,0 +1,68 @@
+"""Refuse to serve a deployment that is not the one that was verified.
+
+Three checks run before the model is loaded; each failure names its reason:
+
+* the files are the published ones: `zoo.resolve` (used by `load.resolve_deployment`)
+  re-hashes every file of a published folder, s3:// URI or zoo stub against its
+  ``manifest.json``; a plain local export folder has no manifest and is served as is;
+* ``export_report.json`` says the ONNX-vs-torch parity check passed;
+* an int8 deployment computes exact integer products on this CPU (see `int8_exact_here`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sparse_transfer.serving.cpu import int8_variant_is_exact_here
+from sparse_transfer.serving.options import ServingError
+
+REQUIRED_FILES = ("model.onnx", "config.json", "export_report.json")
+SERVED_TASKS = ("text-classification", "token-classification", "question-answering")
+
+
+def read_report(folder: Path) -> dict[str, Any]:
+    """The folder's export_report.json, or a ServingError naming what is missing."""
+    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    if missing:
+        raise ServingError(
+            f"{folder}: not a deployment folder (missing {', '.join(missing)}); "
+            "pass what `sparse-transfer export-onnx` wrote, an s3:// URI or a zoo stub"
+        )
+    try:
+        report = json.loads((folder / "export_report.json").read_text())
+    except json.JSONDecodeError as exc:
+        raise ServingError(f"{folder / 'export_report.json'}: not valid JSON ({exc})") from None
+    if not isinstance(report, dict):
+        raise ServingError(f"{folder / 'export_report.json'}: expected a JSON object")
+    return report
+
+
+def verify_deployment(folder: Path) -> dict[str, Any]:
+    """Checks the report of a resolved deployment folder; returns the report.
+
+    Raises:
+        ServingError: unknown task, failed or missing parity, or an int8 variant
+            whose integer products are not exact on this CPU.
+    """
+    report = read_report(folder)
+    where = folder / "export_report.json"
+    task = report.get("task")
+    if task not in SERVED_TASKS:
+        raise ServingError(
+            f"{where}: field 'task' is {task!r}; serve handles {', '.join(SERVED_TASKS)}"
+        )
+    parity = report.get("parity")
+    if not isinstance(parity, dict) or parity.get("passed") is not True:
+        summary = parity.get("summary") if isinstance(parity, dict) else None
+        raise ServingError(
+            f"{where}: field 'parity.passed' is "
+            f"{parity.get('passed') if isinstance(parity, dict) else None!r}"
+            f"{f' ({summary})' if summary else ''}: the ONNX graph did not match the trained "
+            "model; re-export it"
+        )
+    ok, why = int8_variant_is_exact_here(report)
+    if not ok:
+        raise ServingError(f"{where}: the int8 variant is not exact on this CPU: {why}")
+    return report

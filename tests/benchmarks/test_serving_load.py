@@ -1,0 +1,196 @@
+"""`sparse-transfer serve` under load on 127.0.0.1: locust (headless) against the real server.
+
+Run (CPU-heavy, about 5 minutes; run it alone):
+``nice .venv/bin/python -m pytest -q -m benchmark tests/benchmarks/test_serving_load.py -s``
+(env: BENCH_LAYERS (6), BENCH_HIDDEN (384): MiniLM-L6's shape; BENCH_SECONDS (12) per point;
+BENCH_CONCURRENCY (1,8,32); BENCH_OUT (JSON result path)). Random weights are fine for speed.
+
+For dense FP32 and 90%-sparse int8 (QAT export), batching on (max 16 instances, 5 ms) and off
+(one request per engine call), and each concurrency, locust's users post v2 inference
+requests with no think time for a bounded number of seconds; we record requests/s, p50/p99
+latency (locust's, so HTTP and tokenisation included), failures (must be 0) and the
+server's resident memory before and after each point (must stay flat).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import torch
+from sparse_transfer.export import export_onnx
+from sparse_transfer.export.onnx_export import input_names_for, sample_inputs
+from sparse_transfer.fixtures import (
+    NEGATIVE,
+    NEUTRAL,
+    POSITIVE,
+    prune_by_magnitude,
+    write_tokenizer,
+)
+from sparse_transfer.quantization import (
+    calibrate,
+    prepare_qat,
+    save_qat_config,
+    set_observers_enabled,
+)
+
+pytestmark = pytest.mark.benchmark
+
+LAYERS = int(os.environ.get("BENCH_LAYERS", "6"))
+HIDDEN = int(os.environ.get("BENCH_HIDDEN", "384"))
+SECONDS = int(os.environ.get("BENCH_SECONDS", "12"))
+CONCURRENCY = [int(c) for c in os.environ.get("BENCH_CONCURRENCY", "1,8,32").split(",")]
+BATCHING = {"on": ["--max_batch_size", "16", "--max_latency_ms", "5"],
+            "off": ["--max_batch_size", "1", "--max_latency_ms", "0"]}  # fmt: skip
+
+LOCUSTFILE = """
+import json, random
+from locust import HttpUser, constant, task
+
+TEXTS = json.loads(%r)
+
+class Client(HttpUser):
+    wait_time = constant(0)
+
+    @task
+    def infer(self):
+        body = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES",
+                            "data": [random.choice(TEXTS)]}]}
+        with self.client.post("/v2/models/m/infer", json=body, catch_response=True) as r:
+            if r.status_code != 200 or "outputs" not in r.text:
+                r.failure(f"{r.status_code}: {r.text[:200]}")
+"""
+
+
+def _model(directory: Path, sparsity: float, qat: bool) -> Path:
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    write_tokenizer(directory)
+    config = BertConfig(vocab_size=30522, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
+                        num_attention_heads=HIDDEN // 32, intermediate_size=4 * HIDDEN,
+                        num_labels=2, id2label={0: "negative", 1: "positive"},
+                        label2id={"negative": 0, "positive": 1})  # fmt: skip
+    model = BertForSequenceClassification(config).eval()
+    if sparsity:
+        prune_by_magnitude(model, sparsity, prefix="bert.")
+    if qat:
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        prepare_qat(model, submodules=["bert.embeddings", "bert.encoder", "bert.pooler", "classifier"],
+                    exclude_module_types=["LayerNorm", "Tanh"], quantize_linear_activations=False,
+                    quantize_embedding_activations=True)  # fmt: skip
+        names = input_names_for(model, tokenizer)
+        calibrate(model, [{k: torch.from_numpy(v) for k, v in
+                           sample_inputs(tokenizer, names, 4, 64, seed=s).items()} for s in range(4)])  # fmt: skip
+        set_observers_enabled(model, False)
+        save_qat_config(model, directory)
+    model.save_pretrained(str(directory))
+    return export_onnx(directory, "text-classification", sequence_length=128)
+
+
+def _texts(n: int = 64) -> list[str]:
+    import random
+
+    rng = random.Random(0)
+    words = NEUTRAL + POSITIVE + NEGATIVE
+    return [" ".join(rng.choices(words, k=rng.randint(12, 40))) + " ." for _ in range(n)]
+
+
+def _rss_mb(pid: int) -> float:
+    text = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+)", text).group(1)) / 1024
+
+
+def _start(deployment: Path, log: Path, flags: list[str]) -> tuple[subprocess.Popen, str]:
+    handle = log.open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sparse_transfer", "serve", str(deployment), "--http_port", "0",
+         "--model_name", "m", "--max_queue", "512", *flags],
+        stdout=handle, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        found = re.search(r"listening on (http://127\.0\.0\.1:\d+)", log.read_text())
+        if found:
+            url = found.group(1)
+            try:
+                if requests.get(f"{url}/v2/models/m/ready", timeout=5).status_code == 200:
+                    return proc, url
+            except requests.ConnectionError:
+                pass
+        assert proc.poll() is None, log.read_text()[-2000:]
+        time.sleep(0.2)
+    raise AssertionError(log.read_text()[-2000:])
+
+
+def _locust(url: str, users: int, seconds: int, work: Path) -> dict:
+    locustfile = work / "locustfile.py"
+    locustfile.write_text(LOCUSTFILE % json.dumps(_texts()))
+    prefix = work / f"run-{users}"
+    subprocess.run(
+        [str(Path(sys.executable).with_name("locust")), "-f", str(locustfile), "--headless",
+         "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--host", url,
+         "--csv", str(prefix), "--only-summary", "--stop-timeout", "5", "--loglevel", "WARNING"],
+        check=False, capture_output=True, timeout=seconds + 60,
+    )  # fmt: skip
+    with open(f"{prefix}_stats.csv") as handle:
+        row = next(r for r in csv.DictReader(handle) if r["Name"] == "Aggregated")
+    return {
+        "requests": int(row["Request Count"]),
+        "failures": int(row["Failure Count"]),
+        "rps": float(row["Requests/s"]),
+        "p50_ms": float(row["50%"]),
+        "p99_ms": float(row["99%"]),
+    }
+
+
+def test_serving_load_dense_fp32_vs_sparse_int8(tmp_path):
+    isa = sorted(
+        set(re.findall(r"avx2|avx512[a-z0-9_]*|avx_vnni", Path("/proc/cpuinfo").read_text()))
+    )
+    models = {
+        "dense FP32": _model(tmp_path / "dense", 0.0, False),
+        "90% sparse int8": _model(tmp_path / "int8", 0.9, True),
+    }
+    results = []
+    for model_name, deployment in models.items():
+        for batching, flags in BATCHING.items():
+            proc, url = _start(deployment, tmp_path / f"{model_name}-{batching}.log", flags)
+            try:
+                _locust(url, 2, 3, tmp_path)  # warm-up
+                for users in CONCURRENCY:
+                    before = _rss_mb(proc.pid)
+                    point = _locust(url, users, SECONDS, tmp_path)
+                    point.update(model=model_name, batching=batching, users=users,
+                                 rss_before_mb=before, rss_after_mb=_rss_mb(proc.pid))  # fmt: skip
+                    results.append(point)
+                    print(point, flush=True)
+            finally:
+                proc.terminate()
+                proc.wait(30)
+    lines = [f"serve load, MiniLM shape ({LAYERS} layers, hidden {HIDDEN}), {SECONDS} s per point, "
+             f"CPU {os.cpu_count()} cores ({', '.join(isa)})",
+             f"{'model':<18}{'batching':>9}{'users':>6}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}"
+             f"{'fail':>6}{'RSS MB':>14}"]  # fmt: skip
+    for r in results:
+        lines.append(
+            f"{r['model']:<18}{r['batching']:>9}{r['users']:>6}{r['rps']:>8.1f}{r['p50_ms']:>8.0f}"
+            f"{r['p99_ms']:>8.0f}{r['failures']:>6}{r['rss_before_mb']:>7.0f}>{r['rss_after_mb']:<6.0f}"
+        )
+    print("\n" + "\n".join(lines))
+    if os.environ.get("BENCH_OUT"):
+        Path(os.environ["BENCH_OUT"]).write_text(
+            json.dumps({"isa": isa, "points": results}, indent=2)
+        )
+    for r in results:
+        assert r["requests"] > 0 and r["failures"] == 0, r
+        # flat memory: a point may grow the heap a little, not keep growing it
+        assert r["rss_after_mb"] - r["rss_before_mb"] < 100, r

@@ -1,0 +1,145 @@
+"""Adaptive batching, the bounded queue, option checks and the int8-on-this-CPU rule."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from sparse_transfer.serving.batching import AdaptiveBatcher, QueueFull
+from sparse_transfer.serving.cpu import int8_variant_is_exact_here
+from sparse_transfer.serving.options import ServeOptions, ServingError
+
+
+def test_concurrent_requests_share_one_engine_call_and_keep_their_order():
+    calls: list[list[int]] = []
+
+    def run(items):
+        calls.append(list(items))
+        return [i * 10 for i in items]
+
+    async def scenario():
+        batcher = AdaptiveBatcher(run, max_batch_size=8, max_latency_s=0.2, max_queue=64)
+        results = await asyncio.gather(
+            batcher.submit([1, 2]), batcher.submit([3]), batcher.submit([4, 5, 6])
+        )
+        return results, batcher.batches
+
+    results, batches = asyncio.run(scenario())
+    assert results == [[10, 20], [30], [40, 50, 60]]
+    assert batches == 1 and calls == [[1, 2, 3, 4, 5, 6]]
+
+
+def test_a_request_is_never_split_and_batches_respect_the_size():
+    calls: list[list[int]] = []
+
+    def run(items):
+        calls.append(list(items))
+        return list(items)
+
+    async def scenario():
+        batcher = AdaptiveBatcher(run, max_batch_size=4, max_latency_s=0.2, max_queue=64)
+        return await asyncio.gather(
+            batcher.submit([1, 2, 3]), batcher.submit([4, 5]), batcher.submit([6])
+        )
+
+    assert asyncio.run(scenario()) == [[1, 2, 3], [4, 5], [6]]
+    assert calls == [[1, 2, 3], [4, 5, 6]]  # [4, 5] did not fit beside [1, 2, 3]
+
+
+def test_batching_off_runs_each_request_alone():
+    calls: list[list[int]] = []
+
+    def run(items):
+        calls.append(list(items))
+        return list(items)
+
+    async def scenario():
+        batcher = AdaptiveBatcher(run, max_batch_size=1, max_latency_s=0.0, max_queue=64)
+        return await asyncio.gather(*(batcher.submit([i]) for i in range(4)))
+
+    assert asyncio.run(scenario()) == [[0], [1], [2], [3]]
+    assert calls == [[0], [1], [2], [3]]
+
+
+def test_full_queue_refuses_at_once_and_recovers():
+    release = threading.Event()
+
+    def run(items):
+        release.wait(5)
+        return list(items)
+
+    async def scenario():
+        batcher = AdaptiveBatcher(run, max_batch_size=2, max_latency_s=0.0, max_queue=2)
+        first = asyncio.ensure_future(batcher.submit([1, 2]))  # taken by the engine
+        await asyncio.sleep(0.05)
+        queued = asyncio.ensure_future(batcher.submit([3, 4]))  # waits: queue now full
+        await asyncio.sleep(0.01)
+        with pytest.raises(QueueFull, match="--max_queue"):
+            await batcher.submit([5])
+        assert batcher.waiting == 2
+        release.set()
+        done = await asyncio.gather(first, queued)
+        after = await batcher.submit([6])
+        return done, after, batcher.waiting
+
+    done, after, waiting = asyncio.run(scenario())
+    assert done == [[1, 2], [3, 4]] and after == [6] and waiting == 0
+
+
+def test_an_engine_error_fails_only_the_request_that_caused_it():
+    calls: list[list[int]] = []
+
+    def run(items):
+        calls.append(list(items))
+        if 0 in items:
+            raise RuntimeError("engine broke on 0")
+        return list(items)
+
+    async def scenario():
+        batcher = AdaptiveBatcher(run, max_batch_size=8, max_latency_s=0.2, max_queue=64)
+        return await asyncio.gather(
+            batcher.submit([5]), batcher.submit([0]), batcher.submit([7, 8]), return_exceptions=True
+        )
+
+    good, bad, other = asyncio.run(scenario())
+    assert good == [5] and other == [7, 8]
+    assert isinstance(bad, RuntimeError) and "engine broke on 0" in str(bad)
+    assert calls == [[5, 0, 7, 8], [5], [0], [7, 8]]  # the shared batch, then each alone
+
+
+@pytest.mark.parametrize(
+    "kwargs,words",
+    [
+        ({"engine": "tensorrt"}, "engine 'tensorrt'"),
+        ({"max_batch_size": 0}, "max_batch_size 0"),
+        ({"max_latency_ms": float("nan")}, "max_latency_ms nan"),
+        ({"max_queue": 4, "max_instances": 8}, "max_queue 4 is smaller"),
+        ({"multi_label_threshold": 1.0}, "multi_label_threshold 1.0"),
+    ],
+)
+def test_bad_options_are_refused_together(kwargs, words):
+    with pytest.raises(ServingError, match="invalid serve options") as info:
+        ServeOptions(**kwargs)
+    assert words in str(info.value)
+
+
+FULL_RANGE = {"int8": {"initializers": {}, "zero_pattern_identical": True}}
+
+
+@pytest.mark.parametrize(
+    "report,flags,ok",
+    [
+        ({"int8": None}, set(), True),  # a float deployment
+        (FULL_RANGE, {"avx2", "avx512f", "avx512_vnni"}, True),
+        (FULL_RANGE, {"avx2", "avx_vnni"}, True),
+        (FULL_RANGE, {"avx2", "fma"}, False),  # Haswell: u8 x s8 pair sums saturate
+        ({"int8": {"weight_bits": 7}}, {"avx2"}, True),
+        ({"int8": {"variant": "uint8"}}, {"sse4_2"}, True),
+    ],
+)
+def test_int8_variant_rule(report, flags, ok):
+    got, why = int8_variant_is_exact_here(report, flags)
+    assert got is ok and why
+    if not ok:
+        assert "VNNI" in why and "7-bit or uint8" in why
