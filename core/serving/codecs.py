@@ -1,7 +1,7 @@
 """Per-task codecs: request instances -> model features -> predictions.
 
 Tokenisation uses the same tokenizer call as the task's ``preprocess`` (same
-truncation and ``max_length``), the forward pass is `sparse_transfer.tasks.run.predict_numpy`
+truncation and ``max_length``), the forward pass is `sparse_transfer.tasks.predict.predict_numpy`
 (the ONNX evaluation loop of ``sparse-transfer evaluate``) and the decoding is the
 task's: argmax / sigmoid threshold as ``predictions_to_rows``, the first subword of
 each word as the NER metrics read it, `postprocess_predictions` for answers. So a
@@ -123,7 +123,7 @@ class Codec:
 
     def run(self, forward, instances: list[dict[str, Any]], batch_size: int) -> list[dict]:
         """Encodes, runs `forward` over the rows in chunks of `batch_size`, decodes."""
-        from sparse_transfer.tasks.run import predict_numpy
+        from sparse_transfer.tasks.predict import predict_numpy
 
         prepared = self.encode(instances)
         outputs, _ = predict_numpy(
