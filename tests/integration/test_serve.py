@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from sparse_transfer import fixtures
 from sparse_transfer.cli import main
+from sparse_transfer.embedded import fixtures
 
 pytestmark = pytest.mark.integration
 
