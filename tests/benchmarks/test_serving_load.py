@@ -26,15 +26,15 @@ from pathlib import Path
 import pytest
 import requests
 import torch
-from sparse_transfer.export import export_onnx
-from sparse_transfer.export.onnx_export import input_names_for, sample_inputs
-from sparse_transfer.fixtures import (
+from sparse_transfer.embedded.fixtures import (
     NEGATIVE,
     NEUTRAL,
     POSITIVE,
     prune_by_magnitude,
     write_tokenizer,
 )
+from sparse_transfer.export import export_onnx
+from sparse_transfer.export.onnx_export import input_names_for, sample_inputs
 from sparse_transfer.quantization import (
     calibrate,
     prepare_qat,
