@@ -271,10 +271,15 @@ def _tolerance_text(tolerance: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.3g}" for k, v in tolerance.items())
 
 
-def judge(result: dict[str, Any], tolerance: dict[str, float]) -> dict[str, Any]:
-    """Adds ``within_tolerance`` (every output's max abs diff <= its tolerance) to `result`."""
-    result["within_tolerance"] = all(
-        result["max_abs_diff"][n] <= tolerance[n] for n in result["max_abs_diff"]
+def judge(
+    result: dict[str, Any], tolerance: dict[str, float], one_step: dict[str, float | None]
+) -> dict[str, Any]:
+    """Adds ``within_tolerance`` (the verdict) and ``below_one_step`` (informational: no
+    integer feeding the head differs, as far as the logits can tell) to `result`."""
+    diffs = result["max_abs_diff"]
+    result["within_tolerance"] = all(diffs[n] <= tolerance[n] for n in diffs)
+    result["below_one_step"] = all(
+        one_step.get(n) is not None and diffs[n] < one_step[n] for n in diffs
     )
     return result
 

@@ -122,7 +122,7 @@ def test_int8_export_keeps_zero_pattern_and_parity(models, task, tmp_path):
     # integers (below one head-input step) and ONNX Runtime here computes the same
     parity = report["parity"]
     for key in ("graph_vs_torch", "runtime_vs_graph"):
-        assert parity[key]["within_tolerance"], (key, parity[key])
+        assert parity[key]["within_tolerance"] and parity[key]["below_one_step"], (key, parity[key])
         for name, diff in parity[key]["max_abs_diff"].items():
             assert diff < parity["one_step"][name] <= parity["tolerance"][name], (key, name)
     assert parity["runtime_expected_exact"] and parity["cpu"]

@@ -62,8 +62,10 @@ def test_quantize_linear_rounds_half_to_even_and_saturates():
 
 def test_judge_and_fallback_tolerance():
     result = {"max_abs_diff": {"logits": 0.01}}
-    assert parity.judge(dict(result), {"logits": 0.02})["within_tolerance"]
-    assert not parity.judge(dict(result), {"logits": 0.005})["within_tolerance"]
+    judged = parity.judge(dict(result), {"logits": 0.02}, {"logits": 0.001})
+    assert judged["within_tolerance"] and not judged["below_one_step"]
+    assert not parity.judge(dict(result), {"logits": 0.005}, {"logits": 0.1})["within_tolerance"]
+    assert parity.judge(dict(result), {"logits": 0.02}, {"logits": 0.1})["below_one_step"]
     heads = {"logits": {"tolerance": None, "one_step": None, "head": None}}
     refs = [{"logits": np.array([[-3.0, 2.0]])}, {"logits": np.array([[1.0, 0.5]])}]
     assert parity.resolve_tolerances(heads, refs) == {"logits": pytest.approx(0.03)}
