@@ -205,7 +205,9 @@ def compare(
         if a.shape != b.shape:
             raise ValueError(f"output {name}: torch shape {a.shape} vs ONNX {b.shape}")
         if not (np.isfinite(a).all() and np.isfinite(b).all()):
-            raise ValueError(f"output {name}: non-finite values")
+            from sparse_transfer.errors import ExportError
+
+            raise ExportError(f"parity: output {name} has non-finite values (NaN or inf)")
         result["max_abs_diff"][name] = float(np.abs(a - b).max()) if a.size else 0.0
         pa, pb = predictions(name, a, attention_mask), predictions(name, b, attention_mask)
         result["agreement"][name] = float((pa == pb).mean()) if pa.size else 1.0
