@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from sparse_transfer.errors import ExportError
 
 FP32_TOLERANCE = 1e-4
 METRIC_TOLERANCE = 0.5  # points (metrics in percent)
@@ -205,8 +206,6 @@ def compare(
         if a.shape != b.shape:
             raise ValueError(f"output {name}: torch shape {a.shape} vs ONNX {b.shape}")
         if not (np.isfinite(a).all() and np.isfinite(b).all()):
-            from sparse_transfer.errors import ExportError
-
             raise ExportError(f"parity: output {name} has non-finite values (NaN or inf)")
         result["max_abs_diff"][name] = float(np.abs(a - b).max()) if a.size else 0.0
         pa, pb = predictions(name, a, attention_mask), predictions(name, b, attention_mask)
