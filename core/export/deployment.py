@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 from sparse_transfer import storage
 from sparse_transfer.errors import ExportError
+from sparse_transfer.export import cpu_features, parity
 from sparse_transfer.export import onnx_export as ox
-from sparse_transfer.export import parity
+from sparse_transfer.export.int8 import u8s8_weight_max_abs
 from sparse_transfer.export.runtime import MODEL_FILE, REPORT_FILE, OnnxModel
 
 log = logging.getLogger(__name__)
@@ -203,6 +204,8 @@ def _build(model, tokenizer, spec, model_dir, tmp, fmt, opset, length, requested
                 r["zero_pattern_identical"] for r in int8_report.values()
             ),
             "attention_matmuls": attention_matmuls,
+            # which CPUs compute it exactly (see cpu_features); attention: u8 x u8, exact
+            "representation": cpu_features.representation(u8s8_weight_max_abs(graph)),
         }
         if int8_report
         else None,
@@ -213,40 +216,68 @@ def _build(model, tokenizer, spec, model_dir, tmp, fmt, opset, length, requested
 
 
 def _verify(model, tokenizer, spec, tmp, names, length, quantized, pair, verify_dataset):
-    onnx_model = OnnxModel(tmp)
+    import onnx
+
+    onnx_model = OnnxModel(tmp, check_cpu=False)  # parity itself reports what this CPU does
     outputs = spec.output_names
     batches = [
         ox.sample_inputs(tokenizer, names, batch=8, length=length, seed=1, pair=pair),
         ox.sample_inputs(tokenizer, names, batch=3, length=max(8, length // 2), seed=2, pair=pair),
     ]
     labelled = _dataset_batches(verify_dataset, tokenizer, spec, names, length, model.config)
-    results, weights = [], []
-    metric_t, metric_o, metric_n = 0.0, 0.0, 0
+    reference = None
+    if quantized:  # the CPU-independent integer reference of the graph (see parity)
+        graph = onnx.load(str(tmp / MODEL_FILE))
+        reference = parity.ReferenceGraph(graph)
+        heads = parity.logit_tolerances(graph, outputs)
+    pairs: dict[str, list] = {"torch_vs_runtime": [], "graph_vs_torch": [], "runtime_vs_graph": []}
+    weights, refs = [], []
+    metric = {"torch": 0.0, "onnx": 0.0, "onnx_runtime_here": 0.0, "n": 0}
     for features, labels in [(b, None) for b in batches] + labelled:
         t = ox.torch_outputs(model, features, outputs, fake_quant=quantized)
         o = onnx_model(features)
-        results.append(parity.compare(t, o, features["attention_mask"], outputs))
+        r = reference(onnx_model.feeds(features)) if reference else o
+        mask = features["attention_mask"]
+        pairs["torch_vs_runtime"].append(parity.compare(t, o, mask, outputs))
+        if reference:
+            refs.append(r)
+            pairs["graph_vs_torch"].append(parity.compare(t, r, mask, outputs))
+            pairs["runtime_vs_graph"].append(parity.compare(r, o, mask, outputs))
         weights.append(len(features["input_ids"]))
         if labels is not None and "logits" in outputs:
             n = len(labels)
-            metric_t += parity.label_metric("logits", t, labels, features["attention_mask"]) * n
-            metric_o += parity.label_metric("logits", o, labels, features["attention_mask"]) * n
-            metric_n += n
-    result = parity.merge(results, weights)
+            for key, out in (("torch", t), ("onnx", r), ("onnx_runtime_here", o)):
+                metric[key] += parity.label_metric("logits", out, labels, mask) * n
+            metric["n"] += n
+    result = parity.merge(pairs["torch_vs_runtime"], weights)
     result["examples"] = int(sum(weights))
     result["sequence_lengths"] = sorted({int(b["input_ids"].shape[1]) for b in batches})
     result["reference"] = "fake-quantized torch model" if quantized else "float torch model"
-    if metric_n:
-        result["metric"] = {
-            "name": "accuracy",
-            "torch": metric_t / metric_n,
-            "onnx": metric_o / metric_n,
-            "examples": metric_n,
-        }
+    if metric["n"]:
+        n = metric.pop("n")
+        result["metric"] = {"name": "accuracy", **{k: v / n for k, v in metric.items()}}
+        result["metric"]["examples"] = n
+    if quantized:
+        tolerance = parity.resolve_tolerances(heads, refs)
+        result["graph_reference"] = "onnx.reference evaluator, exact integer MatMulInteger"
+        result["tolerance"] = tolerance
+        result["one_step"] = {n: h["one_step"] for n, h in heads.items()}
+        result["tolerance_rule"] = "s_x * max_j sum_i |w_ji| of each output's last int8 Linear"
+        for key in ("graph_vs_torch", "runtime_vs_graph"):
+            merged = parity.merge(pairs[key], weights)
+            result[key] = parity.judge(merged, tolerance, result["one_step"])
+        representation = cpu_features.representation(u8s8_weight_max_abs(graph))
+        expected, note = cpu_features.int8_variant_is_exact_here(
+            {"quantized": True, "int8": {"representation": representation}}
+        )
+        result["cpu"] = cpu_features.isa()
+        result["runtime_expected_exact"], result["runtime_note"] = expected, note
     ok, reason = parity.verdict(result, quantized)
     result["passed"], result["summary"] = ok, reason
     if not ok:
         raise ExportError(f"parity check failed: {reason}")
+    if quantized and not result["runtime_vs_graph"]["within_tolerance"]:
+        log.warning("int8 deployment is right, but NOT on this machine: %s", result["runtime_note"])
     log.info("parity: %s", reason)
     return result
 

@@ -335,3 +335,24 @@ def _drop_unused_initializers(graph) -> None:
     kept = [i for i in graph.initializer if i.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
+
+
+def u8s8_weight_max_abs(model_proto) -> int | None:
+    """Largest |value| of the int8 weights any ``MatMulInteger`` reads (None: there are none).
+
+    These are the u8 x s8 products whose exactness depends on the CPU (see
+    `sparse_transfer.export.cpu_features`); the attention matmuls read two
+    uint8 operands and are exact everywhere.
+    """
+    from onnx import TensorProto, numpy_helper
+
+    int8_inits = {
+        i.name: i for i in model_proto.graph.initializer if i.data_type == TensorProto.INT8
+    }
+    found = None
+    for node in model_proto.graph.node:
+        if node.op_type == "MatMulInteger" and node.input[1] in int8_inits:
+            q = numpy_helper.to_array(int8_inits[node.input[1]]).astype(np.int16)
+            m = int(np.abs(q).max()) if q.size else 0
+            found = m if found is None else max(found, m)
+    return found

@@ -41,13 +41,26 @@ class OnnxModel:
     optionally ``token_type_ids``; extra keys such as ``labels`` are ignored)
     returns ``{output_name: array}`` with the HF names (``logits``, or
     ``start_logits``/``end_logits``).
+
+    A full-range int8 deployment on a CPU whose integer kernel saturates
+    (AVX2 or AVX-512 without VNNI) would give wrong answers: opening one raises
+    `ExportError` saying why, unless ``check_cpu=False`` (benchmarks time it
+    anyway; the export's parity check reports it itself).
     """
 
-    def __init__(self, deployment_dir: str | Path, threads: int | None = None):
+    def __init__(
+        self, deployment_dir: str | Path, threads: int | None = None, check_cpu: bool = True
+    ):
         import onnxruntime as ort
 
         self.path = _model_file(deployment_dir)
         self.directory = self.path.parent
+        if check_cpu:
+            from sparse_transfer.export.cpu_features import int8_variant_is_exact_here
+
+            exact, reason = int8_variant_is_exact_here(self.report)
+            if not exact:
+                raise ExportError(f"{self.directory}: {reason}")
         from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
         try:

@@ -31,6 +31,9 @@ class QuantizationModifier(Modifier):
     freeze_bn_stats_epoch: float | None = None
     quantize_embeddings: bool = True
     reduce_range: bool = False
+    # Not SparseML's: 7-bit Linear weights (default) keep the int8 export exact on CPUs
+    # without VNNI; false = full range, right only on VNNI/AMX (see prepare_qat).
+    reduce_weight_range: bool = True
     quantize_linear_activations: bool = True
     quantize_conv_activations: bool = True
     quantize_embedding_activations: bool = True
@@ -81,6 +84,7 @@ class QuantizationModifier(Modifier):
             weight_bits=self.weight_bits,
             activation_bits=self.activation_bits,
             reduce_range=self.reduce_range,
+            reduce_weight_range=self.reduce_weight_range,
             activation_qconfig_kwargs=self.activation_qconfig_kwargs,
         )
         log.info("QuantizationModifier: QAT prepared at epoch %.3f", float(state.epoch))

@@ -1,7 +1,9 @@
 """Fake quantization primitives shared by QAT (torch) and int8 export (ONNX).
 
-Weights: int8, symmetric (zero point 0), one scale per output channel. A
-weight that is exactly zero (pruned) quantizes to exactly zero, and a
+Weights: int8, symmetric (zero point 0), one scale per output channel;
+Linear weights use 7 bits, [-63, 63], by default so that the exported integer
+matmuls are exact on CPUs without VNNI (`sparse_transfer.quantization.qat.
+linear_weight_bits`). A weight that is exactly zero (pruned) quantizes to exactly zero, and a
 non-zero weight never rounds to zero: it keeps at least one quantization
 step of its sign. So the int8 tensor has *the same zero positions* as the
 sparse FP32 tensor, which the export checks per initializer.

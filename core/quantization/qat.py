@@ -97,6 +97,29 @@ class QATEmbedding(_QATMixin, nn.Embedding):
 
 
 _SWAP = {nn.Linear: QATLinear, nn.Embedding: QATEmbedding}
+
+# Largest |int8 weight| for which ONNX Runtime's u8 x s8 kernels are exact on every x86 CPU:
+# without VNNI (AVX2; AVX-512 without VNNI) MLAS multiplies with ``vpmaddubsw``, which adds
+# two u8*s8 products in int16 and saturates (onnxruntime/core/mlas/lib/amd64/
+# SymQgemmU8KernelAvx512.asm, MultiplyAccumulateCellU8S8Avx512Core; the AVX2 kernels alike).
+# Activations reach 255 (uint8 QuantizeLinear), so 2 * 255 * 64 = 32640 <= 32767 needs
+# |w| <= 64: 7-bit symmetric weights, [-63, 63]. Measured under qemu -cpu Haswell: 100% of
+# full-range outputs wrong, 0% with 7-bit weights (see README, "int8 on every CPU").
+REDUCED_WEIGHT_BITS = 7
+
+
+def linear_weight_bits(weight_bits: int, reduce_weight_range: bool) -> int:
+    """Bits a quantized Linear's weights really use: at most 7 with `reduce_weight_range`.
+
+    This is ONNX Runtime's ``reduce_range`` (7-bit weights, for CPUs without VNNI), not
+    SparseML's QuantizationModifier ``reduce_range``, which reduces the *activation*
+    observer to 7 bits and passes ``False`` for weights (sparseml/pytorch/sparsification/
+    quantization/helpers.py, ``get_qat_qconfig``). Both are exact on AVX2, but activations
+    are per tensor and outlier-bound, weights per channel: losing a bit hurts them less.
+    """
+    return min(weight_bits, REDUCED_WEIGHT_BITS) if reduce_weight_range else weight_bits
+
+
 QAT_TYPES = (QATLinear, QATEmbedding)
 
 
@@ -104,6 +127,7 @@ def _attach(
     module: nn.Module,
     *,
     weight_bits: int,
+    reduce_weight_range: bool,
     activation_bits: int,
     reduce_range: bool,
     quantize_input: bool,
@@ -113,12 +137,18 @@ def _attach(
     new_cls = _SWAP[type(module)]
     axis = 1 if new_cls is QATEmbedding else 0
     module.__class__ = new_cls
-    module.qat_weight_bits = weight_bits
+    # Linear weights feed u8 x s8 MatMulInteger: 7 bits keep it exact on every CPU (see
+    # `linear_weight_bits`). Embedding weights are only gathered, so they keep all 8.
+    module.qat_weight_bits = (
+        linear_weight_bits(weight_bits, reduce_weight_range)
+        if new_cls is QATLinear
+        else weight_bits
+    )
     module.qat_weight_axis = axis
     module.weight_observer_enabled = True
     module.register_buffer(
         "weight_scale",
-        weight_scale(module.weight, axis, weight_bits),
+        weight_scale(module.weight, axis, module.qat_weight_bits),
         persistent=False,
     )
 
@@ -208,6 +238,7 @@ def prepare_qat(
     weight_bits: int = 8,
     activation_bits: int = 8,
     reduce_range: bool = False,
+    reduce_weight_range: bool = True,
     activation_qconfig_kwargs: dict[str, Any] | None = None,
     modules: Sequence[str] | None = None,
     attention_modules: Sequence[str] | None = None,
@@ -228,7 +259,11 @@ def prepare_qat(
         quantize_linear_activations: also fake-quantize Linear outputs.
         quantize_embedding_activations: fake-quantize Embedding outputs.
         weight_bits / activation_bits: 8 for int8 export.
-        reduce_range: activations use 7 bits (old x86 VNNI-less kernels).
+        reduce_range: activations use 7 bits (SparseML's meaning).
+        reduce_weight_range: Linear weights use 7 bits, [-63, 63] (default): the exported
+            int8 model then computes the same integers on every CPU ONNX Runtime runs on.
+            False gives full-range weights, exact only on CPUs with VNNI/AMX (or without
+            AVX2); the export report records which one a deployment is.
         activation_qconfig_kwargs: ``{"averaging_constant": float}`` for the observers.
         modules: explicit module names (used by `restore_qat`); overrides the selection.
         attention_modules: explicit attention module names (with `modules`; None = none).
@@ -252,6 +287,7 @@ def prepare_qat(
         _attach(
             module,
             weight_bits=weight_bits,
+            reduce_weight_range=reduce_weight_range,
             activation_bits=activation_bits,
             reduce_range=reduce_range,
             quantize_input=True,
@@ -272,6 +308,7 @@ def prepare_qat(
         "weight_bits": weight_bits,
         "activation_bits": activation_bits,
         "reduce_range": reduce_range,
+        "reduce_weight_range": bool(reduce_weight_range),
         "quantize_linear_activations": bool(quantize_linear_activations),
         "quantize_embedding_activations": bool(quantize_embedding_activations),
         "averaging_constant": averaging_constant,

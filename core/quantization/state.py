@@ -99,6 +99,8 @@ def restore_qat(model: nn.Module, directory: str | Path) -> bool:
         weight_bits=config["weight_bits"],
         activation_bits=config["activation_bits"],
         reduce_range=config["reduce_range"],
+        # saves from before 7-bit Linear weights were the default trained full range
+        reduce_weight_range=config.get("reduce_weight_range", False),
         quantize_linear_activations=config["quantize_linear_activations"],
         quantize_embedding_activations=config["quantize_embedding_activations"],
         activation_qconfig_kwargs={"averaging_constant": config["averaging_constant"]},

@@ -46,7 +46,13 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "30"))
 SEQ = 128
 
 
-def _bert_base(directory: Path, sparsity: float, qat: bool, exclude: tuple[str, ...] = ()) -> Path:
+def _bert_base(
+    directory: Path,
+    sparsity: float,
+    qat: bool,
+    exclude: tuple[str, ...] = (),
+    reduce_weight_range: bool = True,
+) -> Path:
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
@@ -70,6 +76,7 @@ def _bert_base(directory: Path, sparsity: float, qat: bool, exclude: tuple[str, 
             exclude_module_types=["LayerNorm", "Tanh", *exclude],
             quantize_linear_activations=False,
             quantize_embedding_activations=True,
+            reduce_weight_range=reduce_weight_range,
         )
         names = input_names_for(model, tokenizer)
         batches = [
@@ -181,3 +188,53 @@ def test_onnx_speed_dense_fp32_vs_sparse_int8(tmp_path):
     assert report["int8"]["zero_pattern_identical"]
     assert report["int8"]["attention_matmuls"] == 2 * LAYERS
     assert np.isfinite(rows[default]["b1"]["p50_ms"])
+
+
+def test_onnx_speed_int8_representations(tmp_path):
+    """7-bit weights (default, exact on every CPU) vs full-range int8 vs dense FP32, interleaved.
+
+    ``BENCH_OUT`` receives the JSON. The ISA is printed with the table (see
+    `sparse_transfer.export.cpu_features`); the full-range row is timed even where its
+    results would be wrong (the benchmark warns).
+    """
+    from sparse_transfer.export.cpu_features import isa
+
+    t0 = time.time()
+    variants = {
+        "dense FP32": export_onnx(
+            _bert_base(tmp_path / "dense", 0.0, False), "text-classification"
+        ),
+        "90% sparse int8, 7-bit weights (default)": export_onnx(
+            _bert_base(tmp_path / "int8-7bit", 0.9, True), "text-classification"
+        ),
+        "90% sparse int8, full-range weights": export_onnx(
+            _bert_base(tmp_path / "int8-full", 0.9, True, reduce_weight_range=False),
+            "text-classification",
+        ),
+    }
+    print(f"\nbuilt and exported in {time.time() - t0:.0f} s")
+    b1 = compare(variants, 1, SEQ, THREADS, ROUNDS, ITERS, engines=("onnxruntime",))["onnxruntime"]
+    b32 = compare(variants, 32, SEQ, THREADS, max(2, ROUNDS // 10), 1, warmup=1,
+                  engines=("onnxruntime",))["onnxruntime"]  # fmt: skip
+    base = b1["dense FP32"]["p50_ms"]
+    lines = [
+        f"ISA: {isa()}; BERT-base shape ({LAYERS} layers, hidden {HIDDEN}), seq {SEQ}, threads "
+        f"{THREADS or os.cpu_count()}; batch 1: {ROUNDS} interleaved rounds of {ITERS}",
+        f"{'variant':<44}{'b1 p50 ms':>10}{'best':>8}{'speedup':>9}{'b32 items/s':>13}",
+    ]
+    for name in variants:
+        r1, r32 = b1[name], b32[name]
+        lines.append(
+            f"{name:<44}{r1['p50_ms']:>10.1f}{r1['best_round_p50_ms']:>8.1f}"
+            f"{base / r1['p50_ms']:>8.2f}x{r32['throughput_items_per_s']:>13.1f}"
+        )
+    for name, path in variants.items():
+        report = json.loads((path / "export_report.json").read_text())
+        if report["quantized"]:
+            rep = report["int8"]["representation"]
+            lines.append(f"{name}: {rep['name']}, max |w| {rep['linear_weight_max_abs']}")
+    print("\n".join(lines))
+    out = os.environ.get("BENCH_OUT")
+    if out:
+        Path(out).write_text(json.dumps({"isa": isa(), "b1": b1, "b32": b32}, indent=2))
+    assert np.isfinite(b1["90% sparse int8, 7-bit weights (default)"]["p50_ms"])

@@ -119,6 +119,18 @@ def test_int8_export_keeps_zero_pattern_and_parity(models, task, tmp_path):
     assert report["format"] == "integer" and report["quantized"]
     assert report["parity"]["agreement_min"] >= 0.99
     assert report["int8"]["zero_pattern_identical"]
+    # default representation: 7-bit Linear weights, exact on every CPU (see test_cross_cpu)
+    rep = report["int8"]["representation"]
+    assert rep["name"] == "7bit-weights" and rep["exact_on_every_cpu"]
+    assert rep["linear_weight_max_abs"] <= 63 and rep["max_int16_pair_sum"] <= 32767
+    # CPU-independent parity: the graph's exact integer reference is the QAT model's
+    # integers (below one head-input step) and ONNX Runtime here computes the same
+    parity = report["parity"]
+    for key in ("graph_vs_torch", "runtime_vs_graph"):
+        assert parity[key]["within_tolerance"] and parity[key]["below_one_step"], (key, parity[key])
+        for name, diff in parity[key]["max_abs_diff"].items():
+            assert diff < parity["one_step"][name] <= parity["tolerance"][name], (key, name)
+    assert parity["runtime_expected_exact"] and parity["cpu"]
     graph = onnx.load(str(dest / "model.onnx"))
     onnx.checker.check_model(graph, full_check=True)
     ops = {n.op_type for n in graph.graph.node}
@@ -262,6 +274,8 @@ def test_verify_dataset_compares_accuracy(models, tmp_path):
     metric = report["parity"]["metric"]
     assert metric["examples"] == 40
     assert abs(metric["torch"] - metric["onnx"]) <= 0.5
+    # the graph's exact reference and ONNX Runtime here make the same decisions
+    assert metric["onnx_runtime_here"] == metric["onnx"]
     assert report["parity"]["examples"] == 8 + 3 + 40
 
 

@@ -79,19 +79,28 @@ def test_weight_quantization_keeps_zero_pattern_exactly(tiny_dir):
             assert (w == 0).float().mean() > 0.85, name
 
 
-def test_fake_quant_matches_formula_and_passes_gradient_straight_through():
+@pytest.mark.parametrize(
+    ("reduce_weight_range", "qmax"),
+    [(None, 63), (True, 63), (False, 127)],
+    ids=["default-7bit", "7bit", "full-range"],
+)
+def test_fake_quant_matches_formula_and_passes_gradient_straight_through(reduce_weight_range, qmax):
     torch.manual_seed(0)
     layer = nn.Linear(8, 4)
     with torch.no_grad():
         layer.weight[0, :4] = 0.0
         layer.weight[1, 0] = 1e-6  # far below one step: must not become zero
     model = nn.Sequential(layer)
-    prepare_qat(model)
+    if reduce_weight_range is None:
+        prepare_qat(model)  # the default: 7-bit Linear weights, exact on every CPU
+    else:
+        prepare_qat(model, reduce_weight_range=reduce_weight_range)
+    assert layer.qat_weight_bits == (7 if qmax == 63 else 8)
     x = torch.randn(3, 8, requires_grad=True)
     model.train()
     y = model(x)
-    scale = layer.weight.detach().abs().amax(dim=1) / 127
-    q = torch.round(layer.weight.detach() / scale[:, None]).clamp(-127, 127)
+    scale = layer.weight.detach().abs().amax(dim=1) / qmax
+    q = torch.round(layer.weight.detach() / scale[:, None]).clamp(-qmax, qmax)
     q[1, 0] = 1.0
     aq = layer.input_quant
     s, zp = aq.qparams()
@@ -195,6 +204,31 @@ def test_save_restore_round_trip(tiny_dir, tmp_path):
     # a float model dir has no QAT state
     plain = _load(tiny_dir)
     assert restore_qat(plain, tiny_dir) is False and not is_qat_prepared(plain)
+
+
+@pytest.mark.parametrize("reduce_weight_range", [True, False])
+def test_weight_range_is_saved_and_restored(tiny_dir, tmp_path, reduce_weight_range):
+    import json
+
+    model = _load(tiny_dir)
+    prepare_qat(model, submodules=SUBMODULES, reduce_weight_range=reduce_weight_range)
+    linear_bits = 7 if reduce_weight_range else 8
+    bits = {n: m.qat_weight_bits for n, m in qat_modules(model).items()}
+    assert bits["bert.encoder.layer.0.attention.self.query"] == linear_bits
+    assert bits["bert.embeddings.word_embeddings"] == 8  # gathered, never multiplied: all 8
+    model.save_pretrained(str(tmp_path))
+    save_qat_config(model, tmp_path)
+    loaded = _load(tmp_path)
+    restore_qat(loaded, tmp_path)
+    assert {n: m.qat_weight_bits for n, m in qat_modules(loaded).items()} == bits
+    # a save from before the setting existed trained full-range weights: restored as such
+    config_path = tmp_path / "quantization.json"
+    payload = json.loads(config_path.read_text())
+    del payload["config"]["reduce_weight_range"]
+    config_path.write_text(json.dumps(payload))
+    legacy = _load(tmp_path)
+    restore_qat(legacy, tmp_path)
+    assert legacy.bert.encoder.layer[0].attention.self.query.qat_weight_bits == 8
 
 
 def test_submodules_and_exclusions(tiny_dir):
