@@ -49,6 +49,7 @@ def _handle(args) -> int:
 
     fields = {k: v for k, v in vars(args).items() if k in ServeOptions.__dataclass_fields__}
     options = ServeOptions(**fields)
-    folder, report = resolve_deployment(args.deployment)
+    engine = "deepsparse" if options.engine == "deepsparse" else "onnxruntime"
+    folder, report = resolve_deployment(args.deployment, engine)
     serve(folder, report, options)
     return 0

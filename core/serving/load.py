@@ -15,7 +15,7 @@ from sparse_transfer.serving.verify import verify_deployment
 log = logging.getLogger(__name__)
 
 
-def resolve_deployment(ref: str) -> tuple[Path, dict[str, Any]]:
+def resolve_deployment(ref: str, engine: str = "onnxruntime") -> tuple[Path, dict[str, Any]]:
     """A folder, s3:// URI or zoo stub -> (verified local folder, its export report).
 
     Resolution goes through `zoo.resolve(ref, "deployment")`, the same as
@@ -27,7 +27,7 @@ def resolve_deployment(ref: str) -> tuple[Path, dict[str, Any]]:
     folder = Path(resolve(ref, "deployment"))
     if not folder.is_dir():
         raise ServingError(f"{ref}: resolved to {folder}, which is not a deployment folder")
-    return folder, verify_deployment(folder)
+    return folder, verify_deployment(folder, engine)
 
 
 def sequence_length(report: dict[str, Any], options: ServeOptions, task: str, config) -> int:

@@ -6,7 +6,7 @@ Three checks run before the model is loaded; each failure names its reason:
   re-hashes every file of a published folder, s3:// URI or zoo stub against its
   ``manifest.json``; a plain local export folder has no manifest and is served as is;
 * ``export_report.json`` says the ONNX-vs-torch parity check passed;
-* an int8 deployment computes exact integer products on this CPU (see `int8_exact_here`).
+* an int8 deployment computes exact integer products on this CPU (`export.cpu_features.int8_variant_is_exact_here`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sparse_transfer.serving.cpu import int8_variant_is_exact_here
+from sparse_transfer.export.cpu_features import int8_variant_is_exact_here
 from sparse_transfer.serving.options import ServingError
 
 REQUIRED_FILES = ("model.onnx", "config.json", "export_report.json")
@@ -39,7 +39,7 @@ def read_report(folder: Path) -> dict[str, Any]:
     return report
 
 
-def verify_deployment(folder: Path) -> dict[str, Any]:
+def verify_deployment(folder: Path, engine: str = "onnxruntime") -> dict[str, Any]:
     """Checks the report of a resolved deployment folder; returns the report.
 
     Raises:
@@ -62,7 +62,7 @@ def verify_deployment(folder: Path) -> dict[str, Any]:
             f"{f' ({summary})' if summary else ''}: the ONNX graph did not match the trained "
             "model; re-export it"
         )
-    ok, why = int8_variant_is_exact_here(report)
+    ok, why = int8_variant_is_exact_here(report, engine)
     if not ok:
         raise ServingError(f"{where}: the int8 variant is not exact on this CPU: {why}")
     return report

@@ -7,7 +7,6 @@ import threading
 
 import pytest
 from sparse_transfer.serving.batching import AdaptiveBatcher, QueueFull
-from sparse_transfer.serving.cpu import int8_variant_is_exact_here
 from sparse_transfer.serving.options import ServeOptions, ServingError
 
 
@@ -122,24 +121,3 @@ def test_bad_options_are_refused_together(kwargs, words):
     with pytest.raises(ServingError, match="invalid serve options") as info:
         ServeOptions(**kwargs)
     assert words in str(info.value)
-
-
-FULL_RANGE = {"int8": {"initializers": {}, "zero_pattern_identical": True}}
-
-
-@pytest.mark.parametrize(
-    "report,flags,ok",
-    [
-        ({"int8": None}, set(), True),  # a float deployment
-        (FULL_RANGE, {"avx2", "avx512f", "avx512_vnni"}, True),
-        (FULL_RANGE, {"avx2", "avx_vnni"}, True),
-        (FULL_RANGE, {"avx2", "fma"}, False),  # Haswell: u8 x s8 pair sums saturate
-        ({"int8": {"weight_bits": 7}}, {"avx2"}, True),
-        ({"int8": {"variant": "uint8"}}, {"sse4_2"}, True),
-    ],
-)
-def test_int8_variant_rule(report, flags, ok):
-    got, why = int8_variant_is_exact_here(report, flags)
-    assert got is ok and why
-    if not ok:
-        assert "VNNI" in why and "7-bit or uint8" in why
