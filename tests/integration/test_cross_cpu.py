@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sparse_transfer.embedded.fixtures import make_tiny_bert
 from sparse_transfer.export import export_onnx
 from sparse_transfer.export.onnx_export import (
     input_names_for,
@@ -31,7 +32,6 @@ from sparse_transfer.export.onnx_export import (
     sample_inputs,
     torch_outputs,
 )
-from sparse_transfer.fixtures import make_tiny_bert
 from sparse_transfer.quantization import calibrate, prepare_qat, save_qat_config
 
 pytestmark = pytest.mark.integration
