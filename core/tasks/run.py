@@ -453,6 +453,10 @@ def train_main(task: str, argv: list[str]) -> dict:
         "truncated": dict(prepared.truncated),
         "max_seq_length": prepared.max_seq_length,
     }
+    from sparse_transfer.training.distributed import is_main_process
+
+    if not is_main_process():
+        return summary  # under torchrun, rank 0 alone writes and publishes the output dir
     if training_args.do_eval:
         write_json(staging / "eval_results.json", {**all_metrics, "sparsity": sparsity})
     write_json(staging / "run_summary.json", summary)
@@ -477,6 +481,10 @@ def _predict(trainer, spec, prepared, features, out_dir: Path) -> None:
     else:
         logger.info("--do_predict writes no predictions for %s", spec.name)
         return
+    from sparse_transfer.training.distributed import is_main_process
+
+    if not is_main_process():
+        return  # every rank ran the (gathering) prediction; rank 0 writes it
     path = out_dir / "predict_results.jsonl"
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w") as handle:
