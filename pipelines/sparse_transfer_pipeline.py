@@ -18,7 +18,7 @@ from kfp.dsl import Markdown
 
 from components import evaluate, export_onnx, fetch_model, publish, sparse_transfer, teacher
 from pipelines._opening import data_and_training_flags
-from pipelines._settings import io_step, resources, training_step
+from pipelines._settings import io_step, resources, scale_out, training_step
 
 OBERT_PRUNED90 = "zoo:nlp/masked_language_modeling/obert-base/pytorch/huggingface/wikipedia_bookcorpus/pruned90-none"
 OBERT_DENSE = (
@@ -86,6 +86,8 @@ def sparse_transfer_pipeline(
     must_beat_published: bool = False,
     accelerator_type: str = "",
     accelerator_limit: int = 0,
+    num_nodes: int = 1,
+    nproc_per_node: int = 1,
 ) -> PipelineOutputs:
     """Sparse transfer end to end.
 
@@ -102,6 +104,9 @@ def sparse_transfer_pipeline(
         must_beat_published: publish only if better than the model now at `publish_stub`.
         accelerator_type / accelerator_limit: GPU for the training steps, e.g.
             ``nvidia.com/gpu`` and 1; empty/0 for CPU only.
+        num_nodes / nproc_per_node: data-parallel training (DDP): processes per pod
+            (torchrun inside the step) and pods (a Kubeflow Trainer v2 TrainJob;
+            the chart's ``trainjob.rbac`` must be on). See docs/distributed.md.
     """
     data, config = data_and_training_flags(locals())
     student = io_step(
@@ -146,6 +151,7 @@ def sparse_transfer_pipeline(
             recipe_args=recipe_args,
             training_args=config.output,
             zoo_root=zoo_root,
+            **scale_out(num_nodes, nproc_per_node, accelerator_type, accelerator_limit),
         ),
         accelerator_type,
         accelerator_limit,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sparse_transfer.errors import DataError, PipelineError
+from sparse_transfer.scaleout.plan import ScaleOut, train_scaled_out
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +211,7 @@ def train_step(
     training_args: Mapping[str, Any] | None = None,
     extra_args: str = "",
     zoo: str = "",
+    scale: ScaleOut | None = None,
 ) -> dict[str, Any]:
     """Runs `sparse_transfer.tasks.train_main` on artifact folders.
 
@@ -225,6 +227,8 @@ def train_step(
             `sparse_transfer.pipeline.options.training_options`.
         extra_args: more HF TrainingArguments flags as one shell-quoted string.
         zoo: zoo root for stubs.
+        scale: processes and nodes (`sparse_transfer.scaleout.plan.ScaleOut`);
+            None or 1 x 1 trains in this process.
 
     Returns:
         `train_main`'s summary (metrics, sparsity, output_dir).
@@ -256,7 +260,10 @@ def train_step(
     ]
     log.info("train %s %s", task, " ".join(shlex.quote(a) for a in argv))
     with zoo_root(zoo):
-        summary = train_main(task, argv)
+        if scale is not None and scale.distributed:
+            summary = train_scaled_out(task, argv, Path(output_dir), scale)
+        else:
+            summary = train_main(task, argv)
     for checkpoint in Path(output_dir).glob("checkpoint-*"):
         shutil.rmtree(
             checkpoint
