@@ -156,6 +156,39 @@ def _run_two(work: Path, name: str) -> tuple[Path, dict[int, str]]:
     return out, ranks
 
 
+def _run_two_through_pipeline_step(work: Path, name: str, capfd) -> tuple[Path, dict[int, str]]:
+    """The pipeline's training step with ``nproc_per_node=2``: it launches torchrun itself."""
+    from sparse_transfer.pipeline import steps
+    from sparse_transfer.scaleout.plan import ScaleOut
+
+    data = work / "dataset_artifact"
+    if not (data / steps.DATA_SPEC).exists():
+        steps.fetch_data_step(
+            data, train_file=str(work / "train.jsonl"), validation_file=str(work / "val.jsonl"),
+            task_name="sst2",
+        )  # fmt: skip
+    argv = _argv(work, name, WORLD, work / "unused")
+    options = {}
+    for i, arg in enumerate(argv):
+        if arg in ("--max_seq_length", "--per_device_train_batch_size", "--seed",
+                   "--per_device_eval_batch_size", "--logging_steps", "--report_to",
+                   "--disable_tqdm", "--dataloader_num_workers", "--save_strategy"):  # fmt: skip
+            options[arg[2:]] = argv[i + 1]
+    options["use_cpu"] = True
+    out = work / f"{name}_2proc"
+    out.mkdir()
+    capfd.readouterr()
+    steps.train_step(
+        "text-classification", argv[argv.index("--model_name_or_path") + 1], out, data,
+        recipe=argv[argv.index("--recipe") + 1], training_args=options,
+        scale=ScaleOut(nproc_per_node=WORLD),
+    )  # fmt: skip
+    captured = capfd.readouterr()
+    text = captured.out + captured.err
+    ranks = {int(m[1]): text for m in DIGEST.finditer(text)}
+    return out, ranks
+
+
 def _run_one(work: Path, name: str, *extra: str, out: Path | None = None) -> Path:
     from sparse_transfer.cli import main
 
@@ -178,10 +211,15 @@ def _encoder_zeros(weights: dict) -> dict[str, int]:
     }
 
 
-def _check_against_single(work: Path, name: str, atol: float, loss_rtol: float) -> tuple:
+def _check_against_single(
+    work: Path, name: str, atol: float, loss_rtol: float, capfd=None
+) -> tuple:
     import numpy as np
 
-    two, ranks = _run_two(work, name)
+    if capfd is None:
+        two, ranks = _run_two(work, name)
+    else:
+        two, ranks = _run_two_through_pipeline_step(work, name, capfd)
     one = _run_one(work, name)
     # Both ranks logged bitwise-identical weights and masks.
     digests = {int(m[1]): m.groups()[2:] for text in ranks.values() for m in DIGEST.finditer(text)}
@@ -221,8 +259,8 @@ def test_gmp_recipe(work):
         assert ((w2[key] == 0) == (w1[key] == 0)).all(), key
 
 
-def test_obs_recipe(work):
-    w2, w1, _, _ = _check_against_single(work, "obs", atol=1e-4, loss_rtol=1e-4)
+def test_obs_recipe_through_the_pipeline_step(work, capfd):
+    w2, w1, _, _ = _check_against_single(work, "obs", atol=1e-4, loss_rtol=1e-4, capfd=capfd)
     zeros2, zeros1 = _encoder_zeros(w2), _encoder_zeros(w1)
     assert sum(zeros2.values()) == sum(zeros1.values())
     total = sum(w2[k].size for k in zeros2)
