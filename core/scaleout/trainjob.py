@@ -39,6 +39,7 @@ DEFAULT_RUNTIME = "torch-distributed"
 NODE_CONTAINER = "node"
 JOBSET_LABEL = "jobset.sigs.k8s.io/jobset-name"
 COMPLETION_INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
+LOG_DRAIN_SECONDS = 30.0
 S3_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
 # Kubernetes object names used as DNS-1035 labels (the JobSet's Services need them).
 _NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -164,7 +165,9 @@ def _stream_node0_logs(core_api, namespace: str, name: str, emit: Callable[[str]
     selector = f"{JOBSET_LABEL}={name},{COMPLETION_INDEX_LABEL}=0"
     while True:
         pods = core_api.list_namespaced_pod(namespace, label_selector=selector).items
-        running = [p for p in pods if p.status and p.status.phase in ("Running", "Succeeded")]
+        running = [
+            p for p in pods if p.status and p.status.phase in ("Running", "Succeeded", "Failed")
+        ]
         if running:
             break
         time.sleep(5)
@@ -221,17 +224,20 @@ def follow_trainjob(
         request.num_nodes,
         request.nproc_per_node,
     )
-    threading.Thread(
+    logs = threading.Thread(
         target=_stream_node0_logs,
         args=(core, request.namespace, request.name, emit),
         daemon=True,
-    ).start()
+    )
+    logs.start()
     started = time.monotonic()
     while True:
         obj = custom.get_namespaced_custom_object(
             GROUP, VERSION, request.namespace, PLURAL, request.name
         )
         state, reason = trainjob_outcome(obj)
+        if state != "running":
+            logs.join(timeout=LOG_DRAIN_SECONDS)  # node 0's last lines, when its log ended
         if state == "complete":
             log.info("%s complete (%s)", where, reason)
             return reason
