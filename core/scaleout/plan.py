@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,21 +87,35 @@ def train_scaled_out(task: str, argv: list[str], output_dir: Path, plan: ScaleOu
 
 
 def stage_inputs(argv: list[str], work_uri: str) -> list[str]:
-    """Uploads the local model/teacher dirs and data files in `argv`; returns argv on s3://."""
+    """Uploads the local model/teacher dirs, data files and recipe in `argv`; returns argv on s3://.
+
+    Each goes to ``WORK/inputs/<flag>/`` with a manifest. A zoo-stub recipe is
+    resolved here, where the step's zoo root is set, so the nodes need no zoo
+    configuration; built-in recipe names and YAML strings pass as they are.
+    """
     from sparse_transfer import storage
+    from sparse_transfer.tasks.models import resolve_ref
 
     out = list(argv)
-    for i, arg in enumerate(argv[:-1]):
-        value = argv[i + 1]
-        if arg in _DIR_FLAGS and Path(value).is_dir():
+    with tempfile.TemporaryDirectory(prefix="sparse-transfer-stage-") as tmp:
+        for i, arg in enumerate(argv[:-1]):
+            value = argv[i + 1]
             uri = f"{work_uri}/inputs/{arg.lstrip('-')}"
-            storage.upload_dir(value, uri)
-            out[i + 1] = uri
-        elif arg in _FILE_FLAGS and Path(value).is_file():
+            if arg in _DIR_FLAGS and Path(value).is_dir():
+                storage.upload_dir(value, uri)
+                out[i + 1] = uri
+                continue
+            if arg == "--recipe":
+                value = resolve_ref(value, "recipe")
+            elif arg not in _FILE_FLAGS:
+                continue
             path = Path(value)
-            uri = f"{work_uri}/inputs/{arg.lstrip('-')}"
-            storage.upload_dir(path.parent, uri)
-            out[i + 1] = f"{uri}/{path.name}"
+            if path.is_file():
+                folder = Path(tmp) / arg.lstrip("-")
+                folder.mkdir()
+                shutil.copy2(path, folder / path.name)  # upload this file alone, not its folder
+                storage.upload_dir(folder, uri)
+                out[i + 1] = f"{uri}/{path.name}"
     return out
 
 

@@ -310,3 +310,17 @@ def test_killed_two_process_run_resumes_on_one_process(work):
         assert ((wr[key] == 0) == (w1[key] == 0)).all(), key
     for key in w1:
         np.testing.assert_allclose(wr[key], w1[key], atol=1e-4, rtol=0, err_msg=key)
+
+
+def test_trainjob_node_entry_trains_then_publishes_with_a_manifest(work, tmp_path):
+    """What each TrainJob process runs (here one process): train, then rank 0 publishes."""
+    from sparse_transfer import storage
+    from sparse_transfer.scaleout import node
+
+    published = tmp_path / "published"
+    argv = _argv(work, "gmp", 1, tmp_path / "node_out")[2:]  # without "train TASK"
+    assert node.main(["--output_uri", str(published), "text-classification", *argv]) == 0
+    assert storage.is_published(str(published))
+    manifest = json.loads((published / "manifest.json").read_text())
+    names = {entry["path"] for entry in manifest["files"]}
+    assert {"model.safetensors", "recipe.yaml", "sparsity.json", "run_summary.json"} <= names

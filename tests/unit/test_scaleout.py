@@ -170,15 +170,26 @@ def test_stage_inputs_publishes_local_artifacts_and_rewrites_argv(tmp_path):
     data.mkdir()
     (data / "train.jsonl").write_text('{"sentence": "a", "label": 0}\n')
     work = tmp_path / "work"
+    (data / "validation.jsonl").write_text('{"sentence": "b", "label": 1}\n')
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("version: 1.1.0\nmodifiers: []\n")
     argv = ["--model_name_or_path", str(model), "--train_file", str(data / "train.jsonl"),
+            "--recipe", str(recipe), "--distill_teacher", "disable",
             "--output_dir", str(tmp_path / "out"), "--seed", "3"]  # fmt: skip
     staged = stage_inputs(argv, str(work))
     assert staged[1] == f"{work}/inputs/model_name_or_path"
     assert staged[3] == f"{work}/inputs/train_file/train.jsonl"
-    assert staged[4:] == argv[4:]
+    assert staged[5] == f"{work}/inputs/recipe/recipe.yaml"
+    assert staged[6:] == argv[6:]  # "disable", the output dir and other flags unchanged
     assert storage.is_published(staged[1])
     assert (Path(staged[1]) / "config.json").read_text() == "{}"
     assert Path(staged[3]).read_text() == (data / "train.jsonl").read_text()
+    # Only the named file travels, not the rest of its folder.
+    assert sorted(p.name for p in Path(staged[3]).parent.iterdir()) == [
+        "manifest.json",
+        "train.jsonl",
+    ]
+    assert Path(staged[5]).read_text() == recipe.read_text()
 
 
 def test_compiled_pipelines_take_num_nodes_and_nproc_per_node():
