@@ -14,7 +14,9 @@ LOSS_CALCULATED (where distillation replaces the loss):
 
 The fractional epoch is ``global_step / steps_per_epoch`` with steps per epoch
 taken from the Trainer's own computation (gradient accumulation included), so
-schedules end where the recipe says. The recipe decides the number of epochs,
+schedules end where the recipe says. Under torchrun both are global: the
+Trainer counts steps per epoch on the sharded loader and ``global_step`` counts
+global batches (see `sparse_transfer.training.distributed` for the rest). The recipe decides the number of epochs,
 the learning rate (the HF scheduler is replaced by a pass-through when the
 recipe has LR modifiers) and weight decay; everything else comes from
 `TrainingArguments`.
@@ -26,6 +28,7 @@ import json
 import logging
 import os
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +137,7 @@ class SparseTrainer(Trainer):
                 teacher, cache=teacher_cache
             )
         self._pre_step_done_for: int | None = None
-        self._checked_masks: tuple[int, ...] = ()
+        self._checked_masks: tuple[weakref.ref, ...] = ()
         self._apply_recipe_epochs()
         self.add_callback(_RecipeCallback(self))
         for line in self.manager.describe():
@@ -239,10 +242,10 @@ class SparseTrainer(Trainer):
         if not distributed.is_distributed():
             return
         masks = self._recipe_masks()
-        ids = tuple(id(m) for m in masks)
-        if ids == self._checked_masks:
+        seen = self._checked_masks
+        if len(seen) == len(masks) and all(ref() is m for ref, m in zip(seen, masks, strict=True)):
             return
-        self._checked_masks = ids
+        self._checked_masks = tuple(weakref.ref(m) for m in masks)  # no id reuse, no copies kept
         distributed.assert_same_on_all_ranks(
             [m.ne(0) for m in masks], f"recipe masks at step {self.state.global_step}"
         )

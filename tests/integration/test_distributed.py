@@ -269,6 +269,14 @@ def test_obs_recipe_through_the_pipeline_step(work, capfd):
         assert ((w2[key] == 0) == (w1[key] == 0)).all(), key
 
 
+def _complete_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def test_killed_two_process_run_resumes_on_one_process(work):
     """SIGKILL a 2-process GMP run after its step-2 checkpoint; finish it in 1 process."""
     import numpy as np
@@ -285,7 +293,7 @@ def test_killed_two_process_run_resumes_on_one_process(work):
     )  # fmt: skip
     deadline = time.monotonic() + 240
     try:
-        while not (checkpoint / "trainer_state.json").exists():
+        while not _complete_json(checkpoint / "trainer_state.json"):  # written last
             assert proc.poll() is None, "the 2-process run ended before its first checkpoint"
             assert time.monotonic() < deadline, "no checkpoint within 240 s"
             time.sleep(0.02)
