@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -269,6 +268,27 @@ def test_obs_recipe_through_the_pipeline_step(work, capfd):
         assert ((w2[key] == 0) == (w1[key] == 0)).all(), key
 
 
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL torchrun and its workers at once, as a node failure would.
+
+    torchrun starts each worker in a session of its own (torch's
+    elastic/multiprocessing/subprocess_handler), so killing torchrun's process
+    group would leave the workers training on as orphans.
+    """
+    import psutil
+
+    agent = psutil.Process(proc.pid)
+    victims = [agent, *agent.children(recursive=True)]
+    for victim in victims:
+        try:
+            victim.kill()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(victims, timeout=60)
+    proc.wait()
+    assert not alive, f"still running after SIGKILL: {alive}"
+
+
 def _complete_json(path: Path) -> bool:
     try:
         json.loads(path.read_text())
@@ -298,8 +318,7 @@ def test_killed_two_process_run_resumes_on_one_process(work):
             assert time.monotonic() < deadline, "no checkpoint within 240 s"
             time.sleep(0.02)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        _kill_tree(proc)
     assert not out.exists(), "the run finished before it could be killed"
     ckpt_zeros = _encoder_zeros(_weights(checkpoint))
     assert sum(ckpt_zeros.values()) > 0  # GMP had started pruning
@@ -318,6 +337,7 @@ def test_killed_two_process_run_resumes_on_one_process(work):
         assert ((wr[key] == 0) == (w1[key] == 0)).all(), key
     for key in w1:
         np.testing.assert_allclose(wr[key], w1[key], atol=1e-4, rtol=0, err_msg=key)
+    assert not out.exists()  # the killed run never published anything
 
 
 def test_trainjob_node_entry_trains_then_publishes_with_a_manifest(work, tmp_path):
