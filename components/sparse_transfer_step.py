@@ -21,16 +21,30 @@ def sparse_transfer(
     metrics: Output[Metrics],
     recipe_args: str = "",
     zoo_root: str = "",
+    num_nodes: int = 1,
+    nproc_per_node: int = 1,
+    accelerator_type: str = "",
+    accelerator_limit: str = "0",
+    trainjob_image: str = "",
+    s3_secret: str = "",
 ):
     """Fine-tunes the pre-sparsified `model` with `recipe`, distilling from `teacher`.
 
     A placeholder teacher (``distill_teacher: disable``) turns distillation off.
     """
     from sparse_transfer.pipeline.steps import train_step, training_metrics
+    from sparse_transfer.scaleout.plan import ScaleOut
+
+    # nproc_per_node > 1: torchrun in this pod; num_nodes > 1: a Kubeflow Trainer TrainJob.
+    scale = ScaleOut(
+        num_nodes, nproc_per_node, accelerator_type, int(accelerator_limit or 0),
+        work_uri=f"{sparse_model.uri}-trainjob", image=trainjob_image, s3_secret=s3_secret,
+    )  # fmt: skip
 
     summary = train_step(
         task, model.path, sparse_model.path, dataset.path, recipe=recipe,
         recipe_args=recipe_args, teacher_dir=teacher.path, training_args=training_args, zoo=zoo_root,
+        scale=scale,
     )  # fmt: skip
     for name, value in training_metrics(summary).items():
         metrics.log_metric(name, value)

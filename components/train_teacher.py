@@ -18,6 +18,12 @@ def train_teacher(
     recipe_args: str = "",
     seed: int = -1,
     zoo_root: str = "",
+    num_nodes: int = 1,
+    nproc_per_node: int = 1,
+    accelerator_type: str = "",
+    accelerator_limit: str = "0",
+    trainjob_image: str = "",
+    s3_secret: str = "",
 ):
     """Fine-tunes `base_model` densely with `recipe` (no teacher of its own).
 
@@ -25,11 +31,18 @@ def train_teacher(
         seed: overrides the run's seed when >= 0 (the reference's teacher used 20811).
     """
     from sparse_transfer.pipeline.steps import train_step, training_metrics
+    from sparse_transfer.scaleout.plan import ScaleOut
+
+    # nproc_per_node > 1: torchrun in this pod; num_nodes > 1: a Kubeflow Trainer TrainJob.
+    scale = ScaleOut(
+        num_nodes, nproc_per_node, accelerator_type, int(accelerator_limit or 0),
+        work_uri=f"{teacher.uri}-trainjob", image=trainjob_image, s3_secret=s3_secret,
+    )  # fmt: skip
 
     args = dict(training_args, **({"seed": seed} if seed >= 0 else {}))
     summary = train_step(
         task, base_model.path, teacher.path, dataset.path,
-        recipe=recipe, recipe_args=recipe_args, training_args=args, zoo=zoo_root,
+        recipe=recipe, recipe_args=recipe_args, training_args=args, zoo=zoo_root, scale=scale,
     )  # fmt: skip
     for name, value in training_metrics(summary).items():
         metrics.log_metric(name, value)

@@ -69,3 +69,22 @@ def training_step(task: PipelineTask, accelerator_type, accelerator_limit) -> Pi
     resources(task, "train").set_caching_options(False)
     task.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_limit)
     return with_s3(task)
+
+
+def scale_out(num_nodes, nproc_per_node, accelerator_type, accelerator_limit) -> dict:
+    """A training component's accelerator arguments (see `sparse_transfer.scaleout.plan`).
+
+    `nproc_per_node` > 1 runs torchrun inside the step's pod; `num_nodes` > 1 makes
+    the step create a Kubeflow Trainer TrainJob running this image, with the S3
+    keys from the same Secret the steps use.
+    """
+    from components._image import IMAGE
+
+    return {
+        "num_nodes": num_nodes,
+        "nproc_per_node": nproc_per_node,
+        "accelerator_type": accelerator_type,
+        "accelerator_limit": accelerator_limit,
+        "trainjob_image": IMAGE,
+        "s3_secret": S3_SECRET,
+    }

@@ -11,7 +11,7 @@ from kfp import dsl
 
 from components import evaluate, fetch_model, publish, train_teacher
 from pipelines._opening import data_and_training_flags
-from pipelines._settings import io_step, resources, training_step
+from pipelines._settings import io_step, resources, scale_out, training_step
 from pipelines.sparse_transfer_pipeline import OBERT_DENSE, SST2_TEACHER, PipelineOutputs
 
 
@@ -58,6 +58,8 @@ def dense_teacher_pipeline(
     min_metric: float = 0.0,
     accelerator_type: str = "",
     accelerator_limit: str = "0",
+    num_nodes: int = 1,
+    nproc_per_node: int = 1,
 ) -> PipelineOutputs:
     """Dense teacher end to end; parameters mean what they mean in `sparse_transfer_pipeline`."""
     data, config = data_and_training_flags(locals())
@@ -73,6 +75,7 @@ def dense_teacher_pipeline(
             recipe_args=recipe_args,
             training_args=config.output,
             zoo_root=zoo_root,
+            **scale_out(num_nodes, nproc_per_node, accelerator_type, accelerator_limit),
         ),
         accelerator_type,
         accelerator_limit,

@@ -19,7 +19,7 @@ from kfp.dsl import Markdown
 from components import deploy_serving as serve_with_kserve
 from components import evaluate, export_onnx, fetch_model, publish, sparse_transfer, teacher
 from pipelines._opening import data_and_training_flags
-from pipelines._settings import io_step, resources, training_step
+from pipelines._settings import io_step, resources, scale_out, training_step
 
 OBERT_PRUNED90 = "zoo:nlp/masked_language_modeling/obert-base/pytorch/huggingface/wikipedia_bookcorpus/pruned90-none"
 OBERT_DENSE = (
@@ -89,6 +89,8 @@ def sparse_transfer_pipeline(
     accelerator_limit: str = "0",
     deploy_serving: bool = False,
     serving_max_replicas: int = 1,
+    num_nodes: int = 1,
+    nproc_per_node: int = 1,
 ) -> PipelineOutputs:
     """Sparse transfer end to end.
 
@@ -108,6 +110,9 @@ def sparse_transfer_pipeline(
             because KFP's driver resolves runtime resource placeholders as strings.
         deploy_serving: after a publish, create or update a KServe InferenceService
             serving the published stub (needs KServe in the cluster; docs/serving.md).
+        num_nodes / nproc_per_node: data-parallel training (DDP): processes per pod
+            (torchrun inside the step) and pods (a Kubeflow Trainer v2 TrainJob;
+            the chart's ``trainjob.rbac`` must be on). See docs/distributed.md.
     """
     data, config = data_and_training_flags(locals())
     student = io_step(
@@ -152,6 +157,7 @@ def sparse_transfer_pipeline(
             recipe_args=recipe_args,
             training_args=config.output,
             zoo_root=zoo_root,
+            **scale_out(num_nodes, nproc_per_node, accelerator_type, accelerator_limit),
         ),
         accelerator_type,
         accelerator_limit,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sparse_transfer.errors import DataError, PipelineError
+from sparse_transfer.scaleout.plan import ScaleOut, train_scaled_out
 from sparse_transfer.tasks import flags as flag_schema
 
 log = logging.getLogger(__name__)
@@ -206,6 +207,22 @@ def _as_field_type(value: Any, annotation: str) -> Any:
     return value
 
 
+def command_line(values: Mapping[str, Any]) -> list[str]:
+    """Flag values as ``--name value`` argv, for training in other processes (torchrun, TrainJob).
+
+    Unset values (empty, None) are left out; integral floats become ints, as
+    `task_arguments` does (KFP hands dict values over as JSON numbers).
+    """
+    argv: list[str] = []
+    for name, value in values.items():
+        if value in ("", None):
+            continue
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        argv += [f"--{name}", json.dumps(value) if isinstance(value, dict | list) else str(value)]
+    return argv
+
+
 def train_step(
     task: str,
     model_dir: str | Path,
@@ -217,6 +234,7 @@ def train_step(
     teacher_dir: str | Path | None = None,
     training_args: Mapping[str, Any] | None = None,
     zoo: str = "",
+    scale: ScaleOut | None = None,
 ) -> dict[str, Any]:
     """Runs `sparse_transfer.tasks.train` on artifact folders.
 
@@ -231,6 +249,8 @@ def train_step(
         training_args: validated flags from
             `sparse_transfer.pipeline.options.training_options`.
         zoo: zoo root for stubs.
+        scale: processes and nodes (`sparse_transfer.scaleout.plan.ScaleOut`);
+            None or 1 x 1 trains in this process.
 
     Returns:
         The run summary (`TrainResult.to_dict`: metrics, sparsity, output_dir).
@@ -238,6 +258,7 @@ def train_step(
     from sparse_transfer.tasks.args import DataArguments, ModelArguments
     from sparse_transfer.tasks.registry import get_task
     from sparse_transfer.tasks.training import train
+    from sparse_transfer.zoo import resolve
     from transformers import TrainingArguments
 
     teacher = str(teacher_dir) if teacher_dir is not None and has_model(teacher_dir) else "disable"
@@ -255,19 +276,26 @@ def train_step(
     args = task_arguments(task, values, TrainingArguments)
     spec = get_task(task)
     log.info("train %s %s", task, {k: v for k, v in values.items() if v not in ("", None)})
-    result = train(
-        task,
-        args[ModelArguments],
-        args[DataArguments],
-        args[TrainingArguments],
-        args.get(spec.args_class),
-        zoo=zoo or None,
-    )
+    if scale is not None and scale.distributed:
+        # torchrun or a TrainJob starts fresh interpreters: the flags cross that process
+        # boundary as a command line, with zoo references resolved to paths here.
+        if recipe:
+            values["recipe"] = resolve(recipe, "recipe", root=zoo or None)
+        summary = train_scaled_out(task, command_line(values), Path(output_dir), scale)
+    else:
+        summary = train(
+            task,
+            args[ModelArguments],
+            args[DataArguments],
+            args[TrainingArguments],
+            args.get(spec.args_class),
+            zoo=zoo or None,
+        ).to_dict()
     for checkpoint in Path(output_dir).glob("checkpoint-*"):
         shutil.rmtree(
             checkpoint
         )  # the final model sits at the top; checkpoints only bloat the artifact
-    return result.to_dict()
+    return summary
 
 
 def teacher_step(

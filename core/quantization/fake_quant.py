@@ -114,6 +114,26 @@ def activation_qparams(
     return scale.float(), zero_point
 
 
+def _global_range(lo: float, hi: float) -> tuple[float, float]:
+    """(min, max) over every data-parallel rank's batch: one all-reduce of ``(-lo, hi)``.
+
+    Under ``torchrun`` each rank sees a shard of the global batch. Reducing the
+    batch's min and max across ranks gives exactly the range one process would
+    observe on the whole global batch, so every rank holds the same scales and
+    they match a single-process run. (Broadcasting rank 0's range instead would
+    be cheaper to reason about but would set scales from 1/world of the data.)
+    A no-op in one process; every rank runs the same forwards, so the
+    collectives line up.
+    """
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return lo, hi
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    pair = torch.tensor([-lo, hi], dtype=torch.float64, device=device)
+    dist.all_reduce(pair, op=dist.ReduceOp.MAX)
+    return -float(pair[0]), float(pair[1])
+
+
 class ActivationFakeQuant(nn.Module):
     """Per-tensor fake quantization with a moving-average min/max observer.
 
@@ -148,7 +168,7 @@ class ActivationFakeQuant(nn.Module):
     def observe(self, x: torch.Tensor) -> None:
         # Python floats: a dozen scalar tensor ops per call would cost more than
         # the pass over `x` on small models.
-        lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+        lo, hi = _global_range(*(float(v) for v in torch.aminmax(x.detach())))
         if not bool(self.initialized):
             self.initialized.fill_(True)
         else:

@@ -43,12 +43,16 @@ def replace_rules(overwrite: bool, inputs: list[Any]) -> dict[str, Any]:
     }
 
 
-def prepare_staging(output_dir: Path, resume: str | None) -> tuple[Path, str | bool | None]:
+def prepare_staging(
+    output_dir: Path, resume: str | None, *, owner: bool = True
+) -> tuple[Path, str | bool | None]:
     """The staging folder for a training run, and the checkpoint to resume from.
 
     Args:
         output_dir: the final ``--output_dir``.
         resume: ``--resume_from_checkpoint`` as given (None, a path, or true/false).
+        owner: this process makes (and cleans) the folder; under torchrun only rank 0
+            does, after which the other ranks take the same path and checkpoint.
 
     Returns:
         ``(staging, checkpoint)``: checkpoint is None, or a checkpoint folder.
@@ -61,8 +65,11 @@ def prepare_staging(output_dir: Path, resume: str | None) -> tuple[Path, str | b
     wants_last = isinstance(resume, str) and resume.lower() in _BOOLS
     resume_last = wants_last and resume.lower() in _TRUE  # type: ignore[union-attr]
     resuming = resume_last or (bool(resume) and not wants_last)
-    storage.clean_leftovers(output_dir, keep_partial=resuming)
-    staging = storage.staging_dir(output_dir, fixed_suffix=STAGING_SUFFIX, reuse=resuming)
+    if owner:
+        storage.clean_leftovers(output_dir, keep_partial=resuming)
+        staging = storage.staging_dir(output_dir, fixed_suffix=STAGING_SUFFIX, reuse=resuming)
+    else:
+        staging = Path(output_dir).absolute().parent / f".{Path(output_dir).name}{STAGING_SUFFIX}"
     if wants_last and not resume_last:
         return staging, None
     if not resume_last:

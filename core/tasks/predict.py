@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from sparse_transfer import storage
 from sparse_transfer.errors import DataError
 from sparse_transfer.tasks.outputs import json_default
 
@@ -78,10 +79,11 @@ def write_test_predictions(trainer, spec, prepared, features, out_dir: Path) -> 
     else:
         logger.info("--do_predict writes no predictions for %s", spec.name)
         return
+    from sparse_transfer.training.distributed import is_main_process
+
+    if not is_main_process():
+        return  # every rank ran the (gathering) prediction; rank 0 writes it
     path = out_dir / "predict_results.jsonl"
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, default=json_default) + "\n")
-    tmp.replace(path)
+    text = "".join(json.dumps(row, default=json_default) + "\n" for row in rows)
+    storage.write_bytes_atomic(path, text.encode())
     logger.info("wrote %d predictions to %s", len(rows), path)

@@ -98,6 +98,7 @@ def train(
         split_metric_suffix,
     )
     from sparse_transfer.training import SparseTrainer, compare_sparsity, sparsity_report
+    from sparse_transfer.training.distributed import is_main_process
     from transformers import set_seed
 
     spec = get_task(task)
@@ -174,7 +175,10 @@ def train(
     # result files (atomically) to it, so an existing model dir is never replaced.
     staging, checkpoint = output_dir, training_args.resume_from_checkpoint
     if training_args.do_train:
-        staging, checkpoint = output_rules.prepare_staging(output_dir, checkpoint)
+        # Under torchrun rank 0 makes the staging folder first; the other ranks then use it.
+        with training_args.main_process_first(local=False, desc="staging the output folder"):
+            owner = training_args.process_index == 0
+            staging, checkpoint = output_rules.prepare_staging(output_dir, checkpoint, owner=owner)
     staging.mkdir(parents=True, exist_ok=True)
     training_args.output_dir = str(staging)
     eval_sets = {s: prepared.model_features(features[s]) for s in eval_splits(raw) if s in features}
@@ -225,6 +229,8 @@ def train(
         truncated=dict(prepared.truncated),
         max_seq_length=prepared.max_seq_length,
     )
+    if not is_main_process():
+        return result  # under torchrun, rank 0 alone writes and publishes the output folder
     if training_args.do_eval:
         write_json(staging / "eval_results.json", {**all_metrics, "sparsity": sparsity})
     write_json(staging / "run_summary.json", result.to_dict())

@@ -5,6 +5,13 @@ example never change. Caching them per example (keyed by the example's real,
 unpadded tokens) means only the first epoch pays for teacher forward passes;
 later epochs, whatever the shuffling or dynamic padding, are served from
 memory. A batch with any miss runs the teacher on the whole batch once.
+
+Under ``torchrun`` every process has its own runner and cache, filled with the
+examples of its own shards. That is correct by construction: the key is the
+example's content, not its index or rank, and a frozen teacher's output for it
+is the same on every rank, so a cache hit on any rank returns exactly what the
+teacher would compute there. (Memory is per process: a rank caches at most the
+examples it was given, up to ``max_cache_bytes``.)
 """
 
 from __future__ import annotations

@@ -14,7 +14,9 @@ LOSS_CALCULATED (where distillation replaces the loss):
 
 The fractional epoch is ``global_step / steps_per_epoch`` with steps per epoch
 taken from the Trainer's own computation (gradient accumulation included), so
-schedules end where the recipe says. The recipe decides the number of epochs,
+schedules end where the recipe says. Under torchrun both are global: the
+Trainer counts steps per epoch on the sharded loader and ``global_step`` counts
+global batches (see `sparse_transfer.training.distributed` for the rest). The recipe decides the number of epochs,
 the learning rate (the HF scheduler is replaced by a pass-through when the
 recipe has LR modifiers) and weight decay; everything else comes from
 `TrainingArguments`.
@@ -26,11 +28,13 @@ import json
 import logging
 import os
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Any
 
 import torch
 from sparse_transfer.modifiers.base import Event
+from sparse_transfer.training import distributed
 from sparse_transfer.training.finite import FiniteGuard, check_loss, check_weights
 from sparse_transfer.training.manager import RecipeManager
 from sparse_transfer.training.sparsity import sparsity_report
@@ -77,6 +81,7 @@ class _RecipeCallback(TrainerCallback):
 
     def on_optimizer_step(self, args, state, control, **kwargs):
         self.trainer._post_step()
+        self.trainer._check_masks_agree()
 
     def on_step_end(self, args, state, control, **kwargs):
         self.trainer._fire(Event.BATCH_END, state.global_step)
@@ -86,6 +91,7 @@ class _RecipeCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         self.trainer._finalize_recipe()
+        self.trainer._check_replicas_agree()
 
 
 class SparseTrainer(Trainer):
@@ -132,6 +138,7 @@ class SparseTrainer(Trainer):
                 teacher, cache=teacher_cache
             )
         self._pre_step_done_for: int | None = None
+        self._checked_masks: tuple[weakref.ref, ...] = ()
         self._apply_recipe_epochs()
         self.add_callback(_RecipeCallback(self))
         self.add_callback(FiniteGuard())
@@ -190,6 +197,7 @@ class SparseTrainer(Trainer):
         st.log = lambda metrics: logger.info("recipe: %s", metrics)
         self.manager.initialize(st)
         self._check_optimizer_params()
+        self._check_masks_agree()
 
     def _finalize_recipe(self) -> None:
         self.sparse_state.global_step = self.state.global_step
@@ -220,6 +228,47 @@ class SparseTrainer(Trainer):
         # Mask gradients before the norm is computed, so pruned weights do not count.
         self._pre_step()
         return super()._clip_grad_norm(model)
+
+    def _recipe_masks(self) -> list[torch.Tensor]:
+        masks = []
+        for m in self.manager.modifiers:
+            masks.extend(getattr(getattr(m, "masks", None), "masks", None) or [])
+        return masks
+
+    def _check_masks_agree(self) -> None:
+        """Under torchrun: every rank holds the same masks (checked when any mask changes).
+
+        Mask tensors are replaced, never edited, when a modifier recomputes them,
+        so a change of identities is the cheap signal to compare digests.
+        """
+        if not distributed.is_distributed():
+            return
+        masks = self._recipe_masks()
+        seen = self._checked_masks
+        if len(seen) == len(masks) and all(ref() is m for ref, m in zip(seen, masks, strict=True)):
+            return
+        self._checked_masks = tuple(weakref.ref(m) for m in masks)  # no id reuse, no copies kept
+        distributed.assert_same_on_all_ranks(
+            [m.ne(0) for m in masks], f"recipe masks at step {self.state.global_step}"
+        )
+
+    def _check_replicas_agree(self) -> None:
+        """Under torchrun: the trained weights and masks are bitwise equal on every rank."""
+        if not distributed.is_distributed():
+            return
+        weights = distributed.assert_same_on_all_ranks(
+            [p for _, p in sorted(self.model.named_parameters())], "trained weights"
+        )
+        masks = distributed.assert_same_on_all_ranks(
+            [m.ne(0) for m in self._recipe_masks()], "final recipe masks"
+        )
+        logger.info(
+            "rank %d of %d: weights sha256 %s, masks sha256 %s (identical on every rank)",
+            distributed.rank(),
+            distributed.world_size(),
+            weights,
+            masks,
+        )
 
     def _check_optimizer_params(self) -> None:
         """Masked / scheduled params must be the optimizer's own Parameter objects."""
@@ -260,7 +309,13 @@ class SparseTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def _grad_sampler(self, count: int):
-        """Yields `count` times with ``.grad`` = one fresh training mini-batch gradient."""
+        """Yields `count` times with ``.grad`` = one fresh training mini-batch gradient.
+
+        Under torchrun the loader is sharded and this backward bypasses DDP, so the
+        gradients are averaged across ranks here: each sample is the gradient of
+        the *global* batch, on every rank, as in a single process with that batch
+        (oBS then builds identical Fisher inverses, and so identical masks, everywhere).
+        """
         model = self.model
         loader = self.get_train_dataloader()
         iterator = iter(loader)
@@ -278,6 +333,8 @@ class SparseTrainer(Trainer):
                 with self.compute_loss_context_manager():
                     loss = Trainer.compute_loss(self, model, batch)
                 loss.backward()
+                # Outside DDP: average over ranks so the Fisher sees the global batch's gradient.
+                distributed.average_gradients_(list(model.parameters()))
                 yield
         finally:
             model.zero_grad(set_to_none=True)

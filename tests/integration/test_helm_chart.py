@@ -669,3 +669,30 @@ def test_notes_template_the_launcher_patch_for_our_bucket_only():
         },
     }
     assert "runs execute in" not in notes  # installed where the runs run
+
+
+@needs_helm
+def test_trainjob_rbac_is_off_by_default_and_scoped_when_on():
+    """Multi-node steps create and follow TrainJobs (sparse_transfer.scaleout.trainjob)."""
+    default = render(CHART / "ci" / "default-values.yaml")
+    assert not [d for d in default if d["metadata"]["name"].endswith("-trainjob")]
+    docs = render(CHART / "ci" / "trainjob-values.yaml")
+    role = one(docs, "Role", "-trainjob")
+    assert role["metadata"]["namespace"] == "kubeflow-user-example-com"
+    rules = {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"]
+             for r in rule["resources"]}  # fmt: skip
+    assert rules == {
+        ("trainer.kubeflow.org", "trainjobs"): {"create", "get", "list", "watch"},
+        ("", "pods"): {"get", "list", "watch"},
+        ("", "pods/log"): {"get"},
+    }
+    binding = one(docs, "RoleBinding", "-trainjob")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "default-editor",
+         "namespace": "kubeflow-user-example-com"}
+    ]  # fmt: skip
