@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args, train_argv = parser.parse_known_args(argv)
     try:
         from sparse_transfer import storage
-        from sparse_transfer.tasks import train_main
+        from sparse_transfer.cli.train import train_main
         from sparse_transfer.training.distributed import barrier, is_main_process
 
         output_dir = _output_dir(train_argv)

@@ -172,7 +172,7 @@ def _run_two_through_pipeline_step(work: Path, name: str, capfd) -> tuple[Path, 
         if arg in ("--max_seq_length", "--per_device_train_batch_size", "--seed",
                    "--per_device_eval_batch_size", "--logging_steps", "--report_to",
                    "--disable_tqdm", "--dataloader_num_workers", "--save_strategy"):  # fmt: skip
-            options[arg[2:]] = argv[i + 1]
+            options[arg[2:]] = _typed(argv[i + 1])  # as pipeline.options hands them over
     options["use_cpu"] = True
     out = work / f"{name}_2proc"
     out.mkdir()
@@ -256,6 +256,14 @@ def test_gmp_recipe(work):
         assert count == round(0.8 * w2[key].size), key  # the schedule's end, exactly
     for key in pruned:  # the very same masks as the single process
         assert ((w2[key] == 0) == (w1[key] == 0)).all(), key
+
+
+def _typed(value: str):
+    """'32' -> 32, 'true' -> True, other words stay strings."""
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
 
 
 def test_obs_recipe_through_the_pipeline_step(work, capfd):
