@@ -252,10 +252,20 @@ class SparseTrainer(Trainer):
         st.inputs = st.outputs = st.loss = None
         return (loss, outputs) if return_outputs else loss
 
-    def _grad_sampler(self, count: int):
-        """Yields `count` times with ``.grad`` = one fresh training mini-batch gradient."""
+    def _grad_sampler(self, count: int, batch_size: int | None = None):
+        """Yields `count` times with ``.grad`` = one fresh training mini-batch gradient.
+
+        `batch_size` (oBS's ``grad_sampler_kwargs``) replaces the training batch size
+        for these samples, as SparseML's trainer rebuilds its loader with those kwargs.
+        """
         model = self.model
-        loader = self.get_train_dataloader()
+        saved = self._train_batch_size
+        if batch_size is not None:
+            self._train_batch_size = batch_size
+        try:
+            loader = self.get_train_dataloader()
+        finally:
+            self._train_batch_size = saved
         iterator = iter(loader)
         was_training = model.training
         model.train()
