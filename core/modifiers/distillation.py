@@ -18,8 +18,8 @@ extended to token-level outputs):
   over positions; padded positions are excluded from both distributions
   (filled with a large negative number), then averaged over the batch.
 
-Several keys are averaged (SparseML sums them; with hardness 1 that is only a
-constant factor). The teacher runs in eval mode under ``torch.inference_mode``;
+Several keys are averaged, as SparseML 1.8's ``DistillationModifier`` does
+(``sum(kd per key) / len(keys)``). The teacher runs in eval mode under ``torch.inference_mode``;
 its outputs may be cached per example (see `TeacherCache`) so later epochs skip
 its forward pass entirely.
 """
@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sparse_transfer.modifiers.base import Event, FieldError, Modifier, register_modifier
+from sparse_transfer.modifiers.base import Event, Modifier, bounded, register_modifier
 
 DEFAULT_KEYS = ("logits", "start_logits", "end_logits")
 SPAN_KEYS = ("start_logits", "end_logits")
@@ -126,26 +126,18 @@ def check_label_alignment(student: Any, teacher: Any) -> None:
 
 
 @register_modifier("DistillationModifier")
-@dataclass
+@dataclass(kw_only=True)
 class DistillationModifier(Modifier):
     """loss = (1 - hardness) * task + hardness * T^2 * KL(teacher_T || student_T)."""
 
-    hardness: float = 0.5
-    temperature: float = 2.0
+    hardness: float = bounded(0.5, ge=0, le=1)
+    temperature: float = bounded(2.0, gt=0)
     distill_output_keys: list[str] | None = None
     teacher_input_keys: list[str] | None = None
-    start_epoch: float = -1.0
-    end_epoch: float = -1.0
-    update_frequency: float = -1.0
 
-    def validate(self) -> None:
-        super().validate()
-        if not 0.0 <= self.hardness <= 1.0:
-            raise FieldError("hardness", f"must be in [0, 1], got {self.hardness}")
-        if self.temperature <= 0:
-            raise FieldError("temperature", f"must be > 0, got {self.temperature}")
+    clock_events = frozenset({Event.LOSS_CALCULATED})
 
-    def initialize(self, state: Any) -> None:
+    def on_initialize(self, state: Any) -> None:
         from sparse_transfer.errors import RecipeError
 
         if state.teacher is None:
@@ -158,10 +150,10 @@ class DistillationModifier(Modifier):
         for p in state.teacher.parameters():
             p.requires_grad_(False)
 
-    def on_event(self, event: Event, state: Any) -> None:
+    def act(self, event: Event, state: Any) -> None:
         if event is not Event.LOSS_CALCULATED or state.teacher is None:
             return
-        if not self.active(state.epoch) or self.hardness == 0.0:
+        if not self.running or self.hardness == 0.0:
             return
         inputs = state.inputs or {}
         keys = self.distill_output_keys or [

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sparse_transfer.modifiers.base import FieldError, Modifier, register_modifier
+from sparse_transfer.modifiers.base import Modifier, bounded, register_modifier
 
 
 @register_modifier("EpochRangeModifier")
-@dataclass
+@dataclass(kw_only=True)
 class EpochRangeModifier(Modifier):
     """Sets how long training runs; the trainer reads `end_epoch` as its epoch count."""
 
-    start_epoch: float = 0.0
-    end_epoch: float = -1.0
+    start_epoch: float = bounded(0.0, ge=0, also=(-1,))
+    end_epoch: float = bounded(-1.0, gt=0, also=(-1,))
 
-    def validate(self) -> None:
-        super().validate()
-        if self.end_epoch != -1 and self.end_epoch <= 0:
-            raise FieldError("end_epoch", f"must be > 0, got {self.end_epoch}")
+    schedule_fields = ("start_epoch", "end_epoch")

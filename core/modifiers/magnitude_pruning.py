@@ -12,11 +12,17 @@ update point), and once more at `end_epoch` so the target is reached exactly
 there: per tensor, ``round(s * numel)`` weights (``round(s * blocks)`` blocks for
 block masks) are zero. `global_sparsity` ranks all selected tensors together.
 Between updates the masks are held like ConstantPruningModifier holds them.
+
+Nothing is held before `start_epoch`: the first update ranks every selected
+weight by its score at that moment, zeros the model happened to have at step 0
+included (they count as pruned only if something held them, e.g. a
+ConstantPruningModifier). From then on the weights this modifier pruned stay
+pruned, as SparseML 1.8's masks start all-ones and its scorers pin masked
+weights (``modifier_pruning_base.py`` / ``modifier_pruning_obs.py``).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -50,15 +56,12 @@ def block_size(mask_type: str | list[int]) -> int:
     return int(mask_type[len("block") :])
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _GradualPruningFields(Modifier):
-    """Schedule fields and behaviour shared by GMP and oBS (SparseML names and defaults)."""
+    """Fields and behaviour shared by GMP and oBS (SparseML names and defaults)."""
 
     init_sparsity: float | str
     final_sparsity: float | dict[Any, Any]
-    start_epoch: float
-    end_epoch: float
-    update_frequency: float
     params: str | list[str]
     leave_enabled: bool = True
     inter_func: Literal["linear", "cubic"] = "cubic"
@@ -66,6 +69,10 @@ class _GradualPruningFields(Modifier):
     global_sparsity: bool = False
     log_types: str | list[str] = "__ALL__"
     masks: Any = field(default=None, init=False, repr=False, compare=False)
+
+    required_fields = ("start_epoch", "end_epoch", "update_frequency")
+    clock_events = frozenset({Event.OPTIMIZER_POST_STEP})
+    update_at_end = True  # the last update reaches final_sparsity exactly at end_epoch
 
     def validate(self) -> None:
         super().validate()
@@ -130,22 +137,17 @@ class _GradualPruningFields(Modifier):
     def sparsity_at(
         self, epoch: float, final: float | None = None, init: float | None = None
     ) -> float:
-        init = self._init if init is None else init
+        if init is None:
+            init = getattr(self, "_init", None)
+        if init is None:  # 'auto' before the start: the schedule is not known yet
+            init = 0.0 if self.init_sparsity == "auto" else float(self.init_sparsity)
         final = self._finals()[0] if final is None else final
         return interpolate_sparsity(
             epoch, self.start_epoch, self.end_epoch, init, final, self.inter_func
         )
 
-    def _update_index(self, epoch: float) -> int:
-        """Which update point the epoch has reached (-1: before start; end counts as last)."""
-        if epoch < self.start_epoch - 1e-9:
-            return -1
-        if epoch >= self.end_epoch - 1e-9:
-            return 1 << 30
-        return int(math.floor((epoch - self.start_epoch) / self.update_frequency + 1e-9))
-
-    # --- lifecycle ----------------------------------------------------------
-    def initialize(self, state: Any) -> None:
+    # --- actions (the schedule is the base's) -------------------------------------
+    def on_initialize(self, state: Any) -> None:
         from sparse_transfer.modifiers._masks import ParamMasks, select_params
 
         groups: list[tuple[float, dict]] = []
@@ -155,55 +157,89 @@ class _GradualPruningFields(Modifier):
         else:
             groups.append((float(self.final_sparsity), select_params(state.model, self.params)))
         self._groups = groups
-        all_selected = {n: pm for _, sel in groups for n, pm in sel.items()}
-        if self.init_sparsity == "auto":
-            zeros = sum(int((p == 0).sum()) for p, _ in all_selected.values())
-            total = sum(p.numel() for p, _ in all_selected.values())
-            self._init = zeros / max(total, 1)
-        else:
-            self._init = float(self.init_sparsity)
-        # Existing zeros are the starting mask (on resume: the masks saved as zeros).
-        self.masks = ParamMasks.from_zeros(all_selected)
-        self._last_update = -1
+        self._init = None if self.init_sparsity == "auto" else float(self.init_sparsity)
+        # Nothing is held before start_epoch: zeros the model happens to have now are not
+        # "already pruned" (AdamW revives them); the first update ranks every weight by
+        # this modifier's own score, as SparseML's all-ones starting masks do.
+        self.masks = ParamMasks()
+        self._last_targets = [0.0] * len(groups)
         self._disabled = False
-        idx = self._update_index(state.epoch)
-        if idx >= 0:
-            # Fresh start: apply the scheduled sparsity now. On resume the
-            # checkpoint's zeros already are the masks of the last update.
-            if state.global_step == 0:
-                self._update_masks(state)
-            self._last_update = idx
+        self._resume_step = state.global_step if state.global_step > 0 else None
+        self._resuming = False
 
-    def on_event(self, event: Event, state: Any) -> None:
-        if self.masks is None or self._disabled:
+    def on_start(self, state: Any) -> None:
+        from sparse_transfer.modifiers._masks import ParamMasks
+
+        if state.global_step != self._resume_step:
+            return
+        # Resumed inside (or after) the window: the checkpoint's zeros are the masks of
+        # the last update, so hold them instead of pruning again.
+        all_selected = {n: pm for _, sel in self._groups for n, pm in sel.items()}
+        self.masks = ParamMasks.from_zeros(all_selected)
+        if self._init is None:
+            self._init = self._current_sparsity(all_selected)
+        self._last_targets = [self.sparsity_at(state.epoch, final=f) for f, _ in self._groups]
+        self._resuming = True
+
+    def on_update(self, state: Any) -> None:
+        if self._resuming:
+            self._resuming = False
+            return
+        self._update_masks(state)
+
+    def on_end(self, state: Any) -> None:
+        if not self.leave_enabled:
+            self._disabled = True
+
+    def act(self, event: Event, state: Any) -> None:
+        if not self.started or self._disabled:
             return
         if event is Event.OPTIMIZER_PRE_STEP:
-            if state.epoch >= self.start_epoch:
-                self.masks.mask_grads_()
+            self.masks.mask_grads_()
         elif event is Event.OPTIMIZER_POST_STEP:
-            idx = self._update_index(state.epoch)
-            if idx > self._last_update:
-                self._last_update = idx
-                self._update_masks(state)
-            if state.epoch >= self.start_epoch:
-                self.masks.apply_()
-            if not self.leave_enabled and state.epoch >= self.end_epoch - 1e-9:
-                self._disabled = True
+            self.masks.apply_()
+
+    @staticmethod
+    def _current_sparsity(selected: dict) -> float:
+        zeros = sum(int((p == 0).sum()) for p, _ in selected.values())
+        total = sum(p.numel() for p, _ in selected.values())
+        return zeros / max(total, 1)
 
     def _update_masks(self, state: Any) -> None:
         """Recomputes masks for the scheduled sparsity at `state.epoch`."""
-        for final, selected in self._groups:
+        if self._init is None:  # init_sparsity: auto = the selected weights' zeros at start
+            self._init = self._current_sparsity(
+                {n: pm for _, sel in self._groups for n, pm in sel.items()}
+            )
+        for i, (final, selected) in enumerate(self._groups):
             target = self.sparsity_at(state.epoch, final=final)
-            self._prune_group(state, selected, target)
+            self._prune_group(state, selected, self._last_targets[i], target)
+            self._last_targets[i] = target
         self.masks.apply_()
         if state.log is not None:
             state.log({f"{self.recipe_name}/sparsity": self.sparsity_at(state.epoch)})
 
-    def _scores(self, state: Any, selected: dict) -> list:
-        """Importance per weight (higher = keep); GMP uses |w|."""
-        return [p.detach().abs() for p, _ in selected.values()]
+    def _held(self, name: str) -> Any:
+        """This modifier's own keep-mask of `name` (None before its first update)."""
+        for n, m in zip(self.masks.names, self.masks.masks, strict=True):
+            if n == name:
+                return m
+        return None
 
-    def _prune_group(self, state: Any, selected: dict, target: float) -> None:
+    def _prune_group(self, state: Any, selected: dict, previous: float, target: float) -> None:
+        """Magnitude pruning of one group to `target` (`previous` is oBS's; unused here)."""
+        scores = [p.detach().abs().float() for p, _ in selected.values()]
+        keeps = self._keep_masks(selected, scores, target)
+        for name, keep in zip(selected, keeps, strict=True):
+            self.masks.set(name, selected[name][0], keep)
+
+    def _keep_masks(self, selected: dict, scores: list, target: float) -> list:
+        """The one place masks are computed: keep-masks at `target` from per-weight scores.
+
+        Weights this modifier already pruned rank lowest (sparsity only grows);
+        block masks rank each block of `block_size` weights along the input
+        dimension by its mean score (SparseML's FourBlockMaskCreator, grouping_fn mean).
+        """
         import torch
         from sparse_transfer.modifiers._masks import (
             from_blocks,
@@ -212,16 +248,13 @@ class _GradualPruningFields(Modifier):
             to_blocks,
         )
 
-        names = list(selected)
-        scores = self._scores(state, selected)
-        current = dict(zip(self.masks.names, self.masks.masks, strict=True))
         size = block_size(self.mask_type)
         infos, ranked = [], []
-        for name, score in zip(names, scores, strict=True):
+        for name, score in zip(selected, scores, strict=True):
             _, module = selected[name]
-            score = score.float()
-            if name in current:  # already-pruned weights rank lowest: sparsity only grows
-                score = torch.where(current[name].bool(), score, torch.full_like(score, -1.0))
+            held = self._held(name)
+            if held is not None:
+                score = torch.where(held.bool(), score, torch.full_like(score, -1.0))
             if size > 1 and score.dim() >= 2:
                 blocks, info = to_blocks(score, input_dim(module), size)
                 infos.append(info)
@@ -230,19 +263,21 @@ class _GradualPruningFields(Modifier):
                 infos.append(None)
                 ranked.append(score)
         keeps = keep_masks_from_scores(ranked, target, self.global_sparsity)
-        for name, keep, info in zip(names, keeps, infos, strict=True):
+        out = []
+        for keep, info in zip(keeps, infos, strict=True):
             if info is not None:
                 keep = from_blocks(keep.unsqueeze(-1).expand(*keep.shape, size), info)
-            self.masks.set(name, selected[name][0], keep)
+            out.append(keep)
+        return out
 
 
 @register_modifier("GMPruningModifier")
-@dataclass
+@dataclass(kw_only=True)
 class GMPruningModifier(_GradualPruningFields):
     """Gradual magnitude pruning from init to final sparsity."""
 
 
 @register_modifier("MagnitudePruningModifier")
-@dataclass
+@dataclass(kw_only=True)
 class MagnitudePruningModifier(GMPruningModifier):
     """SparseML's per-layer GMP alias (same fields and behaviour)."""

@@ -13,18 +13,16 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from sparse_transfer.modifiers.base import Event, FieldError, Modifier, register_modifier
+from sparse_transfer.modifiers.base import Event, FieldError, Modifier, bounded, register_modifier
 
 log = logging.getLogger(__name__)
 
 
 @register_modifier("QuantizationModifier")
-@dataclass
+@dataclass(kw_only=True)
 class QuantizationModifier(Modifier):
     """Quantization-aware training (SparseML's field names and defaults)."""
 
-    start_epoch: float = -1.0
-    end_epoch: float = -1.0
     submodules: list[str] | None = None
     model_fuse_fn_name: str | None = None
     disable_quantization_observer_epoch: float | None = None
@@ -37,13 +35,16 @@ class QuantizationModifier(Modifier):
     quantize_linear_activations: bool = True
     quantize_conv_activations: bool = True
     quantize_embedding_activations: bool = True
-    activation_bits: int = 8
-    weight_bits: int = 8
+    activation_bits: int = bounded(8, ge=2, le=8)
+    weight_bits: int = bounded(8, ge=2, le=8)
     num_calibration_steps: int | None = None
     exclude_batchnorm: bool = True
     exclude_module_types: list[str] | None = None
     activation_qconfig_kwargs: dict[str, Any] | None = field(default=None)
     tensorrt: bool = False
+
+    schedule_fields = ("start_epoch", "end_epoch")
+    clock_events = frozenset({Event.BATCH_START, Event.EPOCH_END})
 
     def validate(self) -> None:
         super().validate()
@@ -52,24 +53,13 @@ class QuantizationModifier(Modifier):
             raise FieldError(
                 "end_epoch", f"QuantizationModifier runs to the end; use -1, got {self.end_epoch}"
             )
-        for name in ("activation_bits", "weight_bits"):
-            bits = getattr(self, name)
-            if not 2 <= bits <= 8:
-                raise FieldError(name, f"must be between 2 and 8 (int8 export), got {bits}")
         for name in ("disable_quantization_observer_epoch", "freeze_bn_stats_epoch"):
             value = getattr(self, name)
             if value is not None and value < max(self.start_epoch, 0):
                 raise FieldError(name, f"{value} is before start_epoch {self.start_epoch}")
 
-    # --- lifecycle -----------------------------------------------------------
-    def _started(self, state: Any) -> bool:
-        return self.start_epoch < 0 or float(state.epoch) >= self.start_epoch
-
-    def _observers_frozen(self, state: Any) -> bool:
-        epoch = self.disable_quantization_observer_epoch
-        return epoch is not None and float(state.epoch) >= epoch
-
-    def _prepare(self, state: Any) -> None:
+    # --- actions (the schedule is the base's) -------------------------------------
+    def on_start(self, state: Any) -> None:
         from sparse_transfer.quantization import is_qat_prepared, prepare_qat
 
         if is_qat_prepared(state.model):
@@ -89,26 +79,23 @@ class QuantizationModifier(Modifier):
         )
         log.info("QuantizationModifier: QAT prepared at epoch %.3f", float(state.epoch))
 
-    def _update(self, state: Any) -> None:
+    def on_update(self, state: Any) -> None:
+        """Every clock tick once started: freeze observers / BN stats when their epoch comes."""
         from sparse_transfer.quantization import (
             freeze_bn_stats,
             observers_enabled,
             set_observers_enabled,
         )
 
-        if not self._started(state):
-            return
-        self._prepare(state)
-        if self._observers_frozen(state) and observers_enabled(state.model):
+        epoch = float(state.epoch)
+        observer_epoch = self.disable_quantization_observer_epoch
+        if (
+            observer_epoch is not None
+            and epoch >= observer_epoch
+            and observers_enabled(state.model)
+        ):
             set_observers_enabled(state.model, False)
-            log.info("QuantizationModifier: observers frozen at epoch %.3f", float(state.epoch))
+            log.info("QuantizationModifier: observers frozen at epoch %.3f", epoch)
         bn_epoch = self.freeze_bn_stats_epoch
-        if bn_epoch is not None and float(state.epoch) >= bn_epoch:
+        if bn_epoch is not None and epoch >= bn_epoch:
             freeze_bn_stats(state.model)
-
-    def initialize(self, state: Any) -> None:
-        self._update(state)
-
-    def on_event(self, event: Event, state: Any) -> None:
-        if event in (Event.BATCH_START, Event.EPOCH_END):
-            self._update(state)

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from sparse_transfer.modifiers.base import Event, FieldError, Modifier, register_modifier
+from sparse_transfer.modifiers.base import FieldError, Modifier, bounded, register_modifier
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def decaying_groups(optimizer: Any, decay_param_ids: set[int] | None) -> list[in
 
 
 @register_modifier("SetWeightDecayModifier")
-@dataclass
+@dataclass(kw_only=True)
 class SetWeightDecayModifier(Modifier):
     """Sets `weight_decay` from `start_epoch` on groups that decay (not bias/LayerNorm).
 
@@ -43,30 +43,18 @@ class SetWeightDecayModifier(Modifier):
     `end_epoch` is accepted for SparseML compatibility; the value stays set.
     """
 
-    weight_decay: float
-    start_epoch: float = -1.0
+    weight_decay: float = bounded(ge=0)
     param_groups: list[int] | None = None
-    end_epoch: float = -1.0
     constant_logging: bool = False
     _applied: bool = field(default=False, init=False, repr=False, compare=False)
 
-    def validate(self) -> None:
-        super().validate()
-        if self.weight_decay < 0:
-            raise FieldError("weight_decay", f"must be >= 0, got {self.weight_decay}")
+    schedule_fields = ("start_epoch", "end_epoch")
 
-    def initialize(self, state: Any) -> None:
+    def on_initialize(self, state: Any) -> None:
         self._applied = False
-        self._apply(state)
 
-    def on_event(self, event: Event, state: Any) -> None:
-        if event is Event.OPTIMIZER_PRE_STEP and not self._applied:
-            self._apply(state)
-
-    def _apply(self, state: Any) -> None:
+    def on_update(self, state: Any) -> None:
         if state.optimizer is None or self._applied:
-            return
-        if self.start_epoch != -1 and state.epoch < self.start_epoch:
             return
         groups = self.param_groups
         if groups is None:

@@ -23,8 +23,9 @@ class TrainingState:
             (HF's grouping: not bias / LayerNorm).
         inputs / outputs / loss: the current micro-batch, student outputs and
             loss (LOSS_CALCULATED handlers may replace `loss`).
-        grad_sampler: ``grad_sampler(n)`` yields `n` times, each time with the
-            model's ``.grad`` holding one fresh mini-batch gradient (for oBS).
+        grad_sampler: ``grad_sampler(n, batch_size=None)`` yields `n` times, each time
+            with the model's ``.grad`` holding one fresh mini-batch gradient (for oBS;
+            `batch_size` overrides the training batch size).
         log: ``log(dict)`` reports metrics through the Trainer's logger.
     """
 
@@ -38,7 +39,7 @@ class TrainingState:
     inputs: dict[str, Any] | None = None
     outputs: Any = None
     loss: Any = None
-    grad_sampler: Callable[[int], Iterator[None]] | None = None
+    grad_sampler: Callable[..., Iterator[None]] | None = None
     log: Callable[[dict[str, float]], None] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 

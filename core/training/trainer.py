@@ -308,16 +308,24 @@ class SparseTrainer(Trainer):
         st.inputs = st.outputs = st.loss = None
         return (loss, outputs) if return_outputs else loss
 
-    def _grad_sampler(self, count: int):
+    def _grad_sampler(self, count: int, batch_size: int | None = None):
         """Yields `count` times with ``.grad`` = one fresh training mini-batch gradient.
 
+        `batch_size` (oBS's ``grad_sampler_kwargs``) replaces the training batch size
+        for these samples, as SparseML's trainer rebuilds its loader with those kwargs.
         Under torchrun the loader is sharded and this backward bypasses DDP, so the
         gradients are averaged across ranks here: each sample is the gradient of
         the *global* batch, on every rank, as in a single process with that batch
         (oBS then builds identical Fisher inverses, and so identical masks, everywhere).
         """
         model = self.model
-        loader = self.get_train_dataloader()
+        saved = self._train_batch_size
+        if batch_size is not None:
+            self._train_batch_size = batch_size
+        try:
+            loader = self.get_train_dataloader()
+        finally:
+            self._train_batch_size = saved
         iterator = iter(loader)
         was_training = model.training
         model.train()

@@ -435,3 +435,52 @@ def test_distilbert_attention_matmuls_export_as_int8(tmp_path):
     report = _report(export_onnx(tmp_path, "text-classification", output=tmp_path / "out"))
     assert report["int8"]["attention_matmuls"] == 2 * 2
     assert report["parity"]["agreement_min"] >= 0.99
+
+
+def test_obs_block4_pattern_survives_qat_and_int8_export(tmp_path):
+    """An oBS block4 model (trained with SparseTrainer) exports with every 4-block along
+    the input axis all zero or all non-zero, and exactly round(0.75 * blocks) zero blocks."""
+    from sparse_transfer.modifiers import modifier_class
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tests.unit._train_utils import make_trainer, tiny_dataset
+
+    src = make_tiny_bert(tmp_path / "dense", hidden_size=32)
+    model = AutoModelForSequenceClassification.from_pretrained(str(src))
+    tokenizer = AutoTokenizer.from_pretrained(str(src))
+    obs = modifier_class("OBSPruningModifier").from_fields(
+        dict(
+            init_sparsity=0.75,
+            final_sparsity=0.75,
+            start_epoch=0.0,
+            end_epoch=0.0,
+            update_frequency=1.0,
+            params=["re:bert\\.encoder\\..*(query|key|value|dense)\\.weight$"],
+            mask_type="block4",
+            fisher_block_size=8,
+            num_grads=4,
+            damp=1e-6,
+            global_sparsity=False,
+        )  # fmt: skip
+    )
+    trainer = make_trainer(tmp_path, model, tiny_dataset(tokenizer, 8), recipe=[obs])
+    trainer.train()
+    trained = tmp_path / "trained"
+    model.save_pretrained(str(trained))
+    tokenizer.save_pretrained(str(trained))
+    dest = export_onnx(_qat_copy(trained, "text-classification", tmp_path / "qat"),
+                       "text-classification", compress=True)  # fmt: skip
+    assert _report(dest)["int8"]["zero_pattern_identical"]
+    graph = onnx.load(str(dest / "model.onnx"))
+    checked = 0
+    for init in graph.graph.initializer:
+        name = init.name
+        if not (name.startswith("bert.encoder.") and name.endswith(".weight.T.int8")):
+            continue
+        q = numpy_helper.to_array(init)  # (in, out): blocks run along axis 0
+        blocks = (q == 0).reshape(q.shape[0] // 4, 4, q.shape[1])
+        whole = blocks.all(axis=1)
+        assert np.array_equal(whole, blocks.any(axis=1)), f"{name}: partially zero block"
+        assert int(whole.sum()) == round(0.75 * whole.size), name
+        checked += 1
+    assert checked == 2 * 6  # query, key, value, attention/intermediate/output dense x 2 layers

@@ -125,3 +125,70 @@ def test_magnitude_alias_and_bad_fields():
         _gmp(mask_type="channelz")
     with pytest.raises(FieldError, match="inter_func"):
         _gmp(inter_func="quartic")
+
+
+def test_gmp_from_a_sparse_start_ranks_by_magnitude_at_start_epoch():
+    """Zeros present at step 0 are not 'already pruned': at start_epoch GMP prunes exactly
+    the round(s * n) smallest-magnitude weights of that moment (issue 16, fix 1)."""
+    from types import SimpleNamespace
+
+    from sparse_transfer.modifiers import Event
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 8, bias=False))
+    weight = model[0].weight
+    with torch.no_grad():
+        weight.view(-1)[: int(0.9 * 128)] = 0.0  # 90% sparse at step 0
+    gmp = mod("GMPruningModifier", init_sparsity=0.25, final_sparsity=0.75, start_epoch=1.0,
+              end_epoch=2.0, update_frequency=0.5, params=["0.weight"], inter_func="linear")  # fmt: skip
+    state = SimpleNamespace(model=model, epoch=0.0, global_step=0, log=None)
+    gmp.initialize(state)
+    with torch.no_grad():  # before start nothing holds the zeros: training revives them
+        weight.copy_(torch.randn(8, 16))
+    snapshot = weight.detach().abs().clone()
+    state.global_step, state.epoch = 4, 1.0
+    gmp.on_event(Event.OPTIMIZER_POST_STEP, state)
+    expected = torch.zeros(128, dtype=torch.bool)
+    expected[snapshot.view(-1).argsort()[:32]] = True
+    assert torch.equal(weight.detach().view(-1) == 0, expected)
+    # Then the schedule, exactly: 0.5 at epoch 1.5, 0.75 at the end.
+    for epoch, zeros in ((1.5, 64), (2.0, 96)):
+        with torch.no_grad():
+            weight.add_(torch.where(weight == 0, torch.zeros_like(weight), 1e-3))
+        state.epoch = epoch
+        gmp.on_event(Event.OPTIMIZER_POST_STEP, state)
+        assert int((weight == 0).sum()) == zeros, epoch
+        assert bool((weight.view(-1)[expected] == 0).all())  # pruned stay pruned
+
+
+def test_constant_pruning_holds_initial_zeros_until_gmp_starts(tmp_path):
+    """With a ConstantPruningModifier holding the step-0 zeros, they are the first pruned."""
+    model, tok = tiny_model(tmp_path, sparsity=0.5)
+    params = _encoder_linear(model)
+    initial = {n: (p == 0).clone() for n, p in params.items()}
+    recipe = [
+        mod("ConstantPruningModifier", params=ENCODER, start_epoch=0.0, end_epoch=1.0),
+        _gmp(init_sparsity=0.6, final_sparsity=0.6, start_epoch=1.0, end_epoch=1.0),
+    ]
+    make_trainer(tmp_path, model, tiny_dataset(tok, 8), recipe=recipe, epochs=1.5).train()
+    for name, p in params.items():
+        zeros = p == 0
+        assert bool(zeros[initial[name]].all()), name
+        assert abs(int(zeros.sum()) - 0.6 * p.numel()) <= 1, name
+
+
+def test_block4_kept_exactly_through_training(tmp_path):
+    model, tok = tiny_model(tmp_path)
+    gmp = _gmp(init_sparsity=0.3, final_sparsity=0.7, end_epoch=1.0, update_frequency=0.5,
+               mask_type="block4")  # fmt: skip
+    trainer = make_trainer(tmp_path, model, tiny_dataset(tok, 16), recipe=[gmp], epochs=2)
+    recorder = _Recorder(model)
+    trainer.add_callback(recorder)
+    trainer.train()
+    for name, p in _encoder_linear(model).items():
+        blocks = p.detach().reshape(p.shape[0], -1, 4).eq(0)
+        whole = blocks.all(-1)
+        assert torch.equal(whole, blocks.any(-1)), name
+        assert int(whole.sum()) == round(0.7 * whole.numel()), name
+    # held for the epoch after end_epoch (leave_enabled): the count never moves
+    assert all(z == recorder.zeros[3] for z in recorder.zeros[4:])

@@ -78,9 +78,14 @@ def test_closed_forms_of_every_lr_func():
         1e-4 + (1e-2 - 1e-4) * 0.5 * (1 + math.cos(math.pi / 4))
     )
     assert lrm("exponential").lr_at(3.0) == pytest.approx(1e-2 * (1e-4 / 1e-2) ** 0.5)
+    # SparseML 1.8: init_lr on a cycle's first step, final_lr on its last (8 steps a cycle)
     cyc = lrm("cyclic_linear", cycle_epochs=2.0)
-    assert cyc.lr_at(2.0) == pytest.approx(1e-2 + (1e-4 - 1e-2) * 0.5)
-    assert cyc.lr_at(3.0) == pytest.approx(1e-2)  # restarts every cycle
+    assert cyc.lr_at(2.0, 4) == pytest.approx(1e-2 - 4 / 7 * (1e-2 - 1e-4))
+    assert cyc.lr_at(2.75, 4) == pytest.approx(1e-4)  # last step of the first cycle
+    assert cyc.lr_at(3.0, 4) == pytest.approx(1e-2)  # restarts every cycle
+    short = lrm("cyclic_linear", cycle_epochs=1.25, end_epoch=4.0)  # cycles of 5, 5, then 2
+    assert short.lr_at(3.5, 4) == pytest.approx(1e-2)  # step 10: first of the short cycle
+    assert short.lr_at(3.75, 4) == pytest.approx(1e-4)  # step 11: its last
     step = lrm("step", cycle_epochs=1.0)
     assert step.lr_at(2.5) == pytest.approx(1e-2 + (1e-4 - 1e-2) * 0.25)
     assert step.lr_at(2.99) == pytest.approx(step.lr_at(2.0))
@@ -107,3 +112,16 @@ def test_set_learning_rate_and_validation(tmp_path):
     with pytest.raises(FieldError, match="final_lr"):
         mod("LearningRateFunctionModifier", start_epoch=0, end_epoch=1, lr_func="exponential",
             init_lr=1e-3, final_lr=0)  # fmt: skip
+
+
+def test_cyclic_linear_reaches_final_lr_on_each_cycles_last_step(tmp_path):
+    recipe = [
+        mod("EpochRangeModifier", start_epoch=0.0, end_epoch=2.0),
+        mod("LearningRateFunctionModifier", start_epoch=0.0, end_epoch=2.0,
+            lr_func="cyclic_linear", cycle_epochs=1.0, init_lr=1e-3, final_lr=1e-4),
+    ]  # fmt: skip
+    trainer, lrs = _run(tmp_path, recipe)
+    assert trainer.sparse_state.steps_per_epoch == 4
+    expected = [1e-3 - k / 3 * (1e-3 - 1e-4) for k in range(4)] * 2
+    assert lrs == [pytest.approx(e) for e in expected]
+    assert lrs[3] == lrs[7] == pytest.approx(1e-4)
