@@ -94,7 +94,7 @@ def stage_inputs(argv: list[str], work_uri: str) -> list[str]:
     configuration; built-in recipe names and YAML strings pass as they are.
     """
     from sparse_transfer import storage
-    from sparse_transfer.tasks.models import resolve_ref
+    from sparse_transfer.zoo import resolve
 
     out = list(argv)
     with tempfile.TemporaryDirectory(prefix="sparse-transfer-stage-") as tmp:
@@ -106,7 +106,7 @@ def stage_inputs(argv: list[str], work_uri: str) -> list[str]:
                 out[i + 1] = uri
                 continue
             if arg == "--recipe":
-                value = resolve_ref(value, "recipe")
+                value = resolve(value, "recipe")
             elif arg not in _FILE_FLAGS:
                 continue
             path = Path(value)

@@ -16,7 +16,7 @@ from sparse_transfer.errors import PipelineError
 
 from pipelines.client import pipelines, without_retries
 
-STEPS_WITH_RETRIES = {"fetch-model", "fetch-data", "publish"}
+STEPS_WITH_RETRIES = {"fetch-model", "fetch-data", "publish", "deploy-serving"}
 
 
 def _retry_counts(pipeline) -> dict[str, int]:
