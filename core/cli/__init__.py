@@ -54,13 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"sparse_transfer.cli.{name}")
-        except ModuleNotFoundError as exc:  # a command group not built yet
-            if exc.name == f"sparse_transfer.cli.{name}":
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(f"sparse_transfer.cli.{name}").register(sub)
     _register_plugins(sub)
     return parser
 

@@ -32,6 +32,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from sparse_transfer import storage
 from sparse_transfer.errors import DataError
 
 DATASETS = ("rotten_tomatoes", "pang_lee")
@@ -183,12 +184,7 @@ def make_splits(
     facts["upstream_sentences"] = len(upstream)
 
     out = Path(out_dir)
-    tmp = out.parent / f".{out.name}.tmp"
-    if tmp.exists():
-        import shutil
-
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = storage.staging_dir(out)
     files = {
         "train.jsonl": [{"sentence": r["sentence"], "label": r["label"]} for r in train],
         "validation.jsonl": [r for name in DATASETS for r in validation[name]],
@@ -198,11 +194,13 @@ def make_splits(
         files[f"validation_{name}.jsonl"] = validation[name]
     facts["sha256"] = {name: _write_jsonl(rows, tmp / name) for name, rows in files.items()}
     (tmp / "splits.json").write_text(json.dumps(facts, indent=2) + "\n")
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    tmp.rename(out)
+    storage.replace_directory(
+        tmp,
+        out,
+        recognise=lambda folder: (folder / "splits.json").is_file(),
+        what="movie-review splits",
+        overwrite=True,
+    )
     return facts
 
 

@@ -1,11 +1,10 @@
-"""ONNX export (FP32, int8 from QAT), verification, runtime and benchmark.
+"""ONNX export (FP32, int8 from QAT), verification and benchmark.
 
-`export_onnx` writes a verified deployment folder; `OnnxModel` runs one;
-`benchmark` measures one.
+`export_onnx` writes a verified deployment folder; `benchmark` measures one;
+`sparse_transfer.runtime.OnnxModel` runs one.
 """
 
 from sparse_transfer.export.benchmark import benchmark, compare
 from sparse_transfer.export.deployment import FORMATS, export_onnx
-from sparse_transfer.export.runtime import OnnxModel
 
-__all__ = ["FORMATS", "OnnxModel", "benchmark", "compare", "export_onnx"]
+__all__ = ["FORMATS", "benchmark", "compare", "export_onnx"]

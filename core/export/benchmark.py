@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 from sparse_transfer.errors import ExportError
-from sparse_transfer.export.runtime import OnnxModel, _model_file
+from sparse_transfer.runtime.onnx_model import OnnxModel, _model_file
 
 
 def _inputs(
@@ -120,8 +120,8 @@ def _exactness_warnings(directories: dict[str, Path], engines: Sequence[str]) ->
     import json
     import logging
 
-    from sparse_transfer.export.cpu_features import int8_variant_is_exact_here
-    from sparse_transfer.export.runtime import REPORT_FILE
+    from sparse_transfer.runtime.cpu_features import int8_variant_is_exact_here
+    from sparse_transfer.runtime.onnx_model import REPORT_FILE
 
     out = []
     for name, directory in directories.items():

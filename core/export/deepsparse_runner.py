@@ -174,7 +174,7 @@ def _facts(engine) -> dict:
 def warn_if_inexact(model_path: str | Path) -> str | None:
     """A loud stderr warning when this CPU computes the deployment beside `model_path` wrongly.
 
-    `cpu_features` (next to this file) is loaded by path: DeepSparse's own environment
+    `runtime/cpu_features.py` is loaded by path: DeepSparse's own environment
     does not have this package installed.
     """
     import importlib.util
@@ -183,7 +183,7 @@ def warn_if_inexact(model_path: str | Path) -> str | None:
     if not report_path.is_file():
         return None
     spec = importlib.util.spec_from_file_location(
-        "cpu_features", Path(__file__).with_name("cpu_features.py")
+        "cpu_features", Path(__file__).parents[1] / "runtime" / "cpu_features.py"
     )
     cpu_features = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cpu_features)

@@ -341,7 +341,7 @@ def u8s8_weight_max_abs(model_proto) -> int | None:
     """Largest |value| of the int8 weights any ``MatMulInteger`` reads (None: there are none).
 
     These are the u8 x s8 products whose exactness depends on the CPU (see
-    `sparse_transfer.export.cpu_features`); the attention matmuls read two
+    `sparse_transfer.runtime.cpu_features`); the attention matmuls read two
     uint8 operands and are exact everywhere.
     """
     from onnx import TensorProto, numpy_helper

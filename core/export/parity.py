@@ -19,7 +19,7 @@ CPU the export runs on:
 2. *This machine runs the graph right*: ONNX Runtime here against the same
    reference, same tolerance. A full-range deployment on a CPU whose kernel
    saturates fails this one; the export records it (see
-   `sparse_transfer.export.cpu_features`) instead of passing a graph that is
+   `sparse_transfer.runtime.cpu_features`) instead of passing a graph that is
    only wrong on this machine, or failing one that is only wrong here.
 
 Prediction agreement over the positions that count (examples for sequence

@@ -26,14 +26,8 @@ from sparse_transfer.modifiers.learning_rate import (
 )
 from sparse_transfer.modifiers.magnitude_pruning import GMPruningModifier, MagnitudePruningModifier
 from sparse_transfer.modifiers.obs_pruning import OBSPruningModifier
+from sparse_transfer.modifiers.quantization import QuantizationModifier
 from sparse_transfer.modifiers.weight_decay import SetWeightDecayModifier
-
-try:  # owned by the export helper; registers QuantizationModifier once it lands
-    # (`from package import quantization` would raise a bare ImportError when missing.)
-    import sparse_transfer.modifiers.quantization  # noqa: F401
-except ModuleNotFoundError as exc:  # pragma: no cover - only before quantization.py exists
-    if exc.name != "sparse_transfer.modifiers.quantization":
-        raise
 
 __all__ = [
     "ConstantPruningModifier",
@@ -46,6 +40,7 @@ __all__ = [
     "MagnitudePruningModifier",
     "Modifier",
     "OBSPruningModifier",
+    "QuantizationModifier",
     "SetLearningRateModifier",
     "SetWeightDecayModifier",
     "known_modifiers",

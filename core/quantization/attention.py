@@ -1,11 +1,12 @@
-"""Quantized attention matmuls: SparseML's ``QATMatMul`` for HF encoder attention.
+"""Quantized attention matmuls (SparseML's ``QATMatMul`` idea) for every HF encoder we support.
 
-SparseML's BERT quantizes the two activation-by-activation products of
-self-attention (``Q @ K^T`` and ``softmax @ V``) along with the Linears: the
-first operand asymmetric uint8, the second symmetric int8. The exported graph
-then runs them as ``MatMulInteger`` and DeepSparse runs a 90%-sparse BERT-base
-markedly faster (measured here, batch 1, seq 128: 16.5-17.1 -> 14.6-15.1 ms
-best of 40 runs; see the README). We do the same. A quantized attention module gets a
+SparseML 1.8 patches only ``BertModel``/``BertForQuestionAnswering`` to quantize the
+two activation-by-activation products of self-attention (``Q @ K^T`` and
+``softmax @ V``): the first operand asymmetric uint8, the second symmetric int8.
+Doing it for every BERT-family encoder and head (sequence classification too) is
+our choice: the exported graph then runs them as ``MatMulInteger`` and DeepSparse
+runs a 90%-sparse BERT-base markedly faster (measured here, batch 1, seq 128:
+16.5-17.1 -> 14.6-15.1 ms best of 40 runs; see the README). A quantized attention module gets a
 `QATAttentionMatMuls` child (four observers, no parameters, nothing in
 ``state_dict``) and the model's attention implementation becomes
 ``sparse_transfer_qat``: eager attention with those fake quantizers, registered

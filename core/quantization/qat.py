@@ -249,7 +249,9 @@ def prepare_qat(
     with `quantize_linear_activations` (SparseML's meaning). Weights are int8
     per output channel (Embedding: per hidden channel), symmetric. The
     attention matmuls of supported encoders (BERT family) are quantized too,
-    as SparseML's ``QATMatMul`` does, unless ``QATMatMul`` is excluded.
+    like SparseML's ``QATMatMul`` (which SparseML 1.8 applies to ``BertModel`` and
+    ``BertForQuestionAnswering`` only; every head here is our choice), unless
+    ``QATMatMul`` is excluded.
 
     Args:
         model: an HF model (or any module tree).

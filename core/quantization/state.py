@@ -10,11 +10,10 @@ re-applies `prepare_qat` to the same modules and loads those tensors.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+from sparse_transfer import storage
 from sparse_transfer.errors import SparseTransferError
 from sparse_transfer.quantization.qat import (
     activation_quants,
@@ -27,13 +26,6 @@ from torch import nn
 CONFIG_NAME = "quantization.json"
 STATE_NAME = "quantization_state.safetensors"
 FORMAT_VERSION = 1
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
 
 
 def save_qat_config(model: nn.Module, directory: str | Path) -> bool:
@@ -62,8 +54,10 @@ def save_qat_config(model: nn.Module, directory: str | Path) -> bool:
         "observers": flags,
         "activation_observers": activation_flags,
     }
-    _atomic_write_bytes(directory / STATE_NAME, save(tensors))
-    _atomic_write_bytes(directory / CONFIG_NAME, (json.dumps(payload, indent=2) + "\n").encode())
+    storage.write_bytes_atomic(directory / STATE_NAME, save(tensors))
+    storage.write_bytes_atomic(
+        directory / CONFIG_NAME, (json.dumps(payload, indent=2) + "\n").encode()
+    )
     return True
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
+from sparse_transfer import storage
 from sparse_transfer.modifiers.base import Modifier
 
 
@@ -85,15 +84,7 @@ class Recipe:
     def save(self, path: str | Path) -> Path:
         """Writes `to_yaml()` atomically (temp file in the same folder, then rename)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(self.to_yaml())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        storage.write_bytes_atomic(path, self.to_yaml().encode("utf-8"))
         return path
 
 

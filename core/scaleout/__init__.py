@@ -6,7 +6,7 @@
 - `trainjob`: `TrainJobRequest`, `build_trainjob`, `trainjob_outcome`,
   `follow_trainjob` (many nodes, through Kubeflow Trainer v2).
 - `node`: the entry point each TrainJob process runs
-  (``python -m sparse_transfer.scaleout.node``).
+  (``python -m sparse_transfer.cli.trainjob_node``).
 
 Correctness of the training itself under data parallelism lives in
 `sparse_transfer.training.distributed`.

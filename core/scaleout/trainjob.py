@@ -8,7 +8,7 @@ its torch plugin sets ``PET_NNODES``, ``PET_NPROC_PER_NODE``, ``PET_NODE_RANK``,
 ``PET_MASTER_ADDR`` and ``PET_MASTER_PORT`` in every node's container
 (``pkg/runtime/framework/plugins/torch/torch.go``), which ``torchrun`` reads as
 its defaults. So every node runs the same command,
-``torchrun -m sparse_transfer.scaleout.node ...``.
+``torchrun -m sparse_transfer.cli.trainjob_node ...``.
 
 Status: the TrainJob's ``Complete`` / ``Failed`` conditions
 (``pkg/apis/trainer/v1alpha1/trainjob_types.go``); node pods belong to the
@@ -55,7 +55,7 @@ class TrainJobRequest:
         image: the project's image (the same one the pipeline steps use).
         num_nodes: pods (>= 1).
         nproc_per_node: processes per pod (GPUs per pod on GPU nodes).
-        node_args: arguments after ``torchrun -m sparse_transfer.scaleout.node``.
+        node_args: arguments after ``torchrun -m sparse_transfer.cli.trainjob_node``.
         s3_secret: Kubernetes Secret with the S3 keys (env names in `S3_ENV`).
         accelerator_type / accelerator_limit: e.g. ``nvidia.com/gpu`` and 8 per node.
         cpu / memory: requests (and memory limit) per node.
@@ -114,7 +114,7 @@ def build_trainjob(request: TrainJobRequest):
     env.append(m.IoK8sApiCoreV1EnvVar(name="OMP_NUM_THREADS", value="1"))
     trainer = m.TrainerV1alpha1Trainer(
         image=request.image,
-        command=["torchrun", "-m", "sparse_transfer.scaleout.node"],
+        command=["torchrun", "-m", "sparse_transfer.cli.trainjob_node"],
         args=list(request.node_args),
         env=env,
         num_nodes=request.num_nodes,

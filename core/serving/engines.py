@@ -49,7 +49,7 @@ def select_engine(name: str) -> str:
 def load_engine(name: str, folder: Path, threads: int | None, max_batch: int, length: int):
     """The engine object for a resolved deployment folder."""
     if select_engine(name) == "onnxruntime":
-        from sparse_transfer.export import OnnxModel
+        from sparse_transfer.runtime import OnnxModel
 
         return OnnxModel(folder, threads=threads)
     return DeepSparseEngine(folder, threads, max_batch, length)

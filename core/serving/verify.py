@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sparse_transfer.export.cpu_features import int8_variant_is_exact_here
+from sparse_transfer.runtime.cpu_features import int8_variant_is_exact_here
 from sparse_transfer.serving.options import ServingError
 
 REQUIRED_FILES = ("model.onnx", "config.json", "export_report.json")

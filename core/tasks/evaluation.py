@@ -128,7 +128,7 @@ def evaluate(
     label_ids: dict[str, Any] = {}
     sparsity = None
     if is_onnx:
-        from sparse_transfer.export import OnnxModel
+        from sparse_transfer.runtime import OnnxModel
 
         onnx_model = OnnxModel(model_dir, threads=eval_args.threads)
         for split in splits:

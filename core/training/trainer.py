@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import weakref
 from pathlib import Path
 from typing import Any
 
 import torch
+from sparse_transfer import storage
 from sparse_transfer.modifiers.base import Event
 from sparse_transfer.training import distributed
 from sparse_transfer.training.finite import FiniteGuard, check_loss, check_weights
@@ -60,13 +59,6 @@ class RecipeLRScheduler(torch.optim.lr_scheduler.LRScheduler):
 
     def get_lr(self) -> list[float]:
         return [group["lr"] for group in self.optimizer.param_groups]
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 class _RecipeCallback(TrainerCallback):
@@ -370,8 +362,9 @@ class SparseTrainer(Trainer):
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
         if self.recipe is not None and hasattr(self.recipe, "to_yaml"):
-            _write_atomic(out / RECIPE_NAME, self.recipe.to_yaml())
-        _write_atomic(out / SPARSITY_NAME, json.dumps(sparsity_report(self.model), indent=2) + "\n")
+            storage.write_bytes_atomic(out / RECIPE_NAME, self.recipe.to_yaml().encode())
+        report = json.dumps(sparsity_report(self.model), indent=2) + "\n"
+        storage.write_bytes_atomic(out / SPARSITY_NAME, report.encode())
         from sparse_transfer.quantization import is_qat_prepared, save_qat_config
 
         if is_qat_prepared(self.model):

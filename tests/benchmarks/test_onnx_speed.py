@@ -194,10 +194,10 @@ def test_onnx_speed_int8_representations(tmp_path):
     """7-bit weights (default, exact on every CPU) vs full-range int8 vs dense FP32, interleaved.
 
     ``BENCH_OUT`` receives the JSON. The ISA is printed with the table (see
-    `sparse_transfer.export.cpu_features`); the full-range row is timed even where its
+    `sparse_transfer.runtime.cpu_features`); the full-range row is timed even where its
     results would be wrong (the benchmark warns).
     """
-    from sparse_transfer.export.cpu_features import isa
+    from sparse_transfer.runtime.cpu_features import isa
 
     t0 = time.time()
     variants = {

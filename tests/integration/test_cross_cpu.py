@@ -106,7 +106,7 @@ def _run(cases: Path, cpu: str | None) -> dict:
 
 
 def _native_has_vnni() -> bool:
-    from sparse_transfer.export.cpu_features import cpu_flags
+    from sparse_transfer.runtime.cpu_features import cpu_flags
 
     return any(f in cpu_flags() for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
 

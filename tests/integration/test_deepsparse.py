@@ -22,10 +22,11 @@ import onnx
 import pytest
 import torch
 from sparse_transfer.embedded.fixtures import make_tiny_bert
-from sparse_transfer.export import OnnxModel, export_onnx
 from sparse_transfer.export import deepsparse_runner as runner
+from sparse_transfer.export import export_onnx
 from sparse_transfer.export.onnx_export import input_names_for, load_for_export, sample_inputs
 from sparse_transfer.quantization import calibrate, prepare_qat, save_qat_config
+from sparse_transfer.runtime import OnnxModel
 
 pytestmark = pytest.mark.integration
 

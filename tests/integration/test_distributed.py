@@ -351,7 +351,7 @@ def test_killed_two_process_run_resumes_on_one_process(work):
 def test_trainjob_node_entry_trains_then_publishes_with_a_manifest(work, tmp_path):
     """What each TrainJob process runs (here one process): train, then rank 0 publishes."""
     from sparse_transfer import storage
-    from sparse_transfer.scaleout import node
+    from sparse_transfer.cli import trainjob_node as node
 
     published = tmp_path / "published"
     argv = _argv(work, "gmp", 1, tmp_path / "node_out")[2:]  # without "train TASK"

@@ -18,7 +18,7 @@ from sparse_transfer.embedded.fixtures import (
     write_tokenizer,
 )
 from sparse_transfer.errors import ExportError, StorageError
-from sparse_transfer.export import OnnxModel, benchmark, export_onnx
+from sparse_transfer.export import benchmark, export_onnx
 from sparse_transfer.export.onnx_export import (
     input_names_for,
     load_for_export,
@@ -26,6 +26,7 @@ from sparse_transfer.export.onnx_export import (
     torch_outputs,
 )
 from sparse_transfer.quantization import calibrate, prepare_qat, save_qat_config
+from sparse_transfer.runtime import OnnxModel
 
 pytestmark = pytest.mark.integration
 

@@ -93,7 +93,7 @@ def test_onnxruntime_probe_agrees_with_this_hosts_flags():
 
 
 def test_onnx_model_refuses_a_full_range_deployment_on_a_saturating_cpu(tmp_path, monkeypatch):
-    from sparse_transfer.export.runtime import OnnxModel
+    from sparse_transfer.runtime.onnx_model import OnnxModel
 
     (tmp_path / "model.onnx").write_bytes(b"not read: the check comes first")
     (tmp_path / "export_report.json").write_text(json.dumps(_report(127)))

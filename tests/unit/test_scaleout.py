@@ -75,7 +75,7 @@ def test_two_node_manifest_validates_against_the_trainjob_crd(schema):
     trainer = manifest["spec"]["trainer"]
     assert trainer["numNodes"] == 2 and trainer["numProcPerNode"] == 4
     assert trainer["image"] == "registry.example/sparse-transfer:0.1.0"
-    assert trainer["command"] == ["torchrun", "-m", "sparse_transfer.scaleout.node"]
+    assert trainer["command"] == ["torchrun", "-m", "sparse_transfer.cli.trainjob_node"]
     assert trainer["args"][:3] == ["--output_uri", "s3://b/w/output", "text-classification"]
     assert (
         trainer["args"][trainer["args"].index("--output_dir") + 1] == "/tmp/sparse-transfer-output"

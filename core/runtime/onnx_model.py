@@ -56,7 +56,7 @@ class OnnxModel:
         self.path = _model_file(deployment_dir)
         self.directory = self.path.parent
         if check_cpu:
-            from sparse_transfer.export.cpu_features import int8_variant_is_exact_here
+            from sparse_transfer.runtime.cpu_features import int8_variant_is_exact_here
 
             exact, reason = int8_variant_is_exact_here(self.report)
             if not exact:

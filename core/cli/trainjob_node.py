@@ -1,6 +1,6 @@
 """What every process of a multi-node TrainJob runs: train, then rank 0 publishes the result.
 
-    torchrun -m sparse_transfer.scaleout.node --output_uri s3://.../output TASK [train flags]
+    torchrun -m sparse_transfer.cli.trainjob_node --output_uri s3://.../output TASK [train flags]
 
 The inputs (model, teacher, data) are given as s3:// references, which the
 training command resolves through the storage cache on every node; the output
@@ -32,7 +32,7 @@ def _output_dir(train_argv: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Parses ``--output_uri TASK FLAGS...``, trains, uploads on rank 0; returns the exit code."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(prog="python -m sparse_transfer.scaleout.node")
+    parser = argparse.ArgumentParser(prog="python -m sparse_transfer.cli.trainjob_node")
     parser.add_argument("--output_uri", required=True, help="Where rank 0 publishes the model.")
     parser.add_argument("task", help="The training task, as for `sparse-transfer train`.")
     args, train_argv = parser.parse_known_args(argv)
