@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 from sparse_transfer import storage
 from sparse_transfer.errors import ExportError
-from sparse_transfer.export import cpu_features, parity
 from sparse_transfer.export import onnx_export as ox
+from sparse_transfer.export import parity
 from sparse_transfer.export.int8 import u8s8_weight_max_abs
+from sparse_transfer.runtime import cpu_features
 from sparse_transfer.runtime.onnx_model import MODEL_FILE, REPORT_FILE, OnnxModel
 
 log = logging.getLogger(__name__)

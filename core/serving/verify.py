@@ -6,7 +6,7 @@ Three checks run before the model is loaded; each failure names its reason:
   re-hashes every file of a published folder, s3:// URI or zoo stub against its
   ``manifest.json``; a plain local export folder has no manifest and is served as is;
 * ``export_report.json`` says the ONNX-vs-torch parity check passed;
-* an int8 deployment computes exact integer products on this CPU (`export.cpu_features.int8_variant_is_exact_here`).
+* an int8 deployment computes exact integer products on this CPU (`runtime.int8_variant_is_exact_here`).
 """
 
 from __future__ import annotations

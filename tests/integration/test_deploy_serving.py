@@ -234,12 +234,12 @@ class FakeKubeApi:
 
             def _send(self, status: int, body: dict) -> None:
                 data = json.dumps(body).encode()
+                fake.log.append((self.command, self.path, status))  # before the client can read it
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
-                fake.log.append((self.command, self.path, status))
 
             def _route(self):
                 m = fake.ROUTES.match(self.path)

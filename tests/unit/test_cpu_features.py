@@ -6,7 +6,7 @@ import json
 
 import pytest
 from sparse_transfer.errors import ExportError
-from sparse_transfer.export import cpu_features as cf
+from sparse_transfer.runtime import cpu_features as cf
 
 ZEN4 = "fpu sse4_1 sse4_2 avx avx2 avx512f avx512bw avx512_vnni avx512_bf16"
 HASWELL = "fpu sse4_1 sse4_2 avx avx2 fma"
