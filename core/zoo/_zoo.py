@@ -323,6 +323,48 @@ def _facts_from_outputs(staging: Path) -> dict[str, Any]:
     return facts
 
 
+def _non_finite_count(path: Path) -> int:
+    """NaN/inf values among the floating tensors of a weights file (safetensors or ONNX)."""
+    import numpy as np
+
+    if path.suffix == ".onnx":
+        import onnx
+        from onnx import numpy_helper
+
+        model = onnx.load(str(path), load_external_data=False)
+        arrays = (numpy_helper.to_array(t) for t in model.graph.initializer)
+    else:
+        from safetensors import safe_open
+
+        handle = safe_open(str(path), framework="numpy")
+        arrays = (handle.get_tensor(name) for name in handle.keys())  # noqa: SIM118
+    return sum(
+        int(a.size - np.isfinite(a).sum()) for a in arrays if np.issubdtype(a.dtype, np.floating)
+    )
+
+
+def _refuse_non_finite_weights(staging: Path, src: Path) -> None:
+    """Nothing non-finite is published: model weights with NaN/inf are refused.
+
+    Checks model weight files (``model*.safetensors``, ``*.onnx``); the QAT state file
+    is left out, its observers may hold +-inf before their first batch.
+    """
+    weights = [*staging.rglob("model*.safetensors"), *staging.rglob("*.onnx")]
+    for path in sorted(weights):
+        try:
+            bad = _non_finite_count(path)
+        except Exception as exc:  # a truncated or corrupted file
+            raise ZooError(
+                f"cannot push {src}: {path.relative_to(staging)} is not a readable weights file "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
+        if bad:
+            raise ZooError(
+                f"cannot push {src}: {path.relative_to(staging)} holds {bad} NaN or infinite "
+                "values; nothing was published"
+            )
+
+
 def push(
     local_dir: str | Path,
     stub: str | Stub,
@@ -343,7 +385,7 @@ def push(
 
     Raises:
         ZooError: the entry exists and not `force`, a malformed stub or parent, an
-            unusable source directory.
+            unusable source directory, weights holding NaN/inf or unreadable.
     """
     stub_obj = parse_stub(stub)
     if parent and is_stub(parent):
@@ -363,6 +405,7 @@ def push(
         staging = Path(tmp) / "entry"
         staging.mkdir()
         _stage_entry(src, staging)
+        _refuse_non_finite_weights(staging, src)
         existing = (
             parse_card((staging / CARD_NAME).read_text())
             if (staging / CARD_NAME).is_file()

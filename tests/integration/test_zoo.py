@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
+from onnx import helper, numpy_helper
+from safetensors.numpy import save_file
 from sparse_transfer import storage, zoo
 from sparse_transfer.errors import StorageError, ZooError
 
@@ -37,7 +41,7 @@ def _trained_output(
     (path / "config.json").write_text(
         json.dumps({"architectures": ["BertForSequenceClassification"]})
     )
-    (path / "model.safetensors").write_bytes(b"weights" * 100)
+    save_file({"w": np.zeros((4, 4), dtype=np.float32)}, str(path / "model.safetensors"))
     (path / "vocab.txt").write_text("[PAD]\n[UNK]\n")
     (path / "recipe.yaml").write_text("version: 1.1.0\nmodifiers: []\n")
     (path / "sparsity.json").write_text(json.dumps({"overall_sparsity": sparsity}))
@@ -52,6 +56,41 @@ def _trained_output(
     return path
 
 
+def _tiny_onnx(weight: np.ndarray | None = None) -> onnx.ModelProto:
+    """A one-MatMul graph whose only initializer is `weight`."""
+    weight = np.ones((2, 2), dtype=np.float32) if weight is None else weight
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "tiny",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    return helper.make_model(graph)
+
+
+def test_push_refuses_non_finite_or_unreadable_weights(zoo_root, tmp_path):
+    """Nothing non-finite is ever published (issue 13.7): a NaN model, a NaN deployment."""
+    nan_model = _trained_output(tmp_path / "nan-model")
+    save_file(
+        {"w": np.full((2, 2), np.nan, dtype=np.float32)}, str(nan_model / "model.safetensors")
+    )
+    with pytest.raises(ZooError, match=r"model.safetensors holds 4 NaN or infinite values"):
+        zoo.push(nan_model, SST2)
+    inf_deployment = _trained_output(tmp_path / "inf-deployment")
+    (inf_deployment / "deployment").mkdir()
+    weight = np.array([[1.0, np.inf], [2.0, 3.0]], dtype=np.float32)
+    onnx.save(_tiny_onnx(weight), str(inf_deployment / "deployment" / "model.onnx"))
+    with pytest.raises(ZooError, match=r"deployment/model.onnx holds 1 NaN or infinite values"):
+        zoo.push(inf_deployment, SST2)
+    truncated = _trained_output(tmp_path / "truncated")
+    data = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ZooError, match="not a readable weights file"):
+        zoo.push(truncated, SST2)
+    assert not storage.is_published(zoo.entry_uri(SST2))
+
+
 def _recipe_entry(path: Path) -> Path:
     (path / "recipe").mkdir(parents=True)
     (path / "recipe" / "recipe.yaml").write_text("version: 1.1.0\n# transfer\n")
@@ -62,7 +101,7 @@ def _recipe_entry(path: Path) -> Path:
 def test_push_lays_out_a_trained_output_dir(zoo_root, tmp_path):
     out = _trained_output(tmp_path / "run", quantized=True)
     (out / "deployment").mkdir()
-    (out / "deployment" / "model.onnx").write_bytes(b"onnx")
+    onnx.save(_tiny_onnx(), str(out / "deployment" / "model.onnx"))
     uri = zoo.push(out, SST2, parent=UPSTREAM, card={"training_command": "sparse-transfer train x"})
     assert uri == f"{zoo_root}/{SST2.removeprefix('zoo:')}"
 
