@@ -10,11 +10,10 @@ from sparse_transfer.modifiers import (  # noqa: F401  (importing registers them
     weight_decay,
 )
 from sparse_transfer.modifiers.base import (
+    _REGISTRY,
     Event,
     FieldError,
     Modifier,
-    known_modifiers,
-    modifier_class,
     register_modifier,
 )
 from sparse_transfer.modifiers.constant_pruning import ConstantPruningModifier
@@ -47,3 +46,15 @@ __all__ = [
     "modifier_class",
     "register_modifier",
 ]
+
+
+def modifier_class(name: str) -> type[Modifier]:
+    """Looks up a modifier class by recipe tag; KeyError lists nothing (the parser does).
+
+    Lives here, not in `base`: importing this package has registered every built-in.
+    """
+    return _REGISTRY[name]
+
+
+def known_modifiers() -> list[str]:
+    return sorted(_REGISTRY)

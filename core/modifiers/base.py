@@ -334,19 +334,3 @@ def register_modifier(name: str, *aliases: str):
         return cls
 
     return wrap
-
-
-def modifier_class(name: str) -> type[Modifier]:
-    """Looks up a modifier class by recipe tag; KeyError lists nothing (the parser does)."""
-    _ensure_loaded()
-    return _REGISTRY[name]
-
-
-def known_modifiers() -> list[str]:
-    _ensure_loaded()
-    return sorted(_REGISTRY)
-
-
-def _ensure_loaded() -> None:
-    # Importing the package registers every built-in modifier.
-    import sparse_transfer.modifiers  # noqa: F401

@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 from sparse_transfer.errors import RecipeError
-from sparse_transfer.modifiers.base import FieldError, known_modifiers, modifier_class
+from sparse_transfer.modifiers import FieldError, known_modifiers, modifier_class
 from sparse_transfer.recipe._expr import Budget, evaluate
 from sparse_transfer.recipe._model import Recipe
 from sparse_transfer.recipe._yaml import compose, construct, flatten, line_of

@@ -19,7 +19,7 @@ import numpy as np
 from sparse_transfer.errors import DataError
 from sparse_transfer.tasks.base import PreparedTask
 from sparse_transfer.tasks.data import require_columns
-from sparse_transfer.tasks.registry import TaskSpec, register_task
+from sparse_transfer.tasks.spec import TaskSpec
 
 logger = logging.getLogger(__name__)
 IGNORE = -100
@@ -201,4 +201,3 @@ SPEC = TaskSpec(
     prepare=_prepare,
     output_names=("logits",),
 )
-register_task(SPEC.name, lambda: SPEC)

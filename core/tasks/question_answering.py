@@ -31,7 +31,7 @@ import numpy as np
 from sparse_transfer.errors import DataError
 from sparse_transfer.tasks.base import PreparedTask
 from sparse_transfer.tasks.data import require_columns, require_values
-from sparse_transfer.tasks.registry import TaskSpec, register_task
+from sparse_transfer.tasks.spec import TaskSpec
 
 logger = logging.getLogger(__name__)
 
@@ -386,4 +386,3 @@ SPEC = TaskSpec(
     prepare=_prepare,
     output_names=("start_logits", "end_logits"),
 )
-register_task(SPEC.name, lambda: SPEC)

@@ -9,10 +9,10 @@ task analyses, tokenises and scores data. The train and evaluate loops
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
-# The tasks this package ships (their modules register themselves on first use);
+from sparse_transfer.tasks.spec import TaskSpec
+
+# The tasks this package ships (each module's `SPEC`, loaded on first use);
 # `task_names()` also lists tasks added with `register_task`.
 BUILTIN_TASK_NAMES = (
     "text-classification",
@@ -32,30 +32,6 @@ TASK_ALIASES = {
     "masked_language_modeling": "masked-language-modeling",
     "mlm": "masked-language-modeling",
 }
-
-
-@dataclass
-class TaskSpec:
-    """How one task plugs into the shared train/evaluate loop.
-
-    Attributes:
-        name: the CLI name, e.g. ``text-classification``.
-        auto_class: name of the ``transformers`` auto class for the head.
-        args_class: dataclass of task-only flags (parsed with the shared ones).
-        distill_output_keys: model outputs a teacher distils for this task.
-        default_max_seq_length: used when ``--max_seq_length`` is not given.
-        prepare: ``prepare(raw, sources, data_args, task_args, model_config)``
-            -> a `PreparedTask` (labels, config overrides, tokenise/metric fns).
-    """
-
-    name: str
-    auto_class: str
-    args_class: type | None
-    distill_output_keys: tuple[str, ...]
-    default_max_seq_length: int
-    prepare: Callable[..., Any]
-    output_names: tuple[str, ...] = ("logits",)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 _TASKS: dict[str, Callable[[], TaskSpec]] = {}
@@ -83,11 +59,15 @@ def get_task(name: str) -> TaskSpec:
 
 
 def _ensure_builtin() -> None:
-    # Always import all four: a caller that imported one task module first has
-    # registered that one only (the imports are cached, so this is cheap).
-    from sparse_transfer.tasks import (  # noqa: F401  (each module registers itself)
+    # The built-in rows: this table imports the task modules, which import only `spec`.
+    if all(name in _TASKS for name in BUILTIN_TASK_NAMES):
+        return
+    from sparse_transfer.tasks import (
         masked_lm,
         question_answering,
         text_classification,
         token_classification,
     )
+
+    for module in (text_classification, token_classification, question_answering, masked_lm):
+        _TASKS.setdefault(module.SPEC.name, lambda spec=module.SPEC: spec)

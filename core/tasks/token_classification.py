@@ -26,7 +26,7 @@ from sparse_transfer.tasks.base import (
     is_generic_labels,
 )
 from sparse_transfer.tasks.data import require_columns, require_values
-from sparse_transfer.tasks.registry import TaskSpec, register_task
+from sparse_transfer.tasks.spec import TaskSpec
 
 logger = logging.getLogger(__name__)
 
@@ -282,4 +282,3 @@ SPEC = TaskSpec(
     prepare=_prepare,
     output_names=("logits",),
 )
-register_task(SPEC.name, lambda: SPEC)

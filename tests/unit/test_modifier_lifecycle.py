@@ -98,7 +98,7 @@ def test_declared_bounds_and_schedule_fields_are_enforced():
 
 def test_no_subclass_schedules_itself():
     """Every built-in modifier leaves initialize / on_event to the base."""
-    from sparse_transfer.modifiers.base import known_modifiers
+    from sparse_transfer.modifiers import known_modifiers
 
     for name in known_modifiers():
         cls = modifier_class(name)
