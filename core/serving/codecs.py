@@ -4,7 +4,7 @@ Tokenisation uses the same tokenizer call as the task's ``preprocess`` (same
 truncation and ``max_length``), the forward pass is `sparse_transfer.tasks.predict.predict_numpy`
 (the ONNX evaluation loop of ``sparse-transfer evaluate``) and the decoding is the
 task's: argmax / sigmoid threshold as ``predictions_to_rows``, the first subword of
-each word as the NER metrics read it, `postprocess_predictions` for answers. So a
+each word as the NER metrics read it, `best_spans` (what `postprocess_predictions` reads) for answers. So a
 served prediction equals the one ``evaluate`` scores; only padding differs (per batch
 here, to ``max_seq_length`` there), which moves scores by float rounding, not labels.
 
@@ -331,7 +331,8 @@ def entities(words, spans, tags, scores) -> list[dict[str, Any]]:
 
 
 class QuestionAnsweringCodec(Codec):
-    """``{"question": ..., "context": ...}`` -> the answer text (``""``: no answer)."""
+    """``{"question": ..., "context": ...}`` -> the answer span: its text (``""``: no
+    answer), character ``start``/``end`` in the context, and its start+end logit score."""
 
     task = "question-answering"
     fields = ("question", "context")
@@ -400,10 +401,10 @@ class QuestionAnsweringCodec(Codec):
         return Prepared(instances, rows, meta)
 
     def decode(self, prepared, outputs):
-        from sparse_transfer.tasks.question_answering import postprocess_predictions
+        from sparse_transfer.tasks.question_answering import best_spans
 
         examples = [{"id": str(i), **inst} for i, inst in enumerate(prepared.instances)]
-        answers = postprocess_predictions(
+        spans = best_spans(
             examples,
             prepared.meta,
             np.asarray(outputs["start_logits"]),
@@ -416,7 +417,16 @@ class QuestionAnsweringCodec(Codec):
         windows: dict[str, int] = {}
         for m in prepared.meta:
             windows[m["example_id"]] = windows.get(m["example_id"], 0) + 1
-        return [{"answer": answers[e["id"]], "windows": windows.get(e["id"], 0)} for e in examples]
+        return [
+            {
+                "answer": spans[e["id"]]["text"],
+                "start": spans[e["id"]]["start"],
+                "end": spans[e["id"]]["end"],
+                "score": spans[e["id"]]["score"],
+                "windows": windows.get(e["id"], 0),
+            }
+            for e in examples
+        ]
 
 
 CODECS = {

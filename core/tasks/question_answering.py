@@ -148,10 +148,32 @@ def postprocess_predictions(
     `features` are dicts with ``example_id`` and ``offset_mapping`` (None for
     tokens outside the context); logits rows align with `features`.
     """
+    spans = best_spans(
+        examples, features, start_logits, end_logits, n_best_size, max_answer_length,
+        version_2, null_score_diff_threshold, context_column,
+    )  # fmt: skip
+    return {qid: span["text"] for qid, span in spans.items()}
+
+
+def best_spans(
+    examples: list[dict],
+    features: list[dict],
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    n_best_size: int = 20,
+    max_answer_length: int = 30,
+    version_2: bool = False,
+    null_score_diff_threshold: float = 0.0,
+    context_column: str = "context",
+) -> dict[str, dict]:
+    """Like `postprocess_predictions`, with where the answer is: per example id
+    ``{"text", "start", "end", "score"}`` (character offsets into the context, the
+    start+end logit score); no answer is ``text ""`` with ``start``/``end`` None.
+    """
     by_example: dict[str, list[int]] = collections.defaultdict(list)
     for i, feature in enumerate(features):
         by_example[feature["example_id"]].append(i)
-    answers: dict[str, str] = {}
+    answers: dict[str, dict] = {}
     for example in examples:
         qid = example["id"]
         context = example[context_column]
@@ -185,16 +207,16 @@ def postprocess_predictions(
                         )
                     )
         candidates.sort(key=lambda c: c[0], reverse=True)
-        spans = [(c[0], context[c[1] : c[2]]) for c in candidates[:n_best_size]]
-        non_null = [sp for sp in spans if sp[1] != ""]
-        if not version_2:
-            answers[qid] = non_null[0][1] if non_null else ""
+        non_null = [c for c in candidates[:n_best_size] if context[c[1] : c[2]] != ""]
+        none = {"text": "", "start": None, "end": None, "score": null_score}
+        if not non_null or (
+            version_2
+            and (null_score is None or null_score - non_null[0][0] > null_score_diff_threshold)
+        ):
+            answers[qid] = none
             continue
-        if not non_null or null_score is None:
-            answers[qid] = ""
-            continue
-        best_score, best_text = non_null[0]
-        answers[qid] = "" if null_score - best_score > null_score_diff_threshold else best_text
+        score, start, end = non_null[0][:3]
+        answers[qid] = {"text": context[start:end], "start": start, "end": end, "score": score}
     return answers
 
 

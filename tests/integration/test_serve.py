@@ -244,7 +244,7 @@ def test_v1_predictions_score_like_evaluate(served):
         "sst2": {"label", "score", "scores", "truncated"},
         "multi-label": {"labels", "scores", "truncated"},
         "ner": {"tags", "entities", "truncated"},
-        "squad": {"answer", "windows"},
+        "squad": {"answer", "start", "end", "score", "windows"},
     }[case]
     assert all(set(p) == shape for p in predictions)
     if case == "sst2":
@@ -258,6 +258,9 @@ def test_v1_predictions_score_like_evaluate(served):
     if case == "squad":
         for p, row in zip(predictions, rows, strict=True):
             assert p["answer"] in row["context"] and p["windows"] >= 2  # 32-token windows
+            if p["answer"]:  # the span points at the answer in the context
+                assert row["context"][p["start"] : p["end"]] == p["answer"]
+                assert isinstance(p["score"], float)
 
 
 def test_v2_infer_matches_v1(served):
