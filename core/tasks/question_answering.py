@@ -132,27 +132,9 @@ def squad_scores(
 # -- post-processing -------------------------------------------------------------
 
 
-def postprocess_predictions(
-    examples: list[dict],
-    features: list[dict],
-    start_logits: np.ndarray,
-    end_logits: np.ndarray,
-    n_best_size: int = 20,
-    max_answer_length: int = 30,
-    version_2: bool = False,
-    null_score_diff_threshold: float = 0.0,
-    context_column: str = "context",
-) -> dict[str, str]:
-    """Window logits -> one answer text per example id (see the module doc).
-
-    `features` are dicts with ``example_id`` and ``offset_mapping`` (None for
-    tokens outside the context); logits rows align with `features`.
-    """
-    spans = best_spans(
-        examples, features, start_logits, end_logits, n_best_size, max_answer_length,
-        version_2, null_score_diff_threshold, context_column,
-    )  # fmt: skip
-    return {qid: span["text"] for qid, span in spans.items()}
+def postprocess_predictions(*args, **kwargs) -> dict[str, str]:
+    """Window logits -> one answer text per example id: `best_spans`' texts (same arguments)."""
+    return {qid: span["text"] for qid, span in best_spans(*args, **kwargs).items()}
 
 
 def best_spans(
@@ -166,9 +148,12 @@ def best_spans(
     null_score_diff_threshold: float = 0.0,
     context_column: str = "context",
 ) -> dict[str, dict]:
-    """Like `postprocess_predictions`, with where the answer is: per example id
-    ``{"text", "start", "end", "score"}`` (character offsets into the context, the
-    start+end logit score); no answer is ``text ""`` with ``start``/``end`` None.
+    """Window logits -> the best answer span per example id (see the module doc).
+
+    `features` are dicts with ``example_id`` and ``offset_mapping`` (None for
+    tokens outside the context); logits rows align with `features`. Each span is
+    ``{"text", "start", "end", "score"}``: character offsets into the context and the
+    start+end logit score; no answer is ``text ""`` with ``start``/``end`` None.
     """
     by_example: dict[str, list[int]] = collections.defaultdict(list)
     for i, feature in enumerate(features):
