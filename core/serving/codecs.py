@@ -364,39 +364,23 @@ class QuestionAnsweringCodec(Codec):
         return checked
 
     def encode(self, instances):
-        # as QuestionAnsweringTask.preprocess: windows of the context, doc_stride overlap
-        pad_on_right = self.tokenizer.padding_side == "right"
-        questions = [i["question"].lstrip() for i in instances]
+        from sparse_transfer.tasks.question_answering import context_windows
+
+        questions = [i["question"] for i in instances]
         contexts = [i["context"] for i in instances]
-        stride = self.options.doc_stride
-        try:
-            enc = self.tokenizer(
-                questions if pad_on_right else contexts,
-                contexts if pad_on_right else questions,
-                truncation="only_second" if pad_on_right else "only_first",
-                max_length=self.max_seq_length,
-                stride=stride,
-                return_overflowing_tokens=True,
-                return_offsets_mapping=True,
+        try:  # the windows evaluate cuts (doc_stride overlap)
+            enc, sample_map, offsets = context_windows(
+                self.tokenizer, questions, contexts, self.max_seq_length, self.options.doc_stride
             )
         except Exception as exc:  # a question longer than max_seq_length
             raise InputError(
                 f"cannot fit the question and windows of the context into {self.max_seq_length} "
                 f"tokens: {exc}"
             ) from None
-        context_index = 1 if pad_on_right else 0
-        sample_map = enc["overflow_to_sample_mapping"]
-        meta = []
-        for i, offsets in enumerate(enc["offset_mapping"]):
-            seq_ids = enc.sequence_ids(i)
-            meta.append(
-                {
-                    "example_id": str(sample_map[i]),
-                    "offset_mapping": [
-                        o if seq_ids[k] == context_index else None for k, o in enumerate(offsets)
-                    ],
-                }
-            )
+        meta = [
+            {"example_id": str(sample), "offset_mapping": window}
+            for sample, window in zip(sample_map, offsets, strict=True)
+        ]
         rows = [self.model_row(enc, i) for i in range(len(meta))]
         return Prepared(instances, rows, meta)
 

@@ -132,6 +132,45 @@ def squad_scores(
 # -- post-processing -------------------------------------------------------------
 
 
+def context_windows(
+    tokenizer, questions: list[str], contexts: list[str], max_length: int, stride: int,
+    padding: bool | str = False,
+):  # fmt: skip
+    """Question + context -> overlapping windows of the context (HF ``run_qa``'s recipe).
+
+    Shared by training/evaluation and the server, so both cut the same windows.
+
+    Returns:
+        ``(encoding, sample_map, context_offsets)``: the tokenizer's encoding (without
+        ``overflow_to_sample_mapping``), the example index of every window, and every
+        window's offset mapping with None outside the context.
+
+    Raises:
+        Whatever the tokenizer raises when the question leaves no room for the context.
+    """
+    pad_on_right = tokenizer.padding_side == "right"
+    questions = [q.lstrip() for q in questions]
+    enc = tokenizer(
+        questions if pad_on_right else contexts,
+        contexts if pad_on_right else questions,
+        truncation="only_second" if pad_on_right else "only_first",
+        max_length=max_length,
+        stride=stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        padding=padding,
+    )
+    sample_map = enc.pop("overflow_to_sample_mapping")
+    context_index = 1 if pad_on_right else 0
+    context_offsets = []
+    for i, offsets in enumerate(enc["offset_mapping"]):
+        seq_ids = enc.sequence_ids(i)
+        context_offsets.append(
+            [o if seq_ids[k] == context_index else None for k, o in enumerate(offsets)]
+        )
+    return enc, sample_map, context_offsets
+
+
 def postprocess_predictions(*args, **kwargs) -> dict[str, str]:
     """Window logits -> one answer text per example id: `best_spans`' texts (same arguments)."""
     return {qid: span["text"] for qid, span in best_spans(*args, **kwargs).items()}
@@ -270,43 +309,31 @@ class QuestionAnsweringTask(PreparedTask):
             )
 
         def tokenize(batch: dict[str, list]) -> dict[str, list]:
-            questions = [q.lstrip() for q in batch[self.q_col]]
-            contexts = batch[self.c_col]
             try:
-                enc = tokenizer(
-                    questions if pad_on_right else contexts,
-                    contexts if pad_on_right else questions,
-                    truncation="only_second" if pad_on_right else "only_first",
-                    max_length=self.max_seq_length,
-                    stride=stride,
-                    return_overflowing_tokens=True,
-                    return_offsets_mapping=True,
-                    padding=padding,
-                )
+                enc, sample_map, offsets_out = context_windows(
+                    tokenizer, batch[self.q_col], batch[self.c_col], self.max_seq_length,
+                    stride, padding,
+                )  # fmt: skip
             except Exception as exc:  # e.g. a question longer than max_seq_length
                 raise DataError(
                     f"{self.sources.get(split, split)}: cannot fit column {self.q_col!r} and "
                     f"windows of {self.c_col!r} into --max_seq_length {self.max_seq_length}: {exc}"
                 ) from exc
-            sample_map = enc.pop("overflow_to_sample_mapping")
-            offsets_all = enc["offset_mapping"]
             context_index = 1 if pad_on_right else 0
-            starts, ends, example_ids, offsets_out = [], [], [], []
-            for i, offsets in enumerate(offsets_all):
-                seq_ids = enc.sequence_ids(i)
-                sample = sample_map[i]
-                example_ids.append(batch["id"][sample])
-                offsets_out.append(
-                    [o if seq_ids[k] == context_index else None for k, o in enumerate(offsets)]
-                )
-                if not with_answers:
-                    continue
-                s, e = answer_token_span(offsets, seq_ids, batch[self.a_col][sample], context_index)
-                starts.append(s)
-                ends.append(e)
+            example_ids = [batch["id"][sample] for sample in sample_map]
             out = dict(enc)
             if with_answers:
-                out["start_positions"], out["end_positions"] = starts, ends
+                spans = [
+                    answer_token_span(
+                        offsets,
+                        enc.sequence_ids(i),
+                        batch[self.a_col][sample_map[i]],
+                        context_index,
+                    )  # fmt: skip
+                    for i, offsets in enumerate(enc["offset_mapping"])
+                ]
+                out["start_positions"] = [s for s, _ in spans]
+                out["end_positions"] = [e for _, e in spans]
             if train:
                 out.pop("offset_mapping")
             else:
