@@ -69,3 +69,41 @@ def test_judge_and_fallback_tolerance():
     heads = {"logits": {"tolerance": None, "one_step": None, "head": None}}
     refs = [{"logits": np.array([[-3.0, 2.0]])}, {"logits": np.array([[1.0, 0.5]])}]
     assert parity.resolve_tolerances(heads, refs) == {"logits": pytest.approx(0.03)}
+
+
+def test_logit_tolerance_grows_with_the_attention_layers_float_rounding_passes_through():
+    """(1 + L) steps on every input of the last int8 Linear, L = Softmax nodes: one step at
+    the head alone was too tight for all-MiniLM-L6-v2 (graph vs QAT model 0.070 > 0.032)."""
+    w = np.array([[3, -4], [5, 6], [-7, 1]], np.int8)  # [in, out]
+    w_scale = np.array([0.5, 0.25], np.float32)
+    s_x = 0.1
+    inits = [
+        numpy_helper.from_array(np.array(s_x, np.float32), "sx"),
+        numpy_helper.from_array(np.array(128, np.uint8), "zx"),
+        numpy_helper.from_array(w, "w"),
+        numpy_helper.from_array(np.array(0, np.int8), "zw"),
+        numpy_helper.from_array(w_scale, "ws"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"]),
+        helper.make_node("MatMulInteger", ["xq", "w", "zx", "zw"], ["acc"], name="head"),
+        helper.make_node("Cast", ["acc"], ["accf"], to=TensorProto.FLOAT),
+        helper.make_node("Identity", ["sx"], ["sx_live"]),
+        helper.make_node("Mul", ["sx_live", "ws"], ["rescale"]),
+        helper.make_node("Mul", ["accf", "rescale"], ["logits"]),
+        helper.make_node("Softmax", ["x"], ["attention_1"]),
+        helper.make_node("Softmax", ["x"], ["attention_2"]),
+    ]
+    for i, node in enumerate(nodes):
+        node.name = node.name or f"n{i}"  # exported graphs name every node
+    model = _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 2])],
+        inits,
+    )
+    (head,) = parity.logit_tolerances(model, ["logits"]).values()
+    one_head_step = s_x * max(15 * 0.5, 11 * 0.25)  # max_j sum_i |w_ji| * w_scale_j
+    assert head["steps"] == 3 and head["head"] == "head"
+    assert head["tolerance"] == pytest.approx(3 * one_head_step)
+    assert head["one_step"] == pytest.approx(s_x * 7 * 0.5)
