@@ -78,6 +78,69 @@ def plot_sweep(
     plt.close(fig)
 
 
+def _cell(value: float | None, base: float | None = None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.2f}" + ("" if base is None else f" ({value - base:+.2f})")
+
+
+def _weight_range_lines(results: dict[str, Any], datasets: list[str]) -> list[str]:
+    """7-bit (default) vs full-range int8 weights, same transfer (stage ``full_range``)."""
+    full = results.get("full_range")
+    if not full:
+        return []
+    acc = results["accuracy"]["accuracy"]
+    rows = {
+        "7-bit weights (default): torch QAT": acc["90% sparse int8 (torch QAT)"],
+        "7-bit weights (default): int8 ONNX": acc["90% sparse int8 ONNX"],
+        "full-range weights: torch QAT": full["accuracy"]["torch QAT"],
+        "full-range weights: int8 ONNX": full["accuracy"]["int8 ONNX"],
+    }
+    lines = [
+        "### int8 weights: 7-bit (exact on every CPU) vs full range (exact with VNNI only)",
+        "",
+        "| variant | " + " | ".join(DATASET_TITLES.get(d, d) for d in datasets) + " |",
+        "|---|" + "---:|" * len(datasets),
+    ]
+    for name, row in rows.items():
+        lines.append(f"| {name} | " + " | ".join(_cell(row.get(d)) for d in datasets) + " |")
+    export = full.get("export", {})
+    lines += ["", f"Full-range export: {export.get('summary') or 'n/a'}", ""]
+    return lines
+
+
+def _sparseml_lines(results: dict[str, Any], datasets: list[str]) -> list[str]:
+    """SparseML 1.8's own text_classification on the same transfer (stage ``sparseml``)."""
+    sml = results.get("sparseml")
+    if not sml:
+        return []
+    acc = results["accuracy"]["accuracy"]
+    teacher = acc["dense teacher (FP32)"]
+    rows = {
+        f"SparseML {sml.get('sparseml_version', '')} `text_classification` (its QAT model)": sml[
+            "accuracy"
+        ],
+        "sparse-transfer (torch QAT)": acc["90% sparse int8 (torch QAT)"],
+        "sparse-transfer (int8 ONNX)": acc["90% sparse int8 ONNX"],
+    }
+    lines = [
+        "### Side by side with SparseML 1.8 (same upstream, recipe, teacher, data, length, seed)",
+        "",
+        "| trainer | " + " | ".join(DATASET_TITLES.get(d, d) for d in datasets) + " |",
+        "|---|" + "---:|" * len(datasets),
+    ]
+    for name, row in rows.items():
+        lines.append(
+            f"| {name} | " + " | ".join(_cell(row.get(d), teacher[d]) for d in datasets) + " |"
+        )
+    lines += [
+        "",
+        f"In brackets: points vs the dense teacher. SparseML trained in {sml['train_seconds']:.0f} s.",
+        "",
+    ]
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The Markdown tables of a run."""
     lines: list[str] = []
@@ -97,6 +160,8 @@ def markdown(results: dict[str, Any]) -> str:
             cells.append(f"{row[d]:.2f}" + ("" if name.startswith("dense") else f" ({gap:+.2f})"))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "In brackets: points vs the dense teacher.", ""]
+    lines += _weight_range_lines(results, datasets)
+    lines += _sparseml_lines(results, datasets)
 
     inf = results["inference"]
     lines += [

@@ -15,7 +15,11 @@ Stages (each writes ``OUT/stages/<name>.json`` when done; a rerun skips it):
    budget (constant pruning + distillation, no QAT).
 7. ``inference``: dense FP32 ONNX vs sparse int8 ONNX in ONNX Runtime (+ sizes).
 8. ``training``: seconds per step, plain vs masks vs masks+QAT vs full recipe.
-9. ``report``: results.json, PNG plots, Markdown tables; metrics onto the zoo cards.
+9. ``full_range``: the sparse transfer again with full-range int8 weights instead of the
+   default 7-bit ones (`weight_range.py`): what the weights that are exact on every CPU cost.
+10. ``sparseml``: real SparseML 1.8 trains the same transfer (`sparseml_side.py`); runs only
+    when ``SPARSE_TRANSFER_SPARSEML_PYTHON`` names its venv (`make sparseml-venv`).
+11. ``report``: results.json, PNG plots, Markdown tables; metrics onto the zoo cards.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from pipelines.results.weight_range import stage_full_range
 
 log = logging.getLogger("pipelines.results")
 
@@ -310,6 +316,15 @@ def stage_teacher(out: Path, size: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def transfer_parameters(size: dict[str, Any]) -> dict[str, Any]:
+    """The sparse transfer run's parameters: its run config with the run size's overrides."""
+    from pipelines.client import read_config
+
+    params = dict(read_config(CONFIGS / "real-results-sparse.yaml").parameters)
+    params.update(size.get("overrides", {}))
+    return params
+
+
 def stage_sparse(out: Path, size: dict[str, Any]) -> dict[str, Any]:
     return _run_config(
         out, "real-results-sparse.yaml", dict(size.get("overrides", {})), "pipeline-sparse"
@@ -496,6 +511,17 @@ def stage_training(out: Path, size: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def stage_full_range_weights(out: Path, size: dict[str, Any]) -> dict[str, Any]:
+    """The same transfer with full-range int8 weights (`weight_range.stage_full_range`)."""
+    return stage_full_range(
+        out,
+        size,
+        transfer_parameters(size),
+        _run_config,
+        lambda model, validation, where: _evaluate(model, validation, where, size),
+    )
+
+
 def run_all(
     out: Path,
     smoke: bool = False,
@@ -505,6 +531,7 @@ def run_all(
 ) -> dict[str, Any]:
     """Runs (or resumes) every stage under `out`; returns the collected results."""
     from pipelines.results.report import write_report
+    from pipelines.results.sparseml_side import sparseml_python, stage_sparseml
 
     size_name = "smoke" if smoke else size_name
     size = SIZES[size_name]
@@ -527,6 +554,15 @@ def run_all(
     write_report(results, docs, out, cards=False)  # partial figures, in case a later stage dies
     results["training"] = stage("training", lambda: stage_training(out, size))
     write_report(results, docs, out, cards=False)
+    results["full_range"] = stage("full_range", lambda: stage_full_range_weights(out, size))
+    write_report(results, docs, out, cards=False)
+    python, why = sparseml_python()
+    if python:
+        params = transfer_parameters(size)
+        results["sparseml"] = stage("sparseml", lambda: stage_sparseml(out, size, params))
+        write_report(results, docs, out, cards=False)
+    else:
+        log.warning("stage sparseml skipped: %s", why)
     if not skip_sweep:
         results["sweep"] = stage("sweep", lambda: stage_sweep(out, size, results["zoo"]))
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")

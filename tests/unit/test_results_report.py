@@ -95,3 +95,57 @@ def test_report_files_are_written_and_small(tmp_path):
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) < 200_000
     assert (tmp_path / "docs" / "results.json").is_file()
     assert "### Accuracy" in (tmp_path / "docs" / "results.md").read_text()
+
+
+def test_weight_range_and_sparseml_tables():
+    results = {
+        **RESULTS,
+        "full_range": {
+            "accuracy": {
+                "torch QAT": {"rotten_tomatoes": 78.5, "pang_lee": 83.0},
+                "int8 ONNX": {"rotten_tomatoes": None, "pang_lee": None},
+            },
+            "export": {"summary": "graph vs torch 0.25 > tolerance 0.22"},
+        },
+        "sparseml": {
+            "accuracy": {"rotten_tomatoes": 77.0, "pang_lee": 84.5},
+            "train_seconds": 900.0,
+            "sparseml_version": "1.8.0",
+        },
+    }
+    text = report.markdown(results)
+    assert "| 7-bit weights (default): int8 ONNX | 78.00 | 83.25 |" in text
+    assert "| full-range weights: torch QAT | 78.50 | 83.00 |" in text
+    assert "| full-range weights: int8 ONNX | n/a | n/a |" in text  # export refused
+    assert "Full-range export: graph vs torch 0.25 > tolerance 0.22" in text
+    assert (
+        "| SparseML 1.8.0 `text_classification` (its QAT model) | 77.00 (-3.00) | 84.50 (-0.50) |"
+        in text
+    )
+    assert "| sparse-transfer (int8 ONNX) | 78.00 (-2.00) | 83.25 (-1.75) |" in text
+    assert "SparseML" not in report.markdown(RESULTS)  # sections only when the stages ran
+
+
+def test_full_range_recipe_sets_the_one_quantization_modifier():
+    from sparse_transfer.recipe import builtin_recipe_path, load_recipe
+
+    from pipelines.results.weight_range import full_range_recipe
+
+    text = builtin_recipe_path("sst2_pruned90_quant").read_text()
+    edited = full_range_recipe(text)
+    assert edited.count("reduce_weight_range: false") == 1
+    with pytest.raises(ValueError, match="exactly one"):
+        full_range_recipe(edited)  # twice would be a recipe the stage did not expect
+    recipe = load_recipe(edited)
+    quant = recipe.find("QuantizationModifier")
+    assert len(quant) == 1 and quant[0].reduce_weight_range is False
+
+
+def test_sparseml_stage_names_what_is_missing(monkeypatch, tmp_path):
+    from pipelines.results.sparseml_side import ENV_PYTHON, sparseml_python
+
+    monkeypatch.delenv(ENV_PYTHON, raising=False)
+    assert sparseml_python() == (None, f"{ENV_PYTHON} is unset (make sparseml-venv builds one)")
+    monkeypatch.setenv(ENV_PYTHON, str(tmp_path / "nope"))
+    python, why = sparseml_python()
+    assert python is None and "is not an executable file" in why
