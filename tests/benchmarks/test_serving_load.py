@@ -3,7 +3,11 @@
 Run (CPU-heavy, about 5 minutes; run it alone):
 ``nice .venv/bin/python -m pytest -q -m benchmark tests/benchmarks/test_serving_load.py -s``
 (env: BENCH_LAYERS (6), BENCH_HIDDEN (384): MiniLM-L6's shape; BENCH_SECONDS (12) per point;
-BENCH_CONCURRENCY (1,8,32); BENCH_OUT (JSON result path)). Random weights are fine for speed.
+BENCH_CONCURRENCY (1,8,32); BENCH_ENGINES (onnxruntime; add deepsparse where it runs);
+BENCH_OUT (JSON result path)). Random weights are fine for speed. With BENCH_DENSE and
+BENCH_SPARSE naming deployment folders (the real-results run's dense FP32 ONNX and its
+published 90% sparse int8 deployment) those are served instead, and BENCH_TEXTS names a
+JSONL file whose ``sentence`` fields are the requests (the real validation sentences).
 
 For dense FP32 and 90%-sparse int8 (QAT export), batching on (max 16 instances, 5 ms) and off
 (one request per engine call), and each concurrency, locust's users post v2 inference
@@ -48,6 +52,7 @@ LAYERS = int(os.environ.get("BENCH_LAYERS", "6"))
 HIDDEN = int(os.environ.get("BENCH_HIDDEN", "384"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "12"))
 CONCURRENCY = [int(c) for c in os.environ.get("BENCH_CONCURRENCY", "1,8,32").split(",")]
+ENGINES = os.environ.get("BENCH_ENGINES", "onnxruntime").split(",")
 BATCHING = {"on": ["--max_batch_size", "16", "--max_latency_ms", "5"],
             "off": ["--max_batch_size", "1", "--max_latency_ms", "0"]}  # fmt: skip
 
@@ -98,6 +103,10 @@ def _model(directory: Path, sparsity: float, qat: bool) -> Path:
 
 def _texts(n: int = 64) -> list[str]:
     import random
+
+    if os.environ.get("BENCH_TEXTS"):
+        lines = Path(os.environ["BENCH_TEXTS"]).read_text().splitlines()
+        return [json.loads(line)["sentence"] for line in lines if line.strip()][:512]
 
     rng = random.Random(0)
     words = NEUTRAL + POSITIVE + NEGATIVE
@@ -156,33 +165,46 @@ def test_serving_load_dense_fp32_vs_sparse_int8(tmp_path):
     isa = sorted(
         set(re.findall(r"avx2|avx512[a-z0-9_]*|avx_vnni", Path("/proc/cpuinfo").read_text()))
     )
-    models = {
-        "dense FP32": _model(tmp_path / "dense", 0.0, False),
-        "90% sparse int8": _model(tmp_path / "int8", 0.9, True),
-    }
+    if os.environ.get("BENCH_DENSE") and os.environ.get("BENCH_SPARSE"):
+        models = {
+            "dense FP32": Path(os.environ["BENCH_DENSE"]),
+            "90% sparse int8": Path(os.environ["BENCH_SPARSE"]),
+        }
+        shape = "real-results deployments"
+    else:
+        models = {
+            "dense FP32": _model(tmp_path / "dense", 0.0, False),
+            "90% sparse int8": _model(tmp_path / "int8", 0.9, True),
+        }
+        shape = f"MiniLM shape, random weights ({LAYERS} layers, hidden {HIDDEN})"
     results = []
-    for model_name, deployment in models.items():
-        for batching, flags in BATCHING.items():
-            proc, url = _start(deployment, tmp_path / f"{model_name}-{batching}.log", flags)
-            try:
-                _locust(url, 2, 3, tmp_path)  # warm-up
-                for users in CONCURRENCY:
-                    before = _rss_mb(proc.pid)
-                    point = _locust(url, users, SECONDS, tmp_path)
-                    point.update(model=model_name, batching=batching, users=users,
-                                 rss_before_mb=before, rss_after_mb=_rss_mb(proc.pid))  # fmt: skip
-                    results.append(point)
-                    print(point, flush=True)
-            finally:
-                proc.terminate()
-                proc.wait(30)
-    lines = [f"serve load, MiniLM shape ({LAYERS} layers, hidden {HIDDEN}), {SECONDS} s per point, "
+    runs = [(m, d, e, b, f) for m, d in models.items() for e in ENGINES
+            for b, f in BATCHING.items()]  # fmt: skip
+    for model_name, deployment, engine, batching, flags in runs:
+        if engine != "onnxruntime":
+            flags = [*flags, "--engine", engine]
+        label = f"{model_name}-{engine}-{batching}"
+        proc, url = _start(deployment, tmp_path / f"{label}.log", flags)
+        try:
+            _locust(url, 2, 3, tmp_path)  # warm-up
+            for users in CONCURRENCY:
+                before = _rss_mb(proc.pid)
+                point = _locust(url, users, SECONDS, tmp_path)
+                point.update(model=model_name, engine=engine, batching=batching, users=users,
+                             rss_before_mb=before, rss_after_mb=_rss_mb(proc.pid))  # fmt: skip
+                results.append(point)
+                print(point, flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    lines = [f"serve load, {shape}, {SECONDS} s per point, "
              f"CPU {os.cpu_count()} cores ({', '.join(isa)})",
-             f"{'model':<18}{'batching':>9}{'users':>6}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}"
-             f"{'fail':>6}{'RSS MB':>14}"]  # fmt: skip
+             f"{'model':<18}{'engine':>12}{'batching':>9}{'users':>6}{'req/s':>8}{'p50 ms':>8}"
+             f"{'p99 ms':>8}{'fail':>6}{'RSS MB':>14}"]  # fmt: skip
     for r in results:
         lines.append(
-            f"{r['model']:<18}{r['batching']:>9}{r['users']:>6}{r['rps']:>8.1f}{r['p50_ms']:>8.0f}"
+            f"{r['model']:<18}{r['engine']:>12}{r['batching']:>9}{r['users']:>6}{r['rps']:>8.1f}"
+            f"{r['p50_ms']:>8.0f}"
             f"{r['p99_ms']:>8.0f}{r['failures']:>6}{r['rss_before_mb']:>7.0f}>{r['rss_after_mb']:<6.0f}"
         )
     print("\n" + "\n".join(lines))
