@@ -10,7 +10,9 @@ Masks are recomputed at `start_epoch` and then every `update_frequency` epochs
 (checked after each optimizer step, when the epoch just completed crosses an
 update point), and once more at `end_epoch` so the target is reached exactly
 there: per tensor, ``round(s * numel)`` weights (``round(s * blocks)`` blocks for
-block masks) are zero. `global_sparsity` ranks all selected tensors together.
+block masks) are zero; N:M masks (``"2:4"``) prune the M - N lowest of every M
+consecutive input weights, so their one sparsity is 1 - N/M (`_nm_keep`).
+`global_sparsity` ranks all selected tensors together.
 Between updates the masks are held like ConstantPruningModifier holds them.
 
 Nothing is held before `start_epoch`: the first update ranks every selected
@@ -29,6 +31,22 @@ from typing import Any, Literal
 from sparse_transfer.modifiers.base import Event, FieldError, Modifier, register_modifier
 
 MASK_TYPES = ("unstructured", "block4", "block")
+#: SparseML's alias for 2:4 (``get_mask_creator_default``: ``tensorrt`` -> N=2, M=4).
+NM_ALIASES = {"tensorrt": (2, 4)}
+#: How far a scheduled target may be from an N:M pattern's sparsity (SparseML's 1e-2).
+NM_TOLERANCE = 1e-2
+
+
+def nm_pattern(mask_type: str | list[int]) -> tuple[int, int] | None:
+    """(N, M) for an ``"N:M"`` mask type (keep N of every M weights), else None."""
+    if not isinstance(mask_type, str):
+        return None
+    if mask_type in NM_ALIASES:
+        return NM_ALIASES[mask_type]
+    parts = mask_type.split(":")
+    if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
+        return int(parts[0]), int(parts[1])
+    return None
 
 
 def interpolate_sparsity(
@@ -100,7 +118,10 @@ class _GradualPruningFields(Modifier):
             )
         if self.update_frequency <= 0 and self.end_epoch > self.start_epoch:
             raise FieldError("update_frequency", f"must be > 0, got {self.update_frequency}")
-        if isinstance(self.mask_type, str) and not (
+        nm = nm_pattern(self.mask_type)
+        if nm is not None:
+            self._validate_nm(nm)
+        elif isinstance(self.mask_type, str) and not (
             self.mask_type in MASK_TYPES
             or (
                 self.mask_type.startswith("block")
@@ -110,12 +131,40 @@ class _GradualPruningFields(Modifier):
         ):
             raise FieldError(
                 "mask_type",
-                f"expected unstructured, block4 (blockN) or [1, N], got {self.mask_type!r}",
+                f"expected unstructured, block4 (blockN), N:M (e.g. 2:4) or [1, N], "
+                f"got {self.mask_type!r}",
             )
         if isinstance(self.mask_type, list) and (
             len(self.mask_type) != 2 or self.mask_type[0] != 1 or self.mask_type[1] < 1
         ):
             raise FieldError("mask_type", f"block shapes must be [1, N], got {self.mask_type!r}")
+
+    def _validate_nm(self, nm: tuple[int, int]) -> None:
+        """N:M: 0 < N < M, and every target the schedule can reach is the pattern's sparsity.
+
+        SparseML's NMPruningMaskCreator raises at the first mask update whose target is
+        more than 1e-2 from ``1 - N/M``; here such a recipe is refused when it loads.
+        """
+        n, m = nm
+        if not 0 < n < m:
+            raise FieldError("mask_type", f"N:M needs 0 < N < M, got {self.mask_type!r}")
+        pattern = 1.0 - n / m
+        for value in self._finals():
+            if abs(value - pattern) > NM_TOLERANCE:
+                raise FieldError(
+                    "final_sparsity",
+                    f"mask_type {self.mask_type} prunes {m - n} of every {m} weights "
+                    f"(sparsity {pattern:g}); got {value}",
+                )
+        if self.end_epoch > self.start_epoch and (
+            not isinstance(self.init_sparsity, float | int)
+            or abs(float(self.init_sparsity) - pattern) > NM_TOLERANCE
+        ):
+            raise FieldError(
+                "init_sparsity",
+                f"mask_type {self.mask_type} has one sparsity ({pattern:g}): set init_sparsity "
+                f"to it too (or start_epoch = end_epoch), got {self.init_sparsity!r}",
+            )
 
     def _finals(self) -> list[float]:
         raw = (
@@ -157,6 +206,9 @@ class _GradualPruningFields(Modifier):
         else:
             groups.append((float(self.final_sparsity), select_params(state.model, self.params)))
         self._groups = groups
+        if nm_pattern(self.mask_type) is not None:
+            for _, selected in groups:
+                self._check_nm_shapes(selected)
         self._init = None if self.init_sparsity == "auto" else float(self.init_sparsity)
         # Nothing is held before start_epoch: zeros the model happens to have now are not
         # "already pruned" (AdamW revives them); the first update ranks every weight by
@@ -248,6 +300,12 @@ class _GradualPruningFields(Modifier):
             to_blocks,
         )
 
+        nm = nm_pattern(self.mask_type)
+        if nm is not None:
+            return [
+                self._nm_keep(selected[name][1], score, name, nm, target)
+                for name, score in zip(selected, scores, strict=True)
+            ]
         size = block_size(self.mask_type)
         infos, ranked = [], []
         for name, score in zip(selected, scores, strict=True):
@@ -269,6 +327,40 @@ class _GradualPruningFields(Modifier):
                 keep = from_blocks(keep.unsqueeze(-1).expand(*keep.shape, size), info)
             out.append(keep)
         return out
+
+    def _nm_keep(self, module: Any, score: Any, name: str, nm: tuple[int, int], target: float):
+        """Keep the N best-scoring of every M consecutive weights along the input axis.
+
+        SparseML's NMPruningMaskCreator: groups of M along the last axis of a Linear
+        weight, ``argsort`` of the scores, the M - N lowest pruned; a target of 0
+        prunes nothing. Weights this modifier already pruned score -1, so they stay
+        pruned. `global_sparsity` does not apply (every group has its own count).
+        """
+        import torch
+        from sparse_transfer.modifiers._masks import from_blocks, input_dim, to_blocks
+
+        n, m = nm
+        if target == 0.0:
+            return torch.ones_like(score, dtype=torch.bool)
+        held = self._held(name)
+        if held is not None:
+            score = torch.where(held.bool(), score, torch.full_like(score, -1.0))
+        groups, info = to_blocks(score, input_dim(module), m)
+        keep = torch.ones_like(groups, dtype=torch.bool)
+        keep.scatter_(-1, torch.argsort(groups, dim=-1)[..., : m - n], False)
+        return from_blocks(keep, info)
+
+    def _check_nm_shapes(self, selected: dict) -> None:
+        from sparse_transfer.modifiers._masks import input_dim
+
+        _, m = nm_pattern(self.mask_type)
+        for name, (p, module) in selected.items():
+            if p.dim() < 2 or p.shape[input_dim(module)] % m:
+                raise FieldError(
+                    "mask_type",
+                    f"{self.mask_type} needs weights whose input axis is a multiple of {m}; "
+                    f"{name} has shape {tuple(p.shape)}",
+                )
 
 
 @register_modifier("GMPruningModifier")

@@ -68,6 +68,7 @@ CASES = {
     "set_lr_weight_decay": (2, False, {"weight_decay_groups"}),
     "gmp_sparse_start": (3, False, {"one_batch_offset"}),
     "gmp_block4": (3, False, {"one_batch_offset"}),
+    "gmp_nm": (3, False, {"one_batch_offset"}),
     "obs_sparse_start": (3, False, {"one_batch_offset"}),
     "obs_block4": (3, False, {"one_batch_offset"}),
     "constant_distillation": (2, True, set()),
@@ -275,7 +276,7 @@ def _sparseml_python() -> str:
 
 
 def _write_data(path: Path, tokenizer, rows: int = 16, length: int = 12) -> None:
-    from sparse_transfer.fixtures import sentiment_rows
+    from sparse_transfer.embedded.fixtures import sentiment_rows
 
     data = sentiment_rows(rows)
     enc = tokenizer(
@@ -292,7 +293,7 @@ def _write_data(path: Path, tokenizer, rows: int = 16, length: int = 12) -> None
 
 def run_cases(python: str, root: Path, cases: list[str]) -> dict[str, tuple[Path, Path]]:
     """Runs `cases` through both sides under `root`; case -> (ours, SparseML) folders."""
-    from sparse_transfer.fixtures import make_tiny_bert
+    from sparse_transfer.embedded.fixtures import make_tiny_bert
     from transformers import AutoTokenizer
 
     model = make_tiny_bert(root / "student", hidden_size=32, sparsity=0.9, seed=0)

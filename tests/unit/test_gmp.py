@@ -1,4 +1,4 @@
-"""GMPruningModifier: schedule values, exact targets, block4 and global sparsity."""
+"""GMPruningModifier: schedule values, exact targets, block4, N:M and global sparsity."""
 
 from __future__ import annotations
 
@@ -192,3 +192,89 @@ def test_block4_kept_exactly_through_training(tmp_path):
         assert int(whole.sum()) == round(0.7 * whole.numel()), name
     # held for the epoch after end_epoch (leave_enabled): the count never moves
     assert all(z == recorder.zeros[3] for z in recorder.zeros[4:])
+
+
+def _nm_groups_zero(p: torch.Tensor, m: int) -> torch.Tensor:
+    """Zeros per group of `m` consecutive weights along a Linear's input axis."""
+    return p.detach().reshape(p.shape[0], -1, m).eq(0).sum(-1)
+
+
+def test_two_four_masks_keep_the_two_largest_of_every_four_and_hold_through_training(tmp_path):
+    model, tok = tiny_model(tmp_path)
+    before = {n: p.detach().clone() for n, p in _encoder_linear(model).items()}
+    gmp = _gmp(init_sparsity=0.5, final_sparsity=0.5, start_epoch=0.0, end_epoch=1.0,
+               update_frequency=0.5, mask_type="2:4")  # fmt: skip
+    trainer = make_trainer(tmp_path, model, tiny_dataset(tok, 16), recipe=[gmp], epochs=2)
+    recorder = _Recorder(model)
+    trainer.add_callback(recorder)
+    trainer.train()
+    for name, p in _encoder_linear(model).items():
+        # exactly 2 of every 4 consecutive input weights are zero (random init: no other zeros)
+        assert torch.equal(_nm_groups_zero(p, 4), torch.full_like(_nm_groups_zero(p, 4), 2)), name
+        assert int((p == 0).sum()) == p.numel() // 2
+    # The first update (start_epoch, before any step) pruned the two smallest of each group
+    # of the initial weights; weights move little in 4 steps, so check on a tensor whose
+    # masks were fixed at that first update: the held zeros never move afterwards.
+    first = recorder.zeros[0]
+    assert all(z == first for z in recorder.zeros)
+    name = "bert.encoder.layer.0.attention.self.query.weight"
+    w0 = before[name].reshape(before[name].shape[0], -1, 4).abs()
+    expected_pruned = torch.zeros_like(w0, dtype=torch.bool)
+    expected_pruned.scatter_(-1, torch.argsort(w0, dim=-1)[..., :2], True)
+    got = _encoder_linear(model)[name].detach().reshape_as(w0).eq(0)
+    assert torch.equal(got, expected_pruned)
+
+
+def test_n_m_fields_are_checked_when_the_recipe_loads():
+    from sparse_transfer.modifiers.magnitude_pruning import nm_pattern
+
+    assert nm_pattern("2:4") == (2, 4) and nm_pattern("tensorrt") == (2, 4)
+    assert nm_pattern("block4") is None and nm_pattern([1, 4]) is None
+    _gmp(init_sparsity=0.75, final_sparsity=0.75, mask_type="1:4")
+    _gmp(init_sparsity=0.5, final_sparsity=0.5, mask_type="tensorrt")
+    with pytest.raises(FieldError, match="final_sparsity.*prunes 2 of every 4"):
+        _gmp(init_sparsity=0.5, final_sparsity=0.9, mask_type="2:4")
+    with pytest.raises(FieldError, match="init_sparsity.*one sparsity"):
+        _gmp(init_sparsity=0.05, final_sparsity=0.5, mask_type="2:4")  # a schedule N:M can't take
+    _gmp(init_sparsity=0.0, final_sparsity=0.5, start_epoch=1.0, end_epoch=1.0, mask_type="2:4")
+    with pytest.raises(FieldError, match="0 < N < M"):
+        _gmp(init_sparsity=0.5, final_sparsity=0.5, mask_type="4:4")
+    with pytest.raises(FieldError, match="OBSPruningModifier supports unstructured or block4"):
+        _gmp(name="OBSPruningModifier", init_sparsity=0.5, final_sparsity=0.5, mask_type="2:4")
+
+
+def test_n_m_refuses_a_weight_whose_input_axis_does_not_divide(tmp_path):
+    model, tok = tiny_model(tmp_path)
+    gmp = _gmp(init_sparsity=0.6, final_sparsity=0.6, end_epoch=0.5, update_frequency=0.25,
+               mask_type="2:5")  # fmt: skip
+    from sparse_transfer.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="2:5 needs weights whose input axis is a multiple of 5"):
+        make_trainer(tmp_path, model, tiny_dataset(tok, 8), recipe=[gmp], epochs=0.5).train()
+
+
+def test_two_four_pattern_is_in_the_exported_onnx_weights(tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+    from sparse_transfer.export import export_onnx
+
+    model, tok = tiny_model(tmp_path)
+    gmp = _gmp(init_sparsity=0.5, final_sparsity=0.5, end_epoch=0.5, update_frequency=0.25,
+               mask_type="2:4")  # fmt: skip
+    make_trainer(tmp_path, model, tiny_dataset(tok, 8), recipe=[gmp], epochs=1).train()
+    saved = tmp_path / "nm"
+    model.save_pretrained(saved)
+    tok.save_pretrained(saved)
+    deployment = export_onnx(saved, "text-classification", format="fp32", sequence_length=16)
+    graph = onnx.load(str(deployment / "model.onnx"))
+    checked = 0
+    for init in graph.graph.initializer:
+        w = numpy_helper.to_array(init)
+        if w.ndim == 2 and w.shape in ((32, 32), (32, 64), (64, 32)):
+            # ONNX MatMul weights are (in, out): groups of 4 run along axis 0
+            groups = (w.T.reshape(w.shape[1], -1, 4) == 0).sum(-1)
+            if (w == 0).mean() > 0.4:  # the pruned encoder Linears (pooler/classifier are dense)
+                assert np.array_equal(groups, np.full_like(groups, 2)), init.name
+                checked += 1
+    assert checked == 12  # 2 layers x (q, k, v, attention out, intermediate, output)
