@@ -92,7 +92,7 @@ real-results-smoke: $(STAMP)
 	$(BIN)/pip install --quiet 'matplotlib>=3.7'
 	$(BIN)/python -m pipelines.results --smoke --out real-results-smoke
 
-.PHONY: sparseml-venv sparseml-diff
+.PHONY: sparseml-venv sparseml-diff deepsparse-venv deepsparse-test
 
 SPARSEML_VENV ?= .sparseml-venv
 
@@ -113,3 +113,24 @@ sparseml-venv: $(SPARSEML_VENV)/.installed
 sparseml-diff: $(STAMP) sparseml-venv
 	SPARSE_TRANSFER_SPARSEML_PYTHON=$(abspath $(SPARSEML_VENV))/bin/python \
 		$(BIN)/python -m pytest -q -p no:xdist -s tests/integration/test_sparseml_diff.py
+
+
+DEEPSPARSE_VENV ?= .deepsparse-venv
+
+## Real DeepSparse 1.8.0 in its own venv: it pins onnx 1.14 / numpy 1.26, so it cannot live in
+## .venv. `benchmark`, `compare` and `serve --engine deepsparse` use it through
+## SPARSE_TRANSFER_DEEPSPARSE_PYTHON (they run core/export/deepsparse_runner.py by path in it).
+$(DEEPSPARSE_VENV)/.installed:
+	test -x $(DEEPSPARSE_VENV)/bin/python || $(PYTHON) -m venv $(DEEPSPARSE_VENV)
+	$(DEEPSPARSE_VENV)/bin/pip install --quiet --upgrade pip
+	$(DEEPSPARSE_VENV)/bin/pip install --quiet 'deepsparse==1.8.0' 'onnx==1.14.1' 'numpy==1.26.4'
+	$(DEEPSPARSE_VENV)/bin/python -c 'import deepsparse, onnx, numpy'
+	touch $@
+
+deepsparse-venv: $(DEEPSPARSE_VENV)/.installed
+
+## The DeepSparse tests (int8 export in DeepSparse, serving through its worker process).
+deepsparse-test: $(STAMP) deepsparse-venv
+	SPARSE_TRANSFER_DEEPSPARSE_PYTHON=$(abspath $(DEEPSPARSE_VENV))/bin/python \
+		$(BIN)/python -m pytest -q -p no:xdist -rs tests/integration/test_deepsparse.py \
+		tests/integration/test_serve.py tests/unit/test_serving_worker.py

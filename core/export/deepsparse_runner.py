@@ -9,8 +9,15 @@ imports only numpy, onnx and deepsparse, so that interpreter runs it by path
     PY deepsparse_runner.py time MODEL.onnx --batch_sizes 1,32 --sequence_length 128 \\
         [--threads N] [--vocab 30522] [--warmup 3] [--iterations 20] [--min_seconds 0]
     PY deepsparse_runner.py compare A.onnx B.onnx ... [--rounds 30] [--iterations 3] [--batch 1] [...]
+    PY deepsparse_runner.py serve MODEL.onnx --batch 8 --sequence_length 128 [--threads N]
 
-DeepSparse compiles for one shape, so both commands run a copy of the graph
+``serve`` is the persistent worker behind ``sparse-transfer serve --engine deepsparse``
+(`sparse_transfer.serving.engines.DeepSparseWorkerEngine`): it compiles once, prints
+one JSON ready line, then answers request frames on stdin with reply frames on
+stdout (`write_frame`: a kind byte, a big-endian 8-byte length, an ``.npz`` payload
+loaded with ``allow_pickle=False``) until stdin ends.
+
+DeepSparse compiles for one shape, so every command runs a copy of the graph
 whose inputs are fixed to ``[batch, sequence_length]``; the deployment itself
 keeps its dynamic axes. Facts printed include ``fraction_of_supported_ops``
 (1.0: no node falls back to DeepSparse's bundled ONNX Runtime).
@@ -19,7 +26,11 @@ keeps its dynamic axes. Facts printed include ``fraction_of_supported_ops``
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
+import signal
+import struct
 import sys
 import tempfile
 import time
@@ -28,6 +39,15 @@ from pathlib import Path
 import numpy as np
 
 ENV_PYTHON = "SPARSE_TRANSFER_DEEPSPARSE_PYTHON"
+
+# The worker's framing: kind (DATA: an .npz payload, ERROR: a UTF-8 message), payload length.
+DATA, ERROR = b"D", b"E"
+HEADER = struct.Struct(">cQ")
+MAX_FRAME_BYTES = 1 << 30  # a longer header is a desynchronised stream, not a request
+
+
+class FrameError(ValueError):
+    """Bytes on the worker's pipe that are not a frame (the stream cannot be trusted after)."""
 
 
 def static_copy(model_path: str | Path, batch: int, length: int, dest: str | Path) -> Path:
@@ -161,6 +181,129 @@ def compare_engines(
         return {p: {"rounds_s": rounds_s[p], **_facts(engines[p][0])} for p in model_paths}
 
 
+def parse_header(header: bytes) -> tuple[bytes, int]:
+    """(kind, payload length) of a frame header, or FrameError."""
+    if len(header) != HEADER.size:
+        raise FrameError(f"frame header of {len(header)} bytes, expected {HEADER.size}")
+    kind, size = HEADER.unpack(header)
+    if kind not in (DATA, ERROR):
+        raise FrameError(f"unknown frame kind {kind!r} (expected {DATA!r} or {ERROR!r})")
+    if size > MAX_FRAME_BYTES:
+        raise FrameError(f"frame of {size} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
+    return kind, size
+
+
+def write_frame(stream, kind: bytes, payload: bytes) -> None:
+    stream.write(HEADER.pack(kind, len(payload)) + payload)
+    stream.flush()
+
+
+def read_frame(stream) -> tuple[bytes, bytes] | None:
+    """The next (kind, payload) on a blocking binary stream; None at a clean end of stream."""
+    header = _read_exact(stream, HEADER.size)
+    if not header:
+        return None
+    if len(header) != HEADER.size:
+        raise FrameError(f"stream ended inside a frame header ({len(header)} bytes)")
+    kind, size = parse_header(header)
+    payload = _read_exact(stream, size)
+    if len(payload) != size:
+        raise FrameError(f"stream ended after {len(payload)} of {size} payload bytes")
+    return kind, payload
+
+
+def _read_exact(stream, size: int) -> bytes:
+    chunks, got = [], 0
+    while got < size:
+        chunk = stream.read(size - got)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def pack_arrays(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def unpack_arrays(payload: bytes) -> dict[str, np.ndarray]:
+    """Arrays of an ``.npz`` payload; never unpickles (object arrays are refused)."""
+    try:
+        data = np.load(io.BytesIO(payload), allow_pickle=False)
+    except Exception as exc:  # not an .npz at all
+        raise FrameError(f"payload is not an .npz archive ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise FrameError("payload is a bare .npy array, expected an .npz archive")
+    with data:
+        return {name: data[name] for name in data.files}
+
+
+def serve_requests(model_path, batch: int, length: int, engine, requests, replies) -> int:
+    """Answers request frames with `engine` until `requests` ends (0) or desynchronises (2).
+
+    A request is an .npz of exactly the graph's inputs, each [batch, length]
+    integers; the reply is an .npz of every graph output. A request that fails
+    gets an ERROR frame and the worker serves on.
+    """
+    import onnx
+
+    names = input_names(model_path)
+    outputs = [o.name for o in onnx.load(str(model_path), load_external_data=False).graph.output]
+    while True:
+        try:
+            frame = read_frame(requests)
+        except FrameError as exc:
+            write_frame(replies, ERROR, f"malformed request frame: {exc}; worker exits".encode())
+            return 2
+        if frame is None:
+            return 0
+        kind, payload = frame
+        try:
+            if kind != DATA:
+                raise FrameError(f"request frame of kind {kind!r}, expected {DATA!r}")
+            feeds = _request_feeds(unpack_arrays(payload), names, batch, length)
+            reply = pack_arrays(dict(zip(outputs, engine.run(feeds), strict=True)))
+        except Exception as exc:  # one bad request; the engine is still good
+            write_frame(replies, ERROR, f"{type(exc).__name__}: {exc}".encode())
+            continue
+        write_frame(replies, DATA, reply)
+
+
+def _request_feeds(arrays, names, batch, length) -> list[np.ndarray]:
+    if sorted(arrays) != sorted(names):
+        raise ValueError(f"request holds inputs {sorted(arrays)}, the graph takes {names}")
+    feeds = []
+    for name in names:
+        x = arrays[name]
+        if x.shape != (batch, length) or x.dtype.kind not in "iu":
+            raise ValueError(
+                f"input {name!r} is {x.dtype}{list(x.shape)}, the engine is compiled for "
+                f"int64[{batch}, {length}]"
+            )
+        feeds.append(np.ascontiguousarray(x, dtype=np.int64))
+    return feeds
+
+
+def serve(model_path, batch: int, length: int, threads: int | None) -> int:
+    """The worker: compile once, print the ready line, serve frames over stdin/stdout."""
+    # Frames own the real stdout; whatever else writes to fd 1 (DeepSparse's banner,
+    # its C++ logs) goes to stderr instead of corrupting the stream.
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    # Ctrl-C reaches the whole process group: the server decides when we stop (EOF).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = compile_engine(model_path, batch, length, threads, Path(tmp))
+        ready = {"ready": True, "pid": os.getpid(), "batch": batch, "sequence_length": length}
+        replies.write((json.dumps({**ready, **_facts(engine)}) + "\n").encode())
+        replies.flush()
+        return serve_requests(model_path, batch, length, engine, sys.stdin.buffer, replies)
+
+
 def _facts(engine) -> dict:
     import deepsparse
 
@@ -222,6 +365,11 @@ def main(argv: list[str] | None = None) -> int:
     p_cmp.add_argument("--warmup", type=int, default=3)
     p_cmp.add_argument("--iterations", type=int, default=3)
     p_cmp.add_argument("--rounds", type=int, default=30)
+    p_serve = sub.add_parser("serve", help="persistent worker: frames over stdin/stdout")
+    p_serve.add_argument("model")
+    p_serve.add_argument("--batch", type=int, required=True)
+    p_serve.add_argument("--sequence_length", type=int, required=True)
+    p_serve.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     for model in args.models if args.command == "compare" else [args.model]:
         warn_if_inexact(model)
@@ -237,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
             args.rounds,
         )
         print(json.dumps(result))
+    elif args.command == "serve":
+        return serve(args.model, args.batch, args.sequence_length, args.threads)
     elif args.command == "run":
         with np.load(args.inputs) as data:
             inputs = {k: data[k] for k in data.files}

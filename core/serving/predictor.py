@@ -21,6 +21,7 @@ from kserve.protocol.infer_type import InferOutput
 from sparse_transfer.serving import metrics, protocol
 from sparse_transfer.serving.batching import AdaptiveBatcher, QueueFull
 from sparse_transfer.serving.codecs import InputError
+from sparse_transfer.serving.engines import close_engine
 from sparse_transfer.serving.load import Loaded, load_deployment
 from sparse_transfer.serving.options import ServeOptions
 
@@ -65,6 +66,12 @@ class DeploymentModel(Model):
             time.perf_counter() - start,
         )
         return True
+
+    def stop(self) -> None:
+        """kserve's teardown hook; the server calls it on shutdown (a DeepSparse worker exits)."""
+        super().stop()
+        if self.loaded is not None:
+            close_engine(self.loaded.engine)
 
     def get_input_types(self) -> list[dict[str, Any]]:
         """``/v2/models/{name}`` metadata: one BYTES input per accepted field."""

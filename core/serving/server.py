@@ -10,7 +10,9 @@ loaded first, so we start kserve's `RESTServer` on a socket we bind ourselves
 from __future__ import annotations
 
 import logging
+import signal
 import socket
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,18 @@ def bind(host: str, port: int) -> socket.socket:
     sock.bind((host, port))
     sock.set_inheritable(True)
     return sock
+
+
+def _exit_on_sigterm() -> None:
+    """SIGTERM becomes SystemExit, so that shutdown code runs.
+
+    uvicorn catches SIGINT/SIGTERM for a graceful shutdown, then restores the
+    previous handlers and re-raises the signals (uvicorn/server.py,
+    ``Server.capture_signals``); with SIGTERM's default action the process would die
+    there, skipping ``finally`` and ``atexit`` (and a DeepSparse worker's close).
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
 
 
 def serve(folder: Path, report: dict[str, Any], options: ServeOptions) -> None:
@@ -64,6 +78,11 @@ def serve(folder: Path, report: dict[str, Any], options: ServeOptions) -> None:
         sock.getsockname()[1],
         workers=1,
     )
+    _exit_on_sigterm()
     threading.Thread(target=model.load, name="load-deployment", daemon=True).start()
     log.info("listening on http://%s:%d (model %r)", *sock.getsockname()[:2], model.name)
-    rest.run(sockets=[sock])
+    try:
+        rest.run(sockets=[sock])
+    finally:
+        model.stop()  # engines holding a process (the DeepSparse worker) release it
+        log.info("stopped")
