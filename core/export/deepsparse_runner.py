@@ -12,7 +12,7 @@ imports only numpy, onnx and deepsparse, so that interpreter runs it by path
     PY deepsparse_runner.py serve MODEL.onnx --batch 8 --sequence_length 128 [--threads N]
 
 ``serve`` is the persistent worker behind ``sparse-transfer serve --engine deepsparse``
-(`sparse_transfer.serving.engines.DeepSparseWorkerEngine`): it compiles once, prints
+(`sparse_transfer.serving.deepsparse_engines.DeepSparseWorkerEngine`): it compiles once, prints
 one JSON ready line, then answers request frames on stdin with reply frames on
 stdout (`write_frame`: a kind byte, a big-endian 8-byte length, an ``.npz`` payload
 loaded with ``allow_pickle=False``) until stdin ends.

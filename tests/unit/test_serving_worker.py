@@ -20,7 +20,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 from sparse_transfer.export import deepsparse_runner as runner
-from sparse_transfer.serving import engines
+from sparse_transfer.serving import deepsparse_engines, engines
 from sparse_transfer.serving.options import ServingError
 
 NAMES = ["input_ids", "attention_mask"]
@@ -317,10 +317,10 @@ def test_per_token_outputs_are_cut_back_to_the_batch_width(tmp_path):
              helper.make_node("Cast", ["input_ids"], ["logits"], to=TensorProto.FLOAT)]  # fmt: skip
     graph = helper.make_graph(nodes, "g", [ids], [start, logits])
     onnx.save(helper.make_model(graph), str(tmp_path / "model.onnx"))
-    names, per_token = engines._graph_outputs(tmp_path / "model.onnx")
+    names, per_token = deepsparse_engines._graph_outputs(tmp_path / "model.onnx")
     assert names == ["start_logits", "logits"] and per_token == {"start_logits"}
     full = {k: np.zeros((BATCH, LENGTH)) for k in names}  # as compiled: 4 x 8
-    cut = engines._unpadded(full, per_token, n=3, width=5)
+    cut = deepsparse_engines._unpadded(full, per_token, n=3, width=5)
     assert cut["start_logits"].shape == (3, 5) and cut["logits"].shape == (3, LENGTH)
 
 
