@@ -66,18 +66,24 @@ def stage_full_range(
     recipe.write_text(full_range_recipe(Path(resolve(params["recipe"], "recipe")).read_text()))
     overrides = {**size.get("overrides", {}), "recipe": str(recipe), "publish_stub": ""}
     root_name = "pipeline-full-range"
-    try:
-        run = run_config(out, "real-results-sparse.yaml", overrides, root_name)
-        failure = ""
-    except PipelineError as exc:
-        run, failure = {"passed": False, "published": "", "report": ""}, str(exc)
-        log.warning("full-range run failed: %s", failure.splitlines()[0])
+    record = work / "run.json"  # the run's outcome: a rerun of this stage reuses the run
+    if record.is_file():
+        kept = json.loads(record.read_text())
+        run, failure = kept["run"], kept["failure"]
+    else:
+        try:
+            run = run_config(out, "real-results-sparse.yaml", overrides, root_name)
+            failure = ""
+        except PipelineError as exc:
+            run, failure = {"passed": False, "published": "", "report": ""}, str(exc)
+            log.warning("full-range run failed: %s", failure.splitlines()[0])
+        record.write_text(json.dumps({"run": run, "failure": failure}))
     root = out / root_name
     model = _one(root, "**/sparse_model/quantization.json", "trained models")
     deployment = _one(root, "**/deployment/export_report.json", "deployments")
     if model is None:
         raise RuntimeError(f"the full-range run trained no model: {failure}")
-    qat = json.loads((model / "quantization.json").read_text())
+    qat = json.loads((model / "quantization.json").read_text())["config"]
     if qat.get("reduce_weight_range") is not False:
         raise RuntimeError(f"{model}: quantization.json is not full range: {qat}")
     accuracy: dict[str, dict[str, float | None]] = {"torch QAT": {}, "int8 ONNX": {}}
