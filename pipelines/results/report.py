@@ -106,7 +106,14 @@ def _weight_range_lines(results: dict[str, Any], datasets: list[str]) -> list[st
         lines.append(f"| {name} | " + " | ".join(_cell(row.get(d)) for d in datasets) + " |")
     export = full.get("export", {})
     lines += ["", f"Full-range export: {export.get('summary') or 'n/a'}", ""]
-    return lines
+    for d, p in full.get("paired", {}).items():
+        lines.append(
+            f"- {DATASET_TITLES.get(d, d)}, int8 ONNX row by row: full range {p['b_minus_a']:+.2f} "
+            f"points vs 7-bit ({p['only_b_right']} rows only full range gets right, "
+            f"{p['only_a_right']} only 7-bit; paired standard error "
+            f"{p['paired_standard_error']:.2f})"
+        )
+    return lines + ([""] if full.get("paired") else [])
 
 
 def _sparseml_lines(results: dict[str, Any], datasets: list[str]) -> list[str]:

@@ -95,7 +95,74 @@ def stage_full_range(
         )
     export = _export_facts(deployment, failure)
     log.info("full-range accuracy: %s; export: %s", accuracy, export.get("summary"))
-    return {"accuracy": accuracy, "export": export, "run": run, "failure": failure}
+    paired = {}
+    if deployment is not None:
+        seven_bit = Path(resolve(params["publish_stub"], "deployment"))
+        for ds in DATASETS:
+            rows = out / "data" / f"validation_{ds}.jsonl"
+            paired[ds] = paired_predictions(seven_bit, deployment, rows, params)
+        log.info("7-bit vs full range, paired: %s", paired)
+    return {
+        "accuracy": accuracy,
+        "export": export,
+        "paired": paired,
+        "run": run,
+        "failure": failure,
+    }
+
+
+def paired_standard_error(only_a: int, only_b: int, n: int) -> float:
+    """Standard error (points) of ``acc(b) - acc(a)`` on the same `n` rows.
+
+    Per row the difference is +1 (only b right), -1 (only a right) or 0; its sample
+    variance over n rows, divided by n: ``sqrt(n01 + n10 - (n01 - n10)^2 / n) / n``.
+    """
+    return 100 * (only_a + only_b - (only_b - only_a) ** 2 / n) ** 0.5 / n
+
+
+def paired_predictions(
+    a: Path, b: Path, rows_file: Path, params: dict[str, Any]
+) -> dict[str, float | int]:
+    """Both deployments' predictions on the same labelled rows, compared row by row.
+
+    Accuracy on the same 1,000 rows moves by about 1.3 points from sampling alone, but
+    two models that disagree on a dozen rows differ far less than that: the paired
+    standard error of ``acc(b) - acc(a)`` is ``sqrt(n01 + n10 - (n01 - n10)^2 / n) / n``
+    (n01: rows only `b` gets right, n10: only `a`), McNemar's setting.
+    """
+    import numpy as np
+    from sparse_transfer.runtime import OnnxModel
+    from transformers import AutoTokenizer
+
+    rows = [json.loads(line) for line in rows_file.read_text().splitlines() if line.strip()]
+    labels = np.array([r[params["label_column_name"]] for r in rows])
+    texts = [r[params["input_column_names"]] for r in rows]
+    right = {}
+    for name, folder in (("a", a), ("b", b)):
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        model = OnnxModel(folder)
+        predicted = []
+        for start in range(0, len(rows), 64):
+            features = tokenizer(
+                texts[start : start + 64], padding="max_length", truncation=True,
+                max_length=int(params["max_seq_length"]), return_tensors="np",
+            )  # fmt: skip
+            predicted.append(model(dict(features))["logits"].argmax(-1))
+        right[name] = np.concatenate(predicted) == labels
+    n = len(rows)
+    only_b = int((~right["a"] & right["b"]).sum())
+    only_a = int((right["a"] & ~right["b"]).sum())
+    return {
+        "rows": n,
+        "accuracy_a": round(100 * float(right["a"].mean()), 2),
+        "accuracy_b": round(100 * float(right["b"].mean()), 2),
+        "b_minus_a": round(100 * (only_b - only_a) / n, 2),
+        "only_b_right": only_b,
+        "only_a_right": only_a,
+        "paired_standard_error": round(
+            100 * ((only_b + only_a - (only_b - only_a) ** 2 / n) ** 0.5) / n, 2
+        ),
+    }
 
 
 def _export_facts(deployment: Path | None, failure: str) -> dict[str, Any]:

@@ -149,3 +149,16 @@ def test_sparseml_stage_names_what_is_missing(monkeypatch, tmp_path):
     monkeypatch.setenv(ENV_PYTHON, str(tmp_path / "nope"))
     python, why = sparseml_python()
     assert python is None and "is not an executable file" in why
+
+
+def test_paired_standard_error_is_the_per_row_difference_spread():
+    import numpy as np
+
+    from pipelines.results.weight_range import paired_standard_error
+
+    # 1,000 rows, 6 only b gets right, 5 only a: the per-row difference is +1 x6, -1 x5, 0 x989
+    diff = np.array([1] * 6 + [-1] * 5 + [0] * 989, dtype=float)
+    expected = 100 * diff.std(ddof=0) * np.sqrt(len(diff)) / len(diff)
+    assert paired_standard_error(5, 6, 1000) == pytest.approx(expected)
+    assert paired_standard_error(5, 6, 1000) == pytest.approx(0.3316, abs=1e-4)
+    assert paired_standard_error(0, 0, 1000) == 0.0  # identical predictions: no noise at all
