@@ -140,12 +140,15 @@ def _sparseml_lines(results: dict[str, Any], datasets: list[str]) -> list[str]:
         lines.append(
             f"| {name} | " + " | ".join(_cell(row.get(d), teacher[d]) for d in datasets) + " |"
         )
-    lines += [
-        "",
-        f"In brackets: points vs the dense teacher. SparseML trained in {sml['train_seconds']:.0f} s.",
-        "",
-    ]
-    return lines
+    lines += ["", "In brackets: points vs the dense teacher.", ""]
+    for d, p in sml.get("paired_vs_ours_onnx", {}).items():
+        lines.append(
+            f"- {DATASET_TITLES.get(d, d)}, row by row: SparseML {p['b_minus_a']:+.2f} points vs "
+            f"our int8 ONNX ({p['only_b_right']} rows only SparseML gets right, "
+            f"{p['only_a_right']} only ours; paired standard error "
+            f"{p['paired_standard_error']:.2f})"
+        )
+    return lines + ([""] if sml.get("paired_vs_ours_onnx") else [])
 
 
 def markdown(results: dict[str, Any]) -> str:

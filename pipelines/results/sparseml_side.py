@@ -20,6 +20,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from pipelines.results.weight_range import onnx_right, paired_stats
+
 log = logging.getLogger("pipelines.results")
 
 ENV_PYTHON = "SPARSE_TRANSFER_SPARSEML_PYTHON"
@@ -129,13 +131,16 @@ def stage_sparseml(out: Path, size: dict[str, Any], params: dict[str, Any]) -> d
         _run(train_argv, work / "train.log")
     train_metrics = json.loads((model_dir / "train_results.json").read_text())
     _weights_sparseml_reloads(python, model_dir, work)
-    accuracy = {}
+    accuracy: dict[str, float] = {}
+    paired: dict[str, dict] = {}  # a = our int8 ONNX deployment, b = SparseML's QAT model
+    ours = Path(resolve(params["publish_stub"], "deployment"))
     for ds in DATASETS:
         eval_dir = work / f"eval-{ds}"
         eval_argv = [
             python, "-m", "sparseml.transformers.text_classification",
             "--model_name_or_path", str(model_dir),
             "--output_dir", str(eval_dir), "--overwrite_output_dir", "--do_eval",
+            "--do_predict", "--test_file", str(data / f"validation_{ds}.json"),
             *_data_args(params, data / "train.json", data / f"validation_{ds}.json"),
         ]  # fmt: skip
         if size.get("eval_max_samples"):
@@ -146,13 +151,33 @@ def stage_sparseml(out: Path, size: dict[str, Any], params: dict[str, Any]) -> d
         metrics = json.loads((eval_dir / "eval_results.json").read_text())
         accuracy[ds] = round(100 * float(metrics["eval_accuracy"]), 2)
         log.info("SparseML 1.8 accuracy on %s: %.2f", ds, accuracy[ds])
+        rows_file = out / "data" / f"validation_{ds}.jsonl"
+        paired[ds] = paired_stats(
+            onnx_right(ours, rows_file, params),
+            _sparseml_right(eval_dir / "predict_results_None.txt", rows_file, params),
+        )
+        log.info("SparseML vs our int8 ONNX on %s, paired: %s", ds, paired[ds])
     return {
         "accuracy": accuracy,
+        "paired_vs_ours_onnx": paired,
         "train_seconds": round(float(train_metrics["train_runtime"]), 1),
         "train_metrics": train_metrics,
         "sparseml_version": _version(python),
         "command": [str(a) for a in train_argv[1:]],
     }
+
+
+def _sparseml_right(predictions: Path, rows_file: Path, params: dict[str, Any]):
+    """Per row: is SparseML's ``--do_predict`` prediction (``index<TAB>label``) the label?"""
+    import numpy as np
+
+    rows = [json.loads(line) for line in rows_file.read_text().splitlines() if line.strip()]
+    lines = predictions.read_text().splitlines()[1:]  # header: index, prediction
+    predicted = {int(i): int(p) for i, p in (line.split("\t") for line in lines)}
+    if sorted(predicted) != list(range(len(rows))):
+        raise RuntimeError(f"{predictions}: {len(predicted)} predictions for {len(rows)} rows")
+    labels = np.array([r[params["label_column_name"]] for r in rows])
+    return np.array([predicted[i] for i in range(len(rows))]) == labels
 
 
 def _weights_sparseml_reloads(python: str, model_dir: Path, work: Path) -> None:

@@ -100,7 +100,9 @@ def stage_full_range(
         seven_bit = Path(resolve(params["publish_stub"], "deployment"))
         for ds in DATASETS:
             rows = out / "data" / f"validation_{ds}.jsonl"
-            paired[ds] = paired_predictions(seven_bit, deployment, rows, params)
+            paired[ds] = paired_stats(
+                onnx_right(seven_bit, rows, params), onnx_right(deployment, rows, params)
+            )
         log.info("7-bit vs full range, paired: %s", paired)
     return {
         "accuracy": accuracy,
@@ -120,16 +122,8 @@ def paired_standard_error(only_a: int, only_b: int, n: int) -> float:
     return 100 * (only_a + only_b - (only_b - only_a) ** 2 / n) ** 0.5 / n
 
 
-def paired_predictions(
-    a: Path, b: Path, rows_file: Path, params: dict[str, Any]
-) -> dict[str, float | int]:
-    """Both deployments' predictions on the same labelled rows, compared row by row.
-
-    Accuracy on the same 1,000 rows moves by about 1.3 points from sampling alone, but
-    two models that disagree on a dozen rows differ far less than that: the paired
-    standard error of ``acc(b) - acc(a)`` is ``sqrt(n01 + n10 - (n01 - n10)^2 / n) / n``
-    (n01: rows only `b` gets right, n10: only `a`), McNemar's setting.
-    """
+def onnx_right(folder: Path, rows_file: Path, params: dict[str, Any]):
+    """Per row of `rows_file`: does the deployment at `folder` predict its label?"""
     import numpy as np
     from sparse_transfer.runtime import OnnxModel
     from transformers import AutoTokenizer
@@ -137,31 +131,32 @@ def paired_predictions(
     rows = [json.loads(line) for line in rows_file.read_text().splitlines() if line.strip()]
     labels = np.array([r[params["label_column_name"]] for r in rows])
     texts = [r[params["input_column_names"]] for r in rows]
-    right = {}
-    for name, folder in (("a", a), ("b", b)):
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        model = OnnxModel(folder)
-        predicted = []
-        for start in range(0, len(rows), 64):
-            features = tokenizer(
-                texts[start : start + 64], padding="max_length", truncation=True,
-                max_length=int(params["max_seq_length"]), return_tensors="np",
-            )  # fmt: skip
-            predicted.append(model(dict(features))["logits"].argmax(-1))
-        right[name] = np.concatenate(predicted) == labels
-    n = len(rows)
-    only_b = int((~right["a"] & right["b"]).sum())
-    only_a = int((right["a"] & ~right["b"]).sum())
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    model = OnnxModel(folder)
+    predicted = []
+    for start in range(0, len(rows), 64):
+        features = tokenizer(
+            texts[start : start + 64], padding="max_length", truncation=True,
+            max_length=int(params["max_seq_length"]), return_tensors="np",
+        )  # fmt: skip
+        predicted.append(model(dict(features))["logits"].argmax(-1))
+    return np.concatenate(predicted) == labels
+
+
+def paired_stats(right_a, right_b) -> dict[str, float | int]:
+    """Two models' per-row correctness on the same rows: accuracies, and b - a with its
+    paired standard error (`paired_standard_error`)."""
+    n = len(right_a)
+    only_b = int((~right_a & right_b).sum())
+    only_a = int((right_a & ~right_b).sum())
     return {
         "rows": n,
-        "accuracy_a": round(100 * float(right["a"].mean()), 2),
-        "accuracy_b": round(100 * float(right["b"].mean()), 2),
+        "accuracy_a": round(100 * float(right_a.mean()), 2),
+        "accuracy_b": round(100 * float(right_b.mean()), 2),
         "b_minus_a": round(100 * (only_b - only_a) / n, 2),
         "only_b_right": only_b,
         "only_a_right": only_a,
-        "paired_standard_error": round(
-            100 * ((only_b + only_a - (only_b - only_a) ** 2 / n) ** 0.5) / n, 2
-        ),
+        "paired_standard_error": round(paired_standard_error(only_a, only_b, n), 2),
     }
 
 
