@@ -7,7 +7,8 @@ BENCH_CONCURRENCY (1,8,32); BENCH_ENGINES (onnxruntime; add deepsparse where it 
 BENCH_OUT (JSON result path)). Random weights are fine for speed. With BENCH_DENSE and
 BENCH_SPARSE naming deployment folders (the real-results run's dense FP32 ONNX and its
 published 90% sparse int8 deployment) those are served instead, and BENCH_TEXTS names a
-JSONL file whose ``sentence`` fields are the requests (the real validation sentences).
+JSONL file whose ``sentence`` fields are the requests (the real validation sentences);
+BENCH_MAX_SEQ_LENGTH sets the server's ``--max_seq_length`` (what DeepSparse compiles for).
 
 For dense FP32 and 90%-sparse int8 (QAT export), batching on (max 16 instances, 5 ms) and off
 (one request per engine call), and each concurrency, locust's users post v2 inference
@@ -183,6 +184,8 @@ def test_serving_load_dense_fp32_vs_sparse_int8(tmp_path):
     for model_name, deployment, engine, batching, flags in runs:
         if engine != "onnxruntime":
             flags = [*flags, "--engine", engine]
+        if os.environ.get("BENCH_MAX_SEQ_LENGTH"):
+            flags = [*flags, "--max_seq_length", os.environ["BENCH_MAX_SEQ_LENGTH"]]
         label = f"{model_name}-{engine}-{batching}"
         proc, url = _start(deployment, tmp_path / f"{label}.log", flags)
         try:
