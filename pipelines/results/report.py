@@ -289,6 +289,9 @@ def write_report(results: dict[str, Any], docs: Path, out: Path, cards: bool = T
         report = slim.get(key, {}).pop("report", "")
         if report:
             (docs / f"pipeline-report-{key}.md").write_text(report)
+    full_range_run = slim.get("full_range", {}).get("run", {})
+    if full_range_run.get("report"):
+        (docs / "pipeline-report-full-range.md").write_text(full_range_run.pop("report"))
     (docs / "results.json").write_text(json.dumps(slim, indent=2) + "\n")
     plot_accuracy(results["accuracy"]["accuracy"], docs / "accuracy.png")
     if results.get("sweep", {}).get("points"):
