@@ -339,6 +339,33 @@ def test_same_as_sparseml_up_to_named_allowances(traces, case):
     assert diff.used == CASES[case][2], (case, diff.used)
 
 
+def test_our_half_runs_without_sparseml(tmp_path):
+    """Our side of the harness, in the default suite: CI has no SparseML venv, so without
+    this the suite could break unseen (it did once, on a moved import). The 2:4 case is
+    checked for what it must produce: from the first mask update on (epoch 1), exactly 2
+    zeros in every group of 4 consecutive input weights of every watched tensor."""
+    from sparse_transfer.embedded.fixtures import make_tiny_bert
+    from transformers import AutoTokenizer
+
+    model = make_tiny_bert(tmp_path / "student", hidden_size=32, sparsity=0.9, seed=0)
+    _write_data(tmp_path / "data.npz", AutoTokenizer.from_pretrained(str(model)))
+    epochs = CASES["gmp_nm"][0]
+    spec = dict(
+        model=str(model), teacher=None, data=str(tmp_path / "data.npz"),
+        recipe=str(RECIPES / "gmp_nm.yaml"), watch=WATCH, steps_per_epoch=STEPS_PER_EPOCH,
+        batch_size=BATCH, steps=epochs * STEPS_PER_EPOCH, lr=1e-3, weight_decay=0.0,
+        out=str(tmp_path / "ours"),
+    )  # fmt: skip
+    run_ours(spec)
+    trace, zeros = _loop.read(tmp_path / "ours")
+    assert len(trace["steps"]) == epochs * STEPS_PER_EPOCH and trace["names"]
+    for step in range(STEPS_PER_EPOCH, epochs * STEPS_PER_EPOCH):
+        for i, name in enumerate(trace["names"]):
+            z = zeros[f"s{step}_p{i}"]
+            per_group = z.reshape(z.shape[0], -1, 4).sum(-1)
+            assert (per_group == 2).all(), (step, name)
+
+
 def test_allowances_are_documented():
     text = (Path(__file__).resolve().parents[2] / "docs" / "sparseml-differences.md").read_text()
     for name in ALLOWANCES:
