@@ -131,11 +131,13 @@ def _embed(model, tokenizer, sentences: list[str], max_length: int):
     batch = tokenizer(
         sentences, truncation=True, max_length=max_length, padding=True, return_tensors="pt"
     )
+    device = next(model.parameters()).device  # after a GPU run the models are on the GPU
+    batch = {k: v.to(device) for k, v in batch.items()}
     with torch.no_grad():
         hidden = model(**batch).last_hidden_state
     mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
     pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-    return torch.nn.functional.normalize(pooled, dim=-1)
+    return torch.nn.functional.normalize(pooled, dim=-1).cpu()
 
 
 def gmp_prune(
@@ -149,8 +151,12 @@ def gmp_prune(
     eval_sentences: list[str],
     seed: int = 0,
     callbacks: list | None = None,
+    use_cpu: bool = True,
 ) -> dict[str, Any]:
     """Prunes the encoder in `dense_dir` with the GMP recipe; saves model + tokenizer + recipe.
+
+    `use_cpu` False lets the Trainer take a GPU (a longer upstream run); the default keeps
+    zoo seeding on the CPU, where its figures are reproducible on any machine.
 
     Returns:
         Facts for the model card: encoder sparsity, overall prunable sparsity,
@@ -182,6 +188,8 @@ def gmp_prune(
     student = copy.deepcopy(teacher)
     for p in teacher.parameters():
         p.requires_grad_(False)
+    if not use_cpu and torch.cuda.is_available():
+        teacher.to("cuda")  # held outside the module's parameters, so the Trainer won't move it
     module = _distillation_module(student, teacher)
     recipe = load_recipe(GMP_RECIPE, recipe_args)
     args = TrainingArguments(
@@ -191,7 +199,7 @@ def gmp_prune(
         save_strategy="no",
         report_to=[],
         logging_steps=max(1, len(sentences) // batch_size // 4),
-        use_cpu=True,
+        use_cpu=use_cpu,
         dataloader_num_workers=0,
         disable_tqdm=True,
         seed=seed,
