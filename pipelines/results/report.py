@@ -78,6 +78,12 @@ def plot_sweep(
     plt.close(fig)
 
 
+def _table_head(first: str, datasets: list[str]) -> list[str]:
+    """The header and rule of a table with one column per dataset."""
+    titles = " | ".join(DATASET_TITLES.get(d, d) for d in datasets)
+    return [f"| {first} | {titles} |", "|---|" + "---:|" * len(datasets)]
+
+
 def _cell(value: float | None, base: float | None = None) -> str:
     if value is None:
         return "n/a"
@@ -99,8 +105,7 @@ def _weight_range_lines(results: dict[str, Any], datasets: list[str]) -> list[st
     lines = [
         "### int8 weights: 7-bit (exact on every CPU) vs full range (exact with VNNI only)",
         "",
-        "| variant | " + " | ".join(DATASET_TITLES.get(d, d) for d in datasets) + " |",
-        "|---|" + "---:|" * len(datasets),
+        *_table_head("variant", datasets),
     ]
     for name, row in rows.items():
         lines.append(f"| {name} | " + " | ".join(_cell(row.get(d)) for d in datasets) + " |")
@@ -133,8 +138,7 @@ def _sparseml_lines(results: dict[str, Any], datasets: list[str]) -> list[str]:
     lines = [
         "### Side by side with SparseML 1.8 (same upstream, recipe, teacher, data, length, seed)",
         "",
-        "| trainer | " + " | ".join(DATASET_TITLES.get(d, d) for d in datasets) + " |",
-        "|---|" + "---:|" * len(datasets),
+        *_table_head("trainer", datasets),
     ]
     for name, row in rows.items():
         lines.append(
@@ -160,8 +164,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines += [
         "### Accuracy (validation, %)",
         "",
-        "| model | " + " | ".join(DATASET_TITLES.get(d, d) for d in datasets) + " |",
-        "|---|" + "---:|" * len(datasets),
+        *_table_head("model", datasets),
     ]
     for name, row in acc.items():
         cells = []

@@ -20,7 +20,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from pipelines.results.weight_range import onnx_right, paired_stats
+from pipelines.results.paired import onnx_right, paired_stats
 
 log = logging.getLogger("pipelines.results")
 

@@ -154,7 +154,7 @@ def test_sparseml_stage_names_what_is_missing(monkeypatch, tmp_path):
 def test_paired_standard_error_is_the_per_row_difference_spread():
     import numpy as np
 
-    from pipelines.results.weight_range import paired_standard_error
+    from pipelines.results.paired import paired_standard_error
 
     # 1,000 rows, 6 only b gets right, 5 only a: the per-row difference is +1 x6, -1 x5, 0 x989
     diff = np.array([1] * 6 + [-1] * 5 + [0] * 989, dtype=float)
