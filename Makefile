@@ -119,7 +119,7 @@ DEEPSPARSE_VENV ?= .deepsparse-venv
 
 ## Real DeepSparse 1.8.0 in its own venv: it pins onnx 1.14 / numpy 1.26, so it cannot live in
 ## .venv. `benchmark`, `compare` and `serve --engine deepsparse` use it through
-## SPARSE_TRANSFER_DEEPSPARSE_PYTHON (they run core/export/deepsparse_runner.py by path in it).
+## SPARSE_TRANSFER_DEEPSPARSE_PYTHON (they run core/sparse_transfer/export/deepsparse_runner.py by path in it).
 $(DEEPSPARSE_VENV)/.installed:
 	test -x $(DEEPSPARSE_VENV)/bin/python || $(PYTHON) -m venv $(DEEPSPARSE_VENV)
 	$(DEEPSPARSE_VENV)/bin/pip install --quiet --upgrade pip

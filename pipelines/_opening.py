@@ -10,11 +10,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from kfp.dsl import PipelineTask
-from sparse_transfer.tasks.flags import DATA_FLAGS
-from sparse_transfer.tasks.flags import TRAINING_FLAGS as SCHEMA_TRAINING_FLAGS
 
 from components import configure_training, fetch_data
 from pipelines._settings import io_step, resources
+from sparse_transfer.tasks.flags import DATA_FLAGS
+from sparse_transfer.tasks.flags import TRAINING_FLAGS as SCHEMA_TRAINING_FLAGS
 
 # Names from the one flag schema (sparse_transfer.tasks.flags); tests/unit/test_flag_schema.py
 # checks that both pipelines' signatures and the components spell them as the schema does.

@@ -173,6 +173,7 @@ def _api_errors(handler):
     @functools.wraps(handler)
     def wrapped(args: argparse.Namespace) -> int:
         from kfp_server_api.exceptions import ApiException
+
         from sparse_transfer.errors import PipelineError
 
         try:

@@ -131,6 +131,7 @@ def run_local(
     (`without_retries`): a failed step fails the run at once.
     """
     from kfp import local
+
     from sparse_transfer.pipeline.config import validate_parameters
 
     config = read_config(config_path)

@@ -46,14 +46,15 @@ def training_step_benchmark(
         work: scratch folder for the trainers' output dirs.
     """
     import torch
-    from sparse_transfer.recipe import Recipe
-    from sparse_transfer.training.trainer import SparseTrainer
     from transformers import (
         AutoModelForSequenceClassification,
         Trainer,
         TrainerCallback,
         TrainingArguments,
     )
+
+    from sparse_transfer.recipe import Recipe
+    from sparse_transfer.training.trainer import SparseTrainer
 
     class Timer(TrainerCallback):
         def __init__(self):

@@ -28,6 +28,7 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     import torch
     from safetensors.torch import load_file, save_file
+
     from sparse_transfer.embedded import upstream
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])

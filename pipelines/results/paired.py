@@ -24,8 +24,9 @@ def paired_standard_error(only_a: int, only_b: int, n: int) -> float:
 def onnx_right(folder: Path, rows_file: Path, params: dict[str, Any]):
     """Per row of `rows_file`: does the deployment at `folder` predict its label?"""
     import numpy as np
-    from sparse_transfer.runtime import OnnxModel
     from transformers import AutoTokenizer
+
+    from sparse_transfer.runtime import OnnxModel
 
     rows = [json.loads(line) for line in rows_file.read_text().splitlines() if line.strip()]
     labels = np.array([r[params["label_column_name"]] for r in rows])

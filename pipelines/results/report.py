@@ -249,9 +249,8 @@ def markdown(results: dict[str, Any]) -> str:
 
 def update_cards(results: dict[str, Any]) -> None:
     """Adds the per-dataset accuracies (and speed/size facts) to the published zoo cards."""
-    from sparse_transfer import zoo
-
     from pipelines.results.run import SPARSE_STUB, TEACHER_STUB
+    from sparse_transfer import zoo
 
     acc = results["accuracy"]["accuracy"]
     inf = results["inference"]

@@ -57,10 +57,9 @@ def stage_full_range(
         run_config: `run._run_config` (runs a pipeline config locally with overrides).
         evaluate: (model or deployment folder, validation file, work dir) -> accuracy %.
     """
+    from pipelines.client import PipelineError
     from sparse_transfer.embedded.movie_reviews import DATASETS
     from sparse_transfer.zoo import resolve
-
-    from pipelines.client import PipelineError
 
     work = out / "full-range"
     work.mkdir(parents=True, exist_ok=True)

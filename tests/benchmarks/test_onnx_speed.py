@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from sparse_transfer.embedded.fixtures import prune_by_magnitude, write_tokenizer
 from sparse_transfer.export import benchmark, compare, export_onnx
 from sparse_transfer.export.onnx_export import input_names_for, sample_inputs

@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 import requests
 import torch
+
 from sparse_transfer.embedded.fixtures import (
     NEGATIVE,
     NEUTRAL,

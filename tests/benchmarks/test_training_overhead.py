@@ -16,9 +16,6 @@ import time
 
 import pytest
 import torch
-from sparse_transfer.embedded.fixtures import make_tiny_bert
-from sparse_transfer.modifiers import known_modifiers
-from sparse_transfer.training.trainer import SparseTrainer
 from transformers import (
     AutoModelForSequenceClassification,
     Trainer,
@@ -26,6 +23,9 @@ from transformers import (
     TrainingArguments,
 )
 
+from sparse_transfer.embedded.fixtures import make_tiny_bert
+from sparse_transfer.modifiers import known_modifiers
+from sparse_transfer.training.trainer import SparseTrainer
 from tests.unit._train_utils import ListDataset, mod
 
 pytestmark = pytest.mark.benchmark

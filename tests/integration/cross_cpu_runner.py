@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-CPU_FEATURES = Path(__file__).resolve().parents[2] / "core/runtime/cpu_features.py"
+CPU_FEATURES = Path(__file__).resolve().parents[2] / "core/sparse_transfer/runtime/cpu_features.py"
 
 
 def _cpu_features():

@@ -10,9 +10,9 @@ from __future__ import annotations
 import shutil
 
 import pytest
+
 from sparse_transfer.cli import main
 from sparse_transfer.embedded import fixtures
-
 from tests.unit.test_cli_errors import one_error_line
 
 pytestmark = pytest.mark.integration

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from sparse_transfer.embedded.fixtures import make_tiny_bert
 from sparse_transfer.export import export_onnx
 from sparse_transfer.export.onnx_export import (

@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+
 from sparse_transfer.embedded.fixtures import make_tiny_bert
 from sparse_transfer.export import deepsparse_runner as runner
 from sparse_transfer.export import export_onnx

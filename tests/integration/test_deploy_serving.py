@@ -151,6 +151,7 @@ def test_chart_renders_no_serving_objects_by_default():
 
 def test_chart_inference_service_is_schema_valid_and_matches_the_builder():
     import kubernetes_validate
+
     from sparse_transfer.serving.inference_service import inference_service
 
     docs = _render(

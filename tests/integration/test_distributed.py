@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from sparse_transfer.embedded import fixtures
 from sparse_transfer.recipe import builtin_recipe_path
 

@@ -11,6 +11,7 @@ import onnx
 import pytest
 import torch
 from onnx import numpy_helper
+
 from sparse_transfer.embedded.fixtures import (
     make_tiny_bert,
     sentiment_rows,
@@ -441,9 +442,9 @@ def test_distilbert_attention_matmuls_export_as_int8(tmp_path):
 def test_obs_block4_pattern_survives_qat_and_int8_export(tmp_path):
     """An oBS block4 model (trained with SparseTrainer) exports with every 4-block along
     the input axis all zero or all non-zero, and exactly round(0.75 * blocks) zero blocks."""
-    from sparse_transfer.modifiers import modifier_class
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from sparse_transfer.modifiers import modifier_class
     from tests.unit._train_utils import make_trainer, tiny_dataset
 
     src = make_tiny_bert(tmp_path / "dense", hidden_size=32)

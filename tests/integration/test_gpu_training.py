@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from sparse_transfer.cli import main
 from sparse_transfer.embedded import fixtures
 from sparse_transfer.recipe import builtin_recipe_path

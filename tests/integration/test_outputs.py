@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from sparse_transfer import storage, zoo
 from sparse_transfer.cli import main
 from sparse_transfer.embedded import fixtures

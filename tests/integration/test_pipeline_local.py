@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from sparse_transfer import storage
 from sparse_transfer import zoo as zoo_api
 from sparse_transfer.embedded.fixtures import make_tiny_bert, sentiment_rows, write_jsonl

@@ -12,9 +12,9 @@ import logging
 import time
 
 import pytest
-from sparse_transfer.errors import PipelineError
 
 from pipelines.client import pipelines, without_retries
+from sparse_transfer.errors import PipelineError
 
 STEPS_WITH_RETRIES = {"fetch-model", "fetch-data", "publish", "deploy-serving"}
 

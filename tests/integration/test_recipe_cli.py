@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from sparse_transfer.cli import main
 from sparse_transfer.recipe import builtin_recipe_path
 

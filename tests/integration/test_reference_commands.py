@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from sparse_transfer.cli import main
 from sparse_transfer.embedded import fixtures
 from sparse_transfer.recipe import builtin_recipe_path

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+
 from sparse_transfer.cli import main
 from sparse_transfer.embedded import fixtures
 
@@ -50,6 +51,7 @@ def _deployment(root: Path, case: str) -> Path:
     median logit of the case's rows makes about half of them fall on each side.
     """
     import torch
+
     from sparse_transfer.export import export_onnx
     from sparse_transfer.tasks.models import load_model, load_tokenizer
 
@@ -441,6 +443,7 @@ DEEPSPARSE_PYTHON = "SPARSE_TRANSFER_DEEPSPARSE_PYTHON"
 def _int8_text_deployment(root: Path) -> Path:
     """A tiny 90%-sparse int8 text classifier (QAT, calibrated) whose labels vary by text."""
     import torch
+
     from sparse_transfer.export import export_onnx
     from sparse_transfer.export.onnx_export import input_names_for, load_for_export
     from sparse_transfer.quantization import calibrate, prepare_qat, save_qat_config

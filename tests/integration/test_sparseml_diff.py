@@ -293,8 +293,9 @@ def _write_data(path: Path, tokenizer, rows: int = 16, length: int = 12) -> None
 
 def run_cases(python: str, root: Path, cases: list[str]) -> dict[str, tuple[Path, Path]]:
     """Runs `cases` through both sides under `root`; case -> (ours, SparseML) folders."""
-    from sparse_transfer.embedded.fixtures import make_tiny_bert
     from transformers import AutoTokenizer
+
+    from sparse_transfer.embedded.fixtures import make_tiny_bert
 
     model = make_tiny_bert(root / "student", hidden_size=32, sparsity=0.9, seed=0)
     teacher = make_tiny_bert(root / "teacher", hidden_size=32, seed=1)
@@ -344,8 +345,9 @@ def test_our_half_runs_without_sparseml(tmp_path):
     this the suite could break unseen (it did once, on a moved import). The 2:4 case is
     checked for what it must produce: from the first mask update on (epoch 1), exactly 2
     zeros in every group of 4 consecutive input weights of every watched tensor."""
-    from sparse_transfer.embedded.fixtures import make_tiny_bert
     from transformers import AutoTokenizer
+
+    from sparse_transfer.embedded.fixtures import make_tiny_bert
 
     model = make_tiny_bert(tmp_path / "student", hidden_size=32, sparsity=0.9, seed=0)
     _write_data(tmp_path / "data.npz", AutoTokenizer.from_pretrained(str(model)))

@@ -13,6 +13,7 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.config import Config
+
 from sparse_transfer import storage
 from sparse_transfer.errors import StorageError
 

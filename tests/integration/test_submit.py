@@ -13,10 +13,10 @@ import pytest
 import yaml
 from kfp_server_api import models
 from kfp_server_api.exceptions import ApiException
-from sparse_transfer.cli import main
-from sparse_transfer.errors import PipelineError
 
 from pipelines import client as kfp_client
+from sparse_transfer.cli import main
+from sparse_transfer.errors import PipelineError
 from tests.kfp_fake import FakeKfp, images
 
 pytestmark = pytest.mark.integration

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from sparse_transfer.cli import main
 from sparse_transfer.embedded import fixtures
 

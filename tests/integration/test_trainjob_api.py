@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, urlparse
 
 import jsonschema
 import pytest
+
 from sparse_transfer.errors import PipelineError
 from sparse_transfer.scaleout.trainjob import TrainJobRequest, follow_trainjob
 

@@ -10,6 +10,7 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 from safetensors.numpy import save_file
+
 from sparse_transfer import storage, zoo
 from sparse_transfer.errors import StorageError, ZooError
 

@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from sparse_transfer import storage, zoo
 from sparse_transfer.cli import main
 from sparse_transfer.embedded import fixtures, zoo_seed

@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
+
 from sparse_transfer.embedded.fixtures import make_tiny_bert, sentiment_rows
 from sparse_transfer.modifiers import modifier_class
 from sparse_transfer.training.trainer import SparseTrainer
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
 
 
 def mod(name: str, **fields: Any):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-CORE = Path(__file__).resolve().parents[2] / "core"
+CORE = Path(__file__).resolve().parents[2] / "core" / "sparse_transfer"
 
 # Top to bottom; a package may import only packages on floors below its own.
 FLOORS: list[tuple[str, ...]] = [

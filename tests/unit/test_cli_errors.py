@@ -7,6 +7,7 @@ tests/integration/test_broken_inputs_cli.py; these need no model.
 from __future__ import annotations
 
 import pytest
+
 from sparse_transfer.cli import main
 
 

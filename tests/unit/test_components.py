@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from kfp.dsl import ClassificationMetrics, Dataset, Markdown, Metrics, Model
-from sparse_transfer.embedded.fixtures import make_tiny_bert, sentiment_rows, write_jsonl
-from sparse_transfer.recipe import builtin_recipe_path
 
 import components
+from sparse_transfer.embedded.fixtures import make_tiny_bert, sentiment_rows, write_jsonl
+from sparse_transfer.recipe import builtin_recipe_path
 
 TASK = "text-classification"
 STUB = "zoo:nlp/sentiment_analysis/tiny-bert/pytorch/huggingface/sst2/pruned90_quant-none"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from sparse_transfer.errors import RecipeError
 from sparse_transfer.modifiers import FieldError, known_modifiers
 from sparse_transfer.modifiers._masks import ParamMasks, prunable_params, select_params
-
 from tests.unit._train_utils import make_trainer, mod, tiny_dataset, tiny_model, zero_counts
 
 

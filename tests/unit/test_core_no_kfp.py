@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CORE = ROOT / "core"
+CORE = ROOT / "core" / "sparse_transfer"
 PACKAGE = "sparse_transfer"
 FORBIDDEN = ("pipelines", "components", "kfp", "kfp_server_api")
 

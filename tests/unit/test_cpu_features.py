@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from sparse_transfer.errors import ExportError
 from sparse_transfer.runtime import cpu_features as cf
 

@@ -7,9 +7,9 @@ import math
 
 import pytest
 import torch
+
 from sparse_transfer.errors import DataError, RecipeError
 from sparse_transfer.modifiers.distillation import check_label_alignment, distillation_loss, kd_loss
-
 from tests.unit._train_utils import make_trainer, mod, tiny_dataset, tiny_model
 
 

@@ -4,6 +4,7 @@ The collectives themselves run under torchrun in tests/integration/test_distribu
 """
 
 import torch
+
 from sparse_transfer.training import distributed
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 
 import pytest
+
 from sparse_transfer.errors import DataError, PipelineError
 from sparse_transfer.pipeline.options import TRAINING_OPTIONS, training_options
 from sparse_transfer.tasks.args import DataArguments

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import TrainerCallback
+
 from sparse_transfer.modifiers import FieldError
 from sparse_transfer.modifiers._masks import prunable_params
 from sparse_transfer.modifiers.magnitude_pruning import interpolate_sparsity
-from transformers import TrainerCallback
-
 from tests.unit._train_utils import make_trainer, mod, tiny_dataset, tiny_model
 
 ENCODER = "re:bert\\.encoder\\..*(query|key|value|dense)\\.weight$"
@@ -257,6 +257,7 @@ def test_two_four_pattern_is_in_the_exported_onnx_weights(tmp_path):
     import numpy as np
     import onnx
     from onnx import numpy_helper
+
     from sparse_transfer.export import export_onnx
 
     model, tok = tiny_model(tmp_path)

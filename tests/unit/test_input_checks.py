@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from sparse_transfer.cli import main
 from sparse_transfer.embedded import fixtures
 from sparse_transfer.errors import DataError, NonFiniteError
 from sparse_transfer.training.finite import check_weights, non_finite_weights
-
 from tests.unit._train_utils import make_trainer, tiny_dataset, tiny_model
 
 

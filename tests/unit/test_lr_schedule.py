@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 import pytest
-from sparse_transfer.modifiers import FieldError
 from transformers import TrainerCallback
 
+from sparse_transfer.modifiers import FieldError
 from tests.unit._train_utils import make_trainer, mod, tiny_dataset, tiny_model
 
 

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
+
 from sparse_transfer.modifiers import Event, FieldError, Modifier, modifier_class
 from sparse_transfer.modifiers.base import bounded
-
 from tests.unit._train_utils import mod
 
 

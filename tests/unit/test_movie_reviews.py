@@ -6,6 +6,7 @@ import importlib.util
 import json
 
 import pytest
+
 from sparse_transfer.embedded import movie_reviews as mr
 from sparse_transfer.errors import DataError
 

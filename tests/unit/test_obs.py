@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from sparse_transfer.modifiers import Event, FieldError
 from sparse_transfer.training.state import TrainingState
-
 from tests.unit._train_utils import make_trainer, mod, tiny_dataset, tiny_model
 
 

@@ -3,9 +3,9 @@
 from pathlib import Path
 
 import pytest
-from sparse_transfer.cli import main
 
 from pipelines.client import known_parameters, read_config
+from sparse_transfer.cli import main
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "pipelines" / "configs").glob("*.yaml"))
 

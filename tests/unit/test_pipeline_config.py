@@ -1,6 +1,7 @@
 """Run configs: unknown keys and mistyped values are errors naming the key and the file."""
 
 import pytest
+
 from sparse_transfer.errors import PipelineError
 from sparse_transfer.pipeline.config import load_run_config, to_kfp_cron, validate_parameters
 

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from sparse_transfer.errors import DataError, PipelineError
 from sparse_transfer.pipeline import steps
 from sparse_transfer.pipeline.gate import evaluate_gate, points
@@ -174,9 +175,10 @@ def test_disabled_teacher_is_a_placeholder(tmp_path):
 
 
 def test_task_arguments_put_each_flag_in_its_dataclass():
+    from transformers import TrainingArguments
+
     from sparse_transfer.tasks.args import DataArguments, ModelArguments
     from sparse_transfer.tasks.question_answering import QuestionAnsweringArguments
-    from transformers import TrainingArguments
 
     values = {"model_name_or_path": "m", "recipe_args": "", "max_seq_length": 32.0,
               "doc_stride": 16, "seed": 7, "fp16": False, "output_dir": "o", "x": None}  # fmt: skip

@@ -6,6 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from torch import nn
+
 from sparse_transfer.embedded.fixtures import make_tiny_bert
 from sparse_transfer.errors import RecipeError
 from sparse_transfer.quantization import (
@@ -22,7 +24,6 @@ from sparse_transfer.quantization import (
     set_observers_enabled,
     uninitialized_observers,
 )
-from torch import nn
 
 SUBMODULES = ["bert.embeddings", "bert.encoder", "bert.pooler", "classifier"]
 

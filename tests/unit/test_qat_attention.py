@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+
 from sparse_transfer.embedded.fixtures import make_tiny_bert
 from sparse_transfer.quantization import (
     ActivationFakeQuant,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from sparse_transfer.errors import RecipeError
 from sparse_transfer.recipe import ExpressionError, evaluate
 

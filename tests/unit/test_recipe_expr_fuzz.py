@@ -21,6 +21,7 @@ import time
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from sparse_transfer.recipe import ExpressionError, _expr, evaluate
 
 BUDGET_S = 0.05

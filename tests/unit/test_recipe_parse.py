@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from sparse_transfer.errors import RecipeError
 from sparse_transfer.modifiers import (
     ConstantPruningModifier,

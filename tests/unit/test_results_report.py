@@ -127,9 +127,8 @@ def test_weight_range_and_sparseml_tables():
 
 
 def test_full_range_recipe_sets_the_one_quantization_modifier():
-    from sparse_transfer.recipe import builtin_recipe_path, load_recipe
-
     from pipelines.results.weight_range import full_range_recipe
+    from sparse_transfer.recipe import builtin_recipe_path, load_recipe
 
     text = builtin_recipe_path("sst2_pruned90_quant").read_text()
     edited = full_range_recipe(text)

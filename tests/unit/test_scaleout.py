@@ -16,6 +16,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+
 from sparse_transfer.errors import PipelineError
 from sparse_transfer.scaleout import TRAINER_VERSION, TrainJobRequest, trainjob_outcome
 from sparse_transfer.scaleout.plan import ScaleOut, node_argv, stage_inputs

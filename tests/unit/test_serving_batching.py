@@ -6,6 +6,7 @@ import asyncio
 import threading
 
 import pytest
+
 from sparse_transfer.serving.batching import AdaptiveBatcher, QueueFull
 from sparse_transfer.serving.options import ServeOptions, ServingError
 

@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
+
 from sparse_transfer.export import deepsparse_runner as runner
 from sparse_transfer.serving import deepsparse_engines, engines
 from sparse_transfer.serving.options import ServingError

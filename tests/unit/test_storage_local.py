@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from sparse_transfer import storage
 from sparse_transfer.errors import StorageError
 from sparse_transfer.storage._manifest import parse_manifest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from sparse_transfer.errors import ZooError
 from sparse_transfer.zoo import ModelCard, parse_card, parse_stub
 from sparse_transfer.zoo._stub import stub_query

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from sparse_transfer.tasks.masked_lm import MaskedLMTask, mlm_metrics
 from sparse_transfer.tasks.question_answering import (
     exact_match_score,

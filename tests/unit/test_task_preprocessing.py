@@ -8,6 +8,7 @@ import json
 import datasets
 import numpy as np
 import pytest
+
 from sparse_transfer.cli.task_args import normalize_argv, parse_train_args
 from sparse_transfer.embedded import fixtures
 from sparse_transfer.errors import DataError
@@ -330,6 +331,7 @@ def test_legacy_flags_are_translated():
 
 def test_fp16_on_cpu_is_disabled_not_fatal():
     import torch
+
     from sparse_transfer.tasks.device import fit_to_device
 
     spec = get_task("text-classification")

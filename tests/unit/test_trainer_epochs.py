@@ -8,10 +8,10 @@ import logging
 import pytest
 import torch
 from safetensors.torch import load_file
-from sparse_transfer.modifiers._masks import prunable_params
-from sparse_transfer.recipe import load_recipe
 from transformers import TrainerCallback
 
+from sparse_transfer.modifiers._masks import prunable_params
+from sparse_transfer.recipe import load_recipe
 from tests.unit._train_utils import make_trainer, mod, tiny_dataset, tiny_model
 
 RECIPE = """

@@ -1,0 +1,293 @@
+"""Latency and throughput of a deployment folder in ONNX Runtime (and DeepSparse if installed).
+
+Random token ids of the requested shape (full attention mask) after a
+warm-up; latency percentiles per batch size and throughput in items/s.
+DeepSparse is optional (its 1.8 release pins onnx 1.14 / numpy 1.26, so it
+lives in its own environment): the branch runs if ``import deepsparse`` works
+here, or else in the interpreter ``SPARSE_TRANSFER_DEEPSPARSE_PYTHON`` names
+(`deepsparse_runner.py` run by path), on a copy of the graph with the shape
+fixed, as DeepSparse requires.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sparse_transfer.errors import ExportError
+from sparse_transfer.runtime.onnx_model import OnnxModel, _model_file
+
+
+def _inputs(
+    model: OnnxModel, batch: int, length: int, vocab: int, seed: int = 0
+) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, max(6, vocab), size=(batch, length), dtype=np.int64)
+    return model.feeds({"input_ids": ids})
+
+
+def _stats(times: Sequence[float], batch: int) -> dict[str, float]:
+    ms = np.asarray(times) * 1000.0
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p90_ms": round(float(np.percentile(ms, 90)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "mean_ms": round(float(ms.mean()), 3),
+        "throughput_items_per_s": round(batch * 1000.0 / float(ms.mean()), 3),
+        "iterations": len(times),
+    }
+
+
+def _time(fn, warmup: int, iterations: int, min_seconds: float) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < iterations or (
+        time.perf_counter() - start < min_seconds and len(times) < 10 * iterations
+    ):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def _vocab_size(directory: Path) -> int:
+    """The model's vocab_size: random token ids must stay below it."""
+    import json
+
+    config = directory / "config.json"
+    try:
+        vocab = json.loads(config.read_text(encoding="utf-8"))["vocab_size"]
+    except FileNotFoundError:
+        raise ExportError(
+            f"{directory}: no config.json; a deployment written by export-onnx has one "
+            "(the benchmark needs its vocab_size)"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ExportError(f"{config}: no readable vocab_size ({type(exc).__name__})") from None
+    if not isinstance(vocab, int) or isinstance(vocab, bool) or vocab < 6:
+        raise ExportError(f"{config}: vocab_size must be an integer of at least 6, got {vocab!r}")
+    return vocab
+
+
+def benchmark(
+    deployment_dir: str | Path,
+    batch_sizes: Sequence[int] = (1, 32),
+    sequence_length: int = 128,
+    threads: int | None = None,
+    warmup: int = 3,
+    iterations: int = 20,
+    min_seconds: float = 0.0,
+    engines: Sequence[str] = ("onnxruntime", "deepsparse"),
+) -> dict[str, Any]:
+    """Measures the deployment; returns ``{"onnxruntime": {"batch_1": {...}}, ...}``."""
+    path = _model_file(deployment_dir)
+    directory = path.parent
+    vocab = _vocab_size(directory)
+    result: dict[str, Any] = {
+        "model": str(path),
+        "sequence_length": int(sequence_length),
+        "threads": threads or os.cpu_count(),
+        "model_onnx_bytes": path.stat().st_size,
+    }
+    warnings = _exactness_warnings({"deployment": directory}, engines)
+    if warnings:
+        result["warnings"] = warnings
+    if "onnxruntime" in engines:
+        model = OnnxModel(directory, threads=threads, check_cpu=False)
+        runs = {}
+        for b in batch_sizes:
+            feeds = _inputs(model, b, sequence_length, vocab)
+            times = _time(
+                lambda f=feeds: model.session.run(None, f), warmup, iterations, min_seconds
+            )
+            runs[f"batch_{b}"] = _stats(times, b)
+        result["onnxruntime"] = runs
+    if "deepsparse" in engines:
+        result["deepsparse"] = _deepsparse(
+            path, batch_sizes, sequence_length, threads, vocab, warmup, iterations, min_seconds
+        )
+    return result
+
+
+def _exactness_warnings(directories: dict[str, Path], engines: Sequence[str]) -> list[str]:
+    """Loud warnings for deployments this CPU computes wrongly (timed anyway: speed is real)."""
+    import json
+    import logging
+
+    from sparse_transfer.runtime.cpu_features import int8_variant_is_exact_here
+    from sparse_transfer.runtime.onnx_model import REPORT_FILE
+
+    out = []
+    for name, directory in directories.items():
+        report_path = Path(directory) / REPORT_FILE
+        report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+        for engine in engines:
+            exact, reason = int8_variant_is_exact_here(report, engine=engine)
+            if not exact:
+                out.append(f"{name} ({engine}): WRONG RESULTS ON THIS CPU, timing only: {reason}")
+                logging.getLogger(__name__).warning(out[-1])
+    return out
+
+
+def _deepsparse_python() -> tuple[str | None, dict[str, Any] | None]:
+    """Where DeepSparse runs: (this interpreter if it imports deepsparse, else the one
+    `SPARSE_TRANSFER_DEEPSPARSE_PYTHON` names, None), or (None, the "not available" result)."""
+    import sys
+
+    from sparse_transfer.export import deepsparse_runner as runner
+
+    try:
+        import deepsparse  # noqa: F401
+
+        return sys.executable, None
+    except Exception as exc:  # not installed here (the usual case) or broken
+        python = os.environ.get(runner.ENV_PYTHON)
+        if python:
+            return python, None
+        return None, {
+            "available": False,
+            "reason": f"deepsparse not importable ({exc.__class__.__name__}) and "
+            f"{runner.ENV_PYTHON} not set",
+        }
+
+
+def _deepsparse(path, batch_sizes, length, threads, vocab, warmup, iterations, min_seconds):
+    """DeepSparse latencies (DeepSparse 1.8 usually needs its own environment)."""
+    import sys
+
+    from sparse_transfer.export import deepsparse_runner as runner
+
+    python, unavailable = _deepsparse_python()
+    if unavailable:
+        return unavailable
+    args = (path, list(batch_sizes), length, threads, vocab, warmup, iterations, min_seconds)
+    try:
+        if python == sys.executable:
+            raw, where = runner.time_engine(*args), "this interpreter"
+        else:
+            raw, where = _deepsparse_subprocess(python, *args), python
+    except Exception as exc:
+        return {"available": False, "reason": f"deepsparse in {python} failed: {exc}"}
+    runs: dict[str, Any] = {"available": True, "python": where}
+    for key, r in raw.items():
+        runs[key] = {**_stats(r.pop("times_s"), int(key.split("_")[1])), **r}
+    return runs
+
+
+def _deepsparse_subprocess(
+    python, path, batch_sizes, length, threads, vocab, warmup, iterations, min_seconds
+) -> dict[str, Any]:
+    from sparse_transfer.export import deepsparse_runner as runner
+
+    command = [python, runner.__file__, "time", str(path)]
+    command += ["--batch_sizes", ",".join(str(b) for b in batch_sizes)]
+    command += ["--sequence_length", str(length), "--vocab", str(vocab), "--warmup", str(warmup)]
+    command += ["--iterations", str(iterations), "--min_seconds", str(min_seconds)]
+    if threads:
+        command += ["--threads", str(threads)]
+    return _runner_json(command)
+
+
+def _runner_json(command: list[str]) -> dict[str, Any]:
+    """Runs `deepsparse_runner.py`; its last JSON line, or RuntimeError with the cause."""
+    import json
+    import subprocess
+
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        text = (done.stderr + done.stdout).strip().splitlines()
+        # DeepSparse aborts with "Assertion at FILE:LINE" and a long native backtrace
+        cause = [t for t in text if "Assertion at" in t or "Error" in t][:2] or text[-3:]
+        raise RuntimeError(f"exit {done.returncode}: {' | '.join(cause)}")
+    return json.loads(lines[-1])
+
+
+def _round_stats(rounds_s: Sequence[Sequence[float]], batch: int) -> dict[str, Any]:
+    """Percentiles over every interleaved run, plus each round's p50 and the best of them."""
+    per_round = [float(np.percentile(np.asarray(r) * 1000.0, 50)) for r in rounds_s]
+    stats = _stats([t for r in rounds_s for t in r], batch)
+    stats.update(
+        {
+            "best_round_p50_ms": round(min(per_round), 3),
+            "round_p50_ms": [round(v, 3) for v in per_round],
+            "rounds": len(rounds_s),
+        }
+    )
+    return stats
+
+
+def compare(
+    deployments: dict[str, str | Path],
+    batch: int = 1,
+    sequence_length: int = 128,
+    threads: int | None = None,
+    rounds: int = 30,
+    iterations: int = 3,
+    warmup: int = 3,
+    engines: Sequence[str] = ("onnxruntime", "deepsparse"),
+) -> dict[str, dict[str, Any]]:
+    """Times several deployments in interleaved rounds; ``{engine: {name: stats}}``.
+
+    Each round runs every model `iterations` times, one model after another,
+    so load from elsewhere on a shared machine falls on every model alike
+    (measured here: a neighbour's load can double int8 latency within
+    minutes). Many short rounds interleave finely; ``p50_ms`` is over all
+    runs. DeepSparse (when available, see `benchmark`) runs every model in
+    one subprocess the same way.
+    """
+    paths = {name: _model_file(d) for name, d in deployments.items()}
+    vocab = min(_vocab_size(p.parent) for p in paths.values())  # ids valid in every model
+    out: dict[str, dict[str, Any]] = {}
+    warnings = _exactness_warnings({n: p.parent for n, p in paths.items()}, engines)
+    if warnings:
+        out["warnings"] = warnings  # type: ignore[assignment]
+    if "onnxruntime" in engines:
+        sessions = {}
+        for name, path in paths.items():
+            model = OnnxModel(path.parent, threads=threads, check_cpu=False)
+            feeds = _inputs(model, batch, sequence_length, vocab)
+            for _ in range(warmup):
+                model.session.run(None, feeds)
+            sessions[name] = (model.session, feeds)
+        rounds_s: dict[str, list[list[float]]] = {n: [] for n in paths}
+        for _ in range(rounds):
+            for name, (session, feeds) in sessions.items():
+                rounds_s[name].append(
+                    _time(lambda s=session, f=feeds: s.run(None, f), 0, iterations, 0.0)
+                )
+        out["onnxruntime"] = {n: _round_stats(r, batch) for n, r in rounds_s.items()}
+    if "deepsparse" in engines:
+        out["deepsparse"] = _deepsparse_compare(
+            paths, batch, sequence_length, threads, vocab, warmup, iterations, rounds
+        )
+    return out
+
+
+def _deepsparse_compare(paths, batch, length, threads, vocab, warmup, iterations, rounds):
+    from sparse_transfer.export import deepsparse_runner as runner
+
+    python, unavailable = _deepsparse_python()
+    if unavailable:
+        return unavailable
+    command = [python, runner.__file__, "compare", *[str(p) for p in paths.values()]]
+    command += ["--batch", str(batch), "--sequence_length", str(length), "--vocab", str(vocab)]
+    command += ["--warmup", str(warmup), "--iterations", str(iterations), "--rounds", str(rounds)]
+    if threads:
+        command += ["--threads", str(threads)]
+    try:
+        raw = _runner_json(command)
+    except RuntimeError as exc:
+        return {"available": False, "reason": f"deepsparse in {python} failed: {exc}"}
+    result: dict[str, Any] = {"available": True, "python": python}
+    for name, path in paths.items():
+        r = raw[str(path)]
+        result[name] = {**_round_stats(r.pop("rounds_s"), batch), **r}
+    return result

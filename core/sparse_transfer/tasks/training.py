@@ -1,0 +1,242 @@
+"""`train`: one training loop for every task, typed arguments in, a `TrainResult` out.
+
+Resolve model/recipe/teacher references, load and check data, tokenise, train
+with `SparseTrainer` (recipe + teacher), evaluate, and publish the output dir
+atomically: everything is written into a sibling ``.NAME.partial`` staging dir
+that replaces the output folder only as `tasks.output_dir` allows
+that is renamed to the output dir only at the very end, so a crashed run never
+leaves an output dir that looks complete (and ``resume_from_checkpoint`` finds
+the crashed run's checkpoints in the staging dir).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sparse_transfer import storage
+from sparse_transfer.errors import DataError, SparseTransferError
+from sparse_transfer.tasks import output_dir as output_rules
+from sparse_transfer.tasks.args import DataArguments, ModelArguments
+from sparse_transfer.tasks.outputs import write_json
+from sparse_transfer.tasks.registry import get_task
+from sparse_transfer.zoo import resolve
+
+logger = logging.getLogger(__name__)
+
+NO_TEACHER = {"disable", "disabled", "none", ""}
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced (also written as ``run_summary.json``).
+
+    Attributes:
+        task: the task name.
+        output_dir: where the model (or the evaluation results) went.
+        model / recipe / teacher: the references as given (teacher None when disabled).
+        metrics: ``eval_*`` metrics of every evaluated split (MNLI mismatched: ``_mm``).
+        train_metrics: the Trainer's ``train_*`` metrics and ``train_samples``.
+        sparsity: `sparse_transfer.training.compare_sparsity` of the model before
+            and after (``before``, ``after``, ``zeros_lost``, ``kept``, ...).
+        truncated: split -> texts cut at ``max_seq_length``.
+        max_seq_length: the length used.
+    """
+
+    task: str
+    output_dir: str
+    model: str
+    recipe: str | None
+    teacher: str | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    train_metrics: dict[str, Any] = field(default_factory=dict)
+    sparsity: dict[str, Any] = field(default_factory=dict)
+    truncated: dict[str, int] = field(default_factory=dict)
+    max_seq_length: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _resolve(ref: str | None, kind: str, zoo: str | None) -> str | None:
+    return None if ref is None else resolve(ref, kind, root=zoo)
+
+
+def train(
+    task: str,
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args,
+    task_args: Any = None,
+    *,
+    zoo: str | None = None,
+    overwrite_output_dir: bool = False,
+) -> TrainResult:
+    """Trains (and/or evaluates, predicts) `task` as ``training_args`` says.
+
+    Args:
+        task: a task name (aliases accepted, e.g. ``ner``).
+        model_args / data_args: the shared argument dataclasses.
+        training_args: `transformers.TrainingArguments` (``output_dir`` is required).
+        task_args: the task's own dataclass (`TaskSpec.args_class`); None: its defaults.
+        zoo: zoo root for stubs (default: `sparse_transfer.zoo.zoo_root()`).
+        overwrite_output_dir: replace an existing output folder made by an earlier run
+            (a folder of other files is refused even then; see `tasks.output_dir`).
+    """
+    from transformers import set_seed
+
+    from sparse_transfer.tasks.data import load_raw_datasets
+    from sparse_transfer.tasks.device import fit_to_device
+    from sparse_transfer.tasks.models import load_config, load_model, load_tokenizer
+    from sparse_transfer.tasks.predict import write_test_predictions
+    from sparse_transfer.tasks.recipe_fit import load_task_recipe
+    from sparse_transfer.tasks.trainer_glue import (
+        eval_splits,
+        logits_reducer,
+        metrics_fn,
+        rename_split_metrics,
+        split_metric_suffix,
+    )
+    from sparse_transfer.training import SparseTrainer, compare_sparsity, sparsity_report
+    from sparse_transfer.training.distributed import is_main_process
+
+    spec = get_task(task)
+    if task_args is None and spec.args_class is not None:
+        task_args = spec.args_class()
+    if not training_args.output_dir:
+        raise DataError("--output_dir is required: where the trained model and results go")
+    training_args = fit_to_device(training_args)
+    if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
+        raise DataError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
+    set_seed(training_args.seed)
+    output_dir = Path(training_args.output_dir).resolve()
+
+    model_path = _resolve(model_args.model_name_or_path, "model", zoo)
+    recipe_path = _resolve(model_args.recipe, "recipe", zoo)
+    teacher_ref = model_args.distill_teacher
+    if teacher_ref is not None and teacher_ref.lower() in NO_TEACHER:
+        teacher_ref = None
+    teacher_path = _resolve(teacher_ref, "teacher", zoo)
+    inputs = [
+        model_path,
+        recipe_path,
+        teacher_path,
+        data_args.train_file,
+        data_args.validation_file,
+    ]
+    rules = output_rules.replace_rules(overwrite_output_dir, inputs)
+    if training_args.do_train:  # refuse before training, not after it
+        storage.check_replaceable(output_dir, **rules)
+
+    glue = data_args.task_name if spec.name == "text-classification" else None
+    raw, sources = load_raw_datasets(data_args, seed=training_args.seed, glue_task=glue)
+    if training_args.do_train and "train" not in raw:
+        raise DataError(
+            "--do_train needs training data: pass --train_file or a dataset with a train split"
+        )
+    if training_args.do_eval and not eval_splits(raw):
+        raise DataError(
+            "--do_eval needs a validation split: pass --validation_file, or --validation_ratio "
+            "to split one off the training data"
+        )
+    if training_args.do_predict and "test" not in raw:
+        raise DataError("--do_predict needs test data: pass --test_file")
+    prepared = spec.prepare(raw, sources, data_args, task_args)
+
+    config = load_config(model_path)
+    prepared.adopt_model_config(config, model_args.model_name_or_path)
+    tokenizer = load_tokenizer(model_args.tokenizer_name or model_path)
+    model = load_model(model_path, spec.name, **prepared.config_overrides())
+    prepared.check_model(model, model_args.model_name_or_path)
+    teacher = None
+    if teacher_path is not None:
+        teacher = load_model(teacher_path, spec.name)
+        prepared.check_model(teacher, model_args.distill_teacher, role="teacher")
+        if teacher.config.vocab_size != model.config.vocab_size:
+            raise DataError(
+                f"teacher {model_args.distill_teacher} has a vocabulary of "
+                f"{teacher.config.vocab_size} tokens, the student {model.config.vocab_size}; "
+                "distillation feeds both the same token ids"
+            )
+    recipe = load_task_recipe(recipe_path, model_args.recipe_args, spec, model, teacher)
+    sparsity_before = sparsity_report(model)
+
+    features = {}
+    if training_args.do_train:
+        features["train"] = prepared.preprocess("train", tokenizer, train=True)
+    if training_args.do_eval or training_args.do_train:
+        for split in eval_splits(raw):
+            features[split] = prepared.preprocess(split, tokenizer, train=False)
+    if training_args.do_predict and "test" in raw:
+        features["test"] = prepared.preprocess("test", tokenizer, train=False)
+
+    # Training publishes a whole new output dir; evaluation/prediction only adds
+    # result files (atomically) to it, so an existing model dir is never replaced.
+    staging, checkpoint = output_dir, training_args.resume_from_checkpoint
+    if training_args.do_train:
+        # Under torchrun rank 0 makes the staging folder first; the other ranks then use it.
+        with training_args.main_process_first(local=False, desc="staging the output folder"):
+            owner = training_args.process_index == 0
+            staging, checkpoint = output_rules.prepare_staging(output_dir, checkpoint, owner=owner)
+    staging.mkdir(parents=True, exist_ok=True)
+    training_args.output_dir = str(staging)
+    eval_sets = {s: prepared.model_features(features[s]) for s in eval_splits(raw) if s in features}
+    trainer = SparseTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=(prepared.model_features(features["train"]) if "train" in features else None),
+        eval_dataset=(eval_sets.get("validation") if len(eval_sets) == 1 else (eval_sets or None)),
+        processing_class=tokenizer,
+        data_collator=prepared.collator(tokenizer, 8 if training_args.fp16 else None),
+        compute_metrics=metrics_fn(spec, prepared),
+        preprocess_logits_for_metrics=logits_reducer(spec, prepared),
+        recipe=recipe,
+        teacher=teacher,
+    )
+
+    all_metrics: dict[str, Any] = {}
+    if training_args.do_train:
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.save_model()
+        train_metrics = dict(result.metrics)
+        train_metrics["train_samples"] = len(features["train"])
+        trainer.log_metrics("train", train_metrics)
+        trainer.save_metrics("train", train_metrics)
+        trainer.save_state()
+        all_metrics.update(train_metrics)
+    if training_args.do_eval:
+        for split, dataset in eval_sets.items():
+            prepared.active_split = split
+            metrics = trainer.evaluate(eval_dataset=dataset, metric_key_prefix="eval")
+            metrics["eval_samples"] = len(prepared.raw[split])
+            metrics = rename_split_metrics(metrics, split)
+            trainer.log_metrics(f"eval{split_metric_suffix(split)}", metrics)
+            all_metrics.update(metrics)
+    if training_args.do_predict and "test" in features:
+        write_test_predictions(trainer, spec, prepared, features["test"], staging)
+
+    sparsity = compare_sparsity(sparsity_before, sparsity_report(trainer.model))
+    result = TrainResult(
+        task=spec.name,
+        output_dir=str(output_dir),
+        model=model_args.model_name_or_path,
+        recipe=model_args.recipe,
+        teacher=teacher_ref,
+        metrics={k: v for k, v in all_metrics.items() if k.startswith("eval_")},
+        train_metrics={k: v for k, v in all_metrics.items() if k.startswith("train")},
+        sparsity=sparsity,
+        truncated=dict(prepared.truncated),
+        max_seq_length=prepared.max_seq_length,
+    )
+    if not is_main_process():
+        return result  # under torchrun, rank 0 alone writes and publishes the output folder
+    if training_args.do_eval:
+        write_json(staging / "eval_results.json", {**all_metrics, "sparsity": sparsity})
+    write_json(staging / "run_summary.json", result.to_dict())
+    if training_args.do_train and not (staging / "config.json").exists():
+        raise SparseTransferError(f"training finished but no model was saved into {staging}")
+    if staging != output_dir:
+        storage.replace_directory(staging, output_dir, **rules)
+    return result
