@@ -111,7 +111,9 @@ def _exact_ops() -> list[type]:
                 q = q - per_axis(np.asarray(x_zero_point).astype(np.int64), x, axis)
             return ((q.astype(np.float32) * scale).astype(np.float32),)
 
-    ops: list[type] = [MatMulInteger, QuantizeLinear, DequantizeLinear]
+    from sparse_transfer.kernels.spec import reference_ops
+
+    ops: list[type] = [MatMulInteger, QuantizeLinear, DequantizeLinear, *reference_ops()]
     try:
         from scipy.special import erf
     except ImportError:  # onnx's own Erf (np.vectorize over math.erf) is right, just slow

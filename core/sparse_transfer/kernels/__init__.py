@@ -1,0 +1,1 @@
+"""Native sparse int8 kernels for ONNX Runtime: the op contract (`spec`), the library."""
