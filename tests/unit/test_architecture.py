@@ -25,7 +25,12 @@ FLOORS: list[tuple[str, ...]] = [
     ("recipe",),  # YAML -> modifiers
     ("modifiers",),  # pruning, QAT, distillation, LR, weight decay
     ("quantization", "zoo", "runtime"),  # fake-quant; zoo client; running a deployment
-    ("storage", "validation", "safe_yaml", "kernels"),  # files, URIs; finite numbers; YAML; native kernels
+    (
+        "storage",
+        "validation",
+        "safe_yaml",
+        "kernels",
+    ),  # files, URIs; finite numbers; YAML; native kernels
     ("errors", "__init__"),  # the error types every floor raises
 ]
 # Floor numbers count up from the ground (errors = 0).
