@@ -18,7 +18,21 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _engine_list(text: str) -> list[str]:
+    from sparse_transfer.runtime.engines import ENGINES
+
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in values if v not in ENGINES]
+    if not values or bad:
+        raise argparse.ArgumentTypeError(
+            f"--engine {text!r}: comma-separated names of {', '.join(ENGINES)}"
+        )
+    return list(dict.fromkeys(values))
+
+
 def register(subparsers) -> None:
+    from sparse_transfer.runtime.engines import ENGINE_HELP
+
     parser = subparsers.add_parser(
         "benchmark",
         help="measure latency (p50/p90/p99) and throughput of an ONNX deployment folder",
@@ -47,14 +61,40 @@ def register(subparsers) -> None:
         "(every model takes its turn each round, so a shared machine's load falls on all alike)",
     )
     parser.add_argument("--rounds", type=int, default=30, help="with --compare: interleaved rounds")
+    parser.add_argument(
+        "--engine",
+        type=_engine_list,
+        default=["auto"],
+        help=f"ONNX Runtime engine(s), comma-separated: {ENGINE_HELP}. Several (e.g. "
+        "onnxruntime,onnxruntime-sparse) time every deployment under each, interleaved",
+    )
+    parser.add_argument(
+        "--dynamic_int8_of",
+        metavar="DENSE_DIR",
+        default=None,
+        help="also time ONNX Runtime's quantize_dynamic of this dense FP32 deployment "
+        "(the yardstick a sparse int8 deployment must beat), interleaved with the rest",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=_handle)
 
 
 def _handle_compare(args) -> int:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="sparse-transfer-dynamic-") as tmp:
+        deployments = {path: path for path in [args.model_path, *(args.compare or [])]}
+        if args.dynamic_int8_of:
+            from sparse_transfer.export.benchmark import dynamic_int8_copy
+
+            yardstick = f"quantize_dynamic({args.dynamic_int8_of})"
+            deployments[yardstick] = dynamic_int8_copy(args.dynamic_int8_of, f"{tmp}/dynamic")
+        return _run_compare(args, deployments)
+
+
+def _run_compare(args, deployments) -> int:
     from sparse_transfer.export import compare
 
-    deployments = {path: path for path in [args.model_path, *args.compare]}
     iterations = max(1, args.iterations // args.rounds)  # spread over the rounds
     results = {
         b: compare(
@@ -65,6 +105,7 @@ def _handle_compare(args) -> int:
             rounds=args.rounds,
             iterations=iterations,
             warmup=args.warmup,
+            ort_engines=args.engine,
         )
         for b in args.batch_size
     }
@@ -81,8 +122,9 @@ def _handle_compare(args) -> int:
             if engine == "deepsparse" and not runs.get("available", False):
                 print(f"  deepsparse: {runs.get('reason', 'not run')}")
                 continue
-            base = runs[args.model_path]["p50_ms"]
-            for path in deployments:
+            names = [n for n in runs if n not in ("available", "python")]
+            base = runs[names[0]]["p50_ms"]
+            for path in names:
                 s = runs[path]
                 print(
                     f"  {engine:<12} batch_{b:<4} p50 {s['p50_ms']:9.2f} ms  "
@@ -95,7 +137,7 @@ def _handle_compare(args) -> int:
 def _handle(args) -> int:
     from sparse_transfer.export import benchmark
 
-    if args.compare:
+    if args.compare or args.dynamic_int8_of or len(args.engine) > 1:
         return _handle_compare(args)
     result = benchmark(
         args.model_path,
@@ -104,13 +146,14 @@ def _handle(args) -> int:
         threads=args.threads,
         warmup=args.warmup,
         iterations=args.iterations,
+        ort_engine=args.engine[0],
     )
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(
         f"== sparse-transfer benchmark: {result['model']} (seq {result['sequence_length']}, "
-        f"threads {result['threads']}) =="
+        f"threads {result['threads']}, ONNX Runtime engine {result.get('ort_engine')}) =="
     )
     for engine in ("onnxruntime", "deepsparse"):
         runs = result.get(engine) or {}

@@ -6,6 +6,7 @@ import os
 
 
 def register(subparsers) -> None:
+    from sparse_transfer.runtime.engines import ENGINE_HELP
     from sparse_transfer.serving.options import ENGINES, ServeOptions
 
     d = ServeOptions()
@@ -20,7 +21,12 @@ def register(subparsers) -> None:
     parser.add_argument("--model_name", default=None, help="name in the URLs (default: the task)")
     parser.add_argument("--host", default=d.host, help="bind address (0.0.0.0 in a container)")
     parser.add_argument("--http_port", type=int, default=d.http_port)
-    parser.add_argument("--engine", choices=ENGINES, default=d.engine)
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=d.engine,
+        help=f"{ENGINE_HELP}; deepsparse: DeepSparse (non-production licence)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="engine threads (default: all)")
     parser.add_argument(
         "--max_batch_size", type=int, default=d.max_batch_size, help="1 turns batching off"
@@ -49,7 +55,9 @@ def _handle(args) -> int:
 
     fields = {k: v for k, v in vars(args).items() if k in ServeOptions.__dataclass_fields__}
     options = ServeOptions(**fields)
-    engine = "deepsparse" if options.engine == "deepsparse" else "onnxruntime"
+    engine = (
+        options.engine if options.engine in ("deepsparse", "onnxruntime-sparse") else "onnxruntime"
+    )
     folder, report = resolve_deployment(args.deployment, engine)
     serve(folder, report, options)
     return 0

@@ -85,8 +85,13 @@ def benchmark(
     iterations: int = 20,
     min_seconds: float = 0.0,
     engines: Sequence[str] = ("onnxruntime", "deepsparse"),
+    ort_engine: str = "onnxruntime",
 ) -> dict[str, Any]:
-    """Measures the deployment; returns ``{"onnxruntime": {"batch_1": {...}}, ...}``."""
+    """Measures the deployment; returns ``{"onnxruntime": {"batch_1": {...}}, ...}``.
+
+    `ort_engine` (`sparse_transfer.runtime.engines`) picks ONNX Runtime's graph: the
+    standard ``model.onnx``, the sparse one with the kernel library, or ``auto``;
+    ``result["ort_engine"]`` says which ran."""
     path = _model_file(deployment_dir)
     directory = path.parent
     vocab = _vocab_size(directory)
@@ -100,7 +105,8 @@ def benchmark(
     if warnings:
         result["warnings"] = warnings
     if "onnxruntime" in engines:
-        model = OnnxModel(directory, threads=threads, check_cpu=False)
+        model = OnnxModel(directory, threads=threads, check_cpu=False, engine=ort_engine)
+        result["ort_engine"] = model.engine
         runs = {}
         for b in batch_sizes:
             feeds = _inputs(model, b, sequence_length, vocab)
@@ -233,8 +239,14 @@ def compare(
     iterations: int = 3,
     warmup: int = 3,
     engines: Sequence[str] = ("onnxruntime", "deepsparse"),
+    ort_engines: Sequence[str] = ("onnxruntime",),
 ) -> dict[str, dict[str, Any]]:
     """Times several deployments in interleaved rounds; ``{engine: {name: stats}}``.
+
+    Each deployment runs under every ONNX Runtime engine of `ort_engines` (the
+    standard and the sparse graph of one deployment, interleaved like the rest);
+    with more than one, names read ``"NAME [ENGINE]"`` and ``stats["engine"]`` says
+    which graph ran (``auto`` may fall back).
 
     Each round runs every model `iterations` times, one model after another,
     so load from elsewhere on a shared machine falls on every model alike
@@ -250,25 +262,53 @@ def compare(
     if warnings:
         out["warnings"] = warnings  # type: ignore[assignment]
     if "onnxruntime" in engines:
-        sessions = {}
-        for name, path in paths.items():
-            model = OnnxModel(path.parent, threads=threads, check_cpu=False)
-            feeds = _inputs(model, batch, sequence_length, vocab)
-            for _ in range(warmup):
-                model.session.run(None, feeds)
-            sessions[name] = (model.session, feeds)
-        rounds_s: dict[str, list[list[float]]] = {n: [] for n in paths}
-        for _ in range(rounds):
-            for name, (session, feeds) in sessions.items():
-                rounds_s[name].append(
-                    _time(lambda s=session, f=feeds: s.run(None, f), 0, iterations, 0.0)
-                )
-        out["onnxruntime"] = {n: _round_stats(r, batch) for n, r in rounds_s.items()}
+        out["onnxruntime"] = _ort_rounds(
+            paths, ort_engines, batch, sequence_length, threads, vocab, rounds, iterations, warmup
+        )
     if "deepsparse" in engines:
         out["deepsparse"] = _deepsparse_compare(
             paths, batch, sequence_length, threads, vocab, warmup, iterations, rounds
         )
     return out
+
+
+def _ort_rounds(paths, ort_engines, batch, length, threads, vocab, rounds, iterations, warmup):
+    """ONNX Runtime's part of `compare`: every (deployment, engine) once per round."""
+    sessions = {}
+    for name, path in paths.items():
+        for engine in ort_engines:
+            key = name if len(ort_engines) == 1 else f"{name} [{engine}]"
+            model = OnnxModel(path.parent, threads=threads, check_cpu=False, engine=engine)
+            feeds = _inputs(model, batch, length, vocab)
+            for _ in range(warmup):
+                model.session.run(None, feeds)
+            sessions[key] = (model.session, feeds, model.engine)
+    rounds_s: dict[str, list[list[float]]] = {n: [] for n in sessions}
+    for _ in range(rounds):
+        for name, (session, feeds, _) in sessions.items():
+            rounds_s[name].append(
+                _time(lambda s=session, f=feeds: s.run(None, f), 0, iterations, 0.0)
+            )
+    return {n: {**_round_stats(r, batch), "engine": sessions[n][2]} for n, r in rounds_s.items()}
+
+
+def dynamic_int8_copy(dense: str | Path, dest: str | Path) -> Path:
+    """`dest`: the dense FP32 deployment `dense` with ONNX Runtime's ``quantize_dynamic``
+    (int8 weights) in place of its graph: the yardstick a sparse deployment must beat."""
+    import shutil
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    source = _model_file(dense).parent
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=False)
+    for f in source.iterdir():
+        if f.is_file() and f.name not in ("model.onnx", "model.sparse.onnx"):
+            shutil.copyfile(f, dest / f.name)
+    quantize_dynamic(
+        str(source / "model.onnx"), str(dest / "model.onnx"), weight_type=QuantType.QInt8
+    )
+    return dest
 
 
 def _deepsparse_compare(paths, batch, length, threads, vocab, warmup, iterations, rounds):

@@ -175,9 +175,11 @@ def _build(model, tokenizer, spec, model_dir, tmp, fmt, opset, length, requested
         raise ExportError(f"the exported graph fails onnx.checker: {exc}") from exc
     onnx.save(graph, str(tmp / MODEL_FILE))
 
+    rows: list = []  # (feeds, mask, exact reference outputs) of each parity batch
     verification = _verify(
-        model, tokenizer, spec, tmp, names, length, fmt != "fp32", pair, verify_dataset
+        model, tokenizer, spec, tmp, names, length, fmt != "fp32", pair, verify_dataset, rows
     )
+    sparse = _sparse_graph(graph, tmp, rows, verification, spec) if fmt == "integer" else None
     files = _write_support_files(model, tokenizer, model_dir, tmp)
     sizes = {
         "model_onnx_bytes": (tmp / MODEL_FILE).stat().st_size,
@@ -212,13 +214,26 @@ def _build(model, tokenizer, spec, model_dir, tmp, fmt, opset, length, requested
         }
         if int8_report
         else None,
+        "sparse_graph": sparse,
         "parity": verification,
         "files": sorted([*files, MODEL_FILE, REPORT_FILE]),
         "sizes": sizes,
     }
 
 
-def _verify(model, tokenizer, spec, tmp, names, length, quantized, pair, verify_dataset):
+def _sparse_graph(graph, tmp, rows, verification, spec) -> dict[str, Any]:
+    """``model.sparse.onnx`` beside ``model.onnx`` (integer int8), verified against it."""
+    from sparse_transfer.export.sparse_parity import verify_sparse_graph, write_sparse_graph
+
+    report = write_sparse_graph(graph, tmp)
+    report["parity"] = verify_sparse_graph(
+        tmp, rows, verification["tolerance"], verification["one_step"], spec.output_names
+    )
+    log.info("sparse graph parity: %s", report["parity"]["summary"])
+    return report
+
+
+def _verify(model, tokenizer, spec, tmp, names, length, quantized, pair, verify_dataset, rows):
     import onnx
 
     onnx_model = OnnxModel(tmp, check_cpu=False)  # parity itself reports what this CPU does
@@ -244,6 +259,7 @@ def _verify(model, tokenizer, spec, tmp, names, length, quantized, pair, verify_
         pairs["torch_vs_runtime"].append(parity.compare(t, o, mask, outputs))
         if reference:
             refs.append(r)
+            rows.append((onnx_model.feeds(features), mask, r))
             pairs["graph_vs_torch"].append(parity.compare(t, r, mask, outputs))
             pairs["runtime_vs_graph"].append(parity.compare(r, o, mask, outputs))
         weights.append(len(features["input_ids"]))

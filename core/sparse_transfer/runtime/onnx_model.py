@@ -24,7 +24,8 @@ def _model_file(path: str | Path) -> Path:
     return model
 
 
-def session_options(threads: int | None = None):
+def session_options(threads: int | None = None, engine: str = "onnxruntime"):
+    """ORT options; for the sparse engine with the kernel library registered."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -32,11 +33,22 @@ def session_options(threads: int | None = None):
     if threads:
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
+    if engine == "onnxruntime-sparse":
+        from sparse_transfer.runtime.engines import register_library
+
+        status = register_library(options)
+        if not status.available:
+            raise ExportError(f"--engine onnxruntime-sparse: {status.reason}")
     return options
 
 
 class OnnxModel:
-    """ONNX Runtime session over ``DIR/model.onnx`` (CPU).
+    """ONNX Runtime session over ``DIR/model.onnx`` or ``DIR/model.sparse.onnx`` (CPU).
+
+    ``engine`` (`sparse_transfer.runtime.engines`): ``onnxruntime`` runs the
+    standard graph, ``onnxruntime-sparse`` the sparse one with the kernel library
+    (ExportError naming the reason when it cannot), ``auto`` the sparse one when it
+    can, else the standard one with a warning; ``self.engine`` says which ran.
 
     Calling it with tokenizer features (``input_ids``, ``attention_mask``,
     optionally ``token_type_ids``; extra keys such as ``labels`` are ignored)
@@ -50,23 +62,31 @@ class OnnxModel:
     """
 
     def __init__(
-        self, deployment_dir: str | Path, threads: int | None = None, check_cpu: bool = True
+        self,
+        deployment_dir: str | Path,
+        threads: int | None = None,
+        check_cpu: bool = True,
+        engine: str = "onnxruntime",
     ):
         import onnxruntime as ort
 
-        self.path = _model_file(deployment_dir)
-        self.directory = self.path.parent
+        from sparse_transfer.runtime.engines import choose
+
+        self.directory = _model_file(deployment_dir).parent
+        self.engine, self.path = choose(self.directory, engine, self.report)
         if check_cpu:
             from sparse_transfer.runtime.cpu_features import int8_variant_is_exact_here
 
-            exact, reason = int8_variant_is_exact_here(self.report)
+            exact, reason = int8_variant_is_exact_here(self.report, engine=self.engine)
             if not exact:
                 raise ExportError(f"{self.directory}: {reason}")
         from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
         try:
             self.session = ort.InferenceSession(
-                str(self.path), session_options(threads), providers=["CPUExecutionProvider"]
+                str(self.path),
+                session_options(threads, self.engine),
+                providers=["CPUExecutionProvider"],
             )
         except (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.Fail) as exc:
             reason = str(exc).rsplit(":", 1)[-1].strip() or type(exc).__name__

@@ -1,4 +1,5 @@
-"""Which runtime executes the graph: ONNX Runtime (default) or DeepSparse.
+"""Which runtime executes the graph: ONNX Runtime (default; its standard or sparse graph,
+`sparse_transfer.runtime.engines`) or DeepSparse.
 
 Only the choice lives here; the DeepSparse engines are in `deepsparse_engines`.
 
@@ -35,6 +36,7 @@ __all__ = [
 
 
 IN_PROCESS, WORKER = "deepsparse", "deepsparse-worker"
+ORT_ENGINES = ("auto", "onnxruntime", "onnxruntime-sparse")  # OnnxModel decides auto
 
 
 def deepsparse_here() -> tuple[bool, str]:
@@ -74,10 +76,11 @@ def _probe_interpreter(python: str) -> tuple[str | None, str]:
 
 
 def select_engine(name: str) -> str:
-    """``auto`` -> ``onnxruntime``; ``deepsparse`` -> in-process when importable, else the
-    worker in the configured interpreter, else a ServingError saying why neither works."""
-    if name in ("auto", "onnxruntime"):
-        return "onnxruntime"
+    """ONNX Runtime's engines as named (`OnnxModel` resolves ``auto``); ``deepsparse`` ->
+    in-process when importable, else the worker in the configured interpreter, else a
+    ServingError saying why neither works."""
+    if name in ORT_ENGINES:
+        return name
     ok, _ = deepsparse_here()
     if ok:
         return IN_PROCESS
@@ -90,10 +93,10 @@ def select_engine(name: str) -> str:
 def load_engine(name: str, folder: Path, threads: int | None, max_batch: int, length: int):
     """The engine object for a resolved deployment folder."""
     chosen = select_engine(name)
-    if chosen == "onnxruntime":
+    if chosen in ORT_ENGINES:
         from sparse_transfer.runtime import OnnxModel
 
-        return OnnxModel(folder, threads=threads)
+        return OnnxModel(folder, threads=threads, engine=chosen)
     if chosen == IN_PROCESS:
         return DeepSparseEngine(folder, threads, max_batch, length)
     python, _ = deepsparse_interpreter()

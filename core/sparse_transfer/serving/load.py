@@ -67,5 +67,6 @@ def load_deployment(folder: Path, report: dict[str, Any], options: ServeOptions)
     codec = CODECS[task](tokenizer, config, options, length)
     engine_name = select_engine(options.engine)
     engine = load_engine(engine_name, folder, options.threads, options.max_batch_size, length)
+    engine_name = getattr(engine, "engine", engine_name)  # what ``auto`` became
     log.info("serving %s (%s, max_seq_length %d) with %s", folder, task, length, engine_name)
     return Loaded(codec, engine, engine_name, options.max_batch_size)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from sparse_transfer.errors import SparseTransferError
 
-ENGINES = ("auto", "onnxruntime", "deepsparse")
+ENGINES = ("auto", "onnxruntime", "onnxruntime-sparse", "deepsparse")
 
 
 class ServingError(SparseTransferError):
@@ -21,7 +21,9 @@ class ServeOptions:
     Attributes:
         model_name: the name in ``/v2/models/{name}`` (default: the deployment folder's task).
         host / http_port: where to listen; ``127.0.0.1`` locally, ``0.0.0.0`` in a pod.
-        engine: ``auto`` (ONNX Runtime), ``onnxruntime`` or ``deepsparse``.
+        engine: ``auto`` (ONNX Runtime: the sparse graph with the kernel library when it
+            can run here, else the standard graph), ``onnxruntime``, ``onnxruntime-sparse``
+            or ``deepsparse`` (`sparse_transfer.runtime.engines`).
         threads: intra-op threads of the engine (default: all cores).
         max_batch_size: instances run together; concurrent requests are merged up to it.
         max_latency_ms: how long the first request of a batch waits for company.

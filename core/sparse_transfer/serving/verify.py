@@ -65,4 +65,12 @@ def verify_deployment(folder: Path, engine: str = "onnxruntime") -> dict[str, An
     ok, why = int8_variant_is_exact_here(report, engine)
     if not ok:
         raise ServingError(f"{where}: the int8 variant is not exact on this CPU: {why}")
+    if engine == "onnxruntime-sparse":  # refuse before listening, with the reason
+        from sparse_transfer.errors import ExportError
+        from sparse_transfer.runtime.engines import choose
+
+        try:
+            choose(folder, engine, report)
+        except ExportError as exc:
+            raise ServingError(str(exc)) from None
     return report

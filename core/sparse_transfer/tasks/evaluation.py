@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from sparse_transfer.errors import DataError
+from sparse_transfer.runtime.engines import ENGINE_HELP, ENGINES
 from sparse_transfer.tasks.args import DataArguments
 from sparse_transfer.tasks.outputs import write_json
 from sparse_transfer.tasks.registry import get_task
@@ -40,6 +41,13 @@ class EvaluateArguments:
         default="validation", metadata={"help": "Split to evaluate (validation or test)."}
     )
     threads: int | None = field(default=None, metadata={"help": "ONNX Runtime threads."})
+    engine: str = field(
+        default="auto",
+        metadata={
+            "help": "ONNX deployments: auto, onnxruntime or onnxruntime-sparse. " + ENGINE_HELP,
+            "choices": ENGINES,
+        },
+    )
     seed: int = field(default=42, metadata={"help": "Seed (for --validation_ratio splits)."})
 
 
@@ -131,7 +139,7 @@ def evaluate(
     if is_onnx:
         from sparse_transfer.runtime import OnnxModel
 
-        onnx_model = OnnxModel(model_dir, threads=eval_args.threads)
+        onnx_model = OnnxModel(model_dir, threads=eval_args.threads, engine=eval_args.engine)
         for split in splits:
             feats = prepared.preprocess(split, tokenizer, train=False)
             outputs[split], label_ids[split] = predict_numpy(

@@ -1,0 +1,332 @@
+"""The standard int8 graph -> ``model.sparse.onnx``: every int8 Linear as one sparse custom op.
+
+`int8.quantize_graph` writes each quantized Linear as
+``QuantizeLinear -> MatMulInteger(W int8) -> Cast -> Mul(s_x * s_w) [-> Add(b)]``.
+`sparsify` matches that chain and replaces it with one op of
+`sparse_transfer.kernels.spec` (``SparseQLinear*``, domain ``com.sparse_transfer``)
+whose weight is three 1x4 block-sparse initializers. It runs as named passes over the
+matched Linears, each absorbing what ONNX Runtime's profile of our int8 deployments
+says costs time around the matmul (issue 22):
+
+1. `match_linears`: the chain above; scale and bias go into the op's epilogue;
+2. `absorb_gelu`: the exported erf GELU (``Div(sqrt 2) -> Erf -> Add(1) -> Mul(x) ->
+   Mul(0.5)``, or an ONNX ``Gelu``) when it is the Linear's only consumer;
+3. `absorb_output_quant`: a per-tensor uint8 ``QuantizeLinear`` that is the only consumer
+   of the (GELU'd) output -> ``*ToU8`` (the next Linear reads uint8);
+4. `choose_inputs`: a ``QuantizeLinear`` read by this Linear alone is dropped (the op
+   quantizes its float input); one shared (query/key/value) or made by a ``*ToU8`` stays,
+   and the op reads uint8 (``*FromU8`` / ``SparseQLinearU8``);
+5. `emit` and `prune`: the ops replace the chains in place; dead nodes and initializers go.
+
+The arithmetic is the standard graph's, step for step (spec.py's step 3 is ``Cast ->
+Mul -> Add``; GELU's ``0.5 *`` is exact in either order), so the exact reference gives
+the same numbers for both graphs. Attention ``MatMulInteger`` nodes (two activations,
+no initializer) and their QuantizeLinears are left as they are.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sparse_transfer.kernels import spec
+
+SPARSE_MODEL_FILE = "model.sparse.onnx"
+FUSIONS = ("float_input", "bias_scale_epilogue", "gelu", "output_quant")
+_SQRT2 = np.float32(np.sqrt(2.0))
+
+
+@dataclass
+class Linear:
+    """One matched int8 Linear and what the passes decided for it."""
+
+    mmi: object  # the MatMulInteger NodeProto
+    quant: object  # the QuantizeLinear feeding it
+    weight: str
+    w_scale: np.ndarray  # float32 [N]
+    bias: np.ndarray  # float32 [N] (zeros without an Add)
+    output: str  # the float tensor the chain ends in (moves on with each fusion)
+    removed: list = field(default_factory=list)
+    activation: str = "none"
+    out_quant: object = None
+    float_input: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.mmi.name.rsplit("/", 1)[0]
+
+
+class _Index:
+    """Producers, consumers, constants and graph outputs of a graph."""
+
+    def __init__(self, graph):
+        from onnx import numpy_helper
+
+        self.inits = {i.name: i for i in graph.initializer}
+        self.to_array = numpy_helper.to_array
+        self.producer = {o: n for n in graph.node for o in n.output}
+        self.consumers: dict[str, list] = defaultdict(list)
+        for n in graph.node:
+            for i in n.input:
+                self.consumers[i].append(n)
+        self.graph_outputs = {o.name for o in graph.output}
+        for n in graph.node:  # Constant nodes count as constants
+            if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+                self.inits.setdefault(n.output[0], n.attribute[0].t)
+        for n in graph.node:  # the exporter shares equal weights through Identity nodes
+            if n.op_type == "Identity" and n.input[0] in self.inits:
+                self.inits.setdefault(n.output[0], self.inits[n.input[0]])
+
+    def const(self, name: str) -> np.ndarray | None:
+        return self.to_array(self.inits[name]) if name in self.inits else None
+
+    def only_consumer(self, tensor: str):
+        """The single node reading `tensor`, or None (several, none, or a graph output)."""
+        users = self.consumers.get(tensor, [])
+        if len(users) != 1 or tensor in self.graph_outputs:
+            return None
+        return users[0]
+
+
+def _is_u8_scalar_quant(node, idx: _Index) -> bool:
+    if node is None or node.op_type != "QuantizeLinear" or len(node.input) < 3:
+        return False
+    scale, zp = idx.const(node.input[1]), idx.const(node.input[2])
+    return (
+        scale is not None and zp is not None and scale.size == 1 and zp.size == 1
+        and zp.dtype == np.uint8 and scale.dtype == np.float32
+    )  # fmt: skip
+
+
+def _match_one(node, idx: _Index) -> Linear | None:
+    """The Linear chain starting at MatMulInteger `node`, or None when it is not one."""
+    w = idx.const(node.input[1]) if len(node.input) > 1 else None
+    if w is None or w.dtype != np.int8 or w.ndim != 2:
+        return None  # attention products read two activations
+    quant = idx.producer.get(node.input[0])
+    if not _is_u8_scalar_quant(quant, idx) or node.input[2] != quant.input[2]:
+        return None
+    if len(node.input) > 3 and node.input[3] and np.any(idx.const(node.input[3]) != 0):
+        return None
+    cast = idx.only_consumer(node.output[0])
+    mul = cast and cast.op_type == "Cast" and idx.only_consumer(cast.output[0])
+    if not mul or mul.op_type != "Mul":
+        return None
+    rescale = idx.producer.get(next(i for i in mul.input if i != cast.output[0]))
+    w_scale = next(
+        (idx.const(i) for i in (rescale.input if rescale else []) if i in idx.inits), None
+    )
+    if rescale is None or rescale.op_type != "Mul" or w_scale is None:
+        return None
+    n = w.shape[1]
+    linear = Linear(
+        mmi=node, quant=quant, weight=node.input[1],
+        w_scale=np.broadcast_to(w_scale.astype(np.float32).reshape(-1), (n,)).copy(),
+        bias=np.zeros(n, np.float32), output=mul.output[0], removed=[node, cast, mul],
+    )  # fmt: skip
+    add = idx.only_consumer(mul.output[0])
+    if add is not None and add.op_type == "Add":
+        other = next(i for i in add.input if i != mul.output[0])
+        bias = idx.const(other)
+        if bias is not None and bias.dtype == np.float32 and bias.shape == (n,):
+            linear.bias, linear.output = bias.copy(), add.output[0]
+            linear.removed.append(add)
+    return linear
+
+
+def match_linears(graph, idx: _Index) -> list[Linear]:
+    """Pass 1: every ``QuantizeLinear -> MatMulInteger(int8 W) -> Cast -> Mul [-> Add]``."""
+    found = [_match_one(n, idx) for n in graph.node if n.op_type == "MatMulInteger"]
+    return [m for m in found if m is not None]
+
+
+def _scalar(idx: _Index, name: str, value: float) -> bool:
+    v = idx.const(name)
+    return v is not None and v.size == 1 and np.float32(v.reshape(())) == np.float32(value)
+
+
+def _erf_gelu(x: str, idx: _Index) -> tuple[list, str] | None:
+    """The nodes and output of ``0.5 * x * (1 + erf(x / sqrt 2))`` as torch exports it."""
+    users = idx.consumers.get(x, [])
+    div = next((u for u in users if u.op_type == "Div" and u.input[0] == x), None)
+    mul = next((u for u in users if u.op_type == "Mul" and x in u.input), None)
+    if len(users) != 2 or x in idx.graph_outputs or not (div and mul):
+        return None
+    if not _scalar(idx, div.input[1], _SQRT2):
+        return None
+    erf = idx.only_consumer(div.output[0])
+    add = erf and erf.op_type == "Erf" and idx.only_consumer(erf.output[0])
+    if not add or add.op_type != "Add" or not any(_scalar(idx, i, 1.0) for i in add.input):
+        return None
+    if add.output[0] not in mul.input:
+        return None
+    half = idx.only_consumer(mul.output[0])
+    if not half or half.op_type != "Mul" or not any(_scalar(idx, i, 0.5) for i in half.input):
+        return None
+    return [div, erf, add, mul, half], half.output[0]
+
+
+def absorb_gelu(linears: list[Linear], idx: _Index) -> int:
+    """Pass 2: GELU into the epilogue when it is all that reads the Linear's output."""
+    count = 0
+    for lin in linears:
+        only = idx.only_consumer(lin.output)
+        attrs = {a.name: a for a in only.attribute} if only is not None else {}
+        if (
+            only is not None
+            and only.op_type == "Gelu"
+            and ("approximate" not in attrs or attrs["approximate"].s in (b"none", "none"))
+        ):
+            found = [only], only.output[0]
+        else:
+            found = _erf_gelu(lin.output, idx)
+        if found:
+            lin.removed += found[0]
+            lin.output, lin.activation = found[1], "gelu"
+            count += 1
+    return count
+
+
+def absorb_output_quant(linears: list[Linear], idx: _Index) -> int:
+    """Pass 3: the next QuantizeLinear into the op (``*ToU8``) when it is the only reader."""
+    count = 0
+    for lin in linears:
+        q = idx.only_consumer(lin.output)
+        if q is not None and q.input[0] == lin.output and _is_u8_scalar_quant(q, idx):
+            lin.out_quant = q
+            lin.removed.append(q)
+            count += 1
+    return count
+
+
+def choose_inputs(linears: list[Linear], idx: _Index) -> int:
+    """Pass 4: float input (QuantizeLinear dropped) where this Linear is its only reader."""
+    absorbed = {id(lin.out_quant) for lin in linears if lin.out_quant is not None}
+    count = 0
+    for lin in linears:
+        q = lin.quant
+        if id(q) not in absorbed and idx.only_consumer(q.output[0]) is lin.mmi:
+            lin.float_input = True
+            lin.removed.append(q)
+            count += 1
+    return count
+
+
+def _op_type(lin: Linear) -> str:
+    wanted = (not lin.float_input, lin.out_quant is not None)
+    return next(op for op, io in spec.QLINEAR_OPS.items() if io == wanted)
+
+
+def _emit_one(lin: Linear, b, packed: dict) -> tuple[object, dict]:
+    """The custom-op node for `lin`; ``packed`` caches block weights per initializer."""
+    from onnx import helper
+
+    if lin.weight not in packed:
+        w = np.ascontiguousarray(b.const(lin.weight).T)  # [K, N] -> [N, K]
+        block = spec.pack_block4(w)
+        names = [b.init(f"{lin.weight}.{part}", getattr(block, part))
+                 for part in ("row_ptr", "block_col", "values")]  # fmt: skip
+        packed[lin.weight] = (names, block)
+    names, block = packed[lin.weight]
+    x = lin.quant.input[0] if lin.float_input else lin.quant.output[0]
+    inputs = [x, lin.quant.input[1], lin.quant.input[2], *names,
+              b.init(f"{lin.name}.weight_scale", lin.w_scale),
+              b.init(f"{lin.name}.bias", lin.bias)]  # fmt: skip
+    out = lin.output
+    if lin.out_quant is not None:
+        inputs += [lin.out_quant.input[1], lin.out_quant.input[2]]
+        out = lin.out_quant.output[0]
+    node = helper.make_node(
+        _op_type(lin), inputs, [out], name=f"{lin.name}/{_op_type(lin)}",
+        domain=spec.DOMAIN, K=int(block.k), activation=lin.activation,
+    )  # fmt: skip
+    layer = {
+        "op": node.op_type,
+        "weight": lin.weight,
+        "shape": [block.n, block.k],
+        "blocks_kept": int(block.block_col.size),
+        "blocks": int(block.n * -(-block.k // spec.BLOCK)),
+        "block_density": round(block.block_density, 6),
+        "activation": lin.activation,
+        "float_input": lin.float_input,
+        "output_quant": lin.out_quant is not None,
+    }
+    return node, layer
+
+
+class _Consts:
+    """`int8._Builder` plus reading back the graph's initializers."""
+
+    def __init__(self, graph, idx: _Index):
+        from sparse_transfer.export.int8 import _Builder
+
+        self._b, self._idx = _Builder(graph), idx
+
+    def const(self, name: str) -> np.ndarray:
+        return self._idx.const(name)
+
+    def init(self, base: str, array: np.ndarray) -> str:
+        return self._b.init(base, np.ascontiguousarray(array))
+
+
+def emit(graph, linears: list[Linear], idx: _Index) -> dict[str, dict]:
+    """Pass 5: each chain's nodes out, its op in at the chain's last node; per-layer facts."""
+    b, packed, layers = _Consts(graph, idx), {}, {}
+    gone = {id(n) for lin in linears for n in lin.removed}
+    at: dict[int, object] = {}
+    for lin in linears:
+        node, layers[lin.name] = _emit_one(lin, b, packed)
+        last = lin.out_quant if lin.out_quant is not None else idx.producer[lin.output]
+        at[id(last)] = node
+    kept = [at.get(id(n), n) for n in graph.node if id(n) not in gone or id(n) in at]
+    del graph.node[:]
+    graph.node.extend(kept)
+    return layers
+
+
+def prune(graph) -> None:
+    """Drops nodes whose outputs nothing reads (the shared scale Muls), then initializers."""
+    from sparse_transfer.export.int8 import _drop_unused_initializers
+
+    outputs = {o.name for o in graph.output}
+    while True:
+        used = {i for n in graph.node for i in n.input} | outputs
+        kept = [n for n in graph.node if any(o in used for o in n.output)]
+        if len(kept) == len(graph.node):
+            break
+        del graph.node[:]
+        graph.node.extend(kept)
+    _drop_unused_initializers(graph)
+
+
+def sparsify(model_proto) -> dict:
+    """Rewrites a standard ``integer`` int8 graph in place; returns the report entry."""
+    from onnx import helper
+
+    graph = model_proto.graph
+    idx = _Index(graph)
+    linears = match_linears(graph, idx)
+    fusions = {
+        "bias_scale_epilogue": len(linears),
+        "gelu": absorb_gelu(linears, idx),
+        "output_quant": absorb_output_quant(linears, idx),
+        "float_input": choose_inputs(linears, idx),
+    }
+    layers = emit(graph, linears, idx)
+    prune(graph)
+    if not any(o.domain == spec.DOMAIN for o in model_proto.opset_import):
+        model_proto.opset_import.append(helper.make_opsetid(spec.DOMAIN, spec.OPSET_VERSION))
+    left = [n.name for n in match_linears(graph, _Index(graph))]
+    kept = sum(v["blocks_kept"] for v in layers.values())
+    total = sum(v["blocks"] for v in layers.values())
+    return {
+        "file": SPARSE_MODEL_FILE,
+        "domain": spec.DOMAIN,
+        "linears": len(layers),
+        "linears_left_standard": left,
+        "fusions": fusions,
+        "block_density": round(kept / total, 6) if total else 0.0,
+        "layers": layers,
+    }

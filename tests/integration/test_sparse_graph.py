@@ -1,0 +1,320 @@
+"""``model.sparse.onnx`` (issue 22): the int8 Linears as sparse custom ops, checked exactly.
+
+The rewrite (`export.sparse_graph`) must replace every int8 Linear, keep its weights
+bit for bit (the 1x4 blocks unpack to the standard graph's int8 weights), compute the
+standard graph's numbers under the exact reference (ONNX's numpy evaluator with
+`kernels.spec`'s ops: no library needed) with equal predictions, and fuse GELU and
+the next Linear's input quantization. The engines (`runtime.engines`) must refuse or
+fall back with a reason when the kernel library is not there, and agree with the
+standard engine when it is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from sparse_transfer.cli import main
+from sparse_transfer.embedded.fixtures import make_tiny_bert, sentiment_rows, write_jsonl
+from sparse_transfer.errors import ExportError
+from sparse_transfer.export import export_onnx
+from sparse_transfer.export.onnx_export import input_names_for, load_for_export, sample_inputs
+from sparse_transfer.export.parity import ReferenceGraph, predictions
+from sparse_transfer.kernels import spec
+from sparse_transfer.quantization import calibrate, prepare_qat, save_qat_config
+from sparse_transfer.runtime import OnnxModel, engines
+
+pytestmark = pytest.mark.integration
+
+TASKS = [
+    "text-classification",
+    "token-classification",
+    "question-answering",
+    "masked-language-modeling",
+]
+LAYERS = 2
+
+
+def _qat_export(root: Path, task: str, linear_outputs: bool = False) -> Path:
+    """A tiny 90%-sparse QAT model of `task`, calibrated and exported (integer int8)."""
+    src = make_tiny_bert(root / "float", task=task, sparsity=0.9, num_layers=LAYERS)
+    model, tokenizer, _ = load_for_export(src, task)
+    prepare_qat(
+        model,
+        exclude_module_types=["LayerNorm", "Tanh"],
+        quantize_embedding_activations=True,
+        quantize_linear_activations=linear_outputs,
+    )
+    names = input_names_for(model, tokenizer)
+    pair = task == "question-answering"
+    calibrate(
+        model,
+        [
+            {k: torch.from_numpy(v) for k, v in sample_inputs(tokenizer, names, 8, 24, seed=s, pair=pair).items()}
+            for s in range(3)
+        ],
+    )  # fmt: skip
+    qat = root / "qat"
+    model.save_pretrained(str(qat))
+    tokenizer.save_pretrained(str(qat))
+    shutil.copyfile(src / "vocab.txt", qat / "vocab.txt")
+    save_qat_config(model, qat)
+    return export_onnx(qat, task, output=root / "deployment")
+
+
+@pytest.fixture(scope="module")
+def deployments(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sparse-graph")
+    return {t: _qat_export(root / t, t) for t in TASKS}
+
+
+def _report(dest: Path) -> dict:
+    return json.loads((dest / "export_report.json").read_text())
+
+
+def _graphs(dest: Path):
+    return onnx.load(str(dest / "model.onnx")), onnx.load(str(dest / "model.sparse.onnx"))
+
+
+def _int8_linears(model) -> list:
+    inits = {i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8}
+    return [n for n in model.graph.node if n.op_type == "MatMulInteger" and n.input[1] in inits]
+
+
+def _features(dest: Path, task: str, batch: int, length: int, seed: int) -> dict:
+    model = OnnxModel(dest, engine="onnxruntime")
+    names = [n for n in model.input_names]
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(dest))
+    pair = task == "question-answering"
+    return model.feeds(sample_inputs(tokenizer, names, batch, length, seed=seed, pair=pair))
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_int8_linear_becomes_a_sparse_op_with_its_exact_weights(deployments, task):
+    dest = deployments[task]
+    report = _report(dest)
+    standard, sparse = _graphs(dest)
+    onnx.checker.check_model(sparse, full_check=True)
+    linears = _int8_linears(standard)
+    custom = [n for n in sparse.graph.node if n.domain == spec.DOMAIN]
+    # every int8 Linear replaced, attention MatMulIntegers (two activations) kept
+    assert (
+        len(custom)
+        == len(linears)
+        == report["sparse_graph"]["linears"]
+        == 6 * LAYERS + (1 if task in ("question-answering", "token-classification") else 2)
+    )
+    assert _int8_linears(sparse) == []
+    attention = [n for n in sparse.graph.node if n.op_type == "MatMulInteger"]
+    assert len(attention) == report["int8"]["attention_matmuls"] == 2 * LAYERS
+    assert {o.domain: o.version for o in sparse.opset_import}[spec.DOMAIN] == spec.OPSET_VERSION
+    # weights round-trip exactly, block density counted independently
+    std_init = {i.name: numpy_helper.to_array(i) for i in standard.graph.initializer}
+    sp_init = {i.name: numpy_helper.to_array(i) for i in sparse.graph.initializer}
+    layers = report["sparse_graph"]["layers"]
+    kept_all = total_all = 0
+    for node in custom:
+        layer = layers[node.name.rsplit("/", 1)[0]]
+        w = std_init[layer["weight"]].T  # [K, N] -> [N, K]
+        k = next(a.i for a in node.attribute if a.name == "K")
+        row_ptr, block_col, values = (sp_init[i] for i in node.input[3:6])
+        assert k == w.shape[1]
+        assert np.array_equal(spec.unpack_block4(row_ptr, block_col, values, k), w), node.name
+        padded = np.zeros((w.shape[0], -(-k // 4) * 4), np.int8)
+        padded[:, :k] = w
+        kept = int(padded.reshape(w.shape[0], -1, 4).any(axis=2).sum())
+        assert layer["blocks_kept"] == kept == block_col.size, node.name
+        assert layer["blocks"] == w.shape[0] * (-(-k // 4))
+        kept_all, total_all = kept_all + kept, total_all + layer["blocks"]
+    assert report["sparse_graph"]["block_density"] == round(kept_all / total_all, 6)
+    assert 0.2 < kept_all / total_all < 0.5  # 90% unstructured: about a third of blocks kept
+    assert "model.sparse.onnx" in report["files"]
+    assert report["sparse_graph"]["representation"]["name"] == "7bit-weights"
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_sparse_graph_computes_the_standard_graphs_numbers(deployments, task):
+    dest = deployments[task]
+    report = _report(dest)
+    parity = report["sparse_graph"]["parity"]
+    assert parity["passed"] and parity["graph_vs_standard"]["agreement_min"] == 1.0
+    tolerance = report["parity"]["tolerance"]
+    standard, sparse = (ReferenceGraph(g) for g in _graphs(dest))
+    for batch, length, seed in [(1, 9, 5), (3, 37, 6)]:  # rows the export never saw
+        feeds = _features(dest, task, batch, length, seed)
+        want, got = standard(feeds), sparse(feeds)
+        for name in want:
+            assert got[name].shape == want[name].shape
+            assert np.abs(got[name] - want[name]).max() <= tolerance[name], (name, batch)
+            mask = feeds["attention_mask"]
+            assert np.array_equal(
+                predictions(name, got[name], mask), predictions(name, want[name], mask)
+            )
+
+
+def _with_outputs(model, names: list[str]):
+    """A copy of `model` that also returns the uint8 tensors `names`."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for name in names:
+        copy.graph.output.append(
+            onnx.helper.make_tensor_value_info(name, onnx.TensorProto.UINT8, None)
+        )
+    return copy
+
+
+def test_gelu_and_next_input_quantization_fuse_exactly(deployments):
+    dest = deployments["text-classification"]
+    report = _report(dest)["sparse_graph"]
+    standard, sparse = _graphs(dest)
+    by_op: dict[str, list] = {}
+    for n in sparse.graph.node:
+        by_op.setdefault(n.op_type, []).append(n)
+    # intermediate.dense: GELU in the epilogue and output.dense's uint8 input made by it
+    to_u8 = by_op["SparseQLinearToU8"]
+    assert len(to_u8) == report["fusions"]["gelu"] == report["fusions"]["output_quant"] == LAYERS
+    assert all(next(a.s for a in n.attribute if a.name == "activation") == b"gelu" for n in to_u8)
+    assert "Erf" not in by_op and "Erf" in {n.op_type for n in standard.graph.node}
+    readers = {i: n for n in sparse.graph.node for i in n.input}
+    assert all(readers[n.output[0]].op_type == "SparseQLinearFromU8" for n in to_u8)
+    # query/key/value share one QuantizeLinear: kept, each reads its uint8 output
+    qkv = [n for n in by_op["SparseQLinearFromU8"] if ".attention.self." in n.name]
+    assert len(qkv) == 3 * LAYERS
+    producers = {o: n for n in sparse.graph.node for o in n.output}
+    assert all(producers[n.input[0]].op_type == "QuantizeLinear" for n in qkv)
+    assert len({n.input[0] for n in qkv}) == LAYERS
+    # a QuantizeLinear read by one Linear alone is dropped: the op quantizes its float input
+    float_in = len(by_op["SparseQLinear"]) + len(to_u8)  # all intermediate.dense quantize inside
+    assert report["fusions"]["float_input"] == float_in == 2 * LAYERS + 2
+    std_q = sum(n.op_type == "QuantizeLinear" for n in standard.graph.node)
+    sp_q = len(by_op["QuantizeLinear"])
+    assert std_q - sp_q == report["fusions"]["output_quant"] + report["fusions"]["float_input"]
+    # the fused uint8 tensors equal the standard graph's QuantizeLinear outputs, bit for bit
+    names = [n.output[0] for n in to_u8]
+    feeds = _features(dest, "text-classification", 2, 30, 11)
+    want = ReferenceGraph(_with_outputs(standard, names))(feeds)
+    got = ReferenceGraph(_with_outputs(sparse, names))(feeds)
+    for name in names:
+        assert got[name].dtype == np.uint8 and np.array_equal(got[name], want[name]), name
+
+
+def test_quantized_linear_outputs_fuse_into_to_u8(tmp_path):
+    """With Linear outputs quantized (QuantizeLinear -> DequantizeLinear after the bias),
+    the QuantizeLinear moves into the op and the DequantizeLinear reads its uint8."""
+    dest = _qat_export(tmp_path, "text-classification", linear_outputs=True)
+    report = _report(dest)["sparse_graph"]
+    assert (
+        report["parity"]["passed"]
+        and report["parity"]["graph_vs_standard"]["max_abs_diff_all"] == 0.0
+    )
+    assert report["fusions"]["output_quant"] > LAYERS  # beyond the GELU ones
+    _, sparse = _graphs(dest)
+    readers = {i: n.op_type for n in sparse.graph.node for i in n.input}
+    to_u8 = [n for n in sparse.graph.node if n.op_type in ("SparseQLinearToU8", "SparseQLinearU8")]
+    assert "DequantizeLinear" in {readers.get(n.output[0]) for n in to_u8}
+
+
+@pytest.fixture
+def no_library(monkeypatch):
+    gone = engines.Unavailable(False, None, None, "test", "library not built (test)")
+    monkeypatch.setattr(engines, "kernel_status", lambda: gone)
+    monkeypatch.setattr(engines, "register_library", lambda options: gone)
+
+
+def test_sparse_engine_without_library_is_a_one_line_error(
+    deployments, no_library, tmp_path, capsys
+):
+    dest = deployments["text-classification"]
+    with pytest.raises(
+        ExportError, match=r"--engine onnxruntime-sparse: .*library not built \(test\)"
+    ):
+        OnnxModel(dest, engine="onnxruntime-sparse")
+    val = write_jsonl(sentiment_rows(6, seed=1), tmp_path / "val.jsonl")
+    argv = ["evaluate", "--model_path", str(dest), "--task", "text-classification",
+            "--validation_file", str(val), "--engine", "onnxruntime-sparse"]  # fmt: skip
+    assert main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # no bars
+    assert len(err) == 1 and "library not built (test)" in err[0]
+    assert main(["serve", str(dest), "--engine", "onnxruntime-sparse", "--http_port", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "onnxruntime-sparse" in err[0] and "library not built" in err[0]
+    argv = ["benchmark", "--model_path", str(dest), "--engine", "onnxruntime,onnxruntime-sparse",
+            "--batch_size", "1", "--sequence_length", "8", "--rounds", "1", "--iterations", "1"]  # fmt: skip
+    assert main(argv) == 2
+    assert "library not built" in capsys.readouterr().err
+
+
+def test_sparse_engine_needs_the_sparse_graph(deployments, tmp_path):
+    old = shutil.copytree(deployments["text-classification"], tmp_path / "old")
+    (old / "model.sparse.onnx").unlink()
+    with pytest.raises(ExportError, match=r"has no model\.sparse\.onnx"):
+        OnnxModel(old, engine="onnxruntime-sparse")
+    with pytest.raises(ExportError, match=r"--engine 'fast': choose one of auto, onnxruntime"):
+        OnnxModel(old, engine="fast")
+
+
+def test_auto_falls_back_with_a_warning(deployments, no_library, caplog):
+    dest = deployments["text-classification"]
+    with caplog.at_level(logging.WARNING, logger="sparse_transfer.runtime.engines"):
+        model = OnnxModel(dest, engine="auto")
+    assert model.engine == "onnxruntime" and model.path.name == "model.onnx"
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "\n" not in lines[0]
+    assert "--engine auto" in lines[0] and "library not built (test)" in lines[0]
+
+
+def _library_or_skip():
+    status = engines.kernel_status()
+    if not status.available:
+        pytest.skip(f"sparse kernel library not available here: {status.reason}")
+    return status
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_library_engine_predicts_as_the_standard_engine(deployments, task):
+    _library_or_skip()
+    dest = deployments[task]
+    sparse = OnnxModel(dest, engine="onnxruntime-sparse", threads=2)
+    standard = OnnxModel(dest, engine="onnxruntime", threads=2)
+    assert (
+        sparse.engine == "onnxruntime-sparse"
+        and OnnxModel(dest, engine="auto").engine == sparse.engine
+    )
+    tolerance = _report(dest)["parity"]["tolerance"]
+    reference = ReferenceGraph(onnx.load(str(dest / "model.sparse.onnx")))
+    for batch, length, seed in [(1, 7, 1), (4, 33, 2)]:
+        feeds = _features(dest, task, batch, length, seed)
+        got, want, exact = (
+            sparse.session.run(None, feeds),
+            standard.session.run(None, feeds),
+            reference(feeds),
+        )
+        for name, g, w in zip(sparse.output_names, got, want, strict=True):
+            assert np.abs(g - exact[name]).max() <= tolerance[name]
+            mask = feeds["attention_mask"]
+            assert np.array_equal(predictions(name, g, mask), predictions(name, w, mask)), name
+    assert _report(dest)["sparse_graph"]["parity"]["runtime_vs_graph"]["within_tolerance"]
+
+
+def test_library_engine_evaluates_as_the_standard_engine(deployments, tmp_path):
+    _library_or_skip()
+    dest = deployments["text-classification"]
+    val = write_jsonl(sentiment_rows(24, seed=2), tmp_path / "val.jsonl")
+    results = {}
+    for engine in ("onnxruntime", "onnxruntime-sparse"):
+        out = tmp_path / engine
+        argv = ["evaluate", "--model_path", str(dest), "--task", "text-classification",
+                "--validation_file", str(val), "--engine", engine, "--output_dir", str(out)]  # fmt: skip
+        assert main(argv) == 0
+        results[engine] = json.loads((out / "eval_results.json").read_text())
+    assert results["onnxruntime"]["eval_accuracy"] == results["onnxruntime-sparse"]["eval_accuracy"]
