@@ -53,6 +53,7 @@ def _bert_base(
     qat: bool,
     exclude: tuple[str, ...] = (),
     reduce_weight_range: bool = True,
+    block4: bool = False,
 ) -> Path:
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
@@ -69,6 +70,9 @@ def _bert_base(
     model = BertForSequenceClassification(config).eval()
     if sparsity:
         prune_by_magnitude(model, sparsity, prefix="bert.")
+    if block4:
+        _prune_block4(model, sparsity, prefix="bert.")
+        _prune_block4(model, sparsity, prefix="classifier")
     if qat:
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
         prepare_qat(
@@ -239,3 +243,102 @@ def test_onnx_speed_int8_representations(tmp_path):
     if out:
         Path(out).write_text(json.dumps({"isa": isa(), "b1": b1, "b32": b32}, indent=2))
     assert np.isfinite(b1["90% sparse int8, 7-bit weights (default)"]["p50_ms"])
+
+
+def _prune_block4(model, sparsity: float, prefix: str) -> None:
+    """Zeros the lowest-L2 `sparsity` fraction of 1x4 blocks (along the input) of every
+    encoder/pooler/classifier Linear: the shape the sparse kernels skip whole."""
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if not name.startswith(prefix.rstrip(".")) or not isinstance(module, torch.nn.Linear):
+                continue
+            w = module.weight.data  # [out, in]; in is a multiple of 4 in BERT
+            blocks = w.view(w.shape[0], -1, 4)
+            norms = blocks.pow(2).sum(-1).flatten()
+            k = round(sparsity * norms.numel())
+            drop = norms.argsort(stable=True)[:k]
+            keep = torch.ones_like(norms, dtype=torch.bool)
+            keep[drop] = False
+            blocks.mul_(keep.view(blocks.shape[:2]).unsqueeze(-1).to(w.dtype))
+
+
+def test_onnx_speed_sparse_kernels(tmp_path):
+    """The sparse graph with our kernel library vs ORT's int8 (issue 22), in one run.
+
+    Rows: ORT dense FP32, ORT ``quantize_dynamic`` of that dense model (the yardstick),
+    our standard int8 (``model.onnx``) and our sparse graph with the kernel library
+    (``model.sparse.onnx``), at 90% unstructured and 90% block4; batch 1 in interleaved
+    rounds, batch 32 in fewer interleaved rounds; ratios against the yardstick. Then ORT's
+    profiler on the sparse graph (batch 1) says where the time goes. DeepSparse rows when
+    its venv exists. ``BENCH_OUT`` receives the JSON.
+    """
+    from sparse_transfer.export.benchmark import dynamic_int8_copy
+    from sparse_transfer.export.profile import profile_ops
+    from sparse_transfer.runtime.cpu_features import isa
+    from sparse_transfer.runtime.engines import kernel_status
+
+    status = kernel_status()
+    t0 = time.time()
+    dense = export_onnx(_bert_base(tmp_path / "dense", 0.0, False), "text-classification")
+    int8 = {
+        "90% unstructured": export_onnx(
+            _bert_base(tmp_path / "unstructured", 0.9, True), "text-classification"
+        ),
+        "90% block4": export_onnx(
+            _bert_base(tmp_path / "block4", 0.9, True, block4=True), "text-classification"
+        ),
+    }
+    variants: dict[str, object] = {
+        "ORT dense FP32": dense,
+        "ORT dynamic int8 of dense (yardstick)": dynamic_int8_copy(dense, tmp_path / "dyn"),
+    }
+    for shape, path in int8.items():
+        variants[f"{shape} int8, standard graph"] = (path, "onnxruntime")
+        if status.available:
+            variants[f"{shape} int8, sparse graph + library"] = (path, "onnxruntime-sparse")
+    print(f"\nbuilt and exported in {time.time() - t0:.0f} s; kernel library: {status}")
+    b1 = compare(variants, 1, SEQ, THREADS, ROUNDS, ITERS, engines=("onnxruntime",))["onnxruntime"]
+    b32 = compare(variants, 32, SEQ, THREADS, max(2, ROUNDS // 10), 1, warmup=1,
+                  engines=("onnxruntime",))["onnxruntime"]  # fmt: skip
+    ds = compare({k: v[0] for k, v in variants.items() if "standard" in k}, 1, SEQ, THREADS,
+                 ROUNDS, ITERS, engines=("deepsparse",))["deepsparse"]  # fmt: skip
+    yard = "ORT dynamic int8 of dense (yardstick)"
+    lines = [
+        f"ISA: {isa()}; kernel library ISA: {status.isa or status.reason}; BERT-base shape "
+        f"({LAYERS} layers, hidden {HIDDEN}), seq {SEQ}, threads {THREADS or os.cpu_count()}; "
+        f"batch 1: {ROUNDS} interleaved rounds of {ITERS}; batch 32: interleaved",
+        f"{'variant':<48}{'b1 p50 ms':>10}{'best':>8}{'vs FP32':>9}{'vs dyn':>8}"
+        f"{'b32 items/s':>13}{'vs dyn':>8}",
+    ]
+    for name in variants:
+        r1, r32 = b1[name], b32[name]
+        lines.append(
+            f"{name:<48}{r1['p50_ms']:>10.1f}{r1['best_round_p50_ms']:>8.1f}"
+            f"{b1['ORT dense FP32']['p50_ms'] / r1['p50_ms']:>8.2f}x"
+            f"{b1[yard]['p50_ms'] / r1['p50_ms']:>7.2f}x{r32['throughput_items_per_s']:>13.1f}"
+            f"{r32['throughput_items_per_s'] / b32[yard]['throughput_items_per_s']:>7.2f}x"
+        )
+    if ds.get("available"):
+        for name, r in ds.items():
+            if isinstance(r, dict) and "p50_ms" in r:
+                lines.append(f"DeepSparse {name:<37}{r['p50_ms']:>10.1f}"
+                             f"{b1['ORT dense FP32']['p50_ms'] / r['p50_ms']:>17.2f}x")  # fmt: skip
+    else:
+        lines.append(f"DeepSparse not run: {ds.get('reason')}")
+    profiles = {}
+    for shape, path in int8.items():
+        report = json.loads((path / "export_report.json").read_text())["sparse_graph"]
+        lines.append(
+            f"{shape}: kept 1x4 blocks {report['block_density']:.3f}, fusions {report['fusions']}"
+        )
+        engine = "onnxruntime-sparse" if status.available else "onnxruntime"
+        profiles[shape] = profile_ops(path, engine, 1, SEQ, THREADS, runs=10)
+        top = ", ".join(f"{o['op']} {o['share']:.0%}" for o in profiles[shape]["ops"][:8])
+        lines.append(f"  profile ({engine}, batch 1, seq {SEQ}): {top}")
+    print("\n".join(lines))
+    out = os.environ.get("BENCH_OUT")
+    if out:
+        Path(out).write_text(json.dumps(
+            {"isa": isa(), "library": str(status), "b1": b1, "b32": b32, "deepsparse": ds,
+             "profiles": profiles}, indent=2, default=str))  # fmt: skip
+    assert np.isfinite(b1[yard]["p50_ms"])

@@ -9,7 +9,10 @@ VNNI: ONNX Runtime's u8 x s8 kernel adds products in saturating int16) and Nehal
 off) rides along as the control: it must be right natively (this host has VNNI) and
 under Nehalem, wrong under Haswell, and `int8_variant_is_exact_here` must say so.
 Without ``qemu-x86_64`` (``make install`` installs qemu-user where it can) the emulated
-runs skip with a reason.
+runs skip with a reason. With the sparse kernel library built (issue 22), each 7-bit
+deployment's ``model.sparse.onnx`` runs too, the library registered: on every CPU it must
+give the QAT model's integers and the standard graph's decisions (the library dispatches
+on the emulated CPU's instruction set, so each ``-cpu`` takes another kernel path).
 """
 
 from __future__ import annotations
@@ -96,9 +99,16 @@ def cases(tmp_path_factory) -> Path:
     return root / "cases"
 
 
-def _run(cases: Path, cpu: str | None) -> dict:
+def _library() -> str | None:
+    from sparse_transfer.runtime.engines import kernel_status
+
+    status = kernel_status()
+    return status.library if status.available else None
+
+
+def _run(cases: Path, cpu: str | None, library: str | None = None) -> dict:
     python = str(Path(sys.prefix) / "bin" / "python")  # the venv's, not a resolved symlink
-    command = [python, str(RUNNER), str(cases)]
+    command = [python, str(RUNNER), str(cases), *(["--library", library] if library else [])]
     if cpu:
         command = [QEMU, "-cpu", cpu, *command]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
@@ -137,3 +147,20 @@ def test_int8_deployments_match_the_qat_model_on_every_cpu(cases, cpu):
         assert full["below_one_step"] and full["exact_here"], full
     if cpu is None and _native_has_vnni():
         assert not result["ort_u8s8_saturates"]
+
+
+@pytest.mark.parametrize("cpu", [None, "Haswell", "Nehalem"], ids=["native", "haswell", "nehalem"])
+def test_sparse_graph_with_the_library_matches_on_every_cpu(cases, cpu):
+    library = _library()
+    if library is None:
+        from sparse_transfer.runtime.engines import kernel_status
+
+        pytest.skip(f"sparse kernel library not available: {kernel_status().reason}")
+    if cpu and (QEMU is None or platform.machine() != "x86_64"):
+        pytest.skip("qemu-x86_64 not installed (make install adds qemu-user where it can)")
+    result = _run(cases, cpu, library)
+    for task in TASKS:
+        got = result["cases"][task]["sparse"]
+        assert got["below_one_step"] and got["within_tolerance"], (cpu, task, got)
+        assert got["decisions_equal_standard"], (cpu, task, got)
+        assert all(a == 1.0 for a in got["agreement"].values()), (cpu, task, got)

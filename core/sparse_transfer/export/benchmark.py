@@ -231,7 +231,7 @@ def _round_stats(rounds_s: Sequence[Sequence[float]], batch: int) -> dict[str, A
 
 
 def compare(
-    deployments: dict[str, str | Path],
+    deployments: dict[str, str | Path | tuple[str | Path, str]],
     batch: int = 1,
     sequence_length: int = 128,
     threads: int | None = None,
@@ -246,7 +246,8 @@ def compare(
     Each deployment runs under every ONNX Runtime engine of `ort_engines` (the
     standard and the sparse graph of one deployment, interleaved like the rest);
     with more than one, names read ``"NAME [ENGINE]"`` and ``stats["engine"]`` says
-    which graph ran (``auto`` may fall back).
+    which graph ran (``auto`` may fall back). A ``(folder, engine)`` value pins one
+    deployment to one engine (a dense FP32 folder has no sparse graph).
 
     Each round runs every model `iterations` times, one model after another,
     so load from elsewhere on a shared machine falls on every model alike
@@ -255,7 +256,8 @@ def compare(
     runs. DeepSparse (when available, see `benchmark`) runs every model in
     one subprocess the same way.
     """
-    paths = {name: _model_file(d) for name, d in deployments.items()}
+    pinned = {n: d[1] for n, d in deployments.items() if isinstance(d, tuple)}
+    paths = {n: _model_file(d[0] if isinstance(d, tuple) else d) for n, d in deployments.items()}
     vocab = min(_vocab_size(p.parent) for p in paths.values())  # ids valid in every model
     out: dict[str, dict[str, Any]] = {}
     warnings = _exactness_warnings({n: p.parent for n, p in paths.items()}, engines)
@@ -263,7 +265,16 @@ def compare(
         out["warnings"] = warnings  # type: ignore[assignment]
     if "onnxruntime" in engines:
         out["onnxruntime"] = _ort_rounds(
-            paths, ort_engines, batch, sequence_length, threads, vocab, rounds, iterations, warmup
+            paths,
+            pinned,
+            ort_engines,
+            batch,
+            sequence_length,
+            threads,
+            vocab,
+            rounds,
+            iterations,
+            warmup,
         )
     if "deepsparse" in engines:
         out["deepsparse"] = _deepsparse_compare(
@@ -272,12 +283,14 @@ def compare(
     return out
 
 
-def _ort_rounds(paths, ort_engines, batch, length, threads, vocab, rounds, iterations, warmup):
+def _ort_rounds(paths, pinned, ort_engines, batch, length, threads, vocab, rounds, iterations,
+                warmup):  # fmt: skip
     """ONNX Runtime's part of `compare`: every (deployment, engine) once per round."""
     sessions = {}
     for name, path in paths.items():
-        for engine in ort_engines:
-            key = name if len(ort_engines) == 1 else f"{name} [{engine}]"
+        mine = [pinned[name]] if name in pinned else ort_engines
+        for engine in mine:
+            key = name if len(mine) == 1 else f"{name} [{engine}]"
             model = OnnxModel(path.parent, threads=threads, check_cpu=False, engine=engine)
             feeds = _inputs(model, batch, length, vocab)
             for _ in range(warmup):
