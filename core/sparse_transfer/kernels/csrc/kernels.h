@@ -1,0 +1,59 @@
+// Sparse int8 matmul kernels: 1x4 block-sparse int8 weights x uint8 activations.
+// See ../spec.py for what every op computes; this file is the engine under the ORT glue.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace st {
+
+// Dispatch paths, lowest first. Chosen once at load (SelectIsa), never at build time.
+enum Isa : int { kScalar = 0, kSse41 = 1, kAvx2 = 2, kAvx512bw = 3, kAvx512vnni = 4 };
+const char* IsaName(Isa isa);
+bool CpuHas(Isa isa);
+// The best path this CPU runs, or a lower one forced by SPARSE_TRANSFER_KERNELS_ISA; false and
+// `error` when the variable names an unknown path or one this CPU lacks.
+bool SelectIsa(Isa* isa, std::string* error);
+// Tokens per tile: the activations of one tile are repacked as [kb][token][4 bytes].
+int TileTokens(Isa isa);
+
+constexpr int kRowGroup = 16;  // output rows computed (and transposed) together
+
+// A weight packed once at kernel creation.
+struct Packed {
+  int64_t n = 0, k = 0, kb = 0;
+  std::vector<int32_t> row_ptr;  // [n + 1]
+  std::vector<int32_t> col;      // [nnzb] block column kb
+  std::vector<int32_t> w4;       // [nnzb] the block's four int8 weights in one int32
+  std::vector<int32_t> wsum;     // [n rounded up to kRowGroup] sum of row n's weights
+  bool narrow = true;            // every |w| <= 64: pair sums of u8 x s8 fit int16
+};
+// Validates the spec's (row_ptr, block_col, values) and packs them; false and `error` if bad.
+bool PackWeight(const int32_t* row_ptr, int64_t n_plus_1, const int32_t* block_col,
+                int64_t nnzb, const int8_t* values, int64_t values_count, int64_t k,
+                Packed* out, std::string* error);
+
+enum OutKind : int { kOutI32 = 0, kOutF32 = 1, kOutU8 = 2 };
+struct Epilogue {
+  OutKind kind = kOutI32;
+  const float* scale = nullptr;  // [N] float32(x_scale * w_scale[n])
+  const float* bias = nullptr;   // [N]
+  bool gelu = false;
+  float y_scale = 1.f;
+  int32_t y_zp = 0;
+};
+
+// Repacks rows [tile * T, tile * T + T) of A (u8 [m, k]) into `dst` ([kb][T][4], zero padded).
+void RepackU8(Isa isa, const uint8_t* a, int64_t m, int64_t k, int64_t tile, uint8_t* dst);
+// The same for float X, quantized on the way (QuantizeLinear: x / scale, half to even, + zp).
+void RepackF32(Isa isa, const float* x, int64_t m, int64_t k, float scale, int32_t zp,
+               int64_t tile, uint8_t* dst);
+
+// Output rows [n0, n1) (n0 a multiple of kRowGroup) for the tokens of one tile: `ap` is the
+// tile's repacked activations, `mv` its valid tokens, `out` the output's first valid token row.
+void RunTile(Isa isa, const Packed& w, const uint8_t* ap, int64_t mv, int64_t n0, int64_t n1,
+             int32_t a_zp, const Epilogue& ep, void* out);
+
+}  // namespace st

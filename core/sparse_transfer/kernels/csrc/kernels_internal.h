@@ -1,0 +1,31 @@
+// Shared between the portable and the instruction-set specific translation units.
+#pragma once
+
+#include "kernels.h"
+
+namespace st {
+
+void RowScalar(const Packed& w, int64_t n, const uint8_t* ap, int tile, int32_t* acc);
+float GeluScalar(float y);
+uint8_t QuantizeScalar(float y, float scale, int32_t zp);
+// tmp is [kRowGroup][tile] int32 (row-major by output row); writes rows [ng, ng + nv).
+void EpilogueScalar(const Packed& w, const int32_t* tmp, int tile, int64_t mv, int64_t ng,
+                    int64_t nv, int32_t a_zp, const Epilogue& ep, void* out);
+void TileScalar(const Packed& w, const uint8_t* ap, int tile, int64_t mv, int64_t n0, int64_t n1,
+                int32_t a_zp, const Epilogue& ep, void* out);
+void RepackU8Scalar(const uint8_t* a, int64_t m, int64_t k, int tile, int64_t t0, uint8_t* dst);
+void RepackF32Scalar(const float* x, int64_t m, int64_t k, float scale, int32_t zp, int tile,
+                     int64_t t0, uint8_t* dst);
+
+void TileSse41(const Packed& w, const uint8_t* ap, int64_t mv, int64_t n0, int64_t n1,
+               int32_t a_zp, const Epilogue& ep, void* out);
+void TileAvx2(const Packed& w, const uint8_t* ap, int64_t mv, int64_t n0, int64_t n1,
+              int32_t a_zp, const Epilogue& ep, void* out);
+void TileAvx512bw(const Packed& w, const uint8_t* ap, int64_t mv, int64_t n0, int64_t n1,
+                  int32_t a_zp, const Epilogue& ep, void* out);
+void TileAvx512vnni(const Packed& w, const uint8_t* ap, int64_t mv, int64_t n0, int64_t n1,
+                    int32_t a_zp, const Epilogue& ep, void* out);
+void RepackF32Avx512(const float* x, int64_t m, int64_t k, float scale, int32_t zp, int tile,
+                     int64_t t0, uint8_t* dst);
+
+}  // namespace st

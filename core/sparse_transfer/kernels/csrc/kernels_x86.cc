@@ -1,0 +1,279 @@
+// Instruction-set specific paths, each function compiled for its own target (no -march), and
+// the dispatchers that pick one per call from the path chosen at load.
+//
+// Row kernels: activations of a tile are [kb][token][4 bytes]; for each kept 1x4 block of an
+// output row its four weights are broadcast and multiplied with 4 bytes of every token:
+// AVX-512 VNNI `vpdpbusd` (exact for any int8), AVX-512BW / AVX2 / SSSE3 `pmaddubsw` +
+// `pmaddwd` (exact only when |w| <= 64: 2 * 255 * 64 < 32767; wider weights take the scalar
+// row, which is exact).
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels.h"
+#include "kernels_internal.h"
+
+#define TGT_SSE41 __attribute__((target("sse4.1,ssse3")))
+#define TGT_AVX2 __attribute__((target("avx2,fma")))
+#define TGT_512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+#define TGT_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+
+namespace st {
+namespace {
+
+TGT_SSE41 void RowSse41(const Packed& w, int64_t n, const uint8_t* ap, int32_t* acc) {
+  __m128i c0 = _mm_setzero_si128(), c1 = c0, c2 = c0, c3 = c0;
+  const __m128i ones = _mm_set1_epi16(1);
+  for (int32_t b = w.row_ptr[n]; b < w.row_ptr[n + 1]; ++b) {
+    const __m128i* p = reinterpret_cast<const __m128i*>(ap + static_cast<size_t>(w.col[b]) * 64);
+    const __m128i wb = _mm_set1_epi32(w.w4[b]);
+    c0 = _mm_add_epi32(c0, _mm_madd_epi16(_mm_maddubs_epi16(_mm_load_si128(p + 0), wb), ones));
+    c1 = _mm_add_epi32(c1, _mm_madd_epi16(_mm_maddubs_epi16(_mm_load_si128(p + 1), wb), ones));
+    c2 = _mm_add_epi32(c2, _mm_madd_epi16(_mm_maddubs_epi16(_mm_load_si128(p + 2), wb), ones));
+    c3 = _mm_add_epi32(c3, _mm_madd_epi16(_mm_maddubs_epi16(_mm_load_si128(p + 3), wb), ones));
+  }
+  __m128i* o = reinterpret_cast<__m128i*>(acc);
+  _mm_store_si128(o + 0, c0), _mm_store_si128(o + 1, c1);
+  _mm_store_si128(o + 2, c2), _mm_store_si128(o + 3, c3);
+}
+
+TGT_AVX2 void RowAvx2(const Packed& w, int64_t n, const uint8_t* ap, int32_t* acc) {
+  __m256i c0 = _mm256_setzero_si256(), c1 = c0, c2 = c0, c3 = c0;
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int32_t b = w.row_ptr[n]; b < w.row_ptr[n + 1]; ++b) {
+    const __m256i* p =
+        reinterpret_cast<const __m256i*>(ap + static_cast<size_t>(w.col[b]) * 128);
+    const __m256i wb = _mm256_set1_epi32(w.w4[b]);
+    c0 = _mm256_add_epi32(
+        c0, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_load_si256(p + 0), wb), ones));
+    c1 = _mm256_add_epi32(
+        c1, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_load_si256(p + 1), wb), ones));
+    c2 = _mm256_add_epi32(
+        c2, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_load_si256(p + 2), wb), ones));
+    c3 = _mm256_add_epi32(
+        c3, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_load_si256(p + 3), wb), ones));
+  }
+  __m256i* o = reinterpret_cast<__m256i*>(acc);
+  _mm256_store_si256(o + 0, c0), _mm256_store_si256(o + 1, c1);
+  _mm256_store_si256(o + 2, c2), _mm256_store_si256(o + 3, c3);
+}
+
+TGT_512 void RowAvx512bw(const Packed& w, int64_t n, const uint8_t* ap, int32_t* acc) {
+  __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0;
+  const __m512i ones = _mm512_set1_epi16(1);
+  for (int32_t b = w.row_ptr[n]; b < w.row_ptr[n + 1]; ++b) {
+    const uint8_t* p = ap + static_cast<size_t>(w.col[b]) * 256;
+    const __m512i wb = _mm512_set1_epi32(w.w4[b]);
+    c0 = _mm512_add_epi32(
+        c0, _mm512_madd_epi16(_mm512_maddubs_epi16(_mm512_load_si512(p), wb), ones));
+    c1 = _mm512_add_epi32(
+        c1, _mm512_madd_epi16(_mm512_maddubs_epi16(_mm512_load_si512(p + 64), wb), ones));
+    c2 = _mm512_add_epi32(
+        c2, _mm512_madd_epi16(_mm512_maddubs_epi16(_mm512_load_si512(p + 128), wb), ones));
+    c3 = _mm512_add_epi32(
+        c3, _mm512_madd_epi16(_mm512_maddubs_epi16(_mm512_load_si512(p + 192), wb), ones));
+  }
+  _mm512_store_si512(acc, c0), _mm512_store_si512(acc + 16, c1);
+  _mm512_store_si512(acc + 32, c2), _mm512_store_si512(acc + 48, c3);
+}
+
+TGT_VNNI void RowAvx512vnni(const Packed& w, int64_t n, const uint8_t* ap, int32_t* acc) {
+  __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0;
+  for (int32_t b = w.row_ptr[n]; b < w.row_ptr[n + 1]; ++b) {
+    const uint8_t* p = ap + static_cast<size_t>(w.col[b]) * 256;
+    const __m512i wb = _mm512_set1_epi32(w.w4[b]);
+    c0 = _mm512_dpbusd_epi32(c0, _mm512_load_si512(p), wb);
+    c1 = _mm512_dpbusd_epi32(c1, _mm512_load_si512(p + 64), wb);
+    c2 = _mm512_dpbusd_epi32(c2, _mm512_load_si512(p + 128), wb);
+    c3 = _mm512_dpbusd_epi32(c3, _mm512_load_si512(p + 192), wb);
+  }
+  _mm512_store_si512(acc, c0), _mm512_store_si512(acc + 16, c1);
+  _mm512_store_si512(acc + 32, c2), _mm512_store_si512(acc + 48, c3);
+}
+
+// 16x16 int32 transpose in registers: r[j][t] -> r[t][j].
+TGT_512 inline void Transpose16(__m512i r[16]) {
+  __m512i t[16], u[16];
+  for (int g = 0; g < 4; ++g) {
+    const __m512i* q = r + 4 * g;
+    t[4 * g + 0] = _mm512_unpacklo_epi32(q[0], q[1]);
+    t[4 * g + 1] = _mm512_unpackhi_epi32(q[0], q[1]);
+    t[4 * g + 2] = _mm512_unpacklo_epi32(q[2], q[3]);
+    t[4 * g + 3] = _mm512_unpackhi_epi32(q[2], q[3]);
+    u[4 * g + 0] = _mm512_unpacklo_epi64(t[4 * g + 0], t[4 * g + 2]);  // column 4l + 0
+    u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g + 0], t[4 * g + 2]);  // column 4l + 1
+    u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);  // column 4l + 2
+    u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);  // column 4l + 3
+  }
+  for (int c = 0; c < 4; ++c) {
+    const __m512i v0 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x44);
+    const __m512i v1 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xEE);
+    const __m512i v2 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x44);
+    const __m512i v3 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xEE);
+    r[0 + c] = _mm512_shuffle_i32x4(v0, v2, 0x88);
+    r[4 + c] = _mm512_shuffle_i32x4(v0, v2, 0xDD);
+    r[8 + c] = _mm512_shuffle_i32x4(v1, v3, 0x88);
+    r[12 + c] = _mm512_shuffle_i32x4(v1, v3, 0xDD);
+  }
+}
+
+TGT_512 inline __m512 Gelu512(__m512 y) {
+  alignas(64) float v[16];
+  _mm512_store_ps(v, y);
+  for (float& x : v) x = GeluScalar(x);
+  return _mm512_load_ps(v);
+}
+
+// tmp is [kRowGroup][64] int32; writes output rows [ng, ng + nv) of tokens [0, mv).
+TGT_512 void Epilogue512(const Packed& w, const int32_t* tmp, int64_t mv, int64_t ng, int64_t nv,
+                         int32_t a_zp, const Epilogue& ep, void* out) {
+  const int64_t ld = w.n;
+  const __mmask16 mask = nv >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << nv) - 1);
+  const __m512i corr =
+      _mm512_mullo_epi32(_mm512_set1_epi32(a_zp), _mm512_loadu_si512(w.wsum.data() + ng));
+  __m512 scale = _mm512_setzero_ps(), bias = scale;
+  if (ep.kind != kOutI32) {
+    scale = _mm512_maskz_loadu_ps(mask, ep.scale + ng);
+    bias = _mm512_maskz_loadu_ps(mask, ep.bias + ng);
+  }
+  const __m512 ys = _mm512_set1_ps(ep.y_scale), yzp = _mm512_set1_ps(float(ep.y_zp));
+  const __m512 lo = _mm512_setzero_ps(), hi = _mm512_set1_ps(255.f);
+  for (int64_t mb = 0; mb * 16 < mv; ++mb) {
+    __m512i r[16];
+    for (int j = 0; j < 16; ++j) r[j] = _mm512_load_si512(tmp + j * 64 + mb * 16);
+    Transpose16(r);
+    const int64_t tv = std::min<int64_t>(16, mv - mb * 16);
+    for (int64_t t = 0; t < tv; ++t) {
+      const int64_t at = (mb * 16 + t) * ld + ng;
+      const __m512i v = _mm512_sub_epi32(r[t], corr);
+      if (ep.kind == kOutI32) {
+        _mm512_mask_storeu_epi32(static_cast<int32_t*>(out) + at, mask, v);
+        continue;
+      }
+      __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), scale), bias);
+      if (ep.gelu) y = Gelu512(y);
+      if (ep.kind == kOutF32) {
+        _mm512_mask_storeu_ps(static_cast<float*>(out) + at, mask, y);
+        continue;
+      }
+      __m512 q = _mm512_roundscale_ps(_mm512_div_ps(y, ys),
+                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      q = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(q, yzp), lo), hi);
+      const __m128i bytes = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(q));
+      _mm_mask_storeu_epi8(static_cast<uint8_t*>(out) + at, mask, bytes);
+    }
+  }
+}
+
+TGT_512 void RowAvx512bwExact(const Packed& w, int64_t n, const uint8_t* ap, int32_t* acc) {
+  if (w.narrow) {
+    RowAvx512bw(w, n, ap, acc);
+  } else {
+    RowScalar(w, n, ap, 64, acc);
+  }
+}
+
+}  // namespace
+
+#define ST_DEFINE_TILE512(NAME, TGT, ROW)                                                 \
+  TGT void NAME(const Packed& w, const uint8_t* ap, int64_t mv, int64_t n0, int64_t n1,   \
+                int32_t a_zp, const Epilogue& ep, void* out) {                            \
+    alignas(64) int32_t tmp[kRowGroup * 64];                                              \
+    for (int64_t ng = n0; ng < n1; ng += kRowGroup) {                                     \
+      const int64_t nv = std::min<int64_t>(kRowGroup, n1 - ng);                           \
+      for (int64_t j = 0; j < kRowGroup; ++j) {                                           \
+        if (j < nv) {                                                                     \
+          ROW(w, ng + j, ap, tmp + j * 64);                                               \
+        } else {                                                                          \
+          std::memset(tmp + j * 64, 0, 64 * sizeof(int32_t));                             \
+        }                                                                                 \
+      }                                                                                   \
+      Epilogue512(w, tmp, mv, ng, nv, a_zp, ep, out);                                     \
+    }                                                                                     \
+  }
+
+ST_DEFINE_TILE512(TileAvx512vnni, TGT_VNNI, RowAvx512vnni)
+ST_DEFINE_TILE512(TileAvx512bw, TGT_512, RowAvx512bwExact)
+
+TGT_SSE41 void TileSse41(const Packed& w, const uint8_t* ap, int64_t mv, int64_t n0, int64_t n1,
+                         int32_t a_zp, const Epilogue& ep, void* out) {
+  alignas(64) int32_t tmp[kRowGroup * 16];
+  for (int64_t ng = n0; ng < n1; ng += kRowGroup) {
+    const int64_t nv = std::min<int64_t>(kRowGroup, n1 - ng);
+    for (int64_t j = 0; j < nv; ++j) {
+      if (w.narrow) {
+        RowSse41(w, ng + j, ap, tmp + j * 16);
+      } else {
+        RowScalar(w, ng + j, ap, 16, tmp + j * 16);
+      }
+    }
+    EpilogueScalar(w, tmp, 16, mv, ng, nv, a_zp, ep, out);
+  }
+}
+
+TGT_AVX2 void TileAvx2(const Packed& w, const uint8_t* ap, int64_t mv, int64_t n0, int64_t n1,
+                       int32_t a_zp, const Epilogue& ep, void* out) {
+  alignas(64) int32_t tmp[kRowGroup * 32];
+  for (int64_t ng = n0; ng < n1; ng += kRowGroup) {
+    const int64_t nv = std::min<int64_t>(kRowGroup, n1 - ng);
+    for (int64_t j = 0; j < nv; ++j) {
+      if (w.narrow) {
+        RowAvx2(w, ng + j, ap, tmp + j * 32);
+      } else {
+        RowScalar(w, ng + j, ap, 32, tmp + j * 32);
+      }
+    }
+    EpilogueScalar(w, tmp, 32, mv, ng, nv, a_zp, ep, out);
+  }
+}
+
+TGT_512 void RepackF32Avx512(const float* x, int64_t m, int64_t k, float scale, int32_t zp,
+                             int tile, int64_t t0, uint8_t* dst) {
+  const int64_t kb = (k + 3) / 4;
+  std::memset(dst, 0, static_cast<size_t>(kb) * tile * 4);
+  const __m512 sc = _mm512_set1_ps(scale), zpf = _mm512_set1_ps(float(zp));
+  const __m512 lo = _mm512_setzero_ps(), hi = _mm512_set1_ps(255.f);
+  for (int64_t t = 0; t < tile && t0 + t < m; ++t) {
+    const float* row = x + (t0 + t) * k;
+    for (int64_t i = 0; i < k; i += 16) {
+      const int64_t left = k - i;
+      const __mmask16 mask = left >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1);
+      __m512 q = _mm512_div_ps(_mm512_maskz_loadu_ps(mask, row + i), sc);
+      q = _mm512_roundscale_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      q = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(q, zpf), lo), hi);
+      alignas(16) uint32_t quads[4];
+      _mm_store_si128(reinterpret_cast<__m128i*>(quads),
+                      _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(q)));
+      const int64_t blocks = std::min<int64_t>(4, kb - i / 4);
+      for (int64_t j = 0; j < blocks; ++j) {
+        std::memcpy(dst + ((i / 4 + j) * tile + t) * 4, &quads[j], 4);
+      }
+    }
+  }
+}
+
+void RunTile(Isa isa, const Packed& w, const uint8_t* ap, int64_t mv, int64_t n0, int64_t n1,
+             int32_t a_zp, const Epilogue& ep, void* out) {
+  switch (isa) {
+    case kAvx512vnni: return TileAvx512vnni(w, ap, mv, n0, n1, a_zp, ep, out);
+    case kAvx512bw: return TileAvx512bw(w, ap, mv, n0, n1, a_zp, ep, out);
+    case kAvx2: return TileAvx2(w, ap, mv, n0, n1, a_zp, ep, out);
+    case kSse41: return TileSse41(w, ap, mv, n0, n1, a_zp, ep, out);
+    default: return TileScalar(w, ap, 16, mv, n0, n1, a_zp, ep, out);
+  }
+}
+
+void RepackU8(Isa isa, const uint8_t* a, int64_t m, int64_t k, int64_t tile, uint8_t* dst) {
+  const int t = TileTokens(isa);
+  RepackU8Scalar(a, m, k, t, tile * t, dst);
+}
+
+void RepackF32(Isa isa, const float* x, int64_t m, int64_t k, float scale, int32_t zp,
+               int64_t tile, uint8_t* dst) {
+  const int t = TileTokens(isa);
+  if (isa >= kAvx512bw) return RepackF32Avx512(x, m, k, scale, zp, t, tile * t, dst);
+  RepackF32Scalar(x, m, k, scale, zp, t, tile * t, dst);
+}
+
+}  // namespace st

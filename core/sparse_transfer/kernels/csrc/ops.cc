@@ -1,0 +1,403 @@
+// The ONNX Runtime custom-op library: the five ops of ../spec.py in domain com.sparse_transfer
+// (version 1), registered by RegisterCustomOps (SessionOptions.register_custom_ops_library).
+// Weights (constant initializers) are packed once when ORT creates the kernel; activations are
+// quantized/repacked per call; work is split with KernelContext_ParallelFor, so the session's
+// intra-op thread count is respected.
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels.h"
+#include "ort_abi.h"
+
+namespace {
+
+OrtFns g_ort;
+st::Isa g_isa = st::kScalar;
+constexpr const char* kDomain = "com.sparse_transfer";
+
+struct OpDef {
+  OrtCustomOp base;  // first member: ORT hands back a pointer to it
+  const char* name;
+  bool qlinear;  // SparseQLinear* (else SparseMatMulInteger)
+  bool in_u8, out_u8;
+};
+
+const OpDef* Def(const OrtCustomOp* op) { return reinterpret_cast<const OpDef*>(op); }
+
+size_t InputCount(const OpDef* d) { return d->qlinear ? (d->out_u8 ? 10 : 8) : 5; }
+
+int InputType(const OpDef* d, size_t i) {
+  if (!d->qlinear) {
+    static const int types[] = {kTypeUint8, kTypeUint8, kTypeInt32, kTypeInt32, kTypeInt8};
+    return types[i];
+  }
+  static const int types[] = {kTypeFloat, kTypeFloat, kTypeUint8, kTypeInt32, kTypeInt32,
+                              kTypeInt8,  kTypeFloat, kTypeFloat, kTypeFloat, kTypeUint8};
+  return i == 0 && d->in_u8 ? kTypeUint8 : types[i];
+}
+
+OrtStatus* Error(const std::string& message) {
+  return g_ort.CreateStatus(kOrtInvalidArgument, message.c_str());
+}
+
+#define ST_RETURN_IF(expr)             \
+  do {                                 \
+    OrtStatus* _status = (expr);       \
+    if (_status != nullptr) return _status; \
+  } while (0)
+
+// A tensor's element type, shape and data.
+struct View {
+  int type = 0;
+  std::vector<int64_t> dims;
+  void* data = nullptr;
+  int64_t size() const {
+    int64_t s = 1;
+    for (int64_t d : dims) s *= d;
+    return s;
+  }
+};
+
+OrtStatus* Inspect(const OrtValue* value, View* v) {
+  OrtTensorTypeAndShapeInfo* info = nullptr;
+  ST_RETURN_IF(g_ort.GetTensorTypeAndShape(value, &info));
+  size_t rank = 0;
+  OrtStatus* s = g_ort.GetTensorElementType(info, &v->type);
+  if (s == nullptr) s = g_ort.GetDimensionsCount(info, &rank);
+  if (s == nullptr) {
+    v->dims.resize(rank);
+    s = g_ort.GetDimensions(info, v->dims.data(), rank);
+  }
+  g_ort.ReleaseTensorTypeAndShapeInfo(info);
+  if (s != nullptr) return s;
+  return g_ort.GetTensorMutableData(const_cast<OrtValue*>(value), &v->data);
+}
+
+OrtStatus* Pack(const View& row_ptr, const View& col, const View& values, int64_t k,
+                st::Packed* out) {
+  std::string error;
+  if (row_ptr.dims.size() != 1 || col.dims.size() != 1) {
+    return Error("row_ptr and block_col must be 1-D int32 tensors");
+  }
+  if (!st::PackWeight(static_cast<const int32_t*>(row_ptr.data), row_ptr.size(),
+                      static_cast<const int32_t*>(col.data), col.size(),
+                      static_cast<const int8_t*>(values.data), values.size(), k, out, &error)) {
+    return Error(error);
+  }
+  return nullptr;
+}
+
+struct Kernel {
+  const OpDef* def = nullptr;
+  st::Isa isa = st::kScalar;  // the path chosen when the library was registered
+  int64_t k = 0;
+  bool gelu = false;
+  std::unique_ptr<st::Packed> packed;  // when the weight inputs are constant initializers
+};
+
+size_t WeightInput(const OpDef* d) { return d->qlinear ? 3 : 2; }
+
+OrtStatus* ReadAttributes(const OrtKernelInfo* info, Kernel* kernel) {
+  if (g_ort.KernelInfoGetAttribute_int64(info, "K", &kernel->k) != nullptr) {
+    return Error(std::string(kernel->def->name) + ": the int attribute K (input width) is required");
+  }
+  if (kernel->k <= 0) return Error("attribute K must be positive");
+  if (!kernel->def->qlinear) return nullptr;
+  char act[32] = {0};
+  size_t size = sizeof(act);
+  OrtStatus* s = g_ort.KernelInfoGetAttribute_string(info, "activation", act, &size);
+  if (s != nullptr) {  // absent: "none"
+    g_ort.ReleaseStatus(s);
+    return nullptr;
+  }
+  if (std::strcmp(act, "gelu") == 0) {
+    kernel->gelu = true;
+  } else if (std::strcmp(act, "none") != 0) {
+    return Error(std::string("attribute activation: '") + act + "', choose none or gelu");
+  }
+  return nullptr;
+}
+
+OrtStatus* PackConstantWeights(const OrtKernelInfo* info, Kernel* kernel) {
+  View views[3];
+  for (size_t i = 0; i < 3; ++i) {
+    int is_constant = 0;
+    const OrtValue* value = nullptr;
+    OrtStatus* s = g_ort.KernelInfoGetConstantInput_tensor(info, WeightInput(kernel->def) + i,
+                                                           &is_constant, &value);
+    if (s != nullptr) {
+      g_ort.ReleaseStatus(s);
+      return nullptr;  // not constant: packed per call
+    }
+    if (!is_constant || value == nullptr) return nullptr;
+    ST_RETURN_IF(Inspect(value, &views[i]));
+  }
+  auto packed = std::make_unique<st::Packed>();
+  ST_RETURN_IF(Pack(views[0], views[1], views[2], kernel->k, packed.get()));
+  kernel->packed = std::move(packed);
+  return nullptr;
+}
+
+OrtStatus* CreateKernelV2(const OrtCustomOp* op, const OrtApi*, const OrtKernelInfo* info,
+                          void** out) {
+  auto kernel = std::make_unique<Kernel>();
+  kernel->def = Def(op);
+  kernel->isa = g_isa;
+  ST_RETURN_IF(ReadAttributes(info, kernel.get()));
+  ST_RETURN_IF(PackConstantWeights(info, kernel.get()));
+  *out = kernel.release();
+  return nullptr;
+}
+
+// One call's work, shared by the ParallelFor tasks.
+struct Job {
+  st::Isa isa;
+  const st::Packed* w;
+  int64_t m, k, tiles, chunks, chunk_rows;
+  int tile_tokens;
+  bool float_in;
+  const void* x;
+  float x_scale;
+  int32_t zp;
+  uint8_t* ap;
+  size_t tile_bytes;
+  st::Epilogue ep;
+  void* out;
+  size_t out_elem;
+};
+
+void RepackTask(void* data, size_t i) {
+  const Job& j = *static_cast<Job*>(data);
+  uint8_t* dst = j.ap + i * j.tile_bytes;
+  if (j.float_in) {
+    st::RepackF32(j.isa, static_cast<const float*>(j.x), j.m, j.k, j.x_scale, j.zp, i, dst);
+  } else {
+    st::RepackU8(j.isa, static_cast<const uint8_t*>(j.x), j.m, j.k, i, dst);
+  }
+}
+
+void ComputeTask(void* data, size_t i) {
+  const Job& j = *static_cast<Job*>(data);
+  const int64_t tile = static_cast<int64_t>(i) % j.tiles, chunk = static_cast<int64_t>(i) / j.tiles;
+  const int64_t n0 = chunk * j.chunk_rows, n1 = std::min(j.w->n, n0 + j.chunk_rows);
+  const int64_t m0 = tile * j.tile_tokens, mv = std::min<int64_t>(j.tile_tokens, j.m - m0);
+  char* out = static_cast<char*>(j.out) + static_cast<size_t>(m0 * j.w->n) * j.out_elem;
+  st::RunTile(j.isa, *j.w, j.ap + tile * j.tile_bytes, mv, n0, n1, j.zp, j.ep, out);
+}
+
+bool Finite(float v) { return std::isfinite(v); }
+
+OrtStatus* Scalar(OrtKernelContext* ctx, size_t index, const char* name, View* v) {
+  const OrtValue* value = nullptr;
+  ST_RETURN_IF(g_ort.KernelContext_GetInput(ctx, index, &value));
+  ST_RETURN_IF(Inspect(value, v));
+  if (v->size() != 1) return Error(std::string(name) + " must hold one value (per-tensor)");
+  return nullptr;
+}
+
+OrtStatus* Compute(Kernel* kernel, OrtKernelContext* ctx, Job* job, std::vector<float>* buf);
+
+OrtStatus* KernelComputeV2(void* op_kernel, OrtKernelContext* ctx) {
+  try {
+    Job job{};
+    std::vector<float> buf;
+    return Compute(static_cast<Kernel*>(op_kernel), ctx, &job, &buf);
+  } catch (const std::exception& e) {
+    return g_ort.CreateStatus(kOrtFail, e.what());
+  }
+}
+
+OrtStatus* ReadEpilogue(const OpDef* d, OrtKernelContext* ctx, int64_t n, float x_scale,
+                        bool gelu, st::Epilogue* ep, std::vector<float>* buf) {
+  if (!d->qlinear) return nullptr;
+  View ws, bias;
+  const OrtValue* value = nullptr;
+  ST_RETURN_IF(g_ort.KernelContext_GetInput(ctx, 6, &value));
+  ST_RETURN_IF(Inspect(value, &ws));
+  ST_RETURN_IF(g_ort.KernelContext_GetInput(ctx, 7, &value));
+  ST_RETURN_IF(Inspect(value, &bias));
+  if (ws.size() != n || bias.size() != n) {
+    return Error("w_scale and bias must hold N = " + std::to_string(n) + " values");
+  }
+  const int64_t padded = (n + 15) / 16 * 16;
+  buf->assign(2 * padded, 0.f);
+  const float* wsp = static_cast<const float*>(ws.data);
+  const float* bp = static_cast<const float*>(bias.data);
+  for (int64_t i = 0; i < n; ++i) {
+    if (!Finite(wsp[i]) || !Finite(bp[i])) return Error("w_scale and bias must be finite");
+    (*buf)[i] = x_scale * wsp[i];
+    (*buf)[padded + i] = bp[i];
+  }
+  ep->kind = d->out_u8 ? st::kOutU8 : st::kOutF32;
+  ep->scale = buf->data(), ep->bias = buf->data() + padded, ep->gelu = gelu;
+  if (d->out_u8) {
+    View ys, yzp;
+    ST_RETURN_IF(Scalar(ctx, 8, "y_scale", &ys));
+    ST_RETURN_IF(Scalar(ctx, 9, "y_zero_point", &yzp));
+    ep->y_scale = *static_cast<const float*>(ys.data);
+    ep->y_zp = *static_cast<const uint8_t*>(yzp.data);
+    if (!Finite(ep->y_scale) || ep->y_scale <= 0) return Error("y_scale must be finite and > 0");
+  }
+  return nullptr;
+}
+
+OrtStatus* Compute(Kernel* kernel, OrtKernelContext* ctx, Job* job, std::vector<float>* buf) {
+  const OpDef* d = kernel->def;
+  const OrtValue* value = nullptr;
+  View x;
+  ST_RETURN_IF(g_ort.KernelContext_GetInput(ctx, 0, &value));
+  ST_RETURN_IF(Inspect(value, &x));
+  if (x.dims.empty() || x.dims.back() != kernel->k) {
+    return Error(std::string(d->name) + ": the input's last dimension must be K = " +
+                 std::to_string(kernel->k));
+  }
+  st::Packed local;
+  const st::Packed* w = kernel->packed.get();
+  if (w == nullptr) {  // weights fed at run time: pack for this call
+    View parts[3];
+    for (size_t i = 0; i < 3; ++i) {
+      ST_RETURN_IF(g_ort.KernelContext_GetInput(ctx, WeightInput(d) + i, &value));
+      ST_RETURN_IF(Inspect(value, &parts[i]));
+    }
+    ST_RETURN_IF(Pack(parts[0], parts[1], parts[2], kernel->k, &local));
+    w = &local;
+  }
+  View scale, zp;
+  float x_scale = 1.f;
+  if (d->qlinear) {
+    ST_RETURN_IF(Scalar(ctx, 1, "x_scale", &scale));
+    x_scale = *static_cast<const float*>(scale.data);
+    if (!Finite(x_scale) || x_scale <= 0) return Error("x_scale must be finite and > 0");
+  }
+  ST_RETURN_IF(Scalar(ctx, d->qlinear ? 2 : 1, "the activation zero point", &zp));
+  job->ep.kind = st::kOutI32;
+  ST_RETURN_IF(ReadEpilogue(d, ctx, w->n, x_scale, kernel->gelu, &job->ep, buf));
+  std::vector<int64_t> out_dims(x.dims);
+  out_dims.back() = w->n;
+  OrtValue* out = nullptr;
+  ST_RETURN_IF(g_ort.KernelContext_GetOutput(ctx, 0, out_dims.data(), out_dims.size(), &out));
+  const int64_t m = x.size() / kernel->k;
+  if (m == 0 || w->n == 0) return nullptr;
+  ST_RETURN_IF(g_ort.GetTensorMutableData(out, &job->out));
+
+  job->isa = kernel->isa, job->w = w, job->m = m, job->k = kernel->k;
+  job->tile_tokens = st::TileTokens(kernel->isa);
+  job->tiles = (m + job->tile_tokens - 1) / job->tile_tokens;
+  job->chunk_rows = 64;
+  job->chunks = (w->n + job->chunk_rows - 1) / job->chunk_rows;
+  job->float_in = !d->in_u8 && d->qlinear;
+  job->x = x.data, job->x_scale = x_scale;
+  job->zp = *static_cast<const uint8_t*>(zp.data);
+  job->tile_bytes = static_cast<size_t>(w->kb) * job->tile_tokens * 4;
+  job->out_elem = d->qlinear ? (d->out_u8 ? 1 : 4) : 4;
+  const size_t bytes = job->tile_bytes * job->tiles;
+  std::unique_ptr<uint8_t, decltype(&std::free)> ap(
+      static_cast<uint8_t*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64)), &std::free);
+  if (!ap) return g_ort.CreateStatus(kOrtFail, "out of memory for the repacked activations");
+  job->ap = ap.get();
+  ST_RETURN_IF(g_ort.KernelContext_ParallelFor(ctx, RepackTask, job->tiles, 0, job));
+  return g_ort.KernelContext_ParallelFor(ctx, ComputeTask, job->tiles * job->chunks, 0, job);
+}
+
+void KernelDestroy(void* op_kernel) { delete static_cast<Kernel*>(op_kernel); }
+
+// The V1 callbacks: never used by ORT when the V2 ones are set (version >= 16), kept non-null.
+void* CreateKernelV1(const OrtCustomOp* op, const OrtApi* api, const OrtKernelInfo* info) {
+  void* kernel = nullptr;
+  OrtStatus* s = CreateKernelV2(op, api, info, &kernel);
+  if (s != nullptr) g_ort.ReleaseStatus(s);
+  return kernel;
+}
+void KernelComputeV1(void* op_kernel, OrtKernelContext* ctx) {
+  OrtStatus* s = KernelComputeV2(op_kernel, ctx);
+  if (s != nullptr) g_ort.ReleaseStatus(s);
+}
+
+OpDef MakeOp(const char* name, bool qlinear, bool in_u8, bool out_u8) {
+  OpDef d{};
+  d.name = name, d.qlinear = qlinear, d.in_u8 = in_u8, d.out_u8 = out_u8;
+  OrtCustomOp& o = d.base;
+  o.version = kOrtApiVersion;
+  o.CreateKernel = CreateKernelV1;
+  o.GetName = [](const OrtCustomOp* op) { return Def(op)->name; };
+  o.GetExecutionProviderType = [](const OrtCustomOp*) -> const char* { return nullptr; };
+  o.GetInputType = [](const OrtCustomOp* op, size_t i) { return InputType(Def(op), i); };
+  o.GetInputTypeCount = [](const OrtCustomOp* op) { return InputCount(Def(op)); };
+  o.GetOutputType = [](const OrtCustomOp* op, size_t) {
+    const OpDef* def = Def(op);
+    return def->qlinear ? (def->out_u8 ? int(kTypeUint8) : int(kTypeFloat)) : int(kTypeInt32);
+  };
+  o.GetOutputTypeCount = [](const OrtCustomOp*) -> size_t { return 1; };
+  o.KernelCompute = KernelComputeV1;
+  o.KernelDestroy = KernelDestroy;
+  o.GetInputCharacteristic = [](const OrtCustomOp*, size_t) { return 0; };
+  o.GetOutputCharacteristic = [](const OrtCustomOp*, size_t) { return 0; };
+  o.GetInputMemoryType = [](const OrtCustomOp*, size_t) { return 0; };
+  o.GetVariadicInputMinArity = [](const OrtCustomOp*) { return 1; };
+  o.GetVariadicInputHomogeneity = [](const OrtCustomOp*) { return 1; };
+  o.GetVariadicOutputMinArity = [](const OrtCustomOp*) { return 1; };
+  o.GetVariadicOutputHomogeneity = [](const OrtCustomOp*) { return 1; };
+  o.CreateKernelV2 = CreateKernelV2;
+  o.KernelComputeV2 = KernelComputeV2;
+  o.InferOutputShapeFn = nullptr;
+  o.GetStartVersion = [](const OrtCustomOp*) { return 1; };
+  o.GetEndVersion = [](const OrtCustomOp*) { return INT_MAX; };
+  return d;
+}
+
+OpDef g_ops[] = {
+    MakeOp("SparseMatMulInteger", false, true, false),
+    MakeOp("SparseQLinear", true, false, false),
+    MakeOp("SparseQLinearToU8", true, false, true),
+    MakeOp("SparseQLinearFromU8", true, true, false),
+    MakeOp("SparseQLinearU8", true, true, true),
+};
+
+}  // namespace
+
+extern "C" {
+
+// The path this library dispatches to on this CPU, or nullptr with the reason in `error`.
+__attribute__((visibility("default"))) const char* sparse_transfer_kernels_isa(char* error,
+                                                                               size_t size) {
+  st::Isa isa;
+  std::string why;
+  if (st::SelectIsa(&isa, &why)) return st::IsaName(isa);
+  if (size > 0) {
+    std::strncpy(error, why.c_str(), size - 1);
+    error[size - 1] = '\0';
+  }
+  return nullptr;
+}
+
+__attribute__((visibility("default"))) uint32_t sparse_transfer_kernels_ort_api_version() {
+  return kOrtApiVersion;
+}
+
+__attribute__((visibility("default"))) OrtStatus* RegisterCustomOps(OrtSessionOptions* options,
+                                                                    const OrtApiBase* base) {
+  const OrtApi* api = base->GetApi(kOrtApiVersion);
+  if (api == nullptr) {  // older ORT: report through its version-1 table (CreateStatus is slot 0)
+    const OrtApi* v1 = base->GetApi(1);
+    auto create = reinterpret_cast<OrtStatus* (*)(int, const char*)>(
+        reinterpret_cast<void* const*>(v1)[kCreateStatus]);
+    const std::string message = std::string("sparse_transfer kernels need ONNX Runtime >= 1.17 "
+                                            "(C API 17); this is ") + base->GetVersionString();
+    return create(kOrtFail, message.c_str());
+  }
+  BindOrtFns(api, &g_ort);
+  std::string error;
+  if (!st::SelectIsa(&g_isa, &error)) return g_ort.CreateStatus(kOrtFail, error.c_str());
+  OrtCustomOpDomain* domain = nullptr;  // lives as long as the process (sessions refer to it)
+  ST_RETURN_IF(g_ort.CreateCustomOpDomain(kDomain, &domain));
+  for (OpDef& op : g_ops) ST_RETURN_IF(g_ort.CustomOpDomain_Add(domain, &op.base));
+  return g_ort.AddCustomOpDomain(options, domain);
+}
+
+}  // extern "C"

@@ -1,0 +1,227 @@
+"""The native sparse int8 kernels, run by ONNX Runtime, compute exactly what spec.py says.
+
+Integer outputs of ``SparseMatMulInteger`` equal ORT's ``MatMulInteger`` and the spec's
+reference bit for bit; ``SparseQLinear*`` equal ``spec.qlinear_reference`` bit for bit
+without GELU (the epilogue is the spec's float32 steps, multiply then add, no FMA). With GELU
+the float erf may differ from scipy's in its last bits: float outputs stay within
+``|y| * 2**-22 + 4 ulp`` (half the pre-activation times the erf error bound 2**-21, plus the
+rounding of the products) and u8 outputs within one quantization step (a last-bit change can
+cross a rounding boundary, never more). Every dispatch path this CPU has runs in a subprocess
+(``SPARSE_TRANSFER_KERNELS_ISA``), and the AVX2 / SSE4.1 / scalar paths under qemu-user's
+emulated Haswell and Nehalem (tests/integration/test_cross_cpu.py does the same for whole
+deployments).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from sparse_transfer.kernels import build, library, spec
+
+RUNNER = Path(__file__).with_name("kernels_runner.py")
+QEMU = shutil.which("qemu-x86_64")
+PATHS = ("avx512vnni", "avx512bw", "avx2", "sse41", "scalar")
+
+
+@pytest.fixture(scope="module")
+def lib_path() -> str:
+    if build.find_built() is None and build.find_compiler() is None:
+        pytest.skip("no C++ compiler here: the native kernels cannot be built")
+    return str(build.build())
+
+
+def _weight(rng, n, k, density, block=False, low=-64, high=64) -> np.ndarray:
+    if block:
+        keep = rng.random((n, -(-k // 4))) < density
+        mask = np.repeat(keep, 4, axis=1)[:, :k]
+    else:
+        mask = rng.random((n, k)) < density
+    return (rng.integers(low, high + 1, (n, k)) * mask).astype(np.int8)
+
+
+def _model(op: str, inputs: list, feeds: dict, out_type: int, **attrs) -> onnx.ModelProto:
+    """One custom-op node; `inputs` are (name, array) with array None for graph inputs."""
+    inits = [numpy_helper.from_array(a, name) for name, a in inputs if a is not None]
+    graph_inputs = [
+        helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(feeds[name].dtype),
+                                      [None] * (feeds[name].ndim - 1) + [feeds[name].shape[-1]])
+        for name, a in inputs if a is None
+    ]  # fmt: skip
+    node = helper.make_node(op, [n for n, _ in inputs], ["y"], domain=spec.DOMAIN, **attrs)
+    graph = helper.make_graph([node], op, graph_inputs,
+                              [helper.make_tensor_value_info("y", out_type, None)], inits)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid(spec.DOMAIN, 1)])  # fmt: skip
+    model.ir_version = 8  # readable by every supported ORT (1.17+)
+    return model
+
+
+def _packed_inputs(w: np.ndarray) -> list:
+    p = spec.pack_block4(w)
+    return [("row_ptr", p.row_ptr), ("block_col", p.block_col), ("values", p.values)]
+
+
+def _matmul_case(rng, shape, n, density, zp, block=False, low=-64, high=64, a=None):
+    k = shape[-1]
+    w = _weight(rng, n, k, density, block, low, high)
+    a = rng.integers(0, 256, shape).astype(np.uint8) if a is None else a
+    zp_arr = np.array(zp, np.uint8)
+    inputs = [("a", None), ("a_zero_point", zp_arr), *_packed_inputs(w)]
+    model = _model(spec.MATMUL_OP, inputs, {"a": a}, TensorProto.INT32, K=k)
+    return model, {"a": a}, {"y": spec.integer_matmul(a, zp, w)}, w
+
+
+def _qlinear_case(rng, op, shape, n, density, activation, block=False):
+    in_u8, out_u8 = spec.QLINEAR_OPS[op]
+    k = shape[-1]
+    w = _weight(rng, n, k, density, block)
+    x_scale, x_zp = np.array(0.02, np.float32), np.array(rng.integers(0, 256), np.uint8)
+    x = (rng.integers(0, 256, shape).astype(np.uint8) if in_u8
+         else (rng.standard_normal(shape) * 1.5).astype(np.float32))  # fmt: skip
+    w_scale = (rng.random(n) * 0.01 + 0.001).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    inputs = [("x", None), ("x_scale", x_scale), ("x_zero_point", x_zp), *_packed_inputs(w),
+              ("w_scale", w_scale), ("bias", bias)]  # fmt: skip
+    y_scale = y_zp = None
+    if out_u8:
+        y_scale, y_zp = np.array(0.015, np.float32), np.array(100, np.uint8)
+        inputs += [("y_scale", y_scale), ("y_zero_point", y_zp)]
+    p = spec.pack_block4(w)
+    args = (x, x_scale, x_zp, p.row_ptr, p.block_col, p.values, w_scale, bias, k)
+    y = spec.qlinear_reference(*args, activation, y_scale, y_zp)
+    expected = {"y": y}
+    if activation == "gelu" and not out_u8:
+        pre = np.abs(spec.qlinear_reference(*args, "none"))
+        expected["tol"] = pre * 2.0**-22 + 4 * np.spacing(np.abs(y)) + 1e-30
+    out_type = TensorProto.UINT8 if out_u8 else TensorProto.FLOAT
+    return _model(op, inputs, {"x": x}, out_type, K=k, activation=activation), {"x": x}, expected
+
+
+def _cases(rng) -> dict:
+    ones = np.full((64, 64), 255, np.uint8)
+    zero_rows = _weight(rng, 24, 40, 0.6)
+    zero_rows[[0, 5, 6, 23]] = 0
+    zero_rows[:, [0, 1, 2, 3, 17, 39]] = 0
+    cases = {
+        "ragged": _matmul_case(rng, (5, 37), 23, 0.5, 7),
+        "k_below_4": _matmul_case(rng, (70, 3), 17, 0.7, 128),
+        "all_255_7bit": _matmul_case(rng, (64, 64), 16, 1.0, 0, low=64, high=64, a=ones),
+        "all_255_minus64": _matmul_case(rng, (64, 64), 16, 1.0, 0, low=-64, high=-64, a=ones),
+        "wide_weights": _matmul_case(rng, (9, 40), 33, 0.5, 3, low=-128, high=127),
+        "dense": _matmul_case(rng, (33, 96), 48, 1.0, 250),
+        "empty_weight": _matmul_case(rng, (20, 30), 20, 0.0, 9),
+        "batch_3d": _matmul_case(rng, (2, 67, 52), 36, 0.3, 128),
+        "block4_90": _matmul_case(rng, (130, 128), 80, 0.1, 5, block=True),
+        "unstructured_90": _matmul_case(rng, (129, 256), 70, 0.1, 77),
+    }
+    a = rng.integers(0, 256, (40, 40)).astype(np.uint8)
+    inputs = [("a", None), ("a_zero_point", np.array(11, np.uint8)), *_packed_inputs(zero_rows)]
+    cases["zero_rows_cols"] = (_model(spec.MATMUL_OP, inputs, {"a": a}, TensorProto.INT32, K=40),
+                               {"a": a}, {"y": spec.integer_matmul(a, 11, zero_rows)}, zero_rows)  # fmt: skip
+    for op in spec.QLINEAR_OPS:
+        for act in spec.ACTIVATIONS:
+            cases[f"{op}_{act}"] = _qlinear_case(rng, op, (3, 45, 50), 40, 0.4, act)
+    cases["SparseQLinearToU8_gelu_block"] = _qlinear_case(
+        rng, "SparseQLinearToU8", (70, 64), 96, 0.2, "gelu", block=True
+    )
+    return cases
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory):
+    root = tmp_path_factory.mktemp("kernel-cases")
+    built = _cases(np.random.default_rng(22))
+    for name, (model, feeds, expected, *_) in built.items():
+        (root / name).mkdir()
+        onnx.save(model, str(root / name / "model.onnx"))
+        np.savez(root / name / "inputs.npz", **feeds)
+        np.savez(root / name / "expected.npz", **expected)
+    return root, built
+
+
+def test_reference_equals_ort_matmul_integer(cases):
+    """The spec's integer reference is ORT's own MatMulInteger (natively, exact here)."""
+    _, built = cases
+    for name, case in built.items():
+        if len(case) != 4:
+            continue
+        _, feeds, expected, w = case
+        a = feeds["a"]
+        zp = int(onnx.numpy_helper.to_array(case[0].graph.initializer[0]))
+        node = helper.make_node("MatMulInteger", ["a", "b", "a_zp", "b_zp"], ["y"])
+        graph = helper.make_graph(
+            [node], "mmi", [helper.make_tensor_value_info("a", TensorProto.UINT8, None)],
+            [helper.make_tensor_value_info("y", TensorProto.INT32, None)],
+            [numpy_helper.from_array(np.ascontiguousarray(w.T), "b"),
+             numpy_helper.from_array(np.array(zp, np.uint8), "a_zp"),
+             numpy_helper.from_array(np.array(0, np.int8), "b_zp")])  # fmt: skip
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        session = ort.InferenceSession(
+            model.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
+        (got,) = session.run(None, {"a": a})
+        np.testing.assert_array_equal(got, expected["y"], err_msg=name)
+
+
+def _run(lib_path: str, cases_dir: Path, isa: str | None, cpu: str | None = None) -> dict:
+    python = str(Path(sys.prefix) / "bin" / "python")  # the venv's, not a resolved symlink
+    command = [python, str(RUNNER), lib_path, str(cases_dir)]
+    if cpu:
+        command = [QEMU, "-cpu", cpu, *command]
+    env = {k: v for k, v in os.environ.items() if k != library.ISA_ENV}
+    if isa:
+        env[library.ISA_ENV] = isa
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env,
+                          check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _check(report: dict, built: dict, isa: str) -> None:
+    assert report["isa"] == isa
+    assert set(report["cases"]) == set(built)
+    for name, got in report["cases"].items():
+        expected = built[name][2]
+        assert got["shape"] == list(expected["y"].shape), name
+        assert got["dtype"] == str(expected["y"].dtype), name
+        if got["dtype"] == "uint8" and name.endswith(("gelu", "gelu_block")):
+            assert got["max_abs"] <= 1, (name, got)  # one step where float rounding differs
+        elif "tol" in expected:
+            assert got["max_over_tol"] <= 1.0, (name, got)
+        else:
+            assert got["differ"] == 0, (name, got)  # exact
+
+
+def _native_paths() -> list[str]:
+    status = library.kernel_status()
+    best = status.isa or "scalar"
+    return list(PATHS[PATHS.index(best) :])
+
+
+@pytest.mark.parametrize("isa", PATHS)
+def test_every_native_path_equals_the_reference(lib_path, cases, isa):
+    if isa not in _native_paths():
+        pytest.skip(f"this CPU has no {isa}")
+    root, built = cases
+    _check(_run(lib_path, root, isa), built, isa)
+
+
+@pytest.mark.parametrize(("cpu", "isa"), [("Haswell", None), ("Nehalem", None),
+                                          ("Nehalem", "scalar")])  # fmt: skip
+def test_emulated_cpus_equal_the_reference(lib_path, cases, cpu, isa):
+    if QEMU is None or platform.machine() != "x86_64":
+        pytest.skip("qemu-x86_64 not installed (make install adds qemu-user where it can)")
+    root, built = cases
+    _check(_run(lib_path, root, isa, cpu), built, isa or {"Haswell": "avx2"}.get(cpu, "sse41"))

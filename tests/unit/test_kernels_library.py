@@ -1,0 +1,133 @@
+"""Finding, probing and registering the kernels library: a missing or broken library is
+reported (never raised, never a wrong answer), and bad weights or inputs are refused with a
+message that names the problem."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from sparse_transfer.cli import main
+from sparse_transfer.kernels import build, kernel_status, library, register_library, spec
+
+
+@pytest.fixture(scope="module")
+def lib_path() -> str:
+    if build.find_built() is None and build.find_compiler() is None:
+        pytest.skip("no C++ compiler here: the native kernels cannot be built")
+    return str(build.build())
+
+
+def _unavailable(status, reason_part: str) -> None:
+    assert status.available is False
+    assert status.isa is None
+    assert reason_part in status.reason
+    options = ort.SessionOptions()
+    assert register_library(options).available is False  # reported, not raised
+
+
+def test_the_built_library_runs_here(lib_path, monkeypatch):
+    monkeypatch.delenv(library.ISA_ENV, raising=False)
+    status = kernel_status()
+    assert status.available and status.reason is None
+    assert status.library == lib_path
+    assert status.isa in ("avx512vnni", "avx512bw", "avx2", "sse41", "scalar")
+    assert status.onnxruntime == ort.__version__
+    assert register_library(ort.SessionOptions()) == status
+
+
+def test_missing_library_is_reported(monkeypatch, tmp_path):
+    monkeypatch.setenv(library.LIB_ENV, str(tmp_path / "nope.so"))
+    _unavailable(kernel_status(), "no such file")
+
+
+def test_unloadable_library_is_reported(monkeypatch, tmp_path):
+    bad = tmp_path / "libbroken.so"
+    bad.write_text("not a shared library")
+    monkeypatch.setenv(library.LIB_ENV, str(bad))
+    _unavailable(kernel_status(), "cannot load")
+
+
+def test_unbuilt_sources_without_a_compiler_are_reported(monkeypatch):
+    monkeypatch.delenv(library.LIB_ENV, raising=False)
+    monkeypatch.setattr(build, "find_built", lambda: None)
+    monkeypatch.setattr(build, "find_compiler", lambda: None)
+    status = kernel_status()
+    _unavailable(status, "no C++ compiler")
+    assert status.library is None
+    with pytest.raises(build.KernelBuildError, match="no C\\+\\+ compiler"):
+        build.build(force=True)
+
+
+def test_too_old_onnxruntime_is_reported(lib_path, monkeypatch):
+    monkeypatch.setattr(library, "_ort_version", lambda: "1.16.3")
+    _unavailable(kernel_status(), "1.16.3 is too old")
+
+
+@pytest.mark.parametrize("forced", ["avx9", "AVX2"])
+def test_unknown_forced_path_is_refused(lib_path, monkeypatch, forced):
+    monkeypatch.setenv(library.ISA_ENV, forced)
+    _unavailable(kernel_status(), f"SPARSE_TRANSFER_KERNELS_ISA={forced}: unknown path")
+
+
+def test_a_forced_lower_path_is_used(lib_path, monkeypatch):
+    monkeypatch.setenv(library.ISA_ENV, "scalar")
+    assert kernel_status().isa == "scalar"
+
+
+def test_cli_reports_as_json_and_exits_0(lib_path, monkeypatch, capsys, tmp_path):
+    monkeypatch.delenv(library.ISA_ENV, raising=False)
+    assert main(["kernels", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == {"library", "isa", "onnxruntime", "available", "reason"}
+    assert report["available"] is True and report["library"] == lib_path
+    monkeypatch.setenv(library.LIB_ENV, str(tmp_path / "gone.so"))
+    assert main(["kernels"]) == 0
+    out = capsys.readouterr().out
+    assert "available:   no" in out and "no such file" in out
+
+
+def _session(lib_path, row_ptr, block_col, values, k=8, a_shape=(None, 8)):
+    inits = [numpy_helper.from_array(np.array(3, np.uint8), "zp"),
+             numpy_helper.from_array(np.asarray(row_ptr, np.int32), "row_ptr"),
+             numpy_helper.from_array(np.asarray(block_col, np.int32), "block_col"),
+             numpy_helper.from_array(np.asarray(values, np.int8), "values")]  # fmt: skip
+    node = helper.make_node(spec.MATMUL_OP, ["a", "zp", "row_ptr", "block_col", "values"], ["y"],
+                            domain=spec.DOMAIN, K=k)  # fmt: skip
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("a", TensorProto.UINT8,
+                              list(a_shape))], [helper.make_tensor_value_info("y", TensorProto.INT32,
+                              None)], inits)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid(spec.DOMAIN, 1)])  # fmt: skip
+    options = ort.SessionOptions()
+    options.register_custom_ops_library(lib_path)
+    return ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize(
+    ("row_ptr", "block_col", "message"),
+    [([0, 2], [0], "row_ptr must start at 0 and end at nnzb = 1"),
+     ([0, 1], [2], "block_col of row 0 must ascend within [0, 2), got 2"),
+     ([0, 1], [-1], "must ascend within [0, 2), got -1")],
+)  # fmt: skip
+def test_bad_weights_are_refused_when_the_session_is_made(lib_path, row_ptr, block_col, message):
+    with pytest.raises(Exception, match=re.escape(message)):
+        _session(lib_path, row_ptr, block_col, [[1, 2, 3, 4]])
+
+
+def test_repeated_blocks_are_refused(lib_path):
+    with pytest.raises(Exception, match="must ascend"):
+        _session(lib_path, [0, 2], [1, 1], [[1, 2, 3, 4], [5, 6, 7, 8]])
+
+
+def test_an_input_of_the_wrong_width_is_refused(lib_path):
+    session = _session(lib_path, [0, 1], [1], [[1, 2, 3, 4]], a_shape=(None, None))
+    with pytest.raises(Exception, match="last dimension must be K = 8"):
+        session.run(None, {"a": np.zeros((2, 7), np.uint8)})
+    (y,) = session.run(None, {"a": np.full((2, 8), 5, np.uint8)})
+    np.testing.assert_array_equal(y, np.full((2, 1), (5 - 3) * 10, np.int32))
