@@ -107,12 +107,12 @@ def test_every_int8_linear_becomes_a_sparse_op_with_its_exact_weights(deployment
     onnx.checker.check_model(sparse, full_check=True)
     linears = _int8_linears(standard)
     custom = [n for n in sparse.graph.node if n.domain == spec.DOMAIN]
-    # every int8 Linear replaced, attention MatMulIntegers (two activations) kept
-    assert (
-        len(custom)
-        == len(linears)
-        == report["sparse_graph"]["linears"]
-        == 6 * LAYERS + (1 if task in ("question-answering", "token-classification") else 2)
+    # every int8 Linear replaced; query/key/value (one input) share one op, then a Split
+    heads = 1 if task in ("question-answering", "token-classification") else 2
+    assert len(linears) == report["sparse_graph"]["linears"] == 6 * LAYERS + heads
+    assert len(custom) == report["sparse_graph"]["ops"] == 4 * LAYERS + heads
+    assert sum(n.op_type == "Split" for n in sparse.graph.node) == LAYERS + sum(
+        n.op_type == "Split" for n in standard.graph.node
     )
     assert _int8_linears(sparse) == []
     attention = [n for n in sparse.graph.node if n.op_type == "MatMulInteger"]
@@ -125,7 +125,7 @@ def test_every_int8_linear_becomes_a_sparse_op_with_its_exact_weights(deployment
     kept_all = total_all = 0
     for node in custom:
         layer = layers[node.name.rsplit("/", 1)[0]]
-        w = std_init[layer["weight"]].T  # [K, N] -> [N, K]
+        w = np.concatenate([std_init[name].T for name in layer["weights"]])  # [N, K] stacked
         k = next(a.i for a in node.attribute if a.name == "K")
         row_ptr, block_col, values = (sp_init[i] for i in node.input[3:6])
         assert k == w.shape[1]
@@ -187,12 +187,19 @@ def test_gelu_and_next_input_quantization_fuse_exactly(deployments):
     assert "Erf" not in by_op and "Erf" in {n.op_type for n in standard.graph.node}
     readers = {i: n for n in sparse.graph.node for i in n.input}
     assert all(readers[n.output[0]].op_type == "SparseQLinearFromU8" for n in to_u8)
-    # query/key/value share one QuantizeLinear: kept, each reads its uint8 output
+    # query/key/value share one QuantizeLinear: kept, one op over the stacked weights reads
+    # its uint8 output, a Split hands the three Linears' outputs on under their names
     qkv = [n for n in by_op["SparseQLinearFromU8"] if ".attention.self." in n.name]
-    assert len(qkv) == 3 * LAYERS
+    assert len(qkv) == LAYERS == report["fusions"]["shared_input_concat"]
     producers = {o: n for n in sparse.graph.node for o in n.output}
     assert all(producers[n.input[0]].op_type == "QuantizeLinear" for n in qkv)
-    assert len({n.input[0] for n in qkv}) == LAYERS
+    for n in qkv:
+        split = readers[n.output[0]]
+        assert split.op_type == "Split" and [o.rsplit("/", 2)[-2] for o in split.output] == [
+            "query",
+            "key",
+            "value",
+        ], split.output
     # a QuantizeLinear read by one Linear alone is dropped: the op quantizes its float input
     float_in = len(by_op["SparseQLinear"]) + len(to_u8)  # all intermediate.dense quantize inside
     assert report["fusions"]["float_input"] == float_in == 2 * LAYERS + 2

@@ -342,4 +342,9 @@ def test_select_engine_names_a_bad_interpreter(monkeypatch, tmp_path):
     monkeypatch.delenv(runner.ENV_PYTHON)
     with pytest.raises(ServingError, match=f"{runner.ENV_PYTHON} is not set"):
         engines.select_engine("deepsparse")
-    assert engines.select_engine("auto") == "onnxruntime"
+    # ONNX Runtime's engines pass through: OnnxModel resolves auto (runtime.engines.choose)
+    assert [engines.select_engine(n) for n in ("auto", "onnxruntime", "onnxruntime-sparse")] == [
+        "auto",
+        "onnxruntime",
+        "onnxruntime-sparse",
+    ]
