@@ -325,3 +325,23 @@ def test_library_engine_evaluates_as_the_standard_engine(deployments, tmp_path):
         assert main(argv) == 0
         results[engine] = json.loads((out / "eval_results.json").read_text())
     assert results["onnxruntime"]["eval_accuracy"] == results["onnxruntime-sparse"]["eval_accuracy"]
+
+
+def test_library_engine_serves_as_the_standard_engine(deployments):
+    """`serve`'s load path (codec + engine, no HTTP) under each engine: same predictions."""
+    _library_or_skip()
+    from sparse_transfer.serving import ServeOptions, resolve_deployment
+    from sparse_transfer.serving.load import load_deployment
+
+    folder, report = resolve_deployment(
+        str(deployments["text-classification"]), "onnxruntime-sparse"
+    )
+    rows = [{"text": r["sentence"]} for r in sentiment_rows(24, seed=5)]
+    got = {}
+    for engine in ("onnxruntime", "onnxruntime-sparse", "auto"):
+        loaded = load_deployment(folder, report, ServeOptions(engine=engine, threads=1))
+        got[engine] = (loaded.engine_name, loaded.run_batch(rows))
+    assert [got[e][0] for e in got] == ["onnxruntime", "onnxruntime-sparse", "onnxruntime-sparse"]
+    want = got["onnxruntime"][1]
+    for engine in ("onnxruntime-sparse", "auto"):
+        assert [p["label"] for p in got[engine][1]] == [p["label"] for p in want], engine
