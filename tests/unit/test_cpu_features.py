@@ -84,6 +84,15 @@ def test_verdict_full_range_depends_on_the_kernel(monkeypatch):
     assert cf.int8_variant_is_exact_here(_report(127))[0]
 
 
+def test_verdict_sparse_kernels_are_exact_for_full_range(monkeypatch):
+    """The sparse library widens |w| > 64 rows to its exact scalar path (issue 22)."""
+    monkeypatch.setattr(cf, "ort_u8s8_saturates", lambda: True)
+    monkeypatch.setattr(cf, "u8s8_saturates", lambda *a: True)
+    ok, reason = cf.int8_variant_is_exact_here(_report(127), engine="onnxruntime-sparse")
+    assert ok and "sparse kernel library is exact on every CPU" in reason
+    assert not cf.int8_variant_is_exact_here(_report(127), engine="deepsparse")[0]
+
+
 def test_onnxruntime_probe_agrees_with_this_hosts_flags():
     """The probe asks ONNX Runtime; natively it must agree with /proc/cpuinfo."""
     import platform

@@ -144,6 +144,13 @@ def int8_variant_is_exact_here(
     rep = int8.get("representation") or representation(EXACT_WEIGHT_MAX + 1)
     if rep["exact_on_every_cpu"]:
         return True, f"int8 {rep['name']}: exact on every CPU"
+    if engine == "onnxruntime-sparse":
+        # kernels/csrc/kernels_x86.cc: vpdpbusd (VNNI) is exact for any int8; the
+        # pmaddubsw paths take exact scalar rows for weights beyond +-64
+        return True, (
+            f"int8 {rep['name']} deployment: the sparse kernel library is exact on every CPU "
+            "(rows with |weights| > 64 take its exact scalar path without VNNI)"
+        )
     here = isa()
     saturates = ort_u8s8_saturates() if engine == "onnxruntime" else u8s8_saturates()
     if saturates:
