@@ -102,9 +102,24 @@ def _is_u8_scalar_quant(node, idx: _Index) -> bool:
     )  # fmt: skip
 
 
+def _weight_scale(mul, cast, quant, idx: _Index, n: int) -> np.ndarray | None:
+    """s_w [N] of ``Mul(Cast(acc), Mul(s_x [* 1], s_w))`` when s_x is `quant`'s scale."""
+    rescale = idx.producer.get(next((i for i in mul.input if i != cast.output[0]), ""))
+    if rescale is None or rescale.op_type != "Mul":
+        return None
+    w_scale = next((idx.const(i) for i in rescale.input if i in idx.inits), None)
+    other = next((i for i in rescale.input if i not in idx.inits), quant.input[1])
+    a_scale = idx.producer.get(other)  # int8.py's s_x * runtime_one (exactly s_x)
+    if other != quant.input[1] and not (a_scale is not None and quant.input[1] in a_scale.input):
+        return None
+    if w_scale is None or w_scale.size not in (1, n) or w_scale.dtype != np.float32:
+        return None
+    return np.broadcast_to(w_scale.reshape(-1), (n,)).copy()
+
+
 def _match_one(node, idx: _Index) -> Linear | None:
     """The Linear chain starting at MatMulInteger `node`, or None when it is not one."""
-    w = idx.const(node.input[1]) if len(node.input) > 1 else None
+    w = idx.const(node.input[1]) if len(node.input) >= 3 else None
     if w is None or w.dtype != np.int8 or w.ndim != 2:
         return None  # attention products read two activations
     quant = idx.producer.get(node.input[0])
@@ -113,19 +128,16 @@ def _match_one(node, idx: _Index) -> Linear | None:
     if len(node.input) > 3 and node.input[3] and np.any(idx.const(node.input[3]) != 0):
         return None
     cast = idx.only_consumer(node.output[0])
-    mul = cast and cast.op_type == "Cast" and idx.only_consumer(cast.output[0])
+    to_float = cast is not None and cast.op_type == "Cast" and cast.attribute[0].i == 1
+    mul = to_float and idx.only_consumer(cast.output[0])
     if not mul or mul.op_type != "Mul":
         return None
-    rescale = idx.producer.get(next(i for i in mul.input if i != cast.output[0]))
-    w_scale = next(
-        (idx.const(i) for i in (rescale.input if rescale else []) if i in idx.inits), None
-    )
-    if rescale is None or rescale.op_type != "Mul" or w_scale is None:
-        return None
     n = w.shape[1]
+    w_scale = _weight_scale(mul, cast, quant, idx, n)
+    if w_scale is None:
+        return None
     linear = Linear(
-        mmi=node, quant=quant, weight=node.input[1],
-        w_scale=np.broadcast_to(w_scale.astype(np.float32).reshape(-1), (n,)).copy(),
+        mmi=node, quant=quant, weight=node.input[1], w_scale=w_scale,
         bias=np.zeros(n, np.float32), output=mul.output[0], removed=[node, cast, mul],
     )  # fmt: skip
     add = idx.only_consumer(mul.output[0])
