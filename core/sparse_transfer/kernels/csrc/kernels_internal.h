@@ -5,6 +5,8 @@
 
 namespace st {
 
+constexpr int kT512Quad = 64;  // the quad form's tile (AVX-512 VNNI tile tokens)
+
 void RowScalar(const Packed& w, int64_t n, const uint8_t* ap, int tile, int32_t* acc);
 float GeluScalar(float y);
 uint8_t QuantizeScalar(float y, float scale, int32_t zp);

@@ -89,6 +89,47 @@ TGT_VNNI void RowAvx512vnni(const Packed& w, int64_t n, const uint8_t* ap, int32
   for (int i = 0; i < kT512 / 16; ++i) _mm512_store_si512(acc + 16 * i, c[i]);
 }
 
+// The quad form: 4 rows of 64 activation bytes (columns k1..k4, tokens laid out so that the
+// byte unpacks below yield tokens in order) interleaved into 4 x 16 dwords [a_k1 .. a_k4],
+// then one vpdpbusd per 16 tokens with the quad's 4 weights.
+TGT_VNNI void RowQuadVnni(const Packed& w, int64_t n, const uint8_t* ap, int32_t* acc) {
+  __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0;
+  const int32_t* off = w.quad_off.data();
+  for (int32_t q = w.quad_ptr[n]; q < w.quad_ptr[n + 1]; ++q) {
+    const __m512i x1 = _mm512_load_si512(ap + off[4 * q]);
+    const __m512i x2 = _mm512_load_si512(ap + off[4 * q + 1]);
+    const __m512i x3 = _mm512_load_si512(ap + off[4 * q + 2]);
+    const __m512i x4 = _mm512_load_si512(ap + off[4 * q + 3]);
+    const __m512i a = _mm512_unpacklo_epi8(x1, x2), b = _mm512_unpackhi_epi8(x1, x2);
+    const __m512i c = _mm512_unpacklo_epi8(x3, x4), d = _mm512_unpackhi_epi8(x3, x4);
+    const __m512i wb = _mm512_set1_epi32(w.quad_w4[q]);
+    c0 = _mm512_dpbusd_epi32(c0, _mm512_unpacklo_epi16(a, c), wb);
+    c1 = _mm512_dpbusd_epi32(c1, _mm512_unpackhi_epi16(a, c), wb);
+    c2 = _mm512_dpbusd_epi32(c2, _mm512_unpacklo_epi16(b, d), wb);
+    c3 = _mm512_dpbusd_epi32(c3, _mm512_unpackhi_epi16(b, d), wb);
+  }
+  _mm512_store_si512(acc, c0), _mm512_store_si512(acc + 16, c1);
+  _mm512_store_si512(acc + 32, c2), _mm512_store_si512(acc + 48, c3);
+}
+
+// In place, per 256-byte block column: [64 tokens][4 k] -> [4 k][64 bytes], where token
+// 16j + 4l + i goes to byte 16l + 4j + i (the order RowQuadVnni's unpacks undo).
+TGT_512 void BlocksToQuad512(int64_t kb, uint8_t* tile) {
+  const __m512i ctrl = _mm512_broadcast_i32x4(
+      _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15));
+  for (int64_t b = 0; b < kb; ++b) {
+    uint8_t* p = tile + b * 256;
+    __m512i z[4];
+    for (int j = 0; j < 4; ++j) z[j] = _mm512_shuffle_epi8(_mm512_load_si512(p + 64 * j), ctrl);
+    const __m512i t0 = _mm512_unpacklo_epi32(z[0], z[1]), t1 = _mm512_unpackhi_epi32(z[0], z[1]);
+    const __m512i t2 = _mm512_unpacklo_epi32(z[2], z[3]), t3 = _mm512_unpackhi_epi32(z[2], z[3]);
+    _mm512_store_si512(p, _mm512_unpacklo_epi64(t0, t2));
+    _mm512_store_si512(p + 64, _mm512_unpackhi_epi64(t0, t2));
+    _mm512_store_si512(p + 128, _mm512_unpacklo_epi64(t1, t3));
+    _mm512_store_si512(p + 192, _mm512_unpackhi_epi64(t1, t3));
+  }
+}
+
 // 16x16 int32 transpose in registers: r[j][t] -> r[t][j].
 TGT_512 inline void Transpose16(__m512i r[16]) {
   __m512i t[16], u[16];
@@ -214,6 +255,7 @@ TGT_512 void RowAvx512bwExact(const Packed& w, int64_t n, const uint8_t* ap, int
 
 ST_DEFINE_TILE512(TileAvx512vnni, TGT_VNNI, RowAvx512vnni)
 ST_DEFINE_TILE512(TileAvx512bw, TGT_512, RowAvx512bwExact)
+ST_DEFINE_TILE512(TileQuadVnni, TGT_VNNI, RowQuadVnni)
 
 TGT_SSE41 void TileSse41(const Packed& w, const uint8_t* ap, int64_t mv, int64_t n0, int64_t n1,
                          int32_t a_zp, const Epilogue& ep, void* out) {
@@ -297,10 +339,16 @@ TGT_512 void RepackAvx512(const void* src, int64_t m, int64_t k, float scale, in
   }
 }
 
+void BlocksToQuadLayout(Isa isa, int64_t kb, uint8_t* tile) {
+  if (isa == kAvx512vnni) BlocksToQuad512(kb, tile);
+}
+
 void RunTile(Isa isa, const Packed& w, const uint8_t* ap, int64_t mv, int64_t n0, int64_t n1,
              int32_t a_zp, const Epilogue& ep, void* out) {
   switch (isa) {
-    case kAvx512vnni: return TileAvx512vnni(w, ap, mv, n0, n1, a_zp, ep, out);
+    case kAvx512vnni:
+      if (w.quad) return TileQuadVnni(w, ap, mv, n0, n1, a_zp, ep, out);
+      return TileAvx512vnni(w, ap, mv, n0, n1, a_zp, ep, out);
     case kAvx512bw: return TileAvx512bw(w, ap, mv, n0, n1, a_zp, ep, out);
     case kAvx2: return TileAvx2(w, ap, mv, n0, n1, a_zp, ep, out);
     case kSse41: return TileSse41(w, ap, mv, n0, n1, a_zp, ep, out);
