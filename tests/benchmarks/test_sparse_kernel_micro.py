@@ -10,7 +10,8 @@ variants, all u8 activations: ORT ``MatMulInteger`` (int32 out) and ``MatMulInte
 ``SparseMatMulInteger`` and ``SparseQLinearFromU8`` (float out, scale and bias fused). Speed
 is GFLOP-equivalent/s, 2*M*N*K of the dense product whatever the sparsity, so the
 crossover point reads off directly. Interleaved rounds: every variant gets the same share of
-a shared machine's load; the figure is the median over all runs.
+a shared machine's load; the figure is the median over all runs, of CPU time with one thread
+(robust to the load of a shared machine) and of wall time with more.
 """
 
 from __future__ import annotations
@@ -125,15 +126,21 @@ def _sessions(models: dict, threads: int, lib: str) -> dict:
     return out
 
 
-def _time(sessions: dict, feeds: dict, rounds: int, iters: int) -> dict:
+def _time(sessions: dict, feeds: dict, rounds: int, iters: int, clock) -> dict:
     runs = {name: [] for name in sessions}
     for _ in range(rounds):
         for name, session in sessions.items():
             for _ in range(iters):
-                start = time.perf_counter()
+                start = clock()
                 session.run(None, feeds)
-                runs[name].append(time.perf_counter() - start)
+                runs[name].append(clock() - start)
     return {name: float(np.median(t)) for name, t in runs.items()}
+
+
+def _clock(threads: int):
+    """One thread: the process's CPU time (ORT runs the op in the calling thread), which a
+    shared machine's load barely moves; more threads: wall time (workers spin-wait)."""
+    return time.process_time if threads == 1 else time.perf_counter
 
 
 def test_sparse_kernel_micro():
@@ -156,7 +163,7 @@ def test_sparse_kernel_micro():
                 sessions = _sessions(models, threads, lib)
                 ref = sessions["ort_int32"].run(None, {"a": a})[0]
                 np.testing.assert_array_equal(sessions["ours_int32"].run(None, {"a": a})[0], ref)
-                t = _time(sessions, {"a": a}, rounds, iters)
+                t = _time(sessions, {"a": a}, rounds, iters, _clock(threads))
                 rows.append({"shape": f"{m}x{k}@{k}x{n}", "threads": threads, "sparsity": sparsity,
                              "pattern": pattern, "block_density": round(density, 3),
                              **{f"gflops_{v}": flops / s / 1e9 for v, s in t.items()},

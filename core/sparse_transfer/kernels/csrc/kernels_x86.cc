@@ -257,6 +257,73 @@ ST_DEFINE_TILE512(TileAvx512vnni, TGT_VNNI, RowAvx512vnni)
 ST_DEFINE_TILE512(TileAvx512bw, TGT_512, RowAvx512bwExact)
 ST_DEFINE_TILE512(TileQuadVnni, TGT_VNNI, RowQuadVnni)
 
+// The AVX2 epilogue: arithmetic over 8 tokens of one output row at a time (scale, bias and
+// the erf polynomial of Erf512, in 8 lanes), then a scalar transposing store.
+TGT_AVX2 inline __m256 Erf256(__m256 x) {
+  static const float small[] = {1.1283792f,    -0.3761263f,     0.11283626f,  -0.0268554f,
+                                0.0051912186f, -0.00080348464f, 7.933494e-05f};
+  static const float big[] = {0.9995931f,     0.0021779793f,  -0.00544707f,   0.008354325f,
+                              -0.00861278f,   0.0061000255f,  -0.0028237542f, 0.0005742027f,
+                              0.00029199943f, -0.00028087193f, 5.941381e-05f, 2.140601e-05f,
+                              -8.70944e-06f};
+  const __m256 sign = _mm256_set1_ps(-0.f);
+  const __m256 t = _mm256_andnot_ps(sign, x), z = _mm256_mul_ps(t, t);
+  __m256 s = _mm256_set1_ps(small[6]);
+  for (int i = 5; i >= 0; --i) s = _mm256_fmadd_ps(s, z, _mm256_set1_ps(small[i]));
+  s = _mm256_mul_ps(s, t);
+  const __m256 u = _mm256_sub_ps(t, _mm256_set1_ps(2.5f));
+  __m256 b = _mm256_set1_ps(big[12]);
+  for (int i = 11; i >= 0; --i) b = _mm256_fmadd_ps(b, u, _mm256_set1_ps(big[i]));
+  __m256 r = _mm256_blendv_ps(b, s, _mm256_cmp_ps(t, _mm256_set1_ps(1.f), _CMP_LT_OQ));
+  r = _mm256_blendv_ps(r, _mm256_set1_ps(1.f), _mm256_cmp_ps(t, _mm256_set1_ps(3.93f), _CMP_GE_OQ));
+  return _mm256_or_ps(r, _mm256_and_ps(x, sign));
+}
+
+TGT_AVX2 void EpilogueAvx2(const Packed& w, int32_t* tmp, int64_t mv, int64_t ng, int64_t nv,
+                           int32_t a_zp, const Epilogue& ep, void* out) {
+  constexpr int kT = 32;
+  const int64_t ld = w.n;
+  for (int64_t j = 0; j < nv; ++j) {
+    const int64_t n = ng + j;
+    const __m256i corr = _mm256_set1_epi32(a_zp * w.wsum[n]);
+    const __m256 scale = _mm256_set1_ps(ep.kind == kOutI32 ? 0.f : ep.scale[n]);
+    const __m256 bias = _mm256_set1_ps(ep.kind == kOutI32 ? 0.f : ep.bias[n]);
+    for (int64_t mb = 0; mb * 8 < mv; ++mb) {
+      int32_t* p = tmp + j * kT + mb * 8;
+      const __m256i v = _mm256_sub_epi32(_mm256_load_si256(reinterpret_cast<__m256i*>(p)), corr);
+      if (ep.kind == kOutI32) {
+        _mm256_store_si256(reinterpret_cast<__m256i*>(p), v);
+        continue;
+      }
+      __m256 y = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(v), scale), bias);
+      if (ep.gelu) {
+        const __m256 e = Erf256(_mm256_div_ps(y, _mm256_set1_ps(1.41421356237309515f)));
+        y = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), y),
+                          _mm256_add_ps(_mm256_set1_ps(1.f), e));
+      }
+      if (ep.kind == kOutU8) {
+        __m256 q = _mm256_round_ps(_mm256_div_ps(y, _mm256_set1_ps(ep.y_scale)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        q = _mm256_add_ps(q, _mm256_set1_ps(float(ep.y_zp)));
+        q = _mm256_min_ps(_mm256_max_ps(q, _mm256_setzero_ps()), _mm256_set1_ps(255.f));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(p), _mm256_cvttps_epi32(q));
+      } else {
+        _mm256_store_ps(reinterpret_cast<float*>(p), y);
+      }
+    }
+  }
+  for (int64_t m = 0; m < mv; ++m) {  // transposing store: tmp[j][m] -> out[m][ng + j]
+    for (int64_t j = 0; j < nv; ++j) {
+      const int32_t bits = tmp[j * kT + m];
+      if (ep.kind == kOutU8) {
+        static_cast<uint8_t*>(out)[m * ld + ng + j] = static_cast<uint8_t>(bits);
+      } else {
+        std::memcpy(static_cast<char*>(out) + (m * ld + ng + j) * 4, &bits, 4);
+      }
+    }
+  }
+}
+
 TGT_SSE41 void TileSse41(const Packed& w, const uint8_t* ap, int64_t mv, int64_t n0, int64_t n1,
                          int32_t a_zp, const Epilogue& ep, void* out) {
   alignas(64) int32_t tmp[kRowGroup * 16];
@@ -285,7 +352,7 @@ TGT_AVX2 void TileAvx2(const Packed& w, const uint8_t* ap, int64_t mv, int64_t n
         RowScalar(w, ng + j, ap, 32, tmp + j * 32);
       }
     }
-    EpilogueScalar(w, tmp, 32, mv, ng, nv, a_zp, ep, out);
+    EpilogueAvx2(w, tmp, mv, ng, nv, a_zp, ep, out);
   }
 }
 
