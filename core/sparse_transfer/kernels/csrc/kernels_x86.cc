@@ -406,6 +406,69 @@ TGT_512 void RepackAvx512(const void* src, int64_t m, int64_t k, float scale, in
   }
 }
 
+// AVX2 repack: 8 tokens x 8 blocks (32 bytes of each row) per step, an 8 x 8 dword transpose
+// in registers, full 32-byte stores. Row tails go through a zeroed 32-byte buffer (AVX2 has no
+// byte-masked loads); float rows are quantized 8 at a time into that buffer.
+TGT_AVX2 inline void Transpose8(__m256i r[8]) {
+  __m256i u[8];
+  for (int g = 0; g < 2; ++g) {
+    const __m256i* q = r + 4 * g;
+    const __m256i t0 = _mm256_unpacklo_epi32(q[0], q[1]), t1 = _mm256_unpackhi_epi32(q[0], q[1]);
+    const __m256i t2 = _mm256_unpacklo_epi32(q[2], q[3]), t3 = _mm256_unpackhi_epi32(q[2], q[3]);
+    u[4 * g + 0] = _mm256_unpacklo_epi64(t0, t2), u[4 * g + 1] = _mm256_unpackhi_epi64(t0, t2);
+    u[4 * g + 2] = _mm256_unpacklo_epi64(t1, t3), u[4 * g + 3] = _mm256_unpackhi_epi64(t1, t3);
+  }
+  for (int c = 0; c < 4; ++c) {
+    r[c] = _mm256_permute2x128_si256(u[c], u[4 + c], 0x20);
+    r[4 + c] = _mm256_permute2x128_si256(u[c], u[4 + c], 0x31);
+  }
+}
+
+template <bool kFloat>
+TGT_AVX2 void RepackAvx2(const void* src, int64_t m, int64_t k, float scale, int32_t zp,
+                         int tile, int64_t t0, uint8_t* dst) {
+  const int64_t kb = (k + 3) / 4;
+  const __m256 sc = _mm256_set1_ps(scale), zpf = _mm256_set1_ps(float(zp));
+  const __m256i pick = _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0);
+  for (int64_t tg = 0; tg < tile; tg += 8) {
+    const int64_t valid = std::max<int64_t>(0, std::min<int64_t>(8, m - t0 - tg));
+    for (int64_t g = 0; g < kb; g += 8) {
+      const int64_t width = std::min<int64_t>(32, k - 4 * g);
+      __m256i r[8];
+      for (int64_t i = 0; i < 8; ++i) {
+        alignas(32) uint8_t buf[32] = {0};
+        if (i < valid && !kFloat) {
+          const uint8_t* row = static_cast<const uint8_t*>(src) + (t0 + tg + i) * k + 4 * g;
+          if (width == 32) {
+            r[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row));
+            continue;
+          }
+          std::memcpy(buf, row, width);
+        } else if (i < valid) {
+          const float* row = static_cast<const float*>(src) + (t0 + tg + i) * k + 4 * g;
+          for (int64_t e = 0; e < width; e += 8) {
+            alignas(32) float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            std::memcpy(part, row + e, std::min<int64_t>(8, width - e) * sizeof(float));
+            __m256 q = _mm256_round_ps(_mm256_div_ps(_mm256_load_ps(part), sc),
+                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            q = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(q, zpf), _mm256_setzero_ps()),
+                              _mm256_set1_ps(255.f));
+            const __m256i w16 = _mm256_packs_epi32(_mm256_cvttps_epi32(q), _mm256_setzero_si256());
+            const __m256i b8 = _mm256_packus_epi16(w16, _mm256_setzero_si256());
+            const __m256i lo = _mm256_permutevar8x32_epi32(b8, pick);
+            _mm_storel_epi64(reinterpret_cast<__m128i*>(buf + e), _mm256_castsi256_si128(lo));
+          }
+        }
+        r[i] = _mm256_load_si256(reinterpret_cast<const __m256i*>(buf));
+      }
+      Transpose8(r);
+      for (int64_t j = 0; j < 8 && g + j < kb; ++j) {
+        _mm256_store_si256(reinterpret_cast<__m256i*>(dst + ((g + j) * tile + tg) * 4), r[j]);
+      }
+    }
+  }
+}
+
 void BlocksToQuadLayout(Isa isa, int64_t kb, uint8_t* tile) {
   if (isa == kAvx512vnni) BlocksToQuad512(kb, tile);
 }
@@ -426,6 +489,7 @@ void RunTile(Isa isa, const Packed& w, const uint8_t* ap, int64_t mv, int64_t n0
 void RepackU8(Isa isa, const uint8_t* a, int64_t m, int64_t k, int64_t tile, uint8_t* dst) {
   const int t = TileTokens(isa);
   if (isa >= kAvx512bw) return RepackAvx512<false>(a, m, k, 0.f, 0, t, tile * t, dst);
+  if (isa == kAvx2) return RepackAvx2<false>(a, m, k, 0.f, 0, t, tile * t, dst);
   RepackU8Scalar(a, m, k, t, tile * t, dst);
 }
 
@@ -433,6 +497,7 @@ void RepackF32(Isa isa, const float* x, int64_t m, int64_t k, float scale, int32
                int64_t tile, uint8_t* dst) {
   const int t = TileTokens(isa);
   if (isa >= kAvx512bw) return RepackAvx512<true>(x, m, k, scale, zp, t, tile * t, dst);
+  if (isa == kAvx2) return RepackAvx2<true>(x, m, k, scale, zp, t, tile * t, dst);
   RepackF32Scalar(x, m, k, scale, zp, t, tile * t, dst);
 }
 
