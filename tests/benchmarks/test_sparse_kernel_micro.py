@@ -11,7 +11,9 @@ variants, all u8 activations: ORT ``MatMulInteger`` (int32 out) and ``MatMulInte
 is GFLOP-equivalent/s, 2*M*N*K of the dense product whatever the sparsity, so the
 crossover point reads off directly. Interleaved rounds: every variant gets the same share of
 a shared machine's load; the figure is the median over all runs, of CPU time with one thread
-(robust to the load of a shared machine) and of wall time with more.
+(robust to the load of a shared machine) and of wall time with more; pool threads do not
+spin (``session.intra_op.allow_spinning=0``), so the sessions run in turn do not steal each
+other's cores.
 """
 
 from __future__ import annotations
@@ -120,6 +122,8 @@ def _sessions(models: dict, threads: int, lib: str) -> dict:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # Idle pool threads of the other sessions must not spin on a shared 2-core machine.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if name.startswith("ours"):
             options.register_custom_ops_library(lib)
         out[name] = ort.InferenceSession(model, options, ["CPUExecutionProvider"])
