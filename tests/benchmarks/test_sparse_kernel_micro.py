@@ -14,6 +14,11 @@ a shared machine's load; the figure is the median over all runs, of CPU time wit
 (robust to the load of a shared machine) and of wall time with more; pool threads do not
 spin (``session.intra_op.allow_spinning=0``), so the sessions run in turn do not steal each
 other's cores.
+
+On a CPU with AMX (Sapphire Rapids and newer) ORT's dense int8 runs on AMX tiles; to compare
+with the AVX-512 VNNI dense kernels that CPUs without AMX run, deny the process AMX:
+``gcc -O2 -shared -fPIC -o /tmp/libnoamx.so tests/benchmarks/noamx.c -ldl`` then prefix the
+command with ``LD_PRELOAD=/tmp/libnoamx.so`` (MLAS asks Linux for AMX with arch_prctl).
 """
 
 from __future__ import annotations
