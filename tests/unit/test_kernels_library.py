@@ -145,3 +145,22 @@ def test_any_thread_count_gives_the_same_answer(lib_path, threads):
     a = rng.integers(0, 256, (150, 72)).astype(np.uint8)
     (y,) = session.run(None, {"a": a})
     np.testing.assert_array_equal(y, spec.integer_matmul(a, 3, w))
+
+
+def test_a_read_only_package_builds_into_the_user_cache(lib_path, monkeypatch, tmp_path):
+    """Where the package folder cannot be written (a system install), the library goes to
+    $SPARSE_TRANSFER_CACHE/kernels under the same source-hash name, and the loader finds it."""
+    blocker = tmp_path / "site-packages"
+    blocker.write_text("a file where the package's _lib folder would be")
+    monkeypatch.setattr(build, "PACKAGE_LIB_DIR", blocker / "_lib")
+    monkeypatch.setenv("SPARSE_TRANSFER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(library.LIB_ENV, raising=False)
+    assert build.find_built() is None
+    stale = tmp_path / "cache" / "kernels" / f"{build.LIB_STEM}-0000000000000000.so"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"an older build")
+    built = build.build()
+    assert built == tmp_path / "cache" / "kernels" / build.library_name()
+    assert not stale.exists()  # an older build of ours is replaced, nothing else is touched
+    assert build.find_built() == built
+    assert kernel_status().library == str(built)
