@@ -125,7 +125,9 @@ bool PackWeight(const int32_t* row_ptr, int64_t n_plus_1, const int32_t* block_c
 }
 
 void PlanQuads(Isa isa, Packed* w) {
-  if (isa != kAvx512vnni || kT512Quad != TileTokens(isa)) return;
+  // AVX-512 VNNI: vpdpbusd, any int8; AVX2: vpmaddubsw, 7-bit weights only.
+  if (!(isa == kAvx512vnni || (isa == kAvx2 && w->narrow))) return;
+  const int tile = TileTokens(isa);
   w->quad_ptr.assign(w->n + 1, 0);
   w->quad_off.clear(), w->quad_w4.clear();
   for (int64_t r = 0; r < w->n; ++r) {
@@ -137,7 +139,7 @@ void PlanQuads(Isa isa, Packed* w) {
       std::memcpy(v, &w->w4[b], 4);
       for (int j = 0; j < 4; ++j) {
         if (v[j] == 0) continue;
-        ws[fill] = v[j], offs[fill] = (4 * w->col[b] + j) * kT512Quad;
+        ws[fill] = v[j], offs[fill] = (4 * w->col[b] + j) * tile;
         if (++fill == 4) {
           w->quad_off.insert(w->quad_off.end(), offs, offs + 4);
           w->quad_w4.push_back(0), std::memcpy(&w->quad_w4.back(), ws, 4);
@@ -152,9 +154,11 @@ void PlanQuads(Isa isa, Packed* w) {
     }
     w->quad_ptr[r + 1] = static_cast<int32_t>(w->quad_w4.size());
   }
-  // Relative cost per 64 tokens, measured on Sapphire Rapids (90% unstructured, 768x3072):
-  // a quad (4 loads, 8 byte/word unpacks, 4 vpdpbusd) costs 1.75 blocks (4 vpdpbusd).
-  const double block_cost = 4.0 * w->col.size(), quad_cost = 7.0 * w->quad_w4.size();
+  // Relative cost per tile, measured on Sapphire Rapids (90% unstructured, 768x3072): on
+  // AVX-512 VNNI a quad (4 loads, 8 byte/word unpacks, 4 vpdpbusd) costs 1.75 blocks (4
+  // vpdpbusd); on AVX2 kQuadCostAvx2 blocks (4 x vpmaddubsw + vpmaddwd + vpaddd per block).
+  const double quad_blocks = isa == kAvx2 ? kQuadCostAvx2 : 1.75;
+  const double block_cost = 4.0 * w->col.size(), quad_cost = 4.0 * quad_blocks * w->quad_w4.size();
   w->quad = quad_cost < block_cost;
   if (!w->quad) w->quad_ptr.clear(), w->quad_off.clear(), w->quad_w4.clear();
 }

@@ -130,6 +130,53 @@ TGT_512 void BlocksToQuad512(int64_t kb, uint8_t* tile) {
   }
 }
 
+// The quad form on AVX2 (7-bit weights): 32 tokens, the same byte/word unpacks in each
+// 128-bit lane, u8 x s8 pair sums by vpmaddubsw (exact: |w| <= 64) widened by vpmaddwd.
+TGT_AVX2 inline __m256i DotAvx2(__m256i v, __m256i wb) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(v, wb), _mm256_set1_epi16(1));
+}
+
+TGT_AVX2 inline __m256i Load32(const uint8_t* p) {
+  return _mm256_load_si256(reinterpret_cast<const __m256i*>(p));
+}
+
+TGT_AVX2 void RowQuadAvx2(const Packed& w, int64_t n, const uint8_t* ap, int32_t* acc) {
+  __m256i c0 = _mm256_setzero_si256(), c1 = c0, c2 = c0, c3 = c0;
+  const int32_t* off = w.quad_off.data();
+  for (int32_t q = w.quad_ptr[n]; q < w.quad_ptr[n + 1]; ++q) {
+    const __m256i x1 = Load32(ap + off[4 * q]), x2 = Load32(ap + off[4 * q + 1]);
+    const __m256i x3 = Load32(ap + off[4 * q + 2]), x4 = Load32(ap + off[4 * q + 3]);
+    const __m256i a = _mm256_unpacklo_epi8(x1, x2), b = _mm256_unpackhi_epi8(x1, x2);
+    const __m256i c = _mm256_unpacklo_epi8(x3, x4), d = _mm256_unpackhi_epi8(x3, x4);
+    const __m256i wb = _mm256_set1_epi32(w.quad_w4[q]);
+    c0 = _mm256_add_epi32(c0, DotAvx2(_mm256_unpacklo_epi16(a, c), wb));
+    c1 = _mm256_add_epi32(c1, DotAvx2(_mm256_unpackhi_epi16(a, c), wb));
+    c2 = _mm256_add_epi32(c2, DotAvx2(_mm256_unpacklo_epi16(b, d), wb));
+    c3 = _mm256_add_epi32(c3, DotAvx2(_mm256_unpackhi_epi16(b, d), wb));
+  }
+  __m256i* o = reinterpret_cast<__m256i*>(acc);
+  _mm256_store_si256(o + 0, c0), _mm256_store_si256(o + 1, c1);
+  _mm256_store_si256(o + 2, c2), _mm256_store_si256(o + 3, c3);
+}
+
+// BlocksToQuad512 for 32-token AVX2 tiles: [32][4] -> [4 k][32 bytes] per block column, token
+// 8j + 4l + i at byte 16l + 4j + i.
+TGT_AVX2 void BlocksToQuadAvx2(int64_t kb, uint8_t* tile) {
+  const __m256i ctrl = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15,
+                                        0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  for (int64_t b = 0; b < kb; ++b) {
+    __m256i* p = reinterpret_cast<__m256i*>(tile + b * 128);
+    __m256i z[4];
+    for (int j = 0; j < 4; ++j) z[j] = _mm256_shuffle_epi8(_mm256_load_si256(p + j), ctrl);
+    const __m256i t0 = _mm256_unpacklo_epi32(z[0], z[1]), t1 = _mm256_unpackhi_epi32(z[0], z[1]);
+    const __m256i t2 = _mm256_unpacklo_epi32(z[2], z[3]), t3 = _mm256_unpackhi_epi32(z[2], z[3]);
+    _mm256_store_si256(p + 0, _mm256_unpacklo_epi64(t0, t2));
+    _mm256_store_si256(p + 1, _mm256_unpackhi_epi64(t0, t2));
+    _mm256_store_si256(p + 2, _mm256_unpacklo_epi64(t1, t3));
+    _mm256_store_si256(p + 3, _mm256_unpackhi_epi64(t1, t3));
+  }
+}
+
 // 16x16 int32 transpose in registers: r[j][t] -> r[t][j].
 TGT_512 inline void Transpose16(__m512i r[16]) {
   __m512i t[16], u[16];
@@ -346,7 +393,9 @@ TGT_AVX2 void TileAvx2(const Packed& w, const uint8_t* ap, int64_t mv, int64_t n
   for (int64_t ng = n0; ng < n1; ng += kRowGroup) {
     const int64_t nv = std::min<int64_t>(kRowGroup, n1 - ng);
     for (int64_t j = 0; j < nv; ++j) {
-      if (w.narrow) {
+      if (w.quad) {
+        RowQuadAvx2(w, ng + j, ap, tmp + j * 32);
+      } else if (w.narrow) {
         RowAvx2(w, ng + j, ap, tmp + j * 32);
       } else {
         RowScalar(w, ng + j, ap, 32, tmp + j * 32);
@@ -471,6 +520,7 @@ TGT_AVX2 void RepackAvx2(const void* src, int64_t m, int64_t k, float scale, int
 
 void BlocksToQuadLayout(Isa isa, int64_t kb, uint8_t* tile) {
   if (isa == kAvx512vnni) BlocksToQuad512(kb, tile);
+  if (isa == kAvx2) BlocksToQuadAvx2(kb, tile);
 }
 
 void RunTile(Isa isa, const Packed& w, const uint8_t* ap, int64_t mv, int64_t n0, int64_t n1,
