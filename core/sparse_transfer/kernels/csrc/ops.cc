@@ -140,6 +140,7 @@ OrtStatus* PackConstantWeights(const OrtKernelInfo* info, Kernel* kernel) {
   }
   auto packed = std::make_unique<st::Packed>();
   ST_RETURN_IF(Pack(views[0], views[1], views[2], kernel->k, packed.get()));
+  st::PlanQuads(kernel->isa, packed.get());
   kernel->packed = std::move(packed);
   return nullptr;
 }
@@ -180,6 +181,7 @@ void RepackTask(void* data, size_t i) {
   } else {
     st::RepackU8(j.isa, static_cast<const uint8_t*>(j.x), j.m, j.k, i, dst);
   }
+  if (j.w->quad) st::BlocksToQuadLayout(j.isa, j.w->kb, dst);
 }
 
 void ComputeTask(void* data, size_t i) {
@@ -266,6 +268,7 @@ OrtStatus* Compute(Kernel* kernel, OrtKernelContext* ctx, Job* job, std::vector<
       ST_RETURN_IF(Inspect(value, &parts[i]));
     }
     ST_RETURN_IF(Pack(parts[0], parts[1], parts[2], kernel->k, &local));
+    st::PlanQuads(kernel->isa, &local);
     w = &local;
   }
   View scale, zp;
