@@ -61,6 +61,10 @@ class PreparedTask:
     def adopt_model_config(self, config, source: str = "model") -> None:
         """Reconciles labels with a checkpoint that already has a head (hook)."""
 
+    def class_weights(self) -> list[float] | None:
+        """Per-class loss weights (``--class_weights``); None: the model's own loss."""
+        return None
+
     def check_model(self, model, source: str, role: str = "model") -> None:
         """Raises if `model` (a student or teacher) does not fit the data."""
 

@@ -194,6 +194,7 @@ def train(
         preprocess_logits_for_metrics=logits_reducer(spec, prepared),
         recipe=recipe,
         teacher=teacher,
+        class_weights=prepared.class_weights() if training_args.do_train else None,
     )
 
     all_metrics: dict[str, Any] = {}
