@@ -192,6 +192,7 @@ def _card_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 def push_command(args: argparse.Namespace) -> int:
     from sparse_transfer import zoo
+    from sparse_transfer.tasks.registry import architecture_tasks
 
     uri = zoo.push(
         args.dir,
@@ -200,6 +201,7 @@ def push_command(args: argparse.Namespace) -> int:
         parent=args.parent,
         card=_card_fields(args),
         root=args.zoo,
+        architectures=architecture_tasks(),
     )
     print(f"pushed {args.stub} -> {uri}")
     return 0

@@ -30,6 +30,13 @@ from typing import Any
 
 from sparse_transfer import storage
 from sparse_transfer.errors import ZooError
+from sparse_transfer.tasks.names import (
+    MASKED_LANGUAGE_MODELING,
+    QUESTION_ANSWERING,
+    TEXT_CLASSIFICATION,
+    TOKEN_CLASSIFICATION,
+)
+from sparse_transfer.tasks.registry import architecture_tasks
 from sparse_transfer.zoo import entry_uri, push, zoo_root
 
 log = logging.getLogger(__name__)
@@ -52,7 +59,7 @@ TASKS: tuple[SeedTask, ...] = (
         "sst2",
         "sentiment_analysis",
         "sst2",
-        "text-classification",
+        TEXT_CLASSIFICATION,
         "sequence",
         "--task_name sst2 --max_seq_length 128",
     ),
@@ -60,7 +67,7 @@ TASKS: tuple[SeedTask, ...] = (
         "squad",
         "question_answering",
         "squad",
-        "question-answering",
+        QUESTION_ANSWERING,
         "qa",
         "--dataset_name squad --max_seq_length 384 --doc_stride 128",
     ),
@@ -68,7 +75,7 @@ TASKS: tuple[SeedTask, ...] = (
         "qqp",
         "text_classification",
         "qqp",
-        "text-classification",
+        TEXT_CLASSIFICATION,
         "sequence",
         "--task_name qqp --max_seq_length 128",
     ),
@@ -76,7 +83,7 @@ TASKS: tuple[SeedTask, ...] = (
         "mnli",
         "text_classification",
         "mnli",
-        "text-classification",
+        TEXT_CLASSIFICATION,
         "sequence",
         "--task_name mnli --max_seq_length 128",
     ),
@@ -84,7 +91,7 @@ TASKS: tuple[SeedTask, ...] = (
         "goemotions",
         "multilabel_text_classification",
         "goemotions",
-        "text-classification",
+        TEXT_CLASSIFICATION,
         "sequence",
         "--dataset_name go_emotions --label_column_name labels --input_column_names text --max_seq_length 30",
     ),
@@ -92,7 +99,7 @@ TASKS: tuple[SeedTask, ...] = (
         "imdb",
         "document_classification",
         "imdb",
-        "text-classification",
+        TEXT_CLASSIFICATION,
         "sequence",
         "--dataset_name imdb --validation_ratio 0.1 --max_seq_length 512",
     ),
@@ -100,7 +107,7 @@ TASKS: tuple[SeedTask, ...] = (
         "conll2003",
         "token_classification",
         "conll2003",
-        "token-classification",
+        TOKEN_CLASSIFICATION,
         "token",
         "--dataset_name conll2003",
     ),
@@ -323,7 +330,7 @@ def _build_upstreams(
     if sched.architecture == "tiny-bert":
         from sparse_transfer.embedded.fixtures import make_tiny_bert
 
-        make_tiny_bert(dense, task="masked-language-modeling", hidden_size=64, num_layers=2)
+        make_tiny_bert(dense, task=MASKED_LANGUAGE_MODELING, hidden_size=64, num_layers=2)
         sentences = sentences or upstream.fixture_sentences(
             sched.train_samples + sched.eval_samples
         )
@@ -456,6 +463,7 @@ def seed(
     base = zoo_root(root)
     pushed: list[str] = []
     skipped: list[str] = []
+    arch = architecture_tasks()
 
     def wanted(stub: str) -> bool:
         if force or not storage.is_published(entry_uri(stub, base)):
@@ -473,14 +481,14 @@ def seed(
                 schedule, names, scratch / "upstream", sentences, gmp_callbacks
             )
             if need_dense:
-                push(dense_dir, names["upstream_dense"], force=True, root=base)
+                push(dense_dir, names["upstream_dense"], force=True, root=base, architectures=arch)
                 pushed.append(names["upstream_dense"])
             if need_sparse:
-                push(sparse_dir, names["upstream"], force=True, root=base)
+                push(sparse_dir, names["upstream"], force=True, root=base, architectures=arch)
                 pushed.append(names["upstream"])
         for stub, folder in _build_recipe_entries(names, scratch / "recipes").items():
             if wanted(stub):
-                push(folder, stub, force=True, root=base)
+                push(folder, stub, force=True, root=base, architectures=arch)
                 pushed.append(stub)
     finally:
         if not work_dir:

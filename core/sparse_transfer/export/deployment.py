@@ -31,6 +31,7 @@ from sparse_transfer.export import parity
 from sparse_transfer.export.int8 import u8s8_weight_max_abs
 from sparse_transfer.runtime import cpu_features
 from sparse_transfer.runtime.onnx_model import MODEL_FILE, REPORT_FILE, OnnxModel
+from sparse_transfer.tasks.lengths import trained_length
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,8 @@ def export_onnx(
         output: destination folder; default ``<model_path>/deployment``.
         sequence_length: length of the parity inputs and the one recorded for
             runtimes that need a fixed shape; the graph keeps dynamic batch and
-            sequence axes either way (never silently fixed at 512).
+            sequence axes either way (never silently fixed at 512). Unset (None
+            or 0): the length the model was trained with (``run_summary.json``).
         format: ``auto`` (int8 ``integer`` for a QAT model, else ``fp32``),
             ``fp32``, ``integer`` (QuantizeLinear + MatMulInteger) or ``qdq``.
         compress: also write ``deployment.tar.gz`` (the folder's files).
@@ -99,6 +101,7 @@ def export_onnx(
         )
     spec = ox.task_spec(task)
     model_dir = ox.check_model_dir(model_path)
+    sequence_length = sequence_length or trained_length(model_dir)  # unset: the trained length
     if verify_dataset is not None and not Path(verify_dataset).is_file():
         raise ExportError(f"--verify_dataset {verify_dataset}: no such file")
     dest = Path(output) if output else model_dir / "deployment"
@@ -158,7 +161,7 @@ def _build(model, tokenizer, spec, model_dir, tmp, fmt, opset, length, requested
     from sparse_transfer.export.int8_attention import collect_attention, quantize_attention
 
     names = ox.input_names_for(model, tokenizer)
-    pair = spec.name == "question-answering"
+    pair = spec.export_inputs == "pair"
     sample = ox.sample_inputs(tokenizer, names, batch=2, length=min(length, 16), pair=pair)
     graph = ox.export_float_graph(
         model, sample, names, spec.output_names, tmp / MODEL_FILE, opset=opset
@@ -315,7 +318,7 @@ def _dataset_batches(path, tokenizer, spec, names, length, config, batch_size=32
         chunk = rows[start : start + batch_size]
         labels = None
         kwargs = dict(padding="max_length", truncation=True, max_length=length, return_tensors="np")
-        if spec.name == "token-classification":
+        if spec.export_inputs == "words":
             words = [r["tokens"] for r in chunk]
             enc = tokenizer(words, is_split_into_words=True, **kwargs)
             key = next((k for k in _TAG_KEYS if k in chunk[0]), None)
@@ -337,7 +340,7 @@ def _dataset_batches(path, tokenizer, spec, names, length, config, batch_size=32
             texts = [r[first] for r in chunk]
             pairs = [r[second] for r in chunk] if second else None
             enc = tokenizer(texts, pairs, **kwargs)
-            if spec.name == "text-classification" and "label" in chunk[0]:
+            if spec.row_label and "label" in chunk[0]:
                 labels = np.array([label_id(r["label"]) for r in chunk], dtype=np.int64)
         features = {n: np.asarray(enc[n], dtype=np.int64) for n in names}
         out.append((features, labels))

@@ -100,6 +100,7 @@ def evaluate(
         zoo: zoo root for stubs (default: `sparse_transfer.zoo.zoo_root()`).
     """
     from sparse_transfer.tasks.data import load_raw_datasets
+    from sparse_transfer.tasks.lengths import model_positions
     from sparse_transfer.tasks.models import load_config, load_model, load_tokenizer
     from sparse_transfer.tasks.predict import predict_numpy
     from sparse_transfer.tasks.trainer_glue import eval_splits, rename_split_metrics
@@ -110,7 +111,7 @@ def evaluate(
         task_args = spec.args_class()
     model_dir = resolve(eval_args.model_path, "deployment", root=zoo)
     is_onnx = Path(model_dir, "model.onnx").exists()
-    glue = data_args.task_name if spec.name == "text-classification" else None
+    glue = data_args.task_name if spec.glue_task_names else None
     raw, sources = load_raw_datasets(data_args, seed=eval_args.seed, glue_task=glue)
     splits = eval_splits(raw) if eval_args.split == "validation" else [eval_args.split]
     splits = [s for s in splits if s in raw]
@@ -122,6 +123,7 @@ def evaluate(
     config = load_config(model_dir)
     prepared.adopt_model_config(config, eval_args.model_path)
     tokenizer = load_tokenizer(model_dir)
+    prepared.fit_lengths(model_positions(config, tokenizer))
     if is_onnx:
         data_args.pad_to_max_length = True  # exported graphs may have a fixed length
     metrics: dict[str, Any] = {}

@@ -36,6 +36,7 @@ from sparse_transfer.tasks.base import (
 )
 from sparse_transfer.tasks.class_metrics import single_label_metrics
 from sparse_transfer.tasks.data import require_columns, require_values
+from sparse_transfer.tasks.names import TEXT_CLASSIFICATION
 from sparse_transfer.tasks.spec import TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -511,11 +512,23 @@ def _prepare(raw, sources, data_args, task_args) -> TextClassificationTask:
 
 
 SPEC = TaskSpec(
-    name="text-classification",
+    name=TEXT_CLASSIFICATION,
     auto_class="AutoModelForSequenceClassification",
     args_class=TextClassificationArguments,
     distill_output_keys=("logits",),
     default_max_seq_length=128,
     prepare=_prepare,
     output_names=("logits",),
-)
+    primary_metrics=("accuracy", "avgF1", "pearson"),
+    metric_names=(
+        "accuracy", "macro_f1", "balanced_accuracy", "majority_class_share", "positive_f1",
+        "minority_f1", "f1", "matthews_correlation", "combined_score", "micro_f1", "avgF1",
+        "pearson", "spearmanr", "mse",
+    ),
+    metric_prefixes=("precision_", "recall_", "f1_", "support_"),
+    row_label=True,
+    glue_task_names=True,
+    architecture_suffix="ForSequenceClassification",
+    served_as="sequence",
+    served_outputs=(("label", "BYTES"), ("score", "FP32"), ("labels", "BYTES"), ("value", "FP32")),
+)  # fmt: skip

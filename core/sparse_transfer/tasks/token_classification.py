@@ -27,6 +27,7 @@ from sparse_transfer.tasks.base import (
     is_generic_labels,
 )
 from sparse_transfer.tasks.data import require_columns, require_values
+from sparse_transfer.tasks.names import TOKEN_CLASSIFICATION
 from sparse_transfer.tasks.spec import TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -275,11 +276,18 @@ def _prepare(raw, sources, data_args, task_args) -> TokenClassificationTask:
 
 
 SPEC = TaskSpec(
-    name="token-classification",
+    name=TOKEN_CLASSIFICATION,
     auto_class="AutoModelForTokenClassification",
     args_class=TokenClassificationArguments,
     distill_output_keys=("logits",),
     default_max_seq_length=128,
     prepare=_prepare,
     output_names=("logits",),
+    primary_metrics=("f1", "overall_f1", "accuracy", "overall_accuracy"),
+    metric_names=("precision", "recall", "f1", "accuracy"),
+    metric_suffixes=("_precision", "_recall", "_f1", "_number"),
+    export_inputs="words",
+    architecture_suffix="ForTokenClassification",
+    served_as="tokens",
+    served_outputs=(("tags", "BYTES"), ("entities", "BYTES")),
 )

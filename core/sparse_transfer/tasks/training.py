@@ -19,14 +19,13 @@ from typing import Any
 from sparse_transfer import storage
 from sparse_transfer.errors import DataError, SparseTransferError
 from sparse_transfer.tasks import output_dir as output_rules
-from sparse_transfer.tasks.args import DataArguments, ModelArguments
+from sparse_transfer.tasks.args import DataArguments, ModelArguments, is_no_model
 from sparse_transfer.tasks.outputs import write_json
+from sparse_transfer.tasks.recipe_fit import resolve_recipe
 from sparse_transfer.tasks.registry import get_task
 from sparse_transfer.zoo import resolve
 
 logger = logging.getLogger(__name__)
-
-NO_TEACHER = {"disable", "disabled", "none", ""}
 
 
 @dataclass
@@ -89,6 +88,7 @@ def train(
 
     from sparse_transfer.tasks.data import load_raw_datasets
     from sparse_transfer.tasks.device import fit_to_device
+    from sparse_transfer.tasks.lengths import model_positions
     from sparse_transfer.tasks.models import load_config, load_model, load_tokenizer
     from sparse_transfer.tasks.predict import write_test_predictions
     from sparse_transfer.tasks.recipe_fit import load_task_recipe
@@ -114,10 +114,8 @@ def train(
     output_dir = Path(training_args.output_dir).resolve()
 
     model_path = _resolve(model_args.model_name_or_path, "model", zoo)
-    recipe_path = _resolve(model_args.recipe, "recipe", zoo)
-    teacher_ref = model_args.distill_teacher
-    if teacher_ref is not None and teacher_ref.lower() in NO_TEACHER:
-        teacher_ref = None
+    recipe_path = resolve_recipe(model_args.recipe, zoo)
+    teacher_ref = None if is_no_model(model_args.distill_teacher) else model_args.distill_teacher
     teacher_path = _resolve(teacher_ref, "teacher", zoo)
     inputs = [
         model_path,
@@ -130,7 +128,7 @@ def train(
     if training_args.do_train:  # refuse before training, not after it
         storage.check_replaceable(output_dir, **rules)
 
-    glue = data_args.task_name if spec.name == "text-classification" else None
+    glue = data_args.task_name if spec.glue_task_names else None
     raw, sources = load_raw_datasets(data_args, seed=training_args.seed, glue_task=glue)
     if training_args.do_train and "train" not in raw:
         raise DataError(
@@ -148,6 +146,7 @@ def train(
     config = load_config(model_path)
     prepared.adopt_model_config(config, model_args.model_name_or_path)
     tokenizer = load_tokenizer(model_args.tokenizer_name or model_path)
+    prepared.fit_lengths(model_positions(config, tokenizer))
     model = load_model(model_path, spec.name, **prepared.config_overrides())
     prepared.check_model(model, model_args.model_name_or_path)
     teacher = None
