@@ -100,7 +100,7 @@ def _per_class_lines(shipped: Mapping[str, Any]) -> list[str]:
 
 
 def _export_lines(export: Mapping[str, Any] | None) -> list[str]:
-    if not export:
+    if not export or all(v is None for v in export.values()):
         return []
     lines = ["## Deployment (ONNX)", ""]
     if export.get("precision"):
