@@ -162,3 +162,27 @@ def test_gate_can_require_an_int8_deployment(tmp_path):
     assert "- precision exported: fp32" in result["report"]
     (deployment / "export_report.json").write_text(json.dumps({"quantized": True}))
     assert _publish(tmp_path, metrics, deployment=deployment, require_int8=True)["passed"]
+
+
+@pytest.mark.parametrize("alias", ["text-classification", "ner", "qa", "mlm"])
+def test_every_task_configures_with_the_pipelines_default_parameters(alias):
+    """The configure step with the sparse pipeline's own defaults passes for every task (the
+    question-answering run used to fail at its training step, after data and teacher)."""
+    import inspect
+
+    from components import configure_training
+    from pipelines._opening import RUN_CHECKS, TRAINING_FLAGS
+    from pipelines.sparse_transfer_pipeline import sparse_transfer_pipeline
+
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(sparse_transfer_pipeline.pipeline_func).parameters.items()
+    }
+    values = {name: defaults[name] for name in TRAINING_FLAGS + RUN_CHECKS if name in defaults}
+    values["recipe"] = "sst2_pruned90_quant"  # the default stub's recipe, shipped built in
+    options = configure_training.python_func(task=alias, **values)
+    assert "max_seq_length" not in options and "doc_stride" not in options  # task defaults
+    assert options["per_device_train_batch_size"] == 32
+    values["gate_metric"] = "no_such_metric"
+    with pytest.raises(PipelineError, match=r"^parameter gate_metric 'no_such_metric' is not"):
+        configure_training.python_func(task=alias, **values)
