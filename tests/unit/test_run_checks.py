@@ -186,3 +186,15 @@ def test_every_task_configures_with_the_pipelines_default_parameters(alias):
     values["gate_metric"] = "no_such_metric"
     with pytest.raises(PipelineError, match=r"^parameter gate_metric 'no_such_metric' is not"):
         configure_training.python_func(task=alias, **values)
+
+
+def test_builtin_recipe_names_resolve_wherever_a_recipe_is_accepted(tmp_path):
+    from sparse_transfer.tasks.recipe_fit import resolve_recipe
+
+    assert resolve_recipe("sst2_pruned90_quant") == SST2  # train --recipe, steps, recipe check
+    assert resolve_recipe("sst2_pruned90_quant.yaml") == SST2
+    mine = tmp_path / "sst2_pruned90_quant"
+    mine.write_text("version: 1.1.0\n")
+    assert resolve_recipe(str(mine)) == str(mine)  # an existing path wins over the name
+    assert resolve_recipe(str(tmp_path / "missing.yaml")) == str(tmp_path / "missing.yaml")
+    assert resolve_recipe(None) is None

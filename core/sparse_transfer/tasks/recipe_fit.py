@@ -27,9 +27,11 @@ def resolve_recipe(ref: str | None, zoo: str | None = None) -> str | None:
     from sparse_transfer.recipe import builtin_recipe_path, builtin_recipes
     from sparse_transfer.zoo import resolve
 
-    if not Path(ref).exists() and ref.removesuffix(".yaml") in builtin_recipes():
+    if Path(ref).exists() or ref.startswith(("zoo:", "s3://", "file://")):
+        return resolve(ref, "recipe", root=zoo)
+    if ref.removesuffix(".yaml") in builtin_recipes():
         return str(builtin_recipe_path(ref))
-    return resolve(ref, "recipe", root=zoo)
+    return ref  # a missing file (load_recipe names it) or YAML text
 
 
 def inert_modifier_warnings(
