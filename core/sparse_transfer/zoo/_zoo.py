@@ -297,6 +297,11 @@ def _facts_from_outputs(
     sparsity = load("sparsity.json").get("overall_sparsity")
     if isinstance(sparsity, (int, float)):
         facts["sparsity"] = round(float(sparsity), 4)
+    try:  # the precision the deployment actually holds (a recipe whose QAT never ran: fp32)
+        exported = json.loads((staging / "deployment" / "export_report.json").read_text())
+        facts["precision"] = "int8" if exported.get("quantized") else "fp32"
+    except (OSError, ValueError, AttributeError):
+        pass
     if (training / "config.json").is_file():
         facts["quantized"] = (training / "quantization.json").is_file()
         for arch in load("config.json").get("architectures") or []:
