@@ -85,20 +85,7 @@ def export_onnx(
         ExportError: bad input or failed verification (nothing is left behind).
         StorageError: `output` may not be replaced (see `storage.check_replaceable`).
     """
-    from sparse_transfer.quantization import is_qat_prepared, uninitialized_observers
-
-    if format not in FORMATS:
-        raise ExportError(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
-    opset = ox.DEFAULT_OPSET if opset is None else int(opset)
-    if format in ("integer", "qdq") and opset < ox.MIN_OPSET_INT8:
-        raise ExportError(
-            f"--opset {opset} is too old for int8 export (needs >= {ox.MIN_OPSET_INT8} for "
-            "per-channel QuantizeLinear/DequantizeLinear)"
-        )
-    if not ox.MIN_OPSET_FP32 <= opset <= ox.MAX_OPSET:
-        raise ExportError(
-            f"--opset {opset}: supported opsets are {ox.MIN_OPSET_FP32}..{ox.MAX_OPSET}"
-        )
+    opset = _check_format_and_opset(format, opset)
     spec = ox.task_spec(task)
     model_dir = ox.check_model_dir(model_path)
     sequence_length = sequence_length or trained_length(model_dir)  # unset: the trained length
@@ -109,32 +96,8 @@ def export_onnx(
     storage.check_replaceable(dest, **_replace_rules(model_dir, overwrite))
 
     model, tokenizer, spec = ox.load_for_export(model_dir, spec.name)
-    quantized_model = is_qat_prepared(model)
-    fmt = ("integer" if quantized_model else "fp32") if format == "auto" else format
-    if fmt != "fp32":
-        if not quantized_model:
-            raise ExportError(
-                f"--format {fmt}: {model_dir} has no quantization state (quantization.json); "
-                "train it with a QuantizationModifier, or export FP32 with --format fp32"
-            )
-        if opset < ox.MIN_OPSET_INT8:
-            raise ExportError(
-                f"--opset {opset} is too old for int8 export (needs >= {ox.MIN_OPSET_INT8})"
-            )
-        missing = uninitialized_observers(model)
-        if missing:
-            raise ExportError(
-                f"{model_dir}: QAT model whose observers never ran: {len(missing)} activation "
-                f"scales are uninitialised (e.g. {', '.join(missing[:3])}). Train past the "
-                "QuantizationModifier's start_epoch (or calibrate) before exporting."
-            )
-    max_len = int(getattr(model.config, "max_position_embeddings", 512) or 512)
-    if sequence_length is not None and not 1 <= sequence_length <= max_len:
-        raise ExportError(
-            f"--sequence_length {sequence_length}: must be between 1 and the model's "
-            f"max_position_embeddings ({max_len})"
-        )
-    parity_length = sequence_length or min(DEFAULT_PARITY_LENGTH, max_len)
+    fmt = _pick_format(model, model_dir, format, opset)
+    parity_length = _parity_length(model, sequence_length)
 
     work = storage.staging_dir(dest)  # marked, so a killed export's leftover is cleaned
     tmp = work / dest.name
@@ -152,6 +115,66 @@ def export_onnx(
         shutil.rmtree(work, ignore_errors=True)
     log.info("exported %s (%s) to %s", model_dir, fmt, dest)
     return dest
+
+
+def _check_format_and_opset(format: str, opset: int | None) -> int:  # noqa: A002
+    """The opset to use; a format/opset pair that cannot work is refused before loading."""
+    if format not in FORMATS:
+        raise ExportError(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
+    opset = ox.DEFAULT_OPSET if opset is None else int(opset)
+    if format in ("integer", "qdq") and opset < ox.MIN_OPSET_INT8:
+        raise ExportError(
+            f"--opset {opset} is too old for int8 export (needs >= {ox.MIN_OPSET_INT8} for "
+            "per-channel QuantizeLinear/DequantizeLinear)"
+        )
+    if not ox.MIN_OPSET_FP32 <= opset <= ox.MAX_OPSET:
+        raise ExportError(
+            f"--opset {opset}: supported opsets are {ox.MIN_OPSET_FP32}..{ox.MAX_OPSET}"
+        )
+    return opset
+
+
+def _pick_format(model, model_dir: Path, format: str, opset: int) -> str:  # noqa: A002
+    """``auto`` -> int8 ``integer`` for a QAT model, else ``fp32``; int8 needs a QAT model
+    whose observers ran."""
+    from sparse_transfer.quantization import is_qat_prepared, uninitialized_observers
+
+    quantized_model = is_qat_prepared(model)
+    fmt = ("integer" if quantized_model else "fp32") if format == "auto" else format
+    if fmt == "fp32":
+        return fmt
+    if not quantized_model:
+        raise ExportError(
+            f"--format {fmt}: {model_dir} has no quantization state (quantization.json); "
+            "train it with a QuantizationModifier, or export FP32 with --format fp32"
+        )
+    if opset < ox.MIN_OPSET_INT8:
+        raise ExportError(
+            f"--opset {opset} is too old for int8 export (needs >= {ox.MIN_OPSET_INT8})"
+        )
+    missing = uninitialized_observers(model)
+    if missing:
+        raise ExportError(
+            f"{model_dir}: QAT model whose observers never ran: {len(missing)} activation "
+            f"scales are uninitialised (e.g. {', '.join(missing[:3])}). Train past the "
+            "QuantizationModifier's start_epoch (or calibrate) before exporting."
+        )
+    return fmt
+
+
+def _parity_length(model, sequence_length: int | None) -> int:
+    """The parity inputs' length: the requested one (the schema's lower limit for
+    ``max_seq_length``, at most the model's positions), else a short default."""
+    from sparse_transfer.tasks.flags import FLAGS
+
+    low = int(FLAGS["max_seq_length"].minimum or 1)
+    max_len = int(getattr(model.config, "max_position_embeddings", 512) or 512)
+    if sequence_length is not None and not low <= sequence_length <= max_len:
+        raise ExportError(
+            f"--sequence_length {sequence_length}: must be between {low} and the model's "
+            f"max_position_embeddings ({max_len})"
+        )
+    return sequence_length or min(DEFAULT_PARITY_LENGTH, max_len)
 
 
 def _build(model, tokenizer, spec, model_dir, tmp, fmt, opset, length, requested, verify_dataset):
