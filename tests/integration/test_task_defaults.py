@@ -40,7 +40,7 @@ CASES = {
         "text-classification", _regression, {},
         {"num_labels": 1, "problem_type": "regression"}, "pearson",
     ),
-    "ner": ("token-classification", fixtures.ner_rows, {}, {"num_labels": 7}, "f1"),
+    "ner": ("token-classification", fixtures.ner_rows, {}, {"num_labels": 7}, "PER_f1"),
     "qa": ("question-answering", fixtures.squad_rows, {}, {}, "exact_match"),
     "mlm": ("masked-language-modeling", _mlm, {}, {}, "perplexity"),
 }  # fmt: skip

@@ -47,7 +47,11 @@ class TokenClassificationArguments:
         },
     )
     return_entity_level_metrics: bool = field(
-        default=False, metadata={"help": "Also report precision/recall/F1 per entity type."}
+        default=True,
+        metadata={
+            "help": "Also report precision/recall/F1 per entity type (<TYPE>_f1, ...); on by "
+            "default, --no_return_entity_level_metrics turns it off."
+        },
     )
 
 
@@ -285,7 +289,7 @@ SPEC = TaskSpec(
     output_names=("logits",),
     primary_metrics=("f1", "overall_f1", "accuracy", "overall_accuracy"),
     metric_names=("precision", "recall", "f1", "accuracy"),
-    metric_suffixes=("_precision", "_recall", "_f1", "_number"),
+    metric_suffixes=("_precision", "_recall", "_f1"),
     export_inputs="words",
     architecture_suffix="ForTokenClassification",
     served_as="tokens",
