@@ -198,3 +198,15 @@ def test_builtin_recipe_names_resolve_wherever_a_recipe_is_accepted(tmp_path):
     assert resolve_recipe(str(mine)) == str(mine)  # an existing path wins over the name
     assert resolve_recipe(str(tmp_path / "missing.yaml")) == str(tmp_path / "missing.yaml")
     assert resolve_recipe(None) is None
+
+
+def test_train_warns_about_a_modifier_that_never_runs(tmp_path, caplog):
+    from sparse_transfer.tasks.recipe_fit import load_task_recipe
+    from tests.unit._train_utils import tiny_model
+
+    model, _ = tiny_model(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="sparse_transfer.tasks.recipe_fit"):
+        recipe = load_task_recipe(SST2, '{"num_epochs": 2}', TEXT, model, None)
+    assert recipe.find("QuantizationModifier")  # kept: train warns, the pipeline refuses
+    assert "QuantizationModifier starts at epoch 8 but training ends at epoch 2" in caplog.text
+    assert "qat_start_epoch" in caplog.text
