@@ -8,8 +8,8 @@ from components._image import COMPONENT_OPTIONS
 @dsl.component(**COMPONENT_OPTIONS)
 def configure_training(
     task: str,
-    max_seq_length: int = 128,
-    doc_stride: int = 128,
+    max_seq_length: int = 0,
+    doc_stride: int = 0,
     preprocessing_num_workers: int = 6,
     per_device_train_batch_size: int = 32,
     per_device_eval_batch_size: int = 32,
@@ -26,9 +26,16 @@ def configure_training(
     max_steps: int = -1,
     max_train_samples: int = 0,
     max_eval_samples: int = 0,
+    gate_metric: str = "",
+    recipe: str = "",
+    recipe_args: str = "",
+    zoo_root: str = "",
+    allow_inert_modifiers: bool = False,
 ) -> dict:
-    """Validates the flags before anything heavy runs; zero/-1 limits mean "unset"."""
+    """Validates the flags, the gate metric and the recipe's windows before anything heavy
+    runs; zero/-1 limits mean "unset" (the task's own default)."""
     options = dict(locals())  # exactly the parameters: taken before any other name exists
-    from sparse_transfer.pipeline.options import training_options
+    from sparse_transfer.pipeline.options import configure_run
 
-    return training_options(options.pop("task"), **options)
+    options["zoo"] = options.pop("zoo_root")
+    return configure_run(options.pop("task"), **options)

@@ -12,13 +12,17 @@ def export_onnx(
     model: Input[Model],
     deployment: Output[Model],
     metrics: Output[Metrics],
-    sequence_length: int = 128,
+    sequence_length: int = 0,
 ):
-    """Exports, then records the ONNX file size and batch-1 latency for the report."""
+    """Exports, then records the ONNX file size and batch-1 latency for the report
+    (`sequence_length` 0: the length the model was trained with)."""
     from sparse_transfer.pipeline.steps import export_step
 
     facts = export_step(model.path, task, deployment.path, sequence_length=sequence_length)
     for name in ("model_size_bytes", "latency_ms", "sequence_length"):
         if facts.get(name) is not None:
             metrics.log_metric(name, float(facts[name]))
-    deployment.metadata.update({"task": task, "onnx_file": facts.get("onnx_file", "")})
+    metrics.log_metric("int8", float(facts["precision"] == "int8"))
+    deployment.metadata.update(
+        {"task": task, "onnx_file": facts.get("onnx_file", ""), "precision": facts["precision"]}
+    )

@@ -25,6 +25,7 @@ def publish(
     min_metric: float = 0.0,
     max_drop_vs_teacher: float = 2.0,
     must_beat_published: bool = False,
+    require_int8: bool = False,
     force: bool = False,
 ) -> NamedTuple("Outputs", [("passed", bool), ("published", str)]):
     """Publishes to `publish_stub` only when the gate passes (negative thresholds: check off).
@@ -44,7 +45,7 @@ def publish(
         onnx_metrics=meta(onnx_metrics), teacher_metrics=meta(teacher_metrics),
         export_facts=meta(export_metrics),
         gate_metric=gate_metric, min_metric=min_metric, max_drop_vs_teacher=max_drop_vs_teacher,
-        must_beat_published=must_beat_published, force=force,
+        must_beat_published=must_beat_published, require_int8=require_int8, force=force,
     )  # fmt: skip
     with open(report.path, "w") as handle:
         handle.write(result["report"])

@@ -20,6 +20,8 @@ from sparse_transfer.tasks.flags import TRAINING_FLAGS as SCHEMA_TRAINING_FLAGS
 # checks that both pipelines' signatures and the components spell them as the schema does.
 DATA_PARAMETERS = tuple(f.name for f in DATA_FLAGS)
 TRAINING_FLAGS = tuple(f.name for f in SCHEMA_TRAINING_FLAGS)
+# Pipeline parameters the configure step also checks up front (gate metric, recipe windows).
+RUN_CHECKS = ("gate_metric", "recipe", "recipe_args", "zoo_root", "allow_inert_modifiers")
 
 
 def data_and_training_flags(parameters: Mapping[str, Any]) -> tuple[PipelineTask, PipelineTask]:
@@ -27,7 +29,9 @@ def data_and_training_flags(parameters: Mapping[str, Any]) -> tuple[PipelineTask
     data = io_step(fetch_data(**{name: parameters[name] for name in DATA_PARAMETERS}))
     flags = resources(
         configure_training(
-            task=parameters["task"], **{name: parameters[name] for name in TRAINING_FLAGS}
+            task=parameters["task"],
+            **{name: parameters[name] for name in TRAINING_FLAGS},
+            **{name: parameters[name] for name in RUN_CHECKS if name in parameters},
         ),
         "light",
     )

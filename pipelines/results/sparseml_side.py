@@ -106,9 +106,11 @@ def stage_sparseml(out: Path, size: dict[str, Any], params: dict[str, Any]) -> d
 
     `params` are the sparse transfer run's (`run.transfer_parameters`).
     """
+    from pipelines.results.settings import zoo_root
     from sparse_transfer.embedded.movie_reviews import DATASETS
     from sparse_transfer.zoo import resolve
 
+    root = zoo_root(out)
     python, why = sparseml_python()
     if python is None:
         raise RuntimeError(why)
@@ -118,9 +120,9 @@ def stage_sparseml(out: Path, size: dict[str, Any], params: dict[str, Any]) -> d
     data = _json_named_copies(out / "data", work / "data")
     train_argv = [
         python, "-m", "sparseml.transformers.text_classification",
-        "--model_name_or_path", resolve(params["model_name_or_path"], "model"),
-        "--distill_teacher", resolve(params["distill_teacher"], "teacher"),
-        "--recipe", resolve(params["recipe"], "recipe"),
+        "--model_name_or_path", resolve(params["model_name_or_path"], "model", root=root),
+        "--distill_teacher", resolve(params["distill_teacher"], "teacher", root=root),
+        "--recipe", resolve(params["recipe"], "recipe", root=root),
         "--recipe_args", str(params["recipe_args"]),
         "--output_dir", str(model_dir), "--overwrite_output_dir", "--do_train",
         *_data_args(params, data / "train.json", data / "validation.json"),
@@ -133,7 +135,7 @@ def stage_sparseml(out: Path, size: dict[str, Any], params: dict[str, Any]) -> d
     _weights_sparseml_reloads(python, model_dir, work)
     accuracy: dict[str, float] = {}
     paired: dict[str, dict] = {}  # a = our int8 ONNX deployment, b = SparseML's QAT model
-    ours = Path(resolve(params["publish_stub"], "deployment"))
+    ours = Path(resolve(params["publish_stub"], "deployment", root=root))
     for ds in DATASETS:
         eval_dir = work / f"eval-{ds}"
         eval_argv = [

@@ -58,13 +58,17 @@ def stage_full_range(
         evaluate: (model or deployment folder, validation file, work dir) -> accuracy %.
     """
     from pipelines.client import PipelineError
+    from pipelines.results.settings import zoo_root
     from sparse_transfer.embedded.movie_reviews import DATASETS
     from sparse_transfer.zoo import resolve
 
+    root = zoo_root(out)
     work = out / "full-range"
     work.mkdir(parents=True, exist_ok=True)
     recipe = work / "recipe.yaml"
-    recipe.write_text(full_range_recipe(Path(resolve(params["recipe"], "recipe")).read_text()))
+    recipe.write_text(
+        full_range_recipe(Path(resolve(params["recipe"], "recipe", root=root)).read_text())
+    )
     overrides = {**size.get("overrides", {}), "recipe": str(recipe), "publish_stub": ""}
     root_name = "pipeline-full-range"
     record = work / "run.json"  # the run's outcome: a rerun of this stage reuses the run
@@ -98,7 +102,7 @@ def stage_full_range(
     log.info("full-range accuracy: %s; export: %s", accuracy, export.get("summary"))
     paired = {}
     if deployment is not None:
-        seven_bit = Path(resolve(params["publish_stub"], "deployment"))
+        seven_bit = Path(resolve(params["publish_stub"], "deployment", root=root))
         for ds in DATASETS:
             rows = out / "data" / f"validation_{ds}.jsonl"
             paired[ds] = paired_stats(

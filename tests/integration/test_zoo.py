@@ -103,7 +103,13 @@ def test_push_lays_out_a_trained_output_dir(zoo_root, tmp_path):
     out = _trained_output(tmp_path / "run", quantized=True)
     (out / "deployment").mkdir()
     onnx.save(_tiny_onnx(), str(out / "deployment" / "model.onnx"))
-    uri = zoo.push(out, SST2, parent=UPSTREAM, card={"training_command": "sparse-transfer train x"})
+    # The zoo sits below the task layer: the head -> task table is handed down as data.
+    from sparse_transfer.tasks.registry import architecture_tasks
+
+    uri = zoo.push(
+        out, SST2, parent=UPSTREAM, card={"training_command": "sparse-transfer train x"},
+        architectures=architecture_tasks(),
+    )  # fmt: skip
     assert uri == f"{zoo_root}/{SST2.removeprefix('zoo:')}"
 
     info = zoo.show(SST2)

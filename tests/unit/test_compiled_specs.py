@@ -146,7 +146,8 @@ def test_io_steps_retry(spec):
 def test_reference_defaults_are_pipeline_parameters(spec):
     parameters = spec["root"]["inputDefinitions"]["parameters"]
     defaults = {name: p.get("defaultValue") for name, p in parameters.items()}
-    assert defaults["task_name"] == "sst2" and defaults["max_seq_length"] == 128
+    # max_seq_length 0 = unset: the task's own default (128 here, 384 for QA) applies
+    assert defaults["task_name"] == "sst2" and defaults["max_seq_length"] == 0
     assert defaults["per_device_train_batch_size"] == 32 and defaults["fp16"] is True
     assert defaults["recipe"].endswith("sst2/pruned90_quant-none")
     assert defaults["distill_teacher"].endswith("sst2/base-none")

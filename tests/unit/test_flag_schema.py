@@ -69,7 +69,9 @@ def test_configure_training_takes_exactly_the_schema_flags():
     from components import configure_training
 
     params = list(inspect.signature(configure_training.python_func).parameters)
-    assert params == ["task"] + [f.name for f in TRAINING_FLAGS]
+    from pipelines._opening import RUN_CHECKS
+
+    assert params == ["task"] + [f.name for f in TRAINING_FLAGS] + list(RUN_CHECKS)
     assert list(TRAINING_OPTIONS) == [f.name for f in TRAINING_FLAGS]
 
 

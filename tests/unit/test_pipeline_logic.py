@@ -11,6 +11,9 @@ from sparse_transfer.pipeline.metrics import confusion_matrix, find_metric, prim
 from sparse_transfer.pipeline.options import eval_options, training_options
 from sparse_transfer.pipeline.report import render_report
 from sparse_transfer.pipeline.snapshots import newest_snapshot
+from sparse_transfer.tasks.registry import get_task
+
+TEXT, QA = get_task("text-classification"), get_task("question-answering")
 
 
 def test_points_scale_fractions_but_not_percentages():
@@ -52,14 +55,14 @@ def test_gate_must_beat_published():
 
 
 def test_primary_metric_per_task_explicit_and_declared():
-    assert primary_metric("text-classification", {"eval_accuracy": 0.8, "eval_loss": 1}) == (
+    assert primary_metric(TEXT, {"eval_accuracy": 0.8, "eval_loss": 1}) == (
         "accuracy",
         0.8,
     )
-    assert primary_metric("question-answering", {"exact_match": 70.0, "f1": 80.0}) == ("f1", 80.0)
+    assert primary_metric(QA, {"exact_match": 70.0, "f1": 80.0}) == ("f1", 80.0)
     assert (
         primary_metric(
-            "text-classification",
+            TEXT,
             {
                 "eval_matthews_correlation": 0.4,
                 "eval_accuracy": 0.8,
@@ -68,9 +71,9 @@ def test_primary_metric_per_task_explicit_and_declared():
         )[1]
         == 0.4
     )
-    assert primary_metric("text-classification", {"eval_loss": 1.0}, "loss") == ("loss", 1.0)
+    assert primary_metric(TEXT, {"eval_loss": 1.0}, "loss") == ("loss", 1.0)
     with pytest.raises(PipelineError, match="available: eval_loss"):
-        primary_metric("text-classification", {"eval_loss": 1.0})
+        primary_metric(TEXT, {"eval_loss": 1.0})
     assert find_metric({"test_f1": 0.5}, "f1") == 0.5 and find_metric({}, "f1") is None
 
 

@@ -21,10 +21,13 @@ def register(subparsers) -> None:
         help="text-classification, token-classification, question-answering, masked-language-modeling",
     )
     parser.add_argument(
+        "--max_seq_length",
         "--sequence_length",
+        dest="sequence_length",
         type=int,
         default=None,
-        help="length for parity inputs and fixed-shape runtimes (the graph's axes stay dynamic)",
+        help="length for parity inputs and fixed-shape runtimes (the graph's axes stay dynamic); "
+        "default: the length the model was trained with (run_summary.json)",
     )
     parser.add_argument(
         "--output", default=None, help="deployment folder (default: MODEL_PATH/deployment)"

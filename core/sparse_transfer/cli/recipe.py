@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 
@@ -28,25 +29,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.set_defaults(handler=check_command)
 
 
-def _resolve(ref: str) -> str:
-    """Zoo stubs/URIs through the zoo's resolver, built-in names to their shipped file."""
-    from pathlib import Path
-
-    from sparse_transfer.recipe import builtin_recipe_path, builtin_recipes
-
-    if not Path(ref).exists() and ref.removesuffix(".yaml") in builtin_recipes():
-        return str(builtin_recipe_path(ref))
-    if ref.startswith(("zoo:", "s3://", "file://")):
-        from sparse_transfer import zoo
-
-        return zoo.resolve(ref, "recipe")
-    return ref
-
-
 def check_command(args: argparse.Namespace) -> int:
-    from sparse_transfer.recipe import load_recipe
+    from sparse_transfer.recipe import inert_modifiers, load_recipe
+    from sparse_transfer.tasks.recipe_fit import resolve_recipe
 
-    recipe = load_recipe(_resolve(args.recipe), args.recipe_args)
+    recipe = load_recipe(resolve_recipe(args.recipe), args.recipe_args)
+    for line in inert_modifiers(recipe):
+        print(f"WARNING: {line}", file=sys.stderr)
     data = recipe.to_dict()
     if args.json:
         print(json.dumps(data, indent=2, allow_nan=False))  # the parser refuses NaN/inf

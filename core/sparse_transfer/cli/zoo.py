@@ -21,6 +21,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("zoo", help="Browse, fetch and publish zoo models and recipes.")
     sub = parser.add_subparsers(dest="zoo_command", required=True, metavar="SUBCOMMAND")
 
+    _add_browse(sub)
+    _add_push(sub)
+    _add_search(sub)
+    _add_seed(sub)
+
+
+def _add_browse(sub) -> None:
+    """list, show, pull and resolve: reading the zoo."""
     p = sub.add_parser("list", help="List the entries of a zoo.")
     p.add_argument(
         "--domain",
@@ -49,6 +57,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=pull_command)
 
     p = sub.add_parser(
+        "resolve", help="Print the local path a model/recipe/teacher reference resolves to."
+    )
+    p.add_argument("ref", metavar="REF", help="stub, s3:// or file:// URI, local path or hub id")
+    p.add_argument("--kind", choices=("model", "recipe", "teacher", "deployment"), default="model")
+    _add_root(p)
+    p.set_defaults(handler=resolve_command)
+
+
+def _add_push(sub) -> None:
+    p = sub.add_parser(
         "push",
         help="Publish a trained output dir or an entry folder under STUB (atomic).",
         description="DIR is a trained model's --output_dir (laid out as training/ + recipe/ "
@@ -73,6 +91,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_root(p)
     p.set_defaults(handler=push_command)
 
+
+def _add_search(sub) -> None:
     p = sub.add_parser("search", help="Find entries by task, sparsity, dataset, ...")
     p.add_argument(
         "--task", default=None, help="card task or stub sub-domain (e.g. sentiment_analysis)"
@@ -90,14 +110,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_root(p)
     p.set_defaults(handler=search_command)
 
-    p = sub.add_parser(
-        "resolve", help="Print the local path a model/recipe/teacher reference resolves to."
-    )
-    p.add_argument("ref", metavar="REF", help="stub, s3:// or file:// URI, local path or hub id")
-    p.add_argument("--kind", choices=("model", "recipe", "teacher", "deployment"), default="model")
-    _add_root(p)
-    p.set_defaults(handler=resolve_command)
 
+def _add_seed(sub) -> None:
     p = sub.add_parser(
         "seed",
         help="Build the embedded default zoo offline (upstream sparse model, teachers, recipes).",
@@ -192,6 +206,7 @@ def _card_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 def push_command(args: argparse.Namespace) -> int:
     from sparse_transfer import zoo
+    from sparse_transfer.tasks.registry import architecture_tasks
 
     uri = zoo.push(
         args.dir,
@@ -200,6 +215,7 @@ def push_command(args: argparse.Namespace) -> int:
         parent=args.parent,
         card=_card_fields(args),
         root=args.zoo,
+        architectures=architecture_tasks(),
     )
     print(f"pushed {args.stub} -> {uri}")
     return 0

@@ -13,6 +13,8 @@ import random
 from collections.abc import Iterable
 from pathlib import Path
 
+from sparse_transfer.tasks.names import TEXT_CLASSIFICATION
+
 POSITIVE = "good great excellent wonderful superb brilliant moving delightful charming fun".split()
 NEGATIVE = "bad awful terrible boring dull poor weak tedious clumsy bland".split()
 NEUTRAL = (
@@ -60,7 +62,7 @@ def write_tokenizer(directory: str | Path) -> None:
 
 def make_tiny_bert(
     directory: str | Path,
-    task: str = "text-classification",
+    task: str = TEXT_CLASSIFICATION,
     num_labels: int = 2,
     hidden_size: int = 64,
     num_layers: int = 2,
@@ -73,8 +75,7 @@ def make_tiny_bert(
 
     Args:
         directory: where `save_pretrained` writes the model and tokenizer.
-        task: text-classification, token-classification, question-answering
-            or masked-language-modeling.
+        task: a task name (its `TaskSpec.auto_class` builds the head).
         num_labels: head size for the classification tasks.
         hidden_size: 32-128 keeps tests fast.
         num_layers: encoder depth.
@@ -86,13 +87,10 @@ def make_tiny_bert(
         problem_type: e.g. ``multi_label_classification`` or ``regression``.
     """
     import torch
-    from transformers import (
-        AutoModelForMaskedLM,
-        AutoModelForQuestionAnswering,
-        AutoModelForSequenceClassification,
-        AutoModelForTokenClassification,
-        BertConfig,
-    )
+    import transformers
+    from transformers import BertConfig
+
+    from sparse_transfer.tasks.registry import get_task
 
     torch.manual_seed(seed)
     directory = Path(directory)
@@ -111,13 +109,7 @@ def make_tiny_bert(
         config.label2id = {v: int(k) for k, v in id2label.items()}
     if problem_type is not None:
         config.problem_type = problem_type
-    model_classes = {
-        "text-classification": AutoModelForSequenceClassification,
-        "token-classification": AutoModelForTokenClassification,
-        "question-answering": AutoModelForQuestionAnswering,
-        "masked-language-modeling": AutoModelForMaskedLM,
-    }
-    model = model_classes[task].from_config(config)
+    model = getattr(transformers, get_task(task).auto_class).from_config(config)
     if sparsity > 0:
         prune_by_magnitude(model, sparsity, prefix="bert.")
     model.save_pretrained(str(directory))

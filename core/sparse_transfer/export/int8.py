@@ -135,9 +135,12 @@ def _qdq(b: _Builder, x: str, qparams: tuple[float, int], base: str, out: str | 
 
 
 def quantize_graph(model_proto, weights: list[QuantizedWeight], fmt: str = "integer") -> dict:
-    """Rewrites the float graph in place; returns per-initializer int8 facts for the report."""
-    from onnx import TensorProto
+    """Rewrites the float graph in place; returns per-initializer int8 facts for the report.
 
+    Passes: check format and opset, rewrite each embedding Gather and Linear MatMul/Gemm
+    (`_GraphRewrite`), insert the output Q/DQ pairs, check every quantized module was
+    found, then swap the node list and drop unused initializers.
+    """
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     opset = next((o.version for o in model_proto.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -147,90 +150,93 @@ def quantize_graph(model_proto, weights: list[QuantizedWeight], fmt: str = "inte
             f"DequantizeLinear need opset >= {MIN_OPSET_INT8}); use --opset {MIN_OPSET_INT8} or newer"
         )
     graph = model_proto.graph
-    b = _Builder(graph)
-    # initializer name -> kind -> (module, transposed); tied weights (MLM decoder =
-    # word embeddings) appear under both kinds with their own scales.
-    by_init: dict[str, dict[str, tuple[QuantizedWeight, bool]]] = defaultdict(dict)
-    for qw in weights:
-        for p in qw.params:
-            by_init[p][qw.kind] = (qw, False)
-            by_init[p + TRANSPOSED_SUFFIX][qw.kind] = (qw, True)
-    consumers: dict[str, list] = defaultdict(list)
+    rewrite = _GraphRewrite(graph, weights, fmt)
     for node in graph.node:
-        for name in node.input:
-            consumers[name].append(node)
+        rewrite.visit(node)
+    new_nodes = rewrite.with_output_qdq()
+    missing = [qw.module for qw in weights if qw.module not in rewrite.done]
+    if missing:
+        raise ExportError(
+            f"int8 export could not find these quantized modules in the traced graph: {missing[:5]}"
+        )
+    del graph.node[:]
+    graph.node.extend(rewrite.one_nodes + new_nodes)
+    _drop_unused_initializers(graph)
+    return rewrite.report
 
-    new_nodes: list = []
-    report: dict[str, dict] = {}
-    done: set[str] = set()
-    int8_cache: dict[tuple[str, bool], str] = {}
-    output_qdq: dict[str, tuple[QuantizedWeight, str]] = {}  # tensor -> (module, base) to Q/DQ
-    a_scales: dict[str, str] = {}  # input scale initializer -> its non-foldable copy
-    quantized_inputs: dict[tuple[str, str, str], str] = {}  # (x, scale, zp) -> x_q
-    one_nodes: list = []
 
-    def runtime_one() -> str:
+class _GraphRewrite:
+    """The state of one int8 rewrite: new nodes, int8 initializers and what was done."""
+
+    def __init__(self, graph, weights: list[QuantizedWeight], fmt: str) -> None:
+        self.graph, self.fmt = graph, fmt
+        self.b = _Builder(graph)
+        # initializer name -> kind -> (module, transposed); tied weights (MLM decoder =
+        # word embeddings) appear under both kinds with their own scales.
+        self.by_init: dict[str, dict[str, tuple[QuantizedWeight, bool]]] = defaultdict(dict)
+        for qw in weights:
+            for p in qw.params:
+                self.by_init[p][qw.kind] = (qw, False)
+                self.by_init[p + TRANSPOSED_SUFFIX][qw.kind] = (qw, True)
+        self.consumers: dict[str, list] = defaultdict(list)
+        for node in graph.node:
+            for name in node.input:
+                self.consumers[name].append(node)
+        self.new_nodes: list = []
+        self.report: dict[str, dict] = {}
+        self.done: set[str] = set()
+        self.int8_cache: dict[tuple[str, bool], str] = {}
+        # tensor -> (module, base) to Q/DQ
+        self.output_qdq: dict[str, tuple[QuantizedWeight, str]] = {}
+        self.a_scales: dict[str, str] = {}  # input scale initializer -> its non-foldable copy
+        self.quantized_inputs: dict[tuple[str, str, str], str] = {}  # (x, scale, zp) -> x_q
+        self.one_nodes: list = []
+
+    def runtime_one(self) -> str:
         """1.0 computed from the first input's batch size, which ORT cannot fold."""
-        if not one_nodes:
-            weights = {i.name for i in graph.initializer}
-            source = next(v.name for v in graph.input if v.name not in weights)
+        from onnx import TensorProto
+
+        b = self.b
+        if not self.one_nodes:
+            weights = {i.name for i in self.graph.initializer}
+            source = next(v.name for v in self.graph.input if v.name not in weights)
             shape, dims = b.node("Shape", [source], "int8_export/one")
             index = b.scalar("int8_export.batch_axis", 0, np.int64)
             gather, batch = b.node("Gather", [dims, index], "int8_export/one", axis=0)
             cast, batch_f = b.node("Cast", [batch], "int8_export/one", to=TensorProto.FLOAT)
             div, _ = b.node("Div", [batch_f, batch_f], "int8_export/one")
-            one_nodes.extend([shape, gather, cast, div])
-        return one_nodes[-1].output[0]
+            self.one_nodes.extend([shape, gather, cast, div])
+        return self.one_nodes[-1].output[0]
 
-    def int8_init(qw: QuantizedWeight, transposed: bool) -> str:
+    def int8_init(self, qw: QuantizedWeight, transposed: bool) -> str:
         key = (qw.module, transposed)
-        if key not in int8_cache:
+        if key not in self.int8_cache:
             base = qw.params[0] + (TRANSPOSED_SUFFIX if transposed else "") + INT8_SUFFIX
             q = np.ascontiguousarray(qw.q.T if transposed else qw.q)
-            name = b.init(base, q, exact_name=True)
-            int8_cache[key] = name
+            name = self.b.init(base, q, exact_name=True)
+            self.int8_cache[key] = name
             mask = qw.zero_mask.T if transposed else qw.zero_mask
-            report[name] = {
+            self.report[name] = {
                 "module": qw.module,
                 "float_zeros": qw.float_zeros,
                 "int8_zeros": int((q == 0).sum()),
                 "zero_pattern_identical": bool(np.array_equal(q == 0, mask)),
                 "per_channel_scales": int(qw.scale.size),
             }
-        return int8_cache[key]
+        return self.int8_cache[key]
 
-    for node in graph.node:
+    def visit(self, node) -> None:
+        """One node of the float graph: rewritten when it reads a quantized weight, else kept."""
+        if node.op_type == "Gather" and "embedding" in self.by_init.get(node.input[0], {}):
+            self.embedding(node)
+            return
         w_name = (
             node.input[1] if node.op_type in ("MatMul", "Gemm") and len(node.input) > 1 else None
         )
-        if node.op_type == "Gather" and "embedding" in by_init.get(node.input[0], {}):
-            qw, _ = by_init[node.input[0]]["embedding"]
-            base = qw.module
-            wq = int8_init(qw, False)
-            g, gathered = b.node("Gather", [wq, node.input[1]], base, axis=0)
-            nodes = [g]
-            final = node.output[0]
-            target = b.unique(f"{base}/dequantized") if qw.output_qparams else final
-            if fmt == "integer":
-                c, cast = b.node("Cast", [gathered], base, to=TensorProto.FLOAT)
-                s = b.init(f"{base}.weight_scale", qw.scale)
-                m, _ = b.node("Mul", [cast, s], base, [target])
-                nodes += [c, m]
-            else:
-                s = b.init(f"{base}.weight_scale", qw.scale)
-                z = b.init(f"{base}.weight_zero_point", np.zeros(qw.scale.shape, np.int8))
-                dq, _ = b.node("DequantizeLinear", [gathered, s, z], base, [target], axis=-1)
-                nodes.append(dq)
-            if qw.output_qparams:
-                more, _ = _qdq(b, target, qw.output_qparams, f"{base}/output", final)
-                nodes += more
-            new_nodes += nodes
-            done.add(qw.module)
-            continue
-        if w_name is None or "linear" not in by_init.get(w_name, {}):
-            new_nodes.append(node)
-            continue
-        qw, transposed = by_init[w_name]["linear"]
+        if w_name is None or "linear" not in self.by_init.get(w_name, {}):
+            self.new_nodes.append(node)
+            return
+        qw, transposed = self.by_init[w_name]["linear"]
         attrs = {a.name: a for a in node.attribute}
         trans_b = bool(attrs["transB"].i) if "transB" in attrs else False
         if node.op_type == "Gemm":
@@ -238,98 +244,132 @@ def quantize_graph(model_proto, weights: list[QuantizedWeight], fmt: str = "inte
                 k not in attrs or attrs[k].f == 1.0 for k in ("alpha", "beta")
             )
             if not plain:
-                new_nodes.append(node)
-                continue
+                self.new_nodes.append(node)
+                return
             transposed = transposed != trans_b  # Gemm(transB=1) on [out,in] reads W^T
         if not transposed:
             # MatMul(x, W[out,in]) would not be a Linear; leave anything unexpected alone
-            new_nodes.append(node)
-            continue
+            self.new_nodes.append(node)
+            return
         if qw.input_qparams is None:
             raise ExportError(
                 f"{qw.module}: a quantized Linear without an input observer cannot export"
             )
+        self.linear(node, qw)
+
+    def embedding(self, node) -> None:
+        """Gather from the int8 table, then dequantize (Cast*scale or DequantizeLinear)."""
+        from onnx import TensorProto
+
+        b = self.b
+        qw, _ = self.by_init[node.input[0]]["embedding"]
         base = qw.module
-        x = node.input[0]
-        nodes = []
+        wq = self.int8_init(qw, False)
+        g, gathered = b.node("Gather", [wq, node.input[1]], base, axis=0)
+        nodes = [g]
+        final = node.output[0]
+        target = b.unique(f"{base}/dequantized") if qw.output_qparams else final
+        if self.fmt == "integer":
+            c, cast = b.node("Cast", [gathered], base, to=TensorProto.FLOAT)
+            s = b.init(f"{base}.weight_scale", qw.scale)
+            m, _ = b.node("Mul", [cast, s], base, [target])
+            nodes += [c, m]
+        else:
+            s = b.init(f"{base}.weight_scale", qw.scale)
+            z = b.init(f"{base}.weight_zero_point", np.zeros(qw.scale.shape, np.int8))
+            dq, _ = b.node("DequantizeLinear", [gathered, s, z], base, [target], axis=-1)
+            nodes.append(dq)
+        if qw.output_qparams:
+            more, _ = _qdq(b, target, qw.output_qparams, f"{base}/output", final)
+            nodes += more
+        self.new_nodes += nodes
+        self.done.add(qw.module)
+
+    def linear(self, node, qw: QuantizedWeight) -> None:
+        """A Linear's MatMul/Gemm as integer MatMul (or Q/DQ + MatMul), bias Add after it."""
+        b = self.b
+        base = qw.module
         has_bias = node.op_type == "Gemm" and len(node.input) > 2 and node.input[2]
         out = node.output[0]
         mm_out = b.unique(f"{base}/matmul_out") if has_bias else out
-        if fmt == "integer":
-            s_x, zp_x = qw.input_qparams
-            xs = b.scalar(f"{base}.input_scale", s_x, np.float32)
-            xz = b.scalar(f"{base}.input_zero_point", zp_x, np.uint8)
-            # query/key/value read one tensor and their observers saw the same data,
-            # so their scales are equal: quantize it once (ORT does not merge these)
-            key = (x, xs, xz)
-            ql = None
-            if key in quantized_inputs:
-                xq = quantized_inputs[key]
-            else:
-                ql, xq = b.node("QuantizeLinear", [x, xs, xz], f"{base}/input")
-                quantized_inputs[key] = xq
-            wq = int8_init(qw, True)
-            # DeepSparse aborts on a MatMulInteger whose optional b_zero_point is left out.
-            wz = b.scalar("int8_export.weight_zero_point", 0, np.int8)
-            mmi, acc = b.node("MatMulInteger", [xq, wq, xz, wz], base)
-            c, cast = b.node("Cast", [acc], base, to=TensorProto.FLOAT)
-            # ONNX Runtime fuses MatMulInteger -> Cast -> Mul(., Mul(a_scale, b_scale))
-            # [-> Add(bias)] into one MatMulIntegerToFloat kernel (scale and bias applied
-            # inside the GEMM), but only if that inner Mul survives its constant folding,
-            # i.e. a_scale must not be a constant: it is s_x * runtime_one, exactly s_x.
-            # (DeepSparse, which sees fixed shapes, folds it back to a constant.)
-            a_scale = a_scales.get(xs)
-            if a_scale is None:
-                am, a_scale = b.node("Mul", [xs, runtime_one()], f"{base}/input_scale")
-                a_scales[xs] = a_scale
-                nodes.append(am)
-            ws = b.init(f"{base}.weight_scale", qw.scale)
-            sm, rescale = b.node("Mul", [a_scale, ws], f"{base}/scale")
-            m, _ = b.node("Mul", [cast, rescale], base, [mm_out])
-            nodes += [n for n in (ql, mmi, c, sm, m) if n is not None]
+        if self.fmt == "integer":
+            nodes = self.integer_matmul(node.input[0], qw, mm_out)
         else:
-            more, xdq = _qdq(b, x, qw.input_qparams, f"{base}/input")
-            wq = int8_init(qw, True)
+            more, xdq = _qdq(b, node.input[0], qw.input_qparams, f"{base}/input")
+            wq = self.int8_init(qw, True)
             s = b.init(f"{base}.weight_scale", qw.scale)
             z = b.init(f"{base}.weight_zero_point", np.zeros(qw.scale.shape, np.int8))
             dq, wdq = b.node("DequantizeLinear", [wq, s, z], f"{base}/weight", axis=1)
             mm, _ = b.node("MatMul", [xdq, wdq], base, [mm_out])
-            nodes += [*more, dq, mm]
+            nodes = [*more, dq, mm]
         if has_bias:
             add, _ = b.node("Add", [mm_out, node.input[2]], base, [out])
             nodes.append(add)
-        new_nodes += nodes
-        done.add(qw.module)
+        self.new_nodes += nodes
+        self.done.add(qw.module)
         if qw.output_qparams:
             # SparseML quantizes the Linear's output, i.e. after its bias Add.
             target = out
             if not has_bias and qw.bias is not None:
-                for c in consumers.get(out, []):
+                for c in self.consumers.get(out, []):
                     if c.op_type == "Add" and qw.bias in c.input:
                         target = c.output[0]
-            output_qdq[target] = (qw, f"{base}/output")
+            self.output_qdq[target] = (qw, f"{base}/output")
 
-    if output_qdq:
+    def integer_matmul(self, x: str, qw: QuantizedWeight, mm_out: str) -> list:
+        """QuantizeLinear(x) -> MatMulInteger -> Cast -> Mul(rescale), in ORT's fusable shape."""
+        from onnx import TensorProto
+
+        b = self.b
+        base = qw.module
+        nodes = []
+        s_x, zp_x = qw.input_qparams
+        xs = b.scalar(f"{base}.input_scale", s_x, np.float32)
+        xz = b.scalar(f"{base}.input_zero_point", zp_x, np.uint8)
+        # query/key/value read one tensor and their observers saw the same data,
+        # so their scales are equal: quantize it once (ORT does not merge these)
+        key = (x, xs, xz)
+        ql = None
+        if key in self.quantized_inputs:
+            xq = self.quantized_inputs[key]
+        else:
+            ql, xq = b.node("QuantizeLinear", [x, xs, xz], f"{base}/input")
+            self.quantized_inputs[key] = xq
+        wq = self.int8_init(qw, True)
+        # DeepSparse aborts on a MatMulInteger whose optional b_zero_point is left out.
+        wz = b.scalar("int8_export.weight_zero_point", 0, np.int8)
+        mmi, acc = b.node("MatMulInteger", [xq, wq, xz, wz], base)
+        c, cast = b.node("Cast", [acc], base, to=TensorProto.FLOAT)
+        # ONNX Runtime fuses MatMulInteger -> Cast -> Mul(., Mul(a_scale, b_scale))
+        # [-> Add(bias)] into one MatMulIntegerToFloat kernel (scale and bias applied
+        # inside the GEMM), but only if that inner Mul survives its constant folding,
+        # i.e. a_scale must not be a constant: it is s_x * runtime_one, exactly s_x.
+        # (DeepSparse, which sees fixed shapes, folds it back to a constant.)
+        a_scale = self.a_scales.get(xs)
+        if a_scale is None:
+            am, a_scale = b.node("Mul", [xs, self.runtime_one()], f"{base}/input_scale")
+            self.a_scales[xs] = a_scale
+            nodes.append(am)
+        ws = b.init(f"{base}.weight_scale", qw.scale)
+        sm, rescale = b.node("Mul", [a_scale, ws], f"{base}/scale")
+        m, _ = b.node("Mul", [cast, rescale], base, [mm_out])
+        return nodes + [n for n in (ql, mmi, c, sm, m) if n is not None]
+
+    def with_output_qdq(self) -> list:
+        """The new node list with a Q/DQ pair after each quantized module's output."""
+        if not self.output_qdq:
+            return self.new_nodes
         rewired = []
-        for node in new_nodes:
+        for node in self.new_nodes:
             rewired.append(node)
             for i, o in enumerate(node.output):
-                if o in output_qdq:
-                    qw, base = output_qdq.pop(o)
-                    raw = b.unique(f"{base}/float")
+                if o in self.output_qdq:
+                    qw, base = self.output_qdq.pop(o)
+                    raw = self.b.unique(f"{base}/float")
                     node.output[i] = raw
-                    more, _ = _qdq(b, raw, qw.output_qparams, base, o)
+                    more, _ = _qdq(self.b, raw, qw.output_qparams, base, o)
                     rewired += more
-        new_nodes = rewired
-    missing = [qw.module for qw in weights if qw.module not in done]
-    if missing:
-        raise ExportError(
-            f"int8 export could not find these quantized modules in the traced graph: {missing[:5]}"
-        )
-    del graph.node[:]
-    graph.node.extend(one_nodes + new_nodes)
-    _drop_unused_initializers(graph)
-    return report
+        return rewired
 
 
 def _drop_unused_initializers(graph) -> None:

@@ -23,7 +23,7 @@ def classification_confusion(result) -> dict[str, Any] | None:
         result: an `EvaluationResult`; its first evaluated split is used (MNLI: matched).
             Other tasks, multi-label and regression heads, and splits without labels give None.
     """
-    if result.task != "text-classification" or result.problem_type != SINGLE_LABEL:
+    if result.problem_type != SINGLE_LABEL:  # only single-label classification has one
         return None
     if not result.outputs:
         return None

@@ -47,6 +47,8 @@ def evaluate_gate(
     teacher_metrics: Mapping[str, Any] | None = None,
     published_metrics: Mapping[str, Any] | None = None,
     must_beat_published: bool = False,
+    precision: str | None = None,
+    require_int8: bool = False,
 ) -> GateResult:
     """Decides whether a model with `metric` = `value` may be published.
 
@@ -60,6 +62,9 @@ def evaluate_gate(
         published_metrics: the current zoo model's metrics (from its card).
         must_beat_published: require a strict improvement over the published model;
             passes when nothing is published yet.
+        precision: what the deployment holds (``int8``/``fp32``; None: no deployment).
+        require_int8: fail unless `precision` is ``int8`` (a recipe whose quantization
+            never ran exports FP32).
     """
     for name, threshold in (
         ("min_metric", min_metric),
@@ -90,5 +95,7 @@ def evaluate_gate(
             result.checks.append(f"no published {metric} yet: nothing to beat")
         else:
             check(value > current, f"{metric} {value:.4f} > published {current:.4f}")
+    if require_int8:
+        check(precision == "int8", f"exported precision {precision or 'none'} == int8")
     result.passed = not result.failures
     return result

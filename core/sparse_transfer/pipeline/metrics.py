@@ -12,13 +12,6 @@ from typing import Any
 
 from sparse_transfer.errors import PipelineError
 
-# Headline metric per task, first match wins (multi-label text classification has no accuracy).
-PRIMARY_METRICS: dict[str, tuple[str, ...]] = {
-    "text-classification": ("accuracy", "avgF1", "pearson", "f1"),
-    "token-classification": ("f1", "overall_f1", "accuracy", "overall_accuracy"),
-    "question-answering": ("f1", "exact_match"),
-    "masked-language-modeling": ("accuracy", "perplexity"),
-}
 PREFIXES = ("", "eval_", "test_", "validation_")
 
 
@@ -40,11 +33,11 @@ def find_metric(metrics: Mapping[str, Any], name: str) -> float | None:
     return None
 
 
-def primary_metric(task: str, metrics: Mapping[str, Any], name: str = "") -> tuple[str, float]:
+def primary_metric(spec, metrics: Mapping[str, Any], name: str = "") -> tuple[str, float]:
     """The metric the gate and the report lead with.
 
     Args:
-        task: the task name (picks the default metric).
+        spec: the task's `TaskSpec` (its ``primary_metrics`` pick the default metric).
         metrics: evaluation results; a ``primary_metric`` entry naming the task's
             own headline metric (e.g. ``matthews_correlation`` for CoLA) is honoured.
         name: explicit metric name (overrides both).
@@ -58,16 +51,32 @@ def primary_metric(task: str, metrics: Mapping[str, Any], name: str = "") -> tup
     elif isinstance(declared, str) and declared:
         candidates = (declared,)
     else:
-        candidates = PRIMARY_METRICS.get(task, ("accuracy", "f1"))
+        candidates = tuple(spec.primary_metrics)
     for candidate in candidates:
         value = find_metric(metrics, candidate)
         if value is not None:
             return candidate, value
     available = ", ".join(sorted(numeric_metrics(metrics))) or "none"
     raise PipelineError(
-        f"metric {' / '.join(candidates)} not found in the evaluation results of task {task} "
-        f"(available: {available}); set gate_metric to one of them"
+        f"gate_metric {' / '.join(candidates)} not found in the evaluation results of task "
+        f"{spec.name} (available: {available}); set gate_metric to one of them"
     )
+
+
+def per_class_rows(metrics: Mapping[str, Any]) -> list[tuple[str, float, float, float, int]]:
+    """``(label, precision, recall, f1, support)`` per class, from the ``support_<label>``
+    family single-label classification reports (empty for other tasks)."""
+    labels = dict.fromkeys(
+        key.removeprefix("eval_").removeprefix("support_")
+        for key in numeric_metrics(metrics)
+        if key.removeprefix("eval_").startswith("support_")
+    )
+    rows = []
+    for label in labels:
+        values = [find_metric(metrics, f"{m}_{label}") for m in ("precision", "recall", "f1")]
+        if None not in values:
+            rows.append((label, *values, int(find_metric(metrics, f"support_{label}") or 0)))
+    return rows
 
 
 def confusion_matrix(

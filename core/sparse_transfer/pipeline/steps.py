@@ -18,10 +18,10 @@ from typing import Any
 from sparse_transfer.errors import DataError, PipelineError
 from sparse_transfer.scaleout.plan import ScaleOut, train_scaled_out
 from sparse_transfer.tasks import flags as flag_schema
+from sparse_transfer.tasks.args import is_no_model
 
 log = logging.getLogger(__name__)
 
-NO_MODEL = ("", "disable", "none")
 DATA_SPEC = "data.json"
 NO_MODEL_MARKER = "NO_MODEL"
 
@@ -66,7 +66,7 @@ def fetch_model_step(
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    if ref.strip().lower() in NO_MODEL:
+    if is_no_model(ref):
         (dest / NO_MODEL_MARKER).write_text(f"no model: reference was {ref!r}\n")
         return {"source": ref, "present": False}
     from sparse_transfer import zoo as zoo_api
@@ -202,9 +202,7 @@ def task_arguments(task: str, values: Mapping[str, Any], *extra: type) -> dict[t
 def _as_field_type(value: Any, annotation: str) -> Any:
     """An integral float for an int field becomes an int (KFP's JSON numbers: 32 -> 32.0)."""
     is_int = "int" in annotation and "float" not in annotation
-    if is_int and isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
+    return flag_schema.as_int(value) if is_int else value
 
 
 def command_line(values: Mapping[str, Any]) -> list[str]:
@@ -217,8 +215,7 @@ def command_line(values: Mapping[str, Any]) -> list[str]:
     for name, value in values.items():
         if value in ("", None):
             continue
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
+        value = flag_schema.as_int(value)
         argv += [f"--{name}", json.dumps(value) if isinstance(value, dict | list) else str(value)]
     return argv
 
@@ -258,9 +255,9 @@ def train_step(
     from transformers import TrainingArguments
 
     from sparse_transfer.tasks.args import DataArguments, ModelArguments
+    from sparse_transfer.tasks.recipe_fit import resolve_recipe
     from sparse_transfer.tasks.registry import get_task
     from sparse_transfer.tasks.training import train
-    from sparse_transfer.zoo import resolve
 
     teacher = str(teacher_dir) if teacher_dir is not None and has_model(teacher_dir) else "disable"
     values = {
@@ -281,7 +278,7 @@ def train_step(
         # torchrun or a TrainJob starts fresh interpreters: the flags cross that process
         # boundary as a command line, with zoo references resolved to paths here.
         if recipe:
-            values["recipe"] = resolve(recipe, "recipe", root=zoo or None)
+            values["recipe"] = resolve_recipe(recipe, zoo or None)
         summary = train_scaled_out(task, command_line(values), Path(output_dir), scale)
     else:
         summary = train(
@@ -420,23 +417,30 @@ def export_step(
 ) -> dict[str, Any]:
     """Exports ONNX into `output_dir` and measures what the report needs.
 
+    Args:
+        sequence_length: None or 0 = the length the model was trained with.
+
     Returns:
-        ``onnx_file``, ``model_size_bytes``, ``sequence_length`` and ``latency_ms``
-        (batch 1, median of 10 runs in onnxruntime).
+        ``onnx_file``, ``model_size_bytes``, ``sequence_length``, ``precision`` (``int8`` or
+        ``fp32``: what was exported) and ``latency_ms`` (batch 1, median of 10 runs in
+        onnxruntime).
     """
     from sparse_transfer.export import benchmark, export_onnx
 
     deployment = Path(
-        export_onnx(model_dir, task, output=output_dir, sequence_length=sequence_length)
+        export_onnx(model_dir, task, output=output_dir, sequence_length=sequence_length or None)
     )
+    report = json.loads((deployment / "export_report.json").read_text())
     onnx_files = sorted(deployment.glob("*.onnx"))
+    length = (report.get("sequence_length") or {}).get("parity") or 128
     facts: dict[str, Any] = {
         "onnx_file": onnx_files[0].name if onnx_files else "",
         "model_size_bytes": sum(p.stat().st_size for p in onnx_files),
-        "sequence_length": sequence_length,
+        "sequence_length": length,
+        "precision": "int8" if report.get("quantized") else "fp32",
     }
     timing = benchmark(
-        deployment, [1], sequence_length or 128, benchmark_threads,
+        deployment, [1], length, benchmark_threads,
         warmup=2, iterations=10, engines=("onnxruntime",),
     )  # fmt: skip
     batch_1 = (timing.get("onnxruntime") or {}).get("batch_1") or {}
@@ -459,6 +463,7 @@ def publish_step(
     min_metric: float = -1.0,
     max_drop_vs_teacher: float = -1.0,
     must_beat_published: bool = False,
+    require_int8: bool = False,
     force: bool = False,
 ) -> dict[str, Any]:
     """Gates, then pushes the deployment (with the PyTorch model) to the zoo.
@@ -472,9 +477,11 @@ def publish_step(
         zoo: zoo root.
         torch_metrics / onnx_metrics / teacher_metrics: evaluation results.
         export_facts: `export_step`'s result.
-        gate_metric: metric name (empty: the task's headline metric).
+        gate_metric: any metric the evaluation reports, e.g. ``macro_f1`` or ``f1_spam``
+            (empty: the task's headline metric).
         min_metric / max_drop_vs_teacher: gate thresholds (negative: off).
         must_beat_published: also require beating the model published at `stub`.
+        require_int8: also require an int8 deployment (``gate_require_int8``).
         force: overwrite an existing zoo entry.
 
     Returns:
@@ -484,38 +491,45 @@ def publish_step(
     from sparse_transfer.pipeline.gate import evaluate_gate
     from sparse_transfer.pipeline.metrics import primary_metric
     from sparse_transfer.pipeline.report import render_report
+    from sparse_transfer.tasks.registry import get_task
 
+    spec = get_task(task)
     shipped = onnx_metrics or torch_metrics
-    metric, value = primary_metric(task, shipped, gate_metric)
+    metric, value = primary_metric(spec, shipped, gate_metric)
+    precision = exported_precision(deployment_dir)
     root = zoo or None
     published_metrics = _published_metrics(stub, root) if (stub and must_beat_published) else None
     gate = evaluate_gate(
-        value,
-        metric=metric,
-        min_metric=min_metric,
-        max_drop_vs_teacher=max_drop_vs_teacher,
-        teacher_metrics=teacher_metrics,
-        published_metrics=published_metrics,
-        must_beat_published=must_beat_published,
-    )
+        value, metric=metric, min_metric=min_metric, max_drop_vs_teacher=max_drop_vs_teacher,
+        teacher_metrics=teacher_metrics, published_metrics=published_metrics,
+        must_beat_published=must_beat_published, precision=precision, require_int8=require_int8,
+    )  # fmt: skip
     published = ""
     if gate.passed and stub:
-        _push(deployment_dir, model_dir, stub, task, shipped, gate.to_dict(), force, root)
+        card = {"task": spec.name, "metrics": dict(shipped), "gate": gate.to_dict()}
+        if precision:
+            card["precision"] = precision
+        _push(deployment_dir, model_dir, stub, card, force, root)
         published = stub
     sparsity_file = Path(model_dir) / "sparsity.json"
     sparsity = json.loads(sparsity_file.read_text()) if sparsity_file.exists() else None
     report = render_report(
-        title=f"sparse-transfer: {stub or 'unpublished model'}",
-        task=task,
-        torch_metrics=torch_metrics,
-        onnx_metrics=onnx_metrics,
-        teacher_metrics=teacher_metrics,
-        sparsity=sparsity,
-        export=export_facts,
-        gate=gate,
-        published=published or None,
-    )
+        title=f"sparse-transfer: {stub or 'unpublished model'}", task=spec.name,
+        torch_metrics=torch_metrics, onnx_metrics=onnx_metrics, teacher_metrics=teacher_metrics,
+        sparsity=sparsity, export={**dict(export_facts or {}), "precision": precision},
+        gate=gate, published=published or None,
+    )  # fmt: skip
     return {"passed": gate.passed, "published": published, "gate": gate.to_dict(), "report": report}
+
+
+def exported_precision(deployment_dir: str | Path | None) -> str | None:
+    """``int8`` or ``fp32`` as the deployment's ``export_report.json`` says; None without one."""
+    if deployment_dir is None:
+        return None
+    path = Path(deployment_dir) / "export_report.json"
+    if not path.is_file():
+        return None
+    return "int8" if json.loads(path.read_text()).get("quantized") else "fp32"
 
 
 def _published_metrics(stub: str, root: str | None) -> dict[str, Any] | None:
@@ -535,9 +549,7 @@ def _push(
     deployment_dir: str | Path | None,
     model_dir: str | Path,
     stub: str,
-    task: str,
-    metrics: Mapping[str, Any],
-    gate: Mapping[str, Any],
+    card: Mapping[str, Any],
     force: bool,
     root: str | None,
 ) -> None:
@@ -545,11 +557,14 @@ def _push(
     import tempfile
 
     from sparse_transfer import zoo as zoo_api
+    from sparse_transfer.tasks.registry import architecture_tasks
 
     with tempfile.TemporaryDirectory() as tmp:
         bundle = Path(tmp) / "bundle"
         shutil.copytree(model_dir, bundle)
         if deployment_dir is not None:
             shutil.copytree(deployment_dir, bundle / "deployment")
-        card = {"task": task, "metrics": dict(metrics), "gate": dict(gate)}
-        zoo_api.push(bundle, stub, force=force, card=card, root=root)
+        zoo_api.push(
+            bundle, stub, force=force, card=dict(card), root=root,
+            architectures=architecture_tasks(),
+        )  # fmt: skip

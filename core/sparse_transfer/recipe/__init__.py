@@ -17,6 +17,7 @@ from typing import Any
 from sparse_transfer.recipe._expr import ExpressionError, evaluate
 from sparse_transfer.recipe._model import Recipe
 from sparse_transfer.recipe._parse import RecipeProblems, parse, parse_recipe_args, read_source
+from sparse_transfer.recipe._windows import inert_modifiers, training_epochs
 
 __all__ = [
     "BUILTIN_DIR",
@@ -26,8 +27,10 @@ __all__ = [
     "builtin_recipe_path",
     "builtin_recipes",
     "evaluate",
+    "inert_modifiers",
     "load_recipe",
     "parse_recipe_args",
+    "training_epochs",
 ]
 
 #: Folder of the recipes shipped with the package.

@@ -48,7 +48,9 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 class Codec:
     """Base: field checks shared by every task."""
 
-    task: str = ""
+    kind: str = ""  # the `TaskSpec.served_as` this codec serves
+    task: str = ""  # the task's name, set from its spec when loaded (for messages)
+    typed_outputs: tuple[tuple[str, str], ...] = ()  # `TaskSpec.served_outputs`
     fields: tuple[str, ...] = ()
     required: tuple[str, ...] = ()
     output_names: tuple[str, ...] = ("logits",)
@@ -146,7 +148,7 @@ class Codec:
 class TextClassificationCodec(Codec):
     """``{"text": ..., "text_pair": ...?}`` -> label and scores (or labels, or a value)."""
 
-    task = "text-classification"
+    kind = "sequence"
     fields = ("text", "text_pair")
     required = ("text",)
 
@@ -210,7 +212,7 @@ class TextClassificationCodec(Codec):
 class TokenClassificationCodec(Codec):
     """``{"text": ...}`` (split on whitespace) or ``{"tokens": [...]}`` -> tags and entities."""
 
-    task = "token-classification"
+    kind = "tokens"
     fields = ("text", "tokens")
     required = ("text",)
 
@@ -335,7 +337,7 @@ class QuestionAnsweringCodec(Codec):
     """``{"question": ..., "context": ...}`` -> the answer span: its text (``""``: no
     answer), character ``start``/``end`` in the context, and its start+end logit score."""
 
-    task = "question-answering"
+    kind = "span"
     fields = ("question", "context")
     required = ("question", "context")
     output_names = ("start_logits", "end_logits")
@@ -415,5 +417,12 @@ class QuestionAnsweringCodec(Codec):
 
 
 CODECS = {
-    c.task: c for c in (TextClassificationCodec, TokenClassificationCodec, QuestionAnsweringCodec)
+    c.kind: c for c in (TextClassificationCodec, TokenClassificationCodec, QuestionAnsweringCodec)
 }
+
+
+def codec_for(spec, tokenizer, config, options, max_seq_length: int) -> Codec:
+    """The codec serving `spec`'s task, told the task's name and typed outputs."""
+    codec = CODECS[spec.served_as](tokenizer, config, options, max_seq_length)
+    codec.task, codec.typed_outputs = spec.name, tuple(spec.served_outputs)
+    return codec

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sparse_transfer.serving.codecs import CODECS, Codec
+from sparse_transfer.serving.codecs import Codec, codec_for
 from sparse_transfer.serving.engines import load_engine, select_engine
 from sparse_transfer.serving.options import ServeOptions, ServingError
 from sparse_transfer.serving.verify import verify_deployment
@@ -30,18 +31,17 @@ def resolve_deployment(ref: str, engine: str = "onnxruntime") -> tuple[Path, dic
     return folder, verify_deployment(folder, engine)
 
 
-def sequence_length(report: dict[str, Any], options: ServeOptions, task: str, config) -> int:
-    """--max_seq_length, else the export's requested length, else the task default."""
-    from sparse_transfer.tasks.registry import get_task
+def sequence_length(report: dict[str, Any], options: ServeOptions, spec, config) -> int:
+    """--max_seq_length, else the export's requested length, else the task default; checked
+    (and capped at the model's positions) by the one rule of `tasks.lengths`."""
+    from sparse_transfer.tasks.lengths import model_positions, resolve_lengths
 
     recorded = (report.get("sequence_length") or {}).get("requested")
-    length = options.max_seq_length or recorded or get_task(task).default_max_seq_length
-    limit = int(getattr(config, "max_position_embeddings", 0) or 0)
-    if limit and length > limit:
-        raise ServingError(
-            f"max_seq_length {length} exceeds the model's max_position_embeddings {limit}"
-        )
-    return int(length)
+    length, _ = resolve_lengths(
+        spec, options.max_seq_length or recorded, options.doc_stride,
+        model_positions(config), error=ServingError,
+    )  # fmt: skip
+    return length
 
 
 @dataclass
@@ -58,15 +58,20 @@ class Loaded:
 
 
 def load_deployment(folder: Path, report: dict[str, Any], options: ServeOptions) -> Loaded:
+    from sparse_transfer.tasks.lengths import resolve_lengths
     from sparse_transfer.tasks.models import load_config, load_tokenizer
+    from sparse_transfer.tasks.registry import get_task
 
-    task = report["task"]
+    spec = get_task(report["task"])
     config = load_config(str(folder))
     tokenizer = load_tokenizer(folder)
-    length = sequence_length(report, options, task, config)
-    codec = CODECS[task](tokenizer, config, options, length)
+    length = sequence_length(report, options, spec, config)
+    _, stride = resolve_lengths(spec, length, options.doc_stride, error=ServingError)
+    if stride is not None:
+        options = dataclasses.replace(options, doc_stride=stride)
+    codec = codec_for(spec, tokenizer, config, options, length)
     engine_name = select_engine(options.engine)
     engine = load_engine(engine_name, folder, options.threads, options.max_batch_size, length)
     engine_name = getattr(engine, "engine", engine_name)  # what ``auto`` became
-    log.info("serving %s (%s, max_seq_length %d) with %s", folder, task, length, engine_name)
+    log.info("serving %s (%s, max_seq_length %d) with %s", folder, spec.name, length, engine_name)
     return Loaded(codec, engine, engine_name, options.max_batch_size)

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from sparse_transfer.errors import SparseTransferError
+from sparse_transfer.tasks.flags import FLAGS, check_value
 
 ENGINES = ("auto", "onnxruntime", "onnxruntime-sparse", "deepsparse")
 
@@ -49,7 +50,7 @@ class ServeOptions:
     max_text_chars: int = 20_000
     max_seq_length: int | None = None
     multi_label_threshold: float = 0.5
-    doc_stride: int = 128
+    doc_stride: int | None = None
     n_best_size: int = 20
     max_answer_length: int = 30
     version_2_with_negative: bool = False
@@ -73,15 +74,18 @@ class ServeOptions:
             problems.append(f"max_latency_ms {self.max_latency_ms}: must be a finite value >= 0")
         if self.threads is not None and self.threads < 1:
             problems.append(f"threads {self.threads}: must be >= 1")
-        if self.max_seq_length is not None and self.max_seq_length < 8:
-            problems.append(f"max_seq_length {self.max_seq_length}: must be >= 8")
+        for name in ("max_seq_length", "doc_stride"):  # the schema's limits, as train's
+            value = getattr(self, name)
+            problem = check_value(FLAGS[name], value) if value is not None else None
+            if problem:
+                problems.append(f"{name} {problem}")
         if not (0.0 < self.multi_label_threshold < 1.0):
             problems.append(
                 f"multi_label_threshold {self.multi_label_threshold}: must be in (0, 1)"
             )
         if not math.isfinite(self.null_score_diff_threshold):
             problems.append("null_score_diff_threshold must be finite")
-        for name in ("doc_stride", "n_best_size", "max_answer_length"):
+        for name in ("n_best_size", "max_answer_length"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} {getattr(self, name)}: must be >= 1")
         if problems:

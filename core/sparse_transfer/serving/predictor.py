@@ -82,7 +82,7 @@ class DeploymentModel(Model):
     def get_output_types(self) -> list[dict[str, Any]]:
         if self.loaded is None:
             return []
-        typed = protocol.TYPED_OUTPUTS[self.loaded.codec.task]
+        typed = self.loaded.codec.typed_outputs
         return [{"name": "prediction", "datatype": "BYTES", "shape": [-1]}] + [
             {"name": name, "datatype": datatype, "shape": [-1]} for name, datatype in typed
         ]
@@ -122,7 +122,7 @@ class DeploymentModel(Model):
             return {"predictions": predictions}
         outputs = [
             InferOutput(name=o["name"], shape=o["shape"], datatype=o["datatype"], data=o["data"])
-            for o in protocol.v2_outputs(self.loaded.codec.task, predictions)
+            for o in protocol.v2_outputs(self.loaded.codec.typed_outputs, predictions)
         ]
         return InferResponse(
             model_name=self.name, infer_outputs=outputs, response_id=request.id or str(uuid.uuid4())

@@ -7,7 +7,7 @@ fields (a bare string stands for ``{"text": ...}``).
 v2 (``POST /v2/models/{name}/infer``): one ``BYTES`` input per field, each of shape
 ``[N]`` (or ``[N, 1]``), holding UTF-8 strings; the response carries a ``prediction``
 output (``BYTES [N]``, one JSON object per instance, the v1 prediction) and the
-task's typed outputs (`TYPED_OUTPUTS`) for clients that want plain tensors.
+task's typed outputs (`TaskSpec.served_outputs`) for clients that want plain tensors.
 """
 
 from __future__ import annotations
@@ -16,14 +16,6 @@ import json
 from typing import Any
 
 from sparse_transfer.serving.codecs import InputError
-
-# prediction key -> (v2 output name, datatype); lists and objects travel as JSON strings
-TYPED_OUTPUTS: dict[str, tuple[tuple[str, str], ...]] = {
-    "text-classification": (("label", "BYTES"), ("score", "FP32"), ("labels", "BYTES"),
-                            ("value", "FP32")),
-    "token-classification": (("tags", "BYTES"), ("entities", "BYTES")),
-    "question-answering": (("answer", "BYTES"),),
-}  # fmt: skip
 
 
 def v1_instances(payload: Any) -> list[Any]:
@@ -74,8 +66,13 @@ def v2_instances(request, fields: tuple[str, ...]) -> list[dict[str, Any]]:
     return [{name: columns[name][i] for name in columns} for i in range(n)]
 
 
-def v2_outputs(task: str, predictions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """(name, datatype, shape, data) of every v2 output for `predictions`."""
+def v2_outputs(
+    typed_outputs: tuple[tuple[str, str], ...], predictions: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """(name, datatype, shape, data) of every v2 output for `predictions`.
+
+    `typed_outputs` are the task's ``(prediction key, datatype)`` pairs
+    (`TaskSpec.served_outputs`); lists and objects travel as JSON strings."""
     n = len(predictions)
     outputs = [
         {
@@ -85,7 +82,7 @@ def v2_outputs(task: str, predictions: list[dict[str, Any]]) -> list[dict[str, A
             "data": [json.dumps(p, sort_keys=True) for p in predictions],
         }
     ]
-    for key, datatype in TYPED_OUTPUTS[task]:
+    for key, datatype in typed_outputs:
         if not all(key in p for p in predictions):
             continue
         values = [p[key] for p in predictions]

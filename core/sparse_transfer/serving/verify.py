@@ -19,7 +19,13 @@ from sparse_transfer.runtime.cpu_features import int8_variant_is_exact_here
 from sparse_transfer.serving.options import ServingError
 
 REQUIRED_FILES = ("model.onnx", "config.json", "export_report.json")
-SERVED_TASKS = ("text-classification", "token-classification", "question-answering")
+
+
+def served_tasks() -> list[str]:
+    """The tasks whose spec has a serving codec (`TaskSpec.served_as`)."""
+    from sparse_transfer.tasks.registry import all_specs
+
+    return [spec.name for spec in all_specs() if spec.served_as]
 
 
 def read_report(folder: Path) -> dict[str, Any]:
@@ -49,10 +55,9 @@ def verify_deployment(folder: Path, engine: str = "onnxruntime") -> dict[str, An
     report = read_report(folder)
     where = folder / "export_report.json"
     task = report.get("task")
-    if task not in SERVED_TASKS:
-        raise ServingError(
-            f"{where}: field 'task' is {task!r}; serve handles {', '.join(SERVED_TASKS)}"
-        )
+    served = served_tasks()
+    if task not in served:
+        raise ServingError(f"{where}: field 'task' is {task!r}; serve handles {', '.join(served)}")
     parity = report.get("parity")
     if not isinstance(parity, dict) or parity.get("passed") is not True:
         summary = parity.get("summary") if isinstance(parity, dict) else None

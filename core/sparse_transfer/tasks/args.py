@@ -18,6 +18,16 @@ def _schema_field(name: str):
     return field(default=None, metadata={"help": FLAGS[name].help})
 
 
+#: References meaning "no model here" (a teacher or a fetch turned off), case and spaces
+#: ignored: the one set the CLI, the training loop and the pipeline steps share.
+NO_MODEL = frozenset({"", "disable", "disabled", "none"})
+
+
+def is_no_model(ref: str | None) -> bool:
+    """True for None and every spelling in `NO_MODEL`."""
+    return ref is None or ref.strip().lower() in NO_MODEL
+
+
 @dataclass
 class ModelArguments:
     """Which model, teacher and recipe to start from."""

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from sparse_transfer.errors import DataError
+from sparse_transfer.tasks.lengths import resolve_lengths
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +49,21 @@ class PreparedTask:
         self.sources = sources
         self.data_args = data_args
         self.task_args = task_args
-        self.max_seq_length = data_args.max_seq_length or spec.default_max_seq_length
+        self.max_seq_length, self.doc_stride = resolve_lengths(
+            spec, data_args.max_seq_length, getattr(task_args, "doc_stride", None)
+        )
         self.truncated: dict[str, int] = {}
         self.features: dict[str, Any] = {}
         self.active_split = "validation"
+
+    def fit_lengths(self, positions: int | None) -> None:
+        """Caps the lengths at the model's positions (warned), before anything is tokenised."""
+        self.max_seq_length, self.doc_stride = resolve_lengths(
+            self.spec,
+            self.data_args.max_seq_length,
+            getattr(self.task_args, "doc_stride", None),
+            positions,
+        )
 
     # -- labels and models -------------------------------------------------
     def config_overrides(self) -> dict[str, Any]:
@@ -60,6 +72,10 @@ class PreparedTask:
 
     def adopt_model_config(self, config, source: str = "model") -> None:
         """Reconciles labels with a checkpoint that already has a head (hook)."""
+
+    def class_weights(self) -> list[float] | None:
+        """Per-class loss weights (``--class_weights``); None: the model's own loss."""
+        return None
 
     def check_model(self, model, source: str, role: str = "model") -> None:
         """Raises if `model` (a student or teacher) does not fit the data."""

@@ -107,73 +107,26 @@ def evaluate(
         task_args: the task's own dataclass; None: its defaults.
         zoo: zoo root for stubs (default: `sparse_transfer.zoo.zoo_root()`).
     """
-    from sparse_transfer.tasks.data import load_raw_datasets
-    from sparse_transfer.tasks.models import load_config, load_model, load_tokenizer
-    from sparse_transfer.tasks.predict import predict_numpy
-    from sparse_transfer.tasks.trainer_glue import eval_splits, rename_split_metrics
-    from sparse_transfer.training import sparsity_report
+    from sparse_transfer.tasks.lengths import model_positions
+    from sparse_transfer.tasks.models import load_config, load_tokenizer
 
     spec = get_task(eval_args.task)
     if task_args is None and spec.args_class is not None:
         task_args = spec.args_class()
     model_dir = resolve(eval_args.model_path, "deployment", root=zoo)
     is_onnx = Path(model_dir, "model.onnx").exists()
-    glue = data_args.task_name if spec.name == "text-classification" else None
-    raw, sources = load_raw_datasets(data_args, seed=eval_args.seed, glue_task=glue)
-    splits = eval_splits(raw) if eval_args.split == "validation" else [eval_args.split]
-    splits = [s for s in splits if s in raw]
-    if not splits:
-        raise DataError(
-            f"no {eval_args.split} data: pass --validation_file (or --test_file with --split test)"
-        )
-    prepared = spec.prepare(raw, sources, data_args, task_args)
+    raw, splits, prepared = _load_data(spec, eval_args, data_args, task_args)
     config = load_config(model_dir)
     prepared.adopt_model_config(config, eval_args.model_path)
     tokenizer = load_tokenizer(model_dir)
+    prepared.fit_lengths(model_positions(config, tokenizer))
     if is_onnx:
         data_args.pad_to_max_length = True  # exported graphs may have a fixed length
-    metrics: dict[str, Any] = {}
-    outputs: dict[str, dict[str, np.ndarray]] = {}
-    label_ids: dict[str, Any] = {}
-    sparsity = None
-    if is_onnx:
-        from sparse_transfer.runtime import OnnxModel
-
-        onnx_model = OnnxModel(model_dir, threads=eval_args.threads, engine=eval_args.engine)
-        for split in splits:
-            feats = prepared.preprocess(split, tokenizer, train=False)
-            outputs[split], label_ids[split] = predict_numpy(
-                onnx_model,
-                prepared.model_features(feats),
-                prepared.collator(tokenizer, return_tensors="np"),
-                eval_args.per_device_eval_batch_size,
-                spec.output_names,
-                prepared.reduce_batch,
-                desc=f"Evaluating {split} (ONNX)",
-            )
-            prepared.active_split = split
-            m = prepared.compute_metrics(outputs[split], label_ids[split], split)
-            m = {f"eval_{k}": v for k, v in m.items()}
-            m["eval_samples"] = len(raw[split])
-            metrics.update(rename_split_metrics(m, split))
+        run = _evaluate_onnx(model_dir, spec, prepared, tokenizer, splits, eval_args)
     else:
-        model = load_model(model_dir, spec.name, **prepared.config_overrides())
-        prepared.check_model(model, eval_args.model_path)
-        sparsity = sparsity_report(model)
-        for split in splits:
-            m, outputs[split], label_ids[split] = _torch_predict(
-                model, tokenizer, spec, prepared, split, eval_args.per_device_eval_batch_size
-            )
-            metrics.update(rename_split_metrics(m, split))
-    written = dict(metrics)
-    if sparsity is not None:
-        sparsity = {k: sparsity[k] for k in ("overall_sparsity", "prunable_params", "zeros")}
-        written["sparsity"] = sparsity
-    results_file = None  # reading never writes into what it reads (issue 13.3)
-    if eval_args.output_dir:
-        Path(eval_args.output_dir).mkdir(parents=True, exist_ok=True)
-        results_file = str(Path(eval_args.output_dir) / "eval_results.json")
-        write_json(Path(results_file), written)
+        run = _evaluate_torch(model_dir, spec, prepared, tokenizer, splits, eval_args)
+    metrics, outputs, label_ids, sparsity = run
+    results_file = _write_results(eval_args, metrics, sparsity)
     return EvaluationResult(
         task=spec.name,
         model=eval_args.model_path,
@@ -187,6 +140,85 @@ def evaluate(
         label_names=[str(n) for n in getattr(prepared, "label_list", None) or []],
         problem_type=getattr(prepared, "problem_type", None),
     )
+
+
+def _load_data(spec, eval_args: EvaluateArguments, data_args: DataArguments, task_args):
+    """The raw splits, the ones to evaluate (checked to exist) and the prepared task."""
+    from sparse_transfer.tasks.data import load_raw_datasets
+    from sparse_transfer.tasks.trainer_glue import eval_splits
+
+    glue = data_args.task_name if spec.glue_task_names else None
+    raw, sources = load_raw_datasets(data_args, seed=eval_args.seed, glue_task=glue)
+    splits = eval_splits(raw) if eval_args.split == "validation" else [eval_args.split]
+    splits = [s for s in splits if s in raw]
+    if not splits:
+        raise DataError(
+            f"no {eval_args.split} data: pass --validation_file (or --test_file with --split test)"
+        )
+    return raw, splits, spec.prepare(raw, sources, data_args, task_args)
+
+
+def _evaluate_onnx(model_dir, spec, prepared, tokenizer, splits, eval_args):
+    """``(metrics, outputs, label_ids, None)`` of every split through onnxruntime."""
+    from sparse_transfer.runtime import OnnxModel
+    from sparse_transfer.tasks.predict import predict_numpy
+    from sparse_transfer.tasks.trainer_glue import rename_split_metrics
+
+    metrics: dict[str, Any] = {}
+    outputs: dict[str, dict[str, np.ndarray]] = {}
+    label_ids: dict[str, Any] = {}
+    onnx_model = OnnxModel(model_dir, threads=eval_args.threads, engine=eval_args.engine)
+    for split in splits:
+        feats = prepared.preprocess(split, tokenizer, train=False)
+        outputs[split], label_ids[split] = predict_numpy(
+            onnx_model,
+            prepared.model_features(feats),
+            prepared.collator(tokenizer, return_tensors="np"),
+            eval_args.per_device_eval_batch_size,
+            spec.output_names,
+            prepared.reduce_batch,
+            desc=f"Evaluating {split} (ONNX)",
+        )
+        prepared.active_split = split
+        m = prepared.compute_metrics(outputs[split], label_ids[split], split)
+        m = {f"eval_{k}": v for k, v in m.items()}
+        m["eval_samples"] = len(prepared.raw[split])
+        metrics.update(rename_split_metrics(m, split))
+    return metrics, outputs, label_ids, None
+
+
+def _evaluate_torch(model_dir, spec, prepared, tokenizer, splits, eval_args):
+    """``(metrics, outputs, label_ids, sparsity)`` of every split through the Trainer."""
+    from sparse_transfer.tasks.models import load_model
+    from sparse_transfer.tasks.trainer_glue import rename_split_metrics
+    from sparse_transfer.training import sparsity_report
+
+    metrics: dict[str, Any] = {}
+    outputs: dict[str, dict[str, np.ndarray]] = {}
+    label_ids: dict[str, Any] = {}
+    model = load_model(model_dir, spec.name, **prepared.config_overrides())
+    prepared.check_model(model, eval_args.model_path)
+    report = sparsity_report(model)
+    sparsity = {k: report[k] for k in ("overall_sparsity", "prunable_params", "zeros")}
+    for split in splits:
+        m, outputs[split], label_ids[split] = _torch_predict(
+            model, tokenizer, spec, prepared, split, eval_args.per_device_eval_batch_size
+        )
+        metrics.update(rename_split_metrics(m, split))
+    return metrics, outputs, label_ids, sparsity
+
+
+def _write_results(eval_args: EvaluateArguments, metrics: dict, sparsity) -> str | None:
+    """eval_results.json in ``--output_dir`` (never into what was read, issue 13.3)."""
+    if not eval_args.output_dir:
+        return None
+    written = dict(metrics)
+    if sparsity is not None:
+        written["sparsity"] = sparsity
+    Path(eval_args.output_dir).mkdir(parents=True, exist_ok=True)
+    results_file = Path(eval_args.output_dir) / "eval_results.json"
+    write_json(results_file, written)
+    return str(results_file)
 
 
 def _torch_predict(model, tokenizer, spec, prepared, split: str, batch_size: int):

@@ -37,7 +37,8 @@ class Flag:
         minimum: smallest allowed value (None: no limit); `unset` is always allowed.
         choices: the allowed values of a str flag (None: any).
         unset: the pipeline value meaning "not set" (None: every value is a setting).
-        tasks: the tasks that have this flag (None: every task).
+        task_only: a field of some tasks' own dataclass (`TaskSpec.args_class`); other
+            tasks drop it.
         hf_name: the name the installed transformers reads, when it differs.
     """
 
@@ -48,7 +49,7 @@ class Flag:
     minimum: float | None = None
     choices: tuple[str, ...] | None = None
     unset: Any = None
-    tasks: tuple[str, ...] | None = None
+    task_only: bool = False
     hf_name: str | None = None
 
 
@@ -76,11 +77,12 @@ DATA_FLAGS: tuple[Flag, ...] = (
 )  # fmt: skip
 
 TRAINING_FLAGS: tuple[Flag, ...] = (
-    Flag("max_seq_length", int, 128, "Maximum tokens per input after tokenisation; longer texts "
-         "are truncated (counted and reported). Default: 128, or 384 for question answering.",
-         minimum=8),
-    Flag("doc_stride", int, 128, "Question answering: overlap between the windows of a long "
-         "context.", minimum=1, tasks=("question-answering",)),
+    Flag("max_seq_length", int, 0, "Maximum tokens per input after tokenisation; longer texts "
+         "are truncated (counted and reported). Unset (0): the task's default, 128 or 384 for "
+         "question answering; capped at the model's maximum positions.", minimum=8, unset=0),
+    Flag("doc_stride", int, 0, "Question answering: overlap between the windows of a long "
+         "context. Unset (0): 128, or half of max_seq_length when that is shorter.", minimum=1,
+         unset=0, task_only=True),
     Flag("preprocessing_num_workers", int, 6, "Processes for tokenisation (datasets.map "
          "num_proc).", minimum=0, unset=0),
     Flag("per_device_train_batch_size", int, 32, "Training batch size per device.", minimum=1),
@@ -126,13 +128,31 @@ def is_unset(spec: Flag, value: Any) -> bool:
     return value is None or (spec.unset is not None and value == spec.unset)
 
 
+def as_int(value: Any) -> Any:
+    """An integral float becomes an int (KFP hands integers over as JSON numbers: 32 -> 32.0);
+    every other value is returned as is. The one place this coercion is made."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def applies_to(spec: Flag, task_spec) -> bool:
+    """True when the task has flag `spec` (task-only flags: its own dataclass has the field)."""
+    if not spec.task_only:
+        return True
+    from dataclasses import fields
+
+    own = task_spec.args_class
+    return own is not None and spec.name in {f.name for f in fields(own)}
+
+
 def check_value(spec: Flag, value: Any) -> str | None:
     """What is wrong with `value` for `spec`, e.g. ``"must be at least 8, got 4"``, or None.
 
     Callers put the flag's own spelling in front (``--max_seq_length`` / ``training option ...``).
     """
-    if spec.type is int and isinstance(value, float) and value.is_integer():
-        value = int(value)
+    if spec.type is int:
+        value = as_int(value)
     if not isinstance(value, spec.type) or (spec.type is not bool and isinstance(value, bool)):
         if not (spec.type is float and isinstance(value, int) and not isinstance(value, bool)):
             return f"must be {spec.type.__name__}, got {value!r}"

@@ -20,6 +20,7 @@ import numpy as np
 from sparse_transfer.errors import DataError
 from sparse_transfer.tasks.base import PreparedTask
 from sparse_transfer.tasks.data import require_columns
+from sparse_transfer.tasks.names import MASKED_LANGUAGE_MODELING
 from sparse_transfer.tasks.spec import TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -194,11 +195,14 @@ def _prepare(raw, sources, data_args, task_args) -> MaskedLMTask:
 
 
 SPEC = TaskSpec(
-    name="masked-language-modeling",
+    name=MASKED_LANGUAGE_MODELING,
     auto_class="AutoModelForMaskedLM",
     args_class=MaskedLMArguments,
     distill_output_keys=("logits",),
     default_max_seq_length=128,
     prepare=_prepare,
     output_names=("logits",),
+    primary_metrics=("accuracy", "perplexity"),
+    metric_names=("accuracy", "perplexity"),
+    architecture_suffix="ForMaskedLM",
 )

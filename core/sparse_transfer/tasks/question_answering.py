@@ -32,6 +32,7 @@ import numpy as np
 from sparse_transfer.errors import DataError
 from sparse_transfer.tasks.base import PreparedTask
 from sparse_transfer.tasks.data import require_columns, require_values
+from sparse_transfer.tasks.names import QUESTION_ANSWERING
 from sparse_transfer.tasks.spec import TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -41,8 +42,12 @@ logger = logging.getLogger(__name__)
 class QuestionAnsweringArguments:
     """Flags only question answering has."""
 
-    doc_stride: int = field(
-        default=128, metadata={"help": "Overlap in tokens between windows of a long context."}
+    doc_stride: int | None = field(
+        default=None,
+        metadata={
+            "help": "Overlap in tokens between windows of a long context (default: 128, or "
+            "half of --max_seq_length when that is shorter)."
+        },
     )
     n_best_size: int = field(
         default=20, metadata={"help": "Start/end candidates per window in post-processing."}
@@ -303,11 +308,7 @@ class QuestionAnsweringTask(PreparedTask):
         pad_on_right = tokenizer.padding_side == "right"
         padding = "max_length" if self.data_args.pad_to_max_length else False
         with_answers = self.a_col in dataset.column_names
-        stride = self.task_args.doc_stride
-        if stride >= self.max_seq_length:
-            raise DataError(
-                f"--doc_stride {stride} must be smaller than --max_seq_length {self.max_seq_length}"
-            )
+        stride = self.doc_stride  # checked against max_seq_length by `tasks.lengths`
 
         def tokenize(batch: dict[str, list]) -> dict[str, list]:
             try:
@@ -413,11 +414,19 @@ def _prepare(raw, sources, data_args, task_args) -> QuestionAnsweringTask:
 
 
 SPEC = TaskSpec(
-    name="question-answering",
+    name=QUESTION_ANSWERING,
     auto_class="AutoModelForQuestionAnswering",
     args_class=QuestionAnsweringArguments,
     distill_output_keys=("start_logits", "end_logits"),
     default_max_seq_length=384,
     prepare=_prepare,
     output_names=("start_logits", "end_logits"),
-)
+    primary_metrics=("f1", "exact_match"),
+    metric_names=("exact_match", "exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact",
+                  "NoAns_f1"),
+    default_doc_stride=128,
+    export_inputs="pair",
+    architecture_suffix="ForQuestionAnswering",
+    served_as="span",
+    served_outputs=(("answer", "BYTES"),),
+)  # fmt: skip

@@ -16,6 +16,33 @@ logger = logging.getLogger(__name__)
 HEAD_MODULES = ("classifier", "qa_outputs", "cls", "lm_head")
 
 
+def resolve_recipe(ref: str | None, zoo: str | None = None) -> str | None:
+    """Where a recipe reference points: a built-in name (``sst2_pruned90_quant``) to its
+    shipped file, an existing path as is, stubs and URIs through the zoo. The one resolver
+    of every command and step that takes a recipe."""
+    if ref is None:
+        return None
+    from pathlib import Path
+
+    from sparse_transfer.recipe import builtin_recipe_path, builtin_recipes
+    from sparse_transfer.zoo import resolve
+
+    if Path(ref).exists() or ref.startswith(("zoo:", "s3://", "file://")):
+        return resolve(ref, "recipe", root=zoo)
+    if ref.removesuffix(".yaml") in builtin_recipes():
+        return str(builtin_recipe_path(ref))
+    return ref  # a missing file (load_recipe names it) or YAML text
+
+
+def inert_modifier_warnings(
+    recipe_ref: str, recipe_args: str | dict | None = None, zoo: str | None = None
+) -> list[str]:
+    """`sparse_transfer.recipe.inert_modifiers` of a recipe reference with its args."""
+    from sparse_transfer.recipe import inert_modifiers, load_recipe
+
+    return inert_modifiers(load_recipe(resolve_recipe(recipe_ref, zoo), recipe_args or None))
+
+
 def load_task_recipe(recipe_ref: str | None, recipe_args: str | None, spec, model, teacher):
     """Loads the recipe and fits task-independent parts of it to this task's model.
 
@@ -29,9 +56,11 @@ def load_task_recipe(recipe_ref: str | None, recipe_args: str | None, spec, mode
         if recipe_args:
             raise DataError("--recipe_args given without --recipe")
         return None
-    from sparse_transfer.recipe import load_recipe
+    from sparse_transfer.recipe import inert_modifiers, load_recipe
 
     recipe = load_recipe(recipe_ref, recipe_args)
+    for line in inert_modifiers(recipe):
+        logger.warning("recipe: %s", line)
     distill = recipe.find("DistillationModifier")
     if distill and teacher is None:
         logger.warning(

@@ -10,27 +10,33 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from sparse_transfer.tasks.names import (
+    MASKED_LANGUAGE_MODELING,
+    QUESTION_ANSWERING,
+    TEXT_CLASSIFICATION,
+    TOKEN_CLASSIFICATION,
+)
 from sparse_transfer.tasks.spec import TaskSpec
 
 # The tasks this package ships (each module's `SPEC`, loaded on first use);
 # `task_names()` also lists tasks added with `register_task`.
 BUILTIN_TASK_NAMES = (
-    "text-classification",
-    "token-classification",
-    "question-answering",
-    "masked-language-modeling",
+    TEXT_CLASSIFICATION,
+    TOKEN_CLASSIFICATION,
+    QUESTION_ANSWERING,
+    MASKED_LANGUAGE_MODELING,
 )
 TASK_ALIASES = {
-    "text_classification": "text-classification",
-    "sequence-classification": "text-classification",
-    "sentiment-analysis": "text-classification",
-    "glue": "text-classification",
-    "token_classification": "token-classification",
-    "ner": "token-classification",
-    "question_answering": "question-answering",
-    "qa": "question-answering",
-    "masked_language_modeling": "masked-language-modeling",
-    "mlm": "masked-language-modeling",
+    "text_classification": TEXT_CLASSIFICATION,
+    "sequence-classification": TEXT_CLASSIFICATION,
+    "sentiment-analysis": TEXT_CLASSIFICATION,
+    "glue": TEXT_CLASSIFICATION,
+    "token_classification": TOKEN_CLASSIFICATION,
+    "ner": TOKEN_CLASSIFICATION,
+    "question_answering": QUESTION_ANSWERING,
+    "qa": QUESTION_ANSWERING,
+    "masked_language_modeling": MASKED_LANGUAGE_MODELING,
+    "mlm": MASKED_LANGUAGE_MODELING,
 }
 
 
@@ -71,3 +77,14 @@ def _ensure_builtin() -> None:
 
     for module in (text_classification, token_classification, question_answering, masked_lm):
         _TASKS.setdefault(module.SPEC.name, lambda spec=module.SPEC: spec)
+
+
+def all_specs() -> list[TaskSpec]:
+    """Every registered task's spec (built-in ones first loaded)."""
+    return [get_task(name) for name in task_names()]
+
+
+def architecture_tasks() -> dict[str, str]:
+    """Head class-name suffix -> task name (``ForSequenceClassification`` -> its task), the
+    data the zoo is handed to read a model's task from its ``config.json``."""
+    return {s.architecture_suffix: s.name for s in all_specs() if s.architecture_suffix}

@@ -34,7 +34,9 @@ from sparse_transfer.tasks.base import (
     check_teacher_labels,
     is_generic_labels,
 )
+from sparse_transfer.tasks.class_metrics import single_label_metrics
 from sparse_transfer.tasks.data import require_columns, require_values
+from sparse_transfer.tasks.names import TEXT_CLASSIFICATION
 from sparse_transfer.tasks.spec import TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -93,6 +95,15 @@ class TextClassificationArguments:
             "then learns nothing but that class); without it such data is an error."
         },
     )
+    class_weights: str = field(
+        default="none",
+        metadata={
+            "help": "Single-label classification: 'balanced' weighs each class's cross-entropy "
+            "by n_rows / (n_classes * rows_of_class) over the training labels (scikit-learn's "
+            "compute_class_weight), distillation included; 'none' (default) weighs all alike.",
+            "choices": ["none", "balanced"],
+        },
+    )
 
 
 # -- metrics (pure functions on numpy arrays; tested against hand-computed values) --
@@ -103,9 +114,13 @@ def accuracy(preds: np.ndarray, labels: np.ndarray) -> float:
 
 
 def classification_metrics(
-    logits: np.ndarray, labels: np.ndarray, glue_task: str | None = None
+    logits: np.ndarray,
+    labels: np.ndarray,
+    glue_task: str | None = None,
+    label_names: list[str] | None = None,
 ) -> dict[str, float]:
-    """Accuracy (and GLUE's F1 / Matthews correlation where GLUE reports them)."""
+    """GLUE's metrics for the task (accuracy; F1 / Matthews correlation where GLUE reports
+    them, and their ``combined_score``) plus the per-class scores of `class_metrics`."""
     from sklearn.metrics import f1_score, matthews_corrcoef
 
     preds = np.argmax(logits, axis=-1)
@@ -121,7 +136,7 @@ def classification_metrics(
             out[name] = float(matthews_corrcoef(labels, preds))
     if len(out) > 1:
         out["combined_score"] = float(np.mean(list(out.values())))
-    return out
+    return {**single_label_metrics(preds, labels, label_names), **out}
 
 
 def regression_metrics(predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -356,6 +371,32 @@ class TextClassificationTask(PreparedTask):
                     self.label_list,
                 )
 
+    def class_weights(self) -> list[float] | None:
+        """``--class_weights balanced``: n_rows / (n_classes * rows_of_class) per class id over
+        the training labels (scikit-learn's ``compute_class_weight("balanced")``); a class
+        without training rows gets 0 (it is never a target). None when not asked for."""
+        choice = getattr(self.task_args, "class_weights", "none") or "none"
+        if choice == "none":
+            return None
+        if choice != "balanced":
+            raise DataError(f"--class_weights must be 'none' or 'balanced', got {choice!r}")
+        if self.problem_type != SINGLE:
+            raise DataError(
+                f"--class_weights balanced needs single-label classification; this data is "
+                f"{self.problem_type} (column {self.label_column!r})"
+            )
+        split = self._train_split()
+        names = [self._name_of(v, split) for v in self._label_values(split)]
+        counts = np.array([names.count(n) for n in self.label_list], dtype=float)
+        present = counts > 0
+        weights = np.zeros(len(counts))
+        weights[present] = counts.sum() / (present.sum() * counts[present])
+        logger.info(
+            "class weights (balanced): %s",
+            dict(zip(self.label_list, weights.round(4), strict=True)),
+        )
+        return [float(w) for w in weights]
+
     def config_overrides(self) -> dict[str, Any]:
         if self.problem_type == REGRESSION:
             return {"num_labels": 1, "problem_type": REGRESSION}
@@ -428,7 +469,7 @@ class TextClassificationTask(PreparedTask):
             return multi_label_metrics(
                 logits, labels, self.label_list, self.task_args.multi_label_threshold
             )
-        return classification_metrics(logits, labels, self.glue_task)
+        return classification_metrics(logits, labels, self.glue_task, self.label_list)
 
     def primary_metric(self) -> str:
         if self.problem_type == REGRESSION:
@@ -471,11 +512,23 @@ def _prepare(raw, sources, data_args, task_args) -> TextClassificationTask:
 
 
 SPEC = TaskSpec(
-    name="text-classification",
+    name=TEXT_CLASSIFICATION,
     auto_class="AutoModelForSequenceClassification",
     args_class=TextClassificationArguments,
     distill_output_keys=("logits",),
     default_max_seq_length=128,
     prepare=_prepare,
     output_names=("logits",),
-)
+    primary_metrics=("accuracy", "avgF1", "pearson"),
+    metric_names=(
+        "accuracy", "macro_f1", "balanced_accuracy", "majority_class_share", "positive_f1",
+        "minority_f1", "f1", "matthews_correlation", "combined_score", "micro_f1", "avgF1",
+        "pearson", "spearmanr", "mse",
+    ),
+    metric_prefixes=("precision_", "recall_", "f1_", "support_"),
+    row_label=True,
+    glue_task_names=True,
+    architecture_suffix="ForSequenceClassification",
+    served_as="sequence",
+    served_outputs=(("label", "BYTES"), ("score", "FP32"), ("labels", "BYTES"), ("value", "FP32")),
+)  # fmt: skip

@@ -27,6 +27,7 @@ from sparse_transfer.tasks.base import (
     is_generic_labels,
 )
 from sparse_transfer.tasks.data import require_columns, require_values
+from sparse_transfer.tasks.names import TOKEN_CLASSIFICATION
 from sparse_transfer.tasks.spec import TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,11 @@ class TokenClassificationArguments:
         },
     )
     return_entity_level_metrics: bool = field(
-        default=False, metadata={"help": "Also report precision/recall/F1 per entity type."}
+        default=True,
+        metadata={
+            "help": "Also report precision/recall/F1 per entity type (<TYPE>_f1, ...); on by "
+            "default, --no_return_entity_level_metrics turns it off."
+        },
     )
 
 
@@ -275,11 +280,18 @@ def _prepare(raw, sources, data_args, task_args) -> TokenClassificationTask:
 
 
 SPEC = TaskSpec(
-    name="token-classification",
+    name=TOKEN_CLASSIFICATION,
     auto_class="AutoModelForTokenClassification",
     args_class=TokenClassificationArguments,
     distill_output_keys=("logits",),
     default_max_seq_length=128,
     prepare=_prepare,
     output_names=("logits",),
+    primary_metrics=("f1", "overall_f1", "accuracy", "overall_accuracy"),
+    metric_names=("precision", "recall", "f1", "accuracy"),
+    metric_suffixes=("_precision", "_recall", "_f1"),
+    export_inputs="words",
+    architecture_suffix="ForTokenClassification",
+    served_as="tokens",
+    served_outputs=(("tags", "BYTES"), ("entities", "BYTES")),
 )

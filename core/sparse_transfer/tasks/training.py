@@ -19,14 +19,13 @@ from typing import Any
 from sparse_transfer import storage
 from sparse_transfer.errors import DataError, SparseTransferError
 from sparse_transfer.tasks import output_dir as output_rules
-from sparse_transfer.tasks.args import DataArguments, ModelArguments
+from sparse_transfer.tasks.args import DataArguments, ModelArguments, is_no_model
 from sparse_transfer.tasks.outputs import write_json
+from sparse_transfer.tasks.recipe_fit import resolve_recipe
 from sparse_transfer.tasks.registry import get_task
 from sparse_transfer.zoo import resolve
 
 logger = logging.getLogger(__name__)
-
-NO_TEACHER = {"disable", "disabled", "none", ""}
 
 
 @dataclass
@@ -76,6 +75,9 @@ def train(
 ) -> TrainResult:
     """Trains (and/or evaluates, predicts) `task` as ``training_args`` says.
 
+    Phases: check the request, resolve references, load and check data, load models and
+    recipe, tokenise, stage the output folder, train / evaluate / predict, write results.
+
     Args:
         task: a task name (aliases accepted, e.g. ``ner``).
         model_args / data_args: the shared argument dataclasses.
@@ -85,52 +87,89 @@ def train(
         overwrite_output_dir: replace an existing output folder made by an earlier run
             (a folder of other files is refused even then; see `tasks.output_dir`).
     """
-    from transformers import set_seed
-
-    from sparse_transfer.tasks.data import load_raw_datasets
-    from sparse_transfer.tasks.device import fit_to_device
-    from sparse_transfer.tasks.models import load_config, load_model, load_tokenizer
-    from sparse_transfer.tasks.predict import write_test_predictions
     from sparse_transfer.tasks.recipe_fit import load_task_recipe
-    from sparse_transfer.tasks.trainer_glue import (
-        eval_splits,
-        logits_reducer,
-        metrics_fn,
-        rename_split_metrics,
-        split_metric_suffix,
-    )
-    from sparse_transfer.training import SparseTrainer, compare_sparsity, sparsity_report
-    from sparse_transfer.training.distributed import is_main_process
+    from sparse_transfer.training import compare_sparsity, sparsity_report
 
     spec = get_task(task)
     if task_args is None and spec.args_class is not None:
         task_args = spec.args_class()
+    training_args = _check_request(training_args)
+    output_dir = Path(training_args.output_dir).resolve()
+    refs = _References.resolve(model_args, data_args, zoo)
+    rules = output_rules.replace_rules(overwrite_output_dir, refs.inputs)
+    if training_args.do_train:  # refuse before training, not after it
+        storage.check_replaceable(output_dir, **rules)
+    raw, prepared = _load_data(spec, data_args, task_args, training_args)
+    model, tokenizer, teacher = _load_models(spec, prepared, model_args, refs)
+    recipe = load_task_recipe(refs.recipe, model_args.recipe_args, spec, model, teacher)
+    sparsity_before = sparsity_report(model)
+    features = _tokenize(prepared, raw, tokenizer, training_args)
+    staging, checkpoint = _stage(output_dir, training_args)
+    trainer, eval_sets = _make_trainer(
+        spec, prepared, features, model, tokenizer, teacher, recipe, training_args
+    )
+    all_metrics = _run(trainer, spec, prepared, features, eval_sets, training_args, checkpoint)
+    sparsity = compare_sparsity(sparsity_before, sparsity_report(trainer.model))
+    result = TrainResult(
+        task=spec.name,
+        output_dir=str(output_dir),
+        model=model_args.model_name_or_path,
+        recipe=model_args.recipe,
+        teacher=refs.teacher_ref,
+        metrics={k: v for k, v in all_metrics.items() if k.startswith("eval_")},
+        train_metrics={k: v for k, v in all_metrics.items() if k.startswith("train")},
+        sparsity=sparsity,
+        truncated=dict(prepared.truncated),
+        max_seq_length=prepared.max_seq_length,
+    )
+    _write_results(result, all_metrics, training_args, staging, output_dir, rules)
+    return result
+
+
+@dataclass
+class _References:
+    """Model, recipe and teacher references resolved to local paths (teacher None: off)."""
+
+    model: str
+    recipe: str | None
+    teacher_ref: str | None
+    teacher: str | None
+    inputs: list
+
+    @classmethod
+    def resolve(cls, model_args: ModelArguments, data_args: DataArguments, zoo: str | None):
+        model_path = _resolve(model_args.model_name_or_path, "model", zoo)
+        recipe_path = resolve_recipe(model_args.recipe, zoo)
+        teacher_ref = (
+            None if is_no_model(model_args.distill_teacher) else model_args.distill_teacher
+        )
+        teacher_path = _resolve(teacher_ref, "teacher", zoo)
+        inputs = [model_path, recipe_path, teacher_path]
+        inputs += [data_args.train_file, data_args.validation_file]
+        return cls(model_path, recipe_path, teacher_ref, teacher_path, inputs)
+
+
+def _check_request(training_args):
+    """The output folder is given and there is something to do; device fitted, seed set."""
+    from transformers import set_seed
+
+    from sparse_transfer.tasks.device import fit_to_device
+
     if not training_args.output_dir:
         raise DataError("--output_dir is required: where the trained model and results go")
     training_args = fit_to_device(training_args)
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
         raise DataError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
     set_seed(training_args.seed)
-    output_dir = Path(training_args.output_dir).resolve()
+    return training_args
 
-    model_path = _resolve(model_args.model_name_or_path, "model", zoo)
-    recipe_path = _resolve(model_args.recipe, "recipe", zoo)
-    teacher_ref = model_args.distill_teacher
-    if teacher_ref is not None and teacher_ref.lower() in NO_TEACHER:
-        teacher_ref = None
-    teacher_path = _resolve(teacher_ref, "teacher", zoo)
-    inputs = [
-        model_path,
-        recipe_path,
-        teacher_path,
-        data_args.train_file,
-        data_args.validation_file,
-    ]
-    rules = output_rules.replace_rules(overwrite_output_dir, inputs)
-    if training_args.do_train:  # refuse before training, not after it
-        storage.check_replaceable(output_dir, **rules)
 
-    glue = data_args.task_name if spec.name == "text-classification" else None
+def _load_data(spec, data_args, task_args, training_args):
+    """The raw splits (each one the request needs checked to exist) and the prepared task."""
+    from sparse_transfer.tasks.data import load_raw_datasets
+    from sparse_transfer.tasks.trainer_glue import eval_splits
+
+    glue = data_args.task_name if spec.glue_task_names else None
     raw, sources = load_raw_datasets(data_args, seed=training_args.seed, glue_task=glue)
     if training_args.do_train and "train" not in raw:
         raise DataError(
@@ -143,16 +182,23 @@ def train(
         )
     if training_args.do_predict and "test" not in raw:
         raise DataError("--do_predict needs test data: pass --test_file")
-    prepared = spec.prepare(raw, sources, data_args, task_args)
+    return raw, spec.prepare(raw, sources, data_args, task_args)
 
-    config = load_config(model_path)
+
+def _load_models(spec, prepared, model_args: ModelArguments, refs: _References):
+    """Student (head fitted to the data), tokenizer and teacher (checked against the student)."""
+    from sparse_transfer.tasks.lengths import model_positions
+    from sparse_transfer.tasks.models import load_config, load_model, load_tokenizer
+
+    config = load_config(refs.model)
     prepared.adopt_model_config(config, model_args.model_name_or_path)
-    tokenizer = load_tokenizer(model_args.tokenizer_name or model_path)
-    model = load_model(model_path, spec.name, **prepared.config_overrides())
+    tokenizer = load_tokenizer(model_args.tokenizer_name or refs.model)
+    prepared.fit_lengths(model_positions(config, tokenizer))
+    model = load_model(refs.model, spec.name, **prepared.config_overrides())
     prepared.check_model(model, model_args.model_name_or_path)
     teacher = None
-    if teacher_path is not None:
-        teacher = load_model(teacher_path, spec.name)
+    if refs.teacher is not None:
+        teacher = load_model(refs.teacher, spec.name)
         prepared.check_model(teacher, model_args.distill_teacher, role="teacher")
         if teacher.config.vocab_size != model.config.vocab_size:
             raise DataError(
@@ -160,8 +206,11 @@ def train(
                 f"{teacher.config.vocab_size} tokens, the student {model.config.vocab_size}; "
                 "distillation feeds both the same token ids"
             )
-    recipe = load_task_recipe(recipe_path, model_args.recipe_args, spec, model, teacher)
-    sparsity_before = sparsity_report(model)
+    return model, tokenizer, teacher
+
+
+def _tokenize(prepared, raw, tokenizer, training_args) -> dict[str, Any]:
+    from sparse_transfer.tasks.trainer_glue import eval_splits
 
     features = {}
     if training_args.do_train:
@@ -171,9 +220,12 @@ def train(
             features[split] = prepared.preprocess(split, tokenizer, train=False)
     if training_args.do_predict and "test" in raw:
         features["test"] = prepared.preprocess("test", tokenizer, train=False)
+    return features
 
-    # Training publishes a whole new output dir; evaluation/prediction only adds
-    # result files (atomically) to it, so an existing model dir is never replaced.
+
+def _stage(output_dir: Path, training_args) -> tuple[Path, Any]:
+    """Training publishes a whole new output dir (staged); evaluation/prediction only adds
+    result files (atomically) to it, so an existing model dir is never replaced."""
     staging, checkpoint = output_dir, training_args.resume_from_checkpoint
     if training_args.do_train:
         # Under torchrun rank 0 makes the staging folder first; the other ranks then use it.
@@ -182,7 +234,15 @@ def train(
             staging, checkpoint = output_rules.prepare_staging(output_dir, checkpoint, owner=owner)
     staging.mkdir(parents=True, exist_ok=True)
     training_args.output_dir = str(staging)
-    eval_sets = {s: prepared.model_features(features[s]) for s in eval_splits(raw) if s in features}
+    return staging, checkpoint
+
+
+def _make_trainer(spec, prepared, features, model, tokenizer, teacher, recipe, training_args):
+    from sparse_transfer.tasks.trainer_glue import eval_splits, logits_reducer, metrics_fn
+    from sparse_transfer.training import SparseTrainer
+
+    splits = eval_splits(prepared.raw)
+    eval_sets = {s: prepared.model_features(features[s]) for s in splits if s in features}
     trainer = SparseTrainer(
         model=model,
         args=training_args,
@@ -194,7 +254,15 @@ def train(
         preprocess_logits_for_metrics=logits_reducer(spec, prepared),
         recipe=recipe,
         teacher=teacher,
+        class_weights=prepared.class_weights() if training_args.do_train else None,
     )
+    return trainer, eval_sets
+
+
+def _run(trainer, spec, prepared, features, eval_sets, training_args, checkpoint) -> dict:
+    """Train, evaluate every validation split, predict: the metrics of all of it."""
+    from sparse_transfer.tasks.predict import write_test_predictions
+    from sparse_transfer.tasks.trainer_glue import rename_split_metrics, split_metric_suffix
 
     all_metrics: dict[str, Any] = {}
     if training_args.do_train:
@@ -215,28 +283,21 @@ def train(
             trainer.log_metrics(f"eval{split_metric_suffix(split)}", metrics)
             all_metrics.update(metrics)
     if training_args.do_predict and "test" in features:
+        staging = Path(training_args.output_dir)
         write_test_predictions(trainer, spec, prepared, features["test"], staging)
+    return all_metrics
 
-    sparsity = compare_sparsity(sparsity_before, sparsity_report(trainer.model))
-    result = TrainResult(
-        task=spec.name,
-        output_dir=str(output_dir),
-        model=model_args.model_name_or_path,
-        recipe=model_args.recipe,
-        teacher=teacher_ref,
-        metrics={k: v for k, v in all_metrics.items() if k.startswith("eval_")},
-        train_metrics={k: v for k, v in all_metrics.items() if k.startswith("train")},
-        sparsity=sparsity,
-        truncated=dict(prepared.truncated),
-        max_seq_length=prepared.max_seq_length,
-    )
+
+def _write_results(result, all_metrics, training_args, staging, output_dir, rules) -> None:
+    """eval_results.json and run_summary.json, then the staged folder swapped in (rank 0)."""
+    from sparse_transfer.training.distributed import is_main_process
+
     if not is_main_process():
-        return result  # under torchrun, rank 0 alone writes and publishes the output folder
+        return  # under torchrun, rank 0 alone writes and publishes the output folder
     if training_args.do_eval:
-        write_json(staging / "eval_results.json", {**all_metrics, "sparsity": sparsity})
+        write_json(staging / "eval_results.json", {**all_metrics, "sparsity": result.sparsity})
     write_json(staging / "run_summary.json", result.to_dict())
     if training_args.do_train and not (staging / "config.json").exists():
         raise SparseTransferError(f"training finished but no model was saved into {staging}")
     if staging != output_dir:
         storage.replace_directory(staging, output_dir, **rules)
-    return result

@@ -98,6 +98,8 @@ class SparseTrainer(Trainer):
             mode, frozen). Required when the recipe distills.
         teacher_cache: cache teacher outputs per example (exact, since the
             teacher is frozen); set False to bound memory on huge datasets.
+        class_weights: one weight per class id (single-label classification): the
+            training loss becomes the class-weighted cross-entropy (``--class_weights``).
     """
 
     def __init__(
@@ -106,6 +108,7 @@ class SparseTrainer(Trainer):
         recipe: Any = None,
         teacher: torch.nn.Module | None = None,
         teacher_cache: bool = True,
+        class_weights: Any = None,
         **kwargs: Any,
     ):
         if isinstance(recipe, (str, Path)):
@@ -120,6 +123,9 @@ class SparseTrainer(Trainer):
         # division by gradient accumulation steps. Mean-reduced losses it is.
         self.model_accepts_loss_kwargs = False
         self.teacher = teacher
+        self.class_weights = (
+            None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+        )
         if teacher is not None:
             teacher.to(self.args.device)
             teacher.eval()
@@ -287,19 +293,33 @@ class SparseTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not model.training or not self.manager:
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            loss, outputs = self._task_loss(model, inputs, num_items_in_batch)
+            return (loss, outputs) if return_outputs else loss
         st = self.sparse_state
         st.global_step = self.state.global_step
         st.inputs = inputs
         self.manager.event(Event.BATCH_START, st)
-        loss, outputs = super().compute_loss(
-            model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
-        )
+        loss, outputs = self._task_loss(model, inputs, num_items_in_batch)
         st.loss, st.outputs = loss, outputs
-        self.manager.event(Event.LOSS_CALCULATED, st)
+        self.manager.event(Event.LOSS_CALCULATED, st)  # distillation mixes in the teacher here
         loss = st.loss
         st.inputs = st.outputs = st.loss = None
         return (loss, outputs) if return_outputs else loss
+
+    def _task_loss(self, model, inputs, num_items_in_batch):
+        """The model's own loss, or with `class_weights` the class-weighted cross-entropy
+        (`torch.nn.functional.cross_entropy(weight=...)`: sum of w[y_i] * nll_i over sum of
+        w[y_i]) of its logits; distillation then uses that as its task loss."""
+        loss, outputs = super().compute_loss(
+            model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
+        )
+        if self.class_weights is not None and model.training and "labels" in inputs:
+            logits = outputs["logits"]
+            weight = self.class_weights.to(device=logits.device, dtype=torch.float32)
+            loss = torch.nn.functional.cross_entropy(
+                logits.float().view(-1, logits.shape[-1]), inputs["labels"].view(-1), weight=weight
+            )
+        return loss, outputs
 
     def _grad_sampler(self, count: int, batch_size: int | None = None):
         """Yields `count` times with ``.grad`` = one fresh training mini-batch gradient.

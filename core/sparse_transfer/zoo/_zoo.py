@@ -39,12 +39,6 @@ DEFAULT_RECIPE = "recipe/recipe.yaml"
 RECIPE_SUFFIXES = (".yaml", ".yml", ".md")
 # Trainer checkpoint state that a zoo entry must not carry (pickles, optimizer state).
 _SKIP_TRAINING_FILES = {"training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt", CARD_NAME}
-_ARCH_TASKS = {
-    "ForSequenceClassification": "text-classification",
-    "ForTokenClassification": "token-classification",
-    "ForQuestionAnswering": "question-answering",
-    "ForMaskedLM": "masked-language-modeling",
-}
 
 
 def zoo_root(root: str | Path | None = None) -> str:
@@ -284,8 +278,13 @@ def _stage_entry(src: Path, staging: Path) -> None:
         shutil.copy2(src / "recipe.yaml", staging / "recipe" / "recipe.yaml")
 
 
-def _facts_from_outputs(staging: Path) -> dict[str, Any]:
-    """Card fields read from a trained model's files (sparsity.json, eval_results.json, ...)."""
+def _facts_from_outputs(
+    staging: Path, architectures: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Card fields read from a trained model's files (sparsity.json, eval_results.json, ...).
+
+    `architectures` maps a head's class-name suffix to its task (the task layer's
+    `architecture_tasks()`, handed down as data: the zoo sits below the tasks)."""
     facts: dict[str, Any] = {}
     training = staging / "training"
 
@@ -298,10 +297,15 @@ def _facts_from_outputs(staging: Path) -> dict[str, Any]:
     sparsity = load("sparsity.json").get("overall_sparsity")
     if isinstance(sparsity, (int, float)):
         facts["sparsity"] = round(float(sparsity), 4)
+    try:  # the precision the deployment actually holds (a recipe whose QAT never ran: fp32)
+        exported = json.loads((staging / "deployment" / "export_report.json").read_text())
+        facts["precision"] = "int8" if exported.get("quantized") else "fp32"
+    except (OSError, ValueError, AttributeError):
+        pass
     if (training / "config.json").is_file():
         facts["quantized"] = (training / "quantization.json").is_file()
         for arch in load("config.json").get("architectures") or []:
-            for suffix, task in _ARCH_TASKS.items():
+            for suffix, task in (architectures or {}).items():
                 if arch.endswith(suffix):
                     facts["task"] = task
     metrics = {
@@ -373,8 +377,12 @@ def push(
     parent: str | None = None,
     card: dict[str, Any] | None = None,
     root: str | Path | None = None,
+    architectures: dict[str, str] | None = None,
 ) -> str:
     """Publishes `local_dir` as the zoo entry `stub` (atomically) and returns its URI.
+
+    `architectures` (head class-name suffix -> task, from the task layer) lets the
+    card name the task of a model whose ``run_summary.json`` does not.
 
     `local_dir` is either already an entry (training/, recipe/, deployment/,
     model.md) or a trained model's output dir, which is laid out as
@@ -412,7 +420,7 @@ def push(
             else None
         )
         meta: dict[str, Any] = {"dataset": stub_obj.dataset}
-        meta.update(_facts_from_outputs(staging))
+        meta.update(_facts_from_outputs(staging, architectures))
         if existing:
             meta.update(existing.meta)
         meta.update(card or {})
