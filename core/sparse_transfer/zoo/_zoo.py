@@ -28,7 +28,7 @@ from typing import Any
 
 from sparse_transfer import storage
 from sparse_transfer.errors import StorageError, ZooError
-from sparse_transfer.zoo._card import CARD_NAME, ModelCard, default_body, parse_card
+from sparse_transfer.zoo._card import CARD_NAME, ModelCard, check_meta, default_body, parse_card
 from sparse_transfer.zoo._stub import Stub, is_stub, parse_stub, stub_query
 
 log = logging.getLogger(__name__)
@@ -420,6 +420,7 @@ def push(
         if parent:
             meta["parent"] = parent
         meta.setdefault("created", storage.now_iso())
+        check_meta(meta, f"cannot push {src}: model card")
         if "sparsity" not in meta and "pruned" not in stub_obj.sparse_tag:
             meta.setdefault("sparsity", 0.0)
         if (staging / "recipe").is_dir() and "recipe" not in meta:
@@ -541,6 +542,9 @@ def search(
     entries without one never match a sparsity filter); `has` requires a part
     (``training``, ``recipe``, ``deployment``).
     """
+    for name, bound in (("min_sparsity", min_sparsity), ("max_sparsity", max_sparsity)):
+        if bound is not None and not 0 <= bound <= 1:  # False for NaN too
+            raise ZooError(f"--{name} {bound}: must be a number in 0..1")
     out = []
     for entry in list_entries(domain, root=root):
         stub = parse_stub(entry["stub"])
