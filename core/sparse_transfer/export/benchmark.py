@@ -100,7 +100,7 @@ def benchmark(
     if warnings:
         result["warnings"] = warnings
     if "onnxruntime" in engines:
-        model = OnnxModel(directory, threads=threads, check_cpu=False)
+        model = OnnxModel(directory, threads=threads, check_cpu=False, verify=True)
         runs = {}
         for b in batch_sizes:
             feeds = _inputs(model, b, sequence_length, vocab)
@@ -252,7 +252,7 @@ def compare(
     if "onnxruntime" in engines:
         sessions = {}
         for name, path in paths.items():
-            model = OnnxModel(path.parent, threads=threads, check_cpu=False)
+            model = OnnxModel(path.parent, threads=threads, check_cpu=False, verify=True)
             feeds = _inputs(model, batch, sequence_length, vocab)
             for _ in range(warmup):
                 model.session.run(None, feeds)

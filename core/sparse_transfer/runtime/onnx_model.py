@@ -50,7 +50,11 @@ class OnnxModel:
     """
 
     def __init__(
-        self, deployment_dir: str | Path, threads: int | None = None, check_cpu: bool = True
+        self,
+        deployment_dir: str | Path,
+        threads: int | None = None,
+        check_cpu: bool = True,
+        verify: bool = False,
     ):
         import onnxruntime as ort
 
@@ -74,6 +78,10 @@ class OnnxModel:
                 f"{self.path}: not a loadable ONNX model ({reason}); the file is truncated "
                 "or corrupted: export the deployment again"
             ) from None
+        if verify:  # evaluate, benchmark, serve: the files are the exported ones, nothing added
+            from sparse_transfer import storage
+
+            storage.verify_recorded(self.directory)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 

@@ -93,7 +93,7 @@ def load_engine(name: str, folder: Path, threads: int | None, max_batch: int, le
     if chosen == "onnxruntime":
         from sparse_transfer.runtime import OnnxModel
 
-        return OnnxModel(folder, threads=threads)
+        return OnnxModel(folder, threads=threads)  # verify_deployment checked the files
     if chosen == IN_PROCESS:
         return DeepSparseEngine(folder, threads, max_batch, length)
     python, _ = deepsparse_interpreter()

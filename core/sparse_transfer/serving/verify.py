@@ -6,7 +6,9 @@ Three checks run before the model is loaded; each failure names its reason:
   re-hashes every file of a published folder, s3:// URI or zoo stub against its
   ``manifest.json``; a plain local export folder has no manifest and is served as is;
 * ``export_report.json`` says the ONNX-vs-torch parity check passed;
-* an int8 deployment computes exact integer products on this CPU (`runtime.int8_variant_is_exact_here`).
+* an int8 deployment computes exact integer products on this CPU (`runtime.int8_variant_is_exact_here`);
+* every file hashes as recorded at export (`storage.verify_recorded`) and nothing was
+  added beside them: a changed classifier bias or an added ``added_tokens.json`` is refused.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sparse_transfer import storage
 from sparse_transfer.runtime.cpu_features import int8_variant_is_exact_here
 from sparse_transfer.serving.options import ServingError
 
@@ -65,4 +68,5 @@ def verify_deployment(folder: Path, engine: str = "onnxruntime") -> dict[str, An
     ok, why = int8_variant_is_exact_here(report, engine)
     if not ok:
         raise ServingError(f"{where}: the int8 variant is not exact on this CPU: {why}")
+    storage.verify_recorded(folder)
     return report

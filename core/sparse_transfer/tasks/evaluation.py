@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from sparse_transfer.errors import DataError
+from sparse_transfer.tasks import output_dir as output_rules
 from sparse_transfer.tasks.args import DataArguments
 from sparse_transfer.tasks.outputs import write_json
 from sparse_transfer.tasks.registry import get_task
@@ -108,6 +109,8 @@ def evaluate(
     spec = get_task(eval_args.task)
     if task_args is None and spec.args_class is not None:
         task_args = spec.args_class()
+    if eval_args.output_dir:  # refused before any work, as training refuses
+        output_rules.check_results_folder(Path(eval_args.output_dir))
     model_dir = resolve(eval_args.model_path, "deployment", root=zoo)
     is_onnx = Path(model_dir, "model.onnx").exists()
     glue = data_args.task_name if spec.name == "text-classification" else None
@@ -131,7 +134,7 @@ def evaluate(
     if is_onnx:
         from sparse_transfer.runtime import OnnxModel
 
-        onnx_model = OnnxModel(model_dir, threads=eval_args.threads)
+        onnx_model = OnnxModel(model_dir, threads=eval_args.threads, verify=True)
         for split in splits:
             feats = prepared.preprocess(split, tokenizer, train=False)
             outputs[split], label_ids[split] = predict_numpy(
@@ -166,6 +169,7 @@ def evaluate(
         Path(eval_args.output_dir).mkdir(parents=True, exist_ok=True)
         results_file = str(Path(eval_args.output_dir) / "eval_results.json")
         write_json(Path(results_file), written)
+        output_rules.record_results(Path(eval_args.output_dir))
     return EvaluationResult(
         task=spec.name,
         model=eval_args.model_path,

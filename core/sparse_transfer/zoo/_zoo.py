@@ -38,7 +38,10 @@ KINDS = ("model", "recipe", "teacher", "deployment")
 DEFAULT_RECIPE = "recipe/recipe.yaml"
 RECIPE_SUFFIXES = (".yaml", ".yml", ".md")
 # Trainer checkpoint state that a zoo entry must not carry (pickles, optimizer state).
-_SKIP_TRAINING_FILES = {"training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt", CARD_NAME}
+_SKIP_TRAINING_FILES = {"training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt", CARD_NAME,
+                        storage.RECORD}  # fmt: skip
+#: What each part of an entry must hold to be usable (checked before anything is uploaded).
+WEIGHT_PATTERNS = ("model*.safetensors", "pytorch_model*.bin")
 _ARCH_TASKS = {
     "ForSequenceClassification": "text-classification",
     "ForTokenClassification": "token-classification",
@@ -240,9 +243,52 @@ def _read_card(uri: str, manifest: storage.Manifest) -> ModelCard:
 
 # -- push / pull ----------------------------------------------------------------------
 def _is_entry_layout(directory: Path) -> bool:
+    """An entry being assembled (model.md, training/, recipe/), not a model output dir: a
+    training output that holds a recipe/ folder is still a training output."""
+    if (directory / "config.json").is_file():
+        return False
     return (directory / CARD_NAME).is_file() or any(
         (directory / d).is_dir() for d in ("training", "recipe")
     )
+
+
+def _refuse_links_out(src: Path) -> None:
+    """A symbolic link leaving the pushed folder (or leading nowhere) is refused: pushing
+    `../../secrets/credentials` would publish it to everyone who can pull."""
+    root = src.resolve()
+    for folder, dirs, files in os.walk(src):
+        for name in sorted(dirs + files):
+            path = Path(folder) / name
+            if not path.is_symlink():
+                continue
+            rel = path.relative_to(src)
+            if not path.exists():
+                raise ZooError(
+                    f"cannot push {src}: {rel} is a dangling symbolic link (to "
+                    f"{os.readlink(path)}); remove it or point it at a file in the folder"
+                )
+            target = path.resolve()
+            if target != root and root not in target.parents:
+                raise ZooError(
+                    f"cannot push {src}: {rel} is a symbolic link to {target}, outside the "
+                    "pushed folder; nothing was published (copy the file in if it belongs)"
+                )
+
+
+def _refuse_incomplete(staging: Path, src: Path) -> None:
+    """Each part holds what its kind needs: weights and config for training/, model.onnx
+    for deployment/ (a push without them printed "pushed" and broke the entry)."""
+    training, deployment = staging / "training", staging / "deployment"
+    if training.is_dir():
+        if not (training / "config.json").is_file():
+            raise ZooError(f"cannot push {src}: the training part has no config.json")
+        if not any(any(training.glob(p)) for p in WEIGHT_PATTERNS):
+            raise ZooError(
+                f"cannot push {src}: the training part has no weights (model.safetensors or "
+                "pytorch_model.bin); nothing was published"
+            )
+    if deployment.is_dir() and not (deployment / "model.onnx").is_file():
+        raise ZooError(f"cannot push {src}: deployment/ has no model.onnx; nothing was published")
 
 
 def _stage_entry(src: Path, staging: Path) -> None:
@@ -404,7 +450,9 @@ def push(
     with tempfile.TemporaryDirectory(prefix="zoo-push-") as tmp:
         staging = Path(tmp) / "entry"
         staging.mkdir()
+        _refuse_links_out(src)
         _stage_entry(src, staging)
+        _refuse_incomplete(staging, src)
         _refuse_non_finite_weights(staging, src)
         existing = (
             parse_card((staging / CARD_NAME).read_text())
