@@ -192,3 +192,40 @@ def test_a_tampered_deployment_is_refused(deployment, data, tmp_path, capsys):
     assert main(["serve", str(added), "--http_port", "0"]) == 2
     line = one_error_line(capsys.readouterr().err)
     assert "added_tokens.json" in line and "not part of the exported deployment" in line, line
+
+
+# -- item 11 on real file systems: read-only, full ------------------------------------------------
+@pytest.fixture
+def mount(tmp_path):
+    """mount(options) -> a fresh tmpfs folder mounted with them, where this user may mount."""
+    import subprocess
+
+    mounted = []
+
+    def make(options: str) -> Path:
+        folder = tmp_path / f"mnt{len(mounted)}"
+        folder.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "none", str(folder)],
+                              capture_output=True)  # fmt: skip
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield make
+    for folder in mounted:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_read_only_and_full_disks_are_one_line(model, data, mount, capsys):
+    read_only = mount("size=64k,ro")
+    for argv in (_train(model, data, read_only / "out"), _export(model, read_only / "dep")):
+        assert main(argv) == 2
+        line = one_error_line(capsys.readouterr().err)
+        assert str(read_only) in line and "EROFS" in line, line
+    full = mount("size=48k")
+    assert main(_train(model, data, full / "out")) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert str(full) in line and "ENOSPC" in line, line
+    # no output appears; only the marked staging folder stays, for --resume_from_checkpoint
+    assert [p.name for p in full.iterdir()] == [".out.partial"]

@@ -304,3 +304,12 @@ def test_ctrl_c_on_a_real_process(tmp_path):
     assert err.strip().splitlines()[-1] == "sparse-transfer: interrupted (Ctrl-C)" and (
         "Traceback" not in err
     )
+
+
+# -- beyond the issue: a named pipe in the pushed folder would hang the copy ---------------------
+def test_push_refuses_a_named_pipe(local_zoo, tmp_path, capsys):
+    run = _trained_output(tmp_path / "run")
+    os.mkfifo(run / "pipe")
+    assert main(["zoo", "push", str(run), SST2]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "pipe is not a regular file" in line, line

@@ -104,7 +104,7 @@ def export_onnx(
     dest = Path(output) if output else model_dir / "deployment"
     storage.clean_leftovers(dest)
     protect = [model_dir, *([Path(verify_dataset)] if verify_dataset is not None else [])]
-    storage.check_replaceable(dest, **_replace_rules(model_dir, overwrite, protect))
+    storage.check_replaceable(dest, **_replace_rules(overwrite, protect))
 
     model, tokenizer, spec = ox.load_for_export(model_dir, spec.name)
     quantized_model = is_qat_prepared(model)
@@ -146,7 +146,7 @@ def export_onnx(
             report["sizes"]["compressed"] = _compress(tmp, report)
         _write_json(tmp / REPORT_FILE, report)
         storage.record_files(tmp, DEPLOYMENT)  # sha256 of every file: checked before use
-        storage.replace_directory(tmp, dest, **_replace_rules(model_dir, overwrite, protect))
+        storage.replace_directory(tmp, dest, **_replace_rules(overwrite, protect))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log.info("exported %s (%s) to %s", model_dir, fmt, dest)
@@ -471,7 +471,7 @@ def _json_default(value):
 DEPLOYMENT = "deployment"
 
 
-def _replace_rules(model_dir: Path, overwrite: bool, protect: list[Path]) -> dict[str, Any]:
+def _replace_rules(overwrite: bool, protect: list[Path]) -> dict[str, Any]:
     """What `storage.replace_directory` may replace for a deployment: one we exported, whose
     record of files still matches (a copied export_report.json proves nothing)."""
     return {

@@ -27,7 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from sparse_transfer.errors import StorageError
-from sparse_transfer.storage._manifest import MANIFEST_NAME, parse_manifest, sha256_file
+from sparse_transfer.storage._manifest import (
+    MANIFEST_NAME,
+    check_relpath,
+    parse_manifest,
+    sha256_file,
+)
 from sparse_transfer.storage._swap import MARKER, is_staging_name
 
 RECORD = ".sparse-transfer-files.json"
@@ -81,6 +86,11 @@ def read_record(folder: Path) -> dict[str, Any] | None:
     if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
         return None
     if not isinstance(record.get("files"), dict):
+        return None
+    try:  # a record naming ../ paths would reach outside the folder it speaks for
+        for rel in record["files"]:
+            check_relpath(str(rel), str(Path(folder) / RECORD))
+    except StorageError:
         return None
     return record
 

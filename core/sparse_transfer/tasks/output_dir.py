@@ -16,6 +16,9 @@ output folder).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +86,23 @@ def check_results_folder(output_dir: Path) -> None:
 def record_results(output_dir: Path) -> None:
     """Records what the folder now holds (our results added), keeping it ours."""
     storage.record_files(Path(output_dir), WHAT)
+
+
+@contextlib.contextmanager
+def os_errors_in(folder: Path):
+    """Errors that Rust-backed writers (safetensors, tokenizers) report as text ending in
+    ``(os error N)`` become the OSError they are, naming the folder being written: the CLI
+    then says "no space left" in one line instead of a traceback."""
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as exc:
+        found = re.search(r"\(os error (\d+)\)", str(exc))
+        if not found:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), str(folder)) from exc
 
 
 def replace_rules(overwrite: bool, inputs: list[Any]) -> dict[str, Any]:

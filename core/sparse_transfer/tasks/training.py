@@ -195,8 +195,9 @@ def train(
 
     all_metrics: dict[str, Any] = {}
     if training_args.do_train:
-        result = trainer.train(resume_from_checkpoint=checkpoint)
-        trainer.save_model()
+        with output_rules.os_errors_in(staging):  # a full disk: one line naming the folder
+            result = trainer.train(resume_from_checkpoint=checkpoint)
+            trainer.save_model()
         train_metrics = dict(result.metrics)
         train_metrics["train_samples"] = len(features["train"])
         trainer.log_metrics("train", train_metrics)

@@ -254,14 +254,20 @@ def _is_entry_layout(directory: Path) -> bool:
 
 def _refuse_links_out(src: Path) -> None:
     """A symbolic link leaving the pushed folder (or leading nowhere) is refused: pushing
-    `../../secrets/credentials` would publish it to everyone who can pull."""
+    `../../secrets/credentials` would publish it to everyone who can pull. So are named
+    pipes and devices (reading one blocks or never ends)."""
     root = src.resolve()
     for folder, dirs, files in os.walk(src):
         for name in sorted(dirs + files):
             path = Path(folder) / name
-            if not path.is_symlink():
-                continue
             rel = path.relative_to(src)
+            if not path.is_symlink():
+                if not (path.is_file() or path.is_dir()):  # copying a named pipe would hang
+                    raise ZooError(
+                        f"cannot push {src}: {rel} is not a regular file (a named pipe, socket "
+                        "or device); nothing was published"
+                    )
+                continue
             if not path.exists():
                 raise ZooError(
                     f"cannot push {src}: {rel} is a dangling symbolic link (to "
