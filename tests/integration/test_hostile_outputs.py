@@ -229,3 +229,30 @@ def test_read_only_and_full_disks_are_one_line(model, data, mount, capsys):
     assert str(full) in line and "ENOSPC" in line, line
     # no output appears; only the marked staging folder stays, for --resume_from_checkpoint
     assert [p.name for p in full.iterdir()] == [".out.partial"]
+
+
+# -- beyond the issue: own attempts that failed before -----------------------------------------------
+def test_export_never_replaces_a_published_entrys_deployment(
+    model, deployment, tmp_path, monkeypatch, capsys
+):
+    from sparse_transfer import zoo
+
+    monkeypatch.setenv("SPARSE_TRANSFER_ZOO", str(tmp_path / "zoo"))
+    monkeypatch.setenv("SPARSE_TRANSFER_CACHE", str(tmp_path / "cache"))
+    run = shutil.copytree(model, tmp_path / "run")
+    shutil.copytree(deployment, run / "deployment")
+    entry = Path(
+        zoo.push(run, "zoo:nlp/sentiment_analysis/tiny/pytorch/huggingface/sst2/base-none")
+    )
+    before = _tree(entry)
+    assert main(_export(model, entry / "deployment", "--overwrite")) == 2
+    assert "not a sparse-transfer deployment" in one_error_line(capsys.readouterr().err)
+    assert _tree(entry) == before
+
+
+def test_a_deeply_nested_export_report_is_one_line(deployment, tmp_path, capsys):
+    copy = shutil.copytree(deployment, tmp_path / "deep")
+    (copy / "export_report.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert main(["serve", str(copy), "--http_port", "0"]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert str(copy / "export_report.json") in line and "nested too deeply" in line, line

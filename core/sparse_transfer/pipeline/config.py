@@ -146,6 +146,14 @@ def validate_parameters(
     return clean
 
 
+def _recipe_args_errors(parameters: Mapping[str, Any], source: str) -> list[str]:
+    return [
+        f"{source}: parameter '{key}': {problem}"
+        for key, value in parameters.items()
+        if (problem := _recipe_args_problem(str(key), value))
+    ]
+
+
 def _recipe_args_problem(key: str, value: Any) -> str | None:
     """What is wrong with a `*recipe_args` JSON string (NaN/inf, not an object), or None."""
     from sparse_transfer.errors import RecipeError
@@ -234,11 +242,7 @@ def load_run_config(
         if raw.get(key) is not None and not isinstance(raw[key], str):
             errors.append(f"{source}: '{key}' must be a string, got {raw[key]!r}")
     if known_parameters is None:  # else `validate_parameters` checks them with the rest
-        errors += [
-            f"{source}: parameter '{key}': {problem}"
-            for key, value in parameters.items()
-            if (problem := _recipe_args_problem(str(key), value))
-        ]
+        errors += _recipe_args_errors(parameters, source)
     if local.get("seed_data", "") not in DATA_CHOICES:
         errors.append(
             f"{source}: local.seed_data is {local['seed_data']!r}; use one of {DATA_CHOICES}"

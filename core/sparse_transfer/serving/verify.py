@@ -37,6 +37,8 @@ def read_report(folder: Path) -> dict[str, Any]:
         report = json.loads((folder / "export_report.json").read_text())
     except json.JSONDecodeError as exc:
         raise ServingError(f"{folder / 'export_report.json'}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ServingError(f"{folder / 'export_report.json'}: nested too deeply to read") from None
     if not isinstance(report, dict):
         raise ServingError(f"{folder / 'export_report.json'}: expected a JSON object")
     return report
