@@ -87,6 +87,13 @@ def test_eval_only_into_a_new_folder_or_our_output_and_then_overwrite(model, dat
     assert main(_train(model, data, out)) == 0
     assert main(_eval_only(model, data, out)) == 0  # adds results to our own output ...
     assert main(_train(model, data, out, "--overwrite_output_dir")) == 0  # ... which stays ours
+    own = shutil.copytree(model, tmp_path / "own-model")  # results beside the evaluated model ...
+    (own / "docs").mkdir()
+    (own / "docs" / "notes.md").write_text("mine")
+    assert main(_eval_only(own, data, own)) == 0
+    assert (own / "eval_results.json").is_file() and not (own / storage.RECORD).exists()
+    assert main(_train(model, data, own, "--overwrite_output_dir")) == 2  # ... do not make it ours
+    assert (own / "docs" / "notes.md").read_text() == "mine"
 
 
 # -- item 8 -------------------------------------------------------------------------------------

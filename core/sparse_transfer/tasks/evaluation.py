@@ -109,8 +109,9 @@ def evaluate(
     spec = get_task(eval_args.task)
     if task_args is None and spec.args_class is not None:
         task_args = spec.args_class()
+    ours = True
     if eval_args.output_dir:  # refused before any work, as training refuses
-        output_rules.check_results_folder(Path(eval_args.output_dir))
+        ours = output_rules.check_results_folder(Path(eval_args.output_dir), eval_args.model_path)
     model_dir = resolve(eval_args.model_path, "deployment", root=zoo)
     is_onnx = Path(model_dir, "model.onnx").exists()
     glue = data_args.task_name if spec.name == "text-classification" else None
@@ -169,7 +170,8 @@ def evaluate(
         Path(eval_args.output_dir).mkdir(parents=True, exist_ok=True)
         results_file = str(Path(eval_args.output_dir) / "eval_results.json")
         write_json(Path(results_file), written)
-        output_rules.record_results(Path(eval_args.output_dir))
+        if ours:
+            output_rules.record_results(Path(eval_args.output_dir))
     return EvaluationResult(
         task=spec.name,
         model=eval_args.model_path,

@@ -62,11 +62,18 @@ def _exists(value: str) -> bool:
         return False
 
 
-def check_results_folder(output_dir: Path) -> None:
-    """Evaluation/prediction-only runs: a new or empty folder, or a training output of ours.
+def check_results_folder(output_dir: Path, model_path: str | Path | None = None) -> bool:
+    """Evaluation/prediction-only runs: a new or empty folder, a training output of ours, or
+    the model folder being evaluated (``--output_dir`` = ``--model_name_or_path``, the
+    reference's way to add results beside a model).
+
+    Returns:
+        True when the folder is (or will be) ours, so that what is written gets recorded;
+        False for the evaluated model's own folder: results are added to it, but it does
+        not become ours (``--overwrite_output_dir`` will not replace it later).
 
     Raises:
-        StorageError: a folder of other files (nothing is written into it).
+        StorageError: any other non-empty folder (nothing is written into it).
     """
     from sparse_transfer.errors import StorageError
 
@@ -74,13 +81,18 @@ def check_results_folder(output_dir: Path) -> None:
     if output_dir.is_symlink() or (output_dir.exists() and not output_dir.is_dir()):
         raise StorageError(f"{output_dir} is a file or a symbolic link: give a folder for results")
     if not output_dir.exists() or not any(output_dir.iterdir()):
-        return
+        return True
     problem = storage.ownership_problem(output_dir, WHAT)
-    if problem:
-        raise StorageError(
-            f"{output_dir} already holds files that are not a sparse-transfer {WHAT} ({problem}); "
-            "results are written only into a new or empty folder or a training output: choose one"
-        )
+    if problem is None:
+        return True
+    if model_path is not None and _exists(str(model_path)):
+        if Path(model_path).resolve() == output_dir.resolve():
+            return False
+    raise StorageError(
+        f"{output_dir} already holds files that are not a sparse-transfer {WHAT} ({problem}); "
+        "results are written only into a new or empty folder, a training output, or the "
+        "evaluated model's own folder: choose one"
+    )
 
 
 def record_results(output_dir: Path) -> None:

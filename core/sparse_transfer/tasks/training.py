@@ -122,10 +122,11 @@ def train(
     inputs = [model_path, recipe_path, teacher_path]
     inputs += output_rules.path_inputs(model_args, data_args, task_args)
     rules = output_rules.replace_rules(overwrite_output_dir, inputs)
+    ours = True
     if training_args.do_train:  # refuse before training, not after it
         storage.check_replaceable(output_dir, **rules)
     else:  # evaluation/prediction only: the same rule, nothing written into others' folders
-        output_rules.check_results_folder(output_dir)
+        ours = output_rules.check_results_folder(output_dir, model_path)
 
     glue = data_args.task_name if spec.name == "text-classification" else None
     raw, sources = load_raw_datasets(data_args, seed=training_args.seed, glue_task=glue)
@@ -235,7 +236,8 @@ def train(
     write_json(staging / "run_summary.json", result.to_dict())
     if training_args.do_train and not (staging / "config.json").exists():
         raise SparseTransferError(f"training finished but no model was saved into {staging}")
-    output_rules.record_results(staging)
+    if ours:  # the evaluated model's own folder gets results, not our record
+        output_rules.record_results(staging)
     if staging != output_dir:
         storage.replace_directory(staging, output_dir, **rules)
     return result
