@@ -17,6 +17,7 @@ cached file changed in place (a hard link shares it) is never reused unverified.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -47,7 +48,8 @@ def still_verified(path: Path, sha256: str, size: int) -> bool:
         return True
     if sha256_file(path) != sha256:
         return False
-    stamp(path)
+    with contextlib.suppress(OSError):  # a cache we may read but not write: hash next time too
+        stamp(path)
     return True
 
 
@@ -71,7 +73,8 @@ class Cache:
             self.hits += 1
             return path
         if path.exists() or path.is_symlink():  # changed in place: never served again
-            path.unlink()
+            with contextlib.suppress(OSError):
+                path.unlink()
         return None
 
     def tmp_file(self) -> Path:
