@@ -44,6 +44,18 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--null_score_diff_threshold", type=float, default=d.null_score_diff_threshold
     )
+    parser.add_argument(
+        "--max_request_bytes",
+        type=int,
+        default=d.max_request_bytes,
+        help="largest request body accepted (bytes); larger ones get 413 before parsing",
+    )
+    parser.add_argument(
+        "--enable_model_repository",
+        action="store_true",
+        help="expose kserve's /v2/repository/models/NAME/load|unload (unauthenticated: "
+        "anyone reaching the port could unload the model); off by default",
+    )
     parser.set_defaults(handler=_handle)
 
 

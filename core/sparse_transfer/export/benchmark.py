@@ -105,7 +105,9 @@ def benchmark(
     if warnings:
         result["warnings"] = warnings
     if "onnxruntime" in engines:
-        model = OnnxModel(directory, threads=threads, check_cpu=False, engine=ort_engine)
+        model = OnnxModel(
+            directory, threads=threads, check_cpu=False, engine=ort_engine, verify=True
+        )
         result["ort_engine"] = model.engine
         runs = {}
         for b in batch_sizes:
@@ -291,7 +293,9 @@ def _ort_rounds(paths, pinned, ort_engines, batch, length, threads, vocab, round
         mine = [pinned[name]] if name in pinned else ort_engines
         for engine in mine:
             key = name if len(mine) == 1 else f"{name} [{engine}]"
-            model = OnnxModel(path.parent, threads=threads, check_cpu=False, engine=engine)
+            model = OnnxModel(
+                path.parent, threads=threads, check_cpu=False, engine=engine, verify=True
+            )
             feeds = _inputs(model, batch, length, vocab)
             for _ in range(warmup):
                 model.session.run(None, feeds)

@@ -93,7 +93,8 @@ def export_onnx(
         raise ExportError(f"--verify_dataset {verify_dataset}: no such file")
     dest = Path(output) if output else model_dir / "deployment"
     storage.clean_leftovers(dest)
-    storage.check_replaceable(dest, **_replace_rules(model_dir, overwrite))
+    protect = [model_dir, *([Path(verify_dataset)] if verify_dataset is not None else [])]
+    storage.check_replaceable(dest, **_replace_rules(overwrite, protect))
 
     model, tokenizer, spec = ox.load_for_export(model_dir, spec.name)
     fmt = _pick_format(model, model_dir, format, opset)
@@ -110,7 +111,8 @@ def export_onnx(
         if compress:
             report["sizes"]["compressed"] = _compress(tmp, report)
         _write_json(tmp / REPORT_FILE, report)
-        storage.replace_directory(tmp, dest, **_replace_rules(model_dir, overwrite))
+        storage.record_files(tmp, DEPLOYMENT)  # sha256 of every file: checked before use
+        storage.replace_directory(tmp, dest, **_replace_rules(overwrite, protect))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log.info("exported %s (%s) to %s", model_dir, fmt, dest)
@@ -508,12 +510,16 @@ def _json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value)}")
 
 
-def _replace_rules(model_dir: Path, overwrite: bool) -> dict[str, Any]:
-    """What `storage.replace_directory` may replace for a deployment."""
+DEPLOYMENT = "deployment"
+
+
+def _replace_rules(overwrite: bool, protect: list[Path]) -> dict[str, Any]:
+    """What `storage.replace_directory` may replace for a deployment: one we exported, whose
+    record of files still matches (a copied export_report.json proves nothing)."""
     return {
-        "recognise": lambda folder: (folder / REPORT_FILE).is_file(),
-        "what": "deployment",
+        "recognise": lambda folder: storage.ownership_problem(folder, DEPLOYMENT) is None,
+        "what": DEPLOYMENT,
         "overwrite": overwrite,
         "flag": "--overwrite",
-        "protect": [model_dir],
+        "protect": protect,
     }

@@ -125,6 +125,10 @@ def validate_parameters(
         except NonFiniteError as exc:
             errors.append(str(exc))
             continue
+        problem = _recipe_args_problem(key, value)
+        if problem:
+            errors.append(f"{source}: parameter '{key}': {problem}")
+            continue
         if not _type_ok(value, default):
             errors.append(
                 f"{source}: parameter '{key}' must be {type(default).__name__} "
@@ -140,6 +144,28 @@ def validate_parameters(
     if errors:
         raise PipelineError("\n".join(errors) + f"\nknown parameters: {', '.join(names)}")
     return clean
+
+
+def _recipe_args_errors(parameters: Mapping[str, Any], source: str) -> list[str]:
+    return [
+        f"{source}: parameter '{key}': {problem}"
+        for key, value in parameters.items()
+        if (problem := _recipe_args_problem(str(key), value))
+    ]
+
+
+def _recipe_args_problem(key: str, value: Any) -> str | None:
+    """What is wrong with a `*recipe_args` JSON string (NaN/inf, not an object), or None."""
+    from sparse_transfer.errors import RecipeError
+    from sparse_transfer.recipe import parse_recipe_args
+
+    if not (key.endswith("recipe_args") and isinstance(value, str)):
+        return None
+    try:
+        parse_recipe_args(value)
+    except RecipeError as exc:
+        return str(exc)
+    return None
 
 
 def _read_text(path: Path, source: str) -> str:
@@ -215,6 +241,8 @@ def load_run_config(
     for key in ("run_name", "experiment", "description"):
         if raw.get(key) is not None and not isinstance(raw[key], str):
             errors.append(f"{source}: '{key}' must be a string, got {raw[key]!r}")
+    if known_parameters is None:  # else `validate_parameters` checks them with the rest
+        errors += _recipe_args_errors(parameters, source)
     if local.get("seed_data", "") not in DATA_CHOICES:
         errors.append(
             f"{source}: local.seed_data is {local['seed_data']!r}; use one of {DATA_CHOICES}"

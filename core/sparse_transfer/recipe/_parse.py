@@ -144,8 +144,12 @@ def parse_recipe_args(recipe_args: dict[str, Any] | str | None) -> dict[str, Any
                 f"recipe_args is not valid JSON ({exc.msg} at column {exc.colno}): "
                 f"{_clip(recipe_args)}; example: '{{\"num_epochs\": 1}}'"
             ) from None
-        except (ValueError, RecursionError) as exc:
+        except RecursionError:
+            raise RecipeError(_TOO_DEEP) from None
+        except ValueError as exc:
             raise RecipeError(f"recipe_args: {exc}") from None
+    if _nesting(recipe_args) > MAX_ARGS_NESTING:  # checks below recurse per level
+        raise RecipeError(_TOO_DEEP)
     if not isinstance(recipe_args, dict):
         raise RecipeError(
             f"recipe_args must be a JSON object mapping variable names to values, got "
@@ -154,6 +158,31 @@ def parse_recipe_args(recipe_args: dict[str, Any] | str | None) -> dict[str, Any
     for name, value in recipe_args.items():
         require_finite(value, f"recipe_args: '{name}'", RecipeError)
     return dict(recipe_args)
+
+
+#: Deepest lists/objects accepted in recipe args (Python recursion stays far away).
+MAX_ARGS_NESTING = 32
+
+
+_TOO_DEEP = (
+    f"recipe_args: values nested more than {MAX_ARGS_NESTING} deep; a recipe variable is a "
+    "number, a string or a short list"
+)
+
+
+def _nesting(value: Any) -> int:
+    """Depth of nested lists/dicts, walked without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > MAX_ARGS_NESTING:
+            return deepest
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
 
 
 def _refuse_constant(name: str) -> Any:

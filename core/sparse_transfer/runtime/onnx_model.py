@@ -67,12 +67,17 @@ class OnnxModel:
         threads: int | None = None,
         check_cpu: bool = True,
         engine: str = "onnxruntime",
+        verify: bool = False,
     ):
         import onnxruntime as ort
 
         from sparse_transfer.runtime.engines import choose
 
         self.directory = _model_file(deployment_dir).parent
+        if verify:  # evaluate, benchmark, serve: the files are the exported ones, nothing added
+            from sparse_transfer import storage
+
+            storage.verify_recorded(self.directory)
         self.engine, self.path = choose(self.directory, engine, self.report)
         if check_cpu:
             from sparse_transfer.runtime.cpu_features import int8_variant_is_exact_here

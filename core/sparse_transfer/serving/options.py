@@ -36,6 +36,9 @@ class ServeOptions:
         multi_label_threshold: multi-label text classification cut-off on sigmoid scores.
         doc_stride / n_best_size / max_answer_length / version_2_with_negative /
         null_score_diff_threshold: question answering post-processing, as `evaluate`'s flags.
+        max_request_bytes: largest request body read; beyond it a 413, before parsing.
+        enable_model_repository: expose kserve's unauthenticated model-repository
+            load/unload routes (off: anyone reaching the port could unload the model).
     """
 
     model_name: str | None = None
@@ -55,6 +58,8 @@ class ServeOptions:
     max_answer_length: int = 30
     version_2_with_negative: bool = False
     null_score_diff_threshold: float = 0.0
+    max_request_bytes: int = 4 * 1024 * 1024
+    enable_model_repository: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -62,7 +67,8 @@ class ServeOptions:
             problems.append(f"engine {self.engine!r}: choose one of {', '.join(ENGINES)}")
         if not 0 <= self.http_port <= 65535:
             problems.append(f"http_port {self.http_port}: must be 0..65535")
-        for name in ("max_batch_size", "max_queue", "max_instances", "max_text_chars"):
+        for name in ("max_batch_size", "max_queue", "max_instances", "max_text_chars",
+                     "max_request_bytes"):  # fmt: skip
             if getattr(self, name) < 1:
                 problems.append(f"{name} {getattr(self, name)}: must be >= 1")
         if self.max_queue < self.max_instances:

@@ -40,6 +40,8 @@ def v2_instances(request, fields: tuple[str, ...]) -> list[dict[str, Any]]:
     for tensor in request.inputs:
         if tensor.name not in fields:
             raise InputError(f"input {tensor.name!r} is not accepted; inputs: {', '.join(fields)}")
+        if tensor.name in columns:  # a dict would silently keep the last one
+            raise InputError(f"input {tensor.name!r} is given twice; send each input once")
         if tensor.datatype != "BYTES":
             raise InputError(
                 f"input {tensor.name!r} has datatype {tensor.datatype}; send BYTES (strings)"

@@ -4,7 +4,10 @@ kserve's `ModelServer` holds the model registry and data plane (health, metadata
 v1/v2 inference, ``/metrics``); its ``start`` binds 0.0.0.0 and wants the model
 loaded first, so we start kserve's `RESTServer` on a socket we bind ourselves
 (127.0.0.1 locally, 0.0.0.0 in a pod) and load the model on a thread meanwhile:
-``/v2/health/ready`` and inference answer 503 until it is ready.
+``/v2/health/ready`` and inference answer 503 until it is ready. A deployment that
+cannot load stops the server: ``serve`` ends with one line and exit code 2 instead
+of answering 503 forever. Only inference, health, metadata and metrics are exposed
+(`guards`: no model-repository load/unload unless asked, bodies bounded).
 """
 
 from __future__ import annotations
@@ -48,16 +51,48 @@ def _exit_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
 
 
-def serve(folder: Path, report: dict[str, Any], options: ServeOptions) -> None:
-    """Blocks serving `folder` until SIGINT/SIGTERM."""
-    from fastapi.responses import JSONResponse
-    from kserve import ModelServer
-    from kserve import model_server as kserve_model_server
+def _rest_server(server, sock: socket.socket, options: ServeOptions):
+    """kserve's RESTServer with our guards: body limit, no repository routes unless asked."""
     from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
     from kserve.protocol.rest.server import RESTServer
 
+    from sparse_transfer.serving.guards import BodyLimit, NoRepository
+
+    class GuardedRESTServer(RESTServer):
+        def _add_middlewares(self, app) -> None:
+            super()._add_middlewares(app)
+            app.add_middleware(BodyLimit, limit=options.max_request_bytes)
+            if not options.enable_model_repository:
+                app.add_middleware(NoRepository)  # added last: the outermost
+
+    if options.enable_model_repository:
+        log.warning(
+            "--enable_model_repository: POST /v2/repository/models/NAME/load|unload is open to "
+            "anyone who reaches this port (no authentication); keep it behind a trusted proxy"
+        )
+    return GuardedRESTServer(
+        FASTAPI_APP_IMPORT_STRING,
+        server.dataplane,
+        server.model_repository_extension,
+        sock.getsockname()[1],
+        workers=1,
+    )
+
+
+def serve(folder: Path, report: dict[str, Any], options: ServeOptions) -> None:
+    """Blocks serving `folder` until SIGINT/SIGTERM.
+
+    Raises:
+        ServingError: the deployment could not be loaded (the server stops first).
+    """
+    from fastapi.responses import JSONResponse
+    from kserve import ModelServer
+    from kserve import model_server as kserve_model_server
+
     from sparse_transfer.serving.batching import QueueFull
     from sparse_transfer.serving.engines import select_engine
+    from sparse_transfer.serving.guards import all_models_ready
+    from sparse_transfer.serving.options import ServingError
     from sparse_transfer.serving.predictor import DeploymentModel
 
     select_engine(options.engine)  # refuse an engine that cannot run before listening
@@ -67,23 +102,25 @@ def serve(folder: Path, report: dict[str, Any], options: ServeOptions) -> None:
         http_port=sock.getsockname()[1], enable_grpc=False, workers=1, enable_docs_url=False
     )
     server.register_model(model)
+    server.dataplane.ready = all_models_ready(server.dataplane.model_registry)
 
     async def queue_full(_request, exc: QueueFull):
         return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "1"})
 
     kserve_model_server.app.add_exception_handler(QueueFull, queue_full)
-    rest = RESTServer(
-        FASTAPI_APP_IMPORT_STRING,
-        server.dataplane,
-        server.model_repository_extension,
-        sock.getsockname()[1],
-        workers=1,
-    )
+    rest = _rest_server(server, sock, options)
     _exit_on_sigterm()
-    threading.Thread(target=model.load, name="load-deployment", daemon=True).start()
+
+    def load() -> None:
+        if not model.load():
+            rest._server.should_exit = True  # uvicorn's Server: stop serving, return from run
+
+    threading.Thread(target=load, name="load-deployment", daemon=True).start()
     log.info("listening on http://%s:%d (model %r)", *sock.getsockname()[:2], model.name)
     try:
         rest.run(sockets=[sock])
     finally:
         model.stop()  # engines holding a process (the DeepSparse worker) release it
         log.info("stopped")
+    if model.load_error is not None:
+        raise ServingError(f"{folder}: the deployment cannot be loaded: {model.load_error}")

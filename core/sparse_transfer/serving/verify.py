@@ -6,7 +6,9 @@ Three checks run before the model is loaded; each failure names its reason:
   re-hashes every file of a published folder, s3:// URI or zoo stub against its
   ``manifest.json``; a plain local export folder has no manifest and is served as is;
 * ``export_report.json`` says the ONNX-vs-torch parity check passed;
-* an int8 deployment computes exact integer products on this CPU (`runtime.int8_variant_is_exact_here`).
+* an int8 deployment computes exact integer products on this CPU (`runtime.int8_variant_is_exact_here`);
+* every file hashes as recorded at export (`storage.verify_recorded`) and nothing was
+  added beside them: a changed classifier bias or an added ``added_tokens.json`` is refused.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sparse_transfer import storage
 from sparse_transfer.runtime.cpu_features import int8_variant_is_exact_here
 from sparse_transfer.serving.options import ServingError
 
@@ -40,6 +43,8 @@ def read_report(folder: Path) -> dict[str, Any]:
         report = json.loads((folder / "export_report.json").read_text())
     except json.JSONDecodeError as exc:
         raise ServingError(f"{folder / 'export_report.json'}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ServingError(f"{folder / 'export_report.json'}: nested too deeply to read") from None
     if not isinstance(report, dict):
         raise ServingError(f"{folder / 'export_report.json'}: expected a JSON object")
     return report
@@ -70,6 +75,7 @@ def verify_deployment(folder: Path, engine: str = "onnxruntime") -> dict[str, An
     ok, why = int8_variant_is_exact_here(report, engine)
     if not ok:
         raise ServingError(f"{where}: the int8 variant is not exact on this CPU: {why}")
+    storage.verify_recorded(folder)
     if engine == "onnxruntime-sparse":  # refuse before listening, with the reason
         from sparse_transfer.errors import ExportError
         from sparse_transfer.runtime.engines import choose

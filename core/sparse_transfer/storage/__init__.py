@@ -28,6 +28,13 @@ from sparse_transfer.storage._manifest import (
     now_iso,
     sha256_file,
 )
+from sparse_transfer.storage._owned import (
+    RECORD,
+    ownership_problem,
+    read_record,
+    record_files,
+    verify_recorded,
+)
 from sparse_transfer.storage._publish import (
     KEEP_VERSIONS,
     PublishConflict,
@@ -66,6 +73,7 @@ __all__ = [
     "Location",
     "Manifest",
     "PublishConflict",
+    "RECORD",
     "build_manifest",
     "cache_root",
     "check_replaceable",
@@ -83,14 +91,18 @@ __all__ = [
     "list_published",
     "materialize",
     "now_iso",
+    "ownership_problem",
     "parse_uri",
     "publish_lock",
     "read_manifest",
+    "read_record",
+    "record_files",
     "read_text",
     "replace_directory",
     "sha256_file",
     "staging_dir",
     "upload_dir",
+    "verify_recorded",
     "write_bytes_atomic",
     "write_text_atomic",
 ]

@@ -9,11 +9,15 @@ Layout under `$SPARSE_TRANSFER_CACHE` (default `~/.cache/sparse-transfer`):
 
 A blob enters the cache only after its size and sha256 matched, and by an
 atomic rename, so a cache hit never needs the network and never returns a
-partial file.
+partial file. Every verified file is stamped with a fixed modification time
+(`STAMP_NS`); a hit is re-checked cheaply (size and that stamp: anything that
+wrote into the file changed its mtime) and hashed again only on a mismatch, so a
+cached file changed in place (a hard link shares it) is never reused unverified.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -23,6 +27,30 @@ from pathlib import Path
 
 from sparse_transfer.errors import StorageError
 from sparse_transfer.storage._manifest import sha256_file
+
+#: The mtime every verified cache file carries (2000-01-01T00:00:00Z): writes change it.
+STAMP_NS = 946_684_800 * 10**9
+
+
+def stamp(path: Path) -> None:
+    os.utime(path, ns=(STAMP_NS, STAMP_NS), follow_symlinks=False)
+
+
+def still_verified(path: Path, sha256: str, size: int) -> bool:
+    """Size and stamp match (cheap), else the full hash does (then re-stamped)."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    if not path.is_file() or path.is_symlink() or st.st_size != size:
+        return False
+    if st.st_mtime_ns == STAMP_NS:
+        return True
+    if sha256_file(path) != sha256:
+        return False
+    with contextlib.suppress(OSError):  # a cache we may read but not write: hash next time too
+        stamp(path)
+    return True
 
 
 def cache_root() -> Path:
@@ -41,9 +69,12 @@ class Cache:
 
     def lookup(self, sha256: str, size: int) -> Path | None:
         path = self.blob_path(sha256)
-        if path.is_file() and path.stat().st_size == size:
+        if still_verified(path, sha256, size):
             self.hits += 1
             return path
+        if path.exists() or path.is_symlink():  # changed in place: never served again
+            with contextlib.suppress(OSError):
+                path.unlink()
         return None
 
     def tmp_file(self) -> Path:
@@ -84,6 +115,7 @@ class Cache:
         dest = self.blob_path(sha256)
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(tmp, 0o444)
+        stamp(tmp)
         os.replace(tmp, dest)
         self.misses += 1
         return dest
@@ -115,7 +147,7 @@ class Cache:
     def named(self, blob: Path, sha256: str, name: str) -> Path:
         """`files/<sha256>/<name>`: the blob under its own file name (suffixes matter to loaders)."""
         target = self.root / "files" / sha256 / name
-        if not target.is_file():
+        if not still_verified(target, sha256, blob.stat().st_size):
             tmp = target.parent / f".{name}.{os.getpid()}.tmp"
             tmp.unlink(missing_ok=True)
             link_or_copy(blob, tmp)
@@ -130,3 +162,4 @@ def link_or_copy(src: Path, dest: Path) -> None:
         os.link(src, dest)
     except OSError:
         shutil.copyfile(src, dest)
+        stamp(dest)

@@ -40,6 +40,10 @@ class Manifest:
     created: str = ""
     base: str = ""  # folder of the files, relative to the manifest ("" = beside it)
     history: list[str] = field(default_factory=list)  # bases of older versions kept
+    #: "download" for what `download_dir` wrote (a copy, replaceable by another download);
+    #: "" for a publish. `folder` is the (device, inode) the download was written in.
+    origin: str = ""
+    folder: list[int] = field(default_factory=list)
 
     def to_json(self) -> str:
         data: dict = {
@@ -49,6 +53,9 @@ class Manifest:
         if self.base:
             data["base"] = self.base
             data["history"] = list(self.history)
+        if self.origin:
+            data["origin"] = self.origin
+            data["folder"] = list(self.folder)
         data["total_size"] = sum(f.size for f in self.files)
         data["files"] = [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in self.files]
         return json.dumps(data, indent=2, sort_keys=False)
@@ -139,7 +146,13 @@ def parse_manifest(text: str | bytes, where: str) -> Manifest:
         created=str(data.get("created", "")),
         base=base,
         history=[str(h) for h in history],
+        origin=str(data.get("origin") or ""),
+        folder=[x for x in _list(data.get("folder")) if isinstance(x, int)],
     )
+
+
+def _list(value: object) -> list:
+    return value if isinstance(value, list) else []
 
 
 def local_files(directory: Path) -> list[str]:

@@ -12,17 +12,19 @@ import shutil
 from pathlib import Path
 
 from sparse_transfer.errors import StorageError
-from sparse_transfer.storage._cache import Cache, link_or_copy
+from sparse_transfer.storage._cache import Cache, link_or_copy, stamp, still_verified
 from sparse_transfer.storage._local import LocalStore
 from sparse_transfer.storage._manifest import (
     MANIFEST_NAME,
     FileEntry,
     Manifest,
     build_manifest,
+    local_files,
     now_iso,
     parse_manifest,
     sha256_file,
 )
+from sparse_transfer.storage._owned import RECORD, download_problem
 from sparse_transfer.storage._s3 import S3Store
 from sparse_transfer.storage._swap import (
     replace_directory,
@@ -176,16 +178,21 @@ def _materialize_entries(
             source = _fetch_entry(store, entry, cache, rel_prefix)
             target = tmp.joinpath(*entry.path.split("/"))
             target.parent.mkdir(parents=True, exist_ok=True)
-            if link:
-                link_or_copy(source, target)
-            else:
+            if link and not isinstance(store, LocalStore):
+                link_or_copy(source, target)  # a cache blob
+            else:  # never a hard link to a published file: a write there would reach the copy
                 shutil.copyfile(source, target)
-        manifest = Manifest(files=list(entries), created=now_iso())
+                if link:
+                    stamp(target)
+        st = tmp.stat()  # a rename keeps it: what makes the download ours (see _owned)
+        manifest = Manifest(
+            files=list(entries), created=now_iso(), origin="download", folder=[st.st_dev, st.st_ino]
+        )
         write_bytes_atomic(tmp / MANIFEST_NAME, manifest.to_json().encode())
         replace_directory(
             tmp,
             dest,
-            recognise=lambda path: (path / MANIFEST_NAME).is_file(),
+            recognise=lambda path: download_problem(path) is None,
             what="download (manifest.json)",
             overwrite=overwrite,
             flag="overwrite (`zoo pull --force`)",
@@ -214,11 +221,19 @@ def materialize(uri: str | Path, subdir: str | None = None, *, cache: Cache | No
     if isinstance(store, LocalStore):
         for entry in entries:
             _fetch_entry(store, entry, cache, prefix)
-        return store.path(prefix)
+        unlisted = _unlisted(store.path(prefix), entries)
+        if not unlisted:
+            return store.path(prefix)
+        # loaders read whole folders: they get a copy of the listed files only
+        log.warning("%s holds files its manifest does not list (%s); reading a clean copy",
+                    store.path(prefix), ", ".join(unlisted[:3]))  # fmt: skip
     target = cache.dir_path(Manifest(files=entries).digest)
     if target.is_dir():
-        cache.hits += len(entries)
-        return target
+        if _cached_dir_intact(target, entries):
+            cache.hits += len(entries)
+            return target
+        log.warning("%s was changed since it was verified; rebuilding it", target)
+        shutil.rmtree(target)
     try:
         _materialize_entries(
             store, prefix, entries, target, overwrite=False, cache=cache, link=True
@@ -228,6 +243,22 @@ def materialize(uri: str | Path, subdir: str | None = None, *, cache: Cache | No
             return target
         raise
     return target
+
+
+def _unlisted(folder: Path, entries: list[FileEntry]) -> list[str]:
+    """Files under `folder` that `entries` do not list (our manifest and markers aside)."""
+    listed = {e.path for e in entries}
+    return [rel for rel in local_files(folder) if rel not in listed and rel != RECORD]
+
+
+def _cached_dir_intact(target: Path, entries: list[FileEntry]) -> bool:
+    """A materialised cache folder still holds exactly the verified files (size + stamp,
+    the hash only where those differ)."""
+    if _unlisted(target, entries):
+        return False
+    return all(
+        still_verified(target.joinpath(*e.path.split("/")), e.sha256, e.size) for e in entries
+    )
 
 
 def fetch_file(uri: str | Path, *, sha256: str | None = None, size: int | None = None) -> Path:

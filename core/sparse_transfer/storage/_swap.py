@@ -74,16 +74,27 @@ def chmod_as_umask(path: Path, *, directory: bool) -> None:
 
 
 # -- staging --------------------------------------------------------------------------
-def _owner_record() -> str:
-    return json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
+def _owner_record(folder: Path) -> str:
+    st = os.stat(folder)
+    return json.dumps(
+        {"pid": os.getpid(), "host": socket.gethostname(), "folder": [st.st_dev, st.st_ino]}
+    )
 
 
 def _owner_alive(folder: Path) -> bool | None:
-    """True/False for a marked folder's owner process; None when the folder is not marked."""
+    """True/False for a marked folder's owner process; None when the folder is not marked.
+
+    A marker names the folder it was written in (device, inode): one copied into
+    another folder (issue 26) does not make that folder ours. Markers written before
+    that field existed name no folder and are still read.
+    """
     try:
         owner = json.loads((folder / MARKER).read_text())
         pid, host = int(owner["pid"]), str(owner["host"])
-    except (OSError, ValueError, KeyError, TypeError):
+        st = os.stat(folder)
+        if owner.get("folder", [st.st_dev, st.st_ino]) != [st.st_dev, st.st_ino]:
+            return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     if host != socket.gethostname():
         return True  # another machine's process: we cannot tell, so never touch it
@@ -99,7 +110,7 @@ def _owner_alive(folder: Path) -> bool | None:
 
 
 def _mark(folder: Path) -> None:
-    (folder / MARKER).write_text(_owner_record())
+    (folder / MARKER).write_text(_owner_record(folder))
 
 
 def staging_dir(target: Path, *, fixed_suffix: str | None = None, reuse: bool = False) -> Path:

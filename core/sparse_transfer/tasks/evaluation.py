@@ -15,6 +15,7 @@ import numpy as np
 
 from sparse_transfer.errors import DataError
 from sparse_transfer.runtime.engines import ENGINE_HELP, ENGINES
+from sparse_transfer.tasks import output_dir as output_rules
 from sparse_transfer.tasks.args import DataArguments
 from sparse_transfer.tasks.outputs import write_json
 from sparse_transfer.tasks.registry import get_task
@@ -113,6 +114,9 @@ def evaluate(
     spec = get_task(eval_args.task)
     if task_args is None and spec.args_class is not None:
         task_args = spec.args_class()
+    ours = True
+    if eval_args.output_dir:  # refused before any work, as training refuses
+        ours = output_rules.check_results_folder(Path(eval_args.output_dir), eval_args.model_path)
     model_dir = resolve(eval_args.model_path, "deployment", root=zoo)
     is_onnx = Path(model_dir, "model.onnx").exists()
     raw, splits, prepared = _load_data(spec, eval_args, data_args, task_args)
@@ -126,7 +130,7 @@ def evaluate(
     else:
         run = _evaluate_torch(model_dir, spec, prepared, tokenizer, splits, eval_args)
     metrics, outputs, label_ids, sparsity = run
-    results_file = _write_results(eval_args, metrics, sparsity)
+    results_file = _write_results(eval_args, metrics, sparsity, ours)
     return EvaluationResult(
         task=spec.name,
         model=eval_args.model_path,
@@ -167,7 +171,9 @@ def _evaluate_onnx(model_dir, spec, prepared, tokenizer, splits, eval_args):
     metrics: dict[str, Any] = {}
     outputs: dict[str, dict[str, np.ndarray]] = {}
     label_ids: dict[str, Any] = {}
-    onnx_model = OnnxModel(model_dir, threads=eval_args.threads, engine=eval_args.engine)
+    onnx_model = OnnxModel(
+        model_dir, threads=eval_args.threads, engine=eval_args.engine, verify=True
+    )
     for split in splits:
         feats = prepared.preprocess(split, tokenizer, train=False)
         outputs[split], label_ids[split] = predict_numpy(
@@ -208,7 +214,7 @@ def _evaluate_torch(model_dir, spec, prepared, tokenizer, splits, eval_args):
     return metrics, outputs, label_ids, sparsity
 
 
-def _write_results(eval_args: EvaluateArguments, metrics: dict, sparsity) -> str | None:
+def _write_results(eval_args: EvaluateArguments, metrics: dict, sparsity, ours: bool) -> str | None:
     """eval_results.json in ``--output_dir`` (never into what was read, issue 13.3)."""
     if not eval_args.output_dir:
         return None
@@ -218,6 +224,8 @@ def _write_results(eval_args: EvaluateArguments, metrics: dict, sparsity) -> str
     Path(eval_args.output_dir).mkdir(parents=True, exist_ok=True)
     results_file = Path(eval_args.output_dir) / "eval_results.json"
     write_json(results_file, written)
+    if ours:
+        output_rules.record_results(Path(eval_args.output_dir))
     return str(results_file)
 
 

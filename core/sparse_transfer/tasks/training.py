@@ -95,10 +95,13 @@ def train(
         task_args = spec.args_class()
     training_args = _check_request(training_args)
     output_dir = Path(training_args.output_dir).resolve()
-    refs = _References.resolve(model_args, data_args, zoo)
+    refs = _References.resolve(model_args, data_args, task_args, zoo)
     rules = output_rules.replace_rules(overwrite_output_dir, refs.inputs)
+    ours = True
     if training_args.do_train:  # refuse before training, not after it
         storage.check_replaceable(output_dir, **rules)
+    else:  # evaluation/prediction only: the same rule, nothing written into others' folders
+        ours = output_rules.check_results_folder(output_dir, refs.model)
     raw, prepared = _load_data(spec, data_args, task_args, training_args)
     model, tokenizer, teacher = _load_models(spec, prepared, model_args, refs)
     recipe = load_task_recipe(refs.recipe, model_args.recipe_args, spec, model, teacher)
@@ -122,7 +125,7 @@ def train(
         truncated=dict(prepared.truncated),
         max_seq_length=prepared.max_seq_length,
     )
-    _write_results(result, all_metrics, training_args, staging, output_dir, rules)
+    _write_results(result, all_metrics, training_args, staging, output_dir, rules, ours)
     return result
 
 
@@ -137,7 +140,7 @@ class _References:
     inputs: list
 
     @classmethod
-    def resolve(cls, model_args: ModelArguments, data_args: DataArguments, zoo: str | None):
+    def resolve(cls, model_args: ModelArguments, data_args: DataArguments, task_args, zoo):
         model_path = _resolve(model_args.model_name_or_path, "model", zoo)
         recipe_path = resolve_recipe(model_args.recipe, zoo)
         teacher_ref = (
@@ -145,7 +148,7 @@ class _References:
         )
         teacher_path = _resolve(teacher_ref, "teacher", zoo)
         inputs = [model_path, recipe_path, teacher_path]
-        inputs += [data_args.train_file, data_args.validation_file]
+        inputs += output_rules.path_inputs(model_args, data_args, task_args)
         return cls(model_path, recipe_path, teacher_ref, teacher_path, inputs)
 
 
@@ -266,8 +269,9 @@ def _run(trainer, spec, prepared, features, eval_sets, training_args, checkpoint
 
     all_metrics: dict[str, Any] = {}
     if training_args.do_train:
-        result = trainer.train(resume_from_checkpoint=checkpoint)
-        trainer.save_model()
+        with output_rules.os_errors_in(Path(training_args.output_dir)):  # a full disk: one line
+            result = trainer.train(resume_from_checkpoint=checkpoint)
+            trainer.save_model()
         train_metrics = dict(result.metrics)
         train_metrics["train_samples"] = len(features["train"])
         trainer.log_metrics("train", train_metrics)
@@ -288,7 +292,7 @@ def _run(trainer, spec, prepared, features, eval_sets, training_args, checkpoint
     return all_metrics
 
 
-def _write_results(result, all_metrics, training_args, staging, output_dir, rules) -> None:
+def _write_results(result, all_metrics, training_args, staging, output_dir, rules, ours) -> None:
     """eval_results.json and run_summary.json, then the staged folder swapped in (rank 0)."""
     from sparse_transfer.training.distributed import is_main_process
 
@@ -299,5 +303,7 @@ def _write_results(result, all_metrics, training_args, staging, output_dir, rule
     write_json(staging / "run_summary.json", result.to_dict())
     if training_args.do_train and not (staging / "config.json").exists():
         raise SparseTransferError(f"training finished but no model was saved into {staging}")
+    if ours:  # the evaluated model's own folder gets results, not our record
+        output_rules.record_results(staging)
     if staging != output_dir:
         storage.replace_directory(staging, output_dir, **rules)

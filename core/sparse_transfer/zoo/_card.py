@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from sparse_transfer import safe_yaml
 from sparse_transfer.errors import ZooError
 
 CARD_NAME = "model.md"
@@ -58,15 +59,49 @@ def parse_card(text: str, where: str = CARD_NAME) -> ModelCard:
             break
     else:
         raise ZooError(f"{where}: front matter opened with '---' on line 1 is never closed")
+    # anyone who can push writes this YAML: the guarded loader bounds aliases and nesting
+    source = f"{where} front matter"
     try:
-        meta = yaml.safe_load("\n".join(lines[1:end])) or {}
-    except yaml.YAMLError as exc:
-        raise ZooError(f"{where}: front matter is not valid YAML: {exc}") from exc
+        meta = safe_yaml.load("\n".join(lines[1:end]), source, error=ZooError) or {}
+    except ZooError as exc:
+        raise ZooError(str(exc).replace(": invalid YAML:", " is not valid YAML:")) from None
     if not isinstance(meta, dict):
         raise ZooError(
             f"{where}: front matter must be a mapping of fields, got {type(meta).__name__}"
         )
+    check_meta(meta, where)
     return ModelCard(meta, "\n".join(lines[end + 1 :]).strip() + "\n")
+
+
+#: Card fields that readers (list, search, resolve) use as text.
+_TEXT_FIELDS = ("stub", "task", "dataset", "parent", "recipe", "base_model")
+
+
+def check_meta(meta: dict[str, Any], where: str) -> None:
+    """Refuses card fields that `list`/`search`/`resolve` could not use: wrong types, NaN/inf.
+
+    A pushed card is read by everyone who lists the zoo, so a field of the wrong
+    type must fail here, naming the field, not as an AttributeError in a reader.
+    """
+    from sparse_transfer.validation import require_finite
+
+    require_finite(meta, f"{where}: field", ZooError)
+    for name in _TEXT_FIELDS:
+        if meta.get(name) is not None and not isinstance(meta[name], str):
+            raise ZooError(f"{where}: field '{name}' must be text, got {meta[name]!r:.80}")
+    sparsity = meta.get("sparsity")
+    if sparsity is not None and (
+        isinstance(sparsity, bool)
+        or not isinstance(sparsity, (int, float))
+        or not 0 <= sparsity <= 1
+    ):
+        raise ZooError(f"{where}: field 'sparsity' must be a number in 0..1, got {sparsity!r:.80}")
+    if meta.get("metrics") is not None and not isinstance(meta["metrics"], dict):
+        raise ZooError(f"{where}: field 'metrics' must be a mapping, got {meta['metrics']!r:.80}")
+    if "quantized" in meta and not isinstance(meta["quantized"], bool):
+        raise ZooError(
+            f"{where}: field 'quantized' must be true or false, got {meta['quantized']!r:.80}"
+        )
 
 
 def default_body(meta: dict[str, Any], files: list[str]) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 
 from sparse_transfer import storage
 from sparse_transfer.errors import StorageError, ZooError
-from sparse_transfer.zoo._card import CARD_NAME, ModelCard, default_body, parse_card
+from sparse_transfer.zoo._card import CARD_NAME, ModelCard, check_meta, default_body, parse_card
 from sparse_transfer.zoo._stub import Stub, is_stub, parse_stub, stub_query
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,10 @@ KINDS = ("model", "recipe", "teacher", "deployment")
 DEFAULT_RECIPE = "recipe/recipe.yaml"
 RECIPE_SUFFIXES = (".yaml", ".yml", ".md")
 # Trainer checkpoint state that a zoo entry must not carry (pickles, optimizer state).
-_SKIP_TRAINING_FILES = {"training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt", CARD_NAME}
+_SKIP_TRAINING_FILES = {"training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt", CARD_NAME,
+                        storage.RECORD}  # fmt: skip
+#: What each part of an entry must hold to be usable (checked before anything is uploaded).
+WEIGHT_PATTERNS = ("model*.safetensors", "pytorch_model*.bin")
 
 
 def zoo_root(root: str | Path | None = None) -> str:
@@ -234,9 +237,58 @@ def _read_card(uri: str, manifest: storage.Manifest) -> ModelCard:
 
 # -- push / pull ----------------------------------------------------------------------
 def _is_entry_layout(directory: Path) -> bool:
+    """An entry being assembled (model.md, training/, recipe/), not a model output dir: a
+    training output that holds a recipe/ folder is still a training output."""
+    if (directory / "config.json").is_file():
+        return False
     return (directory / CARD_NAME).is_file() or any(
         (directory / d).is_dir() for d in ("training", "recipe")
     )
+
+
+def _refuse_links_out(src: Path) -> None:
+    """A symbolic link leaving the pushed folder (or leading nowhere) is refused: pushing
+    `../../secrets/credentials` would publish it to everyone who can pull. So are named
+    pipes and devices (reading one blocks or never ends)."""
+    root = src.resolve()
+    for folder, dirs, files in os.walk(src):
+        for name in sorted(dirs + files):
+            path = Path(folder) / name
+            rel = path.relative_to(src)
+            if not path.is_symlink():
+                if not (path.is_file() or path.is_dir()):  # copying a named pipe would hang
+                    raise ZooError(
+                        f"cannot push {src}: {rel} is not a regular file (a named pipe, socket "
+                        "or device); nothing was published"
+                    )
+                continue
+            if not path.exists():
+                raise ZooError(
+                    f"cannot push {src}: {rel} is a dangling symbolic link (to "
+                    f"{os.readlink(path)}); remove it or point it at a file in the folder"
+                )
+            target = path.resolve()
+            if target != root and root not in target.parents:
+                raise ZooError(
+                    f"cannot push {src}: {rel} is a symbolic link to {target}, outside the "
+                    "pushed folder; nothing was published (copy the file in if it belongs)"
+                )
+
+
+def _refuse_incomplete(staging: Path, src: Path) -> None:
+    """Each part holds what its kind needs: weights and config for training/, model.onnx
+    for deployment/ (a push without them printed "pushed" and broke the entry)."""
+    training, deployment = staging / "training", staging / "deployment"
+    if training.is_dir():
+        if not (training / "config.json").is_file():
+            raise ZooError(f"cannot push {src}: the training part has no config.json")
+        if not any(any(training.glob(p)) for p in WEIGHT_PATTERNS):
+            raise ZooError(
+                f"cannot push {src}: the training part has no weights (model.safetensors or "
+                "pytorch_model.bin); nothing was published"
+            )
+    if deployment.is_dir() and not (deployment / "model.onnx").is_file():
+        raise ZooError(f"cannot push {src}: deployment/ has no model.onnx; nothing was published")
 
 
 def _stage_entry(src: Path, staging: Path) -> None:
@@ -412,7 +464,9 @@ def push(
     with tempfile.TemporaryDirectory(prefix="zoo-push-") as tmp:
         staging = Path(tmp) / "entry"
         staging.mkdir()
+        _refuse_links_out(src)
         _stage_entry(src, staging)
+        _refuse_incomplete(staging, src)
         _refuse_non_finite_weights(staging, src)
         existing = (
             parse_card((staging / CARD_NAME).read_text())
@@ -428,6 +482,7 @@ def push(
         if parent:
             meta["parent"] = parent
         meta.setdefault("created", storage.now_iso())
+        check_meta(meta, f"cannot push {src}: model card")
         if "sparsity" not in meta and "pruned" not in stub_obj.sparse_tag:
             meta.setdefault("sparsity", 0.0)
         if (staging / "recipe").is_dir() and "recipe" not in meta:
@@ -549,6 +604,9 @@ def search(
     entries without one never match a sparsity filter); `has` requires a part
     (``training``, ``recipe``, ``deployment``).
     """
+    for name, bound in (("min_sparsity", min_sparsity), ("max_sparsity", max_sparsity)):
+        if bound is not None and not 0 <= bound <= 1:  # False for NaN too
+            raise ZooError(f"--{name} {bound}: must be a number in 0..1")
     out = []
     for entry in list_entries(domain, root=root):
         stub = parse_stub(entry["stub"])
