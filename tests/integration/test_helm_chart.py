@@ -8,6 +8,7 @@ strict mode, so a misspelled field fails too.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -21,6 +22,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.kfp_launcher_rules import LauncherConfigError, s3_session_info
 
 pytestmark = pytest.mark.integration
 
@@ -669,6 +672,38 @@ def test_notes_template_the_launcher_patch_for_our_bucket_only():
         },
     }
     assert "runs execute in" not in notes  # installed where the runs run
+    # The launcher refuses an `s3` section without `default` credentials, even with an override
+    # matching the root (backend/src/v2/config/s3.go ProvideSessionInfo): the patch has both.
+    session = s3_session_info(providers, "s3://mlpipeline/sparse-transfer/runs/run-1")
+    assert session == {
+        "endpoint": "minio-service.kubeflow:9000",
+        "region": "minio",
+        "secretName": "mlpipeline-minio-artifact",
+    }
+    assert providers["s3"]["default"]["credentials"] == override["credentials"]
+
+
+@needs_helm
+def test_aws_outside_us_east_1_gets_the_regional_endpoint():
+    """Path style on the global endpoint only works for us-east-1 buckets."""
+    base = ["--set", "s3.accessKey=a", "--set", "s3.secretKey=b"]
+    docs = render(None, *base, "--set", "s3.region=eu-west-1")
+    secret = one(docs, "Secret", "sparse-transfer-s3")
+    endpoint = base64.b64decode(secret["data"]["AWS_ENDPOINT_URL"]).decode()
+    assert endpoint == "https://s3.eu-west-1.amazonaws.com"
+    docs = render(None, *base)
+    endpoint = base64.b64decode(
+        one(docs, "Secret", "sparse-transfer-s3")["data"]["AWS_ENDPOINT_URL"]
+    )
+    assert endpoint.decode() == "https://s3.amazonaws.com"
+
+
+def test_launcher_rules_refuse_overrides_without_a_default():
+    """What the old patch (overrides only) did on every KFP release from 2.3 to 2.17."""
+    override = {"bucketName": "b", "keyPrefix": "p", "credentials": {"fromEnv": True}}
+    with pytest.raises(LauncherConfigError, match="missing default credentials"):
+        s3_session_info({"s3": {"overrides": [override]}}, "s3://b/p/run")
+    assert s3_session_info({}, "s3://b/p/run") == {"fromEnv": "true"}
 
 
 @needs_helm

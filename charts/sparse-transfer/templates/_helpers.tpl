@@ -65,7 +65,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if .Values.minio.enabled }}
 {{- printf "%s.%s.svc:9000" (include "sparse-transfer.minioName" .) .Release.Namespace }}
 {{- else }}
-{{- .Values.s3.endpoint | trimPrefix "https://" | trimPrefix "http://" | trimSuffix "/" }}
+{{- $endpoint := .Values.s3.endpoint | trimPrefix "https://" | trimPrefix "http://" | trimSuffix "/" }}
+{{- /* AWS: the global endpoint answers path-style requests for us-east-1 buckets only; others
+get a 301 to the regional endpoint, which the launcher and boto3 do not follow. */}}
+{{- if and (eq $endpoint "s3.amazonaws.com") (ne .Values.s3.region "us-east-1") }}
+{{- printf "s3.%s.amazonaws.com" .Values.s3.region }}
+{{- else }}
+{{- $endpoint }}
+{{- end }}
 {{- end }}
 {{- end }}
 
