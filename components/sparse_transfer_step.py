@@ -27,6 +27,7 @@ def sparse_transfer(
     accelerator_limit: str = "0",
     trainjob_image: str = "",
     s3_secret: str = "",
+    settings_config_map: str = "",
 ):
     """Fine-tunes the pre-sparsified `model` with `recipe`, distilling from `teacher`.
 
@@ -39,6 +40,7 @@ def sparse_transfer(
     scale = ScaleOut(
         num_nodes, nproc_per_node, accelerator_type, int(accelerator_limit or 0),
         work_uri=f"{sparse_model.uri}-trainjob", image=trainjob_image, s3_secret=s3_secret,
+        settings_config_map=settings_config_map,
     )  # fmt: skip
 
     summary = train_step(

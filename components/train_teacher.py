@@ -24,6 +24,7 @@ def train_teacher(
     accelerator_limit: str = "0",
     trainjob_image: str = "",
     s3_secret: str = "",
+    settings_config_map: str = "",
 ):
     """Fine-tunes `base_model` densely with `recipe` (no teacher of its own).
 
@@ -37,6 +38,7 @@ def train_teacher(
     scale = ScaleOut(
         num_nodes, nproc_per_node, accelerator_type, int(accelerator_limit or 0),
         work_uri=f"{teacher.uri}-trainjob", image=trainjob_image, s3_secret=s3_secret,
+        settings_config_map=settings_config_map,
     )  # fmt: skip
 
     args = dict(training_args, **({"seed": seed} if seed >= 0 else {}))

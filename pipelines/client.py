@@ -233,15 +233,16 @@ def _seed_data(directory: Path) -> dict[str, str]:
 
 # ------------------------------------------------------------------ cluster
 
-# The oldest KFP backend the compiled specs run on as written. Per-task resource and
-# accelerator placeholders are read by the driver from 2.4 (backend/src/v2/driver/driver.go,
-# initPodSpecPatch) and `secretAsEnv.secretNameParameter` from 2.5, but `SecretAsEnv.optional`
-# (the optional AWS_DEFAULT_REGION key; kfp-kubernetes 2.17 emits the field on every Secret)
-# only exists from 2.15.0 (kubernetes_platform/proto/kubernetes_executor_config.proto). Older
-# drivers drop fields they do not know (backend/src/common/util/json.go UnmarshalString), so an
-# optional key would turn required and a Secret without it would stop the step.
-# tests/unit/test_compiled_specs.py parses the specs strictly with that release's protos.
-MIN_BACKEND = (2, 15, 0)
+# The KFP backends the compiled specs are checked against (tests/unit/test_compiled_specs.py
+# reads them with each release's protos, as its API server and driver do): Kubeflow 1.10.x ships
+# 2.5.0, Kubeflow 1.11 ships 2.15.0 (kubeflow/manifests README). The floor is 2.5.0: per-task
+# resource and accelerator placeholders are read by the driver from 2.4
+# (backend/src/v2/driver/driver.go, initPodSpecPatch) and `secretAsEnv.secretNameParameter` from
+# 2.5. Kubeflow 1.9.1's KFP 2.3.0 drops that field, and its driver sets no runtime GPU limit.
+# The specs use no `optional` Secret key (that field exists only from 2.15.0; older drivers drop
+# it, backend/src/common/util/json.go UnmarshalString, making the key required).
+SUPPORTED_BACKENDS = ("2.5.0", "2.15.0", "2.16.0", "2.17.0")
+MIN_BACKEND = (2, 5, 0)
 COOKIE_ENV = "KF_PIPELINES_COOKIE"
 
 
@@ -320,7 +321,8 @@ def check_backend(client: Any) -> dict[str, Any]:
         floor = ".".join(map(str, MIN_BACKEND))
         raise PipelineError(
             f"Kubeflow Pipelines backend {tag} is too old: sparse-transfer's pipelines need "
-            f"KFP >= {floor} (runtime GPU/resource placeholders, optional S3 Secret keys); "
+            f"KFP >= {floor} (Kubeflow >= 1.10: runtime GPU/resource placeholders, Secret names "
+            "as parameters); "
             "upgrade KFP, see docs/kubeflow.md"
         )
     return info

@@ -625,6 +625,50 @@ def test_chart_secret_is_the_one_the_compiled_steps_read():
 
 
 @needs_helm
+def test_one_zoo_root_reaches_every_step_and_the_predictor():
+    """A UI run with defaults (zoo_root "") and the chart's schedules find the zoo: every compiled
+    step reads SPARSE_TRANSFER_ZOO from the chart's settings ConfigMap (kfp-kubernetes
+    configMapAsEnv, required keys: the ConfigMap holds them all)."""
+    docs = render(CHART / "ci" / "default-values.yaml")
+    settings = one(docs, "ConfigMap", "sparse-transfer-settings")
+    assert settings["data"] == {
+        "SPARSE_TRANSFER_ZOO": "s3://my-team-models/zoo",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "SPARSE_TRANSFER_STAGING": "s3://my-team-models/staging",
+    }
+    platform = list(
+        yaml.safe_load_all((CHART / "files" / "sparse_transfer_pipeline.yaml").read_text())
+    )
+    spec = platform[0]
+    assert spec["root"]["inputDefinitions"]["parameters"]["zoo_root"]["defaultValue"] == ""
+    executors = platform[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    wired = [w for e in executors.values() for w in e.get("configMapAsEnv", [])]
+    assert len(wired) == len([e for e in executors.values() if "secretAsEnv" in e])
+    for entry in wired:
+        assert entry["configMapName"] == settings["metadata"]["name"]
+        assert {k["configMapKey"] for k in entry["keyToEnv"]} <= set(settings["data"])
+    served = render(CHART / "ci" / "default-values.yaml", "--set", "zooRoot=s3://zoo-bucket/z/",
+                    "--set", "serving.enabled=true", "--set",
+                    "serving.stub=zoo:nlp/sa/m/pytorch/huggingface/sst2/p90")  # fmt: skip
+    assert one(served, "ConfigMap", "sparse-transfer-settings")["data"]["SPARSE_TRANSFER_ZOO"] == (
+        "s3://zoo-bucket/z"
+    )
+    isvc = one(served, "InferenceService")
+    env = container_env(isvc["spec"]["predictor"]["containers"][0])
+    assert env["STORAGE_URI"].startswith("s3://zoo-bucket/z/")
+
+
+@needs_helm
+def test_notes_warn_when_the_steps_would_miss_their_configmap():
+    out = helm("install", "st", str(CHART), "--dry-run=client", "-n", "ml", "-f",
+               str(CHART / "ci" / "default-values.yaml"), "--set",
+               "settings.configMapName=other").stdout  # fmt: skip
+    assert (
+        'steps read their zoo root and region from the ConfigMap "sparse-transfer-settings"' in out
+    )
+
+
+@needs_helm
 def test_notes_warn_when_the_steps_would_miss_their_secret():
     def notes(values: str) -> str:
         out = helm("install", "st", str(CHART), "--dry-run=client", "-n", "ml", "-f", values).stdout
@@ -717,7 +761,7 @@ def test_trainjob_rbac_is_off_by_default_and_scoped_when_on():
     rules = {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"]
              for r in rule["resources"]}  # fmt: skip
     assert rules == {
-        ("trainer.kubeflow.org", "trainjobs"): {"create", "get", "list", "watch"},
+        ("trainer.kubeflow.org", "trainjobs"): {"create", "delete", "get", "list", "watch"},
         ("", "pods"): {"get", "list", "watch"},
         ("", "pods/log"): {"get"},
     }
@@ -731,3 +775,9 @@ def test_trainjob_rbac_is_off_by_default_and_scoped_when_on():
         {"kind": "ServiceAccount", "name": "default-editor",
          "namespace": "kubeflow-user-example-com"}
     ]  # fmt: skip
+    # The runtime lookup (sparse_transfer.scaleout.trainjob.check_runtime) is cluster-scoped.
+    cluster_role = one(docs, "ClusterRole", "-runtimes")
+    assert cluster_role["rules"] == [{"apiGroups": ["trainer.kubeflow.org"],
+                                      "resources": ["clustertrainingruntimes"], "verbs": ["get"]}]  # fmt: skip
+    cluster_binding = one(docs, "ClusterRoleBinding", "-runtimes")
+    assert cluster_binding["subjects"] == binding["subjects"]

@@ -80,8 +80,9 @@ def test_submit_sends_the_spec_parameters_and_pipeline_root_and_the_gpu_reaches_
 
 
 def test_commands_refuse_a_backend_below_the_floor(config, capsys):
-    with FakeKfp(tag_name="2.5.0") as old:
-        with pytest.raises(PipelineError, match=r"backend 2\.5\.0 is too old.*KFP >= 2\.15\.0"):
+    # Kubeflow 1.9.1 ships KFP 2.3.0 (kubeflow/manifests README): below the 2.5.0 floor.
+    with FakeKfp(tag_name="2.3.0") as old:
+        with pytest.raises(PipelineError, match=r"backend 2\.3\.0 is too old.*KFP >= 2\.5\.0"):
             kfp_client.submit(client(old), config)
         for argv in (
             ["submit", str(config)],
@@ -89,11 +90,13 @@ def test_commands_refuse_a_backend_below_the_floor(config, capsys):
             ["schedule", str(config), "--cron", "0 3 * * 1"],
         ):
             assert main(["pipeline", *argv, "--host", old.url, "--token", TOKEN]) == 2
-            assert "2.5.0 is too old" in capsys.readouterr().err
+            assert "2.3.0 is too old" in capsys.readouterr().err
         assert old.state.runs == {} and old.state.pipelines == {}
         assert old.state.recurring_runs == {}
-    with FakeKfp(tag_name="2.15.0") as floor:
-        assert kfp_client.check_backend(client(floor))["tag_name"] == "2.15.0"
+    # Kubeflow 1.10.2 ships KFP 2.5.0, Kubeflow 1.11 ships 2.15.0: both accepted.
+    for tag in ("2.5.0", "2.15.0"):
+        with FakeKfp(tag_name=tag) as supported:
+            assert kfp_client.check_backend(client(supported))["tag_name"] == tag
 
 
 def test_multi_user_upload_is_namespaced_and_shared_or_anonymous_uploads_are_refused(

@@ -86,6 +86,16 @@ get a 301 to the regional endpoint, which the launcher and boto3 do not follow. 
 {{- printf "%s://%s" $scheme (include "sparse-transfer.s3Endpoint" .) }}
 {{- end }}
 
+{{/* The zoo root: one value for the steps (settings ConfigMap) and the chart's predictor. */}}
+{{- define "sparse-transfer.zooRoot" -}}
+{{- default (printf "s3://%s/zoo" .Values.s3.bucket) .Values.zooRoot | trimSuffix "/" }}
+{{- end }}
+
+{{/* The ConfigMap the compiled steps read their settings from (kfp-kubernetes configMapAsEnv). */}}
+{{- define "sparse-transfer.stepsConfigMapName" -}}
+{{- regexFind "configMapName: \\S+" (.Files.Get "files/sparse_transfer_pipeline.yaml") | trimPrefix "configMapName: " }}
+{{- end }}
+
 {{- define "sparse-transfer.pipelineRoot" -}}
 {{- default (printf "s3://%s/pipeline-root" .Values.s3.bucket) .Values.pipelineRoot }}
 {{- end }}
