@@ -90,6 +90,8 @@ def test_builder_manifest_is_schema_valid_and_complete():
     assert container["command"] == ["sparse-transfer", "serve", "/mnt/models"]
     assert container["args"][-2:] == ["--max_batch_size", "16"]
     assert {"name": "STORAGE_URI", "value": "s3://zoo-bucket/zoo/" + STUB[4:]} in container["env"]
+    # KServe records a custom predictor's protocol from this env (predictor_custom.go).
+    assert {"name": "PROTOCOL", "value": "v2"} in container["env"]
     assert container["resources"]["limits"] == {"cpu": "2", "memory": "2Gi"}
     assert len(manifest["metadata"]["name"]) <= 45
 

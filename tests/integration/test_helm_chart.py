@@ -656,6 +656,7 @@ def test_one_zoo_root_reaches_every_step_and_the_predictor():
     isvc = one(served, "InferenceService")
     env = container_env(isvc["spec"]["predictor"]["containers"][0])
     assert env["STORAGE_URI"].startswith("s3://zoo-bucket/z/")
+    assert env["PROTOCOL"] == "v2"  # kserve predictor_custom.go GetProtocol reads it
 
 
 @needs_helm
