@@ -493,9 +493,13 @@ def schedule(
 
     The config must name `dataset_snapshot_prefix` (each run trains on the
     newest snapshot under it) and `publish_stub`; `must_beat_published` is
-    forced on so a run publishes only when it beats the model in the zoo, and
-    caching is off so each run re-lists the snapshots instead of reusing the
-    first run's data.
+    forced on so a run publishes only when it beats the model in the zoo.
+
+    Caching: kfp's ``enable_caching`` does nothing for a recurring run that references a
+    pipeline version (kfp/client/client.py ``_create_job_config`` applies it to a package's
+    spec only), so it is not passed. Each run still re-lists the snapshots because the
+    compiled spec never caches the fetch, training and publish steps (pipelines/_settings.py;
+    KFP's cache key cannot see outside state, backend/src/v2/cacheutils/cache.go).
     """
     config = read_config(config_path)
     missing = [
@@ -549,7 +553,6 @@ def schedule(
         pipeline_id=ids["pipeline_id"],
         version_id=ids["version_id"],
         pipeline_root=pipeline_root,
-        enable_caching=False,
     )
     for old in stale.recurring_runs or []:  # replaced only once the new one exists
         client.delete_recurring_run(old.recurring_run_id)
