@@ -18,6 +18,7 @@ from kfp.dsl import Markdown
 
 from components import deploy_serving as serve_with_kserve
 from components import evaluate, export_onnx, fetch_model, publish, sparse_transfer, teacher
+from pipelines._docs import described
 from pipelines._opening import data_and_training_flags
 from pipelines._settings import io_step, resources, scale_out, training_step
 
@@ -41,6 +42,7 @@ class PipelineOutputs(NamedTuple):
     description="Fine-tune a pre-sparsified transformer keeping its sparsity (QAT + distillation), "
     "export int8 ONNX and publish it to the zoo when it passes the quality gate.",
 )
+@described
 def sparse_transfer_pipeline(
     task: str = "text-classification",
     model_name_or_path: str = OBERT_PRUNED90,
@@ -94,25 +96,12 @@ def sparse_transfer_pipeline(
 ) -> PipelineOutputs:
     """Sparse transfer end to end.
 
+    Every parameter is described on the run form (pipelines/_docs.py `described`: the
+    entries below, PARAMETER_HELP, then the flag schema's help).
+
     Args:
-        distill_teacher: teacher stub/URI/path; empty trains a dense teacher from
-            `teacher_model_name_or_path` with `teacher_recipe`; ``disable`` turns
-            distillation off.
-        dataset_snapshot_prefix: read the newest snapshot folder under this prefix
-            instead of `train_file`/`validation_file` (scheduled retraining).
-        max_steps, eval_steps, max_*_samples: -1/0 mean unset (the recipe's epochs rule).
-        publish_stub: zoo stub to publish to (empty: gate and report only).
-        min_metric: gate floor in the metric's units (negative: off).
-        max_drop_vs_teacher: gate, allowed drop below the teacher in points (negative: off).
-        must_beat_published: publish only if better than the model now at `publish_stub`.
-        accelerator_type / accelerator_limit: GPU for the training steps, e.g.
-            ``nvidia.com/gpu`` and ``"1"``; empty/"0" for CPU only. The count is a string
-            because KFP's driver resolves runtime resource placeholders as strings.
-        deploy_serving: after a publish, create or update a KServe InferenceService
-            serving the published stub (needs KServe in the cluster; docs/serving.md).
-        num_nodes / nproc_per_node: data-parallel training (DDP): processes per pod
-            (torchrun inside the step) and pods (a Kubeflow Trainer v2 TrainJob;
-            the chart's ``trainjob.rbac`` must be on). See docs/distributed.md.
+        dataset_snapshot_prefix: Read the newest snapshot folder under this prefix instead of
+            train_file/validation_file (scheduled retraining).
     """
     data, config = data_and_training_flags(locals())
     student = io_step(
