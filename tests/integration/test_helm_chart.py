@@ -782,3 +782,27 @@ def test_trainjob_rbac_is_off_by_default_and_scoped_when_on():
                                       "resources": ["clustertrainingruntimes"], "verbs": ["get"]}]  # fmt: skip
     cluster_binding = one(docs, "ClusterRoleBinding", "-runtimes")
     assert cluster_binding["subjects"] == binding["subjects"]
+
+
+@needs_helm
+def test_deploy_serving_step_rbac_for_single_user_kfp():
+    """Single-user KFP runs steps as pipeline-runner, which may not create InferenceServices:
+    serving.deployRbac grants exactly what sparse_transfer.serving.kube.apply and own_image do
+    (get, create, replace = update)."""
+    default = render(CHART / "ci" / "default-values.yaml")
+    assert not [d for d in default if d["metadata"]["name"].endswith("-deploy-serving")]
+    docs = render(CHART / "ci" / "default-values.yaml", "--set", "serving.deployRbac=true",
+                  "--set", "trainjob.stepServiceAccount=pipeline-runner")  # fmt: skip
+    role = one(docs, "Role", "-deploy-serving")
+    rules = {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"]
+             for r in rule["resources"]}  # fmt: skip
+    assert rules == {
+        ("serving.kserve.io", "inferenceservices"): {"create", "get", "update"},
+        ("", "secrets"): {"create", "get", "update"},
+        ("", "serviceaccounts"): {"create", "get", "update"},
+        ("", "pods"): {"get"},
+    }
+    binding = one(docs, "RoleBinding", "-deploy-serving")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": "ml"}
+    ]
