@@ -482,8 +482,12 @@ def schedule(
     version: str | None = None,
     package: str | Path | None = None,
     pipeline_root: str | None = None,
+    owner: str = "",
 ) -> str:
     """Creates or replaces the KFP recurring run `name` for scheduled retraining; returns its id.
+
+    `owner` (e.g. a Helm release) is written into the recurring run's description, so
+    `prune_schedules` can later find the runs that owner made and no others.
 
     The recurring run points at an uploaded pipeline version: `version` of `pipeline_name`
     (default: its newest version; the spec, `package` or a fresh compile, is uploaded when the
@@ -545,7 +549,7 @@ def schedule(
     job = client.create_recurring_run(
         experiment_id=experiment_obj.experiment_id,
         job_name=job_name,
-        description=config.description,
+        description=_owned(config.description, owner),
         cron_expression=cron_expression,
         max_concurrency=1,
         no_catchup=True,
@@ -557,3 +561,46 @@ def schedule(
     for old in stale.recurring_runs or []:  # replaced only once the new one exists
         client.delete_recurring_run(old.recurring_run_id)
     return job.recurring_run_id
+
+
+# ------------------------------------------------------------------ schedule ownership
+
+OWNER_MARK = "[sparse-transfer owner: {}]"
+
+
+def _owned(description: str | None, owner: str) -> str | None:
+    if not owner:
+        return description
+    return " ".join(p for p in (description, OWNER_MARK.format(owner)) if p)
+
+
+def prune_schedules(
+    client: Any,
+    *,
+    owner: str,
+    keep: tuple[str, ...] = (),
+    experiment: str = "sparse-transfer-retraining",
+    namespace: str | None = None,
+) -> list[str]:
+    """Deletes the recurring runs `owner` made in `experiment` whose name is not in `keep`.
+
+    What a schedule that was disabled or removed from the chart's values, or a whole release
+    that was uninstalled, leaves behind would otherwise keep training and publishing: KFP
+    keeps recurring runs until they are deleted. Only runs carrying `owner`'s mark (written by
+    `schedule(owner=...)`) are touched. Returns the deleted runs' names.
+    """
+    if not owner:
+        raise PipelineError("prune-schedules needs --owner: only runs it made are deleted")
+    check_backend(client)
+    found = client.list_experiments(filter=_equals("display_name", experiment), namespace=namespace)
+    deleted: list[str] = []
+    for exp in found.experiments or []:
+        runs = client.list_recurring_runs(
+            experiment_id=exp.experiment_id, namespace=namespace, page_size=100
+        )
+        for run in runs.recurring_runs or []:
+            mine = OWNER_MARK.format(owner) in (run.description or "")
+            if mine and run.display_name not in keep:
+                client.delete_recurring_run(run.recurring_run_id)
+                deleted.append(run.display_name)
+    return deleted

@@ -219,6 +219,7 @@ def test_one_image_reference_everywhere():
     }
     assert hooks == {
         "st-sparse-transfer-upload",
+        "st-sparse-transfer-unschedule",
         "st-sparse-transfer-minio-bucket",
         "st-sparse-transfer-test-connection",
     }
@@ -806,3 +807,23 @@ def test_deploy_serving_step_rbac_for_single_user_kfp():
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": "ml"}
     ]
+
+
+@needs_helm
+def test_schedules_stop_when_disabled_removed_or_uninstalled():
+    """The upload Job marks each schedule with the release (--owner) and prunes the release's
+    other runs (a disabled `nightly-eval` or one removed from the values); a pre-delete hook
+    prunes them all on `helm uninstall` (KFP keeps recurring runs until deleted)."""
+    docs = render(CHART / "ci" / "schedules-values.yaml")
+    script = one(docs, "Job", "-upload")["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    assert script.count('--owner "$SCHEDULE_OWNER"') == 2  # the one enabled schedule + prune
+    prune = script[script.index("prune-schedules") :]
+    assert prune.rstrip().endswith('--owner "$SCHEDULE_OWNER" --keep "weekly-retrain"')
+    assert "nightly-eval" not in prune  # disabled: not kept, so pruned
+    hook = one(docs, "Job", "-unschedule")
+    assert hook["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete"
+    container = hook["spec"]["template"]["spec"]["containers"][0]
+    assert "--keep" not in container["args"][0] and "prune-schedules" in container["args"][0]
+    assert container_env(container)["SCHEDULE_OWNER"] == "helm/ml/st"
+    env = container_env(one(docs, "Job", "-upload")["spec"]["template"]["spec"]["containers"][0])
+    assert env["SCHEDULE_OWNER"] == "helm/ml/st"

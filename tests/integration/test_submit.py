@@ -176,6 +176,37 @@ def test_schedule_points_at_the_version_and_replaces_the_run_of_that_name(multi_
     assert len(multi_user.state.recurring_runs) == 2
 
 
+def test_prune_removes_only_the_owners_disabled_or_removed_schedules(multi_user, config, capsys):
+    """A schedule disabled or removed from the chart's values, or a release uninstalled, must
+    stop: KFP keeps a recurring run until it is deleted. Only the owner's runs are touched."""
+    c = client(multi_user, namespace=NS)
+    mine = {"namespace": NS, "owner": "helm/team-a/st", "experiment": "retrain"}
+    kfp_client.schedule(c, config, cron="0 3 * * 1", name="weekly", **mine)
+    kfp_client.schedule(c, config, cron="0 4 * * *", name="daily", **mine)
+    kfp_client.schedule(c, config, cron="0 5 * * *", name="by-hand", namespace=NS,
+                        experiment="retrain")  # fmt: skip
+    other = dict(mine, owner="helm/team-a/other")
+    kfp_client.schedule(c, config, cron="0 6 * * *", name="other-release", **other)
+
+    def names():
+        return sorted(r["display_name"] for r in multi_user.state.recurring_runs.values())
+
+    # `daily` was disabled or removed from the values: the upgrade keeps only `weekly`.
+    deleted = kfp_client.prune_schedules(
+        c, owner="helm/team-a/st", keep=("weekly",), experiment="retrain", namespace=NS
+    )
+    assert deleted == ["daily"]
+    assert names() == ["by-hand", "other-release", "weekly"]
+    # helm uninstall: everything the release made goes, through the CLI the hook runs.
+    argv = ["pipeline", "prune-schedules", "--owner", "helm/team-a/st", "--experiment", "retrain",
+            "--host", multi_user.url, "--token", TOKEN, "--namespace", NS]  # fmt: skip
+    assert main(argv) == 0
+    assert "recurring runs deleted: weekly" in capsys.readouterr().out
+    assert names() == ["by-hand", "other-release"]
+    with pytest.raises(PipelineError, match="needs --owner"):
+        kfp_client.prune_schedules(c, owner="", experiment="retrain", namespace=NS)
+
+
 def test_schedule_refuses_configs_that_cannot_retrain(kfp, tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("pipeline: sparse_transfer\nparameters: {publish_stub: zoo:x/y}\n")

@@ -224,3 +224,8 @@ imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
+
+{{/* The mark on this release's recurring runs (`pipeline schedule --owner`). */}}
+{{- define "sparse-transfer.scheduleOwner" -}}
+{{- printf "helm/%s/%s" .Release.Namespace .Release.Name }}
+{{- end }}
