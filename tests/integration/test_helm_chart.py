@@ -827,3 +827,21 @@ def test_schedules_stop_when_disabled_removed_or_uninstalled():
     assert container_env(container)["SCHEDULE_OWNER"] == "helm/ml/st"
     env = container_env(one(docs, "Job", "-upload")["spec"]["template"]["spec"]["containers"][0])
     assert env["SCHEDULE_OWNER"] == "helm/ml/st"
+
+
+@needs_helm
+def test_notes_carry_image_pull_secrets_to_the_step_service_account():
+    """imagePullSecrets reach only the chart's own pods; KFP's step pods run as
+    trainjob.stepServiceAccount, so NOTES prints the patch for that account."""
+    out = helm("install", "st", str(CHART), "--dry-run=client", "-n", "team", "-f",
+               str(CHART / "ci" / "default-values.yaml"), "--set",
+               "imagePullSecrets[0].name=regcred").stdout  # fmt: skip
+    notes = out[out.index("NOTES:") :]
+    line = next(x for x in notes.splitlines() if "patch serviceaccount" in x).strip()
+    assert line.startswith("kubectl -n team patch serviceaccount default-editor -p '")
+    assert json.loads(line[line.index("-p '") + 4 : -1]) == {
+        "imagePullSecrets": [{"name": "regcred"}]
+    }
+    plain = helm("install", "st", str(CHART), "--dry-run=client", "-n", "team", "-f",
+                 str(CHART / "ci" / "default-values.yaml")).stdout  # fmt: skip
+    assert "patch serviceaccount" not in plain
