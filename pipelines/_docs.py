@@ -46,6 +46,9 @@ PARAMETER_HELP = {
     "CPU only.",
     "accelerator_limit": 'GPUs per training pod, as a string ("0": none); KFP\'s driver '
     "reads resource placeholders as strings.",
+    "node_accelerator_limit": "GPUs per TrainJob node when num_nodes > 1 (empty: "
+    'accelerator_limit). Set accelerator_limit "0" then, so the step that only waits for the '
+    "TrainJob holds no GPU.",
     "deploy_serving": "After a publish, create or update a KServe InferenceService for the "
     "published stub (needs KServe).",
     "serving_max_replicas": "Most predictor replicas of that InferenceService.",

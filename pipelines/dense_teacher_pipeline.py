@@ -60,6 +60,7 @@ def dense_teacher_pipeline(
     min_metric: float = 0.0,
     accelerator_type: str = "",
     accelerator_limit: str = "0",
+    node_accelerator_limit: str = "",
     num_nodes: int = 1,
     nproc_per_node: int = 1,
 ) -> PipelineOutputs:
@@ -82,7 +83,13 @@ def dense_teacher_pipeline(
             recipe_args=recipe_args,
             training_args=config.output,
             zoo_root=zoo_root,
-            **scale_out(num_nodes, nproc_per_node, accelerator_type, accelerator_limit),
+            **scale_out(
+                num_nodes,
+                nproc_per_node,
+                accelerator_type,
+                accelerator_limit,
+                node_accelerator_limit,
+            ),
         ),
         accelerator_type,
         accelerator_limit,

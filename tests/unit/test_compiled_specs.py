@@ -318,3 +318,26 @@ def test_an_undescribed_parameter_fails_at_import():
 
     with pytest.raises(ValueError, match="pipeline parameter 'brand_new_knob' has no description"):
         described(pipeline)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_multi_node_run_can_leave_the_waiting_step_without_gpus(name):
+    """With exactly num_nodes x N free GPUs, the step that only waits for the TrainJob must hold
+    none: accelerator_limit "0" gives its pod a zero limit (KFP's driver, driver.go
+    initPodSpecPatch) while node_accelerator_limit reaches the TrainJob's nodes."""
+    spec = next(yaml.safe_load_all((COMPILED / name).read_text()))
+    executor = "exec-sparse-transfer" if name.startswith("sparse") else "exec-train-teacher"
+    task = "sparse-transfer" if name.startswith("sparse") else "train-teacher"
+    values = {
+        "pipelinechannel--accelerator_type": "nvidia.com/gpu",
+        "pipelinechannel--accelerator_limit": "0",
+    }
+    assert driver_limits(spec, executor, values) == {"nvidia.com/gpu": "0"}
+    inputs = spec["root"]["dag"]["tasks"][task]["inputs"]["parameters"]
+    assert inputs["node_accelerator_limit"] == {"componentInputParameter": "node_accelerator_limit"}
+    assert (
+        spec["root"]["inputDefinitions"]["parameters"]["node_accelerator_limit"]["parameterType"]
+        == "STRING"
+    )
+    body = spec["deploymentSpec"]["executors"][executor]["container"]["command"][-1]
+    assert "int(node_accelerator_limit or accelerator_limit or 0)" in body
