@@ -16,11 +16,13 @@ def deploy_serving(
     min_replicas: int = 1,
     max_replicas: int = 1,
     serve_args: str = "",
+    ready_timeout_seconds: int = 600,
 ) -> str:
     """Creates or replaces the InferenceService for `published`; returns its name ("" if none).
 
     Does nothing unless `enabled` (the pipeline's ``deploy_serving``) and the gate published.
 
+    Waits up to `ready_timeout_seconds` for the InferenceService to be Ready (0: no wait).
     Runs with the pod's service account in the pod's namespace; `image` empty means the
     image this step runs in (the project's one image). S3 settings come from the step's
     environment (the chart's S3 Secret), never from parameters.
@@ -35,7 +37,7 @@ def deploy_serving(
     from pathlib import Path
 
     from sparse_transfer.serving import kube
-    from sparse_transfer.serving.deploy import S3Access, deploy_inference_service
+    from sparse_transfer.serving.deploy import S3Access, deploy_inference_service, wait_ready
 
     namespace_file = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
     namespace = namespace_file.read_text().strip()
@@ -53,4 +55,6 @@ def deploy_serving(
         serve_args=tuple(shlex.split(serve_args)),
     )  # fmt: skip
     print(f"InferenceService {namespace}/{result['name']}: {result['InferenceService']}")
+    if ready_timeout_seconds > 0:
+        wait_ready(api, result["name"], namespace, timeout_seconds=ready_timeout_seconds)
     return result["name"]

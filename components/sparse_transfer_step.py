@@ -27,6 +27,8 @@ def sparse_transfer(
     accelerator_limit: str = "0",
     trainjob_image: str = "",
     s3_secret: str = "",
+    settings_config_map: str = "",
+    node_accelerator_limit: str = "",
 ):
     """Fine-tunes the pre-sparsified `model` with `recipe`, distilling from `teacher`.
 
@@ -35,10 +37,13 @@ def sparse_transfer(
     from sparse_transfer.pipeline.steps import train_step, training_metrics
     from sparse_transfer.scaleout.plan import ScaleOut
 
-    # nproc_per_node > 1: torchrun in this pod; num_nodes > 1: a Kubeflow Trainer TrainJob.
+    # nproc_per_node > 1: torchrun in this pod; num_nodes > 1: a Kubeflow Trainer TrainJob
+    # whose nodes get node_accelerator_limit GPUs each (empty: accelerator_limit).
+    node_gpus = int(node_accelerator_limit or accelerator_limit or 0)
     scale = ScaleOut(
-        num_nodes, nproc_per_node, accelerator_type, int(accelerator_limit or 0),
+        num_nodes, nproc_per_node, accelerator_type, node_gpus,
         work_uri=f"{sparse_model.uri}-trainjob", image=trainjob_image, s3_secret=s3_secret,
+        settings_config_map=settings_config_map,
     )  # fmt: skip
 
     summary = train_step(

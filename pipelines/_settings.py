@@ -1,8 +1,9 @@
-"""Cluster settings shared by the pipelines: resources, retries, caching, the S3 secret.
+"""Cluster settings shared by the pipelines: resources, retries, caching, S3 and zoo settings.
 
-Values are compile-time constants (a run cannot change them); the S3 secret
-name can be overridden at compile time with ``SPARSE_TRANSFER_S3_SECRET``, to
-match the Secret the Helm chart (charts/sparse-transfer) creates.
+Values are compile-time constants (a run cannot change them); the S3 Secret and
+settings ConfigMap names can be overridden at compile time with
+``SPARSE_TRANSFER_S3_SECRET`` / ``SPARSE_TRANSFER_SETTINGS``, to match what the
+Helm chart (charts/sparse-transfer) creates.
 """
 
 from __future__ import annotations
@@ -19,9 +20,17 @@ S3_SECRET_KEYS = {
     "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
     "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL",
 }
-# Keys a Secret may carry but need not (an `optional` secretKeyRef: a Secret without them still
-# starts the pod). boto3 needs the region for AWS S3 outside us-east-1.
-S3_OPTIONAL_SECRET_KEYS = {"AWS_DEFAULT_REGION": "AWS_DEFAULT_REGION"}
+# The chart's settings ConfigMap (always created by the chart, so its keys are required): the zoo
+# root every step, TrainJob node and predictor uses when a run leaves `zoo_root` empty, the region
+# (boto3 needs it for AWS S3 outside us-east-1) and an s3:// staging prefix for TrainJobs.
+# Not an `optional` Secret key: `SecretAsEnv.optional` exists only from KFP 2.15.0, and older
+# drivers drop it (backend/src/common/util/json.go UnmarshalString), making the key required.
+SETTINGS_CONFIG_MAP = os.environ.get("SPARSE_TRANSFER_SETTINGS", "sparse-transfer-settings")
+SETTINGS_KEYS = {
+    "SPARSE_TRANSFER_ZOO": "SPARSE_TRANSFER_ZOO",
+    "AWS_DEFAULT_REGION": "AWS_DEFAULT_REGION",
+    "SPARSE_TRANSFER_STAGING": "SPARSE_TRANSFER_STAGING",
+}
 
 # (cpu request, memory request, memory limit) per kind of step.
 RESOURCES = {
@@ -34,10 +43,11 @@ RETRIES = {"num_retries": 3, "backoff_duration": "30s", "backoff_factor": 2.0}
 
 
 def with_s3(task: PipelineTask) -> PipelineTask:
-    """Injects the S3 credentials from the Kubernetes Secret (never from pipeline parameters)."""
+    """Injects the S3 credentials from the Secret (never from pipeline parameters) and the zoo
+    root, region and staging prefix from the chart's settings ConfigMap."""
     kubernetes.use_secret_as_env(task, secret_name=S3_SECRET, secret_key_to_env=S3_SECRET_KEYS)
-    return kubernetes.use_secret_as_env(
-        task, secret_name=S3_SECRET, secret_key_to_env=S3_OPTIONAL_SECRET_KEYS, optional=True
+    return kubernetes.use_config_map_as_env(
+        task, config_map_name=SETTINGS_CONFIG_MAP, config_map_key_to_env=SETTINGS_KEYS
     )
 
 
@@ -71,20 +81,24 @@ def training_step(task: PipelineTask, accelerator_type, accelerator_limit) -> Pi
     return with_s3(task)
 
 
-def scale_out(num_nodes, nproc_per_node, accelerator_type, accelerator_limit) -> dict:
+def scale_out(
+    num_nodes, nproc_per_node, accelerator_type, accelerator_limit, node_accelerator_limit
+) -> dict:
     """A training component's accelerator arguments (see `sparse_transfer.scaleout.plan`).
 
     `nproc_per_node` > 1 runs torchrun inside the step's pod; `num_nodes` > 1 makes
-    the step create a Kubeflow Trainer TrainJob running this image, with the S3
-    keys from the same Secret the steps use.
+    the step create a Kubeflow Trainer TrainJob running the step's own image (read from its
+    pod at run time, so the chart's or a private registry's image reaches the nodes), with
+    the S3 keys from the same Secret and the zoo root from the same ConfigMap the steps use.
+    Its nodes get `node_accelerator_limit` GPUs each (empty: `accelerator_limit`), so a
+    multi-node run can give the waiting step's own pod none (``accelerator_limit: "0"``).
     """
-    from components._image import IMAGE
-
     return {
         "num_nodes": num_nodes,
         "nproc_per_node": nproc_per_node,
         "accelerator_type": accelerator_type,
         "accelerator_limit": accelerator_limit,
-        "trainjob_image": IMAGE,
+        "node_accelerator_limit": node_accelerator_limit,
         "s3_secret": S3_SECRET,
+        "settings_config_map": SETTINGS_CONFIG_MAP,
     }

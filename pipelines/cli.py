@@ -148,9 +148,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     schedule.add_argument(
         "--version", default=None, help="pipeline version to run (default: the newest)"
     )
+    schedule.add_argument(
+        "--owner", default="", help="mark the run as this owner's (e.g. helm/NAMESPACE/RELEASE) "
+        "so prune-schedules can remove it later",
+    )  # fmt: skip
     _spec_options(schedule)
     _auth_options(schedule)
     schedule.set_defaults(handler=schedule_command)
+
+    prune = sub.add_parser(
+        "prune-schedules",
+        help="Delete the recurring runs an owner made, except those named with --keep.",
+    )
+    prune.add_argument("--owner", required=True, help="as given to `schedule --owner`")
+    prune.add_argument("--keep", action="append", default=[], help="a run name to keep")
+    prune.add_argument("--experiment", default="sparse-transfer-retraining")
+    _auth_options(prune)
+    prune.set_defaults(handler=prune_command)
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -292,6 +306,19 @@ def schedule_command(args: argparse.Namespace) -> int:
         version=args.version,
         package=args.package,
         pipeline_root=args.pipeline_root,
+        owner=args.owner,
     )
     print(f"recurring run created: {job_id}")
+    return 0
+
+
+@_api_errors
+def prune_command(args: argparse.Namespace) -> int:
+    from pipelines.client import prune_schedules
+
+    deleted = prune_schedules(
+        _client(args), owner=args.owner, keep=tuple(args.keep), experiment=args.experiment,
+        namespace=args.namespace,
+    )  # fmt: skip
+    print(f"recurring runs deleted: {', '.join(deleted) or '(none)'}")
     return 0

@@ -233,15 +233,16 @@ def _seed_data(directory: Path) -> dict[str, str]:
 
 # ------------------------------------------------------------------ cluster
 
-# The oldest KFP backend the compiled specs run on as written. Per-task resource and
-# accelerator placeholders are read by the driver from 2.4 (backend/src/v2/driver/driver.go,
-# initPodSpecPatch) and `secretAsEnv.secretNameParameter` from 2.5, but `SecretAsEnv.optional`
-# (the optional AWS_DEFAULT_REGION key; kfp-kubernetes 2.17 emits the field on every Secret)
-# only exists from 2.15.0 (kubernetes_platform/proto/kubernetes_executor_config.proto). Older
-# drivers drop fields they do not know (backend/src/common/util/json.go UnmarshalString), so an
-# optional key would turn required and a Secret without it would stop the step.
-# tests/unit/test_compiled_specs.py parses the specs strictly with that release's protos.
-MIN_BACKEND = (2, 15, 0)
+# The KFP backends the compiled specs are checked against (tests/unit/test_compiled_specs.py
+# reads them with each release's protos, as its API server and driver do): Kubeflow 1.10.x ships
+# 2.5.0, Kubeflow 1.11 ships 2.15.0 (kubeflow/manifests README). The floor is 2.5.0: per-task
+# resource and accelerator placeholders are read by the driver from 2.4
+# (backend/src/v2/driver/driver.go, initPodSpecPatch) and `secretAsEnv.secretNameParameter` from
+# 2.5. Kubeflow 1.9.1's KFP 2.3.0 drops that field, and its driver sets no runtime GPU limit.
+# The specs use no `optional` Secret key (that field exists only from 2.15.0; older drivers drop
+# it, backend/src/common/util/json.go UnmarshalString, making the key required).
+SUPPORTED_BACKENDS = ("2.5.0", "2.15.0", "2.16.0", "2.17.0")
+MIN_BACKEND = (2, 5, 0)
 COOKIE_ENV = "KF_PIPELINES_COOKIE"
 
 
@@ -320,7 +321,8 @@ def check_backend(client: Any) -> dict[str, Any]:
         floor = ".".join(map(str, MIN_BACKEND))
         raise PipelineError(
             f"Kubeflow Pipelines backend {tag} is too old: sparse-transfer's pipelines need "
-            f"KFP >= {floor} (runtime GPU/resource placeholders, optional S3 Secret keys); "
+            f"KFP >= {floor} (Kubeflow >= 1.10: runtime GPU/resource placeholders, Secret names "
+            "as parameters); "
             "upgrade KFP, see docs/kubeflow.md"
         )
     return info
@@ -480,8 +482,12 @@ def schedule(
     version: str | None = None,
     package: str | Path | None = None,
     pipeline_root: str | None = None,
+    owner: str = "",
 ) -> str:
     """Creates or replaces the KFP recurring run `name` for scheduled retraining; returns its id.
+
+    `owner` (e.g. a Helm release) is written into the recurring run's description, so
+    `prune_schedules` can later find the runs that owner made and no others.
 
     The recurring run points at an uploaded pipeline version: `version` of `pipeline_name`
     (default: its newest version; the spec, `package` or a fresh compile, is uploaded when the
@@ -491,9 +497,13 @@ def schedule(
 
     The config must name `dataset_snapshot_prefix` (each run trains on the
     newest snapshot under it) and `publish_stub`; `must_beat_published` is
-    forced on so a run publishes only when it beats the model in the zoo, and
-    caching is off so each run re-lists the snapshots instead of reusing the
-    first run's data.
+    forced on so a run publishes only when it beats the model in the zoo.
+
+    Caching: kfp's ``enable_caching`` does nothing for a recurring run that references a
+    pipeline version (kfp/client/client.py ``_create_job_config`` applies it to a package's
+    spec only), so it is not passed. Each run still re-lists the snapshots because the
+    compiled spec never caches the fetch, training and publish steps (pipelines/_settings.py;
+    KFP's cache key cannot see outside state, backend/src/v2/cacheutils/cache.go).
     """
     config = read_config(config_path)
     missing = [
@@ -539,7 +549,7 @@ def schedule(
     job = client.create_recurring_run(
         experiment_id=experiment_obj.experiment_id,
         job_name=job_name,
-        description=config.description,
+        description=_owned(config.description, owner),
         cron_expression=cron_expression,
         max_concurrency=1,
         no_catchup=True,
@@ -547,8 +557,50 @@ def schedule(
         pipeline_id=ids["pipeline_id"],
         version_id=ids["version_id"],
         pipeline_root=pipeline_root,
-        enable_caching=False,
     )
     for old in stale.recurring_runs or []:  # replaced only once the new one exists
         client.delete_recurring_run(old.recurring_run_id)
     return job.recurring_run_id
+
+
+# ------------------------------------------------------------------ schedule ownership
+
+OWNER_MARK = "[sparse-transfer owner: {}]"
+
+
+def _owned(description: str | None, owner: str) -> str | None:
+    if not owner:
+        return description
+    return " ".join(p for p in (description, OWNER_MARK.format(owner)) if p)
+
+
+def prune_schedules(
+    client: Any,
+    *,
+    owner: str,
+    keep: tuple[str, ...] = (),
+    experiment: str = "sparse-transfer-retraining",
+    namespace: str | None = None,
+) -> list[str]:
+    """Deletes the recurring runs `owner` made in `experiment` whose name is not in `keep`.
+
+    What a schedule that was disabled or removed from the chart's values, or a whole release
+    that was uninstalled, leaves behind would otherwise keep training and publishing: KFP
+    keeps recurring runs until they are deleted. Only runs carrying `owner`'s mark (written by
+    `schedule(owner=...)`) are touched. Returns the deleted runs' names.
+    """
+    if not owner:
+        raise PipelineError("prune-schedules needs --owner: only runs it made are deleted")
+    check_backend(client)
+    found = client.list_experiments(filter=_equals("display_name", experiment), namespace=namespace)
+    deleted: list[str] = []
+    for exp in found.experiments or []:
+        runs = client.list_recurring_runs(
+            experiment_id=exp.experiment_id, namespace=namespace, page_size=100
+        )
+        for run in runs.recurring_runs or []:
+            mine = OWNER_MARK.format(owner) in (run.description or "")
+            if mine and run.display_name not in keep:
+                client.delete_recurring_run(run.recurring_run_id)
+                deleted.append(run.display_name)
+    return deleted

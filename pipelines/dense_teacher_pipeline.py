@@ -10,6 +10,7 @@ result and pass its stub as `distill_teacher` to the sparse transfer pipeline.
 from kfp import dsl
 
 from components import evaluate, fetch_model, publish, train_teacher
+from pipelines._docs import described
 from pipelines._opening import data_and_training_flags
 from pipelines._settings import io_step, resources, scale_out, training_step
 from pipelines.sparse_transfer_pipeline import OBERT_DENSE, SST2_TEACHER, PipelineOutputs
@@ -19,6 +20,7 @@ from pipelines.sparse_transfer_pipeline import OBERT_DENSE, SST2_TEACHER, Pipeli
     name="dense-teacher",
     description="Fine-tune a dense teacher for distillation and publish it to the zoo.",
 )
+@described
 def dense_teacher_pipeline(
     task: str = "text-classification",
     model_name_or_path: str = OBERT_DENSE,
@@ -58,10 +60,16 @@ def dense_teacher_pipeline(
     min_metric: float = 0.0,
     accelerator_type: str = "",
     accelerator_limit: str = "0",
+    node_accelerator_limit: str = "",
     num_nodes: int = 1,
     nproc_per_node: int = 1,
 ) -> PipelineOutputs:
-    """Dense teacher end to end; parameters mean what they mean in `sparse_transfer_pipeline`."""
+    """Dense teacher end to end; parameters mean what they mean in `sparse_transfer_pipeline`.
+
+    Args:
+        model_name_or_path: The dense base model to fine-tune as the teacher.
+        recipe: The dense teacher recipe (no pruning): zoo stub, s3:// URI, path or name.
+    """
     data, config = data_and_training_flags(locals())
     base = io_step(
         fetch_model(ref=model_name_or_path, kind="model", task=task, zoo_root=zoo_root)
@@ -75,7 +83,13 @@ def dense_teacher_pipeline(
             recipe_args=recipe_args,
             training_args=config.output,
             zoo_root=zoo_root,
-            **scale_out(num_nodes, nproc_per_node, accelerator_type, accelerator_limit),
+            **scale_out(
+                num_nodes,
+                nproc_per_node,
+                accelerator_type,
+                accelerator_limit,
+                node_accelerator_limit,
+            ),
         ),
         accelerator_type,
         accelerator_limit,

@@ -18,6 +18,7 @@ from kfp.dsl import Markdown
 
 from components import deploy_serving as serve_with_kserve
 from components import evaluate, export_onnx, fetch_model, publish, sparse_transfer, teacher
+from pipelines._docs import described
 from pipelines._opening import data_and_training_flags
 from pipelines._settings import io_step, resources, scale_out, training_step
 
@@ -41,6 +42,7 @@ class PipelineOutputs(NamedTuple):
     description="Fine-tune a pre-sparsified transformer keeping its sparsity (QAT + distillation), "
     "export int8 ONNX and publish it to the zoo when it passes the quality gate.",
 )
+@described
 def sparse_transfer_pipeline(
     task: str = "text-classification",
     model_name_or_path: str = OBERT_PRUNED90,
@@ -89,12 +91,16 @@ def sparse_transfer_pipeline(
     allow_inert_modifiers: bool = False,
     accelerator_type: str = "",
     accelerator_limit: str = "0",
+    node_accelerator_limit: str = "",
     deploy_serving: bool = False,
     serving_max_replicas: int = 1,
     num_nodes: int = 1,
     nproc_per_node: int = 1,
 ) -> PipelineOutputs:
     """Sparse transfer end to end.
+
+    Every parameter is described on the run form (pipelines/_docs.py `described`: the
+    entries below, PARAMETER_HELP, then the flag schema's help).
 
     Args:
         distill_teacher: teacher stub/URI/path; empty trains a dense teacher from
@@ -164,7 +170,13 @@ def sparse_transfer_pipeline(
             recipe_args=recipe_args,
             training_args=config.output,
             zoo_root=zoo_root,
-            **scale_out(num_nodes, nproc_per_node, accelerator_type, accelerator_limit),
+            **scale_out(
+                num_nodes,
+                nproc_per_node,
+                accelerator_type,
+                accelerator_limit,
+                node_accelerator_limit,
+            ),
         ),
         accelerator_type,
         accelerator_limit,

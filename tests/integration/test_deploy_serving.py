@@ -90,6 +90,8 @@ def test_builder_manifest_is_schema_valid_and_complete():
     assert container["command"] == ["sparse-transfer", "serve", "/mnt/models"]
     assert container["args"][-2:] == ["--max_batch_size", "16"]
     assert {"name": "STORAGE_URI", "value": "s3://zoo-bucket/zoo/" + STUB[4:]} in container["env"]
+    # KServe records a custom predictor's protocol from this env (predictor_custom.go).
+    assert {"name": "PROTOCOL", "value": "v2"} in container["env"]
     assert container["resources"]["limits"] == {"cpu": "2", "memory": "2Gi"}
     assert len(manifest["metadata"]["name"]) <= 45
 
@@ -371,6 +373,29 @@ def test_deploy_creates_then_replaces_with_the_current_resource_version(kube):
     assert int(stored["metadata"]["resourceVersion"]) > int(v1)
     puts = [entry for entry in kube.log if entry[0] == "PUT"]
     assert len(puts) == 3 and all(status == 200 for _, _, status in puts)
+
+
+def test_deploy_waits_for_ready_and_names_why_not(kube):
+    """KServe's Ready condition (inference_service_status.go); the wait ends, with the reason."""
+    from sparse_transfer.serving.deploy import deploy_inference_service, wait_ready
+    from sparse_transfer.serving.options import ServingError
+
+    args = dict(stub=STUB, zoo_root="s3://zoo-bucket/zoo", namespace="ml",
+                image="registry.local/st:1", s3=_s3(), model_name="text-classification")  # fmt: skip
+    name = deploy_inference_service(kube.client(), **args)["name"]
+    stored = kube.objects[("ml", "inferenceservices", name)]
+    clock = {"now": 0.0}
+    ticks = dict(
+        clock=lambda: clock["now"], sleep=lambda s: clock.__setitem__("now", clock["now"] + s)
+    )
+    stored["status"] = {"conditions": [{"type": "Ready", "status": "False",
+                                        "reason": "PredictorConfigurationReady not ready"}]}  # fmt: skip
+    with pytest.raises(ServingError, match=rf"ml/{name} not Ready after 30 s: Predictor"):
+        wait_ready(kube.client(), name, "ml", timeout_seconds=30, poll_seconds=5, **ticks)
+    assert clock["now"] == 30
+    stored["status"]["conditions"][0]["status"] = "True"
+    wait_ready(kube.client(), name, "ml", timeout_seconds=30, **ticks)  # returns at once
+    assert clock["now"] == 30
 
 
 def test_deploy_refuses_to_replace_what_it_did_not_make(kube):

@@ -306,6 +306,34 @@ def _complete_json(path: Path) -> bool:
     return True
 
 
+def test_the_readmes_torchrun_command_trains_on_two_cpu_processes(work):
+    """README: `torchrun --standalone --nproc_per_node N -m sparse_transfer train TASK ...`, with
+    no `--use_cpu`, on a machine without CUDA: both ranks train as ranks 0 and 1 of 2 (before
+    the fix, the Trainer stayed single-process, both acted as rank 0 and rank 1 refused rank
+    0's staging folder)."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the CPU path is what is tested")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    form = re.search(r"`torchrun (--standalone --nproc_per_node) \d+ (-m sparse_transfer train) "
+                     r"text-classification \.\.\.", readme)  # fmt: skip
+    assert form, "the README's torchrun command changed"
+    argv = _argv(work, "sst2", WORLD, work / "readme_2proc")
+    argv.remove("--use_cpu")
+    torchrun = Path(sys.executable).parent / "torchrun"
+    command = [str(torchrun), *form[1].split(), str(WORLD), *form[2].split()[:2], *argv]
+    assert command[1:6] == ["--standalone", "--nproc_per_node", "2", "-m", "sparse_transfer"]
+    result = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=300)
+    text = result.stdout + result.stderr
+    assert result.returncode == 0, text[-4000:]
+    digests = {(int(m[1]), int(m[2])): m.groups()[2:] for m in DIGEST.finditer(text)}
+    assert sorted(digests) == [(0, 2), (1, 2)], text[-3000:]
+    assert digests[(0, 2)] == digests[(1, 2)]
+    assert "parallel_mode != ParallelMode.DISTRIBUTED" not in text
+    assert (work / "readme_2proc" / "model.safetensors").is_file()
+
+
 def test_killed_two_process_run_resumes_on_one_process(work):
     """SIGKILL a 2-process GMP run after its step-2 checkpoint; finish it in 1 process."""
     import numpy as np

@@ -8,6 +8,7 @@ strict mode, so a misspelled field fails too.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -21,6 +22,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.kfp_launcher_rules import LauncherConfigError, s3_session_info
 
 pytestmark = pytest.mark.integration
 
@@ -216,6 +219,7 @@ def test_one_image_reference_everywhere():
     }
     assert hooks == {
         "st-sparse-transfer-upload",
+        "st-sparse-transfer-unschedule",
         "st-sparse-transfer-minio-bucket",
         "st-sparse-transfer-test-connection",
     }
@@ -622,6 +626,51 @@ def test_chart_secret_is_the_one_the_compiled_steps_read():
 
 
 @needs_helm
+def test_one_zoo_root_reaches_every_step_and_the_predictor():
+    """A UI run with defaults (zoo_root "") and the chart's schedules find the zoo: every compiled
+    step reads SPARSE_TRANSFER_ZOO from the chart's settings ConfigMap (kfp-kubernetes
+    configMapAsEnv, required keys: the ConfigMap holds them all)."""
+    docs = render(CHART / "ci" / "default-values.yaml")
+    settings = one(docs, "ConfigMap", "sparse-transfer-settings")
+    assert settings["data"] == {
+        "SPARSE_TRANSFER_ZOO": "s3://my-team-models/zoo",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "SPARSE_TRANSFER_STAGING": "s3://my-team-models/staging",
+    }
+    platform = list(
+        yaml.safe_load_all((CHART / "files" / "sparse_transfer_pipeline.yaml").read_text())
+    )
+    spec = platform[0]
+    assert spec["root"]["inputDefinitions"]["parameters"]["zoo_root"]["defaultValue"] == ""
+    executors = platform[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    wired = [w for e in executors.values() for w in e.get("configMapAsEnv", [])]
+    assert len(wired) == len([e for e in executors.values() if "secretAsEnv" in e])
+    for entry in wired:
+        assert entry["configMapName"] == settings["metadata"]["name"]
+        assert {k["configMapKey"] for k in entry["keyToEnv"]} <= set(settings["data"])
+    served = render(CHART / "ci" / "default-values.yaml", "--set", "zooRoot=s3://zoo-bucket/z/",
+                    "--set", "serving.enabled=true", "--set",
+                    "serving.stub=zoo:nlp/sa/m/pytorch/huggingface/sst2/p90")  # fmt: skip
+    assert one(served, "ConfigMap", "sparse-transfer-settings")["data"]["SPARSE_TRANSFER_ZOO"] == (
+        "s3://zoo-bucket/z"
+    )
+    isvc = one(served, "InferenceService")
+    env = container_env(isvc["spec"]["predictor"]["containers"][0])
+    assert env["STORAGE_URI"].startswith("s3://zoo-bucket/z/")
+    assert env["PROTOCOL"] == "v2"  # kserve predictor_custom.go GetProtocol reads it
+
+
+@needs_helm
+def test_notes_warn_when_the_steps_would_miss_their_configmap():
+    out = helm("install", "st", str(CHART), "--dry-run=client", "-n", "ml", "-f",
+               str(CHART / "ci" / "default-values.yaml"), "--set",
+               "settings.configMapName=other").stdout  # fmt: skip
+    assert (
+        'steps read their zoo root and region from the ConfigMap "sparse-transfer-settings"' in out
+    )
+
+
+@needs_helm
 def test_notes_warn_when_the_steps_would_miss_their_secret():
     def notes(values: str) -> str:
         out = helm("install", "st", str(CHART), "--dry-run=client", "-n", "ml", "-f", values).stdout
@@ -669,6 +718,38 @@ def test_notes_template_the_launcher_patch_for_our_bucket_only():
         },
     }
     assert "runs execute in" not in notes  # installed where the runs run
+    # The launcher refuses an `s3` section without `default` credentials, even with an override
+    # matching the root (backend/src/v2/config/s3.go ProvideSessionInfo): the patch has both.
+    session = s3_session_info(providers, "s3://mlpipeline/sparse-transfer/runs/run-1")
+    assert session == {
+        "endpoint": "minio-service.kubeflow:9000",
+        "region": "minio",
+        "secretName": "mlpipeline-minio-artifact",
+    }
+    assert providers["s3"]["default"]["credentials"] == override["credentials"]
+
+
+@needs_helm
+def test_aws_outside_us_east_1_gets_the_regional_endpoint():
+    """Path style on the global endpoint only works for us-east-1 buckets."""
+    base = ["--set", "s3.accessKey=a", "--set", "s3.secretKey=b"]
+    docs = render(None, *base, "--set", "s3.region=eu-west-1")
+    secret = one(docs, "Secret", "sparse-transfer-s3")
+    endpoint = base64.b64decode(secret["data"]["AWS_ENDPOINT_URL"]).decode()
+    assert endpoint == "https://s3.eu-west-1.amazonaws.com"
+    docs = render(None, *base)
+    endpoint = base64.b64decode(
+        one(docs, "Secret", "sparse-transfer-s3")["data"]["AWS_ENDPOINT_URL"]
+    )
+    assert endpoint.decode() == "https://s3.amazonaws.com"
+
+
+def test_launcher_rules_refuse_overrides_without_a_default():
+    """What the old patch (overrides only) did on every KFP release from 2.3 to 2.17."""
+    override = {"bucketName": "b", "keyPrefix": "p", "credentials": {"fromEnv": True}}
+    with pytest.raises(LauncherConfigError, match="missing default credentials"):
+        s3_session_info({"s3": {"overrides": [override]}}, "s3://b/p/run")
+    assert s3_session_info({}, "s3://b/p/run") == {"fromEnv": "true"}
 
 
 @needs_helm
@@ -682,7 +763,7 @@ def test_trainjob_rbac_is_off_by_default_and_scoped_when_on():
     rules = {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"]
              for r in rule["resources"]}  # fmt: skip
     assert rules == {
-        ("trainer.kubeflow.org", "trainjobs"): {"create", "get", "list", "watch"},
+        ("trainer.kubeflow.org", "trainjobs"): {"create", "delete", "get", "list", "watch"},
         ("", "pods"): {"get", "list", "watch"},
         ("", "pods/log"): {"get"},
     }
@@ -696,3 +777,71 @@ def test_trainjob_rbac_is_off_by_default_and_scoped_when_on():
         {"kind": "ServiceAccount", "name": "default-editor",
          "namespace": "kubeflow-user-example-com"}
     ]  # fmt: skip
+    # The runtime lookup (sparse_transfer.scaleout.trainjob.check_runtime) is cluster-scoped.
+    cluster_role = one(docs, "ClusterRole", "-runtimes")
+    assert cluster_role["rules"] == [{"apiGroups": ["trainer.kubeflow.org"],
+                                      "resources": ["clustertrainingruntimes"], "verbs": ["get"]}]  # fmt: skip
+    cluster_binding = one(docs, "ClusterRoleBinding", "-runtimes")
+    assert cluster_binding["subjects"] == binding["subjects"]
+
+
+@needs_helm
+def test_deploy_serving_step_rbac_for_single_user_kfp():
+    """Single-user KFP runs steps as pipeline-runner, which may not create InferenceServices:
+    serving.deployRbac grants exactly what sparse_transfer.serving.kube.apply and own_image do
+    (get, create, replace = update)."""
+    default = render(CHART / "ci" / "default-values.yaml")
+    assert not [d for d in default if d["metadata"]["name"].endswith("-deploy-serving")]
+    docs = render(CHART / "ci" / "default-values.yaml", "--set", "serving.deployRbac=true",
+                  "--set", "trainjob.stepServiceAccount=pipeline-runner")  # fmt: skip
+    role = one(docs, "Role", "-deploy-serving")
+    rules = {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"]
+             for r in rule["resources"]}  # fmt: skip
+    assert rules == {
+        ("serving.kserve.io", "inferenceservices"): {"create", "get", "update"},
+        ("", "secrets"): {"create", "get", "update"},
+        ("", "serviceaccounts"): {"create", "get", "update"},
+        ("", "pods"): {"get"},
+    }
+    binding = one(docs, "RoleBinding", "-deploy-serving")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": "ml"}
+    ]
+
+
+@needs_helm
+def test_schedules_stop_when_disabled_removed_or_uninstalled():
+    """The upload Job marks each schedule with the release (--owner) and prunes the release's
+    other runs (a disabled `nightly-eval` or one removed from the values); a pre-delete hook
+    prunes them all on `helm uninstall` (KFP keeps recurring runs until deleted)."""
+    docs = render(CHART / "ci" / "schedules-values.yaml")
+    script = one(docs, "Job", "-upload")["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    assert script.count('--owner "$SCHEDULE_OWNER"') == 2  # the one enabled schedule + prune
+    prune = script[script.index("prune-schedules") :]
+    assert prune.rstrip().endswith('--owner "$SCHEDULE_OWNER" --keep "weekly-retrain"')
+    assert "nightly-eval" not in prune  # disabled: not kept, so pruned
+    hook = one(docs, "Job", "-unschedule")
+    assert hook["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete"
+    container = hook["spec"]["template"]["spec"]["containers"][0]
+    assert "--keep" not in container["args"][0] and "prune-schedules" in container["args"][0]
+    assert container_env(container)["SCHEDULE_OWNER"] == "helm/ml/st"
+    env = container_env(one(docs, "Job", "-upload")["spec"]["template"]["spec"]["containers"][0])
+    assert env["SCHEDULE_OWNER"] == "helm/ml/st"
+
+
+@needs_helm
+def test_notes_carry_image_pull_secrets_to_the_step_service_account():
+    """imagePullSecrets reach only the chart's own pods; KFP's step pods run as
+    trainjob.stepServiceAccount, so NOTES prints the patch for that account."""
+    out = helm("install", "st", str(CHART), "--dry-run=client", "-n", "team", "-f",
+               str(CHART / "ci" / "default-values.yaml"), "--set",
+               "imagePullSecrets[0].name=regcred").stdout  # fmt: skip
+    notes = out[out.index("NOTES:") :]
+    line = next(x for x in notes.splitlines() if "patch serviceaccount" in x).strip()
+    assert line.startswith("kubectl -n team patch serviceaccount default-editor -p '")
+    assert json.loads(line[line.index("-p '") + 4 : -1]) == {
+        "imagePullSecrets": [{"name": "regcred"}]
+    }
+    plain = helm("install", "st", str(CHART), "--dry-run=client", "-n", "team", "-f",
+                 str(CHART / "ci" / "default-values.yaml")).stdout  # fmt: skip
+    assert "patch serviceaccount" not in plain

@@ -80,8 +80,9 @@ def test_submit_sends_the_spec_parameters_and_pipeline_root_and_the_gpu_reaches_
 
 
 def test_commands_refuse_a_backend_below_the_floor(config, capsys):
-    with FakeKfp(tag_name="2.5.0") as old:
-        with pytest.raises(PipelineError, match=r"backend 2\.5\.0 is too old.*KFP >= 2\.15\.0"):
+    # Kubeflow 1.9.1 ships KFP 2.3.0 (kubeflow/manifests README): below the 2.5.0 floor.
+    with FakeKfp(tag_name="2.3.0") as old:
+        with pytest.raises(PipelineError, match=r"backend 2\.3\.0 is too old.*KFP >= 2\.5\.0"):
             kfp_client.submit(client(old), config)
         for argv in (
             ["submit", str(config)],
@@ -89,11 +90,13 @@ def test_commands_refuse_a_backend_below_the_floor(config, capsys):
             ["schedule", str(config), "--cron", "0 3 * * 1"],
         ):
             assert main(["pipeline", *argv, "--host", old.url, "--token", TOKEN]) == 2
-            assert "2.5.0 is too old" in capsys.readouterr().err
+            assert "2.3.0 is too old" in capsys.readouterr().err
         assert old.state.runs == {} and old.state.pipelines == {}
         assert old.state.recurring_runs == {}
-    with FakeKfp(tag_name="2.15.0") as floor:
-        assert kfp_client.check_backend(client(floor))["tag_name"] == "2.15.0"
+    # Kubeflow 1.10.2 ships KFP 2.5.0, Kubeflow 1.11 ships 2.15.0: both accepted.
+    for tag in ("2.5.0", "2.15.0"):
+        with FakeKfp(tag_name=tag) as supported:
+            assert kfp_client.check_backend(client(supported))["tag_name"] == tag
 
 
 def test_multi_user_upload_is_namespaced_and_shared_or_anonymous_uploads_are_refused(
@@ -171,6 +174,37 @@ def test_schedule_points_at_the_version_and_replaces_the_run_of_that_name(multi_
     # A schedule of another name is a second recurring run.
     kfp_client.schedule(c, config, cron="0 4 * * *", name="daily", namespace=NS)
     assert len(multi_user.state.recurring_runs) == 2
+
+
+def test_prune_removes_only_the_owners_disabled_or_removed_schedules(multi_user, config, capsys):
+    """A schedule disabled or removed from the chart's values, or a release uninstalled, must
+    stop: KFP keeps a recurring run until it is deleted. Only the owner's runs are touched."""
+    c = client(multi_user, namespace=NS)
+    mine = {"namespace": NS, "owner": "helm/team-a/st", "experiment": "retrain"}
+    kfp_client.schedule(c, config, cron="0 3 * * 1", name="weekly", **mine)
+    kfp_client.schedule(c, config, cron="0 4 * * *", name="daily", **mine)
+    kfp_client.schedule(c, config, cron="0 5 * * *", name="by-hand", namespace=NS,
+                        experiment="retrain")  # fmt: skip
+    other = dict(mine, owner="helm/team-a/other")
+    kfp_client.schedule(c, config, cron="0 6 * * *", name="other-release", **other)
+
+    def names():
+        return sorted(r["display_name"] for r in multi_user.state.recurring_runs.values())
+
+    # `daily` was disabled or removed from the values: the upgrade keeps only `weekly`.
+    deleted = kfp_client.prune_schedules(
+        c, owner="helm/team-a/st", keep=("weekly",), experiment="retrain", namespace=NS
+    )
+    assert deleted == ["daily"]
+    assert names() == ["by-hand", "other-release", "weekly"]
+    # helm uninstall: everything the release made goes, through the CLI the hook runs.
+    argv = ["pipeline", "prune-schedules", "--owner", "helm/team-a/st", "--experiment", "retrain",
+            "--host", multi_user.url, "--token", TOKEN, "--namespace", NS]  # fmt: skip
+    assert main(argv) == 0
+    assert "recurring runs deleted: weekly" in capsys.readouterr().out
+    assert names() == ["by-hand", "other-release"]
+    with pytest.raises(PipelineError, match="needs --owner"):
+        kfp_client.prune_schedules(c, owner="", experiment="retrain", namespace=NS)
 
 
 def test_schedule_refuses_configs_that_cannot_retrain(kfp, tmp_path):

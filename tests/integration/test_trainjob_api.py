@@ -10,7 +10,9 @@ the real one applies to what we send, each from its source:
 - names are unique per namespace: a second create is 409 AlreadyExists
   (k8s.io/apiserver pkg/registry/generic/registry/store.go, Create);
 - unknown objects are 404 NotFound; pods are listed by label selector
-  (``key=value`` pairs, all must match).
+  (``key=value`` pairs, all must match); ClusterTrainingRuntimes are cluster-scoped
+  (``/apis/trainer.kubeflow.org/v1alpha1/clustertrainingruntimes/NAME``); a DELETE removes
+  a TrainJob (its JobSet and pods follow through owner references).
 
 The test plays the Trainer controller: it sets the TrainJob's conditions the
 way kubeflow/trainer v2.3.0 does (pkg/apis/trainer/v1alpha1/trainjob_types.go).
@@ -41,6 +43,7 @@ TRAINJOBS = re.compile(
 )
 PODS = re.compile(r"^/api/v1/namespaces/([^/]+)/pods$")
 POD_LOG = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/log$")
+RUNTIMES = re.compile(r"^/apis/trainer\.kubeflow\.org/v1alpha1/clustertrainingruntimes/([^/]+)$")
 
 
 class FakeCluster:
@@ -49,6 +52,8 @@ class FakeCluster:
         self.pods: list[dict] = []
         self.logs: dict[str, list[str]] = {}
         self.log_requests: list[dict] = []
+        self.runtimes: set[str] = {"torch-distributed"}
+        self.deleted: list[str] = []
 
     def create_trainjob(self, namespace: str, body: dict) -> tuple[int, dict]:
         errors = [e.message for e in jsonschema.Draft7Validator(SCHEMA).iter_errors(body)]
@@ -86,9 +91,22 @@ def _server(cluster: FakeCluster):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             self._send(*cluster.create_trainjob(m.group(1), body))
 
+        def do_DELETE(self):
+            m = TRAINJOBS.match(urlparse(self.path).path)
+            if not m or not m.group(2) or (m.group(1), m.group(2)) not in cluster.trainjobs:
+                return self._send(404, {"kind": "Status", "reason": "NotFound", "code": 404})
+            del cluster.trainjobs[(m.group(1), m.group(2))]
+            cluster.deleted.append(f"{m.group(1)}/{m.group(2)}")
+            self._send(200, {"kind": "Status", "status": "Success"})
+
         def do_GET(self):
             url = urlparse(self.path)
             query = parse_qs(url.query)
+            if m := RUNTIMES.match(url.path):
+                if m.group(1) not in cluster.runtimes:
+                    return self._send(404, {"kind": "Status", "reason": "NotFound", "code": 404})
+                return self._send(200, {"kind": "ClusterTrainingRuntime",
+                                        "metadata": {"name": m.group(1)}})  # fmt: skip
             if (m := TRAINJOBS.match(url.path)) and m.group(2):
                 obj = cluster.trainjobs.get((m.group(1), m.group(2)))
                 if obj is None:
@@ -185,6 +203,17 @@ def test_a_failed_trainjob_fails_the_step_with_its_reason(cluster):
                  "message": "TrainJob exceeded its active deadline"})  # fmt: skip
     with pytest.raises(PipelineError, match="failed: DeadlineExceeded: TrainJob exceeded"):
         follow_trainjob(_request(), poll_seconds=0.05, api_client=api, emit=lambda _: None)
+    assert fake.deleted == ["team/sparse-transfer-0123456789ab"]  # no failed job left behind
+
+
+def test_no_runtime_is_a_clear_error_before_anything_is_created(cluster):
+    """Trainer v2.3's Helm chart installs no ClusterTrainingRuntime unless asked
+    (charts/kubeflow-trainer/values.yaml runtimes.torchDistributed.enabled)."""
+    fake, api = cluster
+    fake.runtimes.clear()
+    with pytest.raises(PipelineError, match="no ClusterTrainingRuntime 'torch-distributed'"):
+        follow_trainjob(_request(), poll_seconds=0.05, api_client=api, emit=lambda _: None)
+    assert fake.trainjobs == {} and fake.deleted == []
 
 
 def test_the_api_server_rules_hold_in_the_fake(cluster):
@@ -196,6 +225,7 @@ def test_the_api_server_rules_hold_in_the_fake(cluster):
     with pytest.raises(client.ApiException) as err:
         follow_trainjob(_request(), poll_seconds=0.05, api_client=api, emit=lambda _: None)
     assert err.value.status == 409
+    assert fake.deleted == []  # someone else's job of that name is never deleted
     status, body = fake.create_trainjob("team", {"apiVersion": "trainer.kubeflow.org/v1alpha1",
                                                  "kind": "TrainJob", "metadata": {"name": "x"},
                                                  "spec": {"trainer": {"numNodes": "2"}}})  # fmt: skip

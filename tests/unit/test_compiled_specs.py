@@ -181,77 +181,164 @@ def test_gpu_fields_come_from_string_parameters_as_kfps_driver_reads_them(name):
     ]
 
 
-def test_aws_region_reaches_s3_steps_from_an_optional_secret_key(documents):
+def test_zoo_root_and_region_reach_every_s3_step_from_the_charts_configmap(documents):
+    """One place (the chart's settings ConfigMap) gives every step the zoo root, so a UI run
+    with defaults (``zoo_root`` empty) finds the zoo; required keys, no ``optional`` field
+    (which KFP before 2.15 drops, making an optional key required)."""
     executors = documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    for step in ("exec-fetch-data", "exec-fetch-model", "exec-publish", "exec-sparse-transfer"):
-        wired = executors[step]["secretAsEnv"]
-        optional = [w for w in wired if w.get("optional")]
-        assert [m["envVar"] for w in optional for m in w["keyToEnv"]] == ["AWS_DEFAULT_REGION"]
-        required = [w for w in wired if not w.get("optional")]
-        assert {m["envVar"] for w in required for m in w["keyToEnv"]} == {
-            "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY",
-            "AWS_ENDPOINT_URL",
-        }
+    secret_users = {name for name, e in executors.items() if "secretAsEnv" in e}
+    assert {"exec-fetch-data", "exec-fetch-model", "exec-teacher", "exec-sparse-transfer",
+            "exec-publish", "exec-deploy-serving"} <= secret_users  # fmt: skip
+    for name in secret_users:
+        (wired,) = executors[name]["configMapAsEnv"]
+        assert wired["configMapName"] == "sparse-transfer-settings"
+        assert {m["envVar"] for m in wired["keyToEnv"]} == {
+            "SPARSE_TRANSFER_ZOO", "AWS_DEFAULT_REGION", "SPARSE_TRANSFER_STAGING"}  # fmt: skip
+        assert not [w for w in executors[name]["secretAsEnv"] if w.get("optional")]
+        assert not wired.get("optional")
 
 
-_STRICT_PARSE = """
-import json, sys
-from google.protobuf import json_format
-from kfp.pipeline_spec import pipeline_spec_pb2
-import importlib.util
-# kfp/kubernetes/__init__.py imports the whole SDK; only its generated proto module is loaded.
-found = importlib.util.spec_from_file_location("k8s_pb2", K8S_PB2)
-k8s = importlib.util.module_from_spec(found)
-found.loader.exec_module(k8s)
-for pipeline_spec, platform_spec in json.load(sys.stdin):
-    json_format.ParseDict(pipeline_spec, pipeline_spec_pb2.PipelineSpec())
-    json_format.ParseDict(platform_spec, pipeline_spec_pb2.PlatformSpec())
-    executors = platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    for executor in executors.values():
-        json_format.ParseDict(executor, k8s.KubernetesExecutorConfig())
-print("parsed", len(executors))
-"""
-
-
-@pytest.mark.integration
-def test_specs_parse_strictly_with_the_oldest_supported_backends_protos(tmp_path):
-    """The protos of the KFP release at the floor (`MIN_BACKEND`) know every field we emit.
-
-    The Python wheels `kfp-pipeline-spec` and `kfp-kubernetes` of that release carry the
-    same .proto files as the backend (api/v2alpha1/pipeline_spec.proto and
-    kubernetes_platform/proto/kubernetes_executor_config.proto at that tag); parsing without
-    ignoring unknown fields catches a field the backend would drop (SecretAsEnv.optional
-    only exists from 2.15.0). They are installed into a throwaway folder and imported alone.
-    """
-    floor = ".".join(map(str, MIN_BACKEND))
-    # Two folders: pip --target will not add a package to a folder that has its namespace.
-    spec_dir, k8s_dir = tmp_path / "spec", tmp_path / "k8s"
-    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--target"]
-    steps = [
-        [*pip, str(spec_dir), f"kfp-pipeline-spec=={floor}", "googleapis-common-protos"],
-        [*pip, str(k8s_dir), "--no-deps", f"kfp-kubernetes=={floor}"],
-    ]
-    for step in steps:
-        done = subprocess.run(step, capture_output=True, text=True, timeout=300)
-        if done.returncode != 0:
-            pytest.skip(
-                f"cannot install the KFP {floor} proto wheels (offline?): {done.stderr[-300:]}"
-            )
-    specs = [list(yaml.safe_load_all((COMPILED / name).read_text())) for name in NAMES]
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-S",
-            "-c",
-            f"import sys; sys.path[:0] = [{str(spec_dir)!r}]\n"
-            f"K8S_PB2 = {str(k8s_dir / 'kfp/kubernetes/kubernetes_executor_config_pb2.py')!r}\n"
-            + _STRICT_PARSE,
-        ],
-        input=json.dumps(specs),
-        capture_output=True,
-        text=True,
-        timeout=120,
+def test_trainjob_image_is_not_a_compiled_constant(spec):
+    """The nodes run the step's own image (read from its pod): nothing for the chart to miss."""
+    text = json.dumps(spec["root"]["dag"]["tasks"])
+    assert "ghcr.io/sparse-transfer" not in text
+    assert (
+        "trainjob_image"
+        not in spec["root"]["dag"]["tasks"]["sparse-transfer"]["inputs"]["parameters"]
     )
+
+
+# Every KFP backend the project claims (pipelines.client.SUPPORTED_BACKENDS), with the PyPI
+# releases carrying that backend's protos: kfp-pipeline-spec is api/v2alpha1/python at the tag
+# (0.6.0 at 2.5.0); kfp-kubernetes 1.4.0, the version named at tag 2.5.0, predates that tag's
+# kubernetes_executor_config.proto (no SecretAsEnv.secret_name_parameter), 1.5.0 is the first
+# release carrying it.
+PROTO_WHEELS = {
+    "2.5.0": ("0.6.0", "1.5.0"),
+    "2.15.0": ("2.15.0", "2.15.0"),
+    "2.16.0": ("2.16.0", "2.16.0"),
+    "2.17.0": ("2.17.0", "2.17.0"),
+}
+# A field the driver drops that changes nothing: `optional: false` is the proto default.
+HARMLESS_DROPS = (".optional=false",)
+
+
+def _proto_cache() -> Path:
+    base = os.environ.get("SPARSE_TRANSFER_KFP_PROTOS")
+    return Path(base) if base else Path.home() / ".cache" / "sparse-transfer" / "kfp-protos"
+
+
+def _wheels(backend: str) -> tuple[Path, Path]:
+    """The release's two wheels in the cache (installed once); skips when offline and uncached."""
+    spec_version, k8s_version = PROTO_WHEELS[backend]
+    spec_dir = _proto_cache() / f"kfp-pipeline-spec-{spec_version}"
+    k8s_dir = _proto_cache() / f"kfp-kubernetes-{k8s_version}"
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--retries", "0", "--timeout",
+           "15", "--target"]  # fmt: skip
+    # Two folders: pip --target will not add a package to a folder that has its namespace. The
+    # spec wheel brings the protobuf it was generated for (run with -S: nothing else is seen).
+    for folder, args in (
+        (spec_dir, [f"kfp-pipeline-spec=={spec_version}", "googleapis-common-protos"]),
+        (k8s_dir, ["--no-deps", f"kfp-kubernetes=={k8s_version}"]),
+    ):
+        if (folder / ".complete").is_file():
+            continue
+        done = subprocess.run([*pip, str(folder), *args], capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
+        if done.returncode != 0:
+            pytest.skip(f"KFP {backend} proto wheels not cached in {folder.parent} and pip "
+                        f"cannot fetch them (offline?): {done.stderr.strip()[-200:]}")  # fmt: skip
+        (folder / ".complete").write_text(" ".join(args))
+    return spec_dir, k8s_dir / "kfp" / "kubernetes" / "kubernetes_executor_config_pb2.py"
+
+
+def _read_as(backend: str, specs: dict) -> dict:
+    spec_dir, k8s_pb2 = _wheels(backend)
+    result = subprocess.run(
+        [sys.executable, "-S", str(ROOT / "tests" / "kfp_protos_check.py"), str(spec_dir),
+         str(k8s_pb2)],
+        input=json.dumps(specs), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.startswith("parsed ")
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("backend", sorted(PROTO_WHEELS))
+def test_specs_read_the_same_on_every_supported_kfp_backend(backend):
+    """As that release's API server and driver read them, with that release's protos.
+
+    The API server parses PipelineSpec and PlatformSpec strictly (protojson.Unmarshal in
+    backend/src/apiserver/template/v2_template.go: an unknown field refuses the upload); the
+    driver parses each KubernetesExecutorConfig allowing unknown fields
+    (backend/src/common/util/json.go UnmarshalString), so a newer field is silently lost. Only
+    drops that change nothing are allowed: an `optional: true` Secret key lost on 2.5 would
+    make a pod wait for a key the Secret does not have.
+    """
+    from pipelines.client import SUPPORTED_BACKENDS
+
+    assert backend in SUPPORTED_BACKENDS
+    specs = {name: list(yaml.safe_load_all((COMPILED / name).read_text())) for name in NAMES}
+    report = _read_as(backend, specs)
+    assert report["strict"] == []
+    assert [d for d in report["dropped"] if not d.endswith(HARMLESS_DROPS)] == []
+
+
+def test_the_check_sees_what_kfp_2_5_would_lose(documents):
+    """The old spec (an optional Secret key for the region) fails the 2.5 check."""
+    old = json.loads(json.dumps(documents))
+    executor = old[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-publish"]
+    executor["secretAsEnv"].append({"keyToEnv": [{"envVar": "AWS_DEFAULT_REGION",
+                                    "secretKey": "AWS_DEFAULT_REGION"}], "optional": True,
+                                    "secretName": "sparse-transfer-s3"})  # fmt: skip
+    report = _read_as("2.5.0", {"old.yaml": old})
+    lost = [d for d in report["dropped"] if not d.endswith(HARMLESS_DROPS)]
+    assert lost == ["old.yaml:exec-publish.secretAsEnv[1].optional=true"]
+
+
+def test_the_floor_is_the_oldest_supported_backend():
+    from pipelines.client import SUPPORTED_BACKENDS
+
+    assert MIN_BACKEND == (2, 5, 0)
+    assert min(tuple(int(x) for x in v.split(".")) for v in SUPPORTED_BACKENDS) == MIN_BACKEND
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_run_form_parameter_is_described(name):
+    """KFP's "Create run" form shows each parameter's description (from the docstring's Args:,
+    kfp/dsl/component_factory.py); before, 7 of the 49 had one."""
+    spec = next(yaml.safe_load_all((COMPILED / name).read_text()))
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert [p for p, v in parameters.items() if len(v.get("description", "")) < 15] == []
+
+
+def test_an_undescribed_parameter_fails_at_import():
+    from pipelines._docs import described
+
+    def pipeline(task: str = "", brand_new_knob: int = 0):
+        """Summary."""
+
+    with pytest.raises(ValueError, match="pipeline parameter 'brand_new_knob' has no description"):
+        described(pipeline)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_multi_node_run_can_leave_the_waiting_step_without_gpus(name):
+    """With exactly num_nodes x N free GPUs, the step that only waits for the TrainJob must hold
+    none: accelerator_limit "0" gives its pod a zero limit (KFP's driver, driver.go
+    initPodSpecPatch) while node_accelerator_limit reaches the TrainJob's nodes."""
+    spec = next(yaml.safe_load_all((COMPILED / name).read_text()))
+    executor = "exec-sparse-transfer" if name.startswith("sparse") else "exec-train-teacher"
+    task = "sparse-transfer" if name.startswith("sparse") else "train-teacher"
+    values = {
+        "pipelinechannel--accelerator_type": "nvidia.com/gpu",
+        "pipelinechannel--accelerator_limit": "0",
+    }
+    assert driver_limits(spec, executor, values) == {"nvidia.com/gpu": "0"}
+    inputs = spec["root"]["dag"]["tasks"][task]["inputs"]["parameters"]
+    assert inputs["node_accelerator_limit"] == {"componentInputParameter": "node_accelerator_limit"}
+    assert (
+        spec["root"]["inputDefinitions"]["parameters"]["node_accelerator_limit"]["parameterType"]
+        == "STRING"
+    )
+    body = spec["deploymentSpec"]["executors"][executor]["container"]["command"][-1]
+    assert "int(node_accelerator_limit or accelerator_limit or 0)" in body

@@ -56,7 +56,7 @@ def test_caches_live_under_the_writable_home():
 
 def test_dependencies_come_from_the_projects_pyproject_and_torch_is_pinned():
     assert "COPY pyproject.toml setup.py README.md ./" in TEXT
-    assert re.search(r"pip install --find-links /tmp/wheels \.", TEXT)
+    assert re.search(r'pip install --find-links /tmp/wheels "\.\[serve\]"', TEXT)
     assert '"torch==${TORCH_VERSION}"' in TEXT
     assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in TEXT
 
@@ -82,3 +82,18 @@ def test_build_context_is_an_allow_list():
         "pipelines",
         "images/wheels",
     }
+
+
+def test_the_image_serves_and_deploys():
+    """The predictor and the deploy_serving step run in this image: kserve comes in with the
+    `serve` extra, and the build fails if the serving modules do not import."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert any(req.startswith("kserve==") for req in extras["serve"])
+    assert '".[serve]"' in TEXT
+    assert "import kserve, kubernetes, sparse_transfer.serving.deploy" in TEXT
+    e2e = (ROOT / "images" / "e2e-containers.sh").read_text()
+    assert '"$IMAGE" serve' in e2e and "images/serve_check.py" in e2e

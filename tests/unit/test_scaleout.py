@@ -152,13 +152,16 @@ def test_torchrun_command_stays_on_loopback():
         torchrun_command(0, "text-classification", [])
 
 
-def test_plan_validation():
+def test_plan_validation(monkeypatch):
     assert not ScaleOut().distributed
     assert ScaleOut(nproc_per_node=2).distributed
-    with pytest.raises(PipelineError, match="needs work_uri, image, s3_secret"):
+    with pytest.raises(PipelineError, match="needs s3_secret"):
         ScaleOut(num_nodes=2)
-    with pytest.raises(PipelineError, match="s3:// work_uri"):
-        ScaleOut(num_nodes=2, work_uri="/tmp/x", image="i", s3_secret="s")
+    monkeypatch.delenv("SPARSE_TRANSFER_STAGING", raising=False)
+    plan = ScaleOut(num_nodes=2, work_uri="minio://mlpipeline/v2/artifacts/x", s3_secret="s")
+    with pytest.raises(PipelineError, match=r"needs an s3:// place every node can read: the "
+                       r"pipeline root is 'minio://mlpipeline/v2/artifacts/x'"):  # fmt: skip
+        plan.staging_uri()
 
 
 def test_stage_inputs_publishes_local_artifacts_and_rewrites_argv(tmp_path):

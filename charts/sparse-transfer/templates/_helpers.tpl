@@ -65,7 +65,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if .Values.minio.enabled }}
 {{- printf "%s.%s.svc:9000" (include "sparse-transfer.minioName" .) .Release.Namespace }}
 {{- else }}
-{{- .Values.s3.endpoint | trimPrefix "https://" | trimPrefix "http://" | trimSuffix "/" }}
+{{- $endpoint := .Values.s3.endpoint | trimPrefix "https://" | trimPrefix "http://" | trimSuffix "/" }}
+{{- /* AWS: the global endpoint answers path-style requests for us-east-1 buckets only; others
+get a 301 to the regional endpoint, which the launcher and boto3 do not follow. */}}
+{{- if and (eq $endpoint "s3.amazonaws.com") (ne .Values.s3.region "us-east-1") }}
+{{- printf "s3.%s.amazonaws.com" .Values.s3.region }}
+{{- else }}
+{{- $endpoint }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -77,6 +84,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "sparse-transfer.s3EndpointURL" -}}
 {{- $scheme := ternary "http" "https" (eq (include "sparse-transfer.s3DisableSSL" .) "true") }}
 {{- printf "%s://%s" $scheme (include "sparse-transfer.s3Endpoint" .) }}
+{{- end }}
+
+{{/* The zoo root: one value for the steps (settings ConfigMap) and the chart's predictor. */}}
+{{- define "sparse-transfer.zooRoot" -}}
+{{- default (printf "s3://%s/zoo" .Values.s3.bucket) .Values.zooRoot | trimSuffix "/" }}
+{{- end }}
+
+{{/* The ConfigMap the compiled steps read their settings from (kfp-kubernetes configMapAsEnv). */}}
+{{- define "sparse-transfer.stepsConfigMapName" -}}
+{{- regexFind "configMapName: \\S+" (.Files.Get "files/sparse_transfer_pipeline.yaml") | trimPrefix "configMapName: " }}
 {{- end }}
 
 {{- define "sparse-transfer.pipelineRoot" -}}
@@ -206,4 +223,9 @@ affinity:
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- end }}
+
+{{/* The mark on this release's recurring runs (`pipeline schedule --owner`). */}}
+{{- define "sparse-transfer.scheduleOwner" -}}
+{{- printf "helm/%s/%s" .Release.Namespace .Release.Name }}
 {{- end }}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 from sparse_transfer.errors import DataError
 from sparse_transfer.tasks.args import DataArguments, ModelArguments
@@ -67,11 +68,39 @@ def overwrite_requested(argv: list[str]) -> bool:
     return False
 
 
+def launched_world_size() -> int:
+    """Processes torchrun started (its ``WORLD_SIZE``; 1 outside torchrun)."""
+    value = os.environ.get("WORLD_SIZE", "1") or "1"
+    try:
+        return int(value)
+    except ValueError:
+        raise DataError(f"WORLD_SIZE={value!r} is not a number (set by torchrun)") from None
+
+
+def cpu_under_torchrun(argv: list[str], world: int) -> list[str]:
+    """Adds ``--use_cpu true`` under torchrun on a machine without CUDA.
+
+    The Trainer's device setup (accelerate's ``PartialState``) enters multi-process CPU mode
+    (gloo) only when told to use the CPU; without it every rank trains alone as rank 0 while
+    torchrun's process group sits unused, and the ranks fight over one output folder.
+    """
+    flags = {a.split("=", 1)[0] for a in argv}
+    if world <= 1 or "--use_cpu" in flags:
+        return argv
+    import torch
+
+    if torch.cuda.is_available():
+        return argv
+    logger.info("torchrun on a machine without CUDA: training on CPU (--use_cpu)")
+    return [*argv, "--use_cpu", "true"]
+
+
 def parse_train_args(spec, argv: list[str]):
     """Parses argv into (model_args, data_args, task_args, training_args)."""
     from transformers import HfArgumentParser, TrainingArguments
 
-    argv = normalize_argv(list(argv))
+    world = launched_world_size()
+    argv = cpu_under_torchrun(normalize_argv(list(argv)), world)
     flags = {a.split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
     if "__output_dir" not in flags and not ({"-h", "--help"} & set(argv)):
         raise DataError("--output_dir is required: where the trained model and results go")
@@ -91,6 +120,12 @@ def parse_train_args(spec, argv: list[str]):
     for obj in objs:  # `x < 0` checks let NaN through: refuse NaN/inf in any flag
         require_finite_fields(obj)
     model_args, data_args, training_args = objs[0], objs[1], objs[-1]
+    if world > 1 and training_args.world_size != world:  # ranks come from torchrun, not the Trainer
+        raise DataError(
+            f"torchrun started {world} processes (WORLD_SIZE) but the Trainer runs "
+            f"{training_args.world_size}: every rank would train alone as rank 0. Check "
+            "--use_cpu and the devices this machine has"
+        )
     task_args = objs[2] if spec.args_class is not None else None
     return model_args, data_args, task_args, training_args
 

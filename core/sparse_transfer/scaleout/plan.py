@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 import uuid
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 SUMMARY_NAME = "run_summary.json"
 NODE_OUTPUT_DIR = "/tmp/sparse-transfer-output"  # noqa: S108 - inside the node's own pod
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+STAGING_ENV = "SPARSE_TRANSFER_STAGING"  # the chart's settings ConfigMap: s3://<bucket>/staging
+STEP_CONTAINER = "main"  # KFP names a step's container "main"
 # Flags whose values are local artifact paths that nodes in other pods cannot see.
 _DIR_FLAGS = ("--model_name_or_path", "--distill_teacher")
 _FILE_FLAGS = ("--train_file", "--validation_file", "--test_file")
@@ -36,10 +39,14 @@ class ScaleOut:
         num_nodes: pods; > 1 runs a Kubeflow Trainer TrainJob.
         nproc_per_node: processes per pod (GPUs per pod); > 1 runs torchrun.
         accelerator_type / accelerator_limit: GPUs per node for a TrainJob's pods.
-        work_uri: s3:// prefix where a TrainJob's inputs and output are staged.
-        image: the image TrainJob nodes run (the pipeline's own).
+        work_uri: where a TrainJob's inputs and output are staged: the step's artifact URI.
+            Not s3:// (a ``minio://`` pipeline root): a fresh folder under
+            ``$SPARSE_TRANSFER_STAGING`` instead, which the nodes reach with the S3 Secret.
+        image: the image TrainJob nodes run; empty: this step's own (read from its pod, so
+            a chart's or a private registry's image reaches the nodes too).
         namespace: TrainJob namespace (default: this pod's).
         s3_secret: the Secret holding the S3 keys, mounted into the nodes.
+        settings_config_map: the ConfigMap with the zoo root and region, mounted into the nodes.
     """
 
     num_nodes: int = 1
@@ -50,6 +57,7 @@ class ScaleOut:
     image: str = ""
     namespace: str = ""
     s3_secret: str = ""
+    settings_config_map: str = ""
 
     def __post_init__(self) -> None:
         if self.num_nodes < 1 or self.nproc_per_node < 1:
@@ -57,15 +65,21 @@ class ScaleOut:
                 f"num_nodes and nproc_per_node must be >= 1, got {self.num_nodes} and "
                 f"{self.nproc_per_node}"
             )
-        if self.num_nodes > 1:
-            missing = [n for n in ("work_uri", "image", "s3_secret") if not getattr(self, n)]
-            if missing:
-                raise PipelineError(f"num_nodes={self.num_nodes} needs {', '.join(missing)}")
-            if not self.work_uri.startswith("s3://"):
-                raise PipelineError(
-                    f"num_nodes={self.num_nodes} needs an s3:// work_uri that every node can "
-                    f"read, got {self.work_uri!r}"
-                )
+        if self.num_nodes > 1 and not self.s3_secret:
+            raise PipelineError(f"num_nodes={self.num_nodes} needs s3_secret")
+
+    def staging_uri(self) -> str:
+        """The s3:// prefix every node can read: `work_uri`, else a folder under the staging env."""
+        if self.work_uri.startswith("s3://"):
+            return self.work_uri.rstrip("/")
+        staging = os.environ.get(STAGING_ENV, "")
+        if staging.startswith("s3://"):
+            return f"{staging.rstrip('/')}/{uuid.uuid4().hex}"
+        raise PipelineError(
+            f"num_nodes={self.num_nodes} needs an s3:// place every node can read: the pipeline "
+            f"root is {self.work_uri!r} and ${STAGING_ENV} is {staging!r} (the chart's settings "
+            "ConfigMap sets it; docs/distributed.md)"
+        )
 
     @property
     def distributed(self) -> bool:
@@ -135,21 +149,39 @@ def node_argv(task: str, argv: list[str], work_uri: str) -> list[str]:
     return ["--output_uri", f"{work_uri}/output", task, *out]
 
 
+def step_pod(namespace: str, api_client=None) -> tuple[str, dict[str, str]]:
+    """This step's image and its pod as an owner (``{"name", "uid"}``), read from the API."""
+    from kubernetes import client, config
+
+    if api_client is None:
+        config.load_incluster_config()
+        api_client = client.ApiClient()
+    name = os.environ.get("HOSTNAME", "")
+    pod = client.CoreV1Api(api_client).read_namespaced_pod(name, namespace)
+    containers = {c.name: c.image for c in pod.spec.containers}
+    image = containers.get(STEP_CONTAINER) or pod.spec.containers[0].image
+    return image, {"name": pod.metadata.name, "uid": pod.metadata.uid}
+
+
 def _train_on_trainjob(task: str, argv: list[str], output_dir: Path, plan: ScaleOut) -> None:
     from sparse_transfer import storage
     from sparse_transfer.scaleout.trainjob import TrainJobRequest, follow_trainjob
 
-    work = plan.work_uri.rstrip("/")
+    work = plan.staging_uri()
+    namespace = _namespace(plan)
+    image, owner = step_pod(namespace)
     request = TrainJobRequest(
         name=f"sparse-transfer-{uuid.uuid4().hex[:12]}",
-        namespace=_namespace(plan),
-        image=plan.image,
+        namespace=namespace,
+        image=plan.image or image,
         num_nodes=plan.num_nodes,
         nproc_per_node=plan.nproc_per_node,
         node_args=node_argv(task, stage_inputs(argv, work), work),
         s3_secret=plan.s3_secret,
         accelerator_type=plan.accelerator_type,
         accelerator_limit=plan.accelerator_limit,
+        settings_config_map=plan.settings_config_map,
+        owner=owner,
     )
     follow_trainjob(request)
     storage.download_dir(f"{work}/output", output_dir, overwrite=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sparse_transfer.serving import kube
@@ -77,3 +79,45 @@ def deploy_inference_service(
     for obj in objects:
         result[obj["kind"]] = kube.apply(api_client, obj)
     return result
+
+
+def isvc_ready(obj: dict) -> tuple[bool, str]:
+    """(ready, why not) from an InferenceService's ``status.conditions`` (type ``Ready``,
+    kserve pkg/apis/serving/v1beta1/inference_service_status.go)."""
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Ready":
+            reason = condition.get("reason") or condition.get("message") or "not ready"
+            return condition.get("status") == "True", reason
+    return False, "no Ready condition yet"
+
+
+def wait_ready(
+    api_client,
+    name: str,
+    namespace: str,
+    timeout_seconds: float = 600.0,
+    poll_seconds: float = 5.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Waits until the InferenceService reports Ready; ServingError with the last reason after
+    `timeout_seconds` (a deploy step that returns before then hides a predictor that never
+    starts: a bad image, a missing zoo entry, no GPU)."""
+    from kubernetes import client
+
+    custom = client.CustomObjectsApi(api_client)
+    deadline = clock() + timeout_seconds
+    while True:
+        obj = custom.get_namespaced_custom_object(
+            "serving.kserve.io", "v1beta1", namespace, "inferenceservices", name
+        )
+        ready, why = isvc_ready(obj)
+        if ready:
+            log.info("InferenceService %s/%s is Ready", namespace, name)
+            return
+        if clock() >= deadline:
+            raise ServingError(
+                f"InferenceService {namespace}/{name} not Ready after {timeout_seconds:.0f} s: "
+                f"{why} (kubectl -n {namespace} describe inferenceservice {name})"
+            )
+        sleep(poll_seconds)

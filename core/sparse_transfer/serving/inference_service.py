@@ -110,7 +110,12 @@ def inference_service(s: ServingSettings) -> dict[str, Any]:
             s.model_name,
             *s.serve_args,
         ],  # fmt: skip
-        env=[client.V1EnvVar(name="STORAGE_URI", value=s.storage_uri)],
+        # PROTOCOL: what KServe records for a custom predictor (CustomPredictor.GetProtocol,
+        # pkg/apis/serving/v1beta1/predictor_custom.go: v1 when unset); we serve v2 (and v1).
+        env=[
+            client.V1EnvVar(name="STORAGE_URI", value=s.storage_uri),
+            client.V1EnvVar(name="PROTOCOL", value="v2"),
+        ],
         ports=[client.V1ContainerPort(container_port=HTTP_PORT, protocol="TCP")],
         resources=client.V1ResourceRequirements(
             requests={"cpu": s.cpu_request, "memory": s.memory_request},
