@@ -186,7 +186,10 @@ void RepackTask(void* data, size_t i) {
 
 void ComputeTask(void* data, size_t i) {
   const Job& j = *static_cast<Job*>(data);
-  const int64_t tile = static_cast<int64_t>(i) % j.tiles, chunk = static_cast<int64_t>(i) / j.tiles;
+  // Row chunks vary fastest: the tasks in flight share one activation tile (in L2) and
+  // stream the packed weights, instead of re-reading every tile once per chunk.
+  const int64_t tile = static_cast<int64_t>(i) / j.chunks;
+  const int64_t chunk = static_cast<int64_t>(i) % j.chunks;
   const int64_t n0 = chunk * j.chunk_rows, n1 = std::min(j.w->n, n0 + j.chunk_rows);
   const int64_t m0 = tile * j.tile_tokens, mv = std::min<int64_t>(j.tile_tokens, j.m - m0);
   char* out = static_cast<char*>(j.out) + static_cast<size_t>(m0 * j.w->n) * j.out_elem;
