@@ -59,7 +59,8 @@ TGT_AVX2 void RowAvx2(const Packed& w, int64_t n, const uint8_t* ap, int32_t* ac
   _mm256_store_si256(o + 2, c2), _mm256_store_si256(o + 3, c3);
 }
 
-constexpr int kT512 = 64;  // tokens per AVX-512 tile (4 zmm accumulators; 128 measured slower: L1 misses)
+// Tokens per AVX-512 tile: 4 zmm accumulators per row (128 tokens measured slower: L1 misses).
+constexpr int kT512 = 64;
 
 TGT_512 void RowAvx512bw(const Packed& w, int64_t n, const uint8_t* ap, int32_t* acc) {
   __m512i c[kT512 / 16];

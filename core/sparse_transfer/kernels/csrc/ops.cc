@@ -105,7 +105,8 @@ size_t WeightInput(const OpDef* d) { return d->qlinear ? 3 : 2; }
 
 OrtStatus* ReadAttributes(const OrtKernelInfo* info, Kernel* kernel) {
   if (g_ort.KernelInfoGetAttribute_int64(info, "K", &kernel->k) != nullptr) {
-    return Error(std::string(kernel->def->name) + ": the int attribute K (input width) is required");
+    return Error(std::string(kernel->def->name) +
+                 ": the int attribute K (input width) is required");
   }
   if (kernel->k <= 0) return Error("attribute K must be positive");
   if (!kernel->def->qlinear) return nullptr;
