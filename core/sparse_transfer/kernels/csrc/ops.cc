@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <string>
 #include <vector>
@@ -110,17 +111,19 @@ OrtStatus* ReadAttributes(const OrtKernelInfo* info, Kernel* kernel) {
   }
   if (kernel->k <= 0) return Error("attribute K must be positive");
   if (!kernel->def->qlinear) return nullptr;
-  char act[32] = {0};
-  size_t size = sizeof(act);
-  OrtStatus* s = g_ort.KernelInfoGetAttribute_string(info, "activation", act, &size);
+  size_t size = 0;  // a null buffer asks for the size (terminator included)
+  OrtStatus* s = g_ort.KernelInfoGetAttribute_string(info, "activation", nullptr, &size);
   if (s != nullptr) {  // absent: "none"
     g_ort.ReleaseStatus(s);
     return nullptr;
   }
-  if (std::strcmp(act, "gelu") == 0) {
+  std::string act(size, '\0');
+  ST_RETURN_IF(g_ort.KernelInfoGetAttribute_string(info, "activation", act.data(), &size));
+  act.resize(std::strlen(act.c_str()));
+  if (act == "gelu") {
     kernel->gelu = true;
-  } else if (std::strcmp(act, "none") != 0) {
-    return Error(std::string("attribute activation: '") + act + "', choose none or gelu");
+  } else if (act != "none") {
+    return Error("attribute activation: '" + act + "', choose none or gelu");
   }
   return nullptr;
 }
@@ -148,13 +151,17 @@ OrtStatus* PackConstantWeights(const OrtKernelInfo* info, Kernel* kernel) {
 
 OrtStatus* CreateKernelV2(const OrtCustomOp* op, const OrtApi*, const OrtKernelInfo* info,
                           void** out) {
-  auto kernel = std::make_unique<Kernel>();
-  kernel->def = Def(op);
-  kernel->isa = g_isa;
-  ST_RETURN_IF(ReadAttributes(info, kernel.get()));
-  ST_RETURN_IF(PackConstantWeights(info, kernel.get()));
-  *out = kernel.release();
-  return nullptr;
+  try {  // no C++ exception may cross into ORT
+    auto kernel = std::make_unique<Kernel>();
+    kernel->def = Def(op);
+    kernel->isa = g_isa;
+    ST_RETURN_IF(ReadAttributes(info, kernel.get()));
+    ST_RETURN_IF(PackConstantWeights(info, kernel.get()));
+    *out = kernel.release();
+    return nullptr;
+  } catch (const std::exception& e) {
+    return g_ort.CreateStatus(kOrtFail, e.what());
+  }
 }
 
 // One call's work, shared by the ParallelFor tasks.
