@@ -164,3 +164,28 @@ def test_a_read_only_package_builds_into_the_user_cache(lib_path, monkeypatch, t
     assert not stale.exists()  # an older build of ours is replaced, nothing else is touched
     assert build.find_built() == built
     assert kernel_status().library == str(built)
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu_with_a_name_longer_than_thirty_two_bytes"])
+def test_an_unknown_activation_is_refused(lib_path, activation):
+    w = np.ones((4, 8), np.int8)
+    p = spec.pack_block4(w)
+    inits = [numpy_helper.from_array(np.array(0.1, np.float32), "xs"),
+             numpy_helper.from_array(np.array(0, np.uint8), "zp"),
+             numpy_helper.from_array(p.row_ptr, "rp"), numpy_helper.from_array(p.block_col, "bc"),
+             numpy_helper.from_array(p.values, "v"),
+             numpy_helper.from_array(np.ones(4, np.float32), "ws"),
+             numpy_helper.from_array(np.zeros(4, np.float32), "b")]  # fmt: skip
+    node = helper.make_node("SparseQLinear", ["x", "xs", "zp", "rp", "bc", "v", "ws", "b"], ["y"],
+                            domain=spec.DOMAIN, K=8, activation=activation)  # fmt: skip
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                              [None, 8])], [helper.make_tensor_value_info("y", TensorProto.FLOAT,
+                              None)], inits)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid(spec.DOMAIN, 1)])  # fmt: skip
+    options = ort.SessionOptions()
+    options.register_custom_ops_library(lib_path)
+    with pytest.raises(
+        Exception, match=re.escape(f"activation: '{activation}', choose none or gelu")
+    ):
+        ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"])

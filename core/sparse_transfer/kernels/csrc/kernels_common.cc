@@ -125,8 +125,8 @@ bool PackWeight(const int32_t* row_ptr, int64_t n_plus_1, const int32_t* block_c
 }
 
 void PlanQuads(Isa isa, Packed* w) {
-  // AVX-512 VNNI: vpdpbusd, any int8; AVX2: vpmaddubsw, 7-bit weights only.
-  if (!(isa == kAvx512vnni || (isa == kAvx2 && w->narrow))) return;
+  // AVX-512 VNNI: vpdpbusd, any int8; AVX-512BW and AVX2: vpmaddubsw, 7-bit weights only.
+  if (!(isa == kAvx512vnni || ((isa == kAvx2 || isa == kAvx512bw) && w->narrow))) return;
   const int tile = TileTokens(isa);
   w->quad_ptr.assign(w->n + 1, 0);
   w->quad_off.clear(), w->quad_w4.clear();
@@ -154,11 +154,12 @@ void PlanQuads(Isa isa, Packed* w) {
     }
     w->quad_ptr[r + 1] = static_cast<int32_t>(w->quad_w4.size());
   }
-  // Relative cost per tile, measured on Sapphire Rapids (90% unstructured, 768x3072): on
-  // AVX-512 VNNI a quad (4 loads, 8 byte/word unpacks, 4 vpdpbusd) costs 1.75 blocks (4
-  // vpdpbusd); on AVX2 kQuadCostAvx2 blocks (4 x vpmaddubsw + vpmaddwd + vpaddd per block).
-  const double quad_blocks = isa == kAvx2 ? kQuadCostAvx2 : 1.75;
-  const double block_cost = 4.0 * w->col.size(), quad_cost = 4.0 * quad_blocks * w->quad_w4.size();
+  // A quad's cost in 1x4 blocks, measured on Sapphire Rapids (90% unstructured, 768x3072):
+  // 1.75 with vpdpbusd (AVX-512 VNNI: a quad is 4 loads, 8 byte/word unpacks, 4 vpdpbusd; a
+  // block 4 vpdpbusd) and kQuadCostAvx2 with vpmaddubsw + vpmaddwd (AVX2, AVX-512BW).
+  const double quad_blocks = isa == kAvx512vnni ? 1.75 : kQuadCostAvx2;
+  const double block_cost = 4.0 * w->col.size();
+  const double quad_cost = 4.0 * quad_blocks * w->quad_w4.size();
   w->quad = quad_cost < block_cost;
   if (!w->quad) w->quad_ptr.clear(), w->quad_off.clear(), w->quad_w4.clear();
 }

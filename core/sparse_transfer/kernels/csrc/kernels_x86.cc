@@ -59,7 +59,8 @@ TGT_AVX2 void RowAvx2(const Packed& w, int64_t n, const uint8_t* ap, int32_t* ac
   _mm256_store_si256(o + 2, c2), _mm256_store_si256(o + 3, c3);
 }
 
-constexpr int kT512 = 64;  // tokens per AVX-512 tile (4 zmm accumulators; 128 measured slower: L1 misses)
+// Tokens per AVX-512 tile: 4 zmm accumulators per row (128 tokens measured slower: L1 misses).
+constexpr int kT512 = 64;
 
 TGT_512 void RowAvx512bw(const Packed& w, int64_t n, const uint8_t* ap, int32_t* acc) {
   __m512i c[kT512 / 16];
@@ -107,6 +108,31 @@ TGT_VNNI void RowQuadVnni(const Packed& w, int64_t n, const uint8_t* ap, int32_t
     c1 = _mm512_dpbusd_epi32(c1, _mm512_unpackhi_epi16(a, c), wb);
     c2 = _mm512_dpbusd_epi32(c2, _mm512_unpacklo_epi16(b, d), wb);
     c3 = _mm512_dpbusd_epi32(c3, _mm512_unpackhi_epi16(b, d), wb);
+  }
+  _mm512_store_si512(acc, c0), _mm512_store_si512(acc + 16, c1);
+  _mm512_store_si512(acc + 32, c2), _mm512_store_si512(acc + 48, c3);
+}
+
+// The quad form on AVX-512 without VNNI (7-bit weights): vpmaddubsw + vpmaddwd.
+TGT_512 inline __m512i Dot512bw(__m512i v, __m512i wb) {
+  return _mm512_madd_epi16(_mm512_maddubs_epi16(v, wb), _mm512_set1_epi16(1));
+}
+
+TGT_512 void RowQuad512bw(const Packed& w, int64_t n, const uint8_t* ap, int32_t* acc) {
+  __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0;
+  const int32_t* off = w.quad_off.data();
+  for (int32_t q = w.quad_ptr[n]; q < w.quad_ptr[n + 1]; ++q) {
+    const __m512i x1 = _mm512_load_si512(ap + off[4 * q]);
+    const __m512i x2 = _mm512_load_si512(ap + off[4 * q + 1]);
+    const __m512i x3 = _mm512_load_si512(ap + off[4 * q + 2]);
+    const __m512i x4 = _mm512_load_si512(ap + off[4 * q + 3]);
+    const __m512i a = _mm512_unpacklo_epi8(x1, x2), b = _mm512_unpackhi_epi8(x1, x2);
+    const __m512i c = _mm512_unpacklo_epi8(x3, x4), d = _mm512_unpackhi_epi8(x3, x4);
+    const __m512i wb = _mm512_set1_epi32(w.quad_w4[q]);
+    c0 = _mm512_add_epi32(c0, Dot512bw(_mm512_unpacklo_epi16(a, c), wb));
+    c1 = _mm512_add_epi32(c1, Dot512bw(_mm512_unpackhi_epi16(a, c), wb));
+    c2 = _mm512_add_epi32(c2, Dot512bw(_mm512_unpacklo_epi16(b, d), wb));
+    c3 = _mm512_add_epi32(c3, Dot512bw(_mm512_unpackhi_epi16(b, d), wb));
   }
   _mm512_store_si512(acc, c0), _mm512_store_si512(acc + 16, c1);
   _mm512_store_si512(acc + 32, c2), _mm512_store_si512(acc + 48, c3);
@@ -274,7 +300,9 @@ TGT_512 void Epilogue512(const Packed& w, const int32_t* tmp, int64_t mv, int64_
 }
 
 TGT_512 void RowAvx512bwExact(const Packed& w, int64_t n, const uint8_t* ap, int32_t* acc) {
-  if (w.narrow) {
+  if (w.quad) {
+    RowQuad512bw(w, n, ap, acc);
+  } else if (w.narrow) {
     RowAvx512bw(w, n, ap, acc);
   } else {
     RowScalar(w, n, ap, kT512, acc);
@@ -519,7 +547,7 @@ TGT_AVX2 void RepackAvx2(const void* src, int64_t m, int64_t k, float scale, int
 }
 
 void BlocksToQuadLayout(Isa isa, int64_t kb, uint8_t* tile) {
-  if (isa == kAvx512vnni) BlocksToQuad512(kb, tile);
+  if (isa == kAvx512vnni || isa == kAvx512bw) BlocksToQuad512(kb, tile);
   if (isa == kAvx2) BlocksToQuadAvx2(kb, tile);
 }
 
