@@ -81,3 +81,10 @@ def test_task_trains_and_evaluates_with_the_pipelines_defaults(tmp_path, case):
     assert saved["max_seq_length"] == expected_length  # what export defaults to
     result = steps.evaluate_step(task, tmp_path / "trained", data, eval_args=eval_options(options))
     assert metric in {k.removeprefix("eval_") for k in result["metrics"]}
+    if case == "single_label":  # every single-label metric reaches eval_results.json
+        written = json.loads((tmp_path / "trained" / "eval_results.json").read_text())
+        for name in ("accuracy", "macro_f1", "balanced_accuracy", "majority_class_share",
+                     "positive_f1", "minority_f1", "precision_0", "recall_1", "f1_1",
+                     "support_0"):  # fmt: skip
+            assert f"eval_{name}" in written, name
+        assert written["eval_support_0"] + written["eval_support_1"] == 12

@@ -210,3 +210,22 @@ def test_train_warns_about_a_modifier_that_never_runs(tmp_path, caplog):
     assert recipe.find("QuantizationModifier")  # kept: train warns, the pipeline refuses
     assert "QuantizationModifier starts at epoch 8 but training ends at epoch 2" in caplog.text
     assert "qat_start_epoch" in caplog.text
+
+
+def test_trainer_warns_when_a_modifier_never_started(tmp_path, caplog):
+    # One step per epoch: QAT from epoch 0.5 never sees a forward pass (export then refuses).
+    from tests.unit._train_utils import make_trainer, mod, tiny_dataset, tiny_model
+
+    model, tok = tiny_model(tmp_path)
+    recipe = [
+        mod("EpochRangeModifier", start_epoch=0.0, end_epoch=1.0),
+        mod("ConstantPruningModifier", start_epoch=0.0, params="__ALL_PRUNABLE__"),
+        mod("QuantizationModifier", start_epoch=0.5),
+    ]
+    trainer = make_trainer(tmp_path, model, tiny_dataset(tok, 4), recipe=recipe)
+    with caplog.at_level(logging.WARNING, logger="sparse_transfer.training.trainer"):
+        trainer.train()
+    assert "recipe: QuantizationModifier never ran (start_epoch 0.5; training stopped after 1 " in (
+        caplog.text
+    )
+    assert "ConstantPruningModifier never ran" not in caplog.text

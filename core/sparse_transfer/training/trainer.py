@@ -200,6 +200,22 @@ class SparseTrainer(Trainer):
 
     def _finalize_recipe(self) -> None:
         self.sparse_state.global_step = self.state.global_step
+        steps, epoch = self.state.global_step, float(self.state.epoch or 0.0)
+        last_step_epoch = epoch * (steps - 1) / steps if steps else 0.0  # where the last step began
+        never = [
+            m
+            for m in self.manager.modifiers
+            if m.start_epoch >= 0 and (not m.started or m.start_epoch > last_step_epoch + 1e-9)
+        ]
+        for m in never:  # e.g. QAT from epoch 0.5 of a one-step epoch: the export will refuse it
+            logger.warning(
+                "recipe: %s never ran (start_epoch %s; training stopped after %d steps at epoch "
+                "%.2f): give it a start_epoch inside the training window",
+                m.recipe_name,
+                m.start_epoch,
+                steps,
+                epoch,
+            )
         self.manager.finalize(self.sparse_state)
         runner = self.sparse_state.extras.get("teacher_forward")
         if runner is not None:
