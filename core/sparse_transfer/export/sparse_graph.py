@@ -107,11 +107,16 @@ def _weight_scale(mul, cast, quant, idx: _Index, n: int) -> np.ndarray | None:
     rescale = idx.producer.get(next((i for i in mul.input if i != cast.output[0]), ""))
     if rescale is None or rescale.op_type != "Mul":
         return None
-    w_scale = next((idx.const(i) for i in rescale.input if i in idx.inits), None)
-    other = next((i for i in rescale.input if i not in idx.inits), quant.input[1])
-    a_scale = idx.producer.get(other)  # int8.py's s_x * runtime_one (exactly s_x)
-    if other != quant.input[1] and not (a_scale is not None and quant.input[1] in a_scale.input):
-        return None
+
+    def is_input_scale(name: str) -> bool:  # s_x, or int8.py's s_x * runtime_one (exact)
+        made = idx.producer.get(name)
+        return name == quant.input[1] or (
+            made is not None and made.op_type == "Mul" and quant.input[1] in made.input
+        )
+
+    a, b = rescale.input
+    w_name = b if is_input_scale(a) else a if is_input_scale(b) else None
+    w_scale = idx.const(w_name) if w_name else None
     if w_scale is None or w_scale.size not in (1, n) or w_scale.dtype != np.float32:
         return None
     return np.broadcast_to(w_scale.reshape(-1), (n,)).copy()
@@ -362,6 +367,18 @@ def prune(graph) -> None:
     _drop_unused_initializers(graph)
 
 
+def _int8_weight_matmuls(graph) -> list[str]:
+    """MatMulIntegers that read an int8 initializer: int8 Linears (matched or not)."""
+    idx = _Index(graph)
+    return [
+        n.name
+        for n in graph.node
+        if n.op_type == "MatMulInteger"
+        and (w := idx.const(n.input[1])) is not None
+        and w.dtype == np.int8
+    ]
+
+
 def sparsify(model_proto) -> dict:
     """Rewrites a standard ``integer`` int8 graph in place; returns the report entry."""
     from onnx import helper
@@ -381,7 +398,7 @@ def sparsify(model_proto) -> dict:
     prune(graph)
     if not any(o.domain == spec.DOMAIN for o in model_proto.opset_import):
         model_proto.opset_import.append(helper.make_opsetid(spec.DOMAIN, spec.OPSET_VERSION))
-    left = [n.name for n in match_linears(graph, _Index(graph))]
+    left = _int8_weight_matmuls(graph)
     kept = sum(v["blocks_kept"] for v in layers.values())
     total = sum(v["blocks"] for v in layers.values())
     return {
