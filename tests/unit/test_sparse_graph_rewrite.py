@@ -82,7 +82,7 @@ def test_one_linear_becomes_one_op_with_the_same_numbers(gelu, requantize, op):
     model, w = _linear_graph(gelu, requantize)
     sparse = onnx.ModelProto()
     sparse.CopyFrom(model)
-    report = sparsify(sparse)
+    report = sparsify(sparse, fuse_gelu=True)
     onnx.checker.check_model(sparse, full_check=True)
     assert [n.op_type for n in sparse.graph.node] == [op]  # Q, chain, GELU, next Q: all in
     node = sparse.graph.node[0]
@@ -116,3 +116,13 @@ def test_a_chain_with_another_scale_is_left_standard_and_the_export_refuses(tmp_
     with pytest.raises(ExportError, match=r"1 int8 Linears did not match the rewrite"):
         write_sparse_graph(model2, tmp_path)
     assert not (tmp_path / "model.sparse.onnx").exists()
+
+
+def test_gelu_stays_in_the_graph_by_default():
+    """Off by default (`FUSE_GELU`: slower with the current library's erf); then the next
+    QuantizeLinear, read by no Linear here, stays in the graph too."""
+    model, _ = _linear_graph(gelu=True, requantize=True)
+    report = sparsify(model)
+    ops = [n.op_type for n in model.graph.node]
+    assert ops == ["SparseQLinear", "Div", "Erf", "Add", "Mul", "Mul", "QuantizeLinear"]
+    assert report["fusions"]["gelu"] == 0 and report["fusions"]["output_quant"] == 0
