@@ -28,6 +28,7 @@ from sparse_transfer.errors import ExportError
 from sparse_transfer.export import export_onnx
 from sparse_transfer.export.onnx_export import input_names_for, load_for_export, sample_inputs
 from sparse_transfer.export.parity import ReferenceGraph, predictions
+from sparse_transfer.export.sparse_graph import sparsify
 from sparse_transfer.kernels import spec
 from sparse_transfer.quantization import calibrate, prepare_qat, save_qat_config
 from sparse_transfer.runtime import OnnxModel, engines
@@ -173,10 +174,25 @@ def _with_outputs(model, names: list[str]):
     return copy
 
 
-def test_gelu_and_next_input_quantization_fuse_exactly(deployments):
+def test_default_sparse_graph_leaves_gelu_to_onnx_runtime(deployments):
+    """`sparse_graph.FUSE_GELU` is off (measured slower with the current library): GELU
+    stays, and output.dense quantizes GELU's output itself (its QuantizeLinear dropped)."""
     dest = deployments["text-classification"]
     report = _report(dest)["sparse_graph"]
-    standard, sparse = _graphs(dest)
+    _, sparse = _graphs(dest)
+    ops = [n.op_type for n in sparse.graph.node]
+    assert report["fusions"]["gelu"] == 0 and ops.count("Erf") == LAYERS
+    assert "SparseQLinearToU8" not in ops
+    assert report["fusions"]["float_input"] == ops.count("SparseQLinear") == 3 * LAYERS + 2
+
+
+def test_gelu_and_next_input_quantization_fuse_exactly(deployments):
+    dest = deployments["text-classification"]
+    standard, _ = _graphs(dest)
+    sparse = onnx.ModelProto()
+    sparse.CopyFrom(standard)
+    report = sparsify(sparse, fuse_gelu=True)
+    onnx.checker.check_model(sparse, full_check=True)
     by_op: dict[str, list] = {}
     for n in sparse.graph.node:
         by_op.setdefault(n.op_type, []).append(n)
@@ -224,7 +240,7 @@ def test_quantized_linear_outputs_fuse_into_to_u8(tmp_path):
         report["parity"]["passed"]
         and report["parity"]["graph_vs_standard"]["max_abs_diff_all"] == 0.0
     )
-    assert report["fusions"]["output_quant"] > LAYERS  # beyond the GELU ones
+    assert report["fusions"]["output_quant"] >= 4 * LAYERS  # Linear outputs, GELU or not
     _, sparse = _graphs(dest)
     readers = {i: n.op_type for n in sparse.graph.node for i in n.input}
     to_u8 = [n for n in sparse.graph.node if n.op_type in ("SparseQLinearToU8", "SparseQLinearU8")]
