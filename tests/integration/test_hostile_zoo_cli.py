@@ -313,3 +313,17 @@ def test_push_refuses_a_named_pipe(local_zoo, tmp_path, capsys):
     assert main(["zoo", "push", str(run), SST2]) == 2
     line = one_error_line(capsys.readouterr().err)
     assert "pipe is not a regular file" in line, line
+
+
+def test_push_force_never_replaces_a_folder_with_a_copied_manifest(local_zoo, tmp_path, capsys):
+    """A user's folder where an entry would go, holding a manifest.json copied from an entry."""
+    zoo.push(_trained_output(tmp_path / "a"), SST2)
+    spot = Path(zoo.entry_uri(TEACHER))
+    (spot / "thesis").mkdir(parents=True)
+    (spot / "thesis" / "chapter1.tex").write_text("mine")
+    (spot / "manifest.json").write_bytes((Path(zoo.entry_uri(SST2)) / "manifest.json").read_bytes())
+    before = _tree(spot)
+    assert main(["zoo", "push", str(tmp_path / "a"), TEACHER, "--force"]) == 2
+    assert "not a sparse-transfer published directory" in one_error_line(capsys.readouterr().err)
+    assert _tree(spot) == before
+    assert main(["zoo", "push", str(tmp_path / "a"), SST2, "--force"]) == 0  # a real entry: yes

@@ -123,10 +123,27 @@ def download_problem(folder: Path) -> str | None:
     return listing_problem(Path(folder), manifest.folder, sizes, MANIFEST_NAME)
 
 
+def publish_problem(folder: Path) -> str | None:
+    """None when `folder` is a local publish (a zoo entry) whose manifest matches it.
+
+    Publishes carry no folder identity (a zoo root may be copied or restored whole), so
+    here the listing alone decides: a manifest.json copied into a user's folder lists
+    files that are not there, or leaves the user's folders unlisted.
+    """
+    try:
+        manifest = parse_manifest((Path(folder) / MANIFEST_NAME).read_bytes(), str(folder))
+    except (OSError, StorageError):
+        return f"it has no readable {MANIFEST_NAME}"
+    if manifest.origin == "download" or manifest.base:
+        return f"its {MANIFEST_NAME} is not a local publish"
+    sizes = {f.path: f.size for f in manifest.files}
+    return listing_problem(Path(folder), None, sizes, MANIFEST_NAME)
+
+
 def listing_problem(folder: Path, identity: Any, sizes: dict[str, Any], name: str) -> str | None:
-    """The shared rule: written for this very folder, every listed file there with its size,
-    no unlisted folder of someone else's files."""
-    if identity != _identity(folder):
+    """The shared rule: written for this very folder (unless `identity` is None), every
+    listed file there with its size, no unlisted folder of someone else's files."""
+    if identity is not None and identity != _identity(folder):
         return f"its {name} was written for another folder (a copy is not ours to replace)"
     for rel, size in sizes.items():
         path = folder / rel

@@ -255,7 +255,10 @@ def _collect_garbage(store: S3Store, manifest: Manifest, old: Manifest | None) -
 
 # -- local ------------------------------------------------------------------------------
 def _is_local_publish(path: Path) -> bool:
-    return (path / MANIFEST_NAME).is_file()
+    """A zoo entry we published here: its manifest matches it (a copied one does not)."""
+    from sparse_transfer.storage._owned import publish_problem
+
+    return publish_problem(path) is None
 
 
 @contextmanager
