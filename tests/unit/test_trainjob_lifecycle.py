@@ -177,3 +177,41 @@ def test_minio_roots_stage_under_the_charts_staging_prefix(monkeypatch):
     s3 = ScaleOut(num_nodes=2, work_uri="s3://b/root/x-trainjob/", s3_secret="s")
     assert s3.staging_uri() == "s3://b/root/x-trainjob"
     assert plan_module.STAGING_ENV == "SPARSE_TRANSFER_STAGING"
+
+
+def _unknown_fields(schema: dict, obj, path: str = "") -> list[str]:
+    """Fields a structural CRD schema does not declare: the API server prunes them."""
+    if isinstance(obj, dict) and "properties" in schema:
+        if schema.get("x-kubernetes-preserve-unknown-fields"):
+            return []
+        out = []
+        for key, value in obj.items():
+            if key not in schema["properties"]:
+                out.append(f"{path}.{key}")
+            else:
+                out += _unknown_fields(schema["properties"][key], value, f"{path}.{key}")
+        return out
+    if isinstance(obj, list) and "items" in schema:
+        return [
+            u
+            for i, v in enumerate(obj)
+            for u in _unknown_fields(schema["items"], v, f"{path}[{i}]")
+        ]
+    return []
+
+
+@pytest.mark.parametrize(
+    ("trainer", "pruned"),
+    [("v2.3.0", []), ("v2.1.0", [".spec.activeDeadlineSeconds"])],
+)
+def test_what_each_trainer_release_keeps_of_the_manifest(trainer, pruned):
+    """Kubeflow 1.11 ships Trainer v2.1.0 (kubeflow/manifests README), which has no
+    activeDeadlineSeconds: the API server prunes it there (and the step's own bounded wait is
+    the limit); everything else is declared by both CRDs (descriptions stripped copies)."""
+    schema = json.loads((SCHEMA.parent / f"trainjob_crd_{trainer}.schema.json").read_text())
+    manifest = trainjob_manifest(_request(accelerator_type="nvidia.com/gpu", accelerator_limit=8))
+    assert _unknown_fields(schema, manifest) == pruned
+    kept = json.loads(json.dumps(manifest))
+    if pruned:
+        del kept["spec"]["activeDeadlineSeconds"]
+    jsonschema.Draft7Validator(schema).validate(kept)
