@@ -7,10 +7,14 @@ function bodies (the function body is what runs in the container).
 from components.configure_training import configure_training
 from components.deploy_serving import deploy_serving
 from components.evaluate import evaluate
+from components.evaluate_upstream import evaluate_upstream
 from components.export_onnx import export_onnx
+from components.fetch_corpus import fetch_corpus
 from components.fetch_data import fetch_data
 from components.fetch_model import fetch_model
+from components.prune_upstream import prune_upstream
 from components.publish import publish
+from components.publish_upstream import publish_upstream
 from components.sparse_transfer_step import sparse_transfer
 from components.teacher import teacher
 from components.train_teacher import train_teacher
@@ -19,10 +23,14 @@ __all__ = [
     "configure_training",
     "deploy_serving",
     "evaluate",
+    "evaluate_upstream",
     "export_onnx",
+    "fetch_corpus",
     "fetch_data",
     "fetch_model",
+    "prune_upstream",
     "publish",
+    "publish_upstream",
     "sparse_transfer",
     "teacher",
     "train_teacher",

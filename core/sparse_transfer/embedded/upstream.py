@@ -188,7 +188,8 @@ def prune(
     random.Random(settings.seed).shuffle(sentences)
     objective = build_objective(dense_dir, settings)
     recipe = load_recipe(upstream_recipe_path(settings.recipe), settings.recipe_args)
-    work = Path(checkpoint_dir) if checkpoint_dir else out_dir.parent / f".{out_dir.name}.trainer"
+    # an s3:// prefix stays a string (Path would fold its double slash)
+    work = checkpoint_dir or out_dir.parent / f".{out_dir.name}.trainer"
     local, resume = ckpt.prepare(work)
     trainer = SparseTrainer(
         model=objective.module,
@@ -201,9 +202,10 @@ def prune(
     start = time.time()
     trainer.train(resume_from_checkpoint=resume)
     seconds = time.time() - start
-    out_dir.mkdir(parents=True, exist_ok=True)
-    objective.save(out_dir)
-    trainer.save_recipe_artifacts(out_dir)  # recipe.yaml + sparsity.json
+    if trainer.is_world_process_zero():  # under torchrun, one rank writes the model
+        out_dir.mkdir(parents=True, exist_ok=True)
+        objective.save(out_dir)
+        trainer.save_recipe_artifacts(out_dir)  # recipe.yaml + sparsity.json
     if not checkpoint_dir:
         shutil.rmtree(local, ignore_errors=True)
     facts = _sparsity_facts(objective.module, recipe)

@@ -13,6 +13,7 @@ Every stage reads and writes folders:
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,8 @@ def prune_stage(dense_dir: Path, corpus_dir: Path, out_dir: Path, settings, **kw
     facts = prune(dense_dir, out_dir, _lines(corpus_dir / "train.txt"), settings, **kwargs)
     facts["batch_size"], facts["max_length"] = settings.batch_size, settings.max_length
     facts["recipe_args"] = dict(settings.recipe_args)
-    (out_dir / FACTS).write_text(json.dumps(facts, indent=1))
+    if os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 wrote the model, it writes facts
+        (out_dir / FACTS).write_text(json.dumps(facts, indent=1))
     return facts
 
 
