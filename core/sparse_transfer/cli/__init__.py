@@ -25,7 +25,9 @@ import traceback
 
 from sparse_transfer.errors import SparseTransferError
 
-COMMAND_MODULES = ("recipe", "train", "evaluate", "export", "benchmark", "zoo", "upstream", "serve")
+COMMAND_MODULES = (
+    "recipe", "train", "evaluate", "export", "benchmark", "zoo", "upstream", "frontier", "serve",
+)  # fmt: skip
 PLUGIN_GROUP = "sparse_transfer.cli_plugins"
 PROG = "sparse-transfer"
 #: Environment variable that turns on stack traces, like ``--debug``.

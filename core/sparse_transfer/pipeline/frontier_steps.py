@@ -174,3 +174,44 @@ def _publish(chosen: dict, stub: str, metric: str, engine: str, *, zoo: str, for
         body = f"# {stub}\n\n{card['description']}\n"
         (entry / "model.md").write_text(ModelCard(card, body).render())  # makes it an entry
         push(entry, stub, force=force, card=card, root=zoo or None)
+
+
+def trial_step(
+    point: str,
+    work_dir: str | Path,
+    *,
+    task: str,
+    model: str,
+    train_file: str,
+    validation_file: str,
+    teacher: str = "disable",
+    task_name: str = "",
+    recipe_args: str = "",
+    flags: Mapping[str, Any],
+    engine: str = "onnxruntime",
+    zoo: str = "",
+) -> dict[str, Any]:
+    """One frontier point end to end in one process: a Katib trial (pipelines/katib/).
+
+    Fetches the model, teacher and data, trains the point, exports int8 ONNX, evaluates and
+    benchmarks it; returns the measured point (metric and latency) for the trial's stdout.
+    """
+    from sparse_transfer.pipeline import steps
+
+    work = Path(work_dir)
+    steps.fetch_model_step(model, work / "model", task=task, zoo=zoo)
+    steps.fetch_model_step(teacher, work / "teacher", kind="teacher", task=task, zoo=zoo)
+    data = {"task_name": task_name} if task_name else {}
+    steps.fetch_data_step(
+        work / "data", train_file=train_file, validation_file=validation_file, **data
+    )
+    transfer_point_step(
+        task, point, work / "model", work / "sparse", work / "data", recipe_args=recipe_args,
+        flags=flags, teacher_dir=work / "teacher", zoo=zoo,
+    )  # fmt: skip
+    length = int(flags.get("max_seq_length", 128))
+    steps.export_step(work / "sparse", task, work / "deployment", sequence_length=length)
+    return benchmark_point_step(
+        work / "deployment", work / "data", point, task=task, flags=flags, engine=engine,
+        sequence_length=length,
+    )  # fmt: skip
