@@ -137,3 +137,17 @@ def test_training_from_three_stubs_on_s3_publishes_back_with_a_card(seeded, tmp_
     files = {f["path"] for f in zoo.show(published)["files"]}
     assert {"training/config.json", "training/quantization.json", "recipe/recipe.yaml"} <= files
     assert storage.is_remote(zoo.entry_uri(published))
+
+
+def test_seed_with_another_recipe_publishes_under_its_name(tmp_path):
+    """`zoo seed --tiny --recipe gmp_block4_pruned90`: the pipeline's stages with that recipe."""
+    root = tmp_path / "zoo"
+    assert (
+        main(["zoo", "seed", "--tiny", "--recipe", "gmp_block4_pruned90", "--zoo", str(root)]) == 0
+    )
+    stub = "zoo:nlp/masked_language_modeling/tiny-bert/pytorch/huggingface/fixture_text/gmp_block4_pruned90-none"
+    card = zoo.card(stub, root=str(root))
+    assert card["structure"] == "block4" and card["recipe_name"] == "upstream_gmp_block4_pruned90"
+    assert card["training_command"] == (
+        "sparse-transfer zoo seed --tiny --corpus fixture_text --recipe gmp_block4_pruned90"
+    )

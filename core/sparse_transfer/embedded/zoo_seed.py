@@ -182,12 +182,30 @@ def _schedule(name: str) -> Schedule:
     return SCHEDULES[name]
 
 
+def derive_schedule(schedule: str, corpus: str = "", recipe: str = "") -> str:
+    """Registers `schedule` with another corpus and/or built-in upstream recipe; its name.
+
+    ``zoo seed --corpus movie_reviews`` is the in-domain experiment (stubs under
+    ``.../movie_reviews/``); ``--recipe obs_block4_pruned90`` publishes ``.../obs_block4_pruned90-none``.
+    """
+    import dataclasses
+
+    if not corpus and not recipe:
+        return schedule
+    base = _schedule(schedule)
+    changed = dataclasses.replace(base, corpus=corpus or base.corpus, recipe=recipe or base.recipe)
+    name = f"{schedule}:{changed.corpus}:{changed.recipe}"
+    SCHEDULES[name] = changed
+    return name
+
+
 def stubs(schedule: str = "short") -> dict[str, Any]:
     """The stubs a seed publishes: upstream (sparse), upstream_dense, transfer/teacher per task key."""
     s = _schedule(schedule)
     mlm = f"zoo:nlp/masked_language_modeling/{s.architecture}/pytorch/huggingface/{s.corpus}"
+    sparse = "pruned90" if s.recipe == "gmp_pruned90" else s.recipe  # e.g. obs_block4_pruned90
     return {
-        "upstream": f"{mlm}/pruned90-none",
+        "upstream": f"{mlm}/{sparse}-none",
         "upstream_dense": f"{mlm}/base-none",
         "transfer": {
             t.key: f"zoo:nlp/{t.sub_domain}/{s.architecture}/pytorch/huggingface/{t.dataset}/pruned90_quant-none"
@@ -373,12 +391,15 @@ def _build_upstreams(
     model = work / "sparse-model"
     facts = upstream_build.prune_stage(dense, work / "corpus", model, settings, callbacks=callbacks)
     facts["metrics"] = _evaluate(model, dense, work / "corpus", sched.probe)
+    base, *derived = name.split(":")
     seed_cmd = "sparse-transfer zoo seed" + {
         "short": "",
         "minilm": "",
         "full": " --full",
         "tiny": " --tiny",
-    }.get(name, f" (schedule {name!r}: python -m pipelines.results)")
+    }.get(base, f" (schedule {name!r}: python -m pipelines.results)")
+    if derived:
+        seed_cmd += f" --corpus {sched.corpus} --recipe {sched.recipe}"
     from sparse_transfer.zoo import ModelCard
 
     dense_meta = {
