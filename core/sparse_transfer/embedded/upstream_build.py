@@ -61,9 +61,22 @@ def write_corpus(
     return spec
 
 
+def _check_inputs(dense_dir: Path, corpus_dir: Path, settings) -> None:
+    """Bad input fails here, in one line, before a model is loaded."""
+    from sparse_transfer.embedded.upstream import upstream_recipe_path
+
+    upstream_recipe_path(settings.recipe)
+    for path, what in ((corpus_dir / "train.txt", "a folder written by `upstream corpus`"),
+                       (corpus_dir / "eval.txt", "a folder written by `upstream corpus`"),
+                       (dense_dir / "config.json", "a Hugging Face model folder")):  # fmt: skip
+        if not path.is_file():
+            raise DataError(f"{path}: missing ({path.parent} should be {what})")
+
+
 def prune_stage(dense_dir: Path, corpus_dir: Path, out_dir: Path, settings, **kwargs) -> dict:
     from sparse_transfer.embedded.upstream import prune
 
+    _check_inputs(dense_dir, corpus_dir, settings)
     facts = prune(dense_dir, out_dir, _lines(corpus_dir / "train.txt"), settings, **kwargs)
     facts["batch_size"], facts["max_length"] = settings.batch_size, settings.max_length
     facts["recipe_args"] = dict(settings.recipe_args)
