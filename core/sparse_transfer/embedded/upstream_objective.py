@@ -154,8 +154,14 @@ def build_objective(dense_dir: Path, settings: Any) -> Objective:
     if not settings.use_cpu:
         import torch
 
-        if torch.cuda.is_available():
-            teacher.to("cuda")  # held outside the module's parameters: the Trainer won't move it
+        if (
+            torch.cuda.is_available()
+        ):  # held outside the module's parameters: the Trainer won't move it
+            import os
+
+            teacher.to(
+                torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            )  # torchrun rank's GPU
     module = _module(student, teacher_encoder, settings.mlm_weight, settings.distill_weight)
     if head:
         collator = BatchSeededCollator(
