@@ -118,7 +118,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "upload", help="Upload the compiled pipeline (a new version when it already exists)."
     )
     upload.add_argument(
-        "--pipeline", default="sparse_transfer", choices=("sparse_transfer", "dense_teacher")
+        "--pipeline",
+        default="sparse_transfer",
+        choices=("sparse_transfer", "dense_teacher", "sparse_upstream", "frontier"),
     )
     upload.add_argument("--name", default=None, help="pipeline name in KFP")
     upload.add_argument(

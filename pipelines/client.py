@@ -30,9 +30,16 @@ SA_TOKEN_ENV = "KF_PIPELINES_SA_TOKEN_PATH"
 def pipelines() -> dict[str, Any]:
     """Pipeline name (as used in run configs) -> the kfp pipeline object."""
     from pipelines.dense_teacher_pipeline import dense_teacher_pipeline
+    from pipelines.frontier_pipeline import frontier_pipeline
     from pipelines.sparse_transfer_pipeline import sparse_transfer_pipeline
+    from pipelines.sparse_upstream_pipeline import sparse_upstream_pipeline
 
-    return {"sparse_transfer": sparse_transfer_pipeline, "dense_teacher": dense_teacher_pipeline}
+    return {
+        "sparse_transfer": sparse_transfer_pipeline,
+        "dense_teacher": dense_teacher_pipeline,
+        "sparse_upstream": sparse_upstream_pipeline,
+        "frontier": frontier_pipeline,
+    }
 
 
 def get_pipeline(name: str) -> Any:

@@ -20,6 +20,9 @@ Stages (each writes ``OUT/stages/<name>.json`` when done; a rerun skips it):
 10. ``sparseml``: real SparseML 1.8 trains the same transfer (`sparseml_side.py`); runs only
     when ``SPARSE_TRANSFER_SPARSEML_PYTHON`` names its venv (`make sparseml-venv`).
 11. ``report``: results.json, PNG plots, Markdown tables; metrics onto the zoo cards.
+12. ``upstreams`` (only with ``--upstreams``; hours): four 90% upstreams, GMP/oBS x
+    unstructured/block4 at the same budget, built, published, transferred and compared
+    (`upstreams.py`).
 """
 
 from __future__ import annotations
@@ -542,12 +545,29 @@ def stage_full_range_weights(out: Path, size: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def _transfer_from(out: Path, size: dict[str, Any]) -> Callable[[str, str], str]:
+    """``(upstream stub, publish stub) -> deployment folder``: the sparse stage's run, re-aimed."""
+
+    def transfer(upstream: str, stub: str) -> str:
+        from sparse_transfer.zoo import resolve
+
+        overrides = {**size.get("overrides", {}), "model_name_or_path": upstream,
+                     "publish_stub": stub, "publish_force": True}  # fmt: skip
+        _run_config(
+            out, "real-results-sparse.yaml", overrides, f"pipeline-{stub.rsplit('/', 1)[-1]}"
+        )
+        return resolve(stub, "deployment")
+
+    return transfer
+
+
 def run_all(
     out: Path,
     smoke: bool = False,
     skip_sweep: bool = False,
     size_name: str = "full",
     docs_dir: str | Path | None = None,
+    upstreams: bool = False,
 ) -> dict[str, Any]:
     """Runs (or resumes) every stage under `out`; returns the collected results."""
     from pipelines.results.report import write_report
@@ -584,6 +604,11 @@ def run_all(
         log.warning("stage sparseml skipped: %s", why)
     if not skip_sweep:
         results["sweep"] = stage("sweep", lambda: stage_sweep(out, size, results["zoo"]))
+    if upstreams:
+        from pipelines.results.upstreams import stage_upstreams
+
+        transfer = _transfer_from(out, size)
+        results["upstreams"] = stage("upstreams", lambda: stage_upstreams(out, size_name, transfer))
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     write_report(results, docs, out)
     return results
@@ -598,6 +623,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-sweep", action="store_true", help="leave out the sparsity sweep")
     parser.add_argument("--size", choices=sorted(SIZES), default="full", help="run size")
     parser.add_argument(
+        "--upstreams",
+        action="store_true",
+        help="also build and compare the GMP/oBS x unstructured/block4 upstreams (hours)",
+    )
+    parser.add_argument(
         "--docs",
         default=None,
         help="where results.md/json and the plots go (default: docs/results under the current "
@@ -611,5 +641,6 @@ def main(argv: list[str] | None = None) -> int:
         skip_sweep=args.skip_sweep,
         size_name=args.size,
         docs_dir=args.docs,
+        upstreams=args.upstreams,
     )
     return 0

@@ -16,6 +16,11 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPILED = ROOT / "pipelines" / "compiled"
 CHART_COPY = ROOT / "charts" / "sparse-transfer" / "files" / "sparse_transfer_pipeline.yaml"
 NAMES = ("sparse_transfer_pipeline.yaml", "dense_teacher_pipeline.yaml")
+# Pipelines added by issue 25: checked fresh, and their training steps' GPU fields.
+MORE = {
+    "sparse_upstream_pipeline.yaml": "exec-prune-upstream",
+    "frontier_pipeline.yaml": "exec-frontier-transfer",
+}
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +56,33 @@ def test_checked_in_spec_is_fresh(fresh, name):
     assert (COMPILED / name).read_text() == (fresh / name).read_text(), (
         f"pipelines/compiled/{name} is stale: run `sparse-transfer pipeline compile` and commit it"
     )
+
+
+@pytest.mark.parametrize("name", sorted(MORE))
+def test_added_specs_are_fresh_and_their_training_step_takes_a_gpu(fresh, name):
+    assert (COMPILED / name).read_text() == (fresh / name).read_text(), (
+        f"pipelines/compiled/{name} is stale: run `sparse-transfer pipeline compile` and commit it"
+    )
+    spec = next(yaml.safe_load_all((COMPILED / name).read_text()))
+    assert runtime_fields_not_strings(spec) == []
+    values = {
+        "pipelinechannel--accelerator_type": "nvidia.com/gpu",
+        "pipelinechannel--accelerator_limit": "1",
+    }
+    assert driver_limits(spec, MORE[name], values) == {"nvidia.com/gpu": "1"}
+    assert not [c for c in spec["components"] if c.startswith("comp-condition")]
+
+
+def test_frontier_fans_out_over_the_grid_and_collects():
+    spec = next(yaml.safe_load_all((COMPILED / "frontier_pipeline.yaml").read_text()))
+    loop = spec["root"]["dag"]["tasks"]["for-loop-1"]
+    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--points"
+    assert loop["iteratorPolicy"]["parallelismLimit"] == 4
+    grid = spec["root"]["inputDefinitions"]["parameters"]["points"]["defaultValue"]
+    assert len(grid) == 8 and {p.split(":")[0] for p in grid} == {"unstructured", "block4"}
+    pick = spec["root"]["dag"]["tasks"]["pick-deployment"]["inputs"]
+    assert pick["parameters"]["measured"]["taskOutputParameter"]["producerTask"] == "for-loop-1"
+    assert pick["artifacts"]["deployments"]["taskOutputArtifact"]["producerTask"] == "for-loop-1"
 
 
 def test_chart_copy_is_fresh(fresh):

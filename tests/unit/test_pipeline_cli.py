@@ -51,6 +51,8 @@ def test_compile_writes_every_spec(tmp_path, capsys):
     assert main(["pipeline", "compile", "--output-dir", str(tmp_path), "--no-chart-copy"]) == 0
     assert sorted(p.name for p in tmp_path.glob("*.yaml")) == [
         "dense_teacher_pipeline.yaml",
+        "frontier_pipeline.yaml",
         "sparse_transfer_pipeline.yaml",
+        "sparse_upstream_pipeline.yaml",
     ]
     assert "wrote" in capsys.readouterr().out

@@ -31,7 +31,8 @@ import traceback
 from sparse_transfer.errors import SparseTransferError
 
 COMMAND_MODULES = (
-    "recipe", "train", "evaluate", "export", "benchmark", "zoo", "serve", "kernels",
+    "recipe", "train", "evaluate", "export", "benchmark", "zoo", "upstream", "frontier", "serve",
+    "kernels",
 )  # fmt: skip
 PLUGIN_GROUP = "sparse_transfer.cli_plugins"
 PROG = "sparse-transfer"

