@@ -28,6 +28,8 @@ def frontier_transfer(
     accelerator_limit: str = "0",
     trainjob_image: str = "",
     s3_secret: str = "",
+    settings_config_map: str = "",
+    node_accelerator_limit: str = "",
 ):
     """The point's built-in recipe (GMP to its sparsity + QAT + distillation) on `model`.
 
@@ -39,9 +41,11 @@ def frontier_transfer(
     from sparse_transfer.pipeline.frontier_steps import transfer_point_step
     from sparse_transfer.scaleout.plan import ScaleOut
 
+    node_gpus = int(node_accelerator_limit or accelerator_limit or 0)  # as sparse_transfer
     scale = ScaleOut(
-        num_nodes, nproc_per_node, accelerator_type, int(accelerator_limit or 0),
+        num_nodes, nproc_per_node, accelerator_type, node_gpus,
         work_uri=f"{sparse_model.uri}-trainjob", image=trainjob_image, s3_secret=s3_secret,
+        settings_config_map=settings_config_map,
     )  # fmt: skip
     summary = transfer_point_step(
         task, point, model.path, sparse_model.path, dataset.path, recipe_args=recipe_args,

@@ -88,6 +88,7 @@ def frontier_pipeline(
     publish_force: bool = False,
     accelerator_type: str = "",
     accelerator_limit: str = "0",
+    node_accelerator_limit: str = "",
     num_nodes: int = 1,
     nproc_per_node: int = 1,
 ) -> FrontierOutputs:
@@ -139,7 +140,13 @@ def frontier_pipeline(
                 per_device_train_batch_size=per_device_train_batch_size,
                 per_device_eval_batch_size=per_device_eval_batch_size, fp16=fp16, seed=seed,
                 zoo_root=zoo_root,
-                **scale_out(num_nodes, nproc_per_node, accelerator_type, accelerator_limit),
+                **scale_out(
+                    num_nodes,
+                    nproc_per_node,
+                    accelerator_type,
+                    accelerator_limit,
+                    node_accelerator_limit,
+                ),
             ),
             accelerator_type,
             accelerator_limit,
