@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from sparse_transfer.tasks.names import TEXT_CLASSIFICATION
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -15,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Train, export and benchmark one point; print NAME=VALUE lines (Katib's StdOut collector).",
     )
     p.add_argument("--point", required=True, help="STRUCTURE:SPARSITY, e.g. block4:0.9")
-    p.add_argument("--task", default="text-classification")
+    p.add_argument("--task", default=TEXT_CLASSIFICATION)
     p.add_argument(
         "--model_name_or_path", required=True, help="dense upstream: stub, s3://, folder, hub id"
     )
