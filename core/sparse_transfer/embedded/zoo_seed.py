@@ -357,22 +357,6 @@ def _dense_upstream(sched: Schedule, dense: Path) -> str:
     )
 
 
-def _evaluate(sparse: Path, dense: Path, corpus_dir: Path, probe: str) -> dict[str, Any]:
-    """The upstream's quality figures; the probe is skipped (and said so) without its data."""
-    from sparse_transfer.embedded import upstream_build
-    from sparse_transfer.errors import DataError
-
-    try:
-        return upstream_build.evaluate_stage(sparse, dense, corpus_dir, probe)
-    except DataError as exc:
-        if not probe:
-            raise
-        log.warning("transfer probe %r skipped: %s", probe, exc)
-        metrics = upstream_build.evaluate_stage(sparse, dense, corpus_dir, "")
-        metrics["probe_skipped"] = str(exc)[:200]
-        return metrics
-
-
 def _build_upstreams(
     name: str,
     names: dict[str, Any],
@@ -397,7 +381,7 @@ def _build_upstreams(
     )  # fmt: skip
     model = work / "sparse-model"
     facts = upstream_build.prune_stage(dense, work / "corpus", model, settings, callbacks=callbacks)
-    facts["metrics"] = _evaluate(model, dense, work / "corpus", sched.probe)
+    facts["metrics"] = upstream_build.evaluate_stage(model, dense, work / "corpus", sched.probe)
     base, *derived = name.split(":")
     seed_cmd = "sparse-transfer zoo seed" + {
         "short": "",
