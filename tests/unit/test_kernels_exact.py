@@ -225,3 +225,25 @@ def test_emulated_cpus_equal_the_reference(lib_path, cases, cpu, isa):
         pytest.skip("qemu-x86_64 not installed (make install adds qemu-user where it can)")
     root, built = cases
     _check(_run(lib_path, root, isa, cpu), built, isa or {"Haswell": "avx2"}.get(cpu, "sse41"))
+
+
+OLD_ORT_ENV = "SPARSE_TRANSFER_TEST_OLD_ORT"
+
+
+def test_oldest_supported_onnxruntime(lib_path, cases):
+    """The library on the oldest ORT it supports (1.17: C API 17), installed aside with
+    ``pip install --target DIR onnxruntime==1.17.3 'numpy<2'`` and named by this variable."""
+    old = os.environ.get(OLD_ORT_ENV)
+    if not old:
+        pytest.skip(f"set {OLD_ORT_ENV} to a `pip install --target` folder of an older ORT")
+    root, built = cases
+    env = {**os.environ, "PYTHONPATH": old}
+    env.pop(library.ISA_ENV, None)
+    python = str(Path(sys.prefix) / "bin" / "python")
+    version = subprocess.run([python, "-c", "import onnxruntime; print(onnxruntime.__version__)"],
+                             capture_output=True, text=True, env=env, check=True).stdout.strip()  # fmt: skip
+    assert library._version_tuple(version) >= library.MIN_ORT
+    done = subprocess.run([python, str(RUNNER), lib_path, str(root)], capture_output=True,
+                          text=True, timeout=600, env=env, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    _check(json.loads(done.stdout.strip().splitlines()[-1]), built, _native_paths()[0])

@@ -92,7 +92,7 @@ def test_cli_reports_as_json_and_exits_0(lib_path, monkeypatch, capsys, tmp_path
     assert "available:   no" in out and "no such file" in out
 
 
-def _session(lib_path, row_ptr, block_col, values, k=8, a_shape=(None, 8)):
+def _session(lib_path, row_ptr, block_col, values, k=8, a_shape=(None, 8), threads=0):
     inits = [numpy_helper.from_array(np.array(3, np.uint8), "zp"),
              numpy_helper.from_array(np.asarray(row_ptr, np.int32), "row_ptr"),
              numpy_helper.from_array(np.asarray(block_col, np.int32), "block_col"),
@@ -105,6 +105,7 @@ def _session(lib_path, row_ptr, block_col, values, k=8, a_shape=(None, 8)):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
                                                     helper.make_opsetid(spec.DOMAIN, 1)])  # fmt: skip
     options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
     options.register_custom_ops_library(lib_path)
     return ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"])
 
@@ -131,3 +132,60 @@ def test_an_input_of_the_wrong_width_is_refused(lib_path):
         session.run(None, {"a": np.zeros((2, 7), np.uint8)})
     (y,) = session.run(None, {"a": np.full((2, 8), 5, np.uint8)})
     np.testing.assert_array_equal(y, np.full((2, 1), (5 - 3) * 10, np.int32))
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_any_thread_count_gives_the_same_answer(lib_path, threads):
+    """Work is split over ORT's intra-op pool (KernelContext_ParallelFor) by token tile and
+    64-row chunk; the split never changes a result."""
+    rng = np.random.default_rng(threads)
+    w = (rng.integers(-64, 65, (200, 72)) * (rng.random((200, 72)) < 0.2)).astype(np.int8)
+    p = spec.pack_block4(w)
+    session = _session(lib_path, p.row_ptr, p.block_col, p.values, 72, (None, 72), threads)
+    a = rng.integers(0, 256, (150, 72)).astype(np.uint8)
+    (y,) = session.run(None, {"a": a})
+    np.testing.assert_array_equal(y, spec.integer_matmul(a, 3, w))
+
+
+def test_a_read_only_package_builds_into_the_user_cache(lib_path, monkeypatch, tmp_path):
+    """Where the package folder cannot be written (a system install), the library goes to
+    $SPARSE_TRANSFER_CACHE/kernels under the same source-hash name, and the loader finds it."""
+    blocker = tmp_path / "site-packages"
+    blocker.write_text("a file where the package's _lib folder would be")
+    monkeypatch.setattr(build, "PACKAGE_LIB_DIR", blocker / "_lib")
+    monkeypatch.setenv("SPARSE_TRANSFER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(library.LIB_ENV, raising=False)
+    assert build.find_built() is None
+    stale = tmp_path / "cache" / "kernels" / f"{build.LIB_STEM}-0000000000000000.so"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"an older build")
+    built = build.build()
+    assert built == tmp_path / "cache" / "kernels" / build.library_name()
+    assert not stale.exists()  # an older build of ours is replaced, nothing else is touched
+    assert build.find_built() == built
+    assert kernel_status().library == str(built)
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu_with_a_name_longer_than_thirty_two_bytes"])
+def test_an_unknown_activation_is_refused(lib_path, activation):
+    w = np.ones((4, 8), np.int8)
+    p = spec.pack_block4(w)
+    inits = [numpy_helper.from_array(np.array(0.1, np.float32), "xs"),
+             numpy_helper.from_array(np.array(0, np.uint8), "zp"),
+             numpy_helper.from_array(p.row_ptr, "rp"), numpy_helper.from_array(p.block_col, "bc"),
+             numpy_helper.from_array(p.values, "v"),
+             numpy_helper.from_array(np.ones(4, np.float32), "ws"),
+             numpy_helper.from_array(np.zeros(4, np.float32), "b")]  # fmt: skip
+    node = helper.make_node("SparseQLinear", ["x", "xs", "zp", "rp", "bc", "v", "ws", "b"], ["y"],
+                            domain=spec.DOMAIN, K=8, activation=activation)  # fmt: skip
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                              [None, 8])], [helper.make_tensor_value_info("y", TensorProto.FLOAT,
+                              None)], inits)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid(spec.DOMAIN, 1)])  # fmt: skip
+    options = ort.SessionOptions()
+    options.register_custom_ops_library(lib_path)
+    with pytest.raises(
+        Exception, match=re.escape(f"activation: '{activation}', choose none or gelu")
+    ):
+        ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"])

@@ -29,6 +29,7 @@ LIB_STEM = "libsparse_transfer_kernels"
 FLAGS = (
     "-O3", "-std=c++17", "-shared", "-fPIC", "-fvisibility=hidden", "-ffp-contract=off",
     "-fno-math-errno", "-static-libstdc++", "-static-libgcc", "-Wall", "-Wno-maybe-uninitialized",
+    "-Wno-uninitialized",
 )  # fmt: skip
 COMPILERS = ("g++", "c++", "clang++")
 

@@ -14,8 +14,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sparse_transfer.kernels import build
-
 LIB_ENV = "SPARSE_TRANSFER_KERNELS_LIB"
 ISA_ENV = "SPARSE_TRANSFER_KERNELS_ISA"
 # The library asks ORT for C API 17 (ort_abi.h): ONNX Runtime 1.17 and newer.
@@ -52,6 +50,8 @@ def _version_tuple(version: str) -> tuple[int, ...]:
 
 
 def _library_path() -> tuple[Path | None, str | None]:
+    from sparse_transfer.kernels import build  # lazily: `python -m ...build` imports us first
+
     forced = os.environ.get(LIB_ENV)
     if forced:
         path = Path(forced)

@@ -29,7 +29,20 @@ struct Packed {
   std::vector<int32_t> w4;       // [nnzb] the block's four int8 weights in one int32
   std::vector<int32_t> wsum;     // [n rounded up to kRowGroup] sum of row n's weights
   bool narrow = true;            // every |w| <= 64: pair sums of u8 x s8 fit int16
+  // The "quad" form (AVX-512 VNNI; AVX-512BW and AVX2 with 7-bit weights), for scattered
+  // weights: each row's non-zeros in groups of four arbitrary columns (byte offsets
+  // k * tile into [k][tile tokens] activations) with their four weights; used when PlanQuads
+  // finds it cheaper than the 1x4 blocks.
+  bool quad = false;
+  std::vector<int32_t> quad_ptr;  // [n + 1]
+  std::vector<int32_t> quad_off;  // [4 * nquads]
+  std::vector<int32_t> quad_w4;   // [nquads]
 };
+// Builds the quad form and keeps it when its estimated cost (byte/word unpacks) beats the
+// blocks'; for the AVX-512 and AVX2 paths.
+void PlanQuads(Isa isa, Packed* w);
+// Turns a tile repacked as [kb][64][4] into the quad form's [k][64] bytes, in place.
+void BlocksToQuadLayout(Isa isa, int64_t kb, uint8_t* tile);
 // Validates the spec's (row_ptr, block_col, values) and packs them; false and `error` if bad.
 bool PackWeight(const int32_t* row_ptr, int64_t n_plus_1, const int32_t* block_col,
                 int64_t nnzb, const int8_t* values, int64_t values_count, int64_t k,

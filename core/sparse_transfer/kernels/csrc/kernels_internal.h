@@ -5,6 +5,8 @@
 
 namespace st {
 
+constexpr double kQuadCostAvx2 = 1.75;  // a quad's cost in 1x4 blocks on AVX2 (measured)
+
 void RowScalar(const Packed& w, int64_t n, const uint8_t* ap, int tile, int32_t* acc);
 float GeluScalar(float y);
 uint8_t QuantizeScalar(float y, float scale, int32_t zp);
@@ -25,7 +27,5 @@ void TileAvx512bw(const Packed& w, const uint8_t* ap, int64_t mv, int64_t n0, in
                   int32_t a_zp, const Epilogue& ep, void* out);
 void TileAvx512vnni(const Packed& w, const uint8_t* ap, int64_t mv, int64_t n0, int64_t n1,
                     int32_t a_zp, const Epilogue& ep, void* out);
-void RepackF32Avx512(const float* x, int64_t m, int64_t k, float scale, int32_t zp, int tile,
-                     int64_t t0, uint8_t* dst);
 
 }  // namespace st

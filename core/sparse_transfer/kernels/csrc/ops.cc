@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <string>
 #include <vector>
@@ -105,21 +106,24 @@ size_t WeightInput(const OpDef* d) { return d->qlinear ? 3 : 2; }
 
 OrtStatus* ReadAttributes(const OrtKernelInfo* info, Kernel* kernel) {
   if (g_ort.KernelInfoGetAttribute_int64(info, "K", &kernel->k) != nullptr) {
-    return Error(std::string(kernel->def->name) + ": the int attribute K (input width) is required");
+    return Error(std::string(kernel->def->name) +
+                 ": the int attribute K (input width) is required");
   }
   if (kernel->k <= 0) return Error("attribute K must be positive");
   if (!kernel->def->qlinear) return nullptr;
-  char act[32] = {0};
-  size_t size = sizeof(act);
-  OrtStatus* s = g_ort.KernelInfoGetAttribute_string(info, "activation", act, &size);
+  size_t size = 0;  // a null buffer asks for the size (terminator included)
+  OrtStatus* s = g_ort.KernelInfoGetAttribute_string(info, "activation", nullptr, &size);
   if (s != nullptr) {  // absent: "none"
     g_ort.ReleaseStatus(s);
     return nullptr;
   }
-  if (std::strcmp(act, "gelu") == 0) {
+  std::string act(size, '\0');
+  ST_RETURN_IF(g_ort.KernelInfoGetAttribute_string(info, "activation", act.data(), &size));
+  act.resize(std::strlen(act.c_str()));
+  if (act == "gelu") {
     kernel->gelu = true;
-  } else if (std::strcmp(act, "none") != 0) {
-    return Error(std::string("attribute activation: '") + act + "', choose none or gelu");
+  } else if (act != "none") {
+    return Error("attribute activation: '" + act + "', choose none or gelu");
   }
   return nullptr;
 }
@@ -140,19 +144,24 @@ OrtStatus* PackConstantWeights(const OrtKernelInfo* info, Kernel* kernel) {
   }
   auto packed = std::make_unique<st::Packed>();
   ST_RETURN_IF(Pack(views[0], views[1], views[2], kernel->k, packed.get()));
+  st::PlanQuads(kernel->isa, packed.get());
   kernel->packed = std::move(packed);
   return nullptr;
 }
 
 OrtStatus* CreateKernelV2(const OrtCustomOp* op, const OrtApi*, const OrtKernelInfo* info,
                           void** out) {
-  auto kernel = std::make_unique<Kernel>();
-  kernel->def = Def(op);
-  kernel->isa = g_isa;
-  ST_RETURN_IF(ReadAttributes(info, kernel.get()));
-  ST_RETURN_IF(PackConstantWeights(info, kernel.get()));
-  *out = kernel.release();
-  return nullptr;
+  try {  // no C++ exception may cross into ORT
+    auto kernel = std::make_unique<Kernel>();
+    kernel->def = Def(op);
+    kernel->isa = g_isa;
+    ST_RETURN_IF(ReadAttributes(info, kernel.get()));
+    ST_RETURN_IF(PackConstantWeights(info, kernel.get()));
+    *out = kernel.release();
+    return nullptr;
+  } catch (const std::exception& e) {
+    return g_ort.CreateStatus(kOrtFail, e.what());
+  }
 }
 
 // One call's work, shared by the ParallelFor tasks.
@@ -180,11 +189,15 @@ void RepackTask(void* data, size_t i) {
   } else {
     st::RepackU8(j.isa, static_cast<const uint8_t*>(j.x), j.m, j.k, i, dst);
   }
+  if (j.w->quad) st::BlocksToQuadLayout(j.isa, j.w->kb, dst);
 }
 
 void ComputeTask(void* data, size_t i) {
   const Job& j = *static_cast<Job*>(data);
-  const int64_t tile = static_cast<int64_t>(i) % j.tiles, chunk = static_cast<int64_t>(i) / j.tiles;
+  // Row chunks vary fastest: the tasks in flight share one activation tile (in L2) and
+  // stream the packed weights, instead of re-reading every tile once per chunk.
+  const int64_t tile = static_cast<int64_t>(i) / j.chunks;
+  const int64_t chunk = static_cast<int64_t>(i) % j.chunks;
   const int64_t n0 = chunk * j.chunk_rows, n1 = std::min(j.w->n, n0 + j.chunk_rows);
   const int64_t m0 = tile * j.tile_tokens, mv = std::min<int64_t>(j.tile_tokens, j.m - m0);
   char* out = static_cast<char*>(j.out) + static_cast<size_t>(m0 * j.w->n) * j.out_elem;
@@ -266,6 +279,7 @@ OrtStatus* Compute(Kernel* kernel, OrtKernelContext* ctx, Job* job, std::vector<
       ST_RETURN_IF(Inspect(value, &parts[i]));
     }
     ST_RETURN_IF(Pack(parts[0], parts[1], parts[2], kernel->k, &local));
+    st::PlanQuads(kernel->isa, &local);
     w = &local;
   }
   View scale, zp;
