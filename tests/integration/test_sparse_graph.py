@@ -174,16 +174,29 @@ def _with_outputs(model, names: list[str]):
     return copy
 
 
-def test_default_sparse_graph_leaves_gelu_to_onnx_runtime(deployments):
-    """`sparse_graph.FUSE_GELU` is off (measured slower with the current library): GELU
-    stays, and output.dense quantizes GELU's output itself (its QuantizeLinear dropped)."""
+def test_default_sparse_graph_fuses_gelu_and_the_next_quantization(deployments):
+    """`sparse_graph.FUSE_GELU` (measured faster): intermediate.dense ends in GELU and makes
+    output.dense's uint8 input; ``fuse_gelu=False`` is checked below."""
+    report = _report(deployments["text-classification"])["sparse_graph"]
+    _, sparse = _graphs(deployments["text-classification"])
+    ops = [n.op_type for n in sparse.graph.node]
+    assert report["fusions"]["gelu"] == ops.count("SparseQLinearToU8") == LAYERS
+    assert "Erf" not in ops
+
+
+def test_gelu_left_to_onnx_runtime_on_request(deployments):
     dest = deployments["text-classification"]
-    report = _report(dest)["sparse_graph"]
-    _, sparse = _graphs(dest)
+    standard, _ = _graphs(dest)
+    sparse = onnx.ModelProto()
+    sparse.CopyFrom(standard)
+    report = sparsify(sparse, fuse_gelu=False)
     ops = [n.op_type for n in sparse.graph.node]
     assert report["fusions"]["gelu"] == 0 and ops.count("Erf") == LAYERS
     assert "SparseQLinearToU8" not in ops
     assert report["fusions"]["float_input"] == ops.count("SparseQLinear") == 3 * LAYERS + 2
+    feeds = _features(dest, "text-classification", 2, 30, 12)
+    want, got = ReferenceGraph(standard)(feeds), ReferenceGraph(sparse)(feeds)
+    assert np.array_equal(got["logits"], want["logits"])
 
 
 def test_gelu_and_next_input_quantization_fuse_exactly(deployments):
