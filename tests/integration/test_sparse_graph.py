@@ -108,13 +108,10 @@ def test_every_int8_linear_becomes_a_sparse_op_with_its_exact_weights(deployment
     onnx.checker.check_model(sparse, full_check=True)
     linears = _int8_linears(standard)
     custom = [n for n in sparse.graph.node if n.domain == spec.DOMAIN]
-    # every int8 Linear replaced; query/key/value (one input) share one op, then a Split
+    # every int8 Linear replaced by one op (query/key/value concatenation is off by default)
     heads = 1 if task in ("question-answering", "token-classification") else 2
     assert len(linears) == report["sparse_graph"]["linears"] == 6 * LAYERS + heads
-    assert len(custom) == report["sparse_graph"]["ops"] == 4 * LAYERS + heads
-    assert sum(n.op_type == "Split" for n in sparse.graph.node) == LAYERS + sum(
-        n.op_type == "Split" for n in standard.graph.node
-    )
+    assert len(custom) == report["sparse_graph"]["ops"] == len(linears)
     assert _int8_linears(sparse) == []
     attention = [n for n in sparse.graph.node if n.op_type == "MatMulInteger"]
     assert len(attention) == report["int8"]["attention_matmuls"] == 2 * LAYERS
@@ -174,16 +171,29 @@ def _with_outputs(model, names: list[str]):
     return copy
 
 
-def test_default_sparse_graph_leaves_gelu_to_onnx_runtime(deployments):
-    """`sparse_graph.FUSE_GELU` is off (measured slower with the current library): GELU
-    stays, and output.dense quantizes GELU's output itself (its QuantizeLinear dropped)."""
+def test_default_sparse_graph_fuses_gelu_and_the_next_quantization(deployments):
+    """`sparse_graph.FUSE_GELU` (measured faster): intermediate.dense ends in GELU and makes
+    output.dense's uint8 input; ``fuse_gelu=False`` is checked below."""
+    report = _report(deployments["text-classification"])["sparse_graph"]
+    _, sparse = _graphs(deployments["text-classification"])
+    ops = [n.op_type for n in sparse.graph.node]
+    assert report["fusions"]["gelu"] == ops.count("SparseQLinearToU8") == LAYERS
+    assert "Erf" not in ops
+
+
+def test_gelu_left_to_onnx_runtime_on_request(deployments):
     dest = deployments["text-classification"]
-    report = _report(dest)["sparse_graph"]
-    _, sparse = _graphs(dest)
+    standard, _ = _graphs(dest)
+    sparse = onnx.ModelProto()
+    sparse.CopyFrom(standard)
+    report = sparsify(sparse, fuse_gelu=False)
     ops = [n.op_type for n in sparse.graph.node]
     assert report["fusions"]["gelu"] == 0 and ops.count("Erf") == LAYERS
     assert "SparseQLinearToU8" not in ops
     assert report["fusions"]["float_input"] == ops.count("SparseQLinear") == 3 * LAYERS + 2
+    feeds = _features(dest, "text-classification", 2, 30, 12)
+    want, got = ReferenceGraph(standard)(feeds), ReferenceGraph(sparse)(feeds)
+    assert np.array_equal(got["logits"], want["logits"])
 
 
 def test_gelu_and_next_input_quantization_fuse_exactly(deployments):
@@ -191,7 +201,7 @@ def test_gelu_and_next_input_quantization_fuse_exactly(deployments):
     standard, _ = _graphs(dest)
     sparse = onnx.ModelProto()
     sparse.CopyFrom(standard)
-    report = sparsify(sparse, fuse_gelu=True)
+    report = sparsify(sparse, fuse_gelu=True, concat_shared_inputs=True)
     onnx.checker.check_model(sparse, full_check=True)
     by_op: dict[str, list] = {}
     for n in sparse.graph.node:

@@ -88,7 +88,8 @@ def _handle_compare(args) -> int:
             from sparse_transfer.export.benchmark import dynamic_int8_copy
 
             yardstick = f"quantize_dynamic({args.dynamic_int8_of})"
-            deployments[yardstick] = dynamic_int8_copy(args.dynamic_int8_of, f"{tmp}/dynamic")
+            copy = dynamic_int8_copy(args.dynamic_int8_of, f"{tmp}/dynamic")
+            deployments[yardstick] = (copy, "onnxruntime")  # it has only the standard graph
         return _run_compare(args, deployments)
 
 

@@ -10,15 +10,16 @@ says costs time around the matmul (issue 22):
 
 1. `match_linears`: the chain above; scale and bias go into the op's epilogue;
 2. `absorb_gelu`: the exported erf GELU (``Div(sqrt 2) -> Erf -> Add(1) -> Mul(x) ->
-   Mul(0.5)``, or an ONNX ``Gelu``) when it is the Linear's only consumer (off by
-   default: measured slower with the current library, see `FUSE_GELU`);
+   Mul(0.5)``, or an ONNX ``Gelu``) when it is the Linear's only consumer (measured, see
+   `FUSE_GELU`);
 3. `absorb_output_quant`: a per-tensor uint8 ``QuantizeLinear`` that is the only consumer
    of the (GELU'd) output -> ``*ToU8`` (the next Linear reads uint8);
 4. `choose_inputs`: a ``QuantizeLinear`` read by this Linear alone is dropped (the op
    quantizes its float input); one shared (query/key/value) or made by a ``*ToU8`` stays,
    and the op reads uint8 (``*FromU8`` / ``SparseQLinearU8``);
-5. `group_shared_inputs`: Linears reading one uint8 tensor with nothing fused after them
-   (query, key, value) become one op over their stacked weights, then a ``Split``;
+5. `group_shared_inputs` (off by default, measured, see `CONCAT_SHARED_INPUTS`): Linears
+   reading one uint8 tensor with nothing fused after them (query, key, value) become one
+   op over their stacked weights, then a ``Split``;
 6. `emit` and `prune`: the ops replace the chains in place; dead nodes and initializers go.
 
 The arithmetic is the standard graph's, step for step (spec.py's step 3 is ``Cast ->
@@ -37,12 +38,17 @@ import numpy as np
 from sparse_transfer.kernels import spec
 
 SPARSE_MODEL_FILE = "model.sparse.onnx"
-# GELU in the op's epilogue did not pay with the kernel library as of issue 22's first
-# build (its erf runs per element): a BERT-base FFN block (128 tokens, 768 -> 3072 -> 768,
-# 2 threads, interleaved, best round) took 19.3 ms fused vs 9.5 ms with GELU left to ONNX
-# Runtime (which fuses the erf pattern into its own vectorised Gelu) at 90% unstructured,
-# 15.8 vs 3.9 ms at 90% block4. Off by default until the library's GELU is vectorised.
-FUSE_GELU = False
+# GELU in the op's epilogue, measured on a BERT-base FFN block (128 tokens, 768 -> 3072 ->
+# 768, 2 threads, interleaved, best round, AVX-512 VNNI): with the kernel library's
+# vectorised erf 3.0 ms fused vs 4.6 ms with GELU left to ONNX Runtime's own Gelu at 90%
+# unstructured, 2.2 vs 2.5 ms at 90% block4 (its first build, per-element erf, lost:
+# 19.3 vs 9.5 ms). `sparsify(fuse_gelu=False)` leaves GELU to ONNX Runtime.
+FUSE_GELU = True
+# query/key/value as one op over stacked weights + Split: 15% faster than three ops with the
+# library's first build (128x768x768, 90% unstructured), slower with its tiled build (4.9 vs
+# 5.6 ms unstructured, 2.4 vs 2.7 ms block4: the Split's copy costs more than one shared
+# activation repack saves). Off by default; `sparsify(concat_shared_inputs=True)` keeps it.
+CONCAT_SHARED_INPUTS = False
 FUSIONS = ("float_input", "bias_scale_epilogue", "gelu", "output_quant")
 _SQRT2 = np.float32(np.sqrt(2.0))
 
@@ -299,7 +305,7 @@ def _emit(group: list[Linear], b, packed: dict) -> tuple[list, str, dict]:
 def group_shared_inputs(linears: list[Linear]) -> list[list[Linear]]:
     """Pass 5: Linears reading one uint8 tensor with nothing fused after them (query/key/
     value) become one op over their stacked weights and a Split: the input is read and
-    repacked once (15% faster than three ops at 128x768x768, 90% sparse, measured)."""
+    repacked once (see `CONCAT_SHARED_INPUTS` for when that paid)."""
     groups: dict[tuple, list[Linear]] = {}
     out = []
     for lin in linears:
@@ -386,10 +392,12 @@ def _int8_weight_matmuls(graph) -> list[str]:
     ]
 
 
-def sparsify(model_proto, fuse_gelu: bool = FUSE_GELU) -> dict:
+def sparsify(
+    model_proto, fuse_gelu: bool = FUSE_GELU, concat_shared_inputs: bool = CONCAT_SHARED_INPUTS
+) -> dict:
     """Rewrites a standard ``integer`` int8 graph in place; returns the report entry.
 
-    `fuse_gelu` moves GELU into the op's epilogue (see `FUSE_GELU` for why it is off)."""
+    `fuse_gelu` moves GELU into the op's epilogue (see `FUSE_GELU` for what it buys)."""
     from onnx import helper
 
     graph = model_proto.graph
@@ -401,7 +409,7 @@ def sparsify(model_proto, fuse_gelu: bool = FUSE_GELU) -> dict:
         "output_quant": absorb_output_quant(linears, idx),
         "float_input": choose_inputs(linears, idx),
     }
-    groups = group_shared_inputs(linears)
+    groups = group_shared_inputs(linears) if concat_shared_inputs else [[x] for x in linears]
     fusions["shared_input_concat"] = sum(len(g) > 1 for g in groups)
     layers = emit(graph, groups, idx)
     prune(graph)
