@@ -80,12 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and not getattr(args, "accepts_extra", False):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
-    try:
+    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    try:  # Ctrl-C while the commands' modules import is an interrupt too
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra and not getattr(args, "accepts_extra", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        debug = debug or args.debug
         if getattr(args, "accepts_extra", False):
             return int(args.handler(args, extra) or 0)
         return int(args.handler(args) or 0)

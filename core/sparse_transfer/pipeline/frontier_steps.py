@@ -89,17 +89,22 @@ def benchmark_point_step(
     from sparse_transfer.pipeline.metrics import primary_metric
     from sparse_transfer.pipeline.options import eval_options
     from sparse_transfer.pipeline.steps import evaluate_step
+    from sparse_transfer.runtime.engines import ENGINES as ORT_ENGINES
+    from sparse_transfer.tasks.registry import get_task
 
     args = eval_options(point_training_args(task, **flags))
     onnx_metrics = evaluate_step(task, deployment_dir, data_dir, eval_args=args)["metrics"]
-    name, value = primary_metric(task, onnx_metrics, gate_metric)
+    name, value = primary_metric(get_task(task), onnx_metrics, gate_metric)
     structure, sparsity = parse_point(point)
     label = f"{structure}-{round(100 * sparsity)}"
     result = benchmark(
         deployment_dir, batch_sizes=(1,), sequence_length=sequence_length,
-        iterations=iterations, engines=(engine,),
+        iterations=iterations,
+        # ONNX Runtime's graphs (standard, sparse, auto) are one engine of the benchmark
+        engines=("onnxruntime",) if engine in ORT_ENGINES else (engine,),
+        ort_engine=engine if engine in ORT_ENGINES else "onnxruntime",
     )  # fmt: skip
-    runs = result.get(engine) or {}
+    runs = result.get("onnxruntime" if engine in ORT_ENGINES else engine) or {}
     if "batch_1" not in runs:
         reason = runs.get("reason", "the benchmark returned no figures for it")
         raise PipelineError(f"engine {engine!r} did not run {deployment_dir}: {reason}")

@@ -74,10 +74,6 @@ class OnnxModel:
         from sparse_transfer.runtime.engines import choose
 
         self.directory = _model_file(deployment_dir).parent
-        if verify:  # evaluate, benchmark, serve: the files are the exported ones, nothing added
-            from sparse_transfer import storage
-
-            storage.verify_recorded(self.directory)
         self.engine, self.path = choose(self.directory, engine, self.report)
         if check_cpu:
             from sparse_transfer.runtime.cpu_features import int8_variant_is_exact_here
@@ -99,6 +95,10 @@ class OnnxModel:
                 f"{self.path}: not a loadable ONNX model ({reason}); the file is truncated "
                 "or corrupted: export the deployment again"
             ) from None
+        if verify:  # evaluate, benchmark, serve: the files are the exported ones, nothing added
+            from sparse_transfer import storage
+
+            storage.verify_recorded(self.directory)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 
