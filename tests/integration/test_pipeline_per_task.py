@@ -33,15 +33,20 @@ def _mlm(n: int, seed: int = 0) -> list[dict]:
     return [{"text": r["sentence"]} for r in fixtures.sentiment_rows(n, seed)]
 
 
-# name -> (task, rows, seed key of the recipes, what the user must give, the task's metric)
+# name -> (task, rows, seed key of the recipes, what the user must give, the metric the task
+# reports, the gate's metric: the task's headline, `TaskSpec.primary_metrics`)
 CASES = {
-    "single_label": ("text-classification", fixtures.sentiment_rows, "sst2", {}, "accuracy"),
+    "single_label": ("text-classification", fixtures.sentiment_rows, "sst2", {}, "macro_f1",
+                     "accuracy"),
+    # the default task_name (sst2) reads column `sentence`: multi-label data names its columns
     "multi_label": ("text-classification", fixtures.multilabel_rows, "goemotions",
-                    {"label_column_name": "labels"}, "avgF1"),
-    "regression": ("text-classification", _regression, "sst2", {"task_name": "stsb"}, "pearson"),
-    "ner": ("token-classification", fixtures.ner_rows, "conll2003", {}, "overall_f1"),
-    "qa": ("question-answering", fixtures.squad_rows, "squad", {}, "exact_match"),
-    "mlm": ("masked-language-modeling", _mlm, None, {}, "perplexity"),
+                    {"input_column_names": "text", "label_column_name": "labels"}, "avgF1",
+                    "accuracy"),
+    "regression": ("text-classification", _regression, "sst2", {"task_name": "stsb"}, "spearmanr",
+                   "pearson"),
+    "ner": ("token-classification", fixtures.ner_rows, "conll2003", {}, "PER_f1", "f1"),
+    "qa": ("question-answering", fixtures.squad_rows, "squad", {}, "exact_match", "f1"),
+    "mlm": ("masked-language-modeling", _mlm, None, {}, "perplexity", "accuracy"),
 }  # fmt: skip
 
 
@@ -57,7 +62,7 @@ def tiny_zoo(tmp_path_factory):
 
 
 def _user_parameters(case: str, data: Path) -> dict:
-    task, _, key, extra, _ = CASES[case]
+    task, _, key, extra, _, _ = CASES[case]
     if key is None:  # no MLM recipe pair in the seed: the built-in dense recipe for both
         recipe = teacher_recipe = str(builtin_recipe_path("dense_teacher"))
         recipe_args = SHORT_DENSE
@@ -82,7 +87,7 @@ def _user_parameters(case: str, data: Path) -> dict:
 def _run(tmp_path: Path, case: str):
     from pipelines.client import run_local
 
-    _, rows, _, _, _ = CASES[case]
+    rows = CASES[case][1]
     data = tmp_path / "data"
     fixtures.write_jsonl(rows(32), data / "train.jsonl")
     fixtures.write_jsonl(rows(40 if case == "mlm" else 12, seed=1), data / "validation.jsonl")
@@ -92,20 +97,41 @@ def _run(tmp_path: Path, case: str):
     return run_local(config, pipeline_root=tmp_path / "root")
 
 
-def _step_dir(result, step: str) -> Path:
+def _outputs(result, step: str) -> dict:
+    """A step's executor output (kfp's local runner writes one per step folder)."""
     (run_dir,) = [
         p for p in result.pipeline_root.iterdir() if p.name.startswith("sparse-transfer-")
     ]
-    return run_dir / step
+    return json.loads((run_dir / step / "executor_output.json").read_text())
+
+
+def _metrics(result, step: str) -> dict:
+    (artifact,) = _outputs(result, step)["artifacts"]["metrics"]["artifacts"]
+    return {k.removeprefix("eval_"): v for k, v in artifact["metadata"].items()}
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_pipeline_runs_each_task_with_defaults(tiny_zoo, tmp_path, case):
-    task, _, _, _, metric = CASES[case]
+    task, _, _, _, reported, gate_metric = CASES[case]
     result = _run(tmp_path, case)
-    assert result.passed in (True, False) and result.published == ""  # no publish_stub
+    assert result.published == ""  # no publish_stub: gate and report only
+    # evaluate: the teacher; evaluate-2: the sparse model in PyTorch; evaluate-3: its ONNX
+    teacher, torch_eval, onnx_eval = (
+        _metrics(result, s) for s in ("evaluate", "evaluate-2", "evaluate-3")
+    )
+    for metrics in (teacher, torch_eval, onnx_eval):
+        assert reported in metrics and gate_metric in metrics, sorted(metrics)
+        assert metrics["samples"] > 0
+    (gate,) = _outputs(result, "publish")["artifacts"]["gate"]["artifacts"]
+    assert gate["metadata"] == {"passed": float(result.passed), gate_metric: onnx_eval[gate_metric]}
+    # the default gate: min_metric 0.0 and at most 2.0 points below the teacher
+    value = onnx_eval[gate_metric]
+    assert result.passed is (value >= 0.0 and (teacher[gate_metric] - value) * 100 <= 2.0)
     report = result.report.read_text()
-    gate = "## Gate: PASSED" if result.passed else "## Gate: BLOCKED (not published)"
-    assert gate in report
-    metrics = json.loads(next(_step_dir(result, "evaluate").rglob("*.json")).read_text())
-    assert metric in {k.removeprefix("eval_") for k in metrics}, sorted(metrics)
+    assert f"Task: `{task}`" in report
+    outcome = "PASSED (not published)" if result.passed else "BLOCKED (not published)"
+    assert f"## Gate: {outcome}" in report
+    (deployment,) = _outputs(result, "export-onnx")["artifacts"]["deployment"]["artifacts"]
+    assert (Path(deployment["uri"]) / "model.onnx").stat().st_size > 0
+    if case != "mlm":  # the seed's transfer recipes quantize; MLM ran the dense recipe
+        assert deployment["metadata"]["precision"] == "int8"
