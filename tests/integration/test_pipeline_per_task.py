@@ -38,10 +38,10 @@ def _mlm(n: int, seed: int = 0) -> list[dict]:
 CASES = {
     "single_label": ("text-classification", fixtures.sentiment_rows, "sst2", {}, "macro_f1",
                      "accuracy"),
-    # the default task_name (sst2) reads column `sentence`: multi-label data names its columns
+    # the default task_name (sst2) fixes column `sentence` and labels negative/positive
     "multi_label": ("text-classification", fixtures.multilabel_rows, "goemotions",
-                    {"input_column_names": "text", "label_column_name": "labels"}, "avgF1",
-                    "accuracy"),
+                    {"task_name": "", "input_column_names": "text", "label_column_name": "labels"}, "micro_f1",
+                    "avgF1"),
     "regression": ("text-classification", _regression, "sst2", {"task_name": "stsb"}, "spearmanr",
                    "pearson"),
     "ner": ("token-classification", fixtures.ner_rows, "conll2003", {}, "PER_f1", "f1"),
