@@ -31,9 +31,11 @@ def configure_training(
     recipe_args: str = "",
     zoo_root: str = "",
     allow_inert_modifiers: bool = False,
+    trainer_flags: dict = {},  # noqa: B006 (KFP reads the literal default; never mutated)
 ) -> dict:
     """Validates the flags, the gate metric and the recipe's windows before anything heavy
-    runs; zero/-1 limits mean "unset" (the task's own default)."""
+    runs; zero/-1 limits mean "unset" (the task's own default). `trainer_flags` (the run
+    form's JSON object of rarely changed flags) wins over the flat flags."""
     options = dict(locals())  # exactly the parameters: taken before any other name exists
     from sparse_transfer.pipeline.options import configure_run
 

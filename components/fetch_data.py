@@ -18,24 +18,19 @@ def fetch_data(
     input_column_names: str = "",
     label_column_name: str = "",
     validation_ratio: float = 0.0,
+    trainer_flags: dict = {},  # noqa: B006 (KFP reads the literal default; never mutated)
 ):
     """Copies the data files into the artifact and records the data flags next to them.
 
     With `dataset_snapshot_prefix` set, the newest snapshot folder under it
     (names sort in time) provides ``train.*``/``validation.*`` (scheduled retraining).
+    The data keys of `trainer_flags` (the run form's JSON object) win over the flat ones.
     """
+    flags = dict(locals())  # exactly the parameters: taken before any other name exists
+    from sparse_transfer.pipeline.options import with_trainer_flags
     from sparse_transfer.pipeline.steps import fetch_data_step
 
-    spec = fetch_data_step(
-        dataset.path,
-        train_file=train_file,
-        validation_file=validation_file,
-        dataset_snapshot_prefix=dataset_snapshot_prefix,
-        task_name=task_name,
-        dataset_name=dataset_name,
-        dataset_config_name=dataset_config_name,
-        input_column_names=input_column_names,
-        label_column_name=label_column_name,
-        validation_ratio=validation_ratio,
-    )
+    flags.pop("dataset")
+    extra = flags.pop("trainer_flags")
+    spec = fetch_data_step(dataset.path, **with_trainer_flags(flags, extra, "data"))
     dataset.metadata.update(spec)

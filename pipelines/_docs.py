@@ -20,6 +20,11 @@ import docstring_parser
 from sparse_transfer.tasks.flags import FLAGS
 
 PARAMETER_HELP = {
+    "trainer_flags": "JSON object of the rarely changed data/training flags, e.g. "
+    '{"fp16": false, "max_steps": 100, "seed": 7, "dataset_snapshot_prefix": "s3://..."}; '
+    "keys: the flags of sparse_transfer.tasks.flags (doc_stride, evaluation_strategy, "
+    "save_strategy, max_train_samples, ...). Checked at the first step: an unknown key or a "
+    "bad value fails the run with one line; empty: the reference defaults.",
     "task": "text-classification, token-classification or question-answering.",
     "model_name_or_path": "The pre-sparsified model to fine-tune: zoo stub, s3:// URI, "
     "local path or hub id.",

@@ -25,13 +25,20 @@ RUN_CHECKS = ("gate_metric", "recipe", "recipe_args", "zoo_root", "allow_inert_m
 
 
 def data_and_training_flags(parameters: Mapping[str, Any]) -> tuple[PipelineTask, PipelineTask]:
-    """Creates the fetch-data and check-flags steps from the pipeline's own parameters."""
-    data = io_step(fetch_data(**{name: parameters[name] for name in DATA_PARAMETERS}))
+    """Creates the fetch-data and check-flags steps from the pipeline's own parameters.
+
+    A flag the pipeline keeps top-level is passed by name; the rest travel in its
+    ``trainer_flags`` JSON object, which both steps lay over the schema's defaults.
+    """
+    own = {name: parameters[name] for name in DATA_PARAMETERS if name in parameters}
+    extra = parameters["trainer_flags"]
+    data = io_step(fetch_data(**own, trainer_flags=extra))
     flags = resources(
         configure_training(
             task=parameters["task"],
-            **{name: parameters[name] for name in TRAINING_FLAGS},
+            **{name: parameters[name] for name in TRAINING_FLAGS if name in parameters},
             **{name: parameters[name] for name in RUN_CHECKS if name in parameters},
+            trainer_flags=extra,
         ),
         "light",
     )

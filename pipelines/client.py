@@ -139,19 +139,20 @@ def run_local(
     """
     from kfp import local
 
-    from sparse_transfer.pipeline.config import validate_parameters
+    from sparse_transfer.pipeline.config import merge_parameters, validate_parameters
 
     config = read_config(config_path)
     pipeline = get_pipeline(config.pipeline)
     parameters = dict(config.parameters)
     if overrides:
-        parameters.update(
+        parameters = merge_parameters(
+            parameters,
             validate_parameters(
                 overrides,
                 pipeline_parameters(pipeline),
                 source="overrides",
                 pipeline=config.pipeline,
-            )
+            ),
         )
     root = Path(pipeline_root or config.local.get("pipeline_root") or "demo-output/pipeline-root")
     root = root.resolve()

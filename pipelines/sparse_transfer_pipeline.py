@@ -51,51 +51,31 @@ def sparse_transfer_pipeline(
     distill_teacher: str = SST2_TEACHER,
     teacher_model_name_or_path: str = OBERT_DENSE,
     teacher_recipe: str = SST2_TEACHER,
-    teacher_recipe_args: str = "",
-    teacher_seed: int = 20811,
     task_name: str = "sst2",
     dataset_name: str = "",
-    dataset_config_name: str = "",
     train_file: str = "",
     validation_file: str = "",
-    dataset_snapshot_prefix: str = "",
-    input_column_names: str = "",
-    label_column_name: str = "",
-    validation_ratio: float = 0.0,
     max_seq_length: int = 0,
-    doc_stride: int = 0,
-    preprocessing_num_workers: int = 6,
     per_device_train_batch_size: int = 32,
-    per_device_eval_batch_size: int = 32,
-    gradient_accumulation_steps: int = 1,
-    fp16: bool = True,
-    seed: int = 42,
-    evaluation_strategy: str = "epoch",
-    eval_steps: int = 0,
-    logging_steps: int = 500,
-    logging_first_step: bool = False,
-    save_strategy: str = "epoch",
-    save_steps: int = 500,
-    save_total_limit: int = 1,
-    max_steps: int = -1,
-    max_train_samples: int = 0,
-    max_eval_samples: int = 0,
-    zoo_root: str = "",
-    publish_stub: str = "",
-    publish_force: bool = False,
     gate_metric: str = "",
     min_metric: float = 0.0,
     max_drop_vs_teacher: float = 2.0,
+    publish_stub: str = "",
+    zoo_root: str = "",
+    accelerator_type: str = "",
+    accelerator_limit: str = "0",
+    num_nodes: int = 1,
+    nproc_per_node: int = 1,
+    deploy_serving: bool = False,
+    trainer_flags: dict = {},  # noqa: B006 (KFP reads the literal default; never mutated)
+    teacher_recipe_args: str = "",
+    teacher_seed: int = 20811,
+    publish_force: bool = False,
     must_beat_published: bool = False,
     gate_require_int8: bool = False,
     allow_inert_modifiers: bool = False,
-    accelerator_type: str = "",
-    accelerator_limit: str = "0",
     node_accelerator_limit: str = "",
-    deploy_serving: bool = False,
     serving_max_replicas: int = 1,
-    num_nodes: int = 1,
-    nproc_per_node: int = 1,
 ) -> PipelineOutputs:
     """Sparse transfer end to end.
 
@@ -106,9 +86,6 @@ def sparse_transfer_pipeline(
         distill_teacher: teacher stub/URI/path; empty trains a dense teacher from
             `teacher_model_name_or_path` with `teacher_recipe`; ``disable`` turns
             distillation off.
-        dataset_snapshot_prefix: read the newest snapshot folder under this prefix
-            instead of `train_file`/`validation_file` (scheduled retraining).
-        max_steps, eval_steps, max_*_samples: -1/0 mean unset (the recipe's epochs rule).
         publish_stub: zoo stub to publish to (empty: gate and report only).
         min_metric: gate floor in the metric's units (negative: off).
         max_drop_vs_teacher: gate, allowed drop below the teacher in points (negative: off).
@@ -117,7 +94,7 @@ def sparse_transfer_pipeline(
             empty: the task's headline metric. Checked against the task at configure time.
         gate_require_int8: publish only an int8 deployment.
         allow_inert_modifiers: run although a recipe modifier starts after training ends.
-        max_seq_length / doc_stride: 0 = the task's default (128; 384 and 128 for QA).
+        max_seq_length: 0 = the task's default (128; 384 for QA).
         accelerator_type / accelerator_limit: GPU for the training steps, e.g.
             ``nvidia.com/gpu`` and ``"1"``; empty/"0" for CPU only. The count is a string
             because KFP's driver resolves runtime resource placeholders as strings.

@@ -180,14 +180,25 @@ def test_reference_defaults_are_pipeline_parameters(spec):
     defaults = {name: p.get("defaultValue") for name, p in parameters.items()}
     # max_seq_length 0 = unset: the task's own default (128 here, 384 for QA) applies
     assert defaults["task_name"] == "sst2" and defaults["max_seq_length"] == 0
-    assert defaults["per_device_train_batch_size"] == 32 and defaults["fp16"] is True
+    assert defaults["per_device_train_batch_size"] == 32 and defaults["trainer_flags"] == {}
+    # The rarely changed flags moved off the form into trainer_flags: their reference
+    # defaults are the opening steps' own input defaults now.
+    steps = spec["components"]
+    configure = steps["comp-configure-training"]["inputDefinitions"]["parameters"]
+    data = steps["comp-fetch-data"]["inputDefinitions"]["parameters"]
+    assert configure["fp16"]["defaultValue"] is True and configure["seed"]["defaultValue"] == 42
+    assert "trainer_flags" in configure and "trainer_flags" in data
     assert defaults["recipe"].endswith("sst2/pruned90_quant-none")
     assert defaults["distill_teacher"].endswith("sst2/base-none")
     assert defaults["teacher_seed"] == 20811
-    for name in ("doc_stride", "label_column_name", "input_column_names", "validation_ratio", "dataset_config_name",
-                 "gradient_accumulation_steps", "recipe_args", "zoo_root", "publish_stub", "min_metric",
-                 "max_drop_vs_teacher", "dataset_snapshot_prefix", "accelerator_type"):  # fmt: skip
+    for name in ("recipe_args", "zoo_root", "publish_stub", "min_metric", "max_drop_vs_teacher",
+                 "accelerator_type", "trainer_flags"):  # fmt: skip
         assert name in parameters, name
+    for name in ("doc_stride", "gradient_accumulation_steps"):
+        assert name in configure and name not in parameters, name
+    for name in ("label_column_name", "input_column_names", "validation_ratio",
+                 "dataset_config_name", "dataset_snapshot_prefix"):  # fmt: skip
+        assert name in data and name not in parameters, name
 
 
 @pytest.mark.parametrize("name", NAMES)

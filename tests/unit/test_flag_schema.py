@@ -27,14 +27,29 @@ from sparse_transfer.tasks.flags import (
 pytest.importorskip("kfp")
 
 
+# The flags each run form keeps top-level; the rest travel in its `trainer_flags` object.
+ON_THE_FORM = {
+    "sparse_transfer_pipeline": ("task_name", "dataset_name", "train_file", "validation_file",
+                                 "max_seq_length", "per_device_train_batch_size"),
+    "dense_teacher_pipeline": ("task_name", "dataset_name", "train_file", "validation_file",
+                               "max_seq_length", "per_device_train_batch_size", "seed"),
+}  # fmt: skip
+
+
+def _on_the_form(pipeline: str):
+    return tuple(FLAGS[name] for name in ON_THE_FORM[pipeline])
+
+
 def _copies():
     from components import configure_training, fetch_data
     from pipelines.dense_teacher_pipeline import dense_teacher_pipeline
     from pipelines.sparse_transfer_pipeline import sparse_transfer_pipeline
 
     return {
-        "sparse_transfer_pipeline": (sparse_transfer_pipeline.pipeline_func, DATA_FLAGS + TRAINING_FLAGS),
-        "dense_teacher_pipeline": (dense_teacher_pipeline.pipeline_func, DATA_FLAGS + TRAINING_FLAGS),
+        "sparse_transfer_pipeline": (sparse_transfer_pipeline.pipeline_func,
+                                     _on_the_form("sparse_transfer_pipeline")),
+        "dense_teacher_pipeline": (dense_teacher_pipeline.pipeline_func,
+                                   _on_the_form("dense_teacher_pipeline")),
         "configure_training": (configure_training.python_func, TRAINING_FLAGS),
         "fetch_data": (fetch_data.python_func, DATA_FLAGS),
     }  # fmt: skip
@@ -60,6 +75,16 @@ def test_every_kfp_copy_has_the_schema_names_types_and_defaults(name):
         )
 
 
+@pytest.mark.parametrize("name", sorted(ON_THE_FORM))
+def test_the_other_flags_travel_in_trainer_flags(name):
+    func = _copies()[name][0]
+    params = inspect.signature(func).parameters
+    flat = sorted(set(params) & set(FLAGS))
+    assert flat == sorted(ON_THE_FORM[name])
+    assert params["trainer_flags"].annotation in (dict, "dict")
+    assert params["trainer_flags"].default == {}
+
+
 def test_no_override_hides_a_flag_the_schema_lacks():
     for overrides in DEFAULT_OVERRIDES.values():
         assert set(overrides) <= set(FLAGS)
@@ -71,7 +96,9 @@ def test_configure_training_takes_exactly_the_schema_flags():
     params = list(inspect.signature(configure_training.python_func).parameters)
     from pipelines._opening import RUN_CHECKS
 
-    assert params == ["task"] + [f.name for f in TRAINING_FLAGS] + list(RUN_CHECKS)
+    assert params == ["task"] + [f.name for f in TRAINING_FLAGS] + list(RUN_CHECKS) + [
+        "trainer_flags"
+    ]
     assert list(TRAINING_OPTIONS) == [f.name for f in TRAINING_FLAGS]
 
 

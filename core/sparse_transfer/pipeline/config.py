@@ -113,6 +113,7 @@ def validate_parameters(
     names = sorted(known)
     errors: list[str] = []
     clean: dict[str, Any] = {}
+    parameters, errors = _fold_trainer_flags(parameters, known, source)
     for key, value in parameters.items():
         if key not in known:
             errors.append(
@@ -144,6 +145,46 @@ def validate_parameters(
     if errors:
         raise PipelineError("\n".join(errors) + f"\nknown parameters: {', '.join(names)}")
     return clean
+
+
+def _fold_trainer_flags(
+    parameters: Mapping[str, Any], known: Mapping[str, Any], source: str
+) -> tuple[dict[str, Any], list[str]]:
+    """Flat flag names the pipeline has no parameter for move into its ``trainer_flags``.
+
+    Run configs and ``--set`` keep the reference's flat names (``fp16: false``) although
+    the run form carries the rarely changed flags in one JSON object; the schema checks them.
+    """
+    from sparse_transfer.pipeline.options import check_trainer_flags
+    from sparse_transfer.tasks.flags import FLAGS
+
+    if "trainer_flags" not in known:
+        return dict(parameters), []
+    out: dict[str, Any] = {}
+    folded = dict(parameters.get("trainer_flags") or {}) if isinstance(
+        parameters.get("trainer_flags"), dict) else None  # fmt: skip
+    for key, value in parameters.items():
+        if key not in known and key in FLAGS and folded is not None:
+            folded[key] = value
+        else:
+            out[key] = value
+    errors: list[str] = []
+    if folded:
+        try:
+            out["trainer_flags"] = check_trainer_flags(folded)
+        except PipelineError as exc:
+            errors.append(f"{source}: {exc}")
+    return out, errors
+
+
+def merge_parameters(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """`overrides` over `base`, the two ``trainer_flags`` objects merged key by key."""
+    out = {**base, **overrides}
+    if isinstance(base.get("trainer_flags"), dict) and isinstance(
+        overrides.get("trainer_flags"), dict
+    ):
+        out["trainer_flags"] = {**base["trainer_flags"], **overrides["trainer_flags"]}
+    return out
 
 
 def _recipe_args_errors(parameters: Mapping[str, Any], source: str) -> list[str]:

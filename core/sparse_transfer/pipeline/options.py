@@ -11,10 +11,19 @@ could only fail later fails in its first step with one line naming the flag.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sparse_transfer.errors import PipelineError
-from sparse_transfer.tasks.flags import TRAINING_FLAGS, applies_to, as_int, check_value, is_unset
+from sparse_transfer.tasks.flags import (
+    DATA_FLAGS,
+    FLAGS,
+    TRAINING_FLAGS,
+    applies_to,
+    as_int,
+    check_value,
+    is_unset,
+)
 
 # name -> type; the pipeline parameters that become train/evaluate flags (from the one schema).
 TRAINING_OPTIONS: dict[str, type] = {f.name: f.type for f in TRAINING_FLAGS}
@@ -66,6 +75,44 @@ def training_options(task: str, **values: Any) -> dict[str, Any]:
     return out
 
 
+def check_trainer_flags(trainer_flags: Any) -> dict[str, Any]:
+    """The run form's ``trainer_flags`` JSON object: every key a schema flag, every value valid.
+
+    The rarely changed data/training flags travel in this one pipeline parameter so the
+    form stays short; they are checked by the same schema as the flat flags.
+
+    Raises:
+        PipelineError: one line naming the first unknown key or bad value.
+    """
+    if not isinstance(trainer_flags, Mapping):
+        raise PipelineError(
+            f"parameter trainer_flags must be a JSON object, got {type(trainer_flags).__name__}"
+        )
+    out: dict[str, Any] = {}
+    for name, value in trainer_flags.items():
+        spec = FLAGS.get(name)
+        if spec is None:
+            raise PipelineError(f"trainer_flags: unknown key {name!r}; known: {', '.join(FLAGS)}")
+        problem = check_value(spec, value)
+        if problem:
+            raise PipelineError(f"trainer_flags.{name} {problem}")
+        out[name] = as_int(value) if spec.type is int else value
+    return out
+
+
+def with_trainer_flags(values: Mapping[str, Any], trainer_flags: Any, kind: str) -> dict[str, Any]:
+    """`values` (a step's flat flags) with the ``trainer_flags`` of one `kind` laid over them.
+
+    Args:
+        values: flag -> value as the step received them.
+        trainer_flags: the run form's JSON object (checked by `check_trainer_flags`).
+        kind: ``"data"`` or ``"training"``: which schema flags this step takes.
+    """
+    names = {f.name for f in (DATA_FLAGS if kind == "data" else TRAINING_FLAGS)}
+    extra = check_trainer_flags(trainer_flags or {})
+    return {**values, **{k: v for k, v in extra.items() if k in names}}
+
+
 def eval_options(training_args: dict[str, Any]) -> dict[str, Any]:
     """The subset of validated training flags an evaluation uses."""
     return {k: v for k, v in training_args.items() if k in EVAL_KEYS}
@@ -95,6 +142,7 @@ def configure_run(
     recipe_args: str = "",
     zoo: str = "",
     allow_inert_modifiers: bool = False,
+    trainer_flags: Mapping[str, Any] | None = None,
     **flags: Any,
 ) -> dict[str, Any]:
     """The pipeline's configure step: `training_options` plus every check that needs no data.
@@ -106,12 +154,14 @@ def configure_run(
         zoo: zoo root for a recipe stub.
         allow_inert_modifiers: run even when a modifier's window lies outside the training
             window (it would never act); otherwise that is refused here.
+        trainer_flags: the run form's JSON object of further flags (`check_trainer_flags`);
+            they win over `flags`.
         **flags: the training flags.
 
     Returns:
         The validated training flags (as `training_options`).
     """
-    out = training_options(task, **flags)
+    out = training_options(task, **with_trainer_flags(flags, trainer_flags, "training"))
     check_gate_metric(task, gate_metric)
     if recipe:
         from sparse_transfer.tasks.recipe_fit import inert_modifier_warnings
