@@ -161,8 +161,8 @@ def _fold_trainer_flags(
     if "trainer_flags" not in known:
         return dict(parameters), []
     out: dict[str, Any] = {}
-    folded = dict(parameters.get("trainer_flags") or {}) if isinstance(
-        parameters.get("trainer_flags"), dict) else None  # fmt: skip
+    given = parameters.get("trainer_flags", {})
+    folded = dict(given) if isinstance(given, dict) else None  # else: a type error below
     for key, value in parameters.items():
         if key not in known and key in FLAGS and folded is not None:
             folded[key] = value
