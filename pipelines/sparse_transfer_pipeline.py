@@ -14,7 +14,7 @@ teacher, data snapshot, gate, zoo and accelerator settings.
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Markdown
+from kfp.dsl import Markdown, PipelineTask
 
 from components import deploy_serving as serve_with_kserve
 from components import evaluate, export_onnx, fetch_model, publish, sparse_transfer, teacher
@@ -35,6 +35,80 @@ class PipelineOutputs(NamedTuple):
     report: Markdown
     passed: bool
     published: str
+
+
+def _teacher_step(p: dict, data: PipelineTask, config: PipelineTask) -> PipelineTask:
+    """Fetches the teacher or trains a dense one.
+
+    One parameter-driven step rather than dsl.If/dsl.Else + dsl.OneOf: kfp 2.17.3's
+    local runner cannot select an artifact from conditional branches.
+    """
+    return training_step(
+        teacher(
+            task=p["task"],
+            dataset=data.outputs["dataset"],
+            training_args=config.output,
+            distill_teacher=p["distill_teacher"],
+            base_model=p["teacher_model_name_or_path"],
+            recipe=p["teacher_recipe"],
+            recipe_args=p["teacher_recipe_args"],
+            seed=p["teacher_seed"],
+            zoo_root=p["zoo_root"],
+        ),
+        p["accelerator_type"],
+        p["accelerator_limit"],
+    ).set_display_name("teacher: fetch or train dense")
+
+
+def _evaluate(task, model, data: PipelineTask, config: PipelineTask, name: str) -> PipelineTask:
+    """One evaluation step of `model` on the run's validation data."""
+    step = evaluate(
+        task=task, model=model, dataset=data.outputs["dataset"], training_args=config.output
+    )
+    return resources(step, "eval").set_display_name(name)
+
+
+def _gate_and_serve(
+    p: dict, sparse: PipelineTask, teacher_eval: PipelineTask, data: PipelineTask,
+    config: PipelineTask,
+) -> PipelineTask:  # fmt: skip
+    """Evaluates the sparse model (PyTorch, ONNX), exports it, gates, publishes and serves."""
+    task, model = p["task"], sparse.outputs["sparse_model"]
+    torch_eval = _evaluate(task, model, data, config, "evaluate (PyTorch)")
+    exported = resources(
+        export_onnx(task=task, model=model, sequence_length=p["max_seq_length"]), "eval"
+    ).set_display_name("export ONNX")
+    onnx_eval = _evaluate(task, exported.outputs["deployment"], data, config, "evaluate (ONNX)")
+    gate = io_step(
+        publish(
+            task=task,
+            model=model,
+            deployment=exported.outputs["deployment"],
+            torch_metrics=torch_eval.outputs["metrics"],
+            onnx_metrics=onnx_eval.outputs["metrics"],
+            teacher_metrics=teacher_eval.outputs["metrics"],
+            export_metrics=exported.outputs["metrics"],
+            publish_stub=p["publish_stub"],
+            zoo_root=p["zoo_root"],
+            gate_metric=p["gate_metric"],
+            min_metric=p["min_metric"],
+            max_drop_vs_teacher=p["max_drop_vs_teacher"],
+            must_beat_published=p["must_beat_published"],
+            require_int8=p["gate_require_int8"],
+            force=p["publish_force"],
+        )
+    ).set_display_name("gate and publish")
+    # Parameter-driven like the teacher step (no dsl.If: kfp's local runner runs it too).
+    io_step(
+        serve_with_kserve(
+            enabled=p["deploy_serving"],
+            task=task,
+            published=gate.outputs["published"],
+            zoo_root=p["zoo_root"],
+            max_replicas=p["serving_max_replicas"],
+        )
+    ).set_display_name("serve with KServe")
+    return gate
 
 
 @dsl.pipeline(
@@ -104,39 +178,13 @@ def sparse_transfer_pipeline(
             (torchrun inside the step) and pods (a Kubeflow Trainer v2 TrainJob;
             the chart's ``trainjob.rbac`` must be on). See docs/distributed.md.
     """
-    data, config = data_and_training_flags(locals())
+    p = dict(locals())  # the run's parameters, for the graph-building helpers below
+    data, config = data_and_training_flags(p)
     student = io_step(
         fetch_model(ref=model_name_or_path, kind="model", task=task, zoo_root=zoo_root)
     ).set_display_name("fetch student")
-
-    # One parameter-driven step rather than dsl.If/dsl.Else + dsl.OneOf: kfp 2.17.3's
-    # local runner cannot select an artifact from conditional branches.
-    teacher_task = training_step(
-        teacher(
-            task=task,
-            dataset=data.outputs["dataset"],
-            training_args=config.output,
-            distill_teacher=distill_teacher,
-            base_model=teacher_model_name_or_path,
-            recipe=teacher_recipe,
-            recipe_args=teacher_recipe_args,
-            seed=teacher_seed,
-            zoo_root=zoo_root,
-        ),
-        accelerator_type,
-        accelerator_limit,
-    ).set_display_name("teacher: fetch or train dense")
-    teacher_model = teacher_task.outputs["teacher"]
-
-    teacher_eval = resources(
-        evaluate(
-            task=task,
-            model=teacher_model,
-            dataset=data.outputs["dataset"],
-            training_args=config.output,
-        ),
-        "eval",
-    ).set_display_name("evaluate teacher")
+    teacher_model = _teacher_step(p, data, config).outputs["teacher"]
+    teacher_eval = _evaluate(task, teacher_model, data, config, "evaluate teacher")
     sparse = training_step(
         sparse_transfer(
             task=task,
@@ -153,64 +201,12 @@ def sparse_transfer_pipeline(
                 accelerator_type,
                 accelerator_limit,
                 node_accelerator_limit,
-            ),
+            ),  # fmt: skip
         ),
         accelerator_type,
         accelerator_limit,
     ).set_display_name("sparse transfer")
-    torch_eval = resources(
-        evaluate(
-            task=task,
-            model=sparse.outputs["sparse_model"],
-            dataset=data.outputs["dataset"],
-            training_args=config.output,
-        ),
-        "eval",
-    ).set_display_name("evaluate (PyTorch)")
-    exported = resources(
-        export_onnx(
-            task=task, model=sparse.outputs["sparse_model"], sequence_length=max_seq_length
-        ),
-        "eval",
-    ).set_display_name("export ONNX")
-    onnx_eval = resources(
-        evaluate(
-            task=task,
-            model=exported.outputs["deployment"],
-            dataset=data.outputs["dataset"],
-            training_args=config.output,
-        ),
-        "eval",
-    ).set_display_name("evaluate (ONNX)")
-    gate = io_step(
-        publish(
-            task=task,
-            model=sparse.outputs["sparse_model"],
-            deployment=exported.outputs["deployment"],
-            torch_metrics=torch_eval.outputs["metrics"],
-            onnx_metrics=onnx_eval.outputs["metrics"],
-            teacher_metrics=teacher_eval.outputs["metrics"],
-            export_metrics=exported.outputs["metrics"],
-            publish_stub=publish_stub,
-            zoo_root=zoo_root,
-            gate_metric=gate_metric,
-            min_metric=min_metric,
-            max_drop_vs_teacher=max_drop_vs_teacher,
-            must_beat_published=must_beat_published,
-            require_int8=gate_require_int8,
-            force=publish_force,
-        )
-    ).set_display_name("gate and publish")
-    # Parameter-driven like the teacher step (no dsl.If: kfp's local runner runs it too).
-    io_step(
-        serve_with_kserve(
-            enabled=deploy_serving,
-            task=task,
-            published=gate.outputs["published"],
-            zoo_root=zoo_root,
-            max_replicas=serving_max_replicas,
-        )
-    ).set_display_name("serve with KServe")
+    gate = _gate_and_serve(p, sparse, teacher_eval, data, config)
     return PipelineOutputs(
         report=gate.outputs["report"],
         passed=gate.outputs["passed"],
