@@ -32,10 +32,13 @@ def configure_training(
     zoo_root: str = "",
     allow_inert_modifiers: bool = False,
     trainer_flags: dict = {},  # noqa: B006 (KFP reads the literal default; never mutated)
+    advanced: dict = {},  # noqa: B006 (KFP reads the literal default; never mutated)
+    pipeline: str = "",
 ) -> dict:
     """Validates the flags, the gate metric and the recipe's windows before anything heavy
     runs; zero/-1 limits mean "unset" (the task's own default). `trainer_flags` (the run
-    form's JSON object of rarely changed flags) wins over the flat flags."""
+    form's JSON object of rarely changed flags) wins over the flat flags; `advanced` (its
+    object of step settings) is checked against `pipeline`'s keys here, first."""
     options = dict(locals())  # exactly the parameters: taken before any other name exists
     from sparse_transfer.pipeline.options import configure_run
 

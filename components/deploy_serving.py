@@ -17,6 +17,7 @@ def deploy_serving(
     max_replicas: int = 1,
     serve_args: str = "",
     ready_timeout_seconds: int = 600,
+    advanced: dict = {},  # noqa: B006 (KFP reads the literal default; never mutated)
 ) -> str:
     """Creates or replaces the InferenceService for `published`; returns its name ("" if none).
 
@@ -25,7 +26,8 @@ def deploy_serving(
     Waits up to `ready_timeout_seconds` for the InferenceService to be Ready (0: no wait).
     Runs with the pod's service account in the pod's namespace; `image` empty means the
     image this step runs in (the project's one image). S3 settings come from the step's
-    environment (the chart's S3 Secret), never from parameters.
+    environment (the chart's S3 Secret), never from parameters. The run form's `advanced`
+    object's ``serving_max_replicas`` wins over `max_replicas`.
     """
     if not enabled:
         return ""
@@ -36,6 +38,7 @@ def deploy_serving(
     import shlex
     from pathlib import Path
 
+    from sparse_transfer.pipeline.settings import run_settings
     from sparse_transfer.serving import kube
     from sparse_transfer.serving.deploy import S3Access, deploy_inference_service, wait_ready
 
@@ -51,7 +54,8 @@ def deploy_serving(
     result = deploy_inference_service(
         api, stub=published, zoo_root=zoo_root, namespace=namespace, s3=s3, model_name=task,
         image=image or kube.own_image(api, namespace, os.environ["HOSTNAME"]), name=name,
-        min_replicas=min_replicas, max_replicas=max_replicas,
+        min_replicas=min_replicas,
+        max_replicas=run_settings(advanced, serving_max_replicas=max_replicas).serving_max_replicas,
         serve_args=tuple(shlex.split(serve_args)),
     )  # fmt: skip
     print(f"InferenceService {namespace}/{result['name']}: {result['InferenceService']}")

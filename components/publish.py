@@ -27,25 +27,32 @@ def publish(
     must_beat_published: bool = False,
     require_int8: bool = False,
     force: bool = False,
+    advanced: dict = {},  # noqa: B006 (KFP reads the literal default; never mutated)
 ) -> NamedTuple("Outputs", [("passed", bool), ("published", str)]):
     """Publishes to `publish_stub` only when the gate passes (negative thresholds: check off).
 
     Without `deployment` (the dense teacher pipeline) the PyTorch model alone is published.
+    The run form's `advanced` object's ``must_beat_published``, ``gate_require_int8`` and
+    ``publish_force`` win over the flat switches.
     """
     from collections import namedtuple
 
+    from sparse_transfer.pipeline.settings import run_settings
     from sparse_transfer.pipeline.steps import publish_step
 
     def meta(artifact):
         return dict(artifact.metadata) if artifact is not None else {}
 
+    own = run_settings(advanced, must_beat_published=must_beat_published,
+                       gate_require_int8=require_int8, publish_force=force)  # fmt: skip
     result = publish_step(
         deployment.path if deployment is not None else None, model.path, task=task,
         stub=publish_stub, zoo=zoo_root, torch_metrics=meta(torch_metrics),
         onnx_metrics=meta(onnx_metrics), teacher_metrics=meta(teacher_metrics),
         export_facts=meta(export_metrics),
         gate_metric=gate_metric, min_metric=min_metric, max_drop_vs_teacher=max_drop_vs_teacher,
-        must_beat_published=must_beat_published, require_int8=require_int8, force=force,
+        must_beat_published=own.must_beat_published, require_int8=own.gate_require_int8,
+        force=own.publish_force,
     )  # fmt: skip
     with open(report.path, "w") as handle:
         handle.write(result["report"])

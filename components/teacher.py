@@ -24,18 +24,23 @@ def teacher(
     recipe_args: str = "",
     seed: int = -1,
     zoo_root: str = "",
+    advanced: dict = {},  # noqa: B006 (KFP reads the literal default; never mutated)
 ):
     """Fetches `distill_teacher` (``disable``: no teacher), or trains `base_model` with `recipe`.
 
     Args:
         seed: overrides the run's seed for teacher training when >= 0 (the reference used 20811).
+        advanced: the run form's settings object; its ``teacher_seed`` and
+            ``teacher_recipe_args`` win over `seed` and `recipe_args`.
     """
+    from sparse_transfer.pipeline.settings import run_settings
     from sparse_transfer.pipeline.steps import teacher_step
 
-    args = dict(training_args, **({"seed": seed} if seed >= 0 else {}))
+    own = run_settings(advanced, teacher_seed=seed, teacher_recipe_args=recipe_args)
+    args = dict(training_args, **({"seed": own.teacher_seed} if own.teacher_seed >= 0 else {}))
     result = teacher_step(
         task, teacher.path, dataset.path, distill_teacher=distill_teacher, base_model=base_model,
-        recipe=recipe, recipe_args=recipe_args, training_args=args, zoo=zoo_root,
+        recipe=recipe, recipe_args=own.teacher_recipe_args, training_args=args, zoo=zoo_root,
     )  # fmt: skip
     for name, value in result.pop("metrics", {}).items():
         metrics.log_metric(name, value)

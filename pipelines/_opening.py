@@ -24,11 +24,15 @@ TRAINING_FLAGS = tuple(f.name for f in SCHEMA_TRAINING_FLAGS)
 RUN_CHECKS = ("gate_metric", "recipe", "recipe_args", "zoo_root", "allow_inert_modifiers")
 
 
-def data_and_training_flags(parameters: Mapping[str, Any]) -> tuple[PipelineTask, PipelineTask]:
+def data_and_training_flags(
+    parameters: Mapping[str, Any], pipeline: str
+) -> tuple[PipelineTask, PipelineTask]:
     """Creates the fetch-data and check-flags steps from the pipeline's own parameters.
 
     A flag the pipeline keeps top-level is passed by name; the rest travel in its
-    ``trainer_flags`` JSON object, which both steps lay over the schema's defaults.
+    ``trainer_flags`` JSON object, which both steps lay over the schema's defaults. The
+    check step also checks the ``advanced`` settings object against `pipeline`'s keys
+    (its name in run configs), so a typo there fails the run first.
     """
     own = {name: parameters[name] for name in DATA_PARAMETERS if name in parameters}
     extra = parameters["trainer_flags"]
@@ -39,6 +43,8 @@ def data_and_training_flags(parameters: Mapping[str, Any]) -> tuple[PipelineTask
             **{name: parameters[name] for name in TRAINING_FLAGS if name in parameters},
             **{name: parameters[name] for name in RUN_CHECKS if name in parameters},
             trainer_flags=extra,
+            advanced=parameters["advanced"],
+            pipeline=pipeline,
         ),
         "light",
     )

@@ -81,24 +81,22 @@ def training_step(task: PipelineTask, accelerator_type, accelerator_limit) -> Pi
     return with_s3(task)
 
 
-def scale_out(
-    num_nodes, nproc_per_node, accelerator_type, accelerator_limit, node_accelerator_limit
-) -> dict:
+def scale_out(accelerator_type, accelerator_limit, **scale) -> dict:
     """A training component's accelerator arguments (see `sparse_transfer.scaleout.plan`).
 
-    `nproc_per_node` > 1 runs torchrun inside the step's pod; `num_nodes` > 1 makes
-    the step create a Kubeflow Trainer TrainJob running the step's own image (read from its
-    pod at run time, so the chart's or a private registry's image reaches the nodes), with
+    `scale` is ``num_nodes``, ``nproc_per_node`` and ``node_accelerator_limit`` as pipeline
+    parameters, or ``advanced``: the run form's settings object holding them (the step reads
+    them from it). `nproc_per_node` > 1 runs torchrun inside the step's pod; `num_nodes` > 1
+    makes the step create a Kubeflow Trainer TrainJob running the step's own image (read from
+    its pod at run time, so the chart's or a private registry's image reaches the nodes), with
     the S3 keys from the same Secret and the zoo root from the same ConfigMap the steps use.
     Its nodes get `node_accelerator_limit` GPUs each (empty: `accelerator_limit`), so a
     multi-node run can give the waiting step's own pod none (``accelerator_limit: "0"``).
     """
     return {
-        "num_nodes": num_nodes,
-        "nproc_per_node": nproc_per_node,
+        **scale,
         "accelerator_type": accelerator_type,
         "accelerator_limit": accelerator_limit,
-        "node_accelerator_limit": node_accelerator_limit,
         "s3_secret": S3_SECRET,
         "settings_config_map": SETTINGS_CONFIG_MAP,
     }

@@ -478,6 +478,54 @@ def submit(
     return run.run_id
 
 
+def _given(parameters: Mapping[str, Any], key: str) -> Any:
+    """A parameter's value, top-level or inside the run form's JSON objects (where run configs'
+    flat names fold to: `sparse_transfer.pipeline.config.validate_parameters`); None if unset."""
+    for holder in (parameters, parameters.get("trainer_flags"), parameters.get("advanced")):
+        if isinstance(holder, Mapping) and key in holder:
+            return holder[key]
+    return None
+
+
+def _retraining_parameters(config: RunConfig, config_path: str | Path) -> dict[str, Any]:
+    """The run config's parameters for a recurring run, ``must_beat_published`` forced on.
+
+    Raises:
+        PipelineError: no snapshot prefix or stub to publish to, or must_beat_published false.
+    """
+    parameters = config.parameters
+    missing = [k for k in ("dataset_snapshot_prefix", "publish_stub") if not _given(parameters, k)]
+    if missing:
+        raise PipelineError(
+            f"{config_path}: scheduled retraining needs {' and '.join(missing)} in parameters "
+            "(the newest snapshot under the prefix is trained on; the result is published there)"
+        )
+    if _given(parameters, "must_beat_published") is False:
+        raise PipelineError(
+            f"{config_path}: must_beat_published is false, but a scheduled run publishes only "
+            "when it beats the current zoo model; remove the key or set it to true"
+        )
+    if "advanced" in pipeline_parameters(get_pipeline(config.pipeline)):
+        advanced = dict(parameters.get("advanced") or {}, must_beat_published=True)
+        return dict(parameters, advanced=advanced)
+    return dict(parameters, must_beat_published=True)
+
+
+def _version_to_run(
+    client: Any, pipeline: str, pipeline_name: str, version: str | None,
+    namespace: str | None, package: str | Path | None,
+) -> dict[str, str]:  # fmt: skip
+    """The uploaded pipeline version a recurring run points at; uploads it when missing."""
+    pipeline_id = _find_pipeline(client, pipeline_name, namespace)
+    version_id = _find_version(client, pipeline_id, version) if pipeline_id else None
+    if pipeline_id and version_id:
+        return {"pipeline_id": pipeline_id, "version_id": version_id}
+    return upload(
+        client, pipeline, name=pipeline_name, version=version, namespace=namespace,
+        package=package,
+    )  # fmt: skip
+
+
 def schedule(
     client: Any,
     config_path: str | Path,
@@ -504,8 +552,9 @@ def schedule(
     instead of adding one: KFP itself keeps no unique recurring-run names (model/job.go).
 
     The config must name `dataset_snapshot_prefix` (each run trains on the
-    newest snapshot under it) and `publish_stub`; `must_beat_published` is
-    forced on so a run publishes only when it beats the model in the zoo.
+    newest snapshot under it; flat or in ``trainer_flags``) and `publish_stub`;
+    `must_beat_published` is forced on (in ``advanced``) so a run publishes only when it
+    beats the model in the zoo.
 
     Caching: kfp's ``enable_caching`` does nothing for a recurring run that references a
     pipeline version (kfp/client/client.py ``_create_job_config`` applies it to a package's
@@ -514,36 +563,11 @@ def schedule(
     KFP's cache key cannot see outside state, backend/src/v2/cacheutils/cache.go).
     """
     config = read_config(config_path)
-    missing = [
-        k for k in ("dataset_snapshot_prefix", "publish_stub") if not config.parameters.get(k)
-    ]
-    if missing:
-        raise PipelineError(
-            f"{config_path}: scheduled retraining needs {' and '.join(missing)} in parameters "
-            "(the newest snapshot under the prefix is trained on; the result is published there)"
-        )
-    if config.parameters.get("must_beat_published") is False:
-        raise PipelineError(
-            f"{config_path}: must_beat_published is false, but a scheduled run publishes only "
-            "when it beats the current zoo model; remove the key or set it to true"
-        )
-    parameters = dict(config.parameters, must_beat_published=True)
+    parameters = _retraining_parameters(config, config_path)
     cron_expression = to_kfp_cron(cron)  # a bad expression fails before any request
     check_backend(client)
     pipeline_name = pipeline_name or get_pipeline(config.pipeline).name
-    pipeline_id = _find_pipeline(client, pipeline_name, namespace)
-    version_id = _find_version(client, pipeline_id, version) if pipeline_id else None
-    if pipeline_id and version_id:
-        ids = {"pipeline_id": pipeline_id, "version_id": version_id}
-    else:
-        ids = upload(
-            client,
-            config.pipeline,
-            name=pipeline_name,
-            version=version,
-            namespace=namespace,
-            package=package,
-        )
+    ids = _version_to_run(client, config.pipeline, pipeline_name, version, namespace, package)
     experiment_obj = client.create_experiment(
         experiment or config.experiment or "sparse-transfer-retraining", namespace=namespace
     )

@@ -18,7 +18,7 @@ Experiment that searches the same space with the same training step.
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Artifact, Markdown
+from kfp.dsl import Artifact, Markdown, PipelineTask
 
 from components import (
     benchmark_point,
@@ -31,6 +31,7 @@ from components import (
     pick_deployment,
     teacher,
 )
+from pipelines._docs import described
 from pipelines._settings import io_step, resources, scale_out, training_step
 from pipelines.sparse_upstream_pipeline import MINILM_DENSE
 
@@ -48,11 +49,99 @@ DEFAULT_POINTS = [f"{st}:{s}" for st in ("unstructured", "block4") for s in (0.7
 PARALLELISM = 4
 
 
+# The run form's descriptions of the frontier's own parameters (the rest: pipelines/_docs.py).
+FRONTIER_HELP = {
+    "model_name_or_path": "The dense upstream every point prunes from.",
+    "points": 'The grid, ["block4:0.9", "unstructured:0.8", ...] (structures: unstructured, '
+    "block4).",
+    "recipe_args": "Variables shared by every point's recipe (JSON), e.g. num_epochs.",
+    "engine": "The benchmark engine, onnxruntime (or onnxruntime-sparse where the sparse "
+    "kernels are installed).",
+    "benchmark_iterations": "Timed batches per point's benchmark.",
+    "min_metric": "Gate each point must pass: lowest acceptable metric (negative: off).",
+    "max_drop_vs_teacher": "Gate each point must pass: allowed drop below the teacher, in "
+    "points (negative: off).",
+}
+
+
 class FrontierOutputs(NamedTuple):
     report: Markdown
     plot: Artifact
     passed: bool
     published: str
+
+
+def _opening(p: dict) -> tuple[PipelineTask, PipelineTask, PipelineTask, PipelineTask]:
+    """Data, checked flags, the dense upstream and the teacher: what every point shares."""
+    data = io_step(
+        fetch_data(task_name=p["task_name"], train_file=p["train_file"],
+                   validation_file=p["validation_file"])
+    ).set_display_name("fetch data")  # fmt: skip
+    config = resources(
+        configure_training(
+            task=p["task"], max_seq_length=p["max_seq_length"],
+            per_device_train_batch_size=p["per_device_train_batch_size"],
+            per_device_eval_batch_size=p["per_device_eval_batch_size"], fp16=p["fp16"],
+            seed=p["seed"], evaluation_strategy="no", save_strategy="no",
+        ),
+        "light",
+    ).set_display_name("check training flags")  # fmt: skip
+    student = io_step(
+        fetch_model(ref=p["model_name_or_path"], kind="model", task=p["task"],
+                    zoo_root=p["zoo_root"])
+    ).set_display_name("fetch dense upstream")  # fmt: skip
+    teacher_task = training_step(
+        teacher(
+            task=p["task"], dataset=data.outputs["dataset"], training_args=config.output,
+            distill_teacher=p["distill_teacher"], base_model=p["teacher_model_name_or_path"],
+            recipe=p["teacher_recipe"], recipe_args=p["teacher_recipe_args"], seed=p["seed"],
+            zoo_root=p["zoo_root"],
+        ),
+        p["accelerator_type"],
+        p["accelerator_limit"],
+    ).set_display_name("teacher: fetch or train dense")  # fmt: skip
+    return data, config, student, teacher_task
+
+
+def _point(
+    p: dict, point, data: PipelineTask, student: PipelineTask, teacher_task: PipelineTask
+) -> tuple[PipelineTask, PipelineTask]:
+    """One grid point inside the loop: sparse transfer, int8 export, evaluate and benchmark.
+
+    Takes pipeline parameters and artifacts only (the local runner's loop limit, above).
+    """
+    scale = {k: p[k] for k in ("num_nodes", "nproc_per_node", "node_accelerator_limit")}
+    sparse = training_step(
+        frontier_transfer(
+            task=p["task"], point=point, model=student.outputs["model"],
+            teacher=teacher_task.outputs["teacher"], dataset=data.outputs["dataset"],
+            recipe_args=p["recipe_args"], max_seq_length=p["max_seq_length"],
+            per_device_train_batch_size=p["per_device_train_batch_size"],
+            per_device_eval_batch_size=p["per_device_eval_batch_size"], fp16=p["fp16"],
+            seed=p["seed"], zoo_root=p["zoo_root"],
+            **scale_out(p["accelerator_type"], p["accelerator_limit"], **scale),
+        ),
+        p["accelerator_type"],
+        p["accelerator_limit"],
+    ).set_display_name("sparse transfer (point)")  # fmt: skip
+    exported = resources(
+        export_onnx(
+            task=p["task"], model=sparse.outputs["sparse_model"],
+            sequence_length=p["max_seq_length"],
+        ),
+        "eval",
+    ).set_display_name("export ONNX")  # fmt: skip
+    timed = resources(
+        benchmark_point(
+            task=p["task"], point=point, deployment=exported.outputs["deployment"],
+            dataset=data.outputs["dataset"], engine=p["engine"],
+            max_seq_length=p["max_seq_length"],
+            per_device_eval_batch_size=p["per_device_eval_batch_size"],
+            gate_metric=p["gate_metric"], iterations=p["benchmark_iterations"],
+        ),
+        "eval",
+    ).set_display_name("evaluate (ONNX) and benchmark")  # fmt: skip
+    return exported, timed
 
 
 @dsl.pipeline(
@@ -61,6 +150,7 @@ class FrontierOutputs(NamedTuple):
     "exported to int8 ONNX and benchmarked; the fastest deployment that passes the gate is "
     "published and the accuracy-latency frontier drawn.",
 )
+@described(**FRONTIER_HELP)
 def frontier_pipeline(
     task: str = "text-classification",
     model_name_or_path: str = MINILM_DENSE,
@@ -92,80 +182,16 @@ def frontier_pipeline(
     num_nodes: int = 1,
     nproc_per_node: int = 1,
 ) -> FrontierOutputs:
-    """The accuracy-latency frontier of one task and dataset.
-
-    Args:
-        model_name_or_path: the dense upstream every point prunes from.
-        points: the grid, ``["block4:0.9", "unstructured:0.8", ...]`` (structures:
-            unstructured, block4).
-        recipe_args: variables shared by every point's recipe (JSON), e.g. num_epochs.
-        engine: the benchmark engine, ``onnxruntime`` (or ``onnxruntime-sparse`` where the
-            sparse kernels are installed).
-        min_metric / max_drop_vs_teacher: the gate each point must pass (negative: off).
-    """
-    data = io_step(
-        fetch_data(task_name=task_name, train_file=train_file, validation_file=validation_file)
-    ).set_display_name("fetch data")
-    config = resources(
-        configure_training(
-            task=task, max_seq_length=max_seq_length, per_device_train_batch_size=per_device_train_batch_size,
-            per_device_eval_batch_size=per_device_eval_batch_size, fp16=fp16, seed=seed,
-            evaluation_strategy="no", save_strategy="no",
-        ),
-        "light",
-    ).set_display_name("check training flags")  # fmt: skip
-    student = io_step(
-        fetch_model(ref=model_name_or_path, kind="model", task=task, zoo_root=zoo_root)
-    ).set_display_name("fetch dense upstream")
-    teacher_task = training_step(
-        teacher(
-            task=task, dataset=data.outputs["dataset"], training_args=config.output,
-            distill_teacher=distill_teacher, base_model=teacher_model_name_or_path,
-            recipe=teacher_recipe, recipe_args=teacher_recipe_args, seed=seed, zoo_root=zoo_root,
-        ),
-        accelerator_type,
-        accelerator_limit,
-    ).set_display_name("teacher: fetch or train dense")  # fmt: skip
+    """The accuracy-latency frontier of one task and dataset (parameters: FRONTIER_HELP)."""
+    p = dict(locals())  # the run's parameters, for the graph-building helpers above
+    data, config, student, teacher_task = _opening(p)
     teacher_eval = resources(
         evaluate(task=task, model=teacher_task.outputs["teacher"], dataset=data.outputs["dataset"],
                  training_args=config.output),
         "eval",
     ).set_display_name("evaluate teacher")  # fmt: skip
     with dsl.ParallelFor(points, parallelism=PARALLELISM) as point:
-        sparse = training_step(
-            frontier_transfer(
-                task=task, point=point, model=student.outputs["model"],
-                teacher=teacher_task.outputs["teacher"], dataset=data.outputs["dataset"],
-                recipe_args=recipe_args, max_seq_length=max_seq_length,
-                per_device_train_batch_size=per_device_train_batch_size,
-                per_device_eval_batch_size=per_device_eval_batch_size, fp16=fp16, seed=seed,
-                zoo_root=zoo_root,
-                **scale_out(
-                    num_nodes,
-                    nproc_per_node,
-                    accelerator_type,
-                    accelerator_limit,
-                    node_accelerator_limit,
-                ),
-            ),
-            accelerator_type,
-            accelerator_limit,
-        ).set_display_name("sparse transfer (point)")  # fmt: skip
-        exported = resources(
-            export_onnx(
-                task=task, model=sparse.outputs["sparse_model"], sequence_length=max_seq_length
-            ),
-            "eval",
-        ).set_display_name("export ONNX")
-        timed = resources(
-            benchmark_point(
-                task=task, point=point, deployment=exported.outputs["deployment"],
-                dataset=data.outputs["dataset"], engine=engine, max_seq_length=max_seq_length,
-                per_device_eval_batch_size=per_device_eval_batch_size, gate_metric=gate_metric,
-                iterations=benchmark_iterations,
-            ),
-            "eval",
-        ).set_display_name("evaluate (ONNX) and benchmark")  # fmt: skip
+        exported, timed = _point(p, point, data, student, teacher_task)
     pick = io_step(
         pick_deployment(
             measured=dsl.Collected(timed.output),

@@ -8,7 +8,10 @@
 Parameters are the reference command lines' flags with the reference's SST2
 defaults (``sparseml.transformers.text_classification ... --task_name sst2
 --max_seq_length 128 --per_device_train_batch_size 32 ... --fp16``), plus the
-teacher, data snapshot, gate, zoo and accelerator settings.
+teacher, data snapshot, gate, zoo and accelerator settings. The run form shows the
+choices a person makes per run; the rarely changed flags travel in ``trainer_flags``
+(checked by the flag schema) and the rarely changed step settings in ``advanced``
+(`sparse_transfer.pipeline.settings`), both checked in the first step.
 """
 
 from typing import NamedTuple
@@ -21,6 +24,7 @@ from components import evaluate, export_onnx, fetch_model, publish, sparse_trans
 from pipelines._docs import described
 from pipelines._opening import data_and_training_flags
 from pipelines._settings import io_step, resources, scale_out, training_step
+from sparse_transfer.pipeline.settings import RunSettings, settings_help
 
 OBERT_PRUNED90 = "zoo:nlp/masked_language_modeling/obert-base/pytorch/huggingface/wikipedia_bookcorpus/pruned90-none"
 OBERT_DENSE = (
@@ -41,7 +45,8 @@ def _teacher_step(p: dict, data: PipelineTask, config: PipelineTask) -> Pipeline
     """Fetches the teacher or trains a dense one.
 
     One parameter-driven step rather than dsl.If/dsl.Else + dsl.OneOf: kfp 2.17.3's
-    local runner cannot select an artifact from conditional branches.
+    local runner cannot select an artifact from conditional branches. Its seed and recipe
+    overrides come from the run's ``advanced`` object (``teacher_seed``, ``teacher_recipe_args``).
     """
     return training_step(
         teacher(
@@ -51,13 +56,34 @@ def _teacher_step(p: dict, data: PipelineTask, config: PipelineTask) -> Pipeline
             distill_teacher=p["distill_teacher"],
             base_model=p["teacher_model_name_or_path"],
             recipe=p["teacher_recipe"],
-            recipe_args=p["teacher_recipe_args"],
-            seed=p["teacher_seed"],
+            seed=RunSettings.teacher_seed,
             zoo_root=p["zoo_root"],
+            advanced=p["advanced"],
         ),
         p["accelerator_type"],
         p["accelerator_limit"],
     ).set_display_name("teacher: fetch or train dense")
+
+
+def _sparse_transfer(
+    p: dict, student: PipelineTask, teacher_model, data: PipelineTask, config: PipelineTask
+) -> PipelineTask:
+    """The sparse transfer training step (scale-out settings from the run's ``advanced``)."""
+    return training_step(
+        sparse_transfer(
+            task=p["task"],
+            model=student.outputs["model"],
+            teacher=teacher_model,
+            dataset=data.outputs["dataset"],
+            recipe=p["recipe"],
+            recipe_args=p["recipe_args"],
+            training_args=config.output,
+            zoo_root=p["zoo_root"],
+            **scale_out(p["accelerator_type"], p["accelerator_limit"], advanced=p["advanced"]),
+        ),
+        p["accelerator_type"],
+        p["accelerator_limit"],
+    ).set_display_name("sparse transfer")
 
 
 def _evaluate(task, model, data: PipelineTask, config: PipelineTask, name: str) -> PipelineTask:
@@ -93,9 +119,7 @@ def _gate_and_serve(
             gate_metric=p["gate_metric"],
             min_metric=p["min_metric"],
             max_drop_vs_teacher=p["max_drop_vs_teacher"],
-            must_beat_published=p["must_beat_published"],
-            require_int8=p["gate_require_int8"],
-            force=p["publish_force"],
+            advanced=p["advanced"],
         )
     ).set_display_name("gate and publish")
     # Parameter-driven like the teacher step (no dsl.If: kfp's local runner runs it too).
@@ -105,7 +129,7 @@ def _gate_and_serve(
             task=task,
             published=gate.outputs["published"],
             zoo_root=p["zoo_root"],
-            max_replicas=p["serving_max_replicas"],
+            advanced=p["advanced"],
         )
     ).set_display_name("serve with KServe")
     return gate
@@ -116,7 +140,7 @@ def _gate_and_serve(
     description="Fine-tune a pre-sparsified transformer keeping its sparsity (QAT + distillation), "
     "export int8 ONNX and publish it to the zoo when it passes the quality gate.",
 )
-@described
+@described(advanced=settings_help("sparse_transfer"))
 def sparse_transfer_pipeline(
     task: str = "text-classification",
     model_name_or_path: str = OBERT_PRUNED90,
@@ -138,74 +162,23 @@ def sparse_transfer_pipeline(
     zoo_root: str = "",
     accelerator_type: str = "",
     accelerator_limit: str = "0",
-    num_nodes: int = 1,
-    nproc_per_node: int = 1,
     deploy_serving: bool = False,
     trainer_flags: dict = {},  # noqa: B006 (KFP reads the literal default; never mutated)
-    teacher_recipe_args: str = "",
-    teacher_seed: int = 20811,
-    publish_force: bool = False,
-    must_beat_published: bool = False,
-    gate_require_int8: bool = False,
-    allow_inert_modifiers: bool = False,
-    node_accelerator_limit: str = "",
-    serving_max_replicas: int = 1,
+    advanced: dict = {},  # noqa: B006 (KFP reads the literal default; never mutated)
 ) -> PipelineOutputs:
     """Sparse transfer end to end.
 
     Every parameter is described on the run form (pipelines/_docs.py `described`: the
-    entries below, PARAMETER_HELP, then the flag schema's help).
-
-    Args:
-        distill_teacher: teacher stub/URI/path; empty trains a dense teacher from
-            `teacher_model_name_or_path` with `teacher_recipe`; ``disable`` turns
-            distillation off.
-        publish_stub: zoo stub to publish to (empty: gate and report only).
-        min_metric: gate floor in the metric's units (negative: off).
-        max_drop_vs_teacher: gate, allowed drop below the teacher in points (negative: off).
-        must_beat_published: publish only if better than the model now at `publish_stub`.
-        gate_metric: any metric the evaluation reports (``macro_f1``, ``f1_<label>``...);
-            empty: the task's headline metric. Checked against the task at configure time.
-        gate_require_int8: publish only an int8 deployment.
-        allow_inert_modifiers: run although a recipe modifier starts after training ends.
-        max_seq_length: 0 = the task's default (128; 384 for QA).
-        accelerator_type / accelerator_limit: GPU for the training steps, e.g.
-            ``nvidia.com/gpu`` and ``"1"``; empty/"0" for CPU only. The count is a string
-            because KFP's driver resolves runtime resource placeholders as strings.
-        deploy_serving: after a publish, create or update a KServe InferenceService
-            serving the published stub (needs KServe in the cluster; docs/serving.md).
-        num_nodes / nproc_per_node: data-parallel training (DDP): processes per pod
-            (torchrun inside the step) and pods (a Kubeflow Trainer v2 TrainJob;
-            the chart's ``trainjob.rbac`` must be on). See docs/distributed.md.
+    PARAMETER_HELP table, the flag schema's help and the settings of ``advanced``).
     """
     p = dict(locals())  # the run's parameters, for the graph-building helpers below
-    data, config = data_and_training_flags(p)
+    data, config = data_and_training_flags(p, "sparse_transfer")
     student = io_step(
         fetch_model(ref=model_name_or_path, kind="model", task=task, zoo_root=zoo_root)
     ).set_display_name("fetch student")
     teacher_model = _teacher_step(p, data, config).outputs["teacher"]
     teacher_eval = _evaluate(task, teacher_model, data, config, "evaluate teacher")
-    sparse = training_step(
-        sparse_transfer(
-            task=task,
-            model=student.outputs["model"],
-            teacher=teacher_model,
-            dataset=data.outputs["dataset"],
-            recipe=recipe,
-            recipe_args=recipe_args,
-            training_args=config.output,
-            zoo_root=zoo_root,
-            **scale_out(
-                num_nodes,
-                nproc_per_node,
-                accelerator_type,
-                accelerator_limit,
-                node_accelerator_limit,
-            ),  # fmt: skip
-        ),
-        accelerator_type,
-        accelerator_limit,
-    ).set_display_name("sparse transfer")
+    sparse = _sparse_transfer(p, student, teacher_model, data, config)
     gate = _gate_and_serve(p, sparse, teacher_eval, data, config)
     return PipelineOutputs(
         report=gate.outputs["report"],

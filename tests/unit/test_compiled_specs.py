@@ -190,7 +190,10 @@ def test_reference_defaults_are_pipeline_parameters(spec):
     assert "trainer_flags" in configure and "trainer_flags" in data
     assert defaults["recipe"].endswith("sst2/pruned90_quant-none")
     assert defaults["distill_teacher"].endswith("sst2/base-none")
-    assert defaults["teacher_seed"] == 20811
+    # teacher_seed moved into `advanced`: the teacher step's seed input is the reference's 20811
+    assert defaults["advanced"] == {} and "teacher_seed" not in parameters
+    seed = spec["root"]["dag"]["tasks"]["teacher"]["inputs"]["parameters"]["seed"]
+    assert seed == {"runtimeValue": {"constant": 20811}}
     for name in ("recipe_args", "zoo_root", "publish_stub", "min_metric", "max_drop_vs_teacher",
                  "accelerator_type", "trainer_flags"):  # fmt: skip
         assert name in parameters, name
@@ -377,11 +380,9 @@ def test_a_multi_node_run_can_leave_the_waiting_step_without_gpus(name):
         "pipelinechannel--accelerator_limit": "0",
     }
     assert driver_limits(spec, executor, values) == {"nvidia.com/gpu": "0"}
+    # node_accelerator_limit travels in the run's `advanced` object, read by the step itself
     inputs = spec["root"]["dag"]["tasks"][task]["inputs"]["parameters"]
-    assert inputs["node_accelerator_limit"] == {"componentInputParameter": "node_accelerator_limit"}
-    assert (
-        spec["root"]["inputDefinitions"]["parameters"]["node_accelerator_limit"]["parameterType"]
-        == "STRING"
-    )
+    assert inputs["advanced"] == {"componentInputParameter": "advanced"}
+    assert spec["root"]["inputDefinitions"]["parameters"]["advanced"]["parameterType"] == "STRUCT"
     body = spec["deploymentSpec"]["executors"][executor]["container"]["command"][-1]
-    assert "int(node_accelerator_limit or accelerator_limit or 0)" in body
+    assert "int(own.node_accelerator_limit or accelerator_limit or 0)" in body

@@ -97,7 +97,9 @@ def test_configure_training_takes_exactly_the_schema_flags():
     from pipelines._opening import RUN_CHECKS
 
     assert params == ["task"] + [f.name for f in TRAINING_FLAGS] + list(RUN_CHECKS) + [
-        "trainer_flags"
+        "trainer_flags",
+        "advanced",
+        "pipeline",
     ]
     assert list(TRAINING_OPTIONS) == [f.name for f in TRAINING_FLAGS]
 

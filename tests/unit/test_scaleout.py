@@ -197,7 +197,11 @@ def test_stage_inputs_publishes_local_artifacts_and_rewrites_argv(tmp_path):
 
 
 def test_compiled_pipelines_take_num_nodes_and_nproc_per_node():
+    """Both pipelines hand the training step their `advanced` object, whose num_nodes and
+    nproc_per_node (default 1) the step reads; frontier keeps them as parameters."""
     import yaml
+
+    from sparse_transfer.pipeline.settings import RunSettings, settings_keys
 
     root = Path(__file__).resolve().parents[2] / "pipelines" / "compiled"
     for name, step in (
@@ -206,7 +210,10 @@ def test_compiled_pipelines_take_num_nodes_and_nproc_per_node():
     ):
         spec = next(yaml.safe_load_all((root / name).read_text()))
         params = spec["root"]["inputDefinitions"]["parameters"]
-        assert params["num_nodes"]["defaultValue"] == 1, name
-        assert params["nproc_per_node"]["defaultValue"] == 1, name
+        assert params["advanced"]["defaultValue"] == {}, name
+        assert {"num_nodes", "nproc_per_node"} <= set(settings_keys(name.split("_pipeline")[0]))
+        assert RunSettings().num_nodes == 1 and RunSettings().nproc_per_node == 1
+        task = spec["root"]["dag"]["tasks"][step.removeprefix("comp-")]
+        assert task["inputs"]["parameters"]["advanced"] == {"componentInputParameter": "advanced"}
         step_inputs = spec["components"][step]["inputDefinitions"]["parameters"]
         assert {"num_nodes", "nproc_per_node", "trainjob_image", "s3_secret"} <= set(step_inputs)

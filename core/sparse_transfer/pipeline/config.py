@@ -113,7 +113,7 @@ def validate_parameters(
     names = sorted(known)
     errors: list[str] = []
     clean: dict[str, Any] = {}
-    parameters, errors = _fold_trainer_flags(parameters, known, source)
+    parameters, errors = _fold_objects(parameters, known, source, pipeline)
     for key, value in parameters.items():
         if key not in known:
             errors.append(
@@ -147,43 +147,54 @@ def validate_parameters(
     return clean
 
 
-def _fold_trainer_flags(
-    parameters: Mapping[str, Any], known: Mapping[str, Any], source: str
-) -> tuple[dict[str, Any], list[str]]:
-    """Flat flag names the pipeline has no parameter for move into its ``trainer_flags``.
-
-    Run configs and ``--set`` keep the reference's flat names (``fp16: false``) although
-    the run form carries the rarely changed flags in one JSON object; the schema checks them.
-    """
+def _objects(known: Mapping[str, Any], pipeline: str) -> dict[str, tuple[Any, Any]]:
+    """The pipeline's JSON-object parameters: name -> (the names it holds, its checker)."""
     from sparse_transfer.pipeline.options import check_trainer_flags
+    from sparse_transfer.pipeline.settings import SETTINGS, check_settings, settings_keys
     from sparse_transfer.tasks.flags import FLAGS
 
-    if "trainer_flags" not in known:
-        return dict(parameters), []
-    out: dict[str, Any] = {}
-    given = parameters.get("trainer_flags", {})
-    folded = dict(given) if isinstance(given, dict) else None  # else: a type error below
-    for key, value in parameters.items():
-        if key not in known and key in FLAGS and folded is not None:
-            folded[key] = value
-        else:
-            out[key] = value
+    keys = settings_keys(pipeline) or tuple(SETTINGS)
+    objects = {
+        "trainer_flags": (FLAGS, check_trainer_flags),
+        "advanced": (keys, lambda raw: check_settings(raw, keys)),
+    }
+    return {name: held for name, held in objects.items() if name in known}
+
+
+def _fold_objects(
+    parameters: Mapping[str, Any], known: Mapping[str, Any], source: str, pipeline: str
+) -> tuple[dict[str, Any], list[str]]:
+    """Flat names the pipeline has no parameter for move into the JSON object that holds them.
+
+    Run configs and ``--set`` keep the reference's flat names (``fp16: false``,
+    ``publish_force: true``) although the run form carries the rarely changed flags in
+    ``trainer_flags`` and the rarely changed step settings in ``advanced``; each object's
+    own check (the flag schema, `sparse_transfer.pipeline.settings`) then checks them.
+    """
+    out = dict(parameters)
     errors: list[str] = []
-    if folded:
+    for name, (holds, check) in _objects(known, pipeline).items():
+        given = out.get(name, {})
+        if not isinstance(given, dict):
+            continue  # a type error, reported with the other parameters
+        folded = dict(given)
+        for key in [k for k in out if k not in known and k in holds]:
+            folded[key] = out.pop(key)
+        if not folded:
+            continue
         try:
-            out["trainer_flags"] = check_trainer_flags(folded)
+            out[name] = check(folded)
         except PipelineError as exc:
             errors.append(f"{source}: {exc}")
     return out, errors
 
 
 def merge_parameters(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """`overrides` over `base`, the two ``trainer_flags`` objects merged key by key."""
+    """`overrides` over `base`, the ``trainer_flags`` and ``advanced`` objects merged key by key."""
     out = {**base, **overrides}
-    if isinstance(base.get("trainer_flags"), dict) and isinstance(
-        overrides.get("trainer_flags"), dict
-    ):
-        out["trainer_flags"] = {**base["trainer_flags"], **overrides["trainer_flags"]}
+    for name in ("trainer_flags", "advanced"):
+        if isinstance(base.get(name), dict) and isinstance(overrides.get(name), dict):
+            out[name] = {**base[name], **overrides[name]}
     return out
 
 

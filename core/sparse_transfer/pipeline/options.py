@@ -143,6 +143,8 @@ def configure_run(
     zoo: str = "",
     allow_inert_modifiers: bool = False,
     trainer_flags: Mapping[str, Any] | None = None,
+    advanced: Mapping[str, Any] | None = None,
+    pipeline: str = "",
     **flags: Any,
 ) -> dict[str, Any]:
     """The pipeline's configure step: `training_options` plus every check that needs no data.
@@ -156,11 +158,21 @@ def configure_run(
             window (it would never act); otherwise that is refused here.
         trainer_flags: the run form's JSON object of further flags (`check_trainer_flags`);
             they win over `flags`.
+        advanced: the run form's JSON object of step settings
+            (`sparse_transfer.pipeline.settings`), checked against `pipeline`'s keys; its
+            ``allow_inert_modifiers`` wins over the flat one.
+        pipeline: the pipeline's name in run configs ("": any setting is accepted).
         **flags: the training flags.
 
     Returns:
         The validated training flags (as `training_options`).
     """
+    from sparse_transfer.pipeline.settings import check_settings, run_settings, settings_keys
+
+    check_settings(advanced or {}, settings_keys(pipeline))
+    allow_inert_modifiers = run_settings(
+        advanced, allow_inert_modifiers=allow_inert_modifiers
+    ).allow_inert_modifiers
     out = training_options(task, **with_trainer_flags(flags, trainer_flags, "training"))
     check_gate_metric(task, gate_metric)
     if recipe:
