@@ -169,7 +169,11 @@ def test_schedule_points_at_the_version_and_replaces_the_run_of_that_name(multi_
     assert "pipeline_spec" not in job and job["namespace"] == NS
     assert job["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1"
     assert job["mode"] == "ENABLE" and int(job["max_concurrency"]) == 1 and job["no_catchup"]
-    assert job["runtime_config"]["parameters"]["must_beat_published"] is True
+    # the config's flat names fold into the run form's objects; the switch is forced on there
+    parameters = job["runtime_config"]["parameters"]
+    assert parameters["advanced"] == {"must_beat_published": True}
+    assert parameters["trainer_flags"] == {"dataset_snapshot_prefix": "s3://data/sst2"}
+    assert "must_beat_published" not in parameters and "dataset_snapshot_prefix" not in parameters
     assert multi_user.state.pod_limits(job, "exec-sparse-transfer") == {"nvidia.com/gpu": "1"}
     # A schedule of another name is a second recurring run.
     kfp_client.schedule(c, config, cron="0 4 * * *", name="daily", namespace=NS)
@@ -217,6 +221,13 @@ def test_schedule_refuses_configs_that_cannot_retrain(kfp, tmp_path):
         "dataset_snapshot_prefix: s3://d/p, must_beat_published: false}\n"
     )
     with pytest.raises(PipelineError, match="must_beat_published"):
+        kfp_client.schedule(client(kfp), path, cron="0 3 * * 1")
+    path.write_text(  # the same, spelled inside the run form's JSON objects
+        "pipeline: sparse_transfer\nparameters: {publish_stub: zoo:x/y, "
+        "trainer_flags: {dataset_snapshot_prefix: s3://d/p}, "
+        "advanced: {must_beat_published: false}}\n"
+    )
+    with pytest.raises(PipelineError, match="must_beat_published is false"):
         kfp_client.schedule(client(kfp), path, cron="0 3 * * 1")
     path.write_text(
         "pipeline: sparse_transfer\nparameters: {publish_stub: zoo:x/y, dataset_snapshot_prefix: s3://d/p}\n"

@@ -7,7 +7,6 @@ Tiny models (hidden 32), 32 training rows, one epoch of the dense recipe: second
 
 from __future__ import annotations
 
-import inspect
 import json
 
 import pytest
@@ -47,11 +46,40 @@ CASES = {
 
 
 def _pipeline_defaults() -> dict:
-    from pipelines._opening import TRAINING_FLAGS
-    from pipelines.sparse_transfer_pipeline import sparse_transfer_pipeline
+    """The training flags a run with the form's defaults hands the configure step, resolved
+    as KFP resolves them from the compiled spec: what the pipeline passes (a run parameter's
+    default, or a constant), else the step's own input default; the form's `trainer_flags`
+    object (default empty) is laid over them by the step, as `configure_run` does here."""
+    import yaml
 
-    params = inspect.signature(sparse_transfer_pipeline.pipeline_func).parameters
-    return {name: params[name].default for name in TRAINING_FLAGS}
+    from pipelines._opening import TRAINING_FLAGS
+    from pipelines.client import compiled_path
+
+    spec = next(yaml.safe_load_all(compiled_path("sparse_transfer").read_text()))
+    roots = spec["root"]["inputDefinitions"]["parameters"]
+    passed = spec["root"]["dag"]["tasks"]["configure-training"]["inputs"]["parameters"]
+    own = spec["components"]["comp-configure-training"]["inputDefinitions"]["parameters"]
+    out = {}
+    for name in (*TRAINING_FLAGS, "trainer_flags"):
+        source = passed.get(name, {})
+        if "componentInputParameter" in source:
+            out[name] = roots[source["componentInputParameter"]]["defaultValue"]
+        elif "runtimeValue" in source:
+            out[name] = source["runtimeValue"]["constant"]
+        else:
+            out[name] = own[name]["defaultValue"]
+    return out
+
+
+def test_one_default_per_flag_whether_on_the_form_or_in_trainer_flags():
+    """Every training flag's default on a run, on the form or left to `trainer_flags`, is the
+    flag schema's (the reference's): no second default hides in a component or the form."""
+    from sparse_transfer.tasks.flags import TRAINING_FLAGS
+
+    defaults = _pipeline_defaults()
+    assert defaults.pop("trainer_flags") == {}
+    assert defaults == {f.name: f.default for f in TRAINING_FLAGS}
+    assert defaults["doc_stride"] == 0 and defaults["max_seq_length"] == 0  # unset: the task's
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
