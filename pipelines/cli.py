@@ -65,11 +65,16 @@ def _spec_options(parser: argparse.ArgumentParser, root: bool = True) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Adds ``sparse-transfer pipeline SUBCOMMAND`` (the ``sparse_transfer.cli_plugins`` hook)."""
     parser = subparsers.add_parser(
         "pipeline", help="Compile, run and schedule the Kubeflow pipelines."
     )
     sub = parser.add_subparsers(dest="pipeline_command", required=True, metavar="SUBCOMMAND")
+    for add in (_add_compile, _add_run, _add_submit, _add_upload, _add_schedule, _add_prune):
+        add(sub)
 
+
+def _add_compile(sub: argparse._SubParsersAction) -> None:
     compile_ = sub.add_parser(
         "compile",
         help="Regenerate pipelines/compiled/*.yaml (and the Helm chart's copy).",
@@ -81,6 +86,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compile_.add_argument("--no-chart-copy", action="store_true", help="skip the chart's copy")
     compile_.set_defaults(handler=compile_command)
 
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser(
         "run",
         help="Run a pipeline from a run config: --local (kfp's local runner) or on a cluster.",
@@ -101,12 +108,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="override one parameter (VALUE read as YAML: 3, true, text); repeatable",
+        help="override one parameter (VALUE read as YAML: 3, true, text); repeatable; a flag "
+        "or setting off the run form (fp16, publish_force) goes into trainer_flags/advanced",
     )
     run.add_argument("--experiment", default=None, help="KFP experiment (cluster runs)")
     _auth_options(run)
     run.set_defaults(handler=run_command)
 
+
+def _add_submit(sub: argparse._SubParsersAction) -> None:
     submit = sub.add_parser("submit", help="Create one run on a KFP cluster from a run config.")
     submit.add_argument("config", metavar="CONFIG.yaml")
     submit.add_argument("--experiment", default=None, help="experiment name (created if missing)")
@@ -114,6 +124,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _auth_options(submit)
     submit.set_defaults(handler=submit_command)
 
+
+def _add_upload(sub: argparse._SubParsersAction) -> None:
     upload = sub.add_parser(
         "upload", help="Upload the compiled pipeline (a new version when it already exists)."
     )
@@ -132,6 +144,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _auth_options(upload)
     upload.set_defaults(handler=upload_command)
 
+
+def _add_schedule(sub: argparse._SubParsersAction) -> None:
     schedule = sub.add_parser(
         "schedule",
         help="Create a recurring run: retrain on the newest data snapshot, publish if better.",
@@ -158,6 +172,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _auth_options(schedule)
     schedule.set_defaults(handler=schedule_command)
 
+
+def _add_prune(sub: argparse._SubParsersAction) -> None:
     prune = sub.add_parser(
         "prune-schedules",
         help="Delete the recurring runs an owner made, except those named with --keep.",
@@ -270,6 +286,7 @@ def submit_command(args: argparse.Namespace) -> int:
         namespace=args.namespace,
         package=getattr(args, "package", None),
         pipeline_root=getattr(args, "pipeline_root", None),
+        overrides=_overrides(getattr(args, "set", [])),  # `run --host` takes --set too
     )
     print(f"run created: {run_id}")
     return 0

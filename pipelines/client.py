@@ -116,6 +116,18 @@ class LocalRunResult:
     published: str
 
 
+def with_overrides(config: RunConfig, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The config's parameters with ``--set`` overrides laid over them, checked the same way
+    (flat flag and setting names fold into ``trainer_flags``/``advanced``, merged key by key)."""
+    from sparse_transfer.pipeline.config import merge_parameters, validate_parameters
+
+    if not overrides:
+        return dict(config.parameters)
+    known = pipeline_parameters(get_pipeline(config.pipeline))
+    checked = validate_parameters(overrides, known, source="overrides", pipeline=config.pipeline)
+    return merge_parameters(config.parameters, checked)
+
+
 def run_local(
     config_path: str | Path,
     *,
@@ -139,21 +151,9 @@ def run_local(
     """
     from kfp import local
 
-    from sparse_transfer.pipeline.config import merge_parameters, validate_parameters
-
     config = read_config(config_path)
     pipeline = get_pipeline(config.pipeline)
-    parameters = dict(config.parameters)
-    if overrides:
-        parameters = merge_parameters(
-            parameters,
-            validate_parameters(
-                overrides,
-                pipeline_parameters(pipeline),
-                source="overrides",
-                pipeline=config.pipeline,
-            ),
-        )
+    parameters = with_overrides(config, overrides)
     root = Path(pipeline_root or config.local.get("pipeline_root") or "demo-output/pipeline-root")
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -458,18 +458,20 @@ def submit(
     namespace: str | None = None,
     package: str | Path | None = None,
     pipeline_root: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> str:
-    """Creates one run from a run config; returns the run id.
+    """Creates one run from a run config (and ``--set`` `overrides`); returns the run id.
 
     `pipeline_root` (e.g. ``s3://bucket/pipeline-root``) sets where this run's artifacts go,
     instead of the namespace's ``kfp-launcher`` default (RuntimeConfig.pipeline_root).
     """
     config = read_config(config_path)
+    parameters = with_overrides(config, overrides)
     check_backend(client)
     with _package(config.pipeline, package) as path:
         run = client.create_run_from_pipeline_package(
             str(path),
-            arguments=config.parameters,
+            arguments=parameters,
             run_name=config.run_name or f"{config.pipeline}-{_stamp()}",
             experiment_name=experiment or config.experiment,
             namespace=namespace,

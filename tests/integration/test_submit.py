@@ -248,6 +248,28 @@ def test_cli_submit_reads_token_from_environment(kfp, config, monkeypatch, capsy
     assert all(s["authorization"] == f"Bearer {TOKEN}" for s in kfp.state.seen)
 
 
+def test_cli_run_on_a_host_sends_set_overrides_folded_into_the_run_forms_objects(
+    kfp, config, monkeypatch, capsys
+):
+    """`pipeline run --host ... --set` used to drop the overrides; flat names off the form
+    fold into trainer_flags/advanced and merge with what the config gives there."""
+    monkeypatch.setenv("KF_PIPELINES_TOKEN", TOKEN)
+    argv = ["pipeline", "run", str(config), "--host", kfp.url, "--set", "publish_force=true",
+            "--set", "fp16=false", "--set", "max_seq_length=32"]  # fmt: skip
+    assert main(argv) == 0
+    (run,) = kfp.state.runs.values()
+    parameters = run["runtime_config"]["parameters"]
+    assert parameters["advanced"] == {"publish_force": True}
+    assert parameters["trainer_flags"] == {
+        "dataset_snapshot_prefix": "s3://data/sst2",
+        "fp16": False,
+    }
+    assert parameters["max_seq_length"] == 32
+    assert main([*argv[:5], "--set", "publish_forc=true"]) == 2
+    assert "unknown parameter 'publish_forc'" in capsys.readouterr().err
+    assert len(kfp.state.runs) == 1
+
+
 def test_session_cookie_is_sent_when_no_token(kfp, monkeypatch):
     monkeypatch.delenv("KF_PIPELINES_TOKEN", raising=False)
     monkeypatch.setenv("KF_PIPELINES_COOKIE", "authservice_session=abc123")
