@@ -21,9 +21,35 @@ from components import (
     prune_upstream,
     publish_upstream,
 )
+from pipelines._docs import described
 from pipelines._settings import io_step, resources, training_step
 
 MINILM_DENSE = "zoo:nlp/masked_language_modeling/minilm-l6/pytorch/huggingface/general/base-none"
+
+
+# The run form's descriptions of this pipeline's parameters (the rest: pipelines/_docs.py).
+UPSTREAM_HELP = {
+    "model_name_or_path": "Dense model: zoo stub, s3:// URI, local folder or hub id.",
+    "corpus": "general, movie_reviews (the in-domain experiment) or comma-separated "
+    ".txt/.jsonl files, folders or s3:// prefixes.",
+    "train_samples": "Sentences to prune on (0: all).",
+    "eval_samples": "Sentences held out for the evaluation.",
+    "recipe": "A built-in upstream recipe (gmp_pruned90, gmp_block4_pruned90, obs_pruned90, "
+    "obs_block4_pruned90, gmp_2of4) or a recipe file.",
+    "recipe_args": "The recipe's variables (JSON object); empty: none.",
+    "batch_size": "Sentences per training batch.",
+    "max_length": "Tokens per sentence after tokenisation.",
+    "seed": "Seed of sampling and training.",
+    "save_steps": "Checkpoint every N steps (to checkpoint_uri).",
+    "checkpoint_uri": "Folder or s3:// prefix that outlives the pod; a re-run with the same "
+    "URI resumes from the newest checkpoint (empty: no checkpoints).",
+    "probe": "Labelled set of the transfer probe (empty: none).",
+    "min_cosine": "Publish only when the embedding cosine to the dense model reaches it "
+    "(negative: off).",
+    "accelerator_type": "GPU resource for the pruning step, e.g. nvidia.com/gpu; empty: CPU.",
+    "num_nodes": "Must be 1: one node prunes an encoder.",
+    "nproc_per_node": "Processes in the pruning pod (above 1: torchrun; one per GPU).",
+}
 
 
 class UpstreamOutputs(NamedTuple):
@@ -38,6 +64,7 @@ class UpstreamOutputs(NamedTuple):
     "N:M; MLM loss + hidden-state distillation), evaluate it against the dense model and "
     "publish it to the zoo with a card.",
 )
+@described(**UPSTREAM_HELP)
 def sparse_upstream_pipeline(
     model_name_or_path: str = MINILM_DENSE,
     corpus: str = "general",
@@ -60,21 +87,7 @@ def sparse_upstream_pipeline(
     num_nodes: int = 1,
     nproc_per_node: int = 1,
 ) -> UpstreamOutputs:
-    """Sparse upstream end to end.
-
-    Args:
-        model_name_or_path: dense model: zoo stub, s3:// URI, local folder or hub id.
-        corpus: ``general``, ``movie_reviews`` (the in-domain experiment) or comma-separated
-            .txt/.jsonl files, folders or s3:// prefixes.
-        train_samples / eval_samples: sentences to prune on (0: all) / held out.
-        recipe / recipe_args: a built-in upstream recipe or file, and its variables (JSON).
-        save_steps / checkpoint_uri: checkpoint every N steps to a folder or s3:// prefix that
-            outlives the pod; a re-run with the same URI resumes from the newest checkpoint.
-        probe: labelled set of the transfer probe (empty: none).
-        min_cosine: publish only when the embedding cosine to the dense model reaches it.
-        accelerator_type / accelerator_limit: GPU for the pruning step (strings, as KFP's
-            driver reads them); nproc_per_node > 1 runs torchrun in the pod; num_nodes must be 1.
-    """
+    """Sparse upstream end to end (the run form's descriptions: UPSTREAM_HELP)."""
     dense = io_step(
         fetch_model(
             ref=model_name_or_path, kind="model", task="masked-language-modeling", zoo_root=zoo_root

@@ -244,3 +244,10 @@ def test_flat_settings_in_run_configs_fold_into_advanced_per_pipeline(tmp_path):
     )
     merged = merge_parameters({"advanced": {"publish_force": True}}, {"advanced": {"num_nodes": 2}})
     assert merged == {"advanced": {"publish_force": True, "num_nodes": 2}}
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in COMPILED.glob("*_pipeline.yaml")))
+def test_every_pipelines_form_describes_every_field(name):
+    inputs = _root_inputs(name)
+    assert len(inputs) >= 19
+    assert [key for key, p in inputs.items() if not p.get("description", "").strip()] == []
