@@ -6,7 +6,8 @@ pipeline function's docstring ``Args:`` (kfp/dsl/component_factory.py
 writes that section before ``@dsl.pipeline`` reads it: a description the function's own
 docstring gives wins, then the decorator's own (the ``advanced`` settings of that pipeline),
 then `PARAMETER_HELP`, then the flag schema's help
-(`sparse_transfer.tasks.flags`, the same text as ``--help``). A parameter with none of these
+(`sparse_transfer.tasks.flags`, the same text as ``--help``), then a step setting's
+(`sparse_transfer.pipeline.settings`, for pipelines that keep one as a parameter). A parameter with none of these
 fails at import, so a new parameter cannot reach the form undescribed.
 """
 
