@@ -31,7 +31,7 @@ from components import (
     pick_deployment,
     teacher,
 )
-from pipelines._settings import io_step, resources, scale_out, training_step
+from pipelines._settings import io_step, resources, scale_out, training_step, with_s3
 from pipelines.sparse_upstream_pipeline import MINILM_DENSE
 
 MINILM_TEACHER = "zoo:nlp/sentiment_analysis/minilm-l6/pytorch/huggingface/movie_reviews/base-none"
@@ -103,17 +103,16 @@ def frontier_pipeline(
             sparse kernels are installed).
         min_metric / max_drop_vs_teacher: the gate each point must pass (negative: off).
     """
-    data = io_step(
-        fetch_data(task_name=task_name, train_file=train_file, validation_file=validation_file)
-    ).set_display_name("fetch data")
-    config = resources(
+    files = {"task_name": task_name, "train_file": train_file, "validation_file": validation_file}
+    config = with_s3(resources(
         configure_training(
             task=task, max_seq_length=max_seq_length, per_device_train_batch_size=per_device_train_batch_size,
             per_device_eval_batch_size=per_device_eval_batch_size, fp16=fp16, seed=seed,
-            evaluation_strategy="no", save_strategy="no",
+            evaluation_strategy="no", save_strategy="no", **files,
         ),
         "light",
-    ).set_display_name("check training flags")  # fmt: skip
+    )).set_display_name("check training flags")  # fmt: skip
+    data = io_step(fetch_data(**files)).after(config).set_display_name("fetch data")
     student = io_step(
         fetch_model(ref=model_name_or_path, kind="model", task=task, zoo_root=zoo_root)
     ).set_display_name("fetch dense upstream")

@@ -5,8 +5,9 @@ the reference's defaults; `training_options` validates them (before any model
 is fetched), drops the ones that mean "unset", drops task-only flags for other
 tasks and renames to the flag names the installed transformers reads.
 `configure_run` adds the checks across fields and steps (lengths, the gate
-metric, the recipe's windows against the training window), so a run that
-could only fail later fails in its first step with one line naming the flag.
+metric, the recipe's windows against the training window, the data files'
+first rows against the task), so a run that could only fail later fails in
+its first step with one line naming the flag.
 """
 
 from __future__ import annotations
@@ -95,9 +96,11 @@ def configure_run(
     recipe_args: str = "",
     zoo: str = "",
     allow_inert_modifiers: bool = False,
+    data: dict[str, str] | None = None,
     **flags: Any,
 ) -> dict[str, Any]:
-    """The pipeline's configure step: `training_options` plus every check that needs no data.
+    """The pipeline's configure step: `training_options`, the checks that need no data, then
+    the task's data checks on the first rows of the data files (`data_check`).
 
     Args:
         task: the task.
@@ -106,6 +109,8 @@ def configure_run(
         zoo: zoo root for a recipe stub.
         allow_inert_modifiers: run even when a modifier's window lies outside the training
             window (it would never act); otherwise that is refused here.
+        data: the data flags (``task_name``, ``train_file``, ``validation_file``, the column
+            flags, ...; see `data_check.check_data_head`); None: the data is not looked at.
         **flags: the training flags.
 
     Returns:
@@ -121,4 +126,8 @@ def configure_run(
             raise PipelineError(
                 f"recipe {recipe}: {warnings[0]} (set allow_inert_modifiers to run anyway)"
             )
+    if data:
+        from sparse_transfer.pipeline.data_check import check_data_head
+
+        check_data_head(task, **data)
     return out
