@@ -49,17 +49,22 @@ def _builder(uri: str, suffix: str) -> str:
 
 def load_file(uri: str, split: str):
     """Loads one CSV / JSON lines / Parquet file as a `datasets.Dataset`."""
-    import datasets
-
     path = _local_path(uri)
     suffix = path.suffix.lower()
     builder = _builder(uri, suffix)
     if path.stat().st_size == 0:
         raise DataError(f"data file {uri} is empty (0 rows)")
-    kwargs: dict[str, Any] = {"delimiter": "\t"} if suffix == ".tsv" else {}
+    return _read(path, uri, builder, split)
+
+
+def _read(path: Path, uri: str, builder: str, split: str, **options: Any):
+    """`datasets.load_dataset` of one local file; its failures and 0 rows as a DataError."""
+    import datasets
+
+    kwargs: dict[str, Any] = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
     try:
         dataset = datasets.load_dataset(
-            builder, data_files={split: str(path)}, split=split, **kwargs
+            builder, data_files={split: str(path)}, split=split, **kwargs, **options
         )
     except Exception as exc:  # datasets raises many types for unreadable files
         raise DataError(f"data file {uri} could not be read as {builder}: {exc}") from exc
@@ -74,39 +79,58 @@ HEAD_ROWS = 256
 HEAD_BYTES = 4 << 20
 
 
-def load_head(uri: str, rows: int = HEAD_ROWS):
-    """The first `rows` rows of one data file as a `datasets.Dataset`, typed as `load_file` types
-    the whole file (pyarrow's JSON reader, pandas' CSV reader, as the `datasets` builders use).
+def load_head(uri: str, rows: int = HEAD_ROWS, split: str = "train"):
+    """The first `rows` rows of one data file, read by the same `datasets` builder as
+    `load_file` (so typed as the whole file would be, mixed-type fallbacks included).
 
     Only the start of the file is read (one ranged GET for s3://), so a configure-time check
-    costs the same for a 10 GB file as for a small one. A JSON array file (not lines), a
-    Parquet file and a CSV head cut inside a quoted field are read whole.
+    costs the same for a 10 GB file as for a small one. A JSON array (not lines) is read
+    whole, a Parquet file up to its first row batch, and a CSV head that cannot be parsed
+    (cut inside a quoted field) falls back to the whole file.
 
     Raises:
         DataError: missing, empty or unreadable file, or an unsupported extension.
     """
-    import datasets
+    import tempfile
 
-    suffix = Path(uri.split("?")[0]).suffix.lower()
+    suffix = Path(uri).suffix.lower()
     builder = _builder(uri, suffix)
+    with tempfile.TemporaryDirectory(prefix="data-head-") as tmp:
+        head = Path(tmp) / f"head{suffix}"
+        cut = _write_head(uri, builder, rows, head)
+        options = {"cache_dir": str(Path(tmp) / "cache"), "keep_in_memory": True}
+        try:
+            dataset = _read(head, uri, builder, split, **options)
+        except DataError:
+            if not cut:
+                raise
+            dataset = _read(_local_path(uri), uri, builder, split, **options)
+    return dataset.select(range(min(rows, len(dataset))))
+
+
+def _write_head(uri: str, builder: str, rows: int, dest: Path) -> bool:
+    """Writes the start of `uri` to `dest` in its own format (at least `rows` rows where they fit
+    in `HEAD_BYTES`); True when the file was cut (a CSV record may be cut inside a quoted
+    field)."""
     if builder == "parquet":
-        return datasets.Dataset(_parse_head(uri, _local_path(uri), builder, suffix, rows))
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        first = next(pq.ParquetFile(_local_path(uri)).iter_batches(batch_size=rows), None)
+        if first is None:
+            raise DataError(f"data file {uri} is empty (0 rows)")
+        pq.write_table(pa.Table.from_batches([first]), dest)
+        return False
     data, complete = _head_bytes(uri, HEAD_BYTES)
-    if not complete:
-        data = data[: data.rfind(b"\n") + 1]
     if not data.strip():
         raise DataError(f"data file {uri} is empty (0 rows)")
-    if builder == "json" and data.lstrip()[:1] == b"[":
-        data, complete = _local_path(uri).read_bytes(), True
-    try:
-        table = _parse_head(uri, data, builder, suffix, rows)
-    except DataError:
-        if complete:
-            raise
-        table = _parse_head(uri, _local_path(uri), builder, suffix, rows)
-    if table.num_rows == 0:
-        raise DataError(f"data file {uri} is empty (0 rows)")
-    return datasets.Dataset(table)
+    if builder == "json" and data.lstrip()[:1] == b"[":  # a JSON array: only whole it parses
+        dest.write_bytes(data if complete else _local_path(uri).read_bytes())
+        return False
+    if not complete:
+        data = data[: data.rfind(b"\n") + 1]  # whole lines only (`select` keeps `rows`)
+    dest.write_bytes(data)
+    return not complete
 
 
 def _head_bytes(uri: str, nbytes: int) -> tuple[bytes, bool]:
@@ -119,41 +143,6 @@ def _head_bytes(uri: str, nbytes: int) -> tuple[bytes, bool]:
     if not path.is_file():
         raise DataError(f"data file {uri} does not exist")
     return storage.read_head(path, nbytes)
-
-
-def _parse_head(uri: str, source, builder: str, suffix: str, rows: int):
-    """A pyarrow table of the first `rows` rows of `source` (bytes or a local path)."""
-    import io
-
-    import pyarrow as pa
-
-    try:
-        if builder == "parquet":
-            import pyarrow.parquet as pq
-
-            batches = pq.ParquetFile(source).iter_batches(batch_size=rows)
-            return pa.Table.from_batches([next(batches)])
-        if isinstance(source, Path):
-            source = source.read_bytes()
-        if builder == "json":
-            import json
-
-            import pyarrow.json as paj
-
-            if source.lstrip()[:1] == b"[":
-                return pa.Table.from_pylist(json.loads(source)[:rows])
-            lines = [line for line in source.splitlines(keepends=True) if line.strip()][:rows]
-            head = b"".join(lines)
-            options = paj.ReadOptions(block_size=max(len(head) + 1, 1 << 16))
-            return paj.read_json(io.BytesIO(head), read_options=options)
-        import pandas as pd
-
-        frame = pd.read_csv(io.BytesIO(source), nrows=rows, sep="\t" if suffix == ".tsv" else ",")
-        return pa.Table.from_pandas(frame, preserve_index=False)
-    except StopIteration:
-        raise DataError(f"data file {uri} is empty (0 rows)") from None
-    except Exception as exc:  # pyarrow / pandas raise many types for unreadable files
-        raise DataError(f"data file {uri} could not be read as {builder}: {exc}") from exc
 
 
 def load_raw_datasets(data_args, seed: int = 42, glue_task: str | None = None):
