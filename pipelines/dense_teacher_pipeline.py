@@ -71,9 +71,12 @@ def dense_teacher_pipeline(
         recipe: The dense teacher recipe (no pruning): zoo stub, s3:// URI, path or name.
     """
     data, config = data_and_training_flags(locals())
-    base = io_step(
-        fetch_model(ref=model_name_or_path, kind="model", task=task, zoo_root=zoo_root)
-    ).set_display_name("fetch dense base")
+    # nothing is fetched before the checks (flags, recipe, the data's first rows) pass
+    base = (
+        io_step(fetch_model(ref=model_name_or_path, kind="model", task=task, zoo_root=zoo_root))
+        .after(config)
+        .set_display_name("fetch dense base")
+    )
     trained = training_step(
         train_teacher(
             task=task,

@@ -113,9 +113,12 @@ def frontier_pipeline(
         "light",
     )).set_display_name("check training flags")  # fmt: skip
     data = io_step(fetch_data(**files)).after(config).set_display_name("fetch data")
-    student = io_step(
-        fetch_model(ref=model_name_or_path, kind="model", task=task, zoo_root=zoo_root)
-    ).set_display_name("fetch dense upstream")
+    # nothing is fetched before the checks (flags, recipe, the data's first rows) pass
+    student = (
+        io_step(fetch_model(ref=model_name_or_path, kind="model", task=task, zoo_root=zoo_root))
+        .after(config)
+        .set_display_name("fetch dense upstream")
+    )
     teacher_task = training_step(
         teacher(
             task=task, dataset=data.outputs["dataset"], training_args=config.output,

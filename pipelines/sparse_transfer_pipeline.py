@@ -128,9 +128,12 @@ def sparse_transfer_pipeline(
             the chart's ``trainjob.rbac`` must be on). See docs/distributed.md.
     """
     data, config = data_and_training_flags(locals())
-    student = io_step(
-        fetch_model(ref=model_name_or_path, kind="model", task=task, zoo_root=zoo_root)
-    ).set_display_name("fetch student")
+    # nothing is fetched before the checks (flags, recipe, the data's first rows) pass
+    student = (
+        io_step(fetch_model(ref=model_name_or_path, kind="model", task=task, zoo_root=zoo_root))
+        .after(config)
+        .set_display_name("fetch student")
+    )
 
     # One parameter-driven step rather than dsl.If/dsl.Else + dsl.OneOf: kfp 2.17.3's
     # local runner cannot select an artifact from conditional branches.
