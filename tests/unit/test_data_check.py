@@ -292,3 +292,32 @@ def test_a_csv_head_cut_inside_a_quoted_field_falls_back_to_the_whole_file(tmp_p
     head = load_head(str(path))
     assert head.to_list() == rows[:HEAD_ROWS]
     assert check_data_head(TEXT, task_name="sst2", train_file=str(path)) is True
+
+
+def test_rows_the_run_never_reads_are_never_refused(tmp_path):
+    rows = fixtures.sentiment_rows(40)
+    rows = [{**r, "label": ["negative", "positive"][r["label"]]} for r in rows]
+    rows[20]["label"] = "neutral"  # row 21: past max_train_samples 10
+    train = _jsonl(tmp_path, "train.jsonl", rows)
+    data = {"task_name": "sst2", "train_file": train}
+    assert configure_run(TEXT, data=data, max_train_samples=10) == {"max_train_samples": 10}
+    with pytest.raises(PipelineError, match=r"has label\(s\) 'neutral' in column 'label'"):
+        configure_run(TEXT, data=data)
+
+
+def test_cli_train_checks_the_files_first_rows_before_fetching_any_model(tmp_path, capsys):
+    from sparse_transfer.cli import main
+
+    train = _jsonl(tmp_path, "train.jsonl", fixtures.multilabel_rows(16))
+    argv = ["train", "text-classification", "--model_name_or_path", str(tmp_path / "no-model"),
+            "--distill_teacher", "zoo:no/such/teacher", "--task_name", "sst2",
+            "--train_file", train, "--output_dir", str(tmp_path / "out"), "--do_train"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    (line,) = [x for x in err.splitlines() if x.startswith("sparse-transfer: error: ")]
+    assert line == (
+        f"sparse-transfer: error: {train}: missing column(s) 'sentence'; available columns: "
+        "text, labels. Pass --input_column_names / --label_column_name to choose others."
+    )
+    assert not (tmp_path / "out").exists()

@@ -17,7 +17,13 @@ import re
 
 from sparse_transfer.errors import DataError, PipelineError, SparseTransferError
 from sparse_transfer.tasks.base import UnknownLabelsError
-from sparse_transfer.tasks.data import HEAD_ROWS, MissingColumnsError, load_head
+from sparse_transfer.tasks.data import (
+    HEAD_ROWS,
+    MissingColumnsError,
+    data_files,
+    load_head,
+    split_limits,
+)
 from sparse_transfer.tasks.flags import FLAGS
 
 # The data flags the check reads (the configure step's parameters of that name).
@@ -39,6 +45,8 @@ def check_data_head(
     input_column_names: str = "",
     label_column_name: str = "",
     dataset_snapshot_prefix: str = "",
+    max_train_samples: int = 0,
+    max_eval_samples: int = 0,
     rows: int = HEAD_ROWS,
 ) -> bool:
     """Runs the task's data checks on the first `rows` rows of each data file.
@@ -47,6 +55,8 @@ def check_data_head(
         task: the task.
         task_name ... label_column_name: the data flags, as the pipeline has them ("" = unset).
         dataset_snapshot_prefix: set: the files are chosen at run time, nothing is checked.
+        max_train_samples / max_eval_samples: the rows training keeps (0 = all): a head
+            never holds more, so a row the run never reads is never refused.
         rows: rows read from the start of each file.
 
     Returns:
@@ -55,14 +65,19 @@ def check_data_head(
     Raises:
         PipelineError: one line naming the flag, its value and the fix.
     """
-    files = {flag: uri for flag, uri in (("train_file", train_file), ("validation_file",
-             validation_file)) if uri}  # fmt: skip
+    values = {
+        "task_name": task_name, "dataset_name": dataset_name, "train_file": train_file,
+        "validation_file": validation_file, "input_column_names": input_column_names,
+        "label_column_name": label_column_name, "max_train_samples": max_train_samples or None,
+        "max_eval_samples": max_eval_samples or None,
+    }  # fmt: skip
+    spec, data_args, task_args = _arguments(task, values)
+    files = data_files(data_args)
     if dataset_snapshot_prefix or not files:
         return False
-    spec, data_args, task_args = _arguments(task, task_name, dataset_name, input_column_names,
-                                            label_column_name)  # fmt: skip
-    raw = _heads(files, rows)
-    sources = {FILE_SPLITS[flag]: f"{flag} {uri}" for flag, uri in files.items()}
+    flags = {split: flag for flag, split in FILE_SPLITS.items()}
+    raw = _heads(files, flags, split_limits(data_args), rows)
+    sources = {split: f"{flags[split]} {uri}" for split, uri in files.items()}
     try:
         spec.prepare(raw, sources, data_args, task_args, sample=True)
     except DataError as exc:
@@ -70,19 +85,13 @@ def check_data_head(
     return True
 
 
-def _arguments(task, task_name, dataset_name, input_column_names, label_column_name):
+def _arguments(task: str, values: dict):
     """The spec and the argument objects a run builds from these flags (`steps.task_arguments`)."""
     from sparse_transfer.pipeline.steps import task_arguments
     from sparse_transfer.tasks.args import DataArguments
     from sparse_transfer.tasks.registry import get_task
 
     spec = get_task(task)
-    values = {
-        "task_name": task_name,
-        "dataset_name": dataset_name,
-        "input_column_names": input_column_names,
-        "label_column_name": label_column_name,
-    }
     try:
         args = task_arguments(task, values)
     except DataError as exc:
@@ -90,14 +99,15 @@ def _arguments(task, task_name, dataset_name, input_column_names, label_column_n
     return spec, args[DataArguments], args.get(spec.args_class)
 
 
-def _heads(files: dict[str, str], rows: int):
+def _heads(files: dict[str, str], flags: dict[str, str], limits: dict, rows: int):
     """split -> the first rows of its file; an unreadable file is one line naming its flag."""
     import datasets
 
     heads = {}
-    for flag, uri in files.items():
+    for split, uri in files.items():
+        flag = flags[split]
         try:
-            heads[FILE_SPLITS[flag]] = load_head(uri, rows)
+            heads[split] = load_head(uri, min(rows, limits[split] or rows))
         except DataError as exc:
             raise PipelineError(str(exc).replace(f"data file {uri}", f"{flag} {uri}")) from None
         except SparseTransferError as exc:  # storage: missing object, bucket, credentials

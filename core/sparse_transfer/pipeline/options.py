@@ -129,5 +129,6 @@ def configure_run(
     if data:
         from sparse_transfer.pipeline.data_check import check_data_head
 
-        check_data_head(task, **data)
+        limits = {k: out[k] for k in ("max_train_samples", "max_eval_samples") if k in out}
+        check_data_head(task, **data, **limits)
     return out

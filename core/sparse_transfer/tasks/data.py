@@ -153,13 +153,7 @@ def load_raw_datasets(data_args, seed: int = 42, glue_task: str | None = None):
     """
     import datasets
 
-    files = {
-        "train": data_args.train_file,
-        "validation": data_args.validation_file,
-        "validation_mismatched": data_args.validation_mismatched_file,
-        "test": data_args.test_file,
-    }
-    files = {split: uri for split, uri in files.items() if uri}
+    files = data_files(data_args)
     sources: dict[str, str] = {}
     if files:
         raw = datasets.DatasetDict({split: load_file(uri, split) for split, uri in files.items()})
@@ -199,18 +193,56 @@ def load_raw_datasets(data_args, seed: int = 42, glue_task: str | None = None):
             data_args.validation_ratio,
             seed,
         )
-    for split, limit in (
-        ("train", data_args.max_train_samples),
-        ("validation", data_args.max_eval_samples),
-        ("validation_mismatched", data_args.max_eval_samples),
-        ("test", data_args.max_predict_samples),
-    ):
+    for split, limit in split_limits(data_args).items():
         if limit is not None and split in raw:
             raw[split] = raw[split].select(range(min(limit, len(raw[split]))))
     for split, dataset in raw.items():
         if len(dataset) == 0:
             raise DataError(f"{sources.get(split, split)} has no rows")
     return raw, sources
+
+
+def data_files(data_args) -> dict[str, str]:
+    """split -> the data file its flag names (unset flags left out)."""
+    files = {
+        "train": data_args.train_file,
+        "validation": data_args.validation_file,
+        "validation_mismatched": data_args.validation_mismatched_file,
+        "test": data_args.test_file,
+    }
+    return {split: uri for split, uri in files.items() if uri}
+
+
+def split_limits(data_args) -> dict[str, int | None]:
+    """split -> the rows ``--max_*_samples`` keeps of it (None: all)."""
+    return {
+        "train": data_args.max_train_samples,
+        "validation": data_args.max_eval_samples,
+        "validation_mismatched": data_args.max_eval_samples,
+        "test": data_args.max_predict_samples,
+    }
+
+
+def check_heads(spec, data_args, task_args, rows: int = HEAD_ROWS) -> bool:
+    """The task's own data checks (`TaskSpec.prepare` in sample mode) on the first `rows` rows
+    of each data file (fewer where ``--max_*_samples`` keeps fewer), before a model or
+    teacher is fetched: a run whose files do not fit the task fails in seconds, with the
+    message the full load would give. Hub datasets are left to the full load.
+
+    Returns:
+        True when files were checked.
+    """
+    import datasets
+
+    files = data_files(data_args)
+    if not files:
+        return False
+    limits = split_limits(data_args)
+    heads = {
+        split: load_head(uri, min(rows, limits[split] or rows)) for split, uri in files.items()
+    }
+    spec.prepare(datasets.DatasetDict(heads), dict(files), data_args, task_args, sample=True)
+    return True
 
 
 def _load_hub(name: str, config: str | None):
