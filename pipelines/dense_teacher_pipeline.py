@@ -1,6 +1,7 @@
 """The dense teacher pipeline: the reference's "dense teacher creation" alone.
 
-    fetch data ─ fetch dense base ─ train (dense recipe) ─ evaluate ─ publish if the gate passes
+    check flags (+ the data's first rows) ─ fetch data ─ fetch dense base ─ train (dense recipe)
+      ─ evaluate ─ publish if the gate passes
 
 Defaults are the reference's teacher command (``--model_name_or_path ...base-none
 --recipe ...sst2/base-none --task_name sst2 --seed 20811 ...``); publish the

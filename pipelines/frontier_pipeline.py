@@ -1,6 +1,7 @@
 """The frontier pipeline: sparse transfer at several sparsities and structures, in parallel.
 
-    fetch data, check flags, fetch dense upstream, teacher (+ its evaluation)
+    check flags (+ the data's first rows), then fetch data, fetch dense upstream, teacher
+    (+ its evaluation)
       └─ grid (sparsity x structure) ─ ParallelFor point:
              sparse transfer (the point's built-in recipe: GMP to the point's sparsity + QAT + distillation)
                └─ export int8 ONNX ─ evaluate (ONNX) + benchmark on the target engine

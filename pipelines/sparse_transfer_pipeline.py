@@ -5,6 +5,9 @@
                 │                      └─ evaluate teacher ──┤        └─ export ONNX ─ evaluate (ONNX)
                 └────────────────────────────────────────────┴──────────── publish if the gate passes
 
+Before anything is fetched, "check training flags" checks the flags, the recipe's windows and
+the data files' first rows against the task (`sparse_transfer.pipeline.options.configure_run`).
+
 Parameters are the reference command lines' flags with the reference's SST2
 defaults (``sparseml.transformers.text_classification ... --task_name sst2
 --max_seq_length 128 --per_device_train_batch_size 32 ... --fp16``), plus the

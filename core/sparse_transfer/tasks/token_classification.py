@@ -171,7 +171,7 @@ class TokenClassificationTask(PreparedTask):
                 for s in pooled
                 if self.label_column in self.raw[s].column_names
                 for row in self.raw[s][self.label_column]
-                for v in row
+                for v in row or ()
             }
             self.label_list = sorted(map(str, values))
         for other in self.raw:
