@@ -31,16 +31,25 @@ def configure_training(
     recipe_args: str = "",
     zoo_root: str = "",
     allow_inert_modifiers: bool = False,
+    task_name: str = "",
+    dataset_name: str = "",
+    train_file: str = "",
+    validation_file: str = "",
+    input_column_names: str = "",
+    label_column_name: str = "",
+    dataset_snapshot_prefix: str = "",
     trainer_flags: dict = {},  # noqa: B006 (KFP reads the literal default; never mutated)
     advanced: dict = {},  # noqa: B006 (KFP reads the literal default; never mutated)
     pipeline: str = "",
 ) -> dict:
-    """Validates the flags, the gate metric and the recipe's windows before anything heavy
-    runs; zero/-1 limits mean "unset" (the task's own default). `trainer_flags` (the run
-    form's JSON object of rarely changed flags) wins over the flat flags; `advanced` (its
-    object of step settings) is checked against `pipeline`'s keys here, first."""
+    """Validates the flags, the gate metric, the recipe's windows and the data files' first
+    rows before anything heavy runs; zero/-1 limits mean "unset" (the task's own default).
+    `trainer_flags` (the run form's JSON object of rarely changed flags) wins over the flat
+    flags; `advanced` (its object of step settings) is checked against `pipeline`'s keys."""
     options = dict(locals())  # exactly the parameters: taken before any other name exists
+    from sparse_transfer.pipeline.data_check import DATA_CHECK_FLAGS
     from sparse_transfer.pipeline.options import configure_run
 
     options["zoo"] = options.pop("zoo_root")
+    options["data"] = {name: options.pop(name) for name in DATA_CHECK_FLAGS}
     return configure_run(options.pop("task"), **options)

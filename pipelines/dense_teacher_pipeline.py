@@ -1,6 +1,7 @@
 """The dense teacher pipeline: the reference's "dense teacher creation" alone.
 
-    fetch data ─ fetch dense base ─ train (dense recipe) ─ evaluate ─ publish if the gate passes
+    check flags (+ the data's first rows) ─ fetch data ─ fetch dense base ─ train (dense recipe)
+      ─ evaluate ─ publish if the gate passes
 
 Defaults are the reference's teacher command (``--model_name_or_path ...base-none
 --recipe ...sst2/base-none --task_name sst2 --seed 20811 ...``); publish the
@@ -87,9 +88,11 @@ def dense_teacher_pipeline(
     """
     p = dict(locals())  # the run's parameters, for the graph-building helpers above
     data, config = data_and_training_flags(p, "dense_teacher")
-    base = io_step(
-        fetch_model(ref=model_name_or_path, kind="model", task=task, zoo_root=zoo_root)
-    ).set_display_name("fetch dense base")
+    base = (
+        io_step(fetch_model(ref=model_name_or_path, kind="model", task=task, zoo_root=zoo_root))
+        .after(config)
+        .set_display_name("fetch dense base")
+    )  # nothing is fetched before the checks pass
     trained = _train(p, base, data, config)
     scored = resources(
         evaluate(

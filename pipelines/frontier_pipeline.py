@@ -1,6 +1,7 @@
 """The frontier pipeline: sparse transfer at several sparsities and structures, in parallel.
 
-    fetch data, check flags, fetch dense upstream, teacher (+ its evaluation)
+    check flags (+ the data's first rows), then fetch data, fetch dense upstream, teacher
+    (+ its evaluation)
       └─ grid (sparsity x structure) ─ ParallelFor point:
              sparse transfer (the point's built-in recipe: GMP to the point's sparsity + QAT + distillation)
                └─ export int8 ONNX ─ evaluate (ONNX) + benchmark on the target engine
@@ -32,7 +33,7 @@ from components import (
     teacher,
 )
 from pipelines._docs import described
-from pipelines._settings import io_step, resources, scale_out, training_step
+from pipelines._settings import io_step, resources, scale_out, training_step, with_s3
 from pipelines.sparse_upstream_pipeline import MINILM_DENSE
 
 MINILM_TEACHER = "zoo:nlp/sentiment_analysis/minilm-l6/pytorch/huggingface/movie_reviews/base-none"
@@ -72,24 +73,25 @@ class FrontierOutputs(NamedTuple):
 
 
 def _opening(p: dict) -> tuple[PipelineTask, PipelineTask, PipelineTask, PipelineTask]:
-    """Data, checked flags, the dense upstream and the teacher: what every point shares."""
-    data = io_step(
-        fetch_data(task_name=p["task_name"], train_file=p["train_file"],
-                   validation_file=p["validation_file"])
-    ).set_display_name("fetch data")  # fmt: skip
-    config = resources(
+    """Data, checked flags, the dense upstream and the teacher: what every point shares.
+
+    Nothing is fetched before the checks (flags, the data's first rows) pass.
+    """
+    files = {k: p[k] for k in ("task_name", "train_file", "validation_file")}
+    config = with_s3(resources(
         configure_training(
             task=p["task"], max_seq_length=p["max_seq_length"],
             per_device_train_batch_size=p["per_device_train_batch_size"],
             per_device_eval_batch_size=p["per_device_eval_batch_size"], fp16=p["fp16"],
-            seed=p["seed"], evaluation_strategy="no", save_strategy="no",
+            seed=p["seed"], evaluation_strategy="no", save_strategy="no", **files,
         ),
         "light",
-    ).set_display_name("check training flags")  # fmt: skip
+    )).set_display_name("check training flags")  # fmt: skip
+    data = io_step(fetch_data(**files)).after(config).set_display_name("fetch data")
     student = io_step(
         fetch_model(ref=p["model_name_or_path"], kind="model", task=p["task"],
                     zoo_root=p["zoo_root"])
-    ).set_display_name("fetch dense upstream")  # fmt: skip
+    ).after(config).set_display_name("fetch dense upstream")  # fmt: skip
     teacher_task = training_step(
         teacher(
             task=p["task"], dataset=data.outputs["dataset"], training_args=config.output,

@@ -5,6 +5,9 @@
                 │                      └─ evaluate teacher ──┤        └─ export ONNX ─ evaluate (ONNX)
                 └────────────────────────────────────────────┴──────────── publish if the gate passes
 
+Before anything is fetched, "check training flags" checks the flags, the recipe's windows and
+the data files' first rows against the task (`sparse_transfer.pipeline.options.configure_run`).
+
 Parameters are the reference command lines' flags with the reference's SST2
 defaults (``sparseml.transformers.text_classification ... --task_name sst2
 --max_seq_length 128 --per_device_train_batch_size 32 ... --fp16``), plus the
@@ -173,9 +176,11 @@ def sparse_transfer_pipeline(
     """
     p = dict(locals())  # the run's parameters, for the graph-building helpers below
     data, config = data_and_training_flags(p, "sparse_transfer")
-    student = io_step(
-        fetch_model(ref=model_name_or_path, kind="model", task=task, zoo_root=zoo_root)
-    ).set_display_name("fetch student")
+    student = (
+        io_step(fetch_model(ref=model_name_or_path, kind="model", task=task, zoo_root=zoo_root))
+        .after(config)
+        .set_display_name("fetch student")
+    )  # nothing is fetched before the checks pass
     teacher_model = _teacher_step(p, data, config).outputs["teacher"]
     teacher_eval = _evaluate(task, teacher_model, data, config, "evaluate teacher")
     sparse = _sparse_transfer(p, student, teacher_model, data, config)

@@ -6,15 +6,17 @@ a one-epoch recipe so the run is short).
 
 The embedded tiny zoo (`zoo_seed.seed("tiny")`, tiny random BERTs) is seeded once into a local
 folder for the module; every step subprocess finds it through SPARSE_TRANSFER_ZOO. Every task
-runs all ten steps (no task fails at configure time); the gate's outcome is whatever the default
-gate (min_metric 0.0, max_drop_vs_teacher 2.0) says about the ONNX evaluation, checked here
-against the teacher's and the sparse model's metrics. About 35-60 s per task on 2 CPU cores,
-most of it the step subprocesses importing torch.
+runs all ten steps; the gate's outcome is whatever the default gate (min_metric 0.0,
+max_drop_vs_teacher 2.0) says about the ONNX evaluation, checked here against the teacher's and
+the sparse model's metrics. About 35-60 s per task on 2 CPU cores, most of it the step
+subprocesses importing torch. Multi-label data with the default ``task_name`` (sst2) runs once
+more: it fails in the configure step, in one line naming task_name, before any other step.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -88,7 +90,7 @@ def _user_parameters(case: str, data: Path) -> dict:
     }
 
 
-def _run(tmp_path: Path, case: str):
+def _run(tmp_path: Path, case: str, **changes):
     from pipelines.client import run_local
 
     rows = CASES[case][1]
@@ -96,7 +98,8 @@ def _run(tmp_path: Path, case: str):
     fixtures.write_jsonl(rows(32), data / "train.jsonl")
     fixtures.write_jsonl(rows(40 if case == "mlm" else 12, seed=1), data / "validation.jsonl")
     config = tmp_path / "run.yaml"
-    parameters = json.dumps(_user_parameters(case, data))
+    parameters = {**_user_parameters(case, data), **changes}  # None: the pipeline's default
+    parameters = json.dumps({k: v for k, v in parameters.items() if v is not None})
     config.write_text(f"pipeline: sparse_transfer\nrun_name: {case}\nparameters: {parameters}\n")
     return run_local(config, pipeline_root=tmp_path / "root")
 
@@ -139,3 +142,23 @@ def test_pipeline_runs_each_task_with_defaults(tiny_zoo, tmp_path, case):
     assert (Path(deployment["uri"]) / "model.onnx").stat().st_size > 0
     if case != "mlm":  # the seed's transfer recipes quantize; MLM ran the dense recipe
         assert deployment["metadata"]["precision"] == "int8"
+
+
+def test_multi_label_data_with_the_default_task_name_fails_at_configure(tiny_zoo, tmp_path, capfd):
+    """sst2 (the default task_name) fixes column `sentence` and labels negative/positive: the
+    configure step reads the files' first rows and stops the run before any other step."""
+    from sparse_transfer.errors import PipelineError
+
+    with pytest.raises(PipelineError, match="local run of sparse_transfer failed"):
+        _run(tmp_path, "multi_label", task_name=None)  # the pipeline's default: sst2
+    train = tmp_path / "data" / "train.jsonl"
+    expected = (
+        "task_name 'sst2' expects column 'text' with labels negative/positive in column "
+        f"'labels'; train_file {train} has label(s) 'complaint', 'person', 'place', 'praise' "
+        "in column 'labels' (set task_name '' for your own labels)"
+    )
+    out = re.sub(r"\x1b\[[0-9;]*m", "", capfd.readouterr().out)  # kfp colours task names
+    assert f"PipelineError: {expected}\n" in out, out[-3000:]
+    # the configure step failed first: no data, model or teacher step started
+    assert re.findall(r"Executing task '([\w-]+)'", out) == ["configure-training"]
+    assert not list((tmp_path / "root").glob("sparse-transfer-*/*"))

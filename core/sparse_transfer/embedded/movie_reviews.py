@@ -144,11 +144,31 @@ def make_splits(
     Raises:
         DataError: a package is missing, or the sizes ask for more rows than exist.
     """
-    loaders = {"rotten_tomatoes": rotten_tomatoes_rows, "pang_lee": pang_lee_rows}
     rng = random.Random(seed)
+    facts: dict[str, Any] = {"seed": seed, "datasets": {}}
+    validation, rest = _hold_out_validation(rng, validation_size, facts)
+    pool = _train_pool(rest, validation, facts)
+    rng.shuffle(pool)
+    train, upstream = _cut_pool(pool, train_size, upstream_size, facts)
+    files = {
+        "train.jsonl": [{"sentence": r["sentence"], "label": r["label"]} for r in train],
+        "validation.jsonl": [r for name in DATASETS for r in validation[name]],
+        "upstream.jsonl": [{"text": r["sentence"]} for r in upstream],
+    }
+    for name in DATASETS:
+        files[f"validation_{name}.jsonl"] = validation[name]
+    _write_splits(Path(out_dir), files, facts)
+    return facts
+
+
+def _hold_out_validation(
+    rng: random.Random, validation_size: int, facts: dict[str, Any]
+) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
+    """Each dataset deduplicated and shuffled, its first `validation_size` rows held out:
+    the validation split never depends on the training sizes asked for."""
+    loaders = {"rotten_tomatoes": rotten_tomatoes_rows, "pang_lee": pang_lee_rows}
     validation: dict[str, list[dict[str, Any]]] = {}
     rest: list[dict[str, Any]] = []
-    facts: dict[str, Any] = {"seed": seed, "datasets": {}}
     for name in DATASETS:
         raw = loaders[name]()
         rows = dedupe(raw)
@@ -163,6 +183,14 @@ def make_splits(
             "validation_rows": validation_size,
             "validation_positive": sum(r["label"] for r in validation[name]),
         }
+    return validation, rest
+
+
+def _train_pool(
+    rest: list[dict[str, Any]], validation: dict[str, list[dict[str, Any]]], facts: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The training pool: no text of either validation split (the two datasets share
+    sentences), cross-dataset duplicates and label conflicts removed, each count recorded."""
     held_out = {text_key(r["sentence"]) for rows in validation.values() for r in rows}
     kept = [r for r in rest if text_key(r["sentence"]) not in held_out]
     pool = dedupe(kept)
@@ -171,7 +199,13 @@ def make_splits(
     facts["removed_as_validation_text"] = len(rest) - len(kept)
     facts["removed_as_cross_dataset_duplicate_or_label_conflict"] = len(kept) - len(pool)
     facts["train_pool_rows"] = len(pool)
-    rng.shuffle(pool)
+    return pool
+
+
+def _cut_pool(
+    pool: list[dict[str, Any]], train_size: int, upstream_size: int, facts: dict[str, Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Training rows and upstream sentences from the front of the shuffled pool (0: all)."""
     if train_size > len(pool) or upstream_size > len(pool):
         raise DataError(
             f"asked for {max(train_size, upstream_size)} training rows; {len(pool)} remain"
@@ -182,16 +216,13 @@ def make_splits(
     facts["train_rows_per_dataset"] = {n: sum(r["_source"] == n for r in train) for n in DATASETS}
     facts["train_positive"] = sum(r["label"] for r in train)
     facts["upstream_sentences"] = len(upstream)
+    return train, upstream
 
-    out = Path(out_dir)
+
+def _write_splits(out: Path, files: dict[str, list[dict[str, Any]]], facts: dict[str, Any]) -> None:
+    """The files and ``splits.json`` (with their hashes) staged, then swapped in at once, so
+    a reader never sees half a set; only a folder recognisably ours is replaced."""
     tmp = storage.staging_dir(out)
-    files = {
-        "train.jsonl": [{"sentence": r["sentence"], "label": r["label"]} for r in train],
-        "validation.jsonl": [r for name in DATASETS for r in validation[name]],
-        "upstream.jsonl": [{"text": r["sentence"]} for r in upstream],
-    }
-    for name in DATASETS:
-        files[f"validation_{name}.jsonl"] = validation[name]
     facts["sha256"] = {name: _write_jsonl(rows, tmp / name) for name, rows in files.items()}
     (tmp / "splits.json").write_text(json.dumps(facts, indent=2) + "\n")
     storage.replace_directory(
@@ -201,7 +232,6 @@ def make_splits(
         what="movie-review splits",
         overwrite=True,
     )
-    return facts
 
 
 def read_texts(path: str | Path, column: str = "text") -> list[str]:

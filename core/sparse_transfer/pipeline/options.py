@@ -5,8 +5,9 @@ the reference's defaults; `training_options` validates them (before any model
 is fetched), drops the ones that mean "unset", drops task-only flags for other
 tasks and renames to the flag names the installed transformers reads.
 `configure_run` adds the checks across fields and steps (lengths, the gate
-metric, the recipe's windows against the training window), so a run that
-could only fail later fails in its first step with one line naming the flag.
+metric, the recipe's windows against the training window, the data files'
+first rows against the task), so a run that could only fail later fails in
+its first step with one line naming the flag.
 """
 
 from __future__ import annotations
@@ -145,9 +146,11 @@ def configure_run(
     trainer_flags: Mapping[str, Any] | None = None,
     advanced: Mapping[str, Any] | None = None,
     pipeline: str = "",
+    data: dict[str, str] | None = None,
     **flags: Any,
 ) -> dict[str, Any]:
-    """The pipeline's configure step: `training_options` plus every check that needs no data.
+    """The pipeline's configure step: `training_options`, the checks that need no data, then
+    the task's data checks on the first rows of the data files (`data_check`).
 
     Args:
         task: the task.
@@ -162,6 +165,9 @@ def configure_run(
             (`sparse_transfer.pipeline.settings`), checked against `pipeline`'s keys; its
             ``allow_inert_modifiers`` wins over the flat one.
         pipeline: the pipeline's name in run configs ("": any setting is accepted).
+        data: the data flags (``task_name``, ``train_file``, ``validation_file``, the column
+            flags, ...; see `data_check.check_data_head`), with `trainer_flags`' data flags laid
+            over them; None: the data is not looked at.
         **flags: the training flags.
 
     Returns:
@@ -183,4 +189,11 @@ def configure_run(
             raise PipelineError(
                 f"recipe {recipe}: {warnings[0]} (set allow_inert_modifiers to run anyway)"
             )
+    if data:
+        from sparse_transfer.pipeline.data_check import DATA_CHECK_FLAGS, check_data_head
+
+        data = {k: v for k, v in with_trainer_flags(data, trainer_flags, "data").items()
+                if k in DATA_CHECK_FLAGS}  # fmt: skip
+        limits = {k: out[k] for k in ("max_train_samples", "max_eval_samples") if k in out}
+        check_data_head(task, **data, **limits)
     return out

@@ -273,41 +273,13 @@ def prepare_qat(
     """
     if is_qat_prepared(model):
         return list(getattr(model, QAT_ATTR)["modules"])
-    kwargs = dict(activation_qconfig_kwargs or {})
-    averaging_constant = float(kwargs.pop("averaging_constant", 0.01))
-    if kwargs:
-        raise RecipeError(
-            f"QuantizationModifier.activation_qconfig_kwargs: unsupported keys {sorted(kwargs)}; "
-            "supported: averaging_constant"
-        )
+    averaging_constant = _averaging_constant(activation_qconfig_kwargs)
     if modules is None:
         modules = select_modules(model, submodules, exclude_module_types, quantize_embeddings)
         attention_modules = select_attention_modules(model, submodules, exclude_module_types)
-    attention_modules = list(attention_modules or ())
-    named = dict(model.named_modules())
-    for name in modules:
-        module = named[name]
-        _attach(
-            module,
-            weight_bits=weight_bits,
-            reduce_weight_range=reduce_weight_range,
-            activation_bits=activation_bits,
-            reduce_range=reduce_range,
-            quantize_input=True,
-            quantize_output=(
-                quantize_embedding_activations
-                if type(module) is nn.Embedding
-                else quantize_linear_activations
-            ),
-            averaging_constant=averaging_constant,
-        )
-    for name in attention_modules:
-        attention.attach(named[name], activation_bits, reduce_range, averaging_constant)
-    if attention_modules:
-        attention.use_qat_attention(model)
     config = {
         "modules": list(modules),
-        "attention_modules": attention_modules,
+        "attention_modules": list(attention_modules or ()),
         "weight_bits": weight_bits,
         "activation_bits": activation_bits,
         "reduce_range": reduce_range,
@@ -316,9 +288,52 @@ def prepare_qat(
         "quantize_embedding_activations": bool(quantize_embedding_activations),
         "averaging_constant": averaging_constant,
     }
+    _attach_all(model, config)
     # Plain attribute (not a buffer/submodule): invisible to state_dict and parameters().
     object.__setattr__(model, QAT_ATTR, config)
     return list(modules)
+
+
+def _averaging_constant(activation_qconfig_kwargs: dict[str, Any] | None) -> float:
+    """The observers' averaging constant (0.01 unless given); any other key is a recipe
+    error now, not an option silently ignored."""
+    kwargs = dict(activation_qconfig_kwargs or {})
+    averaging_constant = float(kwargs.pop("averaging_constant", 0.01))
+    if kwargs:
+        raise RecipeError(
+            f"QuantizationModifier.activation_qconfig_kwargs: unsupported keys {sorted(kwargs)}; "
+            "supported: averaging_constant"
+        )
+    return averaging_constant
+
+
+def _attach_all(model: nn.Module, config: dict[str, Any]) -> None:
+    """Fake-quantizes the selected modules and attention matmuls as `config` (the record
+    `restore_qat` reads back) says, so a restored model is prepared exactly alike."""
+    named = dict(model.named_modules())
+    for name in config["modules"]:
+        module = named[name]
+        _attach(
+            module,
+            weight_bits=config["weight_bits"],
+            reduce_weight_range=config["reduce_weight_range"],
+            activation_bits=config["activation_bits"],
+            reduce_range=config["reduce_range"],
+            quantize_input=True,
+            quantize_output=(
+                config["quantize_embedding_activations"]
+                if type(module) is nn.Embedding
+                else config["quantize_linear_activations"]
+            ),
+            averaging_constant=config["averaging_constant"],
+        )
+    for name in config["attention_modules"]:
+        attention.attach(
+            named[name], config["activation_bits"], config["reduce_range"],
+            config["averaging_constant"],
+        )  # fmt: skip
+    if config["attention_modules"]:
+        attention.use_qat_attention(model)
 
 
 def qat_modules(model: nn.Module) -> dict[str, nn.Module]:

@@ -368,6 +368,31 @@ def read_text(uri: str | Path) -> str:
     return data.decode("utf-8")
 
 
+def read_head(uri: str | Path, nbytes: int) -> tuple[bytes, bool]:
+    """At most the first `nbytes` bytes of one file/object, and whether that is all of it.
+
+    Checks that need a file's first rows (the pipeline's configure step) read only
+    those, never a multi-gigabyte training file; an s3:// object is one ranged GET.
+
+    Raises:
+        StorageError: when it does not exist.
+    """
+    loc = parse_uri(uri)
+    if not loc.is_s3:
+        assert loc.path is not None
+        if not loc.path.is_file():
+            raise StorageError(f"file not found: {loc.path}")
+        with loc.path.open("rb") as handle:
+            data = handle.read(nbytes)
+        return data, len(data) >= loc.path.stat().st_size
+    parent, name = _split(loc)
+    got = S3Store(parent.bucket, parent.key).read_head(name, nbytes)
+    if got is None:
+        raise StorageError(f"not found: {uri}")
+    data, size = got
+    return data, len(data) >= size
+
+
 def write_text_atomic(uri: str | Path, text: str) -> None:
     """Writes one file/object so that readers see the old or the new text, never half."""
     loc = parse_uri(uri)

@@ -283,6 +283,31 @@ class S3Store:
 
         return retrying(run, self.bucket, f"reading {self.uri(rel)}")
 
+    def read_head(self, rel: str, nbytes: int) -> tuple[bytes, int] | None:
+        """The first `nbytes` bytes (one ranged GET) and the object's size, or None.
+
+        A peek for checks that need only the start of a big object (a data file's
+        first rows); an empty object has no byte range to ask for (416), so it is
+        answered as ``(b"", 0)``.
+        """
+
+        def run():
+            try:
+                got = client().get_object(
+                    Bucket=self.bucket, Key=self.key(rel), Range=f"bytes=0-{nbytes - 1}"
+                )
+            except Exception as exc:
+                if is_not_found(exc):
+                    return None
+                if error_code(exc) == "InvalidRange":
+                    return b"", 0
+                raise
+            data = got["Body"].read()
+            total = str(got.get("ContentRange", "")).rpartition("/")[2]
+            return data, int(total) if total.isdigit() else len(data)
+
+        return retrying(run, self.bucket, f"reading {self.uri(rel)}")
+
     def read_with_etag(self, rel: str) -> tuple[bytes, str] | None:
         """The object's bytes and ETag (for a conditional overwrite), or None."""
 

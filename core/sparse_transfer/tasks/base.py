@@ -39,12 +39,16 @@ class PreparedTask:
         max_seq_length: resolved maximum sequence length.
         non_model_columns: feature columns kept for metrics, dropped before the model.
         truncated: split -> number of examples truncated by max_seq_length.
+        sample: `raw` holds only the first rows of each file (a configure-time check):
+            checks that need every row (labels seen in training, more than one class)
+            are left to the run itself, where a head of sorted data would mislead them.
     """
 
     non_model_columns: tuple[str, ...] = ()
 
-    def __init__(self, spec, raw, sources, data_args, task_args) -> None:
+    def __init__(self, spec, raw, sources, data_args, task_args, *, sample=False) -> None:
         self.spec = spec
+        self.sample = sample
         self.raw = raw
         self.sources = sources
         self.data_args = data_args
@@ -158,16 +162,27 @@ def worker_count(requested: int | None, rows: int) -> int | None:
     return workers if workers > 1 else None
 
 
-def check_labels_subset(values, known: list, source: str, column: str) -> None:
-    """Raises a DataError naming file and column for labels absent from training."""
-    unseen = sorted({v for v in values if v not in set(known)}, key=str)
-    if unseen:
-        shown = ", ".join(map(repr, unseen[:10])) + (" ..." if len(unseen) > 10 else "")
-        raise DataError(
-            f"{source}: column {column!r} has label(s) {shown} that do not occur in the "
+class UnknownLabelsError(DataError):
+    """Labels outside the known set; the parts are kept for one-line configure errors."""
+
+    def __init__(self, source: str, column: str, unseen: list, known: list) -> None:
+        self.source, self.column, self.unseen, self.known = source, column, unseen, known
+        super().__init__(
+            f"{source}: column {column!r} has label(s) {self.shown()} that do not occur in the "
             f"training data (known labels: {', '.join(map(repr, known[:20]))}"
             f"{' ...' if len(known) > 20 else ''}). Fix the file or add examples to training."
         )
+
+    def shown(self) -> str:
+        """The first ten unknown labels, for a message."""
+        return ", ".join(map(repr, self.unseen[:10])) + (" ..." if len(self.unseen) > 10 else "")
+
+
+def check_labels_subset(values, known: list, source: str, column: str) -> None:
+    """Raises an `UnknownLabelsError` naming file and column for labels absent from training."""
+    unseen = sorted({v for v in values if v not in set(known)}, key=str)
+    if unseen:
+        raise UnknownLabelsError(source, column, unseen, known)
 
 
 def check_teacher_labels(student_cfg, teacher_cfg, source: str) -> None:

@@ -37,30 +37,112 @@ def _local_path(uri: str) -> Path:
     return path
 
 
-def load_file(uri: str, split: str):
-    """Loads one CSV / JSON lines / Parquet file as a `datasets.Dataset`."""
-    import datasets
-
-    path = _local_path(uri)
-    suffix = path.suffix.lower()
+def _builder(uri: str, suffix: str) -> str:
+    """The `datasets` builder for a file's extension; other extensions are refused."""
     if suffix not in FILE_BUILDERS:
         raise DataError(
             f"data file {uri}: unsupported extension {suffix or '(none)'}; "
             f"use one of {', '.join(sorted(FILE_BUILDERS))}"
         )
+    return FILE_BUILDERS[suffix]
+
+
+def load_file(uri: str, split: str):
+    """Loads one CSV / JSON lines / Parquet file as a `datasets.Dataset`."""
+    path = _local_path(uri)
+    suffix = path.suffix.lower()
+    builder = _builder(uri, suffix)
     if path.stat().st_size == 0:
         raise DataError(f"data file {uri} is empty (0 rows)")
-    builder = FILE_BUILDERS[suffix]
-    kwargs: dict[str, Any] = {"delimiter": "\t"} if suffix == ".tsv" else {}
+    return _read(path, uri, builder, split)
+
+
+def _read(path: Path, uri: str, builder: str, split: str, **options: Any):
+    """`datasets.load_dataset` of one local file; its failures and 0 rows as a DataError."""
+    import datasets
+
+    kwargs: dict[str, Any] = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
     try:
         dataset = datasets.load_dataset(
-            builder, data_files={split: str(path)}, split=split, **kwargs
+            builder, data_files={split: str(path)}, split=split, **kwargs, **options
         )
     except Exception as exc:  # datasets raises many types for unreadable files
         raise DataError(f"data file {uri} could not be read as {builder}: {exc}") from exc
     if len(dataset) == 0:
         raise DataError(f"data file {uri} is empty (0 rows)")
     return dataset
+
+
+#: What a peek at a data file reads: rows, and at most this many bytes of a text file
+#: (256 SQuAD rows of a few KiB each fit).
+HEAD_ROWS = 256
+HEAD_BYTES = 4 << 20
+
+
+def load_head(uri: str, rows: int = HEAD_ROWS, split: str = "train"):
+    """The first `rows` rows of one data file, read by the same `datasets` builder as
+    `load_file` (so typed as the whole file would be, mixed-type fallbacks included).
+
+    Only the start of the file is read (one ranged GET for s3://), so a configure-time check
+    costs the same for a 10 GB file as for a small one. A JSON array (not lines) is read
+    whole, a Parquet file up to its first row batch, and a CSV head that cannot be parsed
+    (cut inside a quoted field) falls back to the whole file.
+
+    Raises:
+        DataError: missing, empty or unreadable file, or an unsupported extension.
+    """
+    import tempfile
+
+    suffix = Path(uri).suffix.lower()
+    builder = _builder(uri, suffix)
+    with tempfile.TemporaryDirectory(prefix="data-head-") as tmp:
+        head = Path(tmp) / f"head{suffix}"
+        cut = _write_head(uri, builder, rows, head)
+        options = {"cache_dir": str(Path(tmp) / "cache"), "keep_in_memory": True}
+        try:
+            dataset = _read(head, uri, builder, split, **options)
+        except DataError:
+            if not cut:
+                raise
+            dataset = _read(_local_path(uri), uri, builder, split, **options)
+    return dataset.select(range(min(rows, len(dataset))))
+
+
+def _write_head(uri: str, builder: str, rows: int, dest: Path) -> bool:
+    """Writes the start of `uri` to `dest` in its own format (at least `rows` rows where they fit
+    in `HEAD_BYTES`); True when the file was cut (a CSV record may be cut inside a quoted
+    field)."""
+    if builder == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        first = next(pq.ParquetFile(_local_path(uri)).iter_batches(batch_size=rows), None)
+        if first is None:
+            raise DataError(f"data file {uri} is empty (0 rows)")
+        pq.write_table(pa.Table.from_batches([first]), dest)
+        return False
+    data, complete = _head_bytes(uri, HEAD_BYTES)
+    if not data.strip():
+        raise DataError(f"data file {uri} is empty (0 rows)")
+    if builder == "json" and data.lstrip()[:1] == b"[":  # a JSON array: only whole it parses
+        dest.write_bytes(data if complete else _local_path(uri).read_bytes())
+        return False
+    if not complete:
+        data = data[: data.rfind(b"\n") + 1]  # whole lines only (`select` keeps `rows`)
+    dest.write_bytes(data)
+    return not complete
+
+
+def _head_bytes(uri: str, nbytes: int) -> tuple[bytes, bool]:
+    """The first bytes of a local or store file, and whether they are the whole file."""
+    from sparse_transfer import storage
+
+    if "://" in uri and not uri.startswith("file://"):
+        return storage.read_head(uri, nbytes)
+    path = Path(uri.removeprefix("file://"))
+    if not path.is_file():
+        raise DataError(f"data file {uri} does not exist")
+    return storage.read_head(path, nbytes)
 
 
 def load_raw_datasets(data_args, seed: int = 42, glue_task: str | None = None):
@@ -71,13 +153,7 @@ def load_raw_datasets(data_args, seed: int = 42, glue_task: str | None = None):
     """
     import datasets
 
-    files = {
-        "train": data_args.train_file,
-        "validation": data_args.validation_file,
-        "validation_mismatched": data_args.validation_mismatched_file,
-        "test": data_args.test_file,
-    }
-    files = {split: uri for split, uri in files.items() if uri}
+    files = data_files(data_args)
     sources: dict[str, str] = {}
     if files:
         raw = datasets.DatasetDict({split: load_file(uri, split) for split, uri in files.items()})
@@ -117,18 +193,56 @@ def load_raw_datasets(data_args, seed: int = 42, glue_task: str | None = None):
             data_args.validation_ratio,
             seed,
         )
-    for split, limit in (
-        ("train", data_args.max_train_samples),
-        ("validation", data_args.max_eval_samples),
-        ("validation_mismatched", data_args.max_eval_samples),
-        ("test", data_args.max_predict_samples),
-    ):
+    for split, limit in split_limits(data_args).items():
         if limit is not None and split in raw:
             raw[split] = raw[split].select(range(min(limit, len(raw[split]))))
     for split, dataset in raw.items():
         if len(dataset) == 0:
             raise DataError(f"{sources.get(split, split)} has no rows")
     return raw, sources
+
+
+def data_files(data_args) -> dict[str, str]:
+    """split -> the data file its flag names (unset flags left out)."""
+    files = {
+        "train": data_args.train_file,
+        "validation": data_args.validation_file,
+        "validation_mismatched": data_args.validation_mismatched_file,
+        "test": data_args.test_file,
+    }
+    return {split: uri for split, uri in files.items() if uri}
+
+
+def split_limits(data_args) -> dict[str, int | None]:
+    """split -> the rows ``--max_*_samples`` keeps of it (None: all)."""
+    return {
+        "train": data_args.max_train_samples,
+        "validation": data_args.max_eval_samples,
+        "validation_mismatched": data_args.max_eval_samples,
+        "test": data_args.max_predict_samples,
+    }
+
+
+def check_heads(spec, data_args, task_args, rows: int = HEAD_ROWS) -> bool:
+    """The task's own data checks (`TaskSpec.prepare` in sample mode) on the first `rows` rows
+    of each data file (fewer where ``--max_*_samples`` keeps fewer), before a model or
+    teacher is fetched: a run whose files do not fit the task fails in seconds, with the
+    message the full load would give. Hub datasets are left to the full load.
+
+    Returns:
+        True when files were checked.
+    """
+    import datasets
+
+    files = data_files(data_args)
+    if not files:
+        return False
+    limits = split_limits(data_args)
+    heads = {
+        split: load_head(uri, min(rows, limits[split] or rows)) for split, uri in files.items()
+    }
+    spec.prepare(datasets.DatasetDict(heads), dict(files), data_args, task_args, sample=True)
+    return True
 
 
 def _load_hub(name: str, config: str | None):
@@ -145,18 +259,26 @@ def _load_hub(name: str, config: str | None):
         ) from exc
 
 
+class MissingColumnsError(DataError):
+    """A file lacks columns the task reads; the parts are kept for one-line configure errors."""
+
+    def __init__(self, source: str, missing: list[str], available: list[str]) -> None:
+        self.source, self.missing, self.available = source, missing, available
+        super().__init__(
+            f"{source}: missing column(s) {', '.join(map(repr, missing))}; "
+            f"available columns: {', '.join(available)}. "
+            "Pass --input_column_names / --label_column_name to choose others."
+        )
+
+
 def require_columns(raw, sources: dict[str, str], columns: Iterable[str], splits=None) -> None:
-    """Raises a DataError naming the file and column if a split lacks a column."""
+    """Raises a `MissingColumnsError` naming the file and column if a split lacks a column."""
     for split, dataset in raw.items():
         if splits is not None and split not in splits:
             continue
         missing = [c for c in columns if c not in dataset.column_names]
         if missing:
-            raise DataError(
-                f"{sources.get(split, split)}: missing column(s) {', '.join(map(repr, missing))}; "
-                f"available columns: {', '.join(dataset.column_names)}. "
-                "Pass --input_column_names / --label_column_name to choose others."
-            )
+            raise MissingColumnsError(sources.get(split, split), missing, dataset.column_names)
 
 
 def require_values(raw, sources: dict[str, str], columns: Iterable[str], splits=None) -> None:

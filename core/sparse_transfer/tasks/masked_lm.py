@@ -94,8 +94,8 @@ class MaskedLMCollator:
 
 
 class MaskedLMTask(PreparedTask):
-    def __init__(self, spec, raw, sources, data_args, task_args) -> None:
-        super().__init__(spec, raw, sources, data_args, task_args)
+    def __init__(self, spec, raw, sources, data_args, task_args, *, sample=False) -> None:
+        super().__init__(spec, raw, sources, data_args, task_args, sample=sample)
         first = next(iter(raw.values()))
         if data_args.input_column_names:
             self.text_column = data_args.input_column_names.split(",")[0].strip()
@@ -190,8 +190,8 @@ class MaskedLMTask(PreparedTask):
         return "perplexity"
 
 
-def _prepare(raw, sources, data_args, task_args) -> MaskedLMTask:
-    return MaskedLMTask(SPEC, raw, sources, data_args, task_args)
+def _prepare(raw, sources, data_args, task_args, *, sample=False) -> MaskedLMTask:
+    return MaskedLMTask(SPEC, raw, sources, data_args, task_args, sample=sample)
 
 
 SPEC = TaskSpec(

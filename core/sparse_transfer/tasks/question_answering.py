@@ -256,8 +256,8 @@ def best_spans(
 class QuestionAnsweringTask(PreparedTask):
     non_model_columns = ("example_id", "offset_mapping")
 
-    def __init__(self, spec, raw, sources, data_args, task_args) -> None:
-        super().__init__(spec, raw, sources, data_args, task_args)
+    def __init__(self, spec, raw, sources, data_args, task_args, *, sample=False) -> None:
+        super().__init__(spec, raw, sources, data_args, task_args, sample=sample)
         a = task_args
         self.q_col, self.c_col, self.a_col = (
             a.question_column_name,
@@ -409,8 +409,8 @@ def answer_token_span(offsets, sequence_ids, answers: dict, context_index: int) 
     return token_start - 1, token_end + 1
 
 
-def _prepare(raw, sources, data_args, task_args) -> QuestionAnsweringTask:
-    return QuestionAnsweringTask(SPEC, raw, sources, data_args, task_args)
+def _prepare(raw, sources, data_args, task_args, *, sample=False) -> QuestionAnsweringTask:
+    return QuestionAnsweringTask(SPEC, raw, sources, data_args, task_args, sample=sample)
 
 
 SPEC = TaskSpec(

@@ -22,7 +22,8 @@ class TaskSpec:
         args_class: dataclass of task-only flags (parsed with the shared ones).
         distill_output_keys: model outputs a teacher distils for this task.
         default_max_seq_length: used when ``--max_seq_length`` is not given (0 in a pipeline).
-        prepare: ``prepare(raw, sources, data_args, task_args)`` -> a `PreparedTask`.
+        prepare: ``prepare(raw, sources, data_args, task_args, sample=False)`` -> a
+            `PreparedTask` (``sample``: `raw` holds only each file's first rows).
         output_names: the model's (and the ONNX graph's) outputs, in order.
         primary_metrics: the headline metric, first one present in the results wins.
         metric_names: every fixed metric name the task can report (gate_metric choices).
@@ -33,6 +34,9 @@ class TaskSpec:
             ``text`` (one text or a pair), ``pair`` (question + context) or ``words``.
         row_label: a ``label`` column in ``--verify_dataset`` rows scores each row.
         glue_task_names: ``--task_name`` picks GLUE columns and label names.
+        describe_data: ``describe_data(data_args)`` -> (what the flags fix of a data file, in
+            words; how to free it), for one-line configure errors; None or ``("", "")``: the
+            data decides.
         architecture_suffix: the head's class-name suffix in ``config.json`` (the zoo reads
             a model's task from it).
         served_as: the serving codec kind (``sequence``, ``tokens``, ``span``); "" = not served.
@@ -54,6 +58,7 @@ class TaskSpec:
     export_inputs: str = "text"
     row_label: bool = False
     glue_task_names: bool = False
+    describe_data: Callable[[Any], tuple[str, str]] | None = None
     architecture_suffix: str = ""
     served_as: str = ""
     served_outputs: tuple[tuple[str, str], ...] = ()

@@ -22,6 +22,7 @@ Per-label scores are reported as ``f1_<label>``.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,8 +182,8 @@ def multi_label_metrics(
 
 
 class TextClassificationTask(PreparedTask):
-    def __init__(self, spec, raw, sources, data_args, task_args) -> None:
-        super().__init__(spec, raw, sources, data_args, task_args)
+    def __init__(self, spec, raw, sources, data_args, task_args, *, sample=False) -> None:
+        super().__init__(spec, raw, sources, data_args, task_args, sample=sample)
         self.glue_task = data_args.task_name
         if self.glue_task is not None and self.glue_task not in TASK_TO_KEYS:
             raise DataError(
@@ -200,16 +201,9 @@ class TextClassificationTask(PreparedTask):
         self._analyse_labels()
 
     def _input_columns(self) -> list[str]:
-        if self.data_args.input_column_names:
-            cols = [c.strip() for c in self.data_args.input_column_names.split(",") if c.strip()]
-            if not 1 <= len(cols) <= 2:
-                raise DataError(
-                    f"--input_column_names takes one column or a pair, got {len(cols)}: {cols}"
-                )
-            return cols
-        if self.glue_task:
-            first, second = TASK_TO_KEYS[self.glue_task]
-            return [first] + ([second] if second else [])
+        fixed = fixed_input_columns(self.data_args)
+        if fixed is not None:
+            return fixed
         # run_glue's guess: sentence1/sentence2, else the first one or two non-label columns.
         first_split = next(iter(self.raw.values()))
         names = [c for c in first_split.column_names if c not in (self.label_column, "idx", "id")]
@@ -262,28 +256,52 @@ class TextClassificationTask(PreparedTask):
 
         if self.problem_type == REGRESSION:
             self.label_list: list[str] = []
+            self._check_scores()
             return
         values = self._label_values(split)
+        others = [s for s in self._labelled_splits() if s != split]
         if self.value_names is not None:
             names = list(self.value_names)
-        else:
-            names = sorted({str(v) for v in values}, key=_natural_key)
+        else:  # a sample's train head need not hold every label: pool the heads
+            pooled = [*values, *(v for o in others for v in self._label_values(o))]
+            pooled = pooled if self.sample else values
+            names = sorted({str(v) for v in pooled}, key=_natural_key)
         self.label_list = names
-        for other in self.raw:
-            if other == split or self.label_column not in self.raw[other].column_names:
-                continue
-            if other == "test" and self._all_missing(other):
-                continue
+        self._check_train_names(split, values)
+        for other in others:
             check_labels_subset(
                 [self._name_of(v, other) for v in self._label_values(other)],
                 self.label_list,
                 self.sources.get(other, other),
                 self.label_column,
             )
-        self._check_train_names(split, values)
-        if split == "train" and self.problem_type == SINGLE:
+        if split == "train" and self.problem_type == SINGLE and not self.sample:
             self._check_classes(split, values)
         self.label2id = {name: i for i, name in enumerate(self.label_list)}
+
+    def _labelled_splits(self) -> list[str]:
+        """The splits whose label column holds labels (a test split may leave it empty)."""
+        return [
+            s
+            for s in self.raw
+            if self.label_column in self.raw[s].column_names
+            and not (s == "test" and self._all_missing(s))
+        ]
+
+    def _check_scores(self) -> None:
+        """Regression labels are numbers: a class name or NaN would fail or poison training."""
+        for split in self._labelled_splits():
+            for row, value in enumerate(self.raw[split][self.label_column], start=1):
+                try:
+                    finite = value is None or math.isfinite(float(value))
+                except (TypeError, ValueError):
+                    finite = False
+                if not finite:
+                    raise DataError(
+                        f"{self.sources.get(split, split)}: row {row} of column "
+                        f"{self.label_column!r} holds {value!r}, but a regression label is a "
+                        "finite number"
+                    )
 
     def _label_values(self, split: str) -> list:
         column = self.raw[split][self.label_column]
@@ -494,6 +512,39 @@ class TextClassificationTask(PreparedTask):
         return [{"prediction": self.label_list[int(i)]} for i in np.argmax(logits, -1)]
 
 
+def fixed_input_columns(data_args) -> list[str] | None:
+    """The input columns the flags name (``--input_column_names``, else ``--task_name``'s GLUE
+    columns); None: guessed from the data, as run_glue does."""
+    if data_args.input_column_names:
+        cols = [c.strip() for c in data_args.input_column_names.split(",") if c.strip()]
+        if not 1 <= len(cols) <= 2:
+            raise DataError(
+                f"--input_column_names takes one column or a pair, got {len(cols)}: {cols}"
+            )
+        return cols
+    if data_args.task_name in TASK_TO_KEYS:
+        first, second = TASK_TO_KEYS[data_args.task_name]
+        return [first] + ([second] if second else [])
+    return None
+
+
+def describe_data(data_args) -> tuple[str, str]:
+    """What ``--task_name`` fixes of a data file, in words, and how to choose freely: for a
+    one-line configure error ("task_name 'sst2' expects column 'sentence' with labels
+    negative/positive"). ``("", "")`` when no GLUE task is named: the data decides."""
+    name = data_args.task_name
+    if name not in TASK_TO_KEYS:
+        return "", ""
+    columns = fixed_input_columns(data_args) or []
+    labels = GLUE_LABELS[name]
+    what = "a numeric score" if labels is None else f"labels {'/'.join(labels)}"
+    if data_args.label_column_name:
+        what += f" in column {data_args.label_column_name!r}"
+    noun = "column" if len(columns) == 1 else "columns"
+    expects = f"task_name {name!r} expects {noun} {', '.join(map(repr, columns))} with {what}"
+    return expects, "set task_name '' for your own labels"
+
+
 def is_list_feature(feature) -> bool:
     """A `datasets` list feature (Sequence, List or LargeList, across versions) or a raw list."""
     return isinstance(feature, list) or type(feature).__name__ in {"Sequence", "List", "LargeList"}
@@ -507,8 +558,8 @@ def _natural_key(value: str):
         return (1, 0.0, value)
 
 
-def _prepare(raw, sources, data_args, task_args) -> TextClassificationTask:
-    return TextClassificationTask(SPEC, raw, sources, data_args, task_args)
+def _prepare(raw, sources, data_args, task_args, *, sample=False) -> TextClassificationTask:
+    return TextClassificationTask(SPEC, raw, sources, data_args, task_args, sample=sample)
 
 
 SPEC = TaskSpec(
@@ -528,6 +579,7 @@ SPEC = TaskSpec(
     metric_prefixes=("precision_", "recall_", "f1_", "support_"),
     row_label=True,
     glue_task_names=True,
+    describe_data=describe_data,
     architecture_suffix="ForSequenceClassification",
     served_as="sequence",
     served_outputs=(("label", "BYTES"), ("score", "FP32"), ("labels", "BYTES"), ("value", "FP32")),

@@ -131,8 +131,8 @@ def logits_to_tags(
 
 
 class TokenClassificationTask(PreparedTask):
-    def __init__(self, spec, raw, sources, data_args, task_args) -> None:
-        super().__init__(spec, raw, sources, data_args, task_args)
+    def __init__(self, spec, raw, sources, data_args, task_args, *, sample=False) -> None:
+        super().__init__(spec, raw, sources, data_args, task_args, sample=sample)
         first = next(iter(raw.values()))
         if data_args.input_column_names:
             self.text_column = data_args.input_column_names.split(",")[0].strip()
@@ -164,8 +164,15 @@ class TokenClassificationTask(PreparedTask):
         )
         if self.value_names is not None:
             self.label_list = list(self.value_names)
-        else:
-            values = {v for row in self.raw[split][self.label_column] for v in row}
+        else:  # a sample's train head need not hold every tag: pool the heads
+            pooled = [split, *(s for s in self.raw if s != split)] if self.sample else [split]
+            values = {
+                v
+                for s in pooled
+                if self.label_column in self.raw[s].column_names
+                for row in self.raw[s][self.label_column]
+                for v in row or ()
+            }
             self.label_list = sorted(map(str, values))
         for other in self.raw:
             if other == split or self.label_column not in self.raw[other].column_names:
@@ -275,8 +282,8 @@ class TokenClassificationTask(PreparedTask):
         return "f1"
 
 
-def _prepare(raw, sources, data_args, task_args) -> TokenClassificationTask:
-    return TokenClassificationTask(SPEC, raw, sources, data_args, task_args)
+def _prepare(raw, sources, data_args, task_args, *, sample=False) -> TokenClassificationTask:
+    return TokenClassificationTask(SPEC, raw, sources, data_args, task_args, sample=sample)
 
 
 SPEC = TaskSpec(

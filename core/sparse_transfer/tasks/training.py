@@ -20,6 +20,7 @@ from sparse_transfer import storage
 from sparse_transfer.errors import DataError, SparseTransferError
 from sparse_transfer.tasks import output_dir as output_rules
 from sparse_transfer.tasks.args import DataArguments, ModelArguments, is_no_model
+from sparse_transfer.tasks.data import check_heads
 from sparse_transfer.tasks.outputs import write_json
 from sparse_transfer.tasks.recipe_fit import resolve_recipe
 from sparse_transfer.tasks.registry import get_task
@@ -75,8 +76,9 @@ def train(
 ) -> TrainResult:
     """Trains (and/or evaluates, predicts) `task` as ``training_args`` says.
 
-    Phases: check the request, resolve references, load and check data, load models and
-    recipe, tokenise, stage the output folder, train / evaluate / predict, write results.
+    Phases: check the request and the data files' first rows, resolve references, load and
+    check data, load models and recipe, tokenise, stage the output folder, train / evaluate /
+    predict, write results.
 
     Args:
         task: a task name (aliases accepted, e.g. ``ner``).
@@ -95,6 +97,7 @@ def train(
         task_args = spec.args_class()
     training_args = _check_request(training_args)
     output_dir = Path(training_args.output_dir).resolve()
+    check_heads(spec, data_args, task_args)  # the files' first rows, before models are fetched
     refs = _References.resolve(model_args, data_args, task_args, zoo)
     rules = output_rules.replace_rules(overwrite_output_dir, refs.inputs)
     ours = True

@@ -447,20 +447,7 @@ def push(
         ZooError: the entry exists and not `force`, a malformed stub or parent, an
             unusable source directory, weights holding NaN/inf or unreadable.
     """
-    stub_obj = parse_stub(stub)
-    if parent and is_stub(parent):
-        try:
-            parse_stub(parent)  # a malformed parent fails here, before anything is written
-        except ZooError as exc:
-            raise ZooError(f"parent: {exc}") from None
-    src = Path(local_dir)
-    if not src.is_dir():
-        raise ZooError(f"cannot push {src}: not a directory")
-    uri = entry_uri(stub_obj, root)
-    if not force and storage.is_published(uri):
-        raise ZooError(
-            f"zoo entry {stub_obj} already exists at {uri}; pass --force (force=True) to replace it"
-        )
+    stub_obj, src, uri = _push_target(local_dir, stub, parent, force, root)
     with tempfile.TemporaryDirectory(prefix="zoo-push-") as tmp:
         staging = Path(tmp) / "entry"
         staging.mkdir()
@@ -468,32 +455,7 @@ def push(
         _stage_entry(src, staging)
         _refuse_incomplete(staging, src)
         _refuse_non_finite_weights(staging, src)
-        existing = (
-            parse_card((staging / CARD_NAME).read_text())
-            if (staging / CARD_NAME).is_file()
-            else None
-        )
-        meta: dict[str, Any] = {"dataset": stub_obj.dataset}
-        meta.update(_facts_from_outputs(staging, architectures))
-        if existing:
-            meta.update(existing.meta)
-        meta.update(card or {})
-        meta["stub"] = str(stub_obj)
-        if parent:
-            meta["parent"] = parent
-        meta.setdefault("created", storage.now_iso())
-        check_meta(meta, f"cannot push {src}: model card")
-        if "sparsity" not in meta and "pruned" not in stub_obj.sparse_tag:
-            meta.setdefault("sparsity", 0.0)
-        if (staging / "recipe").is_dir() and "recipe" not in meta:
-            recipes = sorted(
-                p.name for p in (staging / "recipe").iterdir() if p.suffix in RECIPE_SUFFIXES
-            )
-            if "recipe.yaml" not in recipes and len(recipes) == 1:
-                meta["recipe"] = f"recipe/{recipes[0]}"
-        files = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
-        body = existing.body if existing and existing.body.strip() else default_body(meta, files)
-        (staging / CARD_NAME).write_text(ModelCard(meta, body).render())
+        _write_push_card(staging, src, stub_obj, parent, card, architectures)
         try:
             storage.upload_dir(staging, uri, overwrite=force)
         except storage.PublishConflict:
@@ -504,6 +466,65 @@ def push(
             ) from None
     log.info("pushed %s to %s", stub_obj, uri)
     return uri
+
+
+def _push_target(
+    local_dir: str | Path, stub: str | Stub, parent: str | None, force: bool, root
+) -> tuple[Stub, Path, str]:
+    """The parsed stub, the source folder and the entry URI, every refusal before anything
+    is staged or written (malformed stub or parent, no folder, an entry without --force)."""
+    stub_obj = parse_stub(stub)
+    if parent and is_stub(parent):
+        try:
+            parse_stub(parent)
+        except ZooError as exc:
+            raise ZooError(f"parent: {exc}") from None
+    src = Path(local_dir)
+    if not src.is_dir():
+        raise ZooError(f"cannot push {src}: not a directory")
+    uri = entry_uri(stub_obj, root)
+    if not force and storage.is_published(uri):
+        raise ZooError(
+            f"zoo entry {stub_obj} already exists at {uri}; pass --force (force=True) to replace it"
+        )
+    return stub_obj, src, uri
+
+
+def _write_push_card(
+    staging: Path,
+    src: Path,
+    stub_obj: Stub,
+    parent: str | None,
+    card: dict[str, Any] | None,
+    architectures: dict[str, str] | None,
+) -> None:
+    """The staged entry's model.md: front matter merged by priority (`card`, the existing
+    card, facts read from the outputs, then stub/created/parent) and checked; an existing
+    card's body is kept, else one is written from the facts and the file list."""
+    existing = (
+        parse_card((staging / CARD_NAME).read_text()) if (staging / CARD_NAME).is_file() else None
+    )
+    meta: dict[str, Any] = {"dataset": stub_obj.dataset}
+    meta.update(_facts_from_outputs(staging, architectures))
+    if existing:
+        meta.update(existing.meta)
+    meta.update(card or {})
+    meta["stub"] = str(stub_obj)
+    if parent:
+        meta["parent"] = parent
+    meta.setdefault("created", storage.now_iso())
+    check_meta(meta, f"cannot push {src}: model card")
+    if "sparsity" not in meta and "pruned" not in stub_obj.sparse_tag:
+        meta.setdefault("sparsity", 0.0)
+    if (staging / "recipe").is_dir() and "recipe" not in meta:
+        recipes = sorted(
+            p.name for p in (staging / "recipe").iterdir() if p.suffix in RECIPE_SUFFIXES
+        )
+        if "recipe.yaml" not in recipes and len(recipes) == 1:
+            meta["recipe"] = f"recipe/{recipes[0]}"
+    files = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
+    body = existing.body if existing and existing.body.strip() else default_body(meta, files)
+    (staging / CARD_NAME).write_text(ModelCard(meta, body).render())
 
 
 def pull(
