@@ -1,0 +1,93 @@
+"""Transfer from any published upstream and compare it, row by row, with the real-results model.
+
+Issue 25 asks what an upstream is worth downstream: the real-results sparse transfer (same
+teacher, data, recipe, seed and run config) started from another upstream, scored as int8 ONNX
+on both validation sets and compared with the published real-results model (the 400-step GMP
+upstream) on the same rows (`paired.paired_stats`). Run after the default stages::
+
+    python -m pipelines.results.upstream_transfer --out real-results-output \\
+        --upstream zoo:nlp/masked_language_modeling/minilm-l6/pytorch/huggingface/general/pruned90-cpu90min \\
+        --name cpu90min --json docs/results/cpu-upstream.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+#: The columns and length the real-results data and run config use.
+PARAMS = {"label_column_name": "label", "input_column_names": "sentence", "max_seq_length": 64}
+
+
+def transfer_stub(name: str) -> str:
+    from pipelines.results.settings import ARCH
+
+    return (
+        f"zoo:nlp/sentiment_analysis/{ARCH}/pytorch/huggingface/movie_reviews/pruned90_quant-{name}"
+    )
+
+
+def upstream_facts(stub: str, root: str) -> dict[str, Any]:
+    """What the upstream's card says about it: pruning facts and quality figures."""
+    from sparse_transfer.zoo import card
+
+    meta = card(stub, root=root)
+    keep = ("recipe_name", "recipe_args", "structure", "method", "sparsity", "overall_sparsity",
+            "train_steps", "train_samples", "train_seconds", "resumed_from", "metrics")  # fmt: skip
+    return {"stub": stub, "corpus": (meta.get("corpus") or {}).get("corpus"),
+            **{k: meta[k] for k in keep if k in meta}}  # fmt: skip
+
+
+def compare(baseline: dict[str, Any], candidate: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per dataset: both accuracies and candidate - baseline with its paired standard error.
+
+    Args:
+        baseline / candidate: dataset -> per-row correctness on the same rows.
+    """
+    from pipelines.results.paired import paired_stats
+
+    if set(baseline) != set(candidate):
+        raise ValueError(f"datasets differ: {sorted(baseline)} vs {sorted(candidate)}")
+    return {ds: paired_stats(baseline[ds], candidate[ds]) for ds in sorted(baseline)}
+
+
+def run(out: Path, upstream: str, name: str) -> dict[str, Any]:
+    """Transfers from `upstream`, publishes it under its own stub, scores and compares it."""
+    from pipelines.results.paired import onnx_right
+    from pipelines.results.run import SIZES, transfer_from
+    from pipelines.results.settings import SPARSE_STUB, zoo_root
+    from sparse_transfer.embedded.movie_reviews import DATASETS
+    from sparse_transfer.zoo import resolve
+
+    out = out.resolve()
+    root = zoo_root(out)
+    deployment = Path(transfer_from(out, SIZES["full"])(upstream, transfer_stub(name)))
+    published = Path(resolve(SPARSE_STUB, "deployment", root=root))
+    rows = {ds: out / "data" / f"validation_{ds}.jsonl" for ds in DATASETS}
+    base = {ds: onnx_right(published, f, PARAMS) for ds, f in rows.items()}
+    mine = {ds: onnx_right(deployment, f, PARAMS) for ds, f in rows.items()}
+    return {
+        "upstream": upstream_facts(upstream, root),
+        "transfer_stub": transfer_stub(name),
+        "paired_vs_published": compare(base, mine),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--out", type=Path, default=Path("real-results-output"))
+    parser.add_argument("--upstream", required=True, help="zoo stub of the upstream")
+    parser.add_argument("--name", required=True, help="tag of the transfer's stub")
+    parser.add_argument("--json", type=Path, required=True, help="where the result goes")
+    args = parser.parse_args(argv)
+    result = run(args.out, args.upstream, args.name)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=1, default=float) + "\n")
+    print(json.dumps(result["paired_vs_published"], indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
