@@ -65,11 +65,12 @@ def score(deployment: Path, out: Path) -> dict[str, Any]:
 def published_baseline(root: str) -> Path | None:
     """The real-results model's deployment, when the ``sparse`` stage has published it."""
     from pipelines.results.settings import SPARSE_STUB
+    from sparse_transfer.errors import ZooError
     from sparse_transfer.zoo import resolve
 
     try:
         return Path(resolve(SPARSE_STUB, "deployment", root=root))
-    except Exception:  # noqa: BLE001 (not published yet: accuracies only)
+    except ZooError:  # not published yet: accuracies only
         return None
 
 
