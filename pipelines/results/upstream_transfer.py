@@ -62,34 +62,35 @@ def score(deployment: Path, out: Path) -> dict[str, Any]:
             for ds in DATASETS}  # fmt: skip
 
 
-def published_baseline(root: str) -> Path | None:
-    """The real-results model's deployment, when the ``sparse`` stage has published it."""
-    from pipelines.results.settings import SPARSE_STUB
+def published(stub: str, root: str) -> Path | None:
+    """The deployment published at `stub`, or None when nothing is published there yet."""
     from sparse_transfer.errors import ZooError
     from sparse_transfer.zoo import resolve
 
     try:
-        return Path(resolve(SPARSE_STUB, "deployment", root=root))
-    except ZooError:  # not published yet: accuracies only
+        return Path(resolve(stub, "deployment", root=root))
+    except ZooError:
         return None
 
 
 def run(out: Path, upstream: str, name: str) -> dict[str, Any]:
-    """Transfers from `upstream`, publishes it under its own stub and scores it; compares it
-    row by row with the real-results model when that is published."""
+    """Transfers from `upstream` (once: published under its own stub) and scores it; compares
+    it row by row with the real-results model when that is published."""
     from pipelines.results.run import SIZES, transfer_from
-    from pipelines.results.settings import zoo_root
+    from pipelines.results.settings import SPARSE_STUB, zoo_root
 
     out = out.resolve()
     root = zoo_root(out)
-    deployment = Path(transfer_from(out, SIZES["full"])(upstream, transfer_stub(name)))
+    deployment = published(transfer_stub(name), root)  # a rerun only scores again
+    if deployment is None:
+        deployment = Path(transfer_from(out, SIZES["full"])(upstream, transfer_stub(name)))
     mine = score(deployment, out)
     result = {
         "upstream": upstream_facts(upstream, root),
         "transfer_stub": transfer_stub(name),
         "accuracy": {ds: round(100 * float(r.mean()), 2) for ds, r in mine.items()},
     }
-    baseline = published_baseline(root)
+    baseline = published(SPARSE_STUB, root)
     if baseline is not None:
         result["paired_vs_published"] = compare(score(baseline, out), mine)
     return result
