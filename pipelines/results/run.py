@@ -545,7 +545,7 @@ def stage_full_range_weights(out: Path, size: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def _transfer_from(out: Path, size: dict[str, Any]) -> Callable[[str, str], str]:
+def transfer_from(out: Path, size: dict[str, Any]) -> Callable[[str, str], str]:
     """``(upstream stub, publish stub) -> deployment folder``: the sparse stage's run, re-aimed."""
 
     def transfer(upstream: str, stub: str) -> str:
@@ -607,7 +607,7 @@ def run_all(
     if upstreams:
         from pipelines.results.upstreams import stage_upstreams
 
-        transfer = _transfer_from(out, size)
+        transfer = transfer_from(out, size)
         results["upstreams"] = stage("upstreams", lambda: stage_upstreams(out, size_name, transfer))
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     write_report(results, docs, out)
