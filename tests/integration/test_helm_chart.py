@@ -441,6 +441,27 @@ def test_schema_is_valid_json_schema_and_accepts_defaults():
         )
 
 
+def test_schema_takes_the_snapshot_prefix_flat_or_inside_trainer_flags():
+    """The run form moved dataset_snapshot_prefix into `trainer_flags`; a schedule may spell
+    it either way (the client folds flat names), but must give it somewhere."""
+    import jsonschema
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    stub = {"publish_stub": "zoo:x"}
+    for parameters in (
+        {**stub, "dataset_snapshot_prefix": "s3://b/d/"},
+        {**stub, "trainer_flags": {"dataset_snapshot_prefix": "s3://b/d/", "seed": 7}},
+    ):
+        schedule = {"name": "w", "cron": "0 3 * * 1", "config": {"parameters": parameters}}
+        validator.validate({**defaults, "schedules": [schedule]})
+    for parameters in (stub, {**stub, "trainer_flags": {"seed": 7}},
+                       {**stub, "trainer_flags": {"dataset_snapshot_prefix": ""}}):  # fmt: skip
+        schedule = {"name": "w", "cron": "0 3 * * 1", "config": {"parameters": parameters}}
+        assert list(validator.iter_errors({**defaults, "schedules": [schedule]})), parameters
+
+
 def _merge(base: dict, override: dict) -> dict:
     """Helm's values merge: maps merge recursively, anything else replaces."""
     out = dict(base)
