@@ -279,17 +279,22 @@ def test_ctrl_c_is_one_line_and_130(local_zoo, monkeypatch, capsys):
 
 
 def test_ctrl_c_on_a_real_process(tmp_path):
-    """SIGINT to a running command: exit 130, one line on stderr."""
+    """SIGINT to a running command: exit 130, one line on stderr.
+
+    The signal goes once the command is inside its work (the patched listing says so), so a
+    loaded machine cannot move it into the imports; should the process ever hang, it is
+    aborted with faulthandler on and its stacks are the failure message.
+    """
     import signal
     import sys
 
     env = {**os.environ, "SPARSE_TRANSFER_ZOO": str(tmp_path / "zoo"),
-           "SPARSE_TRANSFER_CACHE": str(tmp_path / "cache")}  # fmt: skip
+           "SPARSE_TRANSFER_CACHE": str(tmp_path / "cache"), "PYTHONFAULTHANDLER": "1"}  # fmt: skip
     script = (
         "import time, sparse_transfer.zoo as z\n"
-        "def slow(*a, **k):\n    time.sleep(60)\n"
+        "def slow(*a, **k):\n    print('ready', flush=True)\n    time.sleep(60)\n"
         "z.list_entries = slow\n"
-        "from sparse_transfer.cli import main\nimport sys\nprint('ready', flush=True)\n"
+        "from sparse_transfer.cli import main\nimport sys\n"
         "sys.exit(main(['zoo', 'list']))\n"
     )
     proc = subprocess.Popen(
@@ -297,9 +302,13 @@ def test_ctrl_c_on_a_real_process(tmp_path):
         text=True,
     )  # fmt: skip
     assert proc.stdout.readline().strip() == "ready"
-    time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+        _, err = proc.communicate(timeout=30)
+        pytest.fail(f"no exit 60 s after SIGINT; stacks:\n{err[-4000:]}")
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1] == "sparse-transfer: interrupted (Ctrl-C)" and (
         "Traceback" not in err
