@@ -388,6 +388,10 @@ def test_cli_benchmark_compare_interleaves(models, tmp_path, capsys, monkeypatch
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "4 interleaved rounds of 2" in text and "1.00x" in text and str(int8) in text
+    # the yardstick: ORT's quantize_dynamic of the dense deployment, a checked deployment too
+    assert main([*argv, "--dynamic_int8_of", str(fp32), "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)["batch_1"]["onnxruntime"]
+    assert runs[f"quantize_dynamic({fp32})"]["rounds"] == 4
 
 
 def test_benchmark_function_reports_deepsparse_absence(models, tmp_path):

@@ -311,20 +311,29 @@ def _ort_rounds(paths, pinned, ort_engines, batch, length, threads, vocab, round
 
 def dynamic_int8_copy(dense: str | Path, dest: str | Path) -> Path:
     """`dest`: the dense FP32 deployment `dense` with ONNX Runtime's ``quantize_dynamic``
-    (int8 weights) in place of its graph: the yardstick a sparse deployment must beat."""
+    (int8 weights) in place of its graph: the yardstick a sparse deployment must beat.
+
+    The copy is a deployment of its own: the source's file record (which lists the FP32
+    graph) is not copied; a fresh one is written last, so the copy passes the same check
+    before use as any export."""
     import shutil
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from sparse_transfer import storage
+    from sparse_transfer.export.deployment import DEPLOYMENT
+
     source = _model_file(dense).parent
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=False)
+    skip = {"model.onnx", "model.sparse.onnx", storage.RECORD}
     for f in source.iterdir():
-        if f.is_file() and f.name not in ("model.onnx", "model.sparse.onnx"):
+        if f.is_file() and f.name not in skip:
             shutil.copyfile(f, dest / f.name)
     quantize_dynamic(
         str(source / "model.onnx"), str(dest / "model.onnx"), weight_type=QuantType.QInt8
     )
+    storage.record_files(dest, DEPLOYMENT)
     return dest
 
 
