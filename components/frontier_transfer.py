@@ -39,13 +39,13 @@ def frontier_transfer(
     create_parameter_loop_iteration_task_spec); pipeline parameters and artifacts pass.
     """
     from sparse_transfer.pipeline.frontier_steps import transfer_point_step
-    from sparse_transfer.scaleout.plan import ScaleOut
+    from sparse_transfer.pipeline.settings import step_scale_out
 
-    node_gpus = int(node_accelerator_limit or accelerator_limit or 0)  # as sparse_transfer
-    scale = ScaleOut(
-        num_nodes, nproc_per_node, accelerator_type, node_gpus,
-        work_uri=f"{sparse_model.uri}-trainjob", image=trainjob_image, s3_secret=s3_secret,
-        settings_config_map=settings_config_map,
+    scale = step_scale_out(
+        None, num_nodes=num_nodes, nproc_per_node=nproc_per_node,
+        accelerator_type=accelerator_type, accelerator_limit=accelerator_limit,
+        node_accelerator_limit=node_accelerator_limit, work_uri=f"{sparse_model.uri}-trainjob",
+        image=trainjob_image, s3_secret=s3_secret, settings_config_map=settings_config_map,
     )  # fmt: skip
     summary = transfer_point_step(
         task, point, model.path, sparse_model.path, dataset.path, recipe_args=recipe_args,

@@ -35,20 +35,14 @@ def sparse_transfer(
 
     A placeholder teacher (``distill_teacher: disable``) turns distillation off.
     """
-    from sparse_transfer.pipeline.settings import run_settings
+    from sparse_transfer.pipeline.settings import step_scale_out
     from sparse_transfer.pipeline.steps import train_step, training_metrics
-    from sparse_transfer.scaleout.plan import ScaleOut
 
-    # nproc_per_node > 1: torchrun in this pod; num_nodes > 1: a Kubeflow Trainer TrainJob
-    # whose nodes get node_accelerator_limit GPUs each (empty: accelerator_limit). The run
-    # form's `advanced` object's scale-out keys win over the flat parameters.
-    own = run_settings(advanced, num_nodes=num_nodes, nproc_per_node=nproc_per_node,
-                       node_accelerator_limit=node_accelerator_limit)  # fmt: skip
-    node_gpus = int(own.node_accelerator_limit or accelerator_limit or 0)
-    scale = ScaleOut(
-        own.num_nodes, own.nproc_per_node, accelerator_type, node_gpus,
-        work_uri=f"{sparse_model.uri}-trainjob", image=trainjob_image, s3_secret=s3_secret,
-        settings_config_map=settings_config_map,
+    scale = step_scale_out(
+        advanced, num_nodes=num_nodes, nproc_per_node=nproc_per_node,
+        accelerator_type=accelerator_type, accelerator_limit=accelerator_limit,
+        node_accelerator_limit=node_accelerator_limit, work_uri=f"{sparse_model.uri}-trainjob",
+        image=trainjob_image, s3_secret=s3_secret, settings_config_map=settings_config_map,
     )  # fmt: skip
 
     summary = train_step(

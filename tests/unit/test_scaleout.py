@@ -217,3 +217,19 @@ def test_compiled_pipelines_take_num_nodes_and_nproc_per_node():
         assert task["inputs"]["parameters"]["advanced"] == {"componentInputParameter": "advanced"}
         step_inputs = spec["components"][step]["inputDefinitions"]["parameters"]
         assert {"num_nodes", "nproc_per_node", "trainjob_image", "s3_secret"} <= set(step_inputs)
+
+
+def test_step_scale_out_lays_advanced_over_the_flat_parameters():
+    """Every training component builds its ScaleOut here: `advanced` wins, and the nodes'
+    GPU count falls back from node_accelerator_limit to accelerator_limit."""
+    from sparse_transfer.pipeline.settings import step_scale_out
+
+    flat = dict(num_nodes=1, nproc_per_node=1, accelerator_type="nvidia.com/gpu",
+                accelerator_limit="2", node_accelerator_limit="", work_uri="s3://b/w",
+                s3_secret="s3-creds")  # fmt: skip
+    plain = step_scale_out(None, **flat)
+    assert (plain.num_nodes, plain.nproc_per_node, plain.accelerator_limit) == (1, 1, 2)
+    scaled = step_scale_out({"num_nodes": 3, "node_accelerator_limit": "4"}, **flat)
+    assert (scaled.num_nodes, scaled.accelerator_limit, scaled.work_uri) == (3, 4, "s3://b/w")
+    with pytest.raises(PipelineError, match="num_nodes"):
+        step_scale_out({"num_nodes": 0}, **flat)

@@ -145,3 +145,31 @@ def settings_help(pipeline: str) -> str:
         f"checked at the first step (an unknown key or a bad value fails the run with one "
         f"line); empty: the defaults. Keys: {each}"
     )
+
+
+def step_scale_out(
+    advanced: Mapping[str, Any] | None,
+    *,
+    num_nodes: int,
+    nproc_per_node: int,
+    accelerator_type: str,
+    accelerator_limit: str,
+    node_accelerator_limit: str,
+    work_uri: str,
+    image: str = "",
+    s3_secret: str = "",
+    settings_config_map: str = "",
+):
+    """A training step's `ScaleOut` from its flat parameters and the run form's `advanced`
+    object (whose scale-out keys win): nproc_per_node > 1 runs torchrun in the pod,
+    num_nodes > 1 a Kubeflow Trainer TrainJob whose nodes get node_accelerator_limit GPUs
+    each (empty: accelerator_limit). One place for every training component."""
+    from sparse_transfer.scaleout.plan import ScaleOut
+
+    own = run_settings(advanced, num_nodes=num_nodes, nproc_per_node=nproc_per_node,
+                       node_accelerator_limit=node_accelerator_limit)  # fmt: skip
+    node_gpus = int(own.node_accelerator_limit or accelerator_limit or 0)
+    return ScaleOut(
+        own.num_nodes, own.nproc_per_node, accelerator_type, node_gpus, work_uri=work_uri,
+        image=image, s3_secret=s3_secret, settings_config_map=settings_config_map,
+    )  # fmt: skip
