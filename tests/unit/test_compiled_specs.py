@@ -385,4 +385,5 @@ def test_a_multi_node_run_can_leave_the_waiting_step_without_gpus(name):
     assert inputs["advanced"] == {"componentInputParameter": "advanced"}
     assert spec["root"]["inputDefinitions"]["parameters"]["advanced"]["parameterType"] == "STRUCT"
     body = spec["deploymentSpec"]["executors"][executor]["container"]["command"][-1]
-    assert "int(own.node_accelerator_limit or accelerator_limit or 0)" in body
+    assert "scale = step_scale_out(\n        advanced," in body
+    # ... which gives the nodes node_accelerator_limit GPUs (tests/unit/test_scaleout.py)
