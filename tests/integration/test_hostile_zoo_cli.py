@@ -282,8 +282,12 @@ def test_ctrl_c_on_a_real_process(tmp_path):
     """SIGINT to a running command: exit 130, one line on stderr.
 
     The signal goes once the command is inside its work (the patched listing says so), so a
-    loaded machine cannot move it into the imports; should the process ever hang, it is
-    aborted with faulthandler on and its stacks are the failure message.
+    loaded machine cannot move it into the imports. The work runs Python in short steps, as
+    real commands do: the kernel may hand a process-directed SIGINT to any thread that does
+    not block it (numpy's BLAS threads), and then CPython acts on it at the main thread's
+    next bytecode, not inside one long sleep() syscall (two CI runs under load waited out a
+    single 60 s sleep). Should the process ever hang, it is aborted with faulthandler on and
+    its stacks are the failure message.
     """
     import signal
     import sys
@@ -292,7 +296,8 @@ def test_ctrl_c_on_a_real_process(tmp_path):
            "SPARSE_TRANSFER_CACHE": str(tmp_path / "cache"), "PYTHONFAULTHANDLER": "1"}  # fmt: skip
     script = (
         "import time, sparse_transfer.zoo as z\n"
-        "def slow(*a, **k):\n    print('ready', flush=True)\n    time.sleep(60)\n"
+        "def slow(*a, **k):\n    print('ready', flush=True)\n"
+        "    for _ in range(1200):\n        time.sleep(0.05)\n"
         "z.list_entries = slow\n"
         "from sparse_transfer.cli import main\nimport sys\n"
         "sys.exit(main(['zoo', 'list']))\n"
