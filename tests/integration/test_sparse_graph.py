@@ -107,14 +107,17 @@ def test_every_int8_linear_becomes_a_sparse_op_with_its_exact_weights(deployment
     standard, sparse = _graphs(dest)
     onnx.checker.check_model(sparse, full_check=True)
     linears = _int8_linears(standard)
-    custom = [n for n in sparse.graph.node if n.domain == spec.DOMAIN]
+    custom = [n for n in sparse.graph.node if n.op_type in (spec.MATMUL_OP, *spec.QLINEAR_OPS)]
     # every int8 Linear replaced by one op (query/key/value concatenation is off by default)
     heads = 1 if task in ("question-answering", "token-classification") else 2
     assert len(linears) == report["sparse_graph"]["linears"] == 6 * LAYERS + heads
     assert len(custom) == report["sparse_graph"]["ops"] == len(linears)
     assert _int8_linears(sparse) == []
-    attention = [n for n in sparse.graph.node if n.op_type == "MatMulInteger"]
-    assert len(attention) == report["int8"]["attention_matmuls"] == 2 * LAYERS
+    # each attention module's two integer matmuls and the ops between them: one op
+    attention = [n for n in sparse.graph.node if n.op_type == spec.ATTENTION_OP]
+    assert len(attention) == report["sparse_graph"]["fusions"]["attention"] == LAYERS
+    assert report["int8"]["attention_matmuls"] == 2 * LAYERS
+    assert not [n for n in sparse.graph.node if n.op_type in ("MatMulInteger", "Softmax")]
     assert {o.domain: o.version for o in sparse.opset_import}[spec.DOMAIN] == spec.OPSET_VERSION
     # weights round-trip exactly, block density counted independently
     std_init = {i.name: numpy_helper.to_array(i) for i in standard.graph.initializer}
@@ -181,6 +184,24 @@ def test_default_sparse_graph_fuses_gelu_and_the_next_quantization(deployments):
     assert "Erf" not in ops
 
 
+def test_attention_fusion_is_exact_and_can_be_left_to_onnx_runtime(deployments):
+    """The fused graph gives the standard graph's bits under the exact reference; with
+    ``fuse_attention=False`` the integer matmuls stay and q/k/v stay float outputs."""
+    dest = deployments["text-classification"]
+    standard, fused = _graphs(dest)
+    kept = onnx.ModelProto()
+    kept.CopyFrom(standard)
+    report = sparsify(kept, fuse_attention=False)
+    ops = [n.op_type for n in kept.graph.node]
+    assert report["fusions"]["attention"] == 0 and ops.count("MatMulInteger") == 2 * LAYERS
+    assert ops.count("SparseQLinearU8") == 0
+    assert [n.op_type for n in fused.graph.node].count("SparseQLinearU8") == 3 * LAYERS
+    feeds = _features(dest, "text-classification", 2, 30, 13)
+    want = ReferenceGraph(standard)(feeds)["logits"]
+    for graph in (fused, kept):
+        assert np.array_equal(ReferenceGraph(graph)(feeds)["logits"], want)
+
+
 def test_gelu_left_to_onnx_runtime_on_request(deployments):
     dest = deployments["text-classification"]
     standard, _ = _graphs(dest)
@@ -201,7 +222,7 @@ def test_gelu_and_next_input_quantization_fuse_exactly(deployments):
     standard, _ = _graphs(dest)
     sparse = onnx.ModelProto()
     sparse.CopyFrom(standard)
-    report = sparsify(sparse, fuse_gelu=True, concat_shared_inputs=True)
+    report = sparsify(sparse, fuse_gelu=True, concat_shared_inputs=True, fuse_attention=False)
     onnx.checker.check_model(sparse, full_check=True)
     by_op: dict[str, list] = {}
     for n in sparse.graph.node:

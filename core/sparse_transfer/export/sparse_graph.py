@@ -22,10 +22,13 @@ says costs time around the matmul (issue 22):
    op over their stacked weights, then a ``Split``;
 6. `emit` and `prune`: the ops replace the chains in place; dead nodes and initializers go.
 
+Before them, `attention_fusion` turns each int8 attention (two ``MatMulInteger`` of
+activations and the ops around them) into one ``Int8Attention`` fed by per-tensor
+QuantizeLinears, which pass 3 then folds into the query/key/value Linears.
+
 The arithmetic is the standard graph's, step for step (spec.py's step 3 is ``Cast ->
 Mul -> Add``; GELU's ``0.5 *`` is exact in either order), so the exact reference gives
-the same numbers for both graphs. Attention ``MatMulInteger`` nodes (two activations,
-no initializer) and their QuantizeLinears are left as they are.
+the same numbers for both graphs (the attention op's softmax exp aside: see its spec).
 """
 
 from __future__ import annotations
@@ -49,7 +52,9 @@ FUSE_GELU = True
 # 5.6 ms unstructured, 2.4 vs 2.7 ms block4: the Split's copy costs more than one shared
 # activation repack saves). Off by default; `sparsify(concat_shared_inputs=True)` keeps it.
 CONCAT_SHARED_INPUTS = False
-FUSIONS = ("float_input", "bias_scale_epilogue", "gelu", "output_quant")
+# Each int8 attention as one op (`attention_fusion`, `kernels.spec.Int8Attention`).
+FUSE_ATTENTION = True
+FUSIONS = ("float_input", "bias_scale_epilogue", "gelu", "output_quant", "attention")
 _SQRT2 = np.float32(np.sqrt(2.0))
 
 
@@ -393,17 +398,27 @@ def _int8_weight_matmuls(graph) -> list[str]:
 
 
 def sparsify(
-    model_proto, fuse_gelu: bool = FUSE_GELU, concat_shared_inputs: bool = CONCAT_SHARED_INPUTS
+    model_proto, fuse_gelu: bool = FUSE_GELU, concat_shared_inputs: bool = CONCAT_SHARED_INPUTS,
+    fuse_attention: bool = FUSE_ATTENTION,
 ) -> dict:
     """Rewrites a standard ``integer`` int8 graph in place; returns the report entry.
 
-    `fuse_gelu` moves GELU into the op's epilogue (see `FUSE_GELU` for what it buys)."""
+    `fuse_gelu` moves GELU into the op's epilogue (see `FUSE_GELU` for what it buys);
+    `fuse_attention` makes each int8 attention one op (`attention_fusion`)."""
     from onnx import helper
 
+    from sparse_transfer.export import attention_fusion
+
     graph = model_proto.graph
+    attention = 0
+    if fuse_attention:
+        shapes = attention_fusion.inferred_shapes(model_proto)
+        idx = _Index(graph)
+        attention = attention_fusion.fuse_attention(graph, idx, shapes, _Consts(graph, idx))
     idx = _Index(graph)
     linears = match_linears(graph, idx)
     fusions = {
+        "attention": attention,
         "bias_scale_epilogue": len(linears),
         "gelu": absorb_gelu(linears, idx) if fuse_gelu else 0,
         "output_quant": absorb_output_quant(linears, idx),

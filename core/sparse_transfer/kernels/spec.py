@@ -33,6 +33,17 @@ Ops (domain ``DOMAIN``, version 1; attribute ``K`` is the true input width):
 
   ``SparseQLinear`` f32 -> f32, ``SparseQLinearToU8`` f32 -> u8, ``SparseQLinearFromU8``
   u8 -> f32, ``SparseQLinearU8`` u8 -> u8.
+- ``Int8Attention(q, q_zero_point, k, k_zero_point, v, v_zero_point, mask, qk_scale,
+  score_mul, p_scale, p_zero_point, pv_scale) -> context f32[B, S, H*D]``, attribute
+  ``head_dim`` (D): the standard graph's int8 attention (`export.int8_attention`) from the
+  quantized projections to the context, in one op. q, k, v are uint8 ``[B, S, H*D]`` (k and v
+  int8 stored with zero point 128), mask float32 ``[B, 1, 1, S]`` (additive). Per head, in the
+  graph's order: ``acc = (q - q_zp) @ (k - 128)^T`` (int32, exact); ``x = float32(acc) *
+  qk_scale``; ``x = x * score_mul``; ``x = x + mask``; ``p = softmax(x)`` over keys
+  (``exp(x - max) / sum``); ``pq = QuantizeLinear(p, p_scale, p_zp)``; ``ctx = float32((pq -
+  p_zp) @ (v - 128)) * pv_scale``, laid out as ``[B, S, H*D]``. Every step but the exp is
+  exact or one float32 rounding, as in the graph; the kernels' exp is within about 1 ulp of
+  numpy's, so a probability on a rounding boundary may land one quantization step apart.
 """
 
 from __future__ import annotations
@@ -53,7 +64,8 @@ QLINEAR_OPS = {
     "SparseQLinearU8": (True, True),
 }
 MATMUL_OP = "SparseMatMulInteger"
-OP_TYPES = (MATMUL_OP, *QLINEAR_OPS)
+ATTENTION_OP = "Int8Attention"
+OP_TYPES = (MATMUL_OP, *QLINEAR_OPS, ATTENTION_OP)
 
 
 @dataclass(frozen=True)
@@ -143,6 +155,37 @@ def qlinear_reference(
     return y if y_scale is None else quantize_u8(y, y_scale, y_zp)
 
 
+def _heads(x: np.ndarray, head_dim: int) -> np.ndarray:
+    """[B, S, H*D] -> [B, H, S, D] as float64 (exact for the integers here)."""
+    b, s, width = x.shape
+    return x.reshape(b, s, width // head_dim, head_dim).transpose(0, 2, 1, 3).astype(np.float64)
+
+
+def attention_reference(
+    q, q_zp, k, k_zp, v, v_zp, mask, qk_scale, score_mul, p_scale, p_zp, pv_scale, head_dim
+) -> np.ndarray:
+    """What ``Int8Attention`` computes (module docstring): numpy's float32 steps are those of
+    ONNX's reference evaluator for the standard graph's nodes, so both graphs give equal bits."""
+    if int(k_zp) != 128 or int(v_zp) != 128:
+        raise ValueError(f"Int8Attention: k and v zero points must be 128, got {k_zp}, {v_zp}")
+    b, s, width = q.shape
+    if head_dim <= 0 or width % head_dim:
+        raise ValueError(f"Int8Attention: width {width} is not a multiple of head_dim {head_dim}")
+    if np.shape(mask) != (b, 1, 1, s):
+        raise ValueError(f"Int8Attention: mask shape {np.shape(mask)}, expected {(b, 1, 1, s)}")
+    acc = np.matmul(_heads(q, head_dim) - float(q_zp), (_heads(k, head_dim) - 128.0)
+                    .transpose(0, 1, 3, 2)).astype(np.int32)  # fmt: skip
+    x = acc.astype(np.float32) * np.float32(qk_scale)
+    x = x * np.float32(score_mul)
+    x = x + np.asarray(mask, np.float32)
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    e /= e.sum(axis=-1, keepdims=True)
+    pq = quantize_u8(e, p_scale, p_zp).astype(np.float64) - float(p_zp)
+    ctx = np.matmul(pq, _heads(v, head_dim) - 128.0).astype(np.int32)
+    out = ctx.astype(np.float32) * np.float32(pv_scale)
+    return np.ascontiguousarray(out.transpose(0, 2, 1, 3).reshape(b, s, width))
+
+
 def reference_ops() -> list[type]:
     """``onnx.reference`` implementations of every op, for ``ReferenceEvaluator(new_ops=...)``."""
     from onnx.reference.op_run import OpRun
@@ -165,4 +208,11 @@ def reference_ops() -> list[type]:
 
         return type(name, (OpRun,), {"op_domain": DOMAIN, "_run": _run})
 
-    return [SparseMatMulInteger] + [qlinear(n, out) for n, (_, out) in QLINEAR_OPS.items()]
+    class Int8Attention(OpRun):
+        op_domain = DOMAIN
+
+        def _run(self, *inputs, head_dim=None):
+            return (attention_reference(*inputs, int(head_dim)),)
+
+    qlinears = [qlinear(n, out) for n, (_, out) in QLINEAR_OPS.items()]
+    return [SparseMatMulInteger, *qlinears, Int8Attention]

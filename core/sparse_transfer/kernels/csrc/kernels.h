@@ -69,4 +69,17 @@ void RepackF32(Isa isa, const float* x, int64_t m, int64_t k, float scale, int32
 void RunTile(Isa isa, const Packed& w, const uint8_t* ap, int64_t mv, int64_t n0, int64_t n1,
              int32_t a_zp, const Epilogue& ep, void* out);
 
+// Int8 attention (spec.py's Int8Attention) of one (batch, head) `bh` = b * heads + h: q, k, v
+// uint8 [B, S, H*D] (k and v with zero point 128), mask float [B, S] (the graph's additive
+// [B, 1, 1, S]), out float [B, S, H*D].
+struct AttentionArgs {
+  const uint8_t *q = nullptr, *k = nullptr, *v = nullptr;
+  const float* mask = nullptr;
+  int64_t batch = 0, seq = 0, heads = 0, head_dim = 0;
+  int32_t q_zp = 0, p_zp = 0;
+  float qk_scale = 1.f, score_mul = 1.f, p_scale = 1.f, pv_scale = 1.f;
+  float* out = nullptr;
+};
+void AttentionHead(Isa isa, const AttentionArgs& a, int64_t bh);
+
 }  // namespace st

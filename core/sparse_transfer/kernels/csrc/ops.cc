@@ -1,4 +1,4 @@
-// The ONNX Runtime custom-op library: the five ops of ../spec.py in domain com.sparse_transfer
+// The ONNX Runtime custom-op library: the six ops of ../spec.py in domain com.sparse_transfer
 // (version 1), registered by RegisterCustomOps (SessionOptions.register_custom_ops_library).
 // Weights (constant initializers) are packed once when ORT creates the kernel; activations are
 // quantized/repacked per call; work is split with KernelContext_ParallelFor, so the session's
@@ -25,15 +25,26 @@ constexpr const char* kDomain = "com.sparse_transfer";
 struct OpDef {
   OrtCustomOp base;  // first member: ORT hands back a pointer to it
   const char* name;
-  bool qlinear;  // SparseQLinear* (else SparseMatMulInteger)
+  bool qlinear;  // SparseQLinear* (else SparseMatMulInteger or Int8Attention)
   bool in_u8, out_u8;
+  bool attention;  // Int8Attention
 };
 
 const OpDef* Def(const OrtCustomOp* op) { return reinterpret_cast<const OpDef*>(op); }
 
-size_t InputCount(const OpDef* d) { return d->qlinear ? (d->out_u8 ? 10 : 8) : 5; }
+// Int8Attention's inputs: q, q_zp, k, k_zp, v, v_zp, mask, qk_scale, score_mul, p_scale, p_zp,
+// pv_scale (spec.py).
+constexpr int kAttentionTypes[] = {kTypeUint8, kTypeUint8, kTypeUint8, kTypeUint8,
+                                   kTypeUint8, kTypeUint8, kTypeFloat, kTypeFloat,
+                                   kTypeFloat, kTypeFloat, kTypeUint8, kTypeFloat};
+
+size_t InputCount(const OpDef* d) {
+  if (d->attention) return sizeof(kAttentionTypes) / sizeof(int);
+  return d->qlinear ? (d->out_u8 ? 10 : 8) : 5;
+}
 
 int InputType(const OpDef* d, size_t i) {
+  if (d->attention) return kAttentionTypes[i];
   if (!d->qlinear) {
     static const int types[] = {kTypeUint8, kTypeUint8, kTypeInt32, kTypeInt32, kTypeInt8};
     return types[i];
@@ -98,6 +109,7 @@ struct Kernel {
   const OpDef* def = nullptr;
   st::Isa isa = st::kScalar;  // the path chosen when the library was registered
   int64_t k = 0;
+  int64_t head_dim = 0;  // Int8Attention
   bool gelu = false;
   std::unique_ptr<st::Packed> packed;  // when the weight inputs are constant initializers
 };
@@ -105,6 +117,13 @@ struct Kernel {
 size_t WeightInput(const OpDef* d) { return d->qlinear ? 3 : 2; }
 
 OrtStatus* ReadAttributes(const OrtKernelInfo* info, Kernel* kernel) {
+  if (kernel->def->attention) {
+    if (g_ort.KernelInfoGetAttribute_int64(info, "head_dim", &kernel->head_dim) != nullptr ||
+        kernel->head_dim <= 0) {
+      return Error("Int8Attention: the int attribute head_dim (> 0) is required");
+    }
+    return nullptr;
+  }
   if (g_ort.KernelInfoGetAttribute_int64(info, "K", &kernel->k) != nullptr) {
     return Error(std::string(kernel->def->name) +
                  ": the int attribute K (input width) is required");
@@ -156,7 +175,7 @@ OrtStatus* CreateKernelV2(const OrtCustomOp* op, const OrtApi*, const OrtKernelI
     kernel->def = Def(op);
     kernel->isa = g_isa;
     ST_RETURN_IF(ReadAttributes(info, kernel.get()));
-    ST_RETURN_IF(PackConstantWeights(info, kernel.get()));
+    if (!kernel->def->attention) ST_RETURN_IF(PackConstantWeights(info, kernel.get()));
     *out = kernel.release();
     return nullptr;
   } catch (const std::exception& e) {
@@ -215,12 +234,15 @@ OrtStatus* Scalar(OrtKernelContext* ctx, size_t index, const char* name, View* v
 }
 
 OrtStatus* Compute(Kernel* kernel, OrtKernelContext* ctx, Job* job, std::vector<float>* buf);
+OrtStatus* ComputeAttention(const Kernel* kernel, OrtKernelContext* ctx);
 
 OrtStatus* KernelComputeV2(void* op_kernel, OrtKernelContext* ctx) {
   try {
+    Kernel* kernel = static_cast<Kernel*>(op_kernel);
+    if (kernel->def->attention) return ComputeAttention(kernel, ctx);
     Job job{};
     std::vector<float> buf;
-    return Compute(static_cast<Kernel*>(op_kernel), ctx, &job, &buf);
+    return Compute(kernel, ctx, &job, &buf);
   } catch (const std::exception& e) {
     return g_ort.CreateStatus(kOrtFail, e.what());
   }
@@ -319,6 +341,82 @@ OrtStatus* Compute(Kernel* kernel, OrtKernelContext* ctx, Job* job, std::vector<
   return g_ort.KernelContext_ParallelFor(ctx, ComputeTask, job->tiles * job->chunks, 0, job);
 }
 
+// ---------------------------------------------------------------------------- Int8Attention
+
+struct AttentionJob {
+  st::Isa isa;
+  st::AttentionArgs args;
+};
+
+void AttentionTask(void* data, size_t bh) {
+  const AttentionJob& j = *static_cast<AttentionJob*>(data);
+  st::AttentionHead(j.isa, j.args, static_cast<int64_t>(bh));
+}
+
+OrtStatus* Input(OrtKernelContext* ctx, size_t index, View* v) {
+  const OrtValue* value = nullptr;
+  ST_RETURN_IF(g_ort.KernelContext_GetInput(ctx, index, &value));
+  return Inspect(value, v);
+}
+
+// The scalar inputs: zero points (k and v must be 128: int8 stored as uint8) and scales.
+OrtStatus* ReadAttentionScalars(OrtKernelContext* ctx, st::AttentionArgs* a) {
+  View v;
+  const char* u8_names[] = {"q_zero_point", "k_zero_point", "v_zero_point", "p_zero_point"};
+  const size_t u8_inputs[] = {1, 3, 5, 10};
+  int32_t zp[4];
+  for (int i = 0; i < 4; ++i) {
+    ST_RETURN_IF(Scalar(ctx, u8_inputs[i], u8_names[i], &v));
+    zp[i] = *static_cast<const uint8_t*>(v.data);
+  }
+  if (zp[1] != 128 || zp[2] != 128) {
+    return Error("Int8Attention: k_zero_point and v_zero_point must be 128 (int8 in uint8)");
+  }
+  a->q_zp = zp[0], a->p_zp = zp[3];
+  const char* f_names[] = {"qk_scale", "score_mul", "p_scale", "pv_scale"};
+  const size_t f_inputs[] = {7, 8, 9, 11};
+  float* f_out[] = {&a->qk_scale, &a->score_mul, &a->p_scale, &a->pv_scale};
+  for (int i = 0; i < 4; ++i) {
+    ST_RETURN_IF(Scalar(ctx, f_inputs[i], f_names[i], &v));
+    *f_out[i] = *static_cast<const float*>(v.data);
+    if (!Finite(*f_out[i])) return Error(std::string(f_names[i]) + " must be finite");
+  }
+  if (a->p_scale <= 0) return Error("p_scale must be > 0");
+  return nullptr;
+}
+
+OrtStatus* ComputeAttention(const Kernel* kernel, OrtKernelContext* ctx) {
+  View q, k, v, mask;
+  ST_RETURN_IF(Input(ctx, 0, &q));
+  ST_RETURN_IF(Input(ctx, 2, &k));
+  ST_RETURN_IF(Input(ctx, 4, &v));
+  ST_RETURN_IF(Input(ctx, 6, &mask));
+  if (q.dims.size() != 3 || k.dims != q.dims || v.dims != q.dims) {
+    return Error("Int8Attention: q, k and v must share one shape [batch, seq, heads * head_dim]");
+  }
+  const int64_t batch = q.dims[0], seq = q.dims[1], width = q.dims[2];
+  if (width % kernel->head_dim != 0) {
+    return Error("Int8Attention: the last dimension " + std::to_string(width) +
+                 " is not a multiple of head_dim " + std::to_string(kernel->head_dim));
+  }
+  const bool mask_ok = mask.dims.size() == 4 && mask.dims[0] == batch && mask.dims[1] == 1 &&
+                       mask.dims[2] == 1 && mask.dims[3] == seq;
+  if (!mask_ok) return Error("Int8Attention: mask must have shape [batch, 1, 1, seq]");
+  AttentionJob job{kernel->isa, {}};
+  st::AttentionArgs& a = job.args;
+  ST_RETURN_IF(ReadAttentionScalars(ctx, &a));
+  a.q = static_cast<const uint8_t*>(q.data), a.k = static_cast<const uint8_t*>(k.data);
+  a.v = static_cast<const uint8_t*>(v.data), a.mask = static_cast<const float*>(mask.data);
+  a.batch = batch, a.seq = seq, a.head_dim = kernel->head_dim, a.heads = width / a.head_dim;
+  OrtValue* out = nullptr;
+  ST_RETURN_IF(g_ort.KernelContext_GetOutput(ctx, 0, q.dims.data(), q.dims.size(), &out));
+  if (q.size() == 0) return nullptr;
+  void* data = nullptr;
+  ST_RETURN_IF(g_ort.GetTensorMutableData(out, &data));
+  a.out = static_cast<float*>(data);
+  return g_ort.KernelContext_ParallelFor(ctx, AttentionTask, batch * a.heads, 0, &job);
+}
+
 void KernelDestroy(void* op_kernel) { delete static_cast<Kernel*>(op_kernel); }
 
 // The V1 callbacks: never used by ORT when the V2 ones are set (version >= 16), kept non-null.
@@ -333,9 +431,10 @@ void KernelComputeV1(void* op_kernel, OrtKernelContext* ctx) {
   if (s != nullptr) g_ort.ReleaseStatus(s);
 }
 
-OpDef MakeOp(const char* name, bool qlinear, bool in_u8, bool out_u8) {
+OpDef MakeOp(const char* name, bool qlinear, bool in_u8, bool out_u8, bool attention = false) {
   OpDef d{};
   d.name = name, d.qlinear = qlinear, d.in_u8 = in_u8, d.out_u8 = out_u8;
+  d.attention = attention;
   OrtCustomOp& o = d.base;
   o.version = kOrtApiVersion;
   o.CreateKernel = CreateKernelV1;
@@ -345,6 +444,7 @@ OpDef MakeOp(const char* name, bool qlinear, bool in_u8, bool out_u8) {
   o.GetInputTypeCount = [](const OrtCustomOp* op) { return InputCount(Def(op)); };
   o.GetOutputType = [](const OrtCustomOp* op, size_t) {
     const OpDef* def = Def(op);
+    if (def->attention) return int(kTypeFloat);
     return def->qlinear ? (def->out_u8 ? int(kTypeUint8) : int(kTypeFloat)) : int(kTypeInt32);
   };
   o.GetOutputTypeCount = [](const OrtCustomOp*) -> size_t { return 1; };
@@ -371,6 +471,7 @@ OpDef g_ops[] = {
     MakeOp("SparseQLinearToU8", true, false, true),
     MakeOp("SparseQLinearFromU8", true, true, false),
     MakeOp("SparseQLinearU8", true, true, true),
+    MakeOp("Int8Attention", false, true, false, true),
 };
 
 }  // namespace

@@ -1,0 +1,408 @@
+// Int8 attention (spec.py's Int8Attention), one (batch, head) per call: the scores are exact
+// integer dot products of the uint8 query with the key (zero point 128, i.e. int8), then the
+// graph's float steps in its order (x qk_scale, x score_mul, + mask, softmax, / p_scale
+// rounded half to even), then the exact integer product of the quantized probabilities with
+// the value, x pv_scale, written straight into [B, S, H*D] (the graph's transposes vanish).
+//
+// Paths: AVX-512 VNNI `vpdpbusd` (u8 x s8, exact for full-range int8); AVX2 (and AVX-512BW
+// without VNNI) widen to int16 and use `vpmaddwd`, exact too (|255 * 128| * 2 < 2^31);
+// SSE4.1 and older run the scalar loops. Softmax uses a Cephes-style float32 exp (about 1 ulp);
+// the probabilities it gives can differ from ONNX Runtime's own Softmax in the last bit, so a
+// probability on a rounding boundary may quantize one step apart (parity checks bound it).
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "kernels.h"
+#include "kernels_internal.h"
+
+#define TGT_AVX2 __attribute__((target("avx2,fma")))
+#define TGT_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma")))
+
+namespace st {
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// One (batch, head): row r of an operand starts at base + r * ld; `maskp` is the batch's mask
+// row padded with -inf to a multiple of 16 keys (padded keys get probability ~0 and a zero
+// value row, so they never count).
+struct HeadView {
+  const uint8_t *q, *k, *v;
+  int64_t ld, s, d;
+  const float* maskp;
+  float* out;
+};
+
+// ---------------------------------------------------------------------------------- scalar
+
+void SoftmaxRowScalar(const int32_t* acc, const HeadView& h, const AttentionArgs& a,
+                      float* tmp, uint8_t* pq) {
+  float m = kNegInf;
+  for (int64_t j = 0; j < h.s; ++j) {
+    float x = static_cast<float>(acc[j]) * a.qk_scale;
+    x = x * a.score_mul;
+    x = x + h.maskp[j];
+    tmp[j] = x, m = std::max(m, x);
+  }
+  float sum = 0.f;
+  for (int64_t j = 0; j < h.s; ++j) sum += (tmp[j] = std::exp(tmp[j] - m));
+  for (int64_t j = 0; j < h.s; ++j) pq[j] = QuantizeScalar(tmp[j] / sum, a.p_scale, a.p_zp);
+}
+
+void HeadScalar(const HeadView& h, const AttentionArgs& a) {
+  std::vector<int32_t> acc(h.s);
+  std::vector<float> tmp(h.s);
+  std::vector<uint8_t> pq(h.s);
+  for (int64_t i = 0; i < h.s; ++i) {
+    const uint8_t* qi = h.q + i * h.ld;
+    for (int64_t j = 0; j < h.s; ++j) {
+      const uint8_t* kj = h.k + j * h.ld;
+      int32_t sum = 0;
+      for (int64_t t = 0; t < h.d; ++t) sum += (qi[t] - a.q_zp) * (kj[t] - 128);
+      acc[j] = sum;
+    }
+    SoftmaxRowScalar(acc.data(), h, a, tmp.data(), pq.data());
+    for (int64_t t = 0; t < h.d; ++t) {
+      int32_t sum = 0;
+      for (int64_t j = 0; j < h.s; ++j) sum += (pq[j] - a.p_zp) * (h.v[j * h.ld + t] - 128);
+      h.out[i * h.ld + t] = static_cast<float>(sum) * a.pv_scale;
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------ AVX2
+
+TGT_AVX2 __m256 Exp256(__m256 x) {  // Cephes expf for x <= 0; below -87 it returns ~1e-38
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  const __m256 n = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f),
+                                                   _mm256_set1_ps(0.5f)));
+  x = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+  const __m256i e = _mm256_slli_epi32(
+      _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+TGT_AVX2 float HMax256(__m256 v) {
+  alignas(32) float t[8];
+  _mm256_store_ps(t, v);
+  return *std::max_element(t, t + 8);
+}
+
+TGT_AVX2 float HSum256(__m256 v) {
+  alignas(32) float t[8];
+  _mm256_store_ps(t, v);
+  float s = 0.f;
+  for (float x : t) s += x;
+  return s;
+}
+
+// Row softmax over s16 = RoundUp(s, 16) entries (pads are -inf scores).
+TGT_AVX2 void SoftmaxRowAvx2(const int32_t* acc, int64_t s16, const float* maskp,
+                             const AttentionArgs& a, float* tmp, uint8_t* pq) {
+  const __m256 qk = _mm256_set1_ps(a.qk_scale), mul = _mm256_set1_ps(a.score_mul);
+  __m256 vmax = _mm256_set1_ps(kNegInf);
+  for (int64_t j = 0; j < s16; j += 8) {
+    __m256 x = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i*)(acc + j))), qk);
+    x = _mm256_add_ps(_mm256_mul_ps(x, mul), _mm256_loadu_ps(maskp + j));
+    _mm256_storeu_ps(tmp + j, x);
+    vmax = _mm256_max_ps(vmax, x);
+  }
+  const __m256 m = _mm256_set1_ps(HMax256(vmax));
+  __m256 vsum = _mm256_setzero_ps();
+  for (int64_t j = 0; j < s16; j += 8) {
+    const __m256 e = Exp256(_mm256_sub_ps(_mm256_loadu_ps(tmp + j), m));
+    _mm256_storeu_ps(tmp + j, e);
+    vsum = _mm256_add_ps(vsum, e);
+  }
+  const __m256 sum = _mm256_set1_ps(HSum256(vsum)), ps = _mm256_set1_ps(a.p_scale);
+  const __m256i zp = _mm256_set1_epi32(a.p_zp), lo = _mm256_setzero_si256();
+  const __m256i hi = _mm256_set1_epi32(255);
+  alignas(32) int32_t q[8];
+  for (int64_t j = 0; j < s16; j += 8) {
+    const __m256 p = _mm256_div_ps(_mm256_div_ps(_mm256_loadu_ps(tmp + j), sum), ps);
+    __m256i v = _mm256_add_epi32(_mm256_cvtps_epi32(p), zp);  // rounds half to even (MXCSR)
+    _mm256_store_si256((__m256i*)q, _mm256_min_epi32(_mm256_max_epi32(v, lo), hi));
+    for (int t = 0; t < 8; ++t) pq[j + t] = static_cast<uint8_t>(q[t]);
+  }
+}
+
+// Key as int16 pairs [d2][s16][2] (k - 128), value as [s2][d8 rounded to 8][2] (v - 128).
+void PackInt16(const HeadView& h, int64_t s16, int64_t d2, int64_t dv8, int16_t* kp,
+               int16_t* vp) {
+  std::memset(kp, 0, sizeof(int16_t) * d2 * s16 * 2);
+  std::memset(vp, 0, sizeof(int16_t) * (s16 / 2) * dv8 * 2);
+  for (int64_t j = 0; j < h.s; ++j) {
+    for (int64_t t = 0; t < h.d; ++t) {
+      kp[((t / 2) * s16 + j) * 2 + t % 2] = static_cast<int16_t>(h.k[j * h.ld + t] - 128);
+      vp[((j / 2) * dv8 + t) * 2 + j % 2] = static_cast<int16_t>(h.v[j * h.ld + t] - 128);
+    }
+  }
+}
+
+TGT_AVX2 void HeadAvx2(const HeadView& h, const AttentionArgs& a) {
+  const int64_t s16 = RoundUp(h.s, 16), d2 = (h.d + 1) / 2, dv8 = RoundUp(h.d, 8);
+  std::vector<int16_t> kp(d2 * s16 * 2), vp((s16 / 2) * dv8 * 2);
+  PackInt16(h, s16, d2, dv8, kp.data(), vp.data());
+  std::vector<int32_t> acc(s16), qpair(d2), ppair(s16 / 2);
+  std::vector<float> tmp(s16), res(dv8);
+  std::vector<uint8_t> pq(s16);
+  for (int64_t i = 0; i < h.s; ++i) {
+    const uint8_t* qi = h.q + i * h.ld;
+    for (int64_t t = 0; t < d2; ++t) {  // (q - zp) pairs; a missing odd column is 0
+      const int32_t lo = qi[2 * t] - a.q_zp;
+      const int32_t hi = 2 * t + 1 < h.d ? qi[2 * t + 1] - a.q_zp : 0;
+      qpair[t] = (lo & 0xffff) | (hi << 16);
+    }
+    for (int64_t j0 = 0; j0 < s16; j0 += 16) {
+      __m256i c0 = _mm256_setzero_si256(), c1 = c0;
+      for (int64_t t = 0; t < d2; ++t) {
+        const __m256i b = _mm256_set1_epi32(qpair[t]);
+        const int16_t* row = kp.data() + (t * s16 + j0) * 2;
+        c0 = _mm256_add_epi32(c0, _mm256_madd_epi16(b, _mm256_loadu_si256((const __m256i*)row)));
+        c1 = _mm256_add_epi32(c1, _mm256_madd_epi16(b, _mm256_loadu_si256((const __m256i*)(row + 16))));
+      }
+      _mm256_storeu_si256((__m256i*)(acc.data() + j0), c0);
+      _mm256_storeu_si256((__m256i*)(acc.data() + j0 + 8), c1);
+    }
+    SoftmaxRowAvx2(acc.data(), s16, h.maskp, a, tmp.data(), pq.data());
+    for (int64_t t = 0; t < s16 / 2; ++t) {  // (p - zp) pairs; padded keys have zero values
+      ppair[t] = ((pq[2 * t] - a.p_zp) & 0xffff) | ((pq[2 * t + 1] - a.p_zp) << 16);
+    }
+    const __m256 scale = _mm256_set1_ps(a.pv_scale);
+    for (int64_t d0 = 0; d0 < dv8; d0 += 8) {
+      __m256i c = _mm256_setzero_si256();
+      for (int64_t t = 0; t < s16 / 2; ++t) {
+        const __m256i v = _mm256_loadu_si256((const __m256i*)(vp.data() + (t * dv8 + d0) * 2));
+        c = _mm256_add_epi32(c, _mm256_madd_epi16(_mm256_set1_epi32(ppair[t]), v));
+      }
+      _mm256_storeu_ps(res.data() + d0, _mm256_mul_ps(_mm256_cvtepi32_ps(c), scale));
+    }
+    std::memcpy(h.out + i * h.ld, res.data(), sizeof(float) * h.d);
+  }
+}
+
+// ------------------------------------------------------------------------------ AVX-512 VNNI
+
+TGT_VNNI __m512 Exp512(__m512 x) {  // as Exp256
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  const __m512 n = _mm512_roundscale_ps(
+      _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f)),
+      _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  x = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  x = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), x);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(x, x), _mm512_add_ps(x, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+TGT_VNNI void SoftmaxRow512(const int32_t* acc, int64_t s16, const float* maskp,
+                            const AttentionArgs& a, float* tmp, uint8_t* pq) {
+  const __m512 qk = _mm512_set1_ps(a.qk_scale), mul = _mm512_set1_ps(a.score_mul);
+  __m512 vmax = _mm512_set1_ps(kNegInf);
+  for (int64_t j = 0; j < s16; j += 16) {
+    __m512 x = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(acc + j)), qk);
+    x = _mm512_add_ps(_mm512_mul_ps(x, mul), _mm512_loadu_ps(maskp + j));
+    _mm512_storeu_ps(tmp + j, x);
+    vmax = _mm512_max_ps(vmax, x);
+  }
+  const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
+  __m512 vsum = _mm512_setzero_ps();
+  for (int64_t j = 0; j < s16; j += 16) {
+    const __m512 e = Exp512(_mm512_sub_ps(_mm512_loadu_ps(tmp + j), m));
+    _mm512_storeu_ps(tmp + j, e);
+    vsum = _mm512_add_ps(vsum, e);
+  }
+  const __m512 sum = _mm512_set1_ps(_mm512_reduce_add_ps(vsum)), ps = _mm512_set1_ps(a.p_scale);
+  const __m512i zp = _mm512_set1_epi32(a.p_zp), lo = _mm512_setzero_si512();
+  const __m512i hi = _mm512_set1_epi32(255);
+  for (int64_t j = 0; j < s16; j += 16) {
+    const __m512 p = _mm512_div_ps(_mm512_div_ps(_mm512_loadu_ps(tmp + j), sum), ps);
+    __m512i v = _mm512_add_epi32(_mm512_cvtps_epi32(p), zp);  // half to even (MXCSR)
+    v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
+    _mm_storeu_si128((__m128i*)(pq + j), _mm512_cvtepi32_epi8(v));
+  }
+}
+
+TGT_VNNI inline __mmask64 ByteMask(int64_t n) {  // the first min(n, 64) bytes
+  return n >= 64 ? ~__mmask64(0) : (__mmask64(1) << n) - 1;
+}
+
+// Key as int8 [d4][s16][4] (k - 128): each key row's 4-byte words scattered to their
+// columns; padded keys and columns stay zero.
+TGT_VNNI void PackKeyVnni(const HeadView& h, int64_t s16, int64_t d4, int8_t* kp) {
+  std::memset(kp, 0, d4 * s16 * 4);
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  const __m512i stride = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6,
+                                                             5, 4, 3, 2, 1, 0),
+                                            _mm512_set1_epi32(static_cast<int32_t>(s16)));
+  for (int64_t j = 0; j < h.s; ++j) {
+    for (int64_t t0 = 0; t0 < h.d; t0 += 64) {
+      const __mmask64 m = ByteMask(h.d - t0);
+      const __m512i w = _mm512_maskz_mov_epi8(m, _mm512_xor_si512(
+          _mm512_maskz_loadu_epi8(m, h.k + j * h.ld + t0), flip));  // fmt: skip
+      const __mmask16 words = static_cast<__mmask16>(
+          (std::min<int64_t>(16, d4 - t0 / 4) >= 16) ? 0xffff : (1u << (d4 - t0 / 4)) - 1);
+      int32_t* base = reinterpret_cast<int32_t*>(kp) + (t0 / 4) * s16 + j;
+      _mm512_mask_i32scatter_epi32(base, words, stride, w, 4);
+    }
+  }
+}
+
+// Value as int8 [s4][d16][4] (v - 128): four key rows interleaved byte by byte, 16 columns
+// per step (missing rows read as 128, i.e. zero after the shift; columns past D masked off).
+TGT_VNNI void PackValueVnni(const HeadView& h, int64_t s16, int64_t d16, int8_t* vp) {
+  std::memset(vp, 0, (s16 / 4) * d16 * 4);
+  const __m128i flip = _mm_set1_epi8(static_cast<char>(0x80));
+  for (int64_t j4 = 0; j4 * 4 < h.s; ++j4) {
+    for (int64_t t0 = 0; t0 < h.d; t0 += 16) {
+      const __mmask16 m = static_cast<__mmask16>(h.d - t0 >= 16 ? 0xffff : (1u << (h.d - t0)) - 1);
+      __m128i r[4];
+      for (int i = 0; i < 4; ++i) {
+        const int64_t j = 4 * j4 + i;
+        r[i] = j < h.s ? _mm_maskz_xor_epi32(0xf, _mm_mask_loadu_epi8(flip, m, h.v + j * h.ld + t0), flip)
+                       : _mm_setzero_si128();
+      }
+      const __m128i a = _mm_unpacklo_epi8(r[0], r[1]), b = _mm_unpackhi_epi8(r[0], r[1]);
+      const __m128i c = _mm_unpacklo_epi8(r[2], r[3]), d = _mm_unpackhi_epi8(r[2], r[3]);
+      int8_t* out = vp + (j4 * d16 + t0) * 4;
+      _mm_storeu_si128((__m128i*)out, _mm_unpacklo_epi16(a, c));
+      _mm_storeu_si128((__m128i*)(out + 16), _mm_unpackhi_epi16(a, c));
+      _mm_storeu_si128((__m128i*)(out + 32), _mm_unpacklo_epi16(b, d));
+      _mm_storeu_si128((__m128i*)(out + 48), _mm_unpackhi_epi16(b, d));
+    }
+  }
+}
+
+// Sums of the packed int8 quads, 16 lanes at a time (vpdpbusd with ones): ksum[j] over a key's
+// columns, vsum[t] over a column's keys; they undo vpdpbusd's unshifted uint8 zero point.
+TGT_VNNI void QuadSums(const int8_t* packed, int64_t outer, int64_t inner, int32_t* sums) {
+  const __m512i ones = _mm512_set1_epi8(1);
+  for (int64_t i0 = 0; i0 < inner; i0 += 16) {
+    __m512i acc = _mm512_setzero_si512();
+    for (int64_t o = 0; o < outer; ++o) {
+      acc = _mm512_dpbusd_epi32(acc, ones, _mm512_loadu_si512(packed + (o * inner + i0) * 4));
+    }
+    _mm512_storeu_si512(sums + i0, acc);
+  }
+}
+
+// Scores of one query against 16 * NB keys from j0.
+template <int NB>
+TGT_VNNI void ScoresVnni(const int8_t* kp, const int32_t* ksum, const uint32_t* q4, int64_t d4,
+                         int64_t s16, int64_t j0, int32_t q_zp, int32_t* acc) {
+  __m512i c[NB];
+  for (int b = 0; b < NB; ++b) c[b] = _mm512_setzero_si512();
+  for (int64_t t = 0; t < d4; ++t) {
+    const __m512i qb = _mm512_set1_epi32(static_cast<int32_t>(q4[t]));
+    const int8_t* row = kp + (t * s16 + j0) * 4;
+    for (int b = 0; b < NB; ++b) c[b] = _mm512_dpbusd_epi32(c[b], qb, _mm512_loadu_si512(row + 64 * b));
+  }
+  const __m512i zp = _mm512_set1_epi32(q_zp);
+  for (int b = 0; b < NB; ++b) {
+    const __m512i corr = _mm512_mullo_epi32(zp, _mm512_loadu_si512(ksum + j0 + 16 * b));
+    _mm512_storeu_si512(acc + j0 + 16 * b, _mm512_sub_epi32(c[b], corr));
+  }
+}
+
+TGT_VNNI void QueryScoresVnni(const int8_t* kp, const int32_t* ksum, const uint32_t* q4,
+                              int64_t d4, int64_t s16, int32_t q_zp, int32_t* acc) {
+  int64_t j0 = 0;
+  for (; j0 + 128 <= s16; j0 += 128) ScoresVnni<8>(kp, ksum, q4, d4, s16, j0, q_zp, acc);
+  for (; j0 + 64 <= s16; j0 += 64) ScoresVnni<4>(kp, ksum, q4, d4, s16, j0, q_zp, acc);
+  for (; j0 < s16; j0 += 16) ScoresVnni<1>(kp, ksum, q4, d4, s16, j0, q_zp, acc);
+}
+
+// Context columns [d0, d0 + 16 * NB) of one query: two accumulator sets (even and odd key
+// quads) so that consecutive vpdpbusd do not wait on each other.
+template <int NB>
+TGT_VNNI void ContextColumnsVnni(const int8_t* vp, const int32_t* vsum, const uint8_t* pq,
+                                 int64_t s16, int64_t d16, int64_t d0, const HeadView& h,
+                                 const AttentionArgs& a, float* out) {
+  __m512i c0[NB], c1[NB];
+  for (int b = 0; b < NB; ++b) c0[b] = c1[b] = _mm512_setzero_si512();
+  const int32_t* p4 = reinterpret_cast<const int32_t*>(pq);
+  for (int64_t t = 0; t < s16 / 4; t += 2) {  // s16 / 4 is even
+    const __m512i pb0 = _mm512_set1_epi32(p4[t]), pb1 = _mm512_set1_epi32(p4[t + 1]);
+    const int8_t* row = vp + (t * d16 + d0) * 4;
+    for (int b = 0; b < NB; ++b) {
+      c0[b] = _mm512_dpbusd_epi32(c0[b], pb0, _mm512_loadu_si512(row + 64 * b));
+      c1[b] = _mm512_dpbusd_epi32(c1[b], pb1, _mm512_loadu_si512(row + d16 * 4 + 64 * b));
+    }
+  }
+  const __m512 scale = _mm512_set1_ps(a.pv_scale);
+  const __m512i zp = _mm512_set1_epi32(a.p_zp);
+  for (int b = 0; b < NB; ++b) {
+    const int64_t col = d0 + 16 * b;
+    const __m512i corr = _mm512_mullo_epi32(zp, _mm512_loadu_si512(vsum + col));
+    const __m512i acc = _mm512_sub_epi32(_mm512_add_epi32(c0[b], c1[b]), corr);
+    const __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale);
+    const int64_t left = std::min<int64_t>(16, h.d - col);
+    if (left > 0) _mm512_mask_storeu_ps(out + col, static_cast<__mmask16>((1u << left) - 1), y);
+  }
+}
+
+TGT_VNNI void ContextVnni(const int8_t* vp, const int32_t* vsum, const uint8_t* pq, int64_t s16,
+                          int64_t d16, const HeadView& h, const AttentionArgs& a, float* out) {
+  int64_t d0 = 0;
+  for (; d0 + 64 <= d16; d0 += 64) ContextColumnsVnni<4>(vp, vsum, pq, s16, d16, d0, h, a, out);
+  for (; d0 < d16; d0 += 16) ContextColumnsVnni<1>(vp, vsum, pq, s16, d16, d0, h, a, out);
+}
+
+TGT_VNNI void HeadVnni(const HeadView& h, const AttentionArgs& a) {
+  const int64_t s16 = RoundUp(h.s, 16), d4 = (h.d + 3) / 4, d16 = RoundUp(h.d, 16);
+  std::vector<int8_t> kp(d4 * s16 * 4), vp((s16 / 4) * d16 * 4);
+  std::vector<int32_t> ksum(s16), vsum(d16), acc(s16);
+  PackKeyVnni(h, s16, d4, kp.data());
+  PackValueVnni(h, s16, d16, vp.data());
+  QuadSums(kp.data(), d4, s16, ksum.data());
+  QuadSums(vp.data(), s16 / 4, d16, vsum.data());
+  std::vector<uint32_t> q4(d4);
+  std::vector<float> tmp(s16);
+  std::vector<uint8_t> pq(s16);
+  for (int64_t i = 0; i < h.s; ++i) {
+    std::fill(q4.begin(), q4.end(), 0u);
+    std::memcpy(q4.data(), h.q + i * h.ld, h.d);  // zero padded to a multiple of 4
+    QueryScoresVnni(kp.data(), ksum.data(), q4.data(), d4, s16, a.q_zp, acc.data());
+    SoftmaxRow512(acc.data(), s16, h.maskp, a, tmp.data(), pq.data());
+    ContextVnni(vp.data(), vsum.data(), pq.data(), s16, d16, h, a, h.out + i * h.ld);
+  }
+}
+
+}  // namespace
+
+void AttentionHead(Isa isa, const AttentionArgs& a, int64_t bh) {
+  const int64_t b = bh / a.heads, hd = bh % a.heads, ld = a.heads * a.head_dim;
+  const int64_t off = b * a.seq * ld + hd * a.head_dim;
+  std::vector<float> maskp(RoundUp(a.seq, 16), kNegInf);
+  std::copy(a.mask + b * a.seq, a.mask + (b + 1) * a.seq, maskp.begin());
+  const HeadView h{a.q + off, a.k + off, a.v + off, ld, a.seq, a.head_dim, maskp.data(),
+                   a.out + off};
+  switch (isa) {
+    case kAvx512vnni: return HeadVnni(h, a);
+    case kAvx512bw:
+    case kAvx2: return HeadAvx2(h, a);
+    default: return HeadScalar(h, a);
+  }
+}
+
+}  // namespace st
