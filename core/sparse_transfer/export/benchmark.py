@@ -285,9 +285,20 @@ def compare(
     return out
 
 
+# Idle time before each model's turn in a round. After a run, ONNX Runtime's intra-op pool
+# threads spin before they block (`session.intra_op.allow_spinning`, on by default;
+# onnxruntime/core/platform/EigenNonBlockingThreadPool.h), so on a 2-core machine the model
+# that ran last steals CPU from the next one: measured with BERT-base int8, ORT's own int8 read
+# 46.5 ms p50 and our 90% block4 sparse graph 36.9 ms back to back, 37.4 and 19.9 ms with this
+# gap (whose p50 matches ORT's profile of the same graph). A served model runs alone; the gap
+# gives every model that start.
+SESSION_GAP_S = 0.05
+
+
 def _ort_rounds(paths, pinned, ort_engines, batch, length, threads, vocab, rounds, iterations,
                 warmup):  # fmt: skip
-    """ONNX Runtime's part of `compare`: every (deployment, engine) once per round."""
+    """ONNX Runtime's part of `compare`: every (deployment, engine) once per round, each after
+    `SESSION_GAP_S` of idle time."""
     sessions = {}
     for name, path in paths.items():
         mine = [pinned[name]] if name in pinned else ort_engines
@@ -303,6 +314,7 @@ def _ort_rounds(paths, pinned, ort_engines, batch, length, threads, vocab, round
     rounds_s: dict[str, list[list[float]]] = {n: [] for n in sessions}
     for _ in range(rounds):
         for name, (session, feeds, _) in sessions.items():
+            time.sleep(SESSION_GAP_S)
             rounds_s[name].append(
                 _time(lambda s=session, f=feeds: s.run(None, f), 0, iterations, 0.0)
             )
