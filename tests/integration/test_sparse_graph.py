@@ -180,7 +180,10 @@ def test_default_sparse_graph_fuses_gelu_and_the_next_quantization(deployments):
     report = _report(deployments["text-classification"])["sparse_graph"]
     _, sparse = _graphs(deployments["text-classification"])
     ops = [n.op_type for n in sparse.graph.node]
-    assert report["fusions"]["gelu"] == ops.count("SparseQLinearToU8") == LAYERS
+    gelu_u8 = [n for n in sparse.graph.node if n.op_type in ("SparseQLinearToU8", "SparseQLinearU8")
+               and next(a.s for a in n.attribute if a.name == "activation") == b"gelu"]  # fmt: skip
+    assert report["fusions"]["gelu"] == len(gelu_u8) == LAYERS
+    assert all(".intermediate." in n.name for n in gelu_u8)
     assert "Erf" not in ops
 
 
@@ -194,12 +197,40 @@ def test_attention_fusion_is_exact_and_can_be_left_to_onnx_runtime(deployments):
     report = sparsify(kept, fuse_attention=False)
     ops = [n.op_type for n in kept.graph.node]
     assert report["fusions"]["attention"] == 0 and ops.count("MatMulInteger") == 2 * LAYERS
-    assert ops.count("SparseQLinearU8") == 0
-    assert [n.op_type for n in fused.graph.node].count("SparseQLinearU8") == 3 * LAYERS
+    qkv = [n for n in fused.graph.node if ".attention.self." in n.name and n.domain]
+    assert [n.op_type for n in qkv].count("SparseQLinearU8") == 3 * LAYERS
+    kept_qkv = [n.op_type for n in kept.graph.node if ".attention.self." in n.name and n.domain]
+    assert kept_qkv == ["SparseQLinearFromU8"] * (3 * LAYERS)  # float q, k, v out
     feeds = _features(dest, "text-classification", 2, 30, 13)
     want = ReferenceGraph(standard)(feeds)["logits"]
     for graph in (fused, kept):
         assert np.array_equal(ReferenceGraph(graph)(feeds)["logits"], want)
+
+
+def test_residual_layernorms_fuse_with_the_next_quantization(deployments):
+    """Each layer's two residual Add + LayerNorm chains become one op that also quantizes for
+    the next Linear (the FFN's intermediate.dense and the next layer's query/key/value read
+    its uint8 output); the embeddings' sum broadcasts [1, seq, hidden] position embeddings and
+    stays standard. Under the exact reference the logits keep their bits."""
+    dest = deployments["text-classification"]
+    standard, fused = _graphs(dest)
+    report = _report(dest)["sparse_graph"]
+    norms = [n for n in fused.graph.node if n.op_type in spec.LAYERNORM_OPS]
+    assert len(norms) == report["fusions"]["layernorm"] == 2 * LAYERS
+    assert [n.op_type for n in norms].count("ResidualLayerNormToU8") == 2 * LAYERS - 1
+    readers = {i: n for n in fused.graph.node for i in n.input}
+    first = norms[0]
+    assert readers[first.output[1]].op_type == "SparseQLinearU8"  # intermediate.dense
+    assert ".intermediate." in readers[first.output[1]].name
+    ops = [n.op_type for n in fused.graph.node]
+    assert ops.count("ReduceMean") == 2  # the embeddings' LayerNorm only
+    kept = onnx.ModelProto()
+    kept.CopyFrom(standard)
+    assert sparsify(kept, fuse_layernorm=False)["fusions"]["layernorm"] == 0
+    assert [n.op_type for n in kept.graph.node].count("ReduceMean") == 2 * (2 * LAYERS + 1)
+    feeds = _features(dest, "text-classification", 2, 30, 14)
+    want = ReferenceGraph(standard)(feeds)["logits"]
+    assert np.array_equal(ReferenceGraph(fused)(feeds)["logits"], want)
 
 
 def test_gelu_left_to_onnx_runtime_on_request(deployments):
@@ -207,7 +238,7 @@ def test_gelu_left_to_onnx_runtime_on_request(deployments):
     standard, _ = _graphs(dest)
     sparse = onnx.ModelProto()
     sparse.CopyFrom(standard)
-    report = sparsify(sparse, fuse_gelu=False)
+    report = sparsify(sparse, fuse_gelu=False, fuse_layernorm=False)
     ops = [n.op_type for n in sparse.graph.node]
     assert report["fusions"]["gelu"] == 0 and ops.count("Erf") == LAYERS
     assert "SparseQLinearToU8" not in ops
@@ -222,7 +253,8 @@ def test_gelu_and_next_input_quantization_fuse_exactly(deployments):
     standard, _ = _graphs(dest)
     sparse = onnx.ModelProto()
     sparse.CopyFrom(standard)
-    report = sparsify(sparse, fuse_gelu=True, concat_shared_inputs=True, fuse_attention=False)
+    report = sparsify(sparse, fuse_gelu=True, concat_shared_inputs=True, fuse_attention=False,
+                      fuse_layernorm=False)  # fmt: skip
     onnx.checker.check_model(sparse, full_check=True)
     by_op: dict[str, list] = {}
     for n in sparse.graph.node:

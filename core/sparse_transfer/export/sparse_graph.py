@@ -54,7 +54,10 @@ FUSE_GELU = True
 CONCAT_SHARED_INPUTS = False
 # Each int8 attention as one op (`attention_fusion`, `kernels.spec.Int8Attention`).
 FUSE_ATTENTION = True
-FUSIONS = ("float_input", "bias_scale_epilogue", "gelu", "output_quant", "attention")
+# Each residual Add + LayerNorm (+ the next Linear's quantization) as one op
+# (`layernorm_fusion`, `kernels.spec.ResidualLayerNorm*`).
+FUSE_LAYERNORM = True
+FUSIONS = ("float_input", "bias_scale_epilogue", "gelu", "output_quant", "attention", "layernorm")
 _SQRT2 = np.float32(np.sqrt(2.0))
 
 
@@ -397,17 +400,28 @@ def _int8_weight_matmuls(graph) -> list[str]:
     ]
 
 
+def _refresh_inputs(graph, layers: dict) -> int:
+    """Per-layer op and input kind after later passes switched readers to uint8."""
+    for node in graph.node:
+        layer = layers.get(node.name.rsplit("/", 1)[0])
+        if node.op_type in spec.QLINEAR_OPS and layer is not None:
+            layer["op"] = node.op_type
+            layer["float_input"] = not spec.QLINEAR_OPS[node.op_type][0]
+    return sum(bool(v["float_input"]) for v in layers.values())
+
+
 def sparsify(
     model_proto, fuse_gelu: bool = FUSE_GELU, concat_shared_inputs: bool = CONCAT_SHARED_INPUTS,
-    fuse_attention: bool = FUSE_ATTENTION,
+    fuse_attention: bool = FUSE_ATTENTION, fuse_layernorm: bool = FUSE_LAYERNORM,
 ) -> dict:
     """Rewrites a standard ``integer`` int8 graph in place; returns the report entry.
 
     `fuse_gelu` moves GELU into the op's epilogue (see `FUSE_GELU` for what it buys);
-    `fuse_attention` makes each int8 attention one op (`attention_fusion`)."""
+    `fuse_attention` makes each int8 attention one op (`attention_fusion`), `fuse_layernorm`
+    each residual Add + LayerNorm (`layernorm_fusion`)."""
     from onnx import helper
 
-    from sparse_transfer.export import attention_fusion
+    from sparse_transfer.export import attention_fusion, layernorm_fusion
 
     graph = model_proto.graph
     attention = 0
@@ -428,6 +442,12 @@ def sparsify(
     fusions["shared_input_concat"] = sum(len(g) > 1 for g in groups)
     layers = emit(graph, groups, idx)
     prune(graph)
+    fusions["layernorm"] = 0
+    if fuse_layernorm:
+        idx = _Index(graph)
+        fusions["layernorm"] = layernorm_fusion.fuse_layernorms(graph, idx, _Consts(graph, idx))
+        fusions["float_input"] = _refresh_inputs(graph, layers)
+        prune(graph)
     if not any(o.domain == spec.DOMAIN for o in model_proto.opset_import):
         model_proto.opset_import.append(helper.make_opsetid(spec.DOMAIN, spec.OPSET_VERSION))
     left = _int8_weight_matmuls(graph)

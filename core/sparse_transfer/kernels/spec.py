@@ -44,6 +44,13 @@ Ops (domain ``DOMAIN``, version 1; attribute ``K`` is the true input width):
   p_zp) @ (v - 128)) * pv_scale``, laid out as ``[B, S, H*D]``. Every step but the exp is
   exact or one float32 rounding, as in the graph; the kernels' exp is within about 1 ulp of
   numpy's, so a probability on a rounding boundary may land one quantization step apart.
+- ``ResidualLayerNorm(x, residual, gamma f32[N], beta f32[N]) -> y`` and
+  ``ResidualLayerNormToU8(..., y_scale f32[], y_zero_point u8[]) -> (y, y_u8)``, attribute
+  ``epsilon``: the residual ``Add`` and the exported LayerNorm in the graph's steps (``s = x +
+  residual``; ``m = mean(s)``; ``d = s - m``; ``v = mean(d ** 2)``; ``y = d / sqrt(v +
+  epsilon) * gamma + beta``, over the last axis) and, for ``ToU8``, ``QuantizeLinear(y)`` for
+  the next Linear. The kernels sum in float32 lanes, not numpy's pairwise order, so mean and
+  variance may differ in the last bits.
 """
 
 from __future__ import annotations
@@ -65,7 +72,9 @@ QLINEAR_OPS = {
 }
 MATMUL_OP = "SparseMatMulInteger"
 ATTENTION_OP = "Int8Attention"
-OP_TYPES = (MATMUL_OP, *QLINEAR_OPS, ATTENTION_OP)
+# op type -> has the quantized second output
+LAYERNORM_OPS = {"ResidualLayerNorm": False, "ResidualLayerNormToU8": True}
+OP_TYPES = (MATMUL_OP, *QLINEAR_OPS, ATTENTION_OP, *LAYERNORM_OPS)
 
 
 @dataclass(frozen=True)
@@ -186,6 +195,19 @@ def attention_reference(
     return np.ascontiguousarray(out.transpose(0, 2, 1, 3).reshape(b, s, width))
 
 
+def layernorm_reference(x, residual, gamma, beta, epsilon, y_scale=None, y_zp=None):
+    """What ``ResidualLayerNorm*`` computes: numpy's steps are the ONNX reference evaluator's
+    for the graph's Add, ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div, Mul, Add."""
+    s = np.asarray(x, np.float32) + np.asarray(residual, np.float32)
+    if np.shape(gamma) != s.shape[-1:] or np.shape(beta) != s.shape[-1:]:
+        raise ValueError(f"ResidualLayerNorm: gamma/beta must have shape {s.shape[-1:]}")
+    d = s - np.mean(s, axis=-1, keepdims=True, dtype=np.float32)
+    v = np.mean(np.power(d, np.float32(2)), axis=-1, keepdims=True, dtype=np.float32)
+    y = d / np.sqrt(v + np.float32(epsilon)) * np.asarray(gamma, np.float32)
+    y = y + np.asarray(beta, np.float32)
+    return y if y_scale is None else (y, quantize_u8(y, y_scale, y_zp))
+
+
 def reference_ops() -> list[type]:
     """``onnx.reference`` implementations of every op, for ``ReferenceEvaluator(new_ops=...)``."""
     from onnx.reference.op_run import OpRun
@@ -214,5 +236,13 @@ def reference_ops() -> list[type]:
         def _run(self, *inputs, head_dim=None):
             return (attention_reference(*inputs, int(head_dim)),)
 
+    def layernorm(name: str, quantized_out: bool) -> type:
+        def _run(self, x, residual, gamma, beta, *rest, epsilon=None):
+            out = layernorm_reference(x, residual, gamma, beta, epsilon, *rest)
+            return tuple(out) if quantized_out else (out,)
+
+        return type(name, (OpRun,), {"op_domain": DOMAIN, "_run": _run})
+
     qlinears = [qlinear(n, out) for n, (_, out) in QLINEAR_OPS.items()]
-    return [SparseMatMulInteger, *qlinears, Int8Attention]
+    norms = [layernorm(n, out) for n, out in LAYERNORM_OPS.items()]
+    return [SparseMatMulInteger, *qlinears, Int8Attention, *norms]

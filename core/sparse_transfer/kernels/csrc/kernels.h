@@ -82,4 +82,17 @@ struct AttentionArgs {
 };
 void AttentionHead(Isa isa, const AttentionArgs& a, int64_t bh);
 
+// ResidualLayerNorm (spec.py) of rows [r0, r1): x, residual, y float [rows, n]; gamma and beta
+// [n]; yq (uint8 [rows, n], QuantizeLinear(y, y_scale, y_zp)) when not null.
+struct LayerNormArgs {
+  const float *x = nullptr, *residual = nullptr, *gamma = nullptr, *beta = nullptr;
+  int64_t rows = 0, n = 0;
+  float epsilon = 0.f;
+  float* y = nullptr;
+  uint8_t* yq = nullptr;
+  float y_scale = 1.f;
+  int32_t y_zp = 0;
+};
+void LayerNormRows(Isa isa, const LayerNormArgs& a, int64_t r0, int64_t r1);
+
 }  // namespace st

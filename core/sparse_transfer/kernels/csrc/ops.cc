@@ -1,4 +1,4 @@
-// The ONNX Runtime custom-op library: the six ops of ../spec.py in domain com.sparse_transfer
+// The ONNX Runtime custom-op library: the eight ops of ../spec.py in domain com.sparse_transfer
 // (version 1), registered by RegisterCustomOps (SessionOptions.register_custom_ops_library).
 // Weights (constant initializers) are packed once when ORT creates the kernel; activations are
 // quantized/repacked per call; work is split with KernelContext_ParallelFor, so the session's
@@ -28,6 +28,7 @@ struct OpDef {
   bool qlinear;  // SparseQLinear* (else SparseMatMulInteger or Int8Attention)
   bool in_u8, out_u8;
   bool attention;  // Int8Attention
+  bool layernorm;  // ResidualLayerNorm*: out_u8 adds the quantized second output
 };
 
 const OpDef* Def(const OrtCustomOp* op) { return reinterpret_cast<const OpDef*>(op); }
@@ -38,13 +39,19 @@ constexpr int kAttentionTypes[] = {kTypeUint8, kTypeUint8, kTypeUint8, kTypeUint
                                    kTypeUint8, kTypeUint8, kTypeFloat, kTypeFloat,
                                    kTypeFloat, kTypeFloat, kTypeUint8, kTypeFloat};
 
+// ResidualLayerNorm's inputs: x, residual, gamma, beta [, y_scale, y_zero_point].
+constexpr int kLayerNormTypes[] = {kTypeFloat, kTypeFloat, kTypeFloat,
+                                   kTypeFloat, kTypeFloat, kTypeUint8};
+
 size_t InputCount(const OpDef* d) {
   if (d->attention) return sizeof(kAttentionTypes) / sizeof(int);
+  if (d->layernorm) return d->out_u8 ? 6 : 4;
   return d->qlinear ? (d->out_u8 ? 10 : 8) : 5;
 }
 
 int InputType(const OpDef* d, size_t i) {
   if (d->attention) return kAttentionTypes[i];
+  if (d->layernorm) return kLayerNormTypes[i];
   if (!d->qlinear) {
     static const int types[] = {kTypeUint8, kTypeUint8, kTypeInt32, kTypeInt32, kTypeInt8};
     return types[i];
@@ -110,6 +117,7 @@ struct Kernel {
   st::Isa isa = st::kScalar;  // the path chosen when the library was registered
   int64_t k = 0;
   int64_t head_dim = 0;  // Int8Attention
+  float epsilon = 0.f;    // ResidualLayerNorm
   bool gelu = false;
   std::unique_ptr<st::Packed> packed;  // when the weight inputs are constant initializers
 };
@@ -117,6 +125,13 @@ struct Kernel {
 size_t WeightInput(const OpDef* d) { return d->qlinear ? 3 : 2; }
 
 OrtStatus* ReadAttributes(const OrtKernelInfo* info, Kernel* kernel) {
+  if (kernel->def->layernorm) {
+    if (g_ort.KernelInfoGetAttribute_float(info, "epsilon", &kernel->epsilon) != nullptr ||
+        !std::isfinite(kernel->epsilon) || kernel->epsilon < 0) {
+      return Error("ResidualLayerNorm: the float attribute epsilon (finite, >= 0) is required");
+    }
+    return nullptr;
+  }
   if (kernel->def->attention) {
     if (g_ort.KernelInfoGetAttribute_int64(info, "head_dim", &kernel->head_dim) != nullptr ||
         kernel->head_dim <= 0) {
@@ -175,7 +190,9 @@ OrtStatus* CreateKernelV2(const OrtCustomOp* op, const OrtApi*, const OrtKernelI
     kernel->def = Def(op);
     kernel->isa = g_isa;
     ST_RETURN_IF(ReadAttributes(info, kernel.get()));
-    if (!kernel->def->attention) ST_RETURN_IF(PackConstantWeights(info, kernel.get()));
+    if (!kernel->def->attention && !kernel->def->layernorm) {
+      ST_RETURN_IF(PackConstantWeights(info, kernel.get()));
+    }
     *out = kernel.release();
     return nullptr;
   } catch (const std::exception& e) {
@@ -235,11 +252,13 @@ OrtStatus* Scalar(OrtKernelContext* ctx, size_t index, const char* name, View* v
 
 OrtStatus* Compute(Kernel* kernel, OrtKernelContext* ctx, Job* job, std::vector<float>* buf);
 OrtStatus* ComputeAttention(const Kernel* kernel, OrtKernelContext* ctx);
+OrtStatus* ComputeLayerNorm(const Kernel* kernel, OrtKernelContext* ctx);
 
 OrtStatus* KernelComputeV2(void* op_kernel, OrtKernelContext* ctx) {
   try {
     Kernel* kernel = static_cast<Kernel*>(op_kernel);
     if (kernel->def->attention) return ComputeAttention(kernel, ctx);
+    if (kernel->def->layernorm) return ComputeLayerNorm(kernel, ctx);
     Job job{};
     std::vector<float> buf;
     return Compute(kernel, ctx, &job, &buf);
@@ -417,6 +436,71 @@ OrtStatus* ComputeAttention(const Kernel* kernel, OrtKernelContext* ctx) {
   return g_ort.KernelContext_ParallelFor(ctx, AttentionTask, batch * a.heads, 0, &job);
 }
 
+// ------------------------------------------------------------------------ ResidualLayerNorm
+
+struct LayerNormJob {
+  st::Isa isa;
+  st::LayerNormArgs args;
+  int64_t rows_per_task;
+};
+
+void LayerNormTask(void* data, size_t i) {
+  const LayerNormJob& j = *static_cast<LayerNormJob*>(data);
+  const int64_t r0 = static_cast<int64_t>(i) * j.rows_per_task;
+  st::LayerNormRows(j.isa, j.args, r0, std::min(j.args.rows, r0 + j.rows_per_task));
+}
+
+OrtStatus* ReadLayerNormInputs(const Kernel* kernel, OrtKernelContext* ctx, View* x,
+                               st::LayerNormArgs* a) {
+  View res, gamma, beta;
+  ST_RETURN_IF(Input(ctx, 0, x));
+  ST_RETURN_IF(Input(ctx, 1, &res));
+  ST_RETURN_IF(Input(ctx, 2, &gamma));
+  ST_RETURN_IF(Input(ctx, 3, &beta));
+  if (x->dims.empty() || res.dims != x->dims) {
+    return Error("ResidualLayerNorm: x and residual must share one shape");
+  }
+  a->n = x->dims.back();
+  if (gamma.size() != a->n || beta.size() != a->n) {
+    return Error("ResidualLayerNorm: gamma and beta must hold the last dimension's " +
+                 std::to_string(a->n) + " values");
+  }
+  a->x = static_cast<const float*>(x->data), a->residual = static_cast<const float*>(res.data);
+  a->gamma = static_cast<const float*>(gamma.data), a->beta = static_cast<const float*>(beta.data);
+  a->rows = a->n > 0 ? x->size() / a->n : 0, a->epsilon = kernel->epsilon;
+  if (!kernel->def->out_u8) return nullptr;
+  View ys, yzp;
+  ST_RETURN_IF(Scalar(ctx, 4, "y_scale", &ys));
+  ST_RETURN_IF(Scalar(ctx, 5, "y_zero_point", &yzp));
+  a->y_scale = *static_cast<const float*>(ys.data);
+  a->y_zp = *static_cast<const uint8_t*>(yzp.data);
+  if (!Finite(a->y_scale) || a->y_scale <= 0) return Error("y_scale must be finite and > 0");
+  return nullptr;
+}
+
+OrtStatus* ComputeLayerNorm(const Kernel* kernel, OrtKernelContext* ctx) {
+  View x;
+  LayerNormJob job{kernel->isa, {}, 16};
+  st::LayerNormArgs& a = job.args;
+  ST_RETURN_IF(ReadLayerNormInputs(kernel, ctx, &x, &a));
+  OrtValue* out = nullptr;
+  void* data = nullptr;
+  ST_RETURN_IF(g_ort.KernelContext_GetOutput(ctx, 0, x.dims.data(), x.dims.size(), &out));
+  if (kernel->def->out_u8) {
+    OrtValue* out_q = nullptr;
+    ST_RETURN_IF(g_ort.KernelContext_GetOutput(ctx, 1, x.dims.data(), x.dims.size(), &out_q));
+    if (x.size() > 0) {
+      ST_RETURN_IF(g_ort.GetTensorMutableData(out_q, &data));
+      a.yq = static_cast<uint8_t*>(data);
+    }
+  }
+  if (a.rows == 0 || a.n == 0) return nullptr;
+  ST_RETURN_IF(g_ort.GetTensorMutableData(out, &data));
+  a.y = static_cast<float*>(data);
+  const int64_t tasks = (a.rows + job.rows_per_task - 1) / job.rows_per_task;
+  return g_ort.KernelContext_ParallelFor(ctx, LayerNormTask, tasks, 0, &job);
+}
+
 void KernelDestroy(void* op_kernel) { delete static_cast<Kernel*>(op_kernel); }
 
 // The V1 callbacks: never used by ORT when the V2 ones are set (version >= 16), kept non-null.
@@ -431,10 +515,11 @@ void KernelComputeV1(void* op_kernel, OrtKernelContext* ctx) {
   if (s != nullptr) g_ort.ReleaseStatus(s);
 }
 
-OpDef MakeOp(const char* name, bool qlinear, bool in_u8, bool out_u8, bool attention = false) {
+OpDef MakeOp(const char* name, bool qlinear, bool in_u8, bool out_u8, bool attention = false,
+             bool layernorm = false) {
   OpDef d{};
   d.name = name, d.qlinear = qlinear, d.in_u8 = in_u8, d.out_u8 = out_u8;
-  d.attention = attention;
+  d.attention = attention, d.layernorm = layernorm;
   OrtCustomOp& o = d.base;
   o.version = kOrtApiVersion;
   o.CreateKernel = CreateKernelV1;
@@ -442,12 +527,16 @@ OpDef MakeOp(const char* name, bool qlinear, bool in_u8, bool out_u8, bool atten
   o.GetExecutionProviderType = [](const OrtCustomOp*) -> const char* { return nullptr; };
   o.GetInputType = [](const OrtCustomOp* op, size_t i) { return InputType(Def(op), i); };
   o.GetInputTypeCount = [](const OrtCustomOp* op) { return InputCount(Def(op)); };
-  o.GetOutputType = [](const OrtCustomOp* op, size_t) {
+  o.GetOutputType = [](const OrtCustomOp* op, size_t i) {
     const OpDef* def = Def(op);
     if (def->attention) return int(kTypeFloat);
+    if (def->layernorm) return i == 0 ? int(kTypeFloat) : int(kTypeUint8);
     return def->qlinear ? (def->out_u8 ? int(kTypeUint8) : int(kTypeFloat)) : int(kTypeInt32);
   };
-  o.GetOutputTypeCount = [](const OrtCustomOp*) -> size_t { return 1; };
+  o.GetOutputTypeCount = [](const OrtCustomOp* op) -> size_t {
+    const OpDef* def = Def(op);
+    return def->layernorm && def->out_u8 ? 2 : 1;
+  };
   o.KernelCompute = KernelComputeV1;
   o.KernelDestroy = KernelDestroy;
   o.GetInputCharacteristic = [](const OrtCustomOp*, size_t) { return 0; };
@@ -472,6 +561,8 @@ OpDef g_ops[] = {
     MakeOp("SparseQLinearFromU8", true, true, false),
     MakeOp("SparseQLinearU8", true, true, true),
     MakeOp("Int8Attention", false, true, false, true),
+    MakeOp("ResidualLayerNorm", false, false, false, false, true),
+    MakeOp("ResidualLayerNormToU8", false, false, true, false, true),
 };
 
 }  // namespace

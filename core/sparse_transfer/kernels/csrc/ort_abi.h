@@ -90,6 +90,7 @@ enum OrtApiSlot : int {
   kGetDimensions = 62,
   kGetTensorShapeElementCount = 64,
   kGetTensorTypeAndShape = 65,
+  kKernelInfoGetAttributeFloat = 85,  // just before _int64 in onnxruntime_c_api.h's OrtApi
   kKernelInfoGetAttributeInt64 = 86,
   kKernelInfoGetAttributeString = 87,
   kKernelContextGetInputCount = 88,
@@ -116,6 +117,8 @@ struct OrtFns {
   OrtStatus* (*GetDimensions)(const OrtTensorTypeAndShapeInfo* info, int64_t* dims, size_t n);
   OrtStatus* (*GetTensorTypeAndShape)(const OrtValue* value, OrtTensorTypeAndShapeInfo** out);
   void (*ReleaseTensorTypeAndShapeInfo)(OrtTensorTypeAndShapeInfo* info);
+  OrtStatus* (*KernelInfoGetAttribute_float)(const OrtKernelInfo* info, const char* name,
+                                             float* out);
   OrtStatus* (*KernelInfoGetAttribute_int64)(const OrtKernelInfo* info, const char* name,
                                              int64_t* out);
   OrtStatus* (*KernelInfoGetAttribute_string)(const OrtKernelInfo* info, const char* name,
@@ -148,6 +151,7 @@ inline void BindOrtFns(const OrtApi* api, OrtFns* f) {
   at(kGetDimensions, f->GetDimensions);
   at(kGetTensorTypeAndShape, f->GetTensorTypeAndShape);
   at(kReleaseTensorTypeAndShapeInfo, f->ReleaseTensorTypeAndShapeInfo);
+  at(kKernelInfoGetAttributeFloat, f->KernelInfoGetAttribute_float);
   at(kKernelInfoGetAttributeInt64, f->KernelInfoGetAttribute_int64);
   at(kKernelInfoGetAttributeString, f->KernelInfoGetAttribute_string);
   at(kKernelContextGetInputCount, f->KernelContext_GetInputCount);

@@ -1,0 +1,130 @@
+// ResidualLayerNorm (spec.py): y = LayerNorm(x + residual) * gamma + beta over the last axis,
+// in the exported graph's steps (mean, x - mean, mean of squares, + epsilon, sqrt, divide,
+// * gamma, + beta), optionally also QuantizeLinear(y) for the next Linear. Sums run in float32
+// lanes, so mean and variance may differ from numpy's pairwise sums in the last bits.
+#include <immintrin.h>
+
+#include <cmath>
+
+#include "kernels.h"
+#include "kernels_internal.h"
+
+#define TGT_AVX2 __attribute__((target("avx2,fma")))
+#define TGT_512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+
+namespace st {
+namespace {
+
+void RowScalar(const LayerNormArgs& a, int64_t r) {
+  const float* x = a.x + r * a.n;
+  const float* res = a.residual + r * a.n;
+  float* y = a.y + r * a.n;
+  double sum = 0.0;  // one sequential float32 sum would drift with n; double stays close
+  for (int64_t i = 0; i < a.n; ++i) sum += (y[i] = x[i] + res[i]);
+  const float mean = static_cast<float>(sum) / static_cast<float>(a.n);
+  double sq = 0.0;
+  for (int64_t i = 0; i < a.n; ++i) {
+    const float d = y[i] - mean;
+    sq += d * d;
+  }
+  const float root = std::sqrt(static_cast<float>(sq) / static_cast<float>(a.n) + a.epsilon);
+  for (int64_t i = 0; i < a.n; ++i) {
+    const float v = (y[i] - mean) / root * a.gamma[i] + a.beta[i];
+    y[i] = v;
+    if (a.yq != nullptr) a.yq[r * a.n + i] = QuantizeScalar(v, a.y_scale, a.y_zp);
+  }
+}
+
+TGT_512 void Row512(const LayerNormArgs& a, int64_t r) {
+  const float* x = a.x + r * a.n;
+  const float* res = a.residual + r * a.n;
+  float* y = a.y + r * a.n;
+  __m512 vsum = _mm512_setzero_ps();
+  for (int64_t i = 0; i < a.n; i += 16) {
+    const __mmask16 m = a.n - i >= 16 ? 0xffff : static_cast<__mmask16>((1u << (a.n - i)) - 1);
+    const __m512 s = _mm512_add_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, res + i));
+    _mm512_mask_storeu_ps(y + i, m, s);
+    vsum = _mm512_add_ps(vsum, s);
+  }
+  const float mean = _mm512_reduce_add_ps(vsum) / static_cast<float>(a.n);
+  const __m512 vmean = _mm512_set1_ps(mean);
+  __m512 vsq = _mm512_setzero_ps();
+  for (int64_t i = 0; i < a.n; i += 16) {
+    const __mmask16 m = a.n - i >= 16 ? 0xffff : static_cast<__mmask16>((1u << (a.n - i)) - 1);
+    const __m512 d = _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, y + i), vmean);
+    vsq = _mm512_add_ps(vsq, _mm512_mul_ps(d, d));
+  }
+  const float root = std::sqrt(_mm512_reduce_add_ps(vsq) / static_cast<float>(a.n) + a.epsilon);
+  const __m512 vroot = _mm512_set1_ps(root), vs = _mm512_set1_ps(a.y_scale);
+  const __m512i zp = _mm512_set1_epi32(a.y_zp), lo = _mm512_setzero_si512();
+  const __m512i hi = _mm512_set1_epi32(255);
+  for (int64_t i = 0; i < a.n; i += 16) {
+    const __mmask16 m = a.n - i >= 16 ? 0xffff : static_cast<__mmask16>((1u << (a.n - i)) - 1);
+    __m512 v = _mm512_div_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, y + i), vmean), vroot);
+    v = _mm512_add_ps(_mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, a.gamma + i)),
+                      _mm512_maskz_loadu_ps(m, a.beta + i));
+    _mm512_mask_storeu_ps(y + i, m, v);
+    if (a.yq != nullptr) {  // QuantizeLinear: / scale, half to even (MXCSR), + zp, saturate
+      __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_div_ps(v, vs)), zp);
+      q = _mm512_min_epi32(_mm512_max_epi32(q, lo), hi);
+      _mm_mask_storeu_epi8(a.yq + r * a.n + i, m, _mm512_cvtepi32_epi8(q));
+    }
+  }
+}
+
+TGT_AVX2 float HSum8(__m256 v) {
+  alignas(32) float t[8];
+  _mm256_store_ps(t, v);
+  float s = 0.f;
+  for (float f : t) s += f;
+  return s;
+}
+
+TGT_AVX2 void RowAvx2(const LayerNormArgs& a, int64_t r) {
+  const float* x = a.x + r * a.n;
+  const float* res = a.residual + r * a.n;
+  float* y = a.y + r * a.n;
+  const int64_t body = a.n / 8 * 8;
+  __m256 vsum = _mm256_setzero_ps();
+  for (int64_t i = 0; i < body; i += 8) {
+    const __m256 s = _mm256_add_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(res + i));
+    _mm256_storeu_ps(y + i, s);
+    vsum = _mm256_add_ps(vsum, s);
+  }
+  float sum = HSum8(vsum);
+  for (int64_t i = body; i < a.n; ++i) sum += (y[i] = x[i] + res[i]);
+  const float mean = sum / static_cast<float>(a.n);
+  const __m256 vmean = _mm256_set1_ps(mean);
+  __m256 vsq = _mm256_setzero_ps();
+  for (int64_t i = 0; i < body; i += 8) {
+    const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(y + i), vmean);
+    vsq = _mm256_add_ps(vsq, _mm256_mul_ps(d, d));
+  }
+  float sq = HSum8(vsq);
+  for (int64_t i = body; i < a.n; ++i) sq += (y[i] - mean) * (y[i] - mean);
+  const float root = std::sqrt(sq / static_cast<float>(a.n) + a.epsilon);
+  const __m256 vroot = _mm256_set1_ps(root);
+  for (int64_t i = 0; i < body; i += 8) {
+    const __m256 v = _mm256_div_ps(_mm256_sub_ps(_mm256_loadu_ps(y + i), vmean), vroot);
+    _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_mul_ps(v, _mm256_loadu_ps(a.gamma + i)),
+                                          _mm256_loadu_ps(a.beta + i)));
+  }
+  for (int64_t i = body; i < a.n; ++i) y[i] = (y[i] - mean) / root * a.gamma[i] + a.beta[i];
+  if (a.yq == nullptr) return;
+  for (int64_t i = 0; i < a.n; ++i) a.yq[r * a.n + i] = QuantizeScalar(y[i], a.y_scale, a.y_zp);
+}
+
+}  // namespace
+
+void LayerNormRows(Isa isa, const LayerNormArgs& a, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    switch (isa) {
+      case kAvx512vnni:
+      case kAvx512bw: Row512(a, r); break;
+      case kAvx2: RowAvx2(a, r); break;
+      default: RowScalar(a, r);
+    }
+  }
+}
+
+}  // namespace st
