@@ -106,7 +106,9 @@ def test_reference_matches_onnx_runtimes_standard_graph_exactly_when_softmax_is_
     session = ort.InferenceSession(_standard_graph(qk_scale=1000.0).SerializeToString(),
                                    providers=["CPUExecutionProvider"])  # fmt: skip
     (want,) = session.run(None, feeds)
-    np.testing.assert_array_equal(spec.attention_reference(*_reference_inputs(feeds, 1000.0), D), want)
+    np.testing.assert_array_equal(
+        spec.attention_reference(*_reference_inputs(feeds, 1000.0), D), want
+    )
 
 
 def test_rewrite_fuses_the_chain_with_the_same_numbers():
@@ -162,9 +164,13 @@ def _op_session(head_dim: int = D):
     names = ["q", "q_zero_point", "k", "k_zero_point", "v", "v_zero_point", "mask", "qk_scale",
              "score_mul", "p_scale", "p_zero_point", "pv_scale"]  # fmt: skip
     node = helper.make_node(spec.ATTENTION_OP, names, ["y"], domain=spec.DOMAIN, head_dim=head_dim)
-    types = [TensorProto.UINT8] * 6 + [TensorProto.FLOAT] * 4 + [TensorProto.UINT8, TensorProto.FLOAT]
+    types = (
+        [TensorProto.UINT8] * 6 + [TensorProto.FLOAT] * 4 + [TensorProto.UINT8, TensorProto.FLOAT]
+    )
     inputs = [helper.make_tensor_value_info(n, t, None) for n, t in zip(names, types, strict=True)]
-    graph = helper.make_graph([node], "op", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    graph = helper.make_graph(
+        [node], "op", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
                                                     helper.make_opsetid(spec.DOMAIN, 1)])  # fmt: skip
     model.ir_version = 8

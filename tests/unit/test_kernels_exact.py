@@ -157,7 +157,10 @@ def _layernorm_case(rng, shape, quantized: bool):
               ("beta", rng.standard_normal(n).astype(np.float32))]  # fmt: skip
     args = [x, res, consts[0][1], consts[1][1], 1e-12]
     if quantized:
-        consts += [("y_scale", np.array(0.03, np.float32)), ("y_zero_point", np.array(120, np.uint8))]
+        consts += [
+            ("y_scale", np.array(0.03, np.float32)),
+            ("y_zero_point", np.array(120, np.uint8)),
+        ]
         args += [consts[2][1], consts[3][1]]
     inputs = [("x", None), ("residual", None), *consts]
     op = "ResidualLayerNormToU8" if quantized else "ResidualLayerNorm"

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sparse_transfer.export.graph_index import is_u8_scalar_quant
 from sparse_transfer.kernels import spec
 
 HEAD_PERM = (0, 2, 1, 3)
@@ -60,10 +61,8 @@ def _last_dim(shape_name: str, idx) -> int | None:
 
 def _operand(tensor: str, perm: tuple, idx, zero_point: int | None) -> Operand | None:
     """``Reshape -> Transpose(perm) -> QuantizeLinear`` producing `tensor`, single readers."""
-    from sparse_transfer.export.sparse_graph import _is_u8_scalar_quant
-
     quant = idx.producer.get(tensor)
-    if not _is_u8_scalar_quant(quant, idx) or idx.only_consumer(tensor) is None:
+    if not is_u8_scalar_quant(quant, idx) or idx.only_consumer(tensor) is None:
         return None
     if zero_point is not None and int(idx.const(quant.input[2])) != zero_point:
         return None
@@ -73,7 +72,10 @@ def _operand(tensor: str, perm: tuple, idx, zero_point: int | None) -> Operand |
     reshape = idx.producer.get(transpose.input[0])
     if reshape is None or reshape.op_type != "Reshape":
         return None
-    if idx.only_consumer(transpose.output[0]) is None or idx.only_consumer(reshape.output[0]) is None:
+    if (
+        idx.only_consumer(transpose.output[0]) is None
+        or idx.only_consumer(reshape.output[0]) is None
+    ):
         return None
     head_dim = _last_dim(reshape.input[1], idx)
     if head_dim is None or head_dim <= 0 or idx.only_consumer(reshape.input[0]) is None:
@@ -110,8 +112,6 @@ def _mask_ok(name: str, shapes: dict) -> bool:
 
 def _softmax_chain(scores, idx, shapes) -> dict | None:
     """``Cast -> Mul(qk) -> Mul(score_mul) -> Add(mask) -> Softmax(last axis) -> QuantizeLinear``."""
-    from sparse_transfer.export.sparse_graph import _is_u8_scalar_quant
-
     scaled = _scaled_int(scores, idx)
     if scaled is None:
         return None
@@ -125,7 +125,7 @@ def _softmax_chain(scores, idx, shapes) -> dict | None:
     softmax = _next(add, "Softmax", idx)
     axis = next((a.i for a in softmax.attribute if a.name == "axis"), -1) if softmax else None
     pquant = _next(softmax, "QuantizeLinear", idx) if axis in (-1, 3) else None
-    if not _is_u8_scalar_quant(pquant, idx):
+    if not is_u8_scalar_quant(pquant, idx):
         return None
     return {"nodes": [cast, mul, mul2, add, softmax, pquant], "qk": qk, "score_mul": score_mul,
             "mask": mask, "pquant": pquant}  # fmt: skip
@@ -183,8 +183,12 @@ def _emit(m: dict, b) -> tuple[list, list]:
               quantized["value"][1].output[0], m["value"].quant.input[2], m["mask"],
               m["qk"], m["score_mul"], pq.input[1], pq.input[2], m["pv"]]  # fmt: skip
     attention = helper.make_node(
-        spec.ATTENTION_OP, inputs, [m["output"]], name=f"{name}/{spec.ATTENTION_OP}",
-        domain=spec.DOMAIN, head_dim=int(m["query"].head_dim),
+        spec.ATTENTION_OP,
+        inputs,
+        [m["output"]],
+        name=f"{name}/{spec.ATTENTION_OP}",
+        domain=spec.DOMAIN,
+        head_dim=int(m["query"].head_dim),
     )
     placed = [(anchor, [node]) for anchor, node in quantized.values()]
     placed.append((m["nodes"][-1], [attention]))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sparse_transfer.export.graph_index import is_u8_scalar_quant
 from sparse_transfer.kernels import spec
 
 # A sparse op reading float -> the same op reading uint8 (see spec.QLINEAR_OPS).
@@ -80,7 +81,12 @@ def _match(add, idx) -> dict | None:
     """The LayerNorm chain after the residual `add`, or None."""
     s = add.output[0]
     means, subs = _users(idx, s, "ReduceMean"), _users(idx, s, "Sub")
-    if len(idx.consumers.get(s, [])) != 2 or len(means) != 1 or len(subs) != 1 or s in idx.graph_outputs:
+    if (
+        len(idx.consumers.get(s, [])) != 2
+        or len(means) != 1
+        or len(subs) != 1
+        or s in idx.graph_outputs
+    ):
         return None
     mean, sub = means[0], subs[0]
     if not _last_axis(mean, idx) or list(sub.input) != [s, mean.output[0]]:
@@ -99,9 +105,17 @@ def _match(add, idx) -> dict | None:
     if sqrt is None or sqrt.op_type != "Sqrt" or list(divs[0].input) != [d, sqrt.output[0]]:
         return None
     mul = idx.only_consumer(divs[0].output[0])
-    gamma = _const_operand(mul, divs[0].output[0], idx) if mul is not None and mul.op_type == "Mul" else None
+    gamma = (
+        _const_operand(mul, divs[0].output[0], idx)
+        if mul is not None and mul.op_type == "Mul"
+        else None
+    )
     last = idx.only_consumer(mul.output[0]) if gamma else None
-    beta = _const_operand(last, mul.output[0], idx) if last is not None and last.op_type == "Add" else None
+    beta = (
+        _const_operand(last, mul.output[0], idx)
+        if last is not None and last.op_type == "Add"
+        else None
+    )
     if beta is None or gamma[1].ndim != 1 or beta[1].shape != gamma[1].shape:
         return None
     if not _same_shape(add, idx, int(gamma[1].size)):
@@ -113,10 +127,8 @@ def _match(add, idx) -> dict | None:
 
 def _quantized_reader(m: dict, idx):
     """(scale, zero point, reader node, kind) of the one reader that quantizes the result."""
-    from sparse_transfer.export.sparse_graph import _is_u8_scalar_quant
-
     readers = idx.consumers.get(m["output"], [])
-    quants = [r for r in readers if r.op_type == "QuantizeLinear" and _is_u8_scalar_quant(r, idx)]
+    quants = [r for r in readers if r.op_type == "QuantizeLinear" and is_u8_scalar_quant(r, idx)]
     sparse = [r for r in readers if r.op_type in TO_U8_INPUT and r.input[0] == m["output"]]
     if len(quants) == 1:
         return quants[0].input[1], quants[0].input[2], quants[0], "quantize"
@@ -129,7 +141,7 @@ def _emit(m: dict, idx, builder) -> tuple[object, list]:
     """The op replacing the chain, and the nodes it removes (a QuantizeLinear it absorbs)."""
     from onnx import helper
 
-    name = m["add"].name.rsplit("/", 1)[0] or m["output"]
+    name = m["nodes"][-1].name.rsplit("/", 1)[0] or m["output"]  # the LayerNorm module
     inputs = [*m["add"].input, m["gamma"], m["beta"]]
     outputs, removed = [m["output"]], list(m["nodes"])
     reader = _quantized_reader(m, idx)
@@ -147,7 +159,7 @@ def _emit(m: dict, idx, builder) -> tuple[object, list]:
             node.op_type = TO_U8_INPUT[node.op_type]
             node.name = node.name.rsplit("/", 1)[0] + "/" + node.op_type
             node.input[0] = u8
-    op = helper.make_node(op_type, inputs, outputs, name=f"{name}/{op_type}",
+    op = helper.make_node(op_type, inputs, outputs, name=builder.unique(f"{name}/{op_type}"),
                           domain=spec.DOMAIN, epsilon=m["epsilon"])  # fmt: skip
     return op, removed
 

@@ -33,11 +33,12 @@ the same numbers for both graphs (the attention op's softmax exp aside: see its 
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from sparse_transfer.export import attention_fusion, layernorm_fusion
+from sparse_transfer.export.graph_index import GraphIndex, is_u8_scalar_quant
 from sparse_transfer.kernels import spec
 
 SPARSE_MODEL_FILE = "model.sparse.onnx"
@@ -81,49 +82,7 @@ class Linear:
         return self.mmi.name.rsplit("/", 1)[0]
 
 
-class _Index:
-    """Producers, consumers, constants and graph outputs of a graph."""
-
-    def __init__(self, graph):
-        from onnx import numpy_helper
-
-        self.inits = {i.name: i for i in graph.initializer}
-        self.to_array = numpy_helper.to_array
-        self.producer = {o: n for n in graph.node for o in n.output}
-        self.consumers: dict[str, list] = defaultdict(list)
-        for n in graph.node:
-            for i in n.input:
-                self.consumers[i].append(n)
-        self.graph_outputs = {o.name for o in graph.output}
-        for n in graph.node:  # Constant nodes count as constants
-            if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
-                self.inits.setdefault(n.output[0], n.attribute[0].t)
-        for n in graph.node:  # the exporter shares equal weights through Identity nodes
-            if n.op_type == "Identity" and n.input[0] in self.inits:
-                self.inits.setdefault(n.output[0], self.inits[n.input[0]])
-
-    def const(self, name: str) -> np.ndarray | None:
-        return self.to_array(self.inits[name]) if name in self.inits else None
-
-    def only_consumer(self, tensor: str):
-        """The single node reading `tensor`, or None (several, none, or a graph output)."""
-        users = self.consumers.get(tensor, [])
-        if len(users) != 1 or tensor in self.graph_outputs:
-            return None
-        return users[0]
-
-
-def _is_u8_scalar_quant(node, idx: _Index) -> bool:
-    if node is None or node.op_type != "QuantizeLinear" or len(node.input) < 3:
-        return False
-    scale, zp = idx.const(node.input[1]), idx.const(node.input[2])
-    return (
-        scale is not None and zp is not None and scale.size == 1 and zp.size == 1
-        and zp.dtype == np.uint8 and scale.dtype == np.float32
-    )  # fmt: skip
-
-
-def _weight_scale(mul, cast, quant, idx: _Index, n: int) -> np.ndarray | None:
+def _weight_scale(mul, cast, quant, idx: GraphIndex, n: int) -> np.ndarray | None:
     """s_w [N] of ``Mul(Cast(acc), Mul(s_x [* 1], s_w))`` when s_x is `quant`'s scale."""
     rescale = idx.producer.get(next((i for i in mul.input if i != cast.output[0]), ""))
     if rescale is None or rescale.op_type != "Mul":
@@ -143,13 +102,13 @@ def _weight_scale(mul, cast, quant, idx: _Index, n: int) -> np.ndarray | None:
     return np.broadcast_to(w_scale.reshape(-1), (n,)).copy()
 
 
-def _match_one(node, idx: _Index) -> Linear | None:
+def _match_one(node, idx: GraphIndex) -> Linear | None:
     """The Linear chain starting at MatMulInteger `node`, or None when it is not one."""
     w = idx.const(node.input[1]) if len(node.input) >= 3 else None
     if w is None or w.dtype != np.int8 or w.ndim != 2:
         return None  # attention products read two activations
     quant = idx.producer.get(node.input[0])
-    if not _is_u8_scalar_quant(quant, idx) or node.input[2] != quant.input[2]:
+    if not is_u8_scalar_quant(quant, idx) or node.input[2] != quant.input[2]:
         return None
     if len(node.input) > 3 and node.input[3] and np.any(idx.const(node.input[3]) != 0):
         return None
@@ -176,18 +135,18 @@ def _match_one(node, idx: _Index) -> Linear | None:
     return linear
 
 
-def match_linears(graph, idx: _Index) -> list[Linear]:
+def match_linears(graph, idx: GraphIndex) -> list[Linear]:
     """Pass 1: every ``QuantizeLinear -> MatMulInteger(int8 W) -> Cast -> Mul [-> Add]``."""
     found = [_match_one(n, idx) for n in graph.node if n.op_type == "MatMulInteger"]
     return [m for m in found if m is not None]
 
 
-def _scalar(idx: _Index, name: str, value: float) -> bool:
+def _scalar(idx: GraphIndex, name: str, value: float) -> bool:
     v = idx.const(name)
     return v is not None and v.size == 1 and np.float32(v.reshape(())) == np.float32(value)
 
 
-def _erf_gelu(x: str, idx: _Index) -> tuple[list, str] | None:
+def _erf_gelu(x: str, idx: GraphIndex) -> tuple[list, str] | None:
     """The nodes and output of ``0.5 * x * (1 + erf(x / sqrt 2))`` as torch exports it."""
     users = idx.consumers.get(x, [])
     div = next((u for u in users if u.op_type == "Div" and u.input[0] == x), None)
@@ -208,7 +167,7 @@ def _erf_gelu(x: str, idx: _Index) -> tuple[list, str] | None:
     return [div, erf, add, mul, half], half.output[0]
 
 
-def absorb_gelu(linears: list[Linear], idx: _Index) -> int:
+def absorb_gelu(linears: list[Linear], idx: GraphIndex) -> int:
     """Pass 2: GELU into the epilogue when it is all that reads the Linear's output."""
     count = 0
     for lin in linears:
@@ -229,19 +188,19 @@ def absorb_gelu(linears: list[Linear], idx: _Index) -> int:
     return count
 
 
-def absorb_output_quant(linears: list[Linear], idx: _Index) -> int:
+def absorb_output_quant(linears: list[Linear], idx: GraphIndex) -> int:
     """Pass 3: the next QuantizeLinear into the op (``*ToU8``) when it is the only reader."""
     count = 0
     for lin in linears:
         q = idx.only_consumer(lin.output)
-        if q is not None and q.input[0] == lin.output and _is_u8_scalar_quant(q, idx):
+        if q is not None and q.input[0] == lin.output and is_u8_scalar_quant(q, idx):
             lin.out_quant = q
             lin.removed.append(q)
             count += 1
     return count
 
 
-def choose_inputs(linears: list[Linear], idx: _Index) -> int:
+def choose_inputs(linears: list[Linear], idx: GraphIndex) -> int:
     """Pass 4: float input (QuantizeLinear dropped) where this Linear is its only reader."""
     absorbed = {id(lin.out_quant) for lin in linears if lin.out_quant is not None}
     count = 0
@@ -332,7 +291,7 @@ class _Consts:
     def unique(self, base: str) -> str:
         return self._b.unique(base)
 
-    def __init__(self, graph, idx: _Index):
+    def __init__(self, graph, idx: GraphIndex):
         from sparse_transfer.export.int8 import _Builder
 
         self._b, self._idx = _Builder(graph), idx
@@ -344,7 +303,7 @@ class _Consts:
         return self._b.init(base, np.ascontiguousarray(array))
 
 
-def emit(graph, groups: list[list[Linear]], idx: _Index) -> dict[str, dict]:
+def emit(graph, groups: list[list[Linear]], idx: GraphIndex) -> dict[str, dict]:
     """Pass 6: each chain's nodes out, its op in; per-layer facts.
 
     One Linear's op takes its chain's last node's place; a group's ops take its first
@@ -390,7 +349,7 @@ def prune(graph) -> None:
 
 def _int8_weight_matmuls(graph) -> list[str]:
     """MatMulIntegers that read an int8 initializer: int8 Linears (matched or not)."""
-    idx = _Index(graph)
+    idx = GraphIndex(graph)
     return [
         n.name
         for n in graph.node
@@ -411,8 +370,11 @@ def _refresh_inputs(graph, layers: dict) -> int:
 
 
 def sparsify(
-    model_proto, fuse_gelu: bool = FUSE_GELU, concat_shared_inputs: bool = CONCAT_SHARED_INPUTS,
-    fuse_attention: bool = FUSE_ATTENTION, fuse_layernorm: bool = FUSE_LAYERNORM,
+    model_proto,
+    fuse_gelu: bool = FUSE_GELU,
+    concat_shared_inputs: bool = CONCAT_SHARED_INPUTS,
+    fuse_attention: bool = FUSE_ATTENTION,
+    fuse_layernorm: bool = FUSE_LAYERNORM,
 ) -> dict:
     """Rewrites a standard ``integer`` int8 graph in place; returns the report entry.
 
@@ -421,15 +383,13 @@ def sparsify(
     each residual Add + LayerNorm (`layernorm_fusion`)."""
     from onnx import helper
 
-    from sparse_transfer.export import attention_fusion, layernorm_fusion
-
     graph = model_proto.graph
     attention = 0
     if fuse_attention:
         shapes = attention_fusion.inferred_shapes(model_proto)
-        idx = _Index(graph)
+        idx = GraphIndex(graph)
         attention = attention_fusion.fuse_attention(graph, idx, shapes, _Consts(graph, idx))
-    idx = _Index(graph)
+    idx = GraphIndex(graph)
     linears = match_linears(graph, idx)
     fusions = {
         "attention": attention,
@@ -444,7 +404,7 @@ def sparsify(
     prune(graph)
     fusions["layernorm"] = 0
     if fuse_layernorm:
-        idx = _Index(graph)
+        idx = GraphIndex(graph)
         fusions["layernorm"] = layernorm_fusion.fuse_layernorms(graph, idx, _Consts(graph, idx))
         fusions["float_input"] = _refresh_inputs(graph, layers)
         prune(graph)
