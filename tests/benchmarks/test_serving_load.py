@@ -3,14 +3,17 @@
 Run (CPU-heavy, about 5 minutes; run it alone):
 ``nice .venv/bin/python -m pytest -q -m benchmark tests/benchmarks/test_serving_load.py -s``
 (env: BENCH_LAYERS (6), BENCH_HIDDEN (384): MiniLM-L6's shape; BENCH_SECONDS (12) per point;
-BENCH_CONCURRENCY (1,8,32); BENCH_ENGINES (onnxruntime; add deepsparse where it runs);
+BENCH_BATCHING (on,off);
+BENCH_CONCURRENCY (1,8,32); BENCH_ENGINES for the sparse int8 deployment (onnxruntime; add
+onnxruntime-sparse for our kernel library, deepsparse where it runs);
 BENCH_OUT (JSON result path)). Random weights are fine for speed. With BENCH_DENSE and
 BENCH_SPARSE naming deployment folders (the real-results run's dense FP32 ONNX and its
 published 90% sparse int8 deployment) those are served instead, and BENCH_TEXTS names a
 JSONL file whose ``sentence`` fields are the requests (the real validation sentences);
 BENCH_MAX_SEQ_LENGTH sets the server's ``--max_seq_length`` (what DeepSparse compiles for).
 
-For dense FP32 and 90%-sparse int8 (QAT export), batching on (max 16 instances, 5 ms) and off
+For dense FP32, ORT's dynamic int8 of it (the yardstick) and 90%-sparse int8 (QAT export;
+under every engine of BENCH_ENGINES), batching on (max 16 instances, 5 ms) and off
 (one request per engine call), and each concurrency, locust's users post v2 inference
 requests with no think time for a bounded number of seconds; we record requests/s, p50/p99
 latency (locust's, so HTTP and tokenisation included), failures (must be 0) and the
@@ -57,6 +60,10 @@ CONCURRENCY = [int(c) for c in os.environ.get("BENCH_CONCURRENCY", "1,8,32").spl
 ENGINES = os.environ.get("BENCH_ENGINES", "onnxruntime").split(",")
 BATCHING = {"on": ["--max_batch_size", "16", "--max_latency_ms", "5"],
             "off": ["--max_batch_size", "1", "--max_latency_ms", "0"]}  # fmt: skip
+BATCHING = {k: v for k, v in BATCHING.items()
+            if k in os.environ.get("BENCH_BATCHING", "on,off").split(",")}  # fmt: skip
+SPARSE = "90% sparse int8"
+YARDSTICK = "ORT dynamic int8 of dense"
 
 LOCUSTFILE = """
 import json, random
@@ -179,8 +186,14 @@ def test_serving_load_dense_fp32_vs_sparse_int8(tmp_path):
             "90% sparse int8": _model(tmp_path / "int8", 0.9, True),
         }
         shape = f"MiniLM shape, random weights ({LAYERS} layers, hidden {HIDDEN})"
+    from sparse_transfer.export.benchmark import dynamic_int8_copy
+
+    models[YARDSTICK] = dynamic_int8_copy(models["dense FP32"], tmp_path / "dynamic-int8")
     results = []
-    runs = [(m, d, e, b, f) for m, d in models.items() for e in ENGINES
+    # the engines (the sparse graph with our library, DeepSparse) are for the sparse int8
+    # deployment; the dense model and ORT's own int8 of it run on ONNX Runtime
+    runs = [(m, d, e, b, f) for m, d in models.items()
+            for e in (ENGINES if m == SPARSE else ["onnxruntime"])
             for b, f in BATCHING.items()]  # fmt: skip
     for model_name, deployment, engine, batching, flags in runs:
         if engine != "onnxruntime":
@@ -211,6 +224,11 @@ def test_serving_load_dense_fp32_vs_sparse_int8(tmp_path):
             f"{r['p50_ms']:>8.0f}"
             f"{r['p99_ms']:>8.0f}{r['failures']:>6}{r['rss_before_mb']:>7.0f}>{r['rss_after_mb']:<6.0f}"
         )
+    dense = {(r["batching"], r["users"]): r["rps"] for r in results if r["model"] == "dense FP32"}
+    for r in results:
+        r["rps_vs_dense_fp32"] = round(r["rps"] / dense[(r["batching"], r["users"])], 3)
+        lines.append(f"{r['model']} [{r['engine']}], batching {r['batching']}, {r['users']} "
+                     f"users: {r['rps_vs_dense_fp32']:.2f}x the dense FP32 req/s")  # fmt: skip
     print("\n" + "\n".join(lines))
     if os.environ.get("BENCH_OUT"):
         Path(os.environ["BENCH_OUT"]).write_text(
