@@ -3,7 +3,8 @@
 Run (CPU-heavy, about 5 minutes; run it alone):
 ``nice .venv/bin/python -m pytest -q -m benchmark tests/benchmarks/test_serving_load.py -s``
 (env: BENCH_LAYERS (6), BENCH_HIDDEN (384): MiniLM-L6's shape; BENCH_SECONDS (12) per point;
-BENCH_BATCHING (on,off);
+BENCH_BATCHING (on,off); BENCH_ROUNDS (1): interleaved passes, every server up at once and
+idle outside its turn, median per point;
 BENCH_CONCURRENCY (1,8,32); BENCH_ENGINES for the sparse int8 deployment (onnxruntime; add
 onnxruntime-sparse for our kernel library, deepsparse where it runs);
 BENCH_OUT (JSON result path)). Random weights are fine for speed. With BENCH_DENSE and
@@ -31,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 import torch
@@ -56,6 +58,7 @@ pytestmark = pytest.mark.benchmark
 LAYERS = int(os.environ.get("BENCH_LAYERS", "6"))
 HIDDEN = int(os.environ.get("BENCH_HIDDEN", "384"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "12"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1"))
 CONCURRENCY = [int(c) for c in os.environ.get("BENCH_CONCURRENCY", "1,8,32").split(",")]
 ENGINES = os.environ.get("BENCH_ENGINES", "onnxruntime").split(",")
 BATCHING = {"on": ["--max_batch_size", "16", "--max_latency_ms", "5"],
@@ -170,71 +173,109 @@ def _locust(url: str, users: int, seconds: int, work: Path) -> dict:
     }
 
 
+def _models(tmp_path: Path) -> tuple[dict[str, Path], str]:
+    """The deployments served: real-results folders when named, else random MiniLM shapes;
+    ORT's dynamic int8 of the dense one beside them as the yardstick."""
+    from sparse_transfer.export.benchmark import dynamic_int8_copy
+
+    if os.environ.get("BENCH_DENSE") and os.environ.get("BENCH_SPARSE"):
+        models = {"dense FP32": Path(os.environ["BENCH_DENSE"]),
+                  SPARSE: Path(os.environ["BENCH_SPARSE"])}  # fmt: skip
+        shape = "real-results deployments"
+    else:
+        models = {"dense FP32": _model(tmp_path / "dense", 0.0, False),
+                  SPARSE: _model(tmp_path / "int8", 0.9, True)}  # fmt: skip
+        shape = f"MiniLM shape, random weights ({LAYERS} layers, hidden {HIDDEN})"
+    models[YARDSTICK] = dynamic_int8_copy(models["dense FP32"], tmp_path / "dynamic-int8")
+    return models, shape
+
+
+def _servers(models: dict[str, Path], tmp_path: Path) -> list[dict]:
+    """One warm server per (model, engine, batching); the engines (our kernel library,
+    DeepSparse) are for the sparse int8 deployment, the others run on ONNX Runtime."""
+    servers = []
+    for name, deployment in models.items():
+        for engine in ENGINES if name == SPARSE else ["onnxruntime"]:
+            for batching, flags in BATCHING.items():
+                flags = [*flags, *(["--engine", engine] if engine != "onnxruntime" else [])]
+                if os.environ.get("BENCH_MAX_SEQ_LENGTH"):
+                    flags += ["--max_seq_length", os.environ["BENCH_MAX_SEQ_LENGTH"]]
+                log = tmp_path / f"{name}-{engine}-{batching}.log".replace(" ", "_")
+                proc, url = _start(deployment, log, flags)
+                servers.append({"model": name, "engine": engine, "batching": batching,
+                                "proc": proc, "url": url})  # fmt: skip
+                _locust(url, 2, 3, tmp_path)  # warm-up
+    return servers
+
+
+def _rounds(servers: list[dict], tmp_path: Path) -> list[dict]:
+    """ROUNDS interleaved passes over every server and concurrency (the others idle), so a
+    neighbour's load falls on every variant alike; per point the median over rounds."""
+    raw: dict[tuple, list[dict]] = {}
+    for _ in range(ROUNDS):
+        for srv in servers:
+            for users in CONCURRENCY:
+                time.sleep(1.0)  # the previous server's pool threads stop spinning
+                before = _rss_mb(srv["proc"].pid)
+                point = _locust(srv["url"], users, SECONDS, tmp_path)
+                point.update(rss_before_mb=before, rss_after_mb=_rss_mb(srv["proc"].pid))
+                raw.setdefault((id(srv), users), []).append(point)
+                print(srv["model"], srv["engine"], srv["batching"], users, point, flush=True)
+    results = []
+    for srv in servers:
+        for users in CONCURRENCY:
+            points = raw[(id(srv), users)]
+            results.append({
+                "model": srv["model"], "engine": srv["engine"], "batching": srv["batching"],
+                "users": users, "rounds": len(points),
+                "rps": float(np.median([p["rps"] for p in points])),
+                "rps_rounds": [p["rps"] for p in points],
+                "p50_ms": float(np.median([p["p50_ms"] for p in points])),
+                "p99_ms": float(np.median([p["p99_ms"] for p in points])),
+                "requests": sum(p["requests"] for p in points),
+                "failures": sum(p["failures"] for p in points),
+                "rss_growth_mb": max(p["rss_after_mb"] - p["rss_before_mb"] for p in points),
+                "rss_after_mb": points[-1]["rss_after_mb"],
+            })  # fmt: skip
+    return results
+
+
+def _report(results: list[dict], shape: str, isa: list[str]) -> str:
+    lines = [f"serve load, {shape}, {ROUNDS} interleaved rounds of {SECONDS} s per point, "
+             f"CPU {os.cpu_count()} cores ({', '.join(isa)})",
+             f"{'model':<26}{'engine':>19}{'batching':>9}{'users':>6}{'req/s':>8}{'p50 ms':>8}"
+             f"{'p99 ms':>8}{'fail':>6}{'vs FP32':>9}"]  # fmt: skip
+    dense = {(r["batching"], r["users"]): r["rps"] for r in results if r["model"] == "dense FP32"}
+    for r in results:
+        r["rps_vs_dense_fp32"] = round(r["rps"] / dense[(r["batching"], r["users"])], 3)
+        lines.append(
+            f"{r['model']:<26}{r['engine']:>19}{r['batching']:>9}{r['users']:>6}{r['rps']:>8.1f}"
+            f"{r['p50_ms']:>8.0f}{r['p99_ms']:>8.0f}{r['failures']:>6}"
+            f"{r['rps_vs_dense_fp32']:>8.2f}x"
+        )
+    return "\n".join(lines)
+
+
 def test_serving_load_dense_fp32_vs_sparse_int8(tmp_path):
     isa = sorted(
         set(re.findall(r"avx2|avx512[a-z0-9_]*|avx_vnni", Path("/proc/cpuinfo").read_text()))
     )
-    if os.environ.get("BENCH_DENSE") and os.environ.get("BENCH_SPARSE"):
-        models = {
-            "dense FP32": Path(os.environ["BENCH_DENSE"]),
-            "90% sparse int8": Path(os.environ["BENCH_SPARSE"]),
-        }
-        shape = "real-results deployments"
-    else:
-        models = {
-            "dense FP32": _model(tmp_path / "dense", 0.0, False),
-            "90% sparse int8": _model(tmp_path / "int8", 0.9, True),
-        }
-        shape = f"MiniLM shape, random weights ({LAYERS} layers, hidden {HIDDEN})"
-    from sparse_transfer.export.benchmark import dynamic_int8_copy
-
-    models[YARDSTICK] = dynamic_int8_copy(models["dense FP32"], tmp_path / "dynamic-int8")
-    results = []
-    # the engines (the sparse graph with our library, DeepSparse) are for the sparse int8
-    # deployment; the dense model and ORT's own int8 of it run on ONNX Runtime
-    runs = [(m, d, e, b, f) for m, d in models.items()
-            for e in (ENGINES if m == SPARSE else ["onnxruntime"])
-            for b, f in BATCHING.items()]  # fmt: skip
-    for model_name, deployment, engine, batching, flags in runs:
-        if engine != "onnxruntime":
-            flags = [*flags, "--engine", engine]
-        if os.environ.get("BENCH_MAX_SEQ_LENGTH"):
-            flags = [*flags, "--max_seq_length", os.environ["BENCH_MAX_SEQ_LENGTH"]]
-        label = f"{model_name}-{engine}-{batching}"
-        proc, url = _start(deployment, tmp_path / f"{label}.log", flags)
-        try:
-            _locust(url, 2, 3, tmp_path)  # warm-up
-            for users in CONCURRENCY:
-                before = _rss_mb(proc.pid)
-                point = _locust(url, users, SECONDS, tmp_path)
-                point.update(model=model_name, engine=engine, batching=batching, users=users,
-                             rss_before_mb=before, rss_after_mb=_rss_mb(proc.pid))  # fmt: skip
-                results.append(point)
-                print(point, flush=True)
-        finally:
-            proc.terminate()
-            proc.wait(30)
-    lines = [f"serve load, {shape}, {SECONDS} s per point, "
-             f"CPU {os.cpu_count()} cores ({', '.join(isa)})",
-             f"{'model':<18}{'engine':>12}{'batching':>9}{'users':>6}{'req/s':>8}{'p50 ms':>8}"
-             f"{'p99 ms':>8}{'fail':>6}{'RSS MB':>14}"]  # fmt: skip
-    for r in results:
-        lines.append(
-            f"{r['model']:<18}{r['engine']:>12}{r['batching']:>9}{r['users']:>6}{r['rps']:>8.1f}"
-            f"{r['p50_ms']:>8.0f}"
-            f"{r['p99_ms']:>8.0f}{r['failures']:>6}{r['rss_before_mb']:>7.0f}>{r['rss_after_mb']:<6.0f}"
-        )
-    dense = {(r["batching"], r["users"]): r["rps"] for r in results if r["model"] == "dense FP32"}
-    for r in results:
-        r["rps_vs_dense_fp32"] = round(r["rps"] / dense[(r["batching"], r["users"])], 3)
-        lines.append(f"{r['model']} [{r['engine']}], batching {r['batching']}, {r['users']} "
-                     f"users: {r['rps_vs_dense_fp32']:.2f}x the dense FP32 req/s")  # fmt: skip
-    print("\n" + "\n".join(lines))
+    models, shape = _models(tmp_path)
+    servers = _servers(models, tmp_path)
+    try:
+        results = _rounds(servers, tmp_path)
+    finally:
+        for srv in servers:
+            srv["proc"].terminate()
+            srv["proc"].wait(30)
+    print("\n" + _report(results, shape, isa))
     if os.environ.get("BENCH_OUT"):
         Path(os.environ["BENCH_OUT"]).write_text(
-            json.dumps({"isa": isa, "points": results}, indent=2)
+            json.dumps(
+                {"isa": isa, "rounds": ROUNDS, "seconds": SECONDS, "points": results}, indent=2
+            )  # fmt: skip
         )
     for r in results:
         assert r["requests"] > 0 and r["failures"] == 0, r
         # flat memory: a point may grow the heap a little, not keep growing it
-        assert r["rss_after_mb"] - r["rss_before_mb"] < 100, r
+        assert r["rss_growth_mb"] < 100, r
