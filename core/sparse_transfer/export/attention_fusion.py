@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sparse_transfer.export.graph_index import is_u8_scalar_quant
+from sparse_transfer.export.graph_index import is_u8_scalar_quant, replace_nodes
 from sparse_transfer.kernels import spec
 
 HEAD_PERM = (0, 2, 1, 3)
@@ -207,14 +207,7 @@ def fuse_attention(graph, idx, shapes: dict, builder) -> int:
         for anchor, nodes in placed:
             at[id(anchor)] = nodes
         gone |= {id(n) for n in removed}
-    kept = []
-    for n in graph.node:
-        if id(n) in at:
-            kept += at[id(n)]
-        elif id(n) not in gone:
-            kept.append(n)
-    del graph.node[:]
-    graph.node.extend(kept)
+    replace_nodes(graph, at, gone)
     return len(found)
 
 

@@ -48,3 +48,16 @@ def is_u8_scalar_quant(node, idx: GraphIndex) -> bool:
         scale is not None and zp is not None and scale.size == 1 and zp.size == 1
         and zp.dtype == np.uint8 and scale.dtype == np.float32
     )  # fmt: skip
+
+
+def replace_nodes(graph, at: dict[int, list], gone: set[int]) -> None:
+    """Rewrites `graph.node` in order: the nodes `at[id(anchor)]` take their anchor's place
+    (its inputs exist there), nodes whose id is in `gone` are dropped, the rest stay."""
+    kept = []
+    for n in graph.node:
+        if id(n) in at:
+            kept += at[id(n)]
+        elif id(n) not in gone:
+            kept.append(n)
+    del graph.node[:]
+    graph.node.extend(kept)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sparse_transfer.export.graph_index import is_u8_scalar_quant
+from sparse_transfer.export.graph_index import is_u8_scalar_quant, replace_nodes
 from sparse_transfer.kernels import spec
 
 # A sparse op reading float -> the same op reading uint8 (see spec.QLINEAR_OPS).
@@ -171,14 +171,7 @@ def fuse_layernorms(graph, idx, builder) -> int:
     at, gone = {}, set()
     for m in found:
         op, removed = _emit(m, idx, builder)
-        at[id(m["nodes"][-1])] = op
+        at[id(m["nodes"][-1])] = [op]
         gone |= {id(n) for n in removed}
-    kept = []
-    for n in graph.node:
-        if id(n) in at:
-            kept.append(at[id(n)])
-        elif id(n) not in gone:
-            kept.append(n)
-    del graph.node[:]
-    graph.node.extend(kept)
+    replace_nodes(graph, at, gone)
     return len(found)

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sparse_transfer.export import attention_fusion, layernorm_fusion
-from sparse_transfer.export.graph_index import GraphIndex, is_u8_scalar_quant
+from sparse_transfer.export.graph_index import GraphIndex, is_u8_scalar_quant, replace_nodes
 from sparse_transfer.kernels import spec
 
 SPARSE_MODEL_FILE = "model.sparse.onnx"
@@ -321,14 +321,7 @@ def emit(graph, groups: list[list[Linear]], idx: GraphIndex) -> dict[str, dict]:
             last if len(group) == 1 else min((g.mmi for g in group), key=lambda n: order[id(n)])
         )
         at[id(anchor)] = nodes
-    kept = []
-    for n in graph.node:
-        if id(n) in at:
-            kept += at[id(n)]
-        elif id(n) not in gone:
-            kept.append(n)
-    del graph.node[:]
-    graph.node.extend(kept)
+    replace_nodes(graph, at, gone)
     return layers
 
 
