@@ -27,6 +27,8 @@ from sparse_transfer.errors import StorageError
 
 log = logging.getLogger(__name__)
 
+VOLUME_SLOTS = 2000
+
 
 def _free_ports(count: int) -> list[int]:
     """Distinct free loopback ports (held open together so they cannot repeat)."""
@@ -82,6 +84,15 @@ class LoopbackS3:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self._ports['s3']}"
 
+    def volume_slots(self) -> int:
+        """How many volumes (one per bucket) the SeaweedFS master will still create."""
+        import json
+        import urllib.request
+
+        url = f"http://127.0.0.1:{self._ports['master']}/dir/status"
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            return int(json.load(reply)["Topology"]["Free"])
+
     def env(self) -> dict[str, str]:
         """The AWS environment variables that point a client at this server."""
         return {
@@ -113,6 +124,10 @@ class LoopbackS3:
             "-admin.ui=false",
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
+            # One volume per bucket, and `weed mini` caps volumes at free disk / volume
+            # size: 27 GB free allowed 27 buckets, fewer than a test run makes. Volumes
+            # are sparse files, so a fixed high cap costs nothing on disk.
+            f"-volume.max={VOLUME_SLOTS}",
             f"-master.port={p['master']}",
             f"-master.port.grpc={p['master_grpc']}",
             f"-volume.port={p['volume']}",

@@ -336,6 +336,24 @@ def test_the_server_honours_conditional_writes(s3_bucket, s3_server):
     assert conditional_writes(S3Store(s3_bucket, "")) is True
 
 
+def test_the_server_has_room_for_a_bucket_per_test_however_full_the_disk(s3_server):
+    """`weed mini` sizes its volume cap from free disk, one volume per bucket: with 27 GB
+    free a CI run ran out of buckets midway (InternalError on every first upload)."""
+    if s3_server.kind != "weed":
+        pytest.skip("a SeaweedFS setting")
+    from tests.loopback_s3 import VOLUME_SLOTS
+
+    s3 = _client(s3_server)
+    before = s3_server.volume_slots()
+    for i in range(3):
+        name = f"slots-{os.getpid()}-{time.monotonic_ns()}-{i}"
+        s3.create_bucket(Bucket=name)
+        s3.put_object(Bucket=name, Key="model.md", Body=b"card")
+    after = s3_server.volume_slots()
+    assert before - after == 3  # one volume per bucket, as the cap assumes
+    assert after > VOLUME_SLOTS - 400  # far more than any test run makes
+
+
 def test_concurrent_publishes_of_one_prefix_are_linearizable(s3_bucket, s3_server, tmp_path):
     """20 rounds of two publishers: one complete readable version each time; the loser of a
     plain race fails clearly, a forced one lands on top as the newer version."""

@@ -299,3 +299,26 @@ def test_local_publishes_of_one_entry_are_serialised(tmp_path):
             manifest = storage.read_manifest(dest)
             assert [f.path for f in manifest.files] == ["who.txt"]
             storage.materialize(dest)  # complete and verified
+
+
+def test_a_failing_server_error_names_its_code_not_the_secret(monkeypatch):
+    """A 500 after retries says which error the server gave (SeaweedFS out of volumes
+    answers InternalError), so the log points at the server, not the network."""
+    from botocore.exceptions import ClientError
+
+    from sparse_transfer.storage._s3 import retrying
+
+    monkeypatch.setenv("SPARSE_TRANSFER_S3_BACKOFF", "0")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-value")
+    calls = []
+
+    def put():
+        calls.append(1)
+        error = {"Error": {"Code": "InternalError", "Message": "No writable volumes"}}
+        raise ClientError(error, "PutObject")
+
+    with pytest.raises(StorageError) as info:
+        retrying(put, "bkt", "uploading model.md", attempts=3)
+    assert len(calls) == 3
+    assert "after retries: ClientError InternalError;" in str(info.value)
+    assert "bkt" in str(info.value) and "s3cr3t" not in str(info.value)

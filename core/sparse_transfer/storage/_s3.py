@@ -187,7 +187,8 @@ def translate(exc: BaseException, bucket: str, what: str) -> StorageError:
     if _is_retryable(root):
         return StorageError(
             f"S3 endpoint{_where() or ' (AWS default)'} unreachable or failing for bucket '{bucket}' "
-            f"({what}) after retries: {type(root).__name__}; check AWS_ENDPOINT_URL and that the server is up"
+            f"({what}) after retries: {type(root).__name__}{f' {code}' if code else ''}; "
+            "check AWS_ENDPOINT_URL and that the server is up"
         )
     detail = code or type(root).__name__
     return StorageError(f"S3 error for bucket '{bucket}'{_where()} ({what}): {detail}")
