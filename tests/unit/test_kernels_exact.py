@@ -83,7 +83,7 @@ def _matmul_case(rng, shape, n, density, zp, block=False, low=-64, high=64, a=No
     return model, {"a": a}, {"y": spec.integer_matmul(a, zp, w)}, w
 
 
-def _qlinear_case(rng, op, shape, n, density, activation, block=False):
+def _qlinear_case(rng, op, shape, n, density, activation, block=False, bias_spread=1.0):
     in_u8, out_u8 = spec.QLINEAR_OPS[op]
     k = shape[-1]
     w = _weight(rng, n, k, density, block)
@@ -91,7 +91,7 @@ def _qlinear_case(rng, op, shape, n, density, activation, block=False):
     x = (rng.integers(0, 256, shape).astype(np.uint8) if in_u8
          else (rng.standard_normal(shape) * 1.5).astype(np.float32))  # fmt: skip
     w_scale = (rng.random(n) * 0.01 + 0.001).astype(np.float32)
-    bias = rng.standard_normal(n).astype(np.float32)
+    bias = (rng.standard_normal(n) * bias_spread).astype(np.float32)
     inputs = [("x", None), ("x_scale", x_scale), ("x_zero_point", x_zp), *_packed_inputs(w),
               ("w_scale", w_scale), ("bias", bias)]  # fmt: skip
     y_scale = y_zp = None
@@ -201,6 +201,10 @@ def _cases(rng) -> dict:
             cases[f"{op}_{act}"] = _qlinear_case(rng, op, (3, 45, 50), 40, 0.4, act)
     cases["SparseQLinearToU8_gelu_block"] = _qlinear_case(
         rng, "SparseQLinearToU8", (70, 64), 96, 0.2, "gelu", block=True
+    )
+    # pre-activations over [-20, 20]: every interval of the vector erf's table, and past it
+    cases["SparseQLinear_gelu_wide"] = _qlinear_case(
+        rng, "SparseQLinear", (2, 40, 72), 160, 0.3, "gelu", bias_spread=7.0
     )
     cases["ln_ragged"] = _layernorm_case(rng, (3, 7, 37), False)
     cases["ln_hidden_768"] = _layernorm_case(rng, (40, 768), False)
