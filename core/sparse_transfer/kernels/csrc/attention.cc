@@ -215,31 +215,55 @@ TGT_VNNI __m512 Exp512(__m512 x) {  // as Exp256
   return _mm512_scalef_ps(p, n);
 }
 
-TGT_VNNI void SoftmaxRow512(const int32_t* acc, int64_t s16, const float* maskp,
-                            const AttentionArgs& a, float* tmp, uint8_t* pq) {
+// Softmax of NQ score rows in lockstep (rows s16 apart in acc, tmp and pq), each pass's max
+// and sum in four partial vectors: one chain per row had left the row latency-bound. The
+// float steps are the graph's; only the order of the sum's additions is fixed differently.
+template <int NQ>
+TGT_VNNI void SoftmaxRows512(const int32_t* acc, int64_t s16, const float* maskp,
+                             const AttentionArgs& a, float* tmp, uint8_t* pq) {
   const __m512 qk = _mm512_set1_ps(a.qk_scale), mul = _mm512_set1_ps(a.score_mul);
-  __m512 vmax = _mm512_set1_ps(kNegInf);
-  for (int64_t j = 0; j < s16; j += 16) {
-    __m512 x = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(acc + j)), qk);
-    x = _mm512_add_ps(_mm512_mul_ps(x, mul), _mm512_loadu_ps(maskp + j));
-    _mm512_storeu_ps(tmp + j, x);
-    vmax = _mm512_max_ps(vmax, x);
+  __m512 part[NQ][4];
+  for (int q = 0; q < NQ; ++q) {
+    for (auto& v : part[q]) v = _mm512_set1_ps(kNegInf);
   }
-  const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
-  __m512 vsum = _mm512_setzero_ps();
   for (int64_t j = 0; j < s16; j += 16) {
-    const __m512 e = Exp512(_mm512_sub_ps(_mm512_loadu_ps(tmp + j), m));
-    _mm512_storeu_ps(tmp + j, e);
-    vsum = _mm512_add_ps(vsum, e);
+    const __m512 mask = _mm512_loadu_ps(maskp + j);
+    for (int q = 0; q < NQ; ++q) {
+      __m512 x = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(acc + q * s16 + j)), qk);
+      x = _mm512_add_ps(_mm512_mul_ps(x, mul), mask);
+      _mm512_storeu_ps(tmp + q * s16 + j, x);
+      __m512& m = part[q][(j / 16) % 4];
+      m = _mm512_max_ps(m, x);
+    }
   }
-  const __m512 sum = _mm512_set1_ps(_mm512_reduce_add_ps(vsum)), ps = _mm512_set1_ps(a.p_scale);
+  __m512 top[NQ];
+  for (int q = 0; q < NQ; ++q) {
+    const __m512* v = part[q];
+    top[q] = _mm512_set1_ps(_mm512_reduce_max_ps(
+        _mm512_max_ps(_mm512_max_ps(v[0], v[1]), _mm512_max_ps(v[2], v[3]))));
+    for (auto& p : part[q]) p = _mm512_setzero_ps();
+  }
+  for (int64_t j = 0; j < s16; j += 16) {
+    for (int q = 0; q < NQ; ++q) {
+      const __m512 e = Exp512(_mm512_sub_ps(_mm512_loadu_ps(tmp + q * s16 + j), top[q]));
+      _mm512_storeu_ps(tmp + q * s16 + j, e);
+      __m512& sum = part[q][(j / 16) % 4];
+      sum = _mm512_add_ps(sum, e);
+    }
+  }
+  const __m512 ps = _mm512_set1_ps(a.p_scale);
   const __m512i zp = _mm512_set1_epi32(a.p_zp), lo = _mm512_setzero_si512();
   const __m512i hi = _mm512_set1_epi32(255);
-  for (int64_t j = 0; j < s16; j += 16) {
-    const __m512 p = _mm512_div_ps(_mm512_div_ps(_mm512_loadu_ps(tmp + j), sum), ps);
-    __m512i v = _mm512_add_epi32(_mm512_cvtps_epi32(p), zp);  // half to even (MXCSR)
-    v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
-    _mm_storeu_si128((__m128i*)(pq + j), _mm512_cvtepi32_epi8(v));
+  for (int q = 0; q < NQ; ++q) {
+    const __m512* v = part[q];
+    const __m512 sum = _mm512_set1_ps(_mm512_reduce_add_ps(
+        _mm512_add_ps(_mm512_add_ps(v[0], v[1]), _mm512_add_ps(v[2], v[3]))));
+    for (int64_t j = 0; j < s16; j += 16) {
+      const __m512 p = _mm512_div_ps(_mm512_div_ps(_mm512_loadu_ps(tmp + q * s16 + j), sum), ps);
+      __m512i r = _mm512_add_epi32(_mm512_cvtps_epi32(p), zp);  // half to even (MXCSR)
+      r = _mm512_min_epi32(_mm512_max_epi32(r, lo), hi);
+      _mm_storeu_si128((__m128i*)(pq + q * s16 + j), _mm512_cvtepi32_epi8(r));
+    }
   }
 }
 
@@ -306,47 +330,61 @@ TGT_VNNI void QuadSums(const int8_t* packed, int64_t outer, int64_t inner, int32
   }
 }
 
-// Scores of one query against 16 * NB keys from j0.
-template <int NB>
+// Scores of NQ queries (q4 rows d4 apart, acc rows s16 apart) against 16 * NB keys from j0:
+// each key load feeds NQ vpdpbusd.
+template <int NQ, int NB>
 TGT_VNNI void ScoresVnni(const int8_t* kp, const int32_t* ksum, const uint32_t* q4, int64_t d4,
                          int64_t s16, int64_t j0, int32_t q_zp, int32_t* acc) {
-  __m512i c[NB];
-  for (int b = 0; b < NB; ++b) c[b] = _mm512_setzero_si512();
+  __m512i c[NQ][NB];
+  for (int q = 0; q < NQ; ++q) {
+    for (int b = 0; b < NB; ++b) c[q][b] = _mm512_setzero_si512();
+  }
   for (int64_t t = 0; t < d4; ++t) {
-    const __m512i qb = _mm512_set1_epi32(static_cast<int32_t>(q4[t]));
     const int8_t* row = kp + (t * s16 + j0) * 4;
-    for (int b = 0; b < NB; ++b) c[b] = _mm512_dpbusd_epi32(c[b], qb, _mm512_loadu_si512(row + 64 * b));
+    for (int b = 0; b < NB; ++b) {
+      const __m512i k = _mm512_loadu_si512(row + 64 * b);
+      for (int q = 0; q < NQ; ++q) {
+        const __m512i qb = _mm512_set1_epi32(static_cast<int32_t>(q4[q * d4 + t]));
+        c[q][b] = _mm512_dpbusd_epi32(c[q][b], qb, k);
+      }
+    }
   }
   const __m512i zp = _mm512_set1_epi32(q_zp);
   for (int b = 0; b < NB; ++b) {
     const __m512i corr = _mm512_mullo_epi32(zp, _mm512_loadu_si512(ksum + j0 + 16 * b));
-    _mm512_storeu_si512(acc + j0 + 16 * b, _mm512_sub_epi32(c[b], corr));
+    for (int q = 0; q < NQ; ++q) {
+      _mm512_storeu_si512(acc + q * s16 + j0 + 16 * b, _mm512_sub_epi32(c[q][b], corr));
+    }
   }
 }
 
+template <int NQ>
 TGT_VNNI void QueryScoresVnni(const int8_t* kp, const int32_t* ksum, const uint32_t* q4,
                               int64_t d4, int64_t s16, int32_t q_zp, int32_t* acc) {
   int64_t j0 = 0;
-  for (; j0 + 128 <= s16; j0 += 128) ScoresVnni<8>(kp, ksum, q4, d4, s16, j0, q_zp, acc);
-  for (; j0 + 64 <= s16; j0 += 64) ScoresVnni<4>(kp, ksum, q4, d4, s16, j0, q_zp, acc);
-  for (; j0 < s16; j0 += 16) ScoresVnni<1>(kp, ksum, q4, d4, s16, j0, q_zp, acc);
+  for (; j0 + 64 <= s16; j0 += 64) ScoresVnni<NQ, 4>(kp, ksum, q4, d4, s16, j0, q_zp, acc);
+  for (; j0 < s16; j0 += 16) ScoresVnni<NQ, 1>(kp, ksum, q4, d4, s16, j0, q_zp, acc);
 }
 
-// Context columns [d0, d0 + 16 * NB) of one query: two accumulator sets (even and odd key
-// quads) so that consecutive vpdpbusd do not wait on each other.
-template <int NB>
+// Context columns [d0, d0 + 16 * NB) of NQ queries (pq rows s16 apart, out rows ld apart):
+// each value load feeds NQ vpdpbusd.
+template <int NQ, int NB>
 TGT_VNNI void ContextColumnsVnni(const int8_t* vp, const int32_t* vsum, const uint8_t* pq,
                                  int64_t s16, int64_t d16, int64_t d0, const HeadView& h,
                                  const AttentionArgs& a, float* out) {
-  __m512i c0[NB], c1[NB];
-  for (int b = 0; b < NB; ++b) c0[b] = c1[b] = _mm512_setzero_si512();
-  const int32_t* p4 = reinterpret_cast<const int32_t*>(pq);
-  for (int64_t t = 0; t < s16 / 4; t += 2) {  // s16 / 4 is even
-    const __m512i pb0 = _mm512_set1_epi32(p4[t]), pb1 = _mm512_set1_epi32(p4[t + 1]);
+  __m512i c[NQ][NB];
+  for (int q = 0; q < NQ; ++q) {
+    for (int b = 0; b < NB; ++b) c[q][b] = _mm512_setzero_si512();
+  }
+  for (int64_t t = 0; t < s16 / 4; ++t) {
     const int8_t* row = vp + (t * d16 + d0) * 4;
     for (int b = 0; b < NB; ++b) {
-      c0[b] = _mm512_dpbusd_epi32(c0[b], pb0, _mm512_loadu_si512(row + 64 * b));
-      c1[b] = _mm512_dpbusd_epi32(c1[b], pb1, _mm512_loadu_si512(row + d16 * 4 + 64 * b));
+      const __m512i v = _mm512_loadu_si512(row + 64 * b);
+      for (int q = 0; q < NQ; ++q) {
+        int32_t p4;
+        std::memcpy(&p4, pq + q * s16 + 4 * t, 4);
+        c[q][b] = _mm512_dpbusd_epi32(c[q][b], _mm512_set1_epi32(p4), v);
+      }
     }
   }
   const __m512 scale = _mm512_set1_ps(a.pv_scale);
@@ -354,37 +392,59 @@ TGT_VNNI void ContextColumnsVnni(const int8_t* vp, const int32_t* vsum, const ui
   for (int b = 0; b < NB; ++b) {
     const int64_t col = d0 + 16 * b;
     const __m512i corr = _mm512_mullo_epi32(zp, _mm512_loadu_si512(vsum + col));
-    const __m512i acc = _mm512_sub_epi32(_mm512_add_epi32(c0[b], c1[b]), corr);
-    const __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale);
     const int64_t left = std::min<int64_t>(16, h.d - col);
-    if (left > 0) _mm512_mask_storeu_ps(out + col, static_cast<__mmask16>((1u << left) - 1), y);
+    if (left <= 0) continue;
+    for (int q = 0; q < NQ; ++q) {
+      const __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(c[q][b], corr)), scale);
+      _mm512_mask_storeu_ps(out + q * h.ld + col, static_cast<__mmask16>((1u << left) - 1), y);
+    }
   }
 }
 
+template <int NQ>
 TGT_VNNI void ContextVnni(const int8_t* vp, const int32_t* vsum, const uint8_t* pq, int64_t s16,
                           int64_t d16, const HeadView& h, const AttentionArgs& a, float* out) {
   int64_t d0 = 0;
-  for (; d0 + 64 <= d16; d0 += 64) ContextColumnsVnni<4>(vp, vsum, pq, s16, d16, d0, h, a, out);
-  for (; d0 < d16; d0 += 16) ContextColumnsVnni<1>(vp, vsum, pq, s16, d16, d0, h, a, out);
+  for (; d0 + 64 <= d16; d0 += 64) {
+    ContextColumnsVnni<NQ, 4>(vp, vsum, pq, s16, d16, d0, h, a, out);
+  }
+  for (; d0 < d16; d0 += 16) ContextColumnsVnni<NQ, 1>(vp, vsum, pq, s16, d16, d0, h, a, out);
+}
+
+// NQ queries from i through scores, softmax and context.
+template <int NQ>
+TGT_VNNI void QueriesVnni(const HeadView& h, const AttentionArgs& a, int64_t i, int64_t s16,
+                          int64_t d4, int64_t d16, const int8_t* kp, const int8_t* vp,
+                          const int32_t* ksum, const int32_t* vsum, uint32_t* q4, int32_t* acc,
+                          float* tmp, uint8_t* pq) {
+  std::fill(q4, q4 + NQ * d4, 0u);
+  for (int q = 0; q < NQ; ++q) {  // zero padded to a multiple of 4
+    std::memcpy(q4 + q * d4, h.q + (i + q) * h.ld, h.d);
+  }
+  QueryScoresVnni<NQ>(kp, ksum, q4, d4, s16, a.q_zp, acc);
+  SoftmaxRows512<NQ>(acc, s16, h.maskp, a, tmp, pq);
+  ContextVnni<NQ>(vp, vsum, pq, s16, d16, h, a, h.out + i * h.ld);
 }
 
 TGT_VNNI void HeadVnni(const HeadView& h, const AttentionArgs& a) {
   const int64_t s16 = RoundUp(h.s, 16), d4 = (h.d + 3) / 4, d16 = RoundUp(h.d, 16);
   std::vector<int8_t> kp(d4 * s16 * 4), vp((s16 / 4) * d16 * 4);
-  std::vector<int32_t> ksum(s16), vsum(d16), acc(s16);
+  std::vector<int32_t> ksum(s16), vsum(d16), acc(4 * s16);
   PackKeyVnni(h, s16, d4, kp.data());
   PackValueVnni(h, s16, d16, vp.data());
   QuadSums(kp.data(), d4, s16, ksum.data());
   QuadSums(vp.data(), s16 / 4, d16, vsum.data());
-  std::vector<uint32_t> q4(d4);
-  std::vector<float> tmp(s16);
-  std::vector<uint8_t> pq(s16);
-  for (int64_t i = 0; i < h.s; ++i) {
-    std::fill(q4.begin(), q4.end(), 0u);
-    std::memcpy(q4.data(), h.q + i * h.ld, h.d);  // zero padded to a multiple of 4
-    QueryScoresVnni(kp.data(), ksum.data(), q4.data(), d4, s16, a.q_zp, acc.data());
-    SoftmaxRow512(acc.data(), s16, h.maskp, a, tmp.data(), pq.data());
-    ContextVnni(vp.data(), vsum.data(), pq.data(), s16, d16, h, a, h.out + i * h.ld);
+  std::vector<uint32_t> q4(4 * d4);
+  std::vector<float> tmp(4 * s16);
+  std::vector<uint8_t> pq(4 * s16);
+  int64_t i = 0;
+  for (; i + 4 <= h.s; i += 4) {
+    QueriesVnni<4>(h, a, i, s16, d4, d16, kp.data(), vp.data(), ksum.data(), vsum.data(),
+                   q4.data(), acc.data(), tmp.data(), pq.data());
+  }
+  for (; i < h.s; ++i) {
+    QueriesVnni<1>(h, a, i, s16, d4, d16, kp.data(), vp.data(), ksum.data(), vsum.data(),
+                   q4.data(), acc.data(), tmp.data(), pq.data());
   }
 }
 

@@ -35,26 +35,34 @@ void RowScalar(const LayerNormArgs& a, int64_t r) {
   }
 }
 
+TGT_512 inline float Sum4(const __m512 v[4]) {
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(v[0], v[1]), _mm512_add_ps(v[2], v[3])));
+}
+
 TGT_512 void Row512(const LayerNormArgs& a, int64_t r) {
   const float* x = a.x + r * a.n;
   const float* res = a.residual + r * a.n;
   float* y = a.y + r * a.n;
-  __m512 vsum = _mm512_setzero_ps();
+  // Four partial sums per pass (vector j of the row into sum j % 4): one chain of 48 adds
+  // had made both sums latency-bound. The order is fixed, so results never depend on threads.
+  __m512 vsum[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                    _mm512_setzero_ps()};
   for (int64_t i = 0; i < a.n; i += 16) {
     const __mmask16 m = a.n - i >= 16 ? 0xffff : static_cast<__mmask16>((1u << (a.n - i)) - 1);
     const __m512 s = _mm512_add_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, res + i));
     _mm512_mask_storeu_ps(y + i, m, s);
-    vsum = _mm512_add_ps(vsum, s);
+    vsum[(i / 16) % 4] = _mm512_add_ps(vsum[(i / 16) % 4], s);
   }
-  const float mean = _mm512_reduce_add_ps(vsum) / static_cast<float>(a.n);
+  const float mean = Sum4(vsum) / static_cast<float>(a.n);
   const __m512 vmean = _mm512_set1_ps(mean);
-  __m512 vsq = _mm512_setzero_ps();
+  __m512 vsq[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                   _mm512_setzero_ps()};
   for (int64_t i = 0; i < a.n; i += 16) {
     const __mmask16 m = a.n - i >= 16 ? 0xffff : static_cast<__mmask16>((1u << (a.n - i)) - 1);
     const __m512 d = _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, y + i), vmean);
-    vsq = _mm512_add_ps(vsq, _mm512_mul_ps(d, d));
+    vsq[(i / 16) % 4] = _mm512_add_ps(vsq[(i / 16) % 4], _mm512_mul_ps(d, d));
   }
-  const float root = std::sqrt(_mm512_reduce_add_ps(vsq) / static_cast<float>(a.n) + a.epsilon);
+  const float root = std::sqrt(Sum4(vsq) / static_cast<float>(a.n) + a.epsilon);
   const __m512 vroot = _mm512_set1_ps(root), vs = _mm512_set1_ps(a.y_scale);
   const __m512i zp = _mm512_set1_epi32(a.y_zp), lo = _mm512_setzero_si512();
   const __m512i hi = _mm512_set1_epi32(255);
