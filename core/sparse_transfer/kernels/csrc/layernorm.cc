@@ -88,38 +88,53 @@ TGT_AVX2 float HSum8(__m256 v) {
   return s;
 }
 
+TGT_AVX2 inline __m256 Add4(const __m256 v[4]) {
+  return _mm256_add_ps(_mm256_add_ps(v[0], v[1]), _mm256_add_ps(v[2], v[3]));
+}
+
 TGT_AVX2 void RowAvx2(const LayerNormArgs& a, int64_t r) {
   const float* x = a.x + r * a.n;
   const float* res = a.residual + r * a.n;
   float* y = a.y + r * a.n;
   const int64_t body = a.n / 8 * 8;
-  __m256 vsum = _mm256_setzero_ps();
+  // Four partial sums per pass (vector i / 8 into sum (i / 8) % 4), as Row512.
+  __m256 part[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                    _mm256_setzero_ps()};
   for (int64_t i = 0; i < body; i += 8) {
     const __m256 s = _mm256_add_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(res + i));
     _mm256_storeu_ps(y + i, s);
-    vsum = _mm256_add_ps(vsum, s);
+    part[(i / 8) % 4] = _mm256_add_ps(part[(i / 8) % 4], s);
   }
-  float sum = HSum8(vsum);
+  float sum = HSum8(Add4(part));
   for (int64_t i = body; i < a.n; ++i) sum += (y[i] = x[i] + res[i]);
   const float mean = sum / static_cast<float>(a.n);
   const __m256 vmean = _mm256_set1_ps(mean);
-  __m256 vsq = _mm256_setzero_ps();
+  for (auto& v : part) v = _mm256_setzero_ps();
   for (int64_t i = 0; i < body; i += 8) {
     const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(y + i), vmean);
-    vsq = _mm256_add_ps(vsq, _mm256_mul_ps(d, d));
+    part[(i / 8) % 4] = _mm256_add_ps(part[(i / 8) % 4], _mm256_mul_ps(d, d));
   }
-  float sq = HSum8(vsq);
+  float sq = HSum8(Add4(part));
   for (int64_t i = body; i < a.n; ++i) sq += (y[i] - mean) * (y[i] - mean);
   const float root = std::sqrt(sq / static_cast<float>(a.n) + a.epsilon);
-  const __m256 vroot = _mm256_set1_ps(root);
+  const __m256 vroot = _mm256_set1_ps(root), vs = _mm256_set1_ps(a.y_scale);
+  const __m256i zp = _mm256_set1_epi32(a.y_zp), lo = _mm256_setzero_si256();
+  const __m256i hi = _mm256_set1_epi32(255);
   for (int64_t i = 0; i < body; i += 8) {
-    const __m256 v = _mm256_div_ps(_mm256_sub_ps(_mm256_loadu_ps(y + i), vmean), vroot);
-    _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_mul_ps(v, _mm256_loadu_ps(a.gamma + i)),
-                                          _mm256_loadu_ps(a.beta + i)));
+    __m256 v = _mm256_div_ps(_mm256_sub_ps(_mm256_loadu_ps(y + i), vmean), vroot);
+    v = _mm256_add_ps(_mm256_mul_ps(v, _mm256_loadu_ps(a.gamma + i)), _mm256_loadu_ps(a.beta + i));
+    _mm256_storeu_ps(y + i, v);
+    if (a.yq != nullptr) {  // QuantizeLinear: / scale, half to even (MXCSR), + zp, saturate
+      __m256i q = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_div_ps(v, vs)), zp);
+      q = _mm256_min_epi32(_mm256_max_epi32(q, lo), hi);
+      const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(a.yq + r * a.n + i), _mm_packus_epi16(w, w));
+    }
   }
-  for (int64_t i = body; i < a.n; ++i) y[i] = (y[i] - mean) / root * a.gamma[i] + a.beta[i];
-  if (a.yq == nullptr) return;
-  for (int64_t i = 0; i < a.n; ++i) a.yq[r * a.n + i] = QuantizeScalar(y[i], a.y_scale, a.y_zp);
+  for (int64_t i = body; i < a.n; ++i) {
+    y[i] = (y[i] - mean) / root * a.gamma[i] + a.beta[i];
+    if (a.yq != nullptr) a.yq[r * a.n + i] = QuantizeScalar(y[i], a.y_scale, a.y_zp);
+  }
 }
 
 }  // namespace
