@@ -160,45 +160,106 @@ void PackInt16(const HeadView& h, int64_t s16, int64_t d2, int64_t dv8, int16_t*
   }
 }
 
+// The int16 pairs of one query, (q - zp), a missing odd column 0: `out` holds d2 words.
+void QueryPairs(const uint8_t* qi, int64_t d, int32_t q_zp, int32_t* out) {
+  for (int64_t t = 0; t < (d + 1) / 2; ++t) {
+    const int32_t lo = qi[2 * t] - q_zp;
+    const int32_t hi = 2 * t + 1 < d ? qi[2 * t + 1] - q_zp : 0;
+    out[t] = (lo & 0xffff) | (hi << 16);
+  }
+}
+
+// Scores of NQ queries (qpair rows d2 apart, acc rows s16 apart): each key load feeds NQ
+// vpmaddwd.
+template <int NQ>
+TGT_AVX2 void ScoresAvx2(const int16_t* kp, const int32_t* qpair, int64_t d2, int64_t s16,
+                         int32_t* acc) {
+  for (int64_t j0 = 0; j0 < s16; j0 += 16) {
+    __m256i c[NQ][2];
+    for (auto& row : c) row[0] = row[1] = _mm256_setzero_si256();
+    for (int64_t t = 0; t < d2; ++t) {
+      const int16_t* row = kp + (t * s16 + j0) * 2;
+      const __m256i k0 = _mm256_loadu_si256((const __m256i*)row);
+      const __m256i k1 = _mm256_loadu_si256((const __m256i*)(row + 16));
+      for (int q = 0; q < NQ; ++q) {
+        const __m256i b = _mm256_set1_epi32(qpair[q * d2 + t]);
+        c[q][0] = _mm256_add_epi32(c[q][0], _mm256_madd_epi16(b, k0));
+        c[q][1] = _mm256_add_epi32(c[q][1], _mm256_madd_epi16(b, k1));
+      }
+    }
+    for (int q = 0; q < NQ; ++q) {
+      _mm256_storeu_si256((__m256i*)(acc + q * s16 + j0), c[q][0]);
+      _mm256_storeu_si256((__m256i*)(acc + q * s16 + j0 + 8), c[q][1]);
+    }
+  }
+}
+
+// Context columns [d0, d0 + 8 * NB) of NQ queries (ppair rows s16 / 2 apart, res rows dv8
+// apart): each value load feeds NQ vpmaddwd.
+template <int NQ, int NB>
+TGT_AVX2 void ContextAvx2(const int16_t* vp, const int32_t* ppair, int64_t s16, int64_t dv8,
+                          int64_t d0, float pv_scale, float* res) {
+  __m256i c[NQ][NB];
+  for (auto& row : c) {
+    for (auto& v : row) v = _mm256_setzero_si256();
+  }
+  for (int64_t t = 0; t < s16 / 2; ++t) {
+    __m256i v[NB];
+    for (int b = 0; b < NB; ++b) {
+      v[b] = _mm256_loadu_si256((const __m256i*)(vp + (t * dv8 + d0 + 8 * b) * 2));
+    }
+    for (int q = 0; q < NQ; ++q) {
+      const __m256i p = _mm256_set1_epi32(ppair[q * (s16 / 2) + t]);
+      for (int b = 0; b < NB; ++b) c[q][b] = _mm256_add_epi32(c[q][b], _mm256_madd_epi16(p, v[b]));
+    }
+  }
+  const __m256 scale = _mm256_set1_ps(pv_scale);
+  for (int q = 0; q < NQ; ++q) {
+    for (int b = 0; b < NB; ++b) {
+      _mm256_storeu_ps(res + q * dv8 + d0 + 8 * b, _mm256_mul_ps(_mm256_cvtepi32_ps(c[q][b]), scale));
+    }
+  }
+}
+
+// NQ queries from i through scores, softmax and context (buffers sized for four queries).
+template <int NQ>
+TGT_AVX2 void QueriesAvx2(const HeadView& h, const AttentionArgs& a, int64_t i, int64_t s16,
+                          int64_t dv8, const int16_t* kp, const int16_t* vp, int32_t* qpair,
+                          int32_t* acc, float* tmp, uint8_t* pq, int32_t* ppair, float* res) {
+  const int64_t d2 = (h.d + 1) / 2, s2 = s16 / 2;
+  for (int q = 0; q < NQ; ++q) QueryPairs(h.q + (i + q) * h.ld, h.d, a.q_zp, qpair + q * d2);
+  ScoresAvx2<NQ>(kp, qpair, d2, s16, acc);
+  for (int q = 0; q < NQ; ++q) {
+    uint8_t* row = pq + q * s16;
+    SoftmaxRowAvx2(acc + q * s16, s16, h.maskp, a, tmp, row);
+    for (int64_t t = 0; t < s2; ++t) {  // (p - zp) pairs; padded keys have zero values
+      ppair[q * s2 + t] = ((row[2 * t] - a.p_zp) & 0xffff) | ((row[2 * t + 1] - a.p_zp) << 16);
+    }
+  }
+  int64_t d0 = 0;
+  for (; d0 + 16 <= dv8; d0 += 16) ContextAvx2<NQ, 2>(vp, ppair, s16, dv8, d0, a.pv_scale, res);
+  for (; d0 < dv8; d0 += 8) ContextAvx2<NQ, 1>(vp, ppair, s16, dv8, d0, a.pv_scale, res);
+  for (int q = 0; q < NQ; ++q) {
+    std::memcpy(h.out + (i + q) * h.ld, res + q * dv8, sizeof(float) * h.d);
+  }
+}
+
+// Four queries at a time, as HeadVnni: each key or value load feeds four multiplies.
 TGT_AVX2 void HeadAvx2(const HeadView& h, const AttentionArgs& a) {
   const int64_t s16 = RoundUp(h.s, 16), d2 = (h.d + 1) / 2, dv8 = RoundUp(h.d, 8);
   std::vector<int16_t> kp(d2 * s16 * 2), vp((s16 / 2) * dv8 * 2);
   PackInt16(h, s16, d2, dv8, kp.data(), vp.data());
-  std::vector<int32_t> acc(s16), qpair(d2), ppair(s16 / 2);
-  std::vector<float> tmp(s16), res(dv8);
-  std::vector<uint8_t> pq(s16);
-  for (int64_t i = 0; i < h.s; ++i) {
-    const uint8_t* qi = h.q + i * h.ld;
-    for (int64_t t = 0; t < d2; ++t) {  // (q - zp) pairs; a missing odd column is 0
-      const int32_t lo = qi[2 * t] - a.q_zp;
-      const int32_t hi = 2 * t + 1 < h.d ? qi[2 * t + 1] - a.q_zp : 0;
-      qpair[t] = (lo & 0xffff) | (hi << 16);
-    }
-    for (int64_t j0 = 0; j0 < s16; j0 += 16) {
-      __m256i c0 = _mm256_setzero_si256(), c1 = c0;
-      for (int64_t t = 0; t < d2; ++t) {
-        const __m256i b = _mm256_set1_epi32(qpair[t]);
-        const int16_t* row = kp.data() + (t * s16 + j0) * 2;
-        c0 = _mm256_add_epi32(c0, _mm256_madd_epi16(b, _mm256_loadu_si256((const __m256i*)row)));
-        c1 = _mm256_add_epi32(c1, _mm256_madd_epi16(b, _mm256_loadu_si256((const __m256i*)(row + 16))));
-      }
-      _mm256_storeu_si256((__m256i*)(acc.data() + j0), c0);
-      _mm256_storeu_si256((__m256i*)(acc.data() + j0 + 8), c1);
-    }
-    SoftmaxRowAvx2(acc.data(), s16, h.maskp, a, tmp.data(), pq.data());
-    for (int64_t t = 0; t < s16 / 2; ++t) {  // (p - zp) pairs; padded keys have zero values
-      ppair[t] = ((pq[2 * t] - a.p_zp) & 0xffff) | ((pq[2 * t + 1] - a.p_zp) << 16);
-    }
-    const __m256 scale = _mm256_set1_ps(a.pv_scale);
-    for (int64_t d0 = 0; d0 < dv8; d0 += 8) {
-      __m256i c = _mm256_setzero_si256();
-      for (int64_t t = 0; t < s16 / 2; ++t) {
-        const __m256i v = _mm256_loadu_si256((const __m256i*)(vp.data() + (t * dv8 + d0) * 2));
-        c = _mm256_add_epi32(c, _mm256_madd_epi16(_mm256_set1_epi32(ppair[t]), v));
-      }
-      _mm256_storeu_ps(res.data() + d0, _mm256_mul_ps(_mm256_cvtepi32_ps(c), scale));
-    }
-    std::memcpy(h.out + i * h.ld, res.data(), sizeof(float) * h.d);
+  std::vector<int32_t> acc(4 * s16), qpair(4 * d2), ppair(4 * (s16 / 2));
+  std::vector<float> tmp(s16), res(4 * dv8);
+  std::vector<uint8_t> pq(4 * s16);
+  int64_t i = 0;
+  for (; i + 4 <= h.s; i += 4) {
+    QueriesAvx2<4>(h, a, i, s16, dv8, kp.data(), vp.data(), qpair.data(), acc.data(),
+                   tmp.data(), pq.data(), ppair.data(), res.data());
+  }
+  for (; i < h.s; ++i) {
+    QueriesAvx2<1>(h, a, i, s16, dv8, kp.data(), vp.data(), qpair.data(), acc.data(),
+                   tmp.data(), pq.data(), ppair.data(), res.data());
   }
 }
 
