@@ -109,7 +109,9 @@ def _qlinear_case(rng, op, shape, n, density, activation, block=False, bias_spre
     return _model(op, inputs, {"x": x}, out_type, K=k, activation=activation), {"x": x}, expected
 
 
-def _attention_case(rng, b, s, heads, d, qk_scale, masked=0, q=None, k=None, v=None, tol=False):
+def _attention_case(
+    rng, b, s, heads, d, qk_scale, masked=0, q=None, k=None, v=None, tol=False, p_scale=1 / 255
+):
     """One ``Int8Attention``; the last `masked` keys of batch 1 on are masked (finfo.min)."""
     width = heads * d
     q, k, v = (x if x is not None else rng.integers(0, 256, (b, s, width)).astype(np.uint8)
@@ -120,7 +122,7 @@ def _attention_case(rng, b, s, heads, d, qk_scale, masked=0, q=None, k=None, v=N
     scalars = {"q_zero_point": np.array(rng.integers(0, 256), np.uint8),
                "k_zero_point": np.array(128, np.uint8), "v_zero_point": np.array(128, np.uint8),
                "qk_scale": np.array(qk_scale, np.float32),
-               "score_mul": np.array(0.125, np.float32), "p_scale": np.array(1 / 255, np.float32),
+               "score_mul": np.array(0.125, np.float32), "p_scale": np.array(p_scale, np.float32),
                "p_zero_point": np.array(0, np.uint8), "pv_scale": np.array(3e-4, np.float32)}  # fmt: skip
     feeds = {"q": q, "k": k, "v": v, "mask": mask}
     order = ["q", "q_zero_point", "k", "k_zero_point", "v", "v_zero_point", "mask", "qk_scale",
@@ -146,14 +148,16 @@ def _attention_cases(rng) -> dict:
         "attn_all_255": _attention_case(rng, 2, 24, 2, 16, 0.01, q=full, k=full, v=full),
         "attn_one_key_left": _attention_case(rng, 2, 33, 4, 8, 0.01, masked=32),
         "attn_tol_realistic": _attention_case(rng, 2, 64, 4, 16, 2e-3, masked=20, tol=True),
+        # p / p_scale beyond int32: the top probability saturates to 255, never wraps to 0
+        "attn_onehot_tiny_p_scale": _attention_case(rng, 2, 21, 2, 8, 1000.0, p_scale=1e-12),
     }
 
 
-def _layernorm_case(rng, shape, quantized: bool):
+def _layernorm_case(rng, shape, quantized: bool, gamma_scale=1.0):
     """One ``ResidualLayerNorm*``; the ToU8 case's graph returns only the uint8 output."""
     n = shape[-1]
     x, res = ((rng.standard_normal(shape) * 3 + 1).astype(np.float32) for _ in range(2))
-    consts = [("gamma", (rng.random(n) + 0.5).astype(np.float32)),
+    consts = [("gamma", ((rng.random(n) + 0.5) * gamma_scale).astype(np.float32)),
               ("beta", rng.standard_normal(n).astype(np.float32))]  # fmt: skip
     args = [x, res, consts[0][1], consts[1][1], 1e-12]
     if quantized:
@@ -210,6 +214,8 @@ def _cases(rng) -> dict:
     cases["ln_hidden_768"] = _layernorm_case(rng, (40, 768), False)
     cases["ln_u8_ragged"] = _layernorm_case(rng, (5, 50), True)
     cases["ln_u8_hidden_384"] = _layernorm_case(rng, (2, 30, 384), True)
+    # y / y_scale beyond int32 (gamma 1e9): saturates to 0 / 255 as QuantizeLinear, never wraps
+    cases["ln_u8_saturating"] = _layernorm_case(rng, (3, 100), True, gamma_scale=1e9)
     return {**cases, **_attention_cases(rng)}
 
 

@@ -140,7 +140,10 @@ TGT_AVX2 void SoftmaxRowAvx2(const int32_t* acc, int64_t s16, const float* maskp
   const __m256i hi = _mm256_set1_epi32(255);
   alignas(32) int32_t q[8];
   for (int64_t j = 0; j < s16; j += 8) {
-    const __m256 p = _mm256_div_ps(_mm256_div_ps(_mm256_loadu_ps(tmp + j), sum), ps);
+    // Clamped to 1024 (past it every value saturates alike): a tiny p_scale would take the
+    // quotient beyond int32, where the conversion gives INT_MIN, i.e. 0 instead of 255.
+    const __m256 p = _mm256_min_ps(
+        _mm256_div_ps(_mm256_div_ps(_mm256_loadu_ps(tmp + j), sum), ps), _mm256_set1_ps(1024.f));
     __m256i v = _mm256_add_epi32(_mm256_cvtps_epi32(p), zp);  // rounds half to even (MXCSR)
     _mm256_store_si256((__m256i*)q, _mm256_min_epi32(_mm256_max_epi32(v, lo), hi));
     for (int t = 0; t < 8; ++t) pq[j + t] = static_cast<uint8_t>(q[t]);
@@ -318,7 +321,7 @@ TGT_VNNI void SoftmaxRows512(const int32_t* acc, int64_t s16, const float* maskp
       sum = _mm512_add_ps(sum, e);
     }
   }
-  const __m512 ps = _mm512_set1_ps(a.p_scale);
+  const __m512 ps = _mm512_set1_ps(a.p_scale), cap = _mm512_set1_ps(1024.f);
   const __m512i zp = _mm512_set1_epi32(a.p_zp), lo = _mm512_setzero_si512();
   const __m512i hi = _mm512_set1_epi32(255);
   for (int q = 0; q < NQ; ++q) {
@@ -326,7 +329,8 @@ TGT_VNNI void SoftmaxRows512(const int32_t* acc, int64_t s16, const float* maskp
     const __m512 sum = _mm512_set1_ps(_mm512_reduce_add_ps(
         _mm512_add_ps(_mm512_add_ps(v[0], v[1]), _mm512_add_ps(v[2], v[3]))));
     for (int64_t j = 0; j < s16; j += 16) {
-      const __m512 p = _mm512_div_ps(_mm512_div_ps(_mm512_loadu_ps(tmp + q * s16 + j), sum), ps);
+      const __m512 p = _mm512_min_ps(  // clamped as in SoftmaxRowAvx2
+          _mm512_div_ps(_mm512_div_ps(_mm512_loadu_ps(tmp + q * s16 + j), sum), ps), cap);
       __m512i r = _mm512_add_epi32(_mm512_cvtps_epi32(p), zp);  // half to even (MXCSR)
       r = _mm512_min_epi32(_mm512_max_epi32(r, lo), hi);
       _mm_storeu_si128((__m128i*)(pq + q * s16 + j), _mm512_cvtepi32_epi8(r));

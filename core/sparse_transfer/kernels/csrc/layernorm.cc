@@ -64,6 +64,7 @@ TGT_512 void Row512(const LayerNormArgs& a, int64_t r) {
   }
   const float root = std::sqrt(Sum4(vsq) / static_cast<float>(a.n) + a.epsilon);
   const __m512 vroot = _mm512_set1_ps(root), vs = _mm512_set1_ps(a.y_scale);
+  const __m512 lim_lo = _mm512_set1_ps(-1024.f), lim_hi = _mm512_set1_ps(1024.f);
   const __m512i zp = _mm512_set1_epi32(a.y_zp), lo = _mm512_setzero_si512();
   const __m512i hi = _mm512_set1_epi32(255);
   for (int64_t i = 0; i < a.n; i += 16) {
@@ -73,7 +74,10 @@ TGT_512 void Row512(const LayerNormArgs& a, int64_t r) {
                       _mm512_maskz_loadu_ps(m, a.beta + i));
     _mm512_mask_storeu_ps(y + i, m, v);
     if (a.yq != nullptr) {  // QuantizeLinear: / scale, half to even (MXCSR), + zp, saturate
-      __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_div_ps(v, vs)), zp);
+      // Clamped to +-1024 first (any value past it saturates alike): beyond int32 the
+      // conversion would give INT_MIN, i.e. 0 for a huge positive value.
+      const __m512 scaled = _mm512_min_ps(_mm512_max_ps(_mm512_div_ps(v, vs), lim_lo), lim_hi);
+      __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(scaled), zp);
       q = _mm512_min_epi32(_mm512_max_epi32(q, lo), hi);
       _mm_mask_storeu_epi8(a.yq + r * a.n + i, m, _mm512_cvtepi32_epi8(q));
     }
@@ -118,6 +122,7 @@ TGT_AVX2 void RowAvx2(const LayerNormArgs& a, int64_t r) {
   for (int64_t i = body; i < a.n; ++i) sq += (y[i] - mean) * (y[i] - mean);
   const float root = std::sqrt(sq / static_cast<float>(a.n) + a.epsilon);
   const __m256 vroot = _mm256_set1_ps(root), vs = _mm256_set1_ps(a.y_scale);
+  const __m256 lim_lo = _mm256_set1_ps(-1024.f), lim_hi = _mm256_set1_ps(1024.f);
   const __m256i zp = _mm256_set1_epi32(a.y_zp), lo = _mm256_setzero_si256();
   const __m256i hi = _mm256_set1_epi32(255);
   for (int64_t i = 0; i < body; i += 8) {
@@ -125,7 +130,8 @@ TGT_AVX2 void RowAvx2(const LayerNormArgs& a, int64_t r) {
     v = _mm256_add_ps(_mm256_mul_ps(v, _mm256_loadu_ps(a.gamma + i)), _mm256_loadu_ps(a.beta + i));
     _mm256_storeu_ps(y + i, v);
     if (a.yq != nullptr) {  // QuantizeLinear: / scale, half to even (MXCSR), + zp, saturate
-      __m256i q = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_div_ps(v, vs)), zp);
+      const __m256 scaled = _mm256_min_ps(_mm256_max_ps(_mm256_div_ps(v, vs), lim_lo), lim_hi);
+      __m256i q = _mm256_add_epi32(_mm256_cvtps_epi32(scaled), zp);  // clamped as Row512
       q = _mm256_min_epi32(_mm256_max_epi32(q, lo), hi);
       const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
       _mm_storel_epi64(reinterpret_cast<__m128i*>(a.yq + r * a.n + i), _mm_packus_epi16(w, w));
