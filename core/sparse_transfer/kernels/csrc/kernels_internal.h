@@ -6,6 +6,10 @@
 namespace st {
 
 constexpr double kQuadCostAvx2 = 1.75;  // a quad's cost in 1x4 blocks on AVX2 (measured)
+// A quantized quotient (x / scale) is clamped to +-kQuotientCap before its int32 conversion:
+// past int32 the conversion gives INT_MIN (0 after saturation where QuantizeLinear gives 255),
+// and every value past the cap saturates alike, so nothing else changes.
+constexpr float kQuotientCap = 1024.f;
 
 void RowScalar(const Packed& w, int64_t n, const uint8_t* ap, int tile, int32_t* acc);
 float GeluScalar(float y);

@@ -64,7 +64,7 @@ TGT_512 void Row512(const LayerNormArgs& a, int64_t r) {
   }
   const float root = std::sqrt(Sum4(vsq) / static_cast<float>(a.n) + a.epsilon);
   const __m512 vroot = _mm512_set1_ps(root), vs = _mm512_set1_ps(a.y_scale);
-  const __m512 lim_lo = _mm512_set1_ps(-1024.f), lim_hi = _mm512_set1_ps(1024.f);
+  const __m512 lim_lo = _mm512_set1_ps(-kQuotientCap), lim_hi = _mm512_set1_ps(kQuotientCap);
   const __m512i zp = _mm512_set1_epi32(a.y_zp), lo = _mm512_setzero_si512();
   const __m512i hi = _mm512_set1_epi32(255);
   for (int64_t i = 0; i < a.n; i += 16) {
@@ -74,8 +74,7 @@ TGT_512 void Row512(const LayerNormArgs& a, int64_t r) {
                       _mm512_maskz_loadu_ps(m, a.beta + i));
     _mm512_mask_storeu_ps(y + i, m, v);
     if (a.yq != nullptr) {  // QuantizeLinear: / scale, half to even (MXCSR), + zp, saturate
-      // Clamped to +-1024 first (any value past it saturates alike): beyond int32 the
-      // conversion would give INT_MIN, i.e. 0 for a huge positive value.
+      // Clamped to +-kQuotientCap first: a huge gamma must not wrap to 0.
       const __m512 scaled = _mm512_min_ps(_mm512_max_ps(_mm512_div_ps(v, vs), lim_lo), lim_hi);
       __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(scaled), zp);
       q = _mm512_min_epi32(_mm512_max_epi32(q, lo), hi);
@@ -122,7 +121,7 @@ TGT_AVX2 void RowAvx2(const LayerNormArgs& a, int64_t r) {
   for (int64_t i = body; i < a.n; ++i) sq += (y[i] - mean) * (y[i] - mean);
   const float root = std::sqrt(sq / static_cast<float>(a.n) + a.epsilon);
   const __m256 vroot = _mm256_set1_ps(root), vs = _mm256_set1_ps(a.y_scale);
-  const __m256 lim_lo = _mm256_set1_ps(-1024.f), lim_hi = _mm256_set1_ps(1024.f);
+  const __m256 lim_lo = _mm256_set1_ps(-kQuotientCap), lim_hi = _mm256_set1_ps(kQuotientCap);
   const __m256i zp = _mm256_set1_epi32(a.y_zp), lo = _mm256_setzero_si256();
   const __m256i hi = _mm256_set1_epi32(255);
   for (int64_t i = 0; i < body; i += 8) {
