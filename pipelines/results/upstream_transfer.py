@@ -73,6 +73,17 @@ def published(stub: str, root: str) -> Path | None:
         return None
 
 
+def published_card(stub: str, root: str) -> dict[str, Any] | None:
+    """The card of the entry published at `stub`, or None when nothing is published there."""
+    from sparse_transfer.errors import ZooError
+    from sparse_transfer.zoo import card
+
+    try:
+        return card(stub, root=root)
+    except ZooError:
+        return None
+
+
 def run(out: Path, upstream: str, name: str) -> dict[str, Any]:
     """Transfers from `upstream` (once: published under its own stub) and scores it; compares
     it row by row with the real-results model when that is published."""

