@@ -140,10 +140,12 @@ def test_compare_runs_both_forms_in_deepsparse(deployments, tmp_path):
     task = "text-classification"
     qat, dest = deployments[task]
     qdq = export_onnx(qat, task, output=tmp_path / "qdq", format="qdq")
-    result = compare(
-        {"integer": dest, "qdq": qdq}, 1, 16, threads=1, rounds=2, iterations=2,
-        engines=("deepsparse",),
-    )["deepsparse"]  # fmt: skip
-    assert result["available"], result
+    both = compare({"integer": dest, "qdq": qdq}, 1, 16, threads=1, rounds=2, iterations=2)
+    result = both["deepsparse"]
+    assert result["available"] and result["interleaved"], result  # a round after each ORT round
     assert result["integer"]["fraction_of_supported_ops"] == 1.0
     assert result["integer"]["rounds"] == 2 and result["qdq"]["iterations"] == 4
+    assert both["onnxruntime"]["qdq"]["rounds"] == 2
+    alone = compare({"integer": dest}, 1, 16, threads=1, rounds=3, iterations=1,
+                    engines=("deepsparse",))["deepsparse"]  # fmt: skip
+    assert alone["integer"]["rounds"] == 3 and alone["integer"]["iterations"] == 3

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from sparse_transfer.errors import ExportError
+from sparse_transfer.export.deepsparse_rounds import DeepSparseRounds
 from sparse_transfer.runtime.onnx_model import OnnxModel, _model_file
 
 
@@ -256,7 +257,8 @@ def compare(
     (measured here: a neighbour's load can double int8 latency within
     minutes). Many short rounds interleave finely; ``p50_ms`` is over all
     runs. DeepSparse (when available, see `benchmark`) runs every model in
-    one subprocess the same way.
+    one worker of its own interpreter, one DeepSparse round after each ONNX
+    Runtime round (`deepsparse_rounds`).
     """
     pinned = {n: d[1] for n, d in deployments.items() if isinstance(d, tuple)}
     paths = {n: _model_file(d[0] if isinstance(d, tuple) else d) for n, d in deployments.items()}
@@ -265,23 +267,23 @@ def compare(
     warnings = _exactness_warnings({n: p.parent for n, p in paths.items()}, engines)
     if warnings:
         out["warnings"] = warnings  # type: ignore[assignment]
-    if "onnxruntime" in engines:
-        out["onnxruntime"] = _ort_rounds(
-            paths,
-            pinned,
-            ort_engines,
-            batch,
-            sequence_length,
-            threads,
-            vocab,
-            rounds,
-            iterations,
-            warmup,
-        )
-    if "deepsparse" in engines:
-        out["deepsparse"] = _deepsparse_compare(
-            paths, batch, sequence_length, threads, vocab, warmup, iterations, rounds
-        )
+    deepsparse = _deepsparse_rounds(paths, batch, sequence_length, threads, vocab, warmup,
+                                    iterations) if "deepsparse" in engines else None  # fmt: skip
+    step = deepsparse.step if isinstance(deepsparse, DeepSparseRounds) else None
+    try:
+        if "onnxruntime" in engines:
+            out["onnxruntime"] = _ort_rounds(
+                paths, pinned, ort_engines, batch, sequence_length, threads, vocab, rounds,
+                iterations, warmup, between=step,
+            )  # fmt: skip
+        elif step is not None:
+            for _ in range(rounds):
+                step()
+    finally:
+        if isinstance(deepsparse, DeepSparseRounds):
+            deepsparse.close()
+    if deepsparse is not None:
+        out["deepsparse"] = _deepsparse_result(deepsparse, batch)
     return out
 
 
@@ -296,9 +298,9 @@ SESSION_GAP_S = 0.05
 
 
 def _ort_rounds(paths, pinned, ort_engines, batch, length, threads, vocab, rounds, iterations,
-                warmup):  # fmt: skip
+                warmup, between=None):  # fmt: skip
     """ONNX Runtime's part of `compare`: every (deployment, engine) once per round, each after
-    `SESSION_GAP_S` of idle time."""
+    `SESSION_GAP_S` of idle time; `between()` after each round (DeepSparse's round)."""
     sessions = {}
     for name, path in paths.items():
         mine = [pinned[name]] if name in pinned else ort_engines
@@ -318,6 +320,8 @@ def _ort_rounds(paths, pinned, ort_engines, batch, length, threads, vocab, round
             rounds_s[name].append(
                 _time(lambda s=session, f=feeds: s.run(None, f), 0, iterations, 0.0)
             )
+        if between is not None:
+            between()
     return {n: {**_round_stats(r, batch), "engine": sessions[n][2]} for n, r in rounds_s.items()}
 
 
@@ -349,23 +353,28 @@ def dynamic_int8_copy(dense: str | Path, dest: str | Path) -> Path:
     return dest
 
 
-def _deepsparse_compare(paths, batch, length, threads, vocab, warmup, iterations, rounds):
+def _deepsparse_rounds(paths, batch, length, threads, vocab, warmup, iterations):
+    """A started `DeepSparseRounds` worker, or the "not available" result."""
     from sparse_transfer.export import deepsparse_runner as runner
 
     python, unavailable = _deepsparse_python()
     if unavailable:
         return unavailable
-    command = [python, runner.__file__, "compare", *[str(p) for p in paths.values()]]
+    command = [python, runner.__file__, "rounds", *[str(p) for p in paths.values()]]
     command += ["--batch", str(batch), "--sequence_length", str(length), "--vocab", str(vocab)]
-    command += ["--warmup", str(warmup), "--iterations", str(iterations), "--rounds", str(rounds)]
+    command += ["--warmup", str(warmup), "--iterations", str(iterations)]
+    command += ["--gap_s", str(SESSION_GAP_S)]
     if threads:
         command += ["--threads", str(threads)]
-    try:
-        raw = _runner_json(command)
-    except RuntimeError as exc:
-        return {"available": False, "reason": f"deepsparse in {python} failed: {exc}"}
-    result: dict[str, Any] = {"available": True, "python": python}
-    for name, path in paths.items():
-        r = raw[str(path)]
-        result[name] = {**_round_stats(r.pop("rounds_s"), batch), **r}
+    return DeepSparseRounds(command, paths)
+
+
+def _deepsparse_result(deepsparse, batch: int) -> dict[str, Any]:
+    if not isinstance(deepsparse, DeepSparseRounds):
+        return deepsparse  # not available, and why
+    if deepsparse.failure:
+        return {"available": False, "reason": f"deepsparse failed: {deepsparse.failure}"}
+    result: dict[str, Any] = {"available": True, "python": deepsparse.python, "interleaved": True}
+    for name, rounds_s in deepsparse.rounds_s.items():
+        result[name] = {**_round_stats(rounds_s, batch), **deepsparse.facts[name]}
     return result

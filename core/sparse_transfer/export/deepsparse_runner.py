@@ -8,7 +8,8 @@ imports only numpy, onnx and deepsparse, so that interpreter runs it by path
     PY deepsparse_runner.py run  MODEL.onnx INPUTS.npz OUTPUTS.npz   # -> JSON facts on stdout
     PY deepsparse_runner.py time MODEL.onnx --batch_sizes 1,32 --sequence_length 128 \\
         [--threads N] [--vocab 30522] [--warmup 3] [--iterations 20] [--min_seconds 0]
-    PY deepsparse_runner.py compare A.onnx B.onnx ... [--rounds 30] [--iterations 3] [--batch 1] [...]
+    PY deepsparse_runner.py rounds A.onnx B.onnx ... [--iterations 3] [--batch 1] [...]  # then
+        'round' lines on stdin, one JSON line of run times back per round ('end' stops)
     PY deepsparse_runner.py serve MODEL.onnx --batch 8 --sequence_length 128 [--threads N]
 
 ``serve`` is the persistent worker behind ``sparse-transfer serve --engine deepsparse``
@@ -143,42 +144,67 @@ def _feeds(names: list[str], batch: int, length: int, vocab: int) -> list[np.nda
     return feeds
 
 
-def compare_engines(
-    model_paths: list[str],
-    batch: int,
-    length: int,
-    threads: int | None = None,
-    vocab: int = 1000,
-    warmup: int = 3,
-    iterations: int = 3,
-    rounds: int = 30,
-) -> dict:
-    """Interleaved timing: every model compiled once, then `rounds` rounds of each in turn.
+def compile_all(model_paths, batch, length, threads, vocab, warmup, tmp: Path) -> dict:
+    """``{path: (engine, feeds)}``: every model compiled for one shape and warmed up."""
+    engines = {}
+    for i, path in enumerate(model_paths):
+        sub = tmp / str(i)
+        sub.mkdir()
+        engine = compile_engine(path, batch, length, threads, sub)
+        engines[path] = (engine, _feeds(input_names(path), batch, length, vocab))
+    for engine, feeds in engines.values():
+        for _ in range(warmup):
+            engine.run(feeds)
+    return engines
 
-    On a shared machine, load comes and goes; interleaving spreads it over
-    every model alike, so their ratios hold even when absolute times drift.
-    Returns per model the raw latencies (seconds) of each round, and facts.
+
+def answer_rounds(
+    engines: dict, facts: dict, iterations: int, gap_s: float, commands, replies
+) -> int:
+    """Times one round per ``round`` line on `commands`, until ``end`` or end of stream.
+
+    The caller interleaves these rounds with its own (`benchmark.compare`), so load from
+    elsewhere falls on both engines alike. First a ready line with `facts` (path -> facts);
+    then per round one JSON line ``{path: [seconds of each run]}``, each model after `gap_s`
+    of idle time, as the ONNX Runtime rounds run.
     """
-    with tempfile.TemporaryDirectory() as tmp:
-        engines = {}
-        for i, path in enumerate(model_paths):
-            sub = Path(tmp) / str(i)
-            sub.mkdir()
-            engine = compile_engine(path, batch, length, threads, sub)
-            engines[path] = (engine, _feeds(input_names(path), batch, length, vocab))
-        for engine, feeds in engines.values():
-            for _ in range(warmup):
+    _reply(replies, {"ready": True, "facts": facts})
+    for line in commands:
+        command = line.strip()
+        if command == "end":
+            return 0
+        if command != "round":
+            _reply(replies, {"error": f"unknown command {command[:40]!r}: expected round or end"})
+            return 2
+        times = {}
+        for path, (engine, feeds) in engines.items():
+            time.sleep(gap_s)
+            runs = []
+            for _ in range(iterations):
+                t = time.perf_counter()
                 engine.run(feeds)
-        rounds_s: dict[str, list[list[float]]] = {p: [] for p in model_paths}
-        for _ in range(rounds):
-            for path, (engine, feeds) in engines.items():
-                times = []
-                for _ in range(iterations):
-                    t = time.perf_counter()
-                    engine.run(feeds)
-                    times.append(time.perf_counter() - t)
-                rounds_s[path].append(times)
-        return {p: {"rounds_s": rounds_s[p], **_facts(engines[p][0])} for p in model_paths}
+                runs.append(time.perf_counter() - t)
+            times[path] = runs
+        _reply(replies, times)
+    return 0
+
+
+def _reply(replies, message: dict) -> None:
+    replies.write(json.dumps(message) + "\n")
+    replies.flush()
+
+
+def rounds(model_paths, batch, length, threads, vocab, warmup, iterations, gap_s) -> int:
+    """The ``rounds`` command: compile, then `answer_rounds` over stdin/stdout."""
+    # Our JSON lines own the real stdout; DeepSparse's banner and C++ logs go to stderr.
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller decides when we stop
+    with tempfile.TemporaryDirectory() as tmp:
+        engines = compile_all(model_paths, batch, length, threads, vocab, warmup, Path(tmp))
+        facts = {path: _facts(engine) for path, (engine, _) in engines.items()}
+        return answer_rounds(engines, facts, iterations, gap_s, sys.stdin, replies)
 
 
 def parse_header(header: bytes) -> tuple[bytes, int]:
@@ -356,25 +382,27 @@ def main(argv: list[str] | None = None) -> int:
     p_time.add_argument("--warmup", type=int, default=3)
     p_time.add_argument("--iterations", type=int, default=20)
     p_time.add_argument("--min_seconds", type=float, default=0.0)
-    p_cmp = sub.add_parser("compare", help="interleaved rounds over several models, JSON")
-    p_cmp.add_argument("models", nargs="+")
-    p_cmp.add_argument("--batch", type=int, default=1)
-    p_cmp.add_argument("--sequence_length", type=int, default=128)
-    p_cmp.add_argument("--threads", type=int, default=None)
-    p_cmp.add_argument("--vocab", type=int, default=1000)
-    p_cmp.add_argument("--warmup", type=int, default=3)
-    p_cmp.add_argument("--iterations", type=int, default=3)
-    p_cmp.add_argument("--rounds", type=int, default=30)
+    p_rounds = sub.add_parser(
+        "rounds", help="interleaved timing: one round per 'round' line on stdin, JSON lines out"
+    )
+    p_rounds.add_argument("models", nargs="+")
+    p_rounds.add_argument("--batch", type=int, default=1)
+    p_rounds.add_argument("--sequence_length", type=int, default=128)
+    p_rounds.add_argument("--threads", type=int, default=None)
+    p_rounds.add_argument("--vocab", type=int, default=1000)
+    p_rounds.add_argument("--warmup", type=int, default=3)
+    p_rounds.add_argument("--iterations", type=int, default=3)
+    p_rounds.add_argument("--gap_s", type=float, default=0.0)
     p_serve = sub.add_parser("serve", help="persistent worker: frames over stdin/stdout")
     p_serve.add_argument("model")
     p_serve.add_argument("--batch", type=int, required=True)
     p_serve.add_argument("--sequence_length", type=int, required=True)
     p_serve.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
-    for model in args.models if args.command == "compare" else [args.model]:
+    for model in args.models if args.command == "rounds" else [args.model]:
         warn_if_inexact(model)
-    if args.command == "compare":
-        result = compare_engines(
+    if args.command == "rounds":
+        return rounds(
             args.models,
             args.batch,
             args.sequence_length,
@@ -382,9 +410,8 @@ def main(argv: list[str] | None = None) -> int:
             args.vocab,
             args.warmup,
             args.iterations,
-            args.rounds,
+            args.gap_s,
         )
-        print(json.dumps(result))
     elif args.command == "serve":
         return serve(args.model, args.batch, args.sequence_length, args.threads)
     elif args.command == "run":
