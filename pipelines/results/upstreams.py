@@ -90,6 +90,27 @@ def build_upstream(out: Path, variant: str, budget: dict[str, Any]) -> dict[str,
     return {"facts": facts, "metrics": metrics, "stub": stub}
 
 
+def timed_engines() -> tuple[str, ...]:
+    """ONNX Runtime's standard graph, and the sparse graph where the kernel library loads."""
+    from sparse_transfer.runtime.engines import kernel_status
+
+    return ENGINES if kernel_status().available else ENGINES[:1]
+
+
+def latencies_of(
+    timed: dict[str, dict[str, Any]], variants: list[str], engines: tuple[str, ...]
+) -> dict[str, dict[str, float]]:
+    """variant -> engine -> p50 ms, from `compare`'s ONNX Runtime result (with several
+    engines its names read ``"VARIANT [ENGINE]"``); an engine that fell back is left out."""
+    out: dict[str, dict[str, float]] = {}
+    for v in variants:
+        for e in engines:
+            stats = timed.get(v if len(engines) == 1 else f"{v} [{e}]")
+            if stats and stats.get("engine") == e:
+                out.setdefault(v, {})[e] = round(stats["p50_ms"], 2)
+    return out
+
+
 def compare_rows(
     rights: dict[str, dict[str, Any]], latencies: dict[str, dict[str, float]]
 ) -> list[dict[str, Any]]:
@@ -159,11 +180,10 @@ def stage_upstreams(out: Path, size_name: str, transfer: Any) -> dict[str, Any]:
         v: {ds: onnx_right(d, out / "data" / f"validation_{ds}.jsonl", params) for ds in DATASETS}
         for v, d in deployments.items()
     }
-    timed = compare({v: str(d) for v, d in deployments.items()}, 1, 64, rounds=10, engines=ENGINES)
-    latencies = {
-        v: {e: round(timed[e][v]["p50_ms"], 2) for e in ENGINES if (timed.get(e) or {}).get(v)}
-        for v in VARIANTS
-    }
+    engines = timed_engines()
+    timed = compare({v: str(d) for v, d in deployments.items()}, 1, 64, rounds=10,
+                    engines=("onnxruntime",), ort_engines=engines)  # fmt: skip
+    latencies = latencies_of(timed["onnxruntime"], list(VARIANTS), engines)
     rows = compare_rows(rights, latencies)
     (out / "upstreams" / "comparison.md").write_text(markdown(rows, upstreams) + "\n")
     log.info("upstreams:\n%s", markdown(rows, upstreams))

@@ -60,3 +60,21 @@ def test_no_baseline_is_refused_and_the_budget_is_the_same_for_every_variant():
     assert upstreams.transfer_stub("obs-block4").endswith(
         "movie_reviews/pruned90_quant_obs_block4-none"
     )
+
+
+def test_latencies_are_read_per_engine_and_a_fallback_is_not_reported_as_sparse():
+    timed = {
+        "gmp-block4 [onnxruntime]": {"p50_ms": 9.123, "engine": "onnxruntime"},
+        "gmp-block4 [onnxruntime-sparse]": {"p50_ms": 4.2, "engine": "onnxruntime-sparse"},
+        "obs-block4 [onnxruntime]": {"p50_ms": 9.0, "engine": "onnxruntime"},
+        "obs-block4 [onnxruntime-sparse]": {"p50_ms": 8.9, "engine": "onnxruntime"},  # fell back
+    }
+    both = ("onnxruntime", "onnxruntime-sparse")
+    assert upstreams.latencies_of(timed, ["gmp-block4", "obs-block4"], both) == {
+        "gmp-block4": {"onnxruntime": 9.12, "onnxruntime-sparse": 4.2},
+        "obs-block4": {"onnxruntime": 9.0},
+    }
+    alone = {"gmp-block4": {"p50_ms": 9.1, "engine": "onnxruntime"}}
+    assert upstreams.latencies_of(alone, ["gmp-block4"], both[:1]) == {
+        "gmp-block4": {"onnxruntime": 9.1}
+    }
