@@ -106,3 +106,16 @@ def test_a_worker_that_dies_mid_run_is_reported_and_not_stepped_again(tmp_path):
     assert len(client.rounds_s["dense"]) == 1
     result = _deepsparse_result(client, batch=1)
     assert result == {"available": False, "reason": f"deepsparse failed: {client.failure}"}
+
+
+def test_deepsparse_runs_the_named_deployments_only_and_refuses_unknown_names(tmp_path):
+    import pytest
+
+    from sparse_transfer.errors import ExportError
+    from sparse_transfer.export.benchmark import _deepsparse_paths
+
+    paths = {"dense": tmp_path / "d.onnx", "ORT dynamic int8": tmp_path / "q.onnx"}
+    assert _deepsparse_paths(paths, None) == paths
+    assert _deepsparse_paths(paths, ["dense"]) == {"dense": tmp_path / "d.onnx"}
+    with pytest.raises(ExportError, match=r"deepsparse_names \['densee'\]: not among"):
+        _deepsparse_paths(paths, ["densee"])

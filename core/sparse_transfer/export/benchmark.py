@@ -243,6 +243,7 @@ def compare(
     warmup: int = 3,
     engines: Sequence[str] = ("onnxruntime", "deepsparse"),
     ort_engines: Sequence[str] = ("onnxruntime",),
+    deepsparse_names: Sequence[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Times several deployments in interleaved rounds; ``{engine: {name: stats}}``.
 
@@ -256,9 +257,9 @@ def compare(
     so load from elsewhere on a shared machine falls on every model alike
     (measured here: a neighbour's load can double int8 latency within
     minutes). Many short rounds interleave finely; ``p50_ms`` is over all
-    runs. DeepSparse (when available, see `benchmark`) runs every model in
-    one worker of its own interpreter, one DeepSparse round after each ONNX
-    Runtime round (`deepsparse_rounds`).
+    runs. DeepSparse (when available, see `benchmark`) runs every model (or
+    those `deepsparse_names` names) in one worker of its own interpreter, one
+    DeepSparse round after each ONNX Runtime round (`deepsparse_rounds`).
     """
     pinned = {n: d[1] for n, d in deployments.items() if isinstance(d, tuple)}
     paths = {n: _model_file(d[0] if isinstance(d, tuple) else d) for n, d in deployments.items()}
@@ -267,8 +268,11 @@ def compare(
     warnings = _exactness_warnings({n: p.parent for n, p in paths.items()}, engines)
     if warnings:
         out["warnings"] = warnings  # type: ignore[assignment]
-    deepsparse = _deepsparse_rounds(paths, batch, sequence_length, threads, vocab, warmup,
-                                    iterations) if "deepsparse" in engines else None  # fmt: skip
+    deepsparse = None
+    if "deepsparse" in engines:
+        chosen = _deepsparse_paths(paths, deepsparse_names)
+        deepsparse = _deepsparse_rounds(chosen, batch, sequence_length, threads, vocab, warmup,
+                                        iterations)  # fmt: skip
     step = deepsparse.step if isinstance(deepsparse, DeepSparseRounds) else None
     try:
         if "onnxruntime" in engines:
@@ -351,6 +355,15 @@ def dynamic_int8_copy(dense: str | Path, dest: str | Path) -> Path:
     )
     storage.record_files(dest, DEPLOYMENT)
     return dest
+
+
+def _deepsparse_paths(paths: dict[str, Path], names: Sequence[str] | None) -> dict[str, Path]:
+    if names is None:
+        return paths
+    unknown = sorted(set(names) - set(paths))
+    if unknown:
+        raise ExportError(f"deepsparse_names {unknown}: not among the deployments {sorted(paths)}")
+    return {n: p for n, p in paths.items() if n in names}
 
 
 def _deepsparse_rounds(paths, batch, length, threads, vocab, warmup, iterations):
