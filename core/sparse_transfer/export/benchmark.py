@@ -373,7 +373,8 @@ def _deepsparse_rounds(paths, batch, length, threads, vocab, warmup, iterations)
     python, unavailable = _deepsparse_python()
     if unavailable:
         return unavailable
-    command = [python, runner.__file__, "rounds", *[str(p) for p in paths.values()]]
+    unique = dict.fromkeys(str(p) for p in paths.values())  # two names may share one graph
+    command = [python, runner.__file__, "rounds", *unique]
     command += ["--batch", str(batch), "--sequence_length", str(length), "--vocab", str(vocab)]
     command += ["--warmup", str(warmup), "--iterations", str(iterations)]
     command += ["--gap_s", str(SESSION_GAP_S)]
