@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from sparse_transfer.errors import ExportError
-from sparse_transfer.export.deepsparse_rounds import DeepSparseRounds
+from sparse_transfer.export.deepsparse_rounds import DeepSparseRounds, failure_cause
 from sparse_transfer.runtime.onnx_model import OnnxModel, _model_file
 
 
@@ -212,10 +212,7 @@ def _runner_json(command: list[str]) -> dict[str, Any]:
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
-        text = (done.stderr + done.stdout).strip().splitlines()
-        # DeepSparse aborts with "Assertion at FILE:LINE" and a long native backtrace
-        cause = [t for t in text if "Assertion at" in t or "Error" in t][:2] or text[-3:]
-        raise RuntimeError(f"exit {done.returncode}: {' | '.join(cause)}")
+        raise RuntimeError(f"exit {done.returncode}: {failure_cause(done.stderr + done.stdout)}")
     return json.loads(lines[-1])
 
 

@@ -21,6 +21,14 @@ COMPILE_TIMEOUT_S = 900.0
 ROUND_TIMEOUT_S = 300.0
 
 
+def failure_cause(output: str) -> str:
+    """The lines of a failed DeepSparse process's output that say why, joined."""
+    text = output.strip().splitlines()
+    # DeepSparse aborts with "Assertion at FILE:LINE" and a long native backtrace
+    cause = [t for t in text if "Assertion at" in t or "Error" in t][:2] or text[-3:]
+    return " | ".join(cause)
+
+
 class DeepSparseRounds:
     """A `deepsparse_runner.py rounds` worker: `step()` times one round of every model."""
 
@@ -81,10 +89,7 @@ class DeepSparseRounds:
 
     def _stderr_cause(self) -> str:
         self._stderr.seek(0)
-        text = self._stderr.read().decode(errors="replace").strip().splitlines()
-        # DeepSparse aborts with "Assertion at FILE:LINE" and a long native backtrace
-        cause = [t for t in text if "Assertion at" in t or "Error" in t][:2] or text[-3:]
-        return " | ".join(cause)
+        return failure_cause(self._stderr.read().decode(errors="replace"))
 
     def _fail(self, why: str) -> None:
         self.failure = why

@@ -365,6 +365,15 @@ def warn_if_inexact(model_path: str | Path) -> str | None:
     return message
 
 
+def _timing_options(parser: argparse.ArgumentParser, iterations: int) -> None:
+    """The options `time` and `rounds` share: shape, threads, ids and run counts."""
+    parser.add_argument("--sequence_length", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--vocab", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--iterations", type=int, default=iterations)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -376,22 +385,14 @@ def main(argv: list[str] | None = None) -> int:
     p_time = sub.add_parser("time", help="latencies per batch size, JSON on stdout")
     p_time.add_argument("model")
     p_time.add_argument("--batch_sizes", default="1")
-    p_time.add_argument("--sequence_length", type=int, default=128)
-    p_time.add_argument("--threads", type=int, default=None)
-    p_time.add_argument("--vocab", type=int, default=1000)
-    p_time.add_argument("--warmup", type=int, default=3)
-    p_time.add_argument("--iterations", type=int, default=20)
+    _timing_options(p_time, iterations=20)
     p_time.add_argument("--min_seconds", type=float, default=0.0)
     p_rounds = sub.add_parser(
         "rounds", help="interleaved timing: one round per 'round' line on stdin, JSON lines out"
     )
     p_rounds.add_argument("models", nargs="+")
     p_rounds.add_argument("--batch", type=int, default=1)
-    p_rounds.add_argument("--sequence_length", type=int, default=128)
-    p_rounds.add_argument("--threads", type=int, default=None)
-    p_rounds.add_argument("--vocab", type=int, default=1000)
-    p_rounds.add_argument("--warmup", type=int, default=3)
-    p_rounds.add_argument("--iterations", type=int, default=3)
+    _timing_options(p_rounds, iterations=3)
     p_rounds.add_argument("--gap_s", type=float, default=0.0)
     p_serve = sub.add_parser("serve", help="persistent worker: frames over stdin/stdout")
     p_serve.add_argument("model")
