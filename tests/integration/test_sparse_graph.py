@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from onnx import numpy_helper
@@ -32,6 +33,7 @@ from sparse_transfer.export.sparse_graph import sparsify
 from sparse_transfer.kernels import spec
 from sparse_transfer.quantization import calibrate, prepare_qat, save_qat_config
 from sparse_transfer.runtime import OnnxModel, engines
+from sparse_transfer.runtime.onnx_model import session_options
 
 pytestmark = pytest.mark.integration
 
@@ -107,15 +109,18 @@ def test_every_int8_linear_becomes_a_sparse_op_with_its_exact_weights(deployment
     standard, sparse = _graphs(dest)
     onnx.checker.check_model(sparse, full_check=True)
     linears = _int8_linears(standard)
-    custom = [n for n in sparse.graph.node if n.op_type in (spec.MATMUL_OP, *spec.QLINEAR_OPS)]
+    linear_ops = (spec.MATMUL_OP, *spec.QLINEAR_OPS, *spec.LINEAR_NORM_OPS)
+    custom = [n for n in sparse.graph.node if n.op_type in linear_ops]
     # every int8 Linear replaced by one op (query/key/value concatenation is off by default)
     heads = 1 if task in ("question-answering", "token-classification") else 2
     assert len(linears) == report["sparse_graph"]["linears"] == 6 * LAYERS + heads
     assert len(custom) == report["sparse_graph"]["ops"] == len(linears)
     assert _int8_linears(sparse) == []
     # each attention module's two integer matmuls and the ops between them: one op
-    attention = [n for n in sparse.graph.node if n.op_type == spec.ATTENTION_OP]
+    # ... writing the uint8 context attention.output.dense reads (its QuantizeLinear absorbed)
+    attention = [n for n in sparse.graph.node if n.op_type == "Int8AttentionToU8"]
     assert len(attention) == report["sparse_graph"]["fusions"]["attention"] == LAYERS
+    assert report["sparse_graph"]["fusions"]["attention_output_quant"] == LAYERS
     assert report["int8"]["attention_matmuls"] == 2 * LAYERS
     assert not [n for n in sparse.graph.node if n.op_type in ("MatMulInteger", "Softmax")]
     assert {o.domain: o.version for o in sparse.opset_import}[spec.DOMAIN] == spec.OPSET_VERSION
@@ -215,9 +220,10 @@ def test_residual_layernorms_fuse_with_the_next_quantization(deployments):
     dest = deployments["text-classification"]
     standard, fused = _graphs(dest)
     report = _report(dest)["sparse_graph"]
-    norms = [n for n in fused.graph.node if n.op_type in spec.LAYERNORM_OPS]
+    norms = [n for n in fused.graph.node
+             if n.op_type in (*spec.LAYERNORM_OPS, *spec.LINEAR_NORM_OPS)]  # fmt: skip
     assert len(norms) == report["fusions"]["layernorm"] == 2 * LAYERS
-    assert [n.op_type for n in norms].count("ResidualLayerNormToU8") == 2 * LAYERS - 1
+    assert sum(n.op_type.endswith("LayerNormToU8") for n in norms) == 2 * LAYERS - 1
     readers = {i: n for n in fused.graph.node for i in n.input}
     first = norms[0]
     assert readers[first.output[1]].op_type == "SparseQLinearU8"  # intermediate.dense
@@ -233,6 +239,35 @@ def test_residual_layernorms_fuse_with_the_next_quantization(deployments):
     assert np.array_equal(ReferenceGraph(fused)(feeds)["logits"], want)
 
 
+def test_linears_fuse_with_the_layernorm_reading_them(deployments):
+    """attention.output.dense (uint8 from the attention op) and output.dense (uint8 from the GELU'd
+    intermediate) each become one op with the residual LayerNorm after them; the logits keep
+    their bits under the exact reference, and ``fuse_linear_layernorm=False`` keeps two ops."""
+    dest = deployments["text-classification"]
+    standard, fused = _graphs(dest)
+    report = _report(dest)["sparse_graph"]
+    ops = {n.name: n.op_type for n in fused.graph.node if n.op_type in spec.LINEAR_NORM_OPS}
+    assert len(ops) == report["fusions"]["linear_layernorm"] == 2 * LAYERS
+    attn = [t for name, t in ops.items() if ".attention.output.dense" in name]
+    ffn = [t for name, t in ops.items() if ".output.dense" in name and ".attention." not in name]
+    assert attn == ["SparseQLinearFromU8LayerNormToU8"] * LAYERS  # from Int8AttentionToU8
+    assert ffn == ["SparseQLinearFromU8LayerNormToU8"] * (LAYERS - 1) + [
+        "SparseQLinearFromU8LayerNorm"
+    ]
+    for name, op in ops.items():
+        assert report["layers"][name.rsplit("/", 1)[0]]["op"] == op
+    kept = onnx.ModelProto()
+    kept.CopyFrom(standard)
+    report_kept = sparsify(kept, fuse_linear_layernorm=False)
+    assert report_kept["fusions"]["linear_layernorm"] == 0
+    assert not [n for n in kept.graph.node if n.op_type in spec.LINEAR_NORM_OPS]
+    assert report_kept["fusions"]["layernorm"] == 2 * LAYERS
+    feeds = _features(dest, "text-classification", 2, 30, 15)
+    want = ReferenceGraph(standard)(feeds)["logits"]
+    for graph in (fused, kept):
+        assert np.array_equal(ReferenceGraph(graph)(feeds)["logits"], want)
+
+
 def test_gelu_left_to_onnx_runtime_on_request(deployments):
     dest = deployments["text-classification"]
     standard, _ = _graphs(dest)
@@ -242,7 +277,9 @@ def test_gelu_left_to_onnx_runtime_on_request(deployments):
     ops = [n.op_type for n in sparse.graph.node]
     assert report["fusions"]["gelu"] == 0 and ops.count("Erf") == LAYERS
     assert "SparseQLinearToU8" not in ops
-    assert report["fusions"]["float_input"] == ops.count("SparseQLinear") == 3 * LAYERS + 2
+    # float in: intermediate.dense, output.dense and the two heads (attention.output.dense
+    # reads the attention op's uint8 context)
+    assert report["fusions"]["float_input"] == ops.count("SparseQLinear") == 2 * LAYERS + 2
     feeds = _features(dest, "text-classification", 2, 30, 12)
     want, got = ReferenceGraph(standard)(feeds), ReferenceGraph(sparse)(feeds)
     assert np.array_equal(got["logits"], want["logits"])
@@ -424,3 +461,22 @@ def test_library_engine_serves_as_the_standard_engine(deployments):
     want = got["onnxruntime"][1]
     for engine in ("onnxruntime-sparse", "auto"):
         assert [p["label"] for p in got[engine][1]] == [p["label"] for p in want], engine
+
+
+def test_library_linear_layernorm_ops_give_the_two_ops_bits(deployments):
+    """Under ONNX Runtime with the library, the fused graph's logits equal the unfused one's
+    bit for bit: at batch 1 (fewer token tiles than cores: the op's two-pass path) and at
+    batch 8 x 100 tokens (a tile per task, normalised in cache), on this CPU's best path."""
+    _library_or_skip()
+    dest = deployments["text-classification"]
+    standard, fused = _graphs(dest)
+    kept = onnx.ModelProto()
+    kept.CopyFrom(standard)
+    sparsify(kept, fuse_linear_layernorm=False)
+    options = session_options(2, "onnxruntime-sparse")
+    sessions = [ort.InferenceSession(g.SerializeToString(), options, ["CPUExecutionProvider"])
+                for g in (fused, kept)]  # fmt: skip
+    for batch, length, seed in [(1, 9, 3), (8, 100, 4)]:
+        feeds = _features(dest, "text-classification", batch, length, seed)
+        got, want = (s.run(["logits"], feeds)[0] for s in sessions)
+        assert np.array_equal(got, want), batch

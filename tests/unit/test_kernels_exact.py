@@ -153,6 +153,30 @@ def _attention_cases(rng) -> dict:
     }
 
 
+def _attention_u8_case(rng, b, s, heads, d, qk_scale, y_scale, masked=0):
+    """``Int8AttentionToU8`` beside ``Int8Attention -> QuantizeLinear`` (ONNX Runtime's own)
+    in one graph whose output is ``|fused - pair|`` as float: all zeros when the op's
+    quantized context has the pair's bits (a tiny y_scale saturates most values)."""
+    model, feeds, _ = _attention_case(rng, b, s, heads, d, qk_scale, masked=masked)
+    node = model.graph.node[0]
+    model.graph.initializer.extend([
+        numpy_helper.from_array(np.array(y_scale, np.float32), "y_scale"),
+        numpy_helper.from_array(np.array(130, np.uint8), "y_zero_point")])  # fmt: skip
+    nodes = [
+        helper.make_node("Int8AttentionToU8", [*node.input, "y_scale", "y_zero_point"],
+                         ["fused"], domain=spec.DOMAIN, head_dim=d),
+        helper.make_node(spec.ATTENTION_OP, list(node.input), ["ctx"], domain=spec.DOMAIN,
+                         head_dim=d),
+        helper.make_node("QuantizeLinear", ["ctx", "y_scale", "y_zero_point"], ["pair"]),
+        *[helper.make_node("Cast", [t], [f"{t}_f"], to=TensorProto.FLOAT) for t in ("fused", "pair")],
+        helper.make_node("Sub", ["fused_f", "pair_f"], ["d"]),
+        helper.make_node("Abs", ["d"], ["y"]),
+    ]  # fmt: skip
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model, feeds, {"y": np.zeros((b, s, heads * d), np.float32)}
+
+
 def _layernorm_case(rng, shape, quantized: bool, gamma_scale=1.0):
     """One ``ResidualLayerNorm*``; the ToU8 case's graph returns only the uint8 output."""
     n = shape[-1]
@@ -177,6 +201,48 @@ def _layernorm_case(rng, shape, quantized: bool, gamma_scale=1.0):
         return model, {"x": x, "residual": res}, {"y": out[1]}
     # float32 lane sums vs numpy's pairwise ones: a few ulp of the normalised value
     return model, {"x": x, "residual": res}, {"y": out, "tol": (np.abs(out) + 1) * 2e-6}
+
+
+def _linear_norm_case(rng, op, shape, n, density, block=False):
+    """One ``SparseQLinear*LayerNorm*`` beside the two ops it fuses, in one graph whose output
+    is ``|y_fused - y_two_ops|`` (+ the same for the uint8 output): all zeros when the fused
+    op gives the two ops' bits. Shapes of one token tile take the op's two-pass path, several
+    tiles its tile-per-task path (on a host with no more cores than tiles)."""
+    in_u8, quantized = spec.LINEAR_NORM_OPS[op]
+    linear_op = "SparseQLinearFromU8" if in_u8 else "SparseQLinear"
+    model, feeds, _ = _qlinear_case(rng, linear_op, shape, n, density, "none", block=block)
+    linear = model.graph.node[0]
+    res = (rng.standard_normal((*shape[:-1], n)) * 3).astype(np.float32)
+    tail = [("gamma", (rng.random(n) + 0.5).astype(np.float32)),
+            ("beta", rng.standard_normal(n).astype(np.float32))]  # fmt: skip
+    if quantized:
+        tail += [("y_scale", np.array(0.03, np.float32)), ("y_zero_point", np.array(120, np.uint8))]
+    model.graph.initializer.extend(numpy_helper.from_array(a, name) for name, a in tail)
+    model.graph.input.append(helper.make_tensor_value_info(
+        "residual", TensorProto.FLOAT, [None] * (res.ndim - 1) + [n]))  # fmt: skip
+    names = [name for name, _ in tail]
+    outs = lambda tag: [f"{tag}_f", f"{tag}_q"] if quantized else [f"{tag}_f"]  # noqa: E731
+    k = next(a.i for a in linear.attribute if a.name == "K")
+    norm = "ResidualLayerNormToU8" if quantized else "ResidualLayerNorm"
+    nodes = [
+        helper.make_node(op, [*linear.input, "residual", *names], outs("fused"),
+                         domain=spec.DOMAIN, K=k, epsilon=1e-12),
+        helper.make_node(linear_op, list(linear.input), ["lin"], domain=spec.DOMAIN, K=k),
+        helper.make_node(norm, ["lin", "residual", *names], outs("pair"), domain=spec.DOMAIN,
+                         epsilon=1e-12),
+        helper.make_node("Sub", ["fused_f", "pair_f"], ["d_f"]),
+        helper.make_node("Abs", ["d_f"], ["y" if not quantized else "a_f"]),
+    ]  # fmt: skip
+    if quantized:
+        nodes += [helper.make_node("Cast", [f"{t}_q"], [f"{t}_qf"], to=TensorProto.FLOAT)
+                  for t in ("fused", "pair")]  # fmt: skip
+        nodes += [helper.make_node("Sub", ["fused_qf", "pair_qf"], ["d_q"]),
+                  helper.make_node("Abs", ["d_q"], ["a_q"]),
+                  helper.make_node("Add", ["a_f", "a_q"], ["y"])]  # fmt: skip
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    feeds = {**feeds, "residual": res}
+    return model, feeds, {"y": np.zeros((*shape[:-1], n), np.float32)}
 
 
 def _cases(rng) -> dict:
@@ -216,6 +282,14 @@ def _cases(rng) -> dict:
     cases["ln_u8_hidden_384"] = _layernorm_case(rng, (2, 30, 384), True)
     # y / y_scale beyond int32 (gamma 1e9): saturates to 0 / 255 as QuantizeLinear, never wraps
     cases["ln_u8_saturating"] = _layernorm_case(rng, (3, 100), True, gamma_scale=1e9)
+    for i, op in enumerate(spec.LINEAR_NORM_OPS):  # one tile, then many; ragged N, block4
+        cases[f"linear_norm_{op}_one_tile"] = _linear_norm_case(rng, op, (1, 9, 52), 37, 0.4)
+        cases[f"linear_norm_{op}_tiles"] = _linear_norm_case(
+            rng, op, (3, 150, 64), 96 + 8 * i, 0.2, block=i % 2 == 1
+        )
+    cases["attn_u8_realistic"] = _attention_u8_case(rng, 2, 64, 4, 16, 2e-3, 0.01, masked=20)
+    cases["attn_u8_odd_head_dim"] = _attention_u8_case(rng, 2, 37, 3, 20, 2e-3, 0.02, masked=9)
+    cases["attn_u8_long_saturating"] = _attention_u8_case(rng, 1, 150, 2, 64, 2e-3, 1e-9)
     return {**cases, **_attention_cases(rng)}
 
 

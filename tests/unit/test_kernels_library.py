@@ -189,3 +189,47 @@ def test_an_unknown_activation_is_refused(lib_path, activation):
         Exception, match=re.escape(f"activation: '{activation}', choose none or gelu")
     ):
         ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"])
+
+
+def _linear_norm_session(lib_path, activation="none", epsilon=True):
+    p = spec.pack_block4(np.ones((4, 8), np.int8))
+    inits = [numpy_helper.from_array(np.array(0.1, np.float32), "xs"),
+             numpy_helper.from_array(np.array(0, np.uint8), "zp"),
+             numpy_helper.from_array(p.row_ptr, "rp"), numpy_helper.from_array(p.block_col, "bc"),
+             numpy_helper.from_array(p.values, "v"),
+             numpy_helper.from_array(np.ones(4, np.float32), "ws"),
+             numpy_helper.from_array(np.zeros(4, np.float32), "b"),
+             numpy_helper.from_array(np.ones(4, np.float32), "g"),
+             numpy_helper.from_array(np.zeros(4, np.float32), "be")]  # fmt: skip
+    attrs = {"K": 8, "activation": activation, **({"epsilon": 1e-5} if epsilon else {})}
+    node = helper.make_node("SparseQLinearLayerNorm",
+                            ["x", "xs", "zp", "rp", "bc", "v", "ws", "b", "r", "g", "be"], ["y"],
+                            domain=spec.DOMAIN, **attrs)  # fmt: skip
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 8]),
+                      helper.make_tensor_value_info("r", TensorProto.FLOAT, [None, None])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid(spec.DOMAIN, 1)])  # fmt: skip
+    options = ort.SessionOptions()
+    options.register_custom_ops_library(lib_path)
+    return ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"])
+
+
+def test_a_linear_layernorm_op_refuses_what_it_cannot_compute(lib_path):
+    """GELU before a LayerNorm is not a fusion the export makes; epsilon is required; the
+    residual must have the output's shape (no broadcasting, as ResidualLayerNorm)."""
+    with pytest.raises(
+        Exception, match="SparseQLinearLayerNorm: attribute activation must be none"
+    ):
+        _linear_norm_session(lib_path, activation="gelu")
+    with pytest.raises(
+        Exception, match=r"SparseQLinearLayerNorm: the float attribute epsilon \(finite, >= 0\)"
+    ):
+        _linear_norm_session(lib_path, epsilon=False)
+    session = _linear_norm_session(lib_path)
+    x = np.arange(16, dtype=np.float32).reshape(2, 8)
+    with pytest.raises(Exception, match="residual must have the output's shape"):
+        session.run(None, {"x": x, "r": np.zeros((2, 5), np.float32)})
+    (y,) = session.run(None, {"x": x, "r": np.zeros((2, 4), np.float32)})
+    np.testing.assert_array_equal(y, np.zeros((2, 4), np.float32))  # four equal outputs: y = beta

@@ -43,7 +43,7 @@ def _const_operand(node, other: str, idx, size: int | None = None):
 
 
 # Ops whose output keeps their (first) input's leading dims; the width is K -> N.
-_ROW_PRESERVING = {*spec.QLINEAR_OPS, spec.ATTENTION_OP, "QuantizeLinear"}
+_ROW_PRESERVING = {*spec.QLINEAR_OPS, *spec.ATTENTION_OPS, "QuantizeLinear"}
 
 
 def _width(node) -> int | None:
@@ -62,7 +62,7 @@ def _derived_from(x: str, residual: str, idx, depth: int = 8) -> int | None:
             node = idx.producer.get(tensor)
             if node is None or node.op_type not in _ROW_PRESERVING:
                 continue
-            inputs = (0, 2, 4) if node.op_type == spec.ATTENTION_OP else (0,)
+            inputs = (0, 2, 4) if node.op_type in spec.ATTENTION_OPS else (0,)
             for i in inputs:
                 step.append((node.input[i], _width(node) or width))
         frontier = step

@@ -13,7 +13,8 @@ says costs time around the matmul (issue 22):
    Mul(0.5)``, or an ONNX ``Gelu``) when it is the Linear's only consumer (measured, see
    `FUSE_GELU`);
 3. `absorb_output_quant`: a per-tensor uint8 ``QuantizeLinear`` that is the only consumer
-   of the (GELU'd) output -> ``*ToU8`` (the next Linear reads uint8);
+   of the (GELU'd) output -> ``*ToU8`` (the next Linear reads uint8); likewise the one
+   after an ``Int8Attention`` goes into it (``Int8AttentionToU8``, `absorb_attention_quant`);
 4. `choose_inputs`: a ``QuantizeLinear`` read by this Linear alone is dropped (the op
    quantizes its float input); one shared (query/key/value) or made by a ``*ToU8`` stays,
    and the op reads uint8 (``*FromU8`` / ``SparseQLinearU8``);
@@ -37,7 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sparse_transfer.export import attention_fusion, layernorm_fusion
+from sparse_transfer.export import attention_fusion, layernorm_fusion, linear_norm_fusion
 from sparse_transfer.export.graph_index import GraphIndex, is_u8_scalar_quant, replace_nodes
 from sparse_transfer.kernels import spec
 
@@ -55,10 +56,17 @@ FUSE_GELU = True
 CONCAT_SHARED_INPUTS = False
 # Each int8 attention as one op (`attention_fusion`, `kernels.spec.Int8Attention`).
 FUSE_ATTENTION = True
+# ... that also quantizes its context for attention.output.dense (`absorb_attention_quant`):
+# measured in docs/kernels.md.
+FUSE_ATTENTION_OUTPUT_QUANT = True
 # Each residual Add + LayerNorm (+ the next Linear's quantization) as one op
 # (`layernorm_fusion`, `kernels.spec.ResidualLayerNorm*`).
 FUSE_LAYERNORM = True
-FUSIONS = ("float_input", "bias_scale_epilogue", "gelu", "output_quant", "attention", "layernorm")
+# Each Linear whose float output only such a LayerNorm reads, with it, as one op
+# (`linear_norm_fusion`): measured in docs/kernels.md.
+FUSE_LINEAR_LAYERNORM = True
+FUSIONS = ("float_input", "bias_scale_epilogue", "gelu", "output_quant", "attention",
+           "attention_output_quant", "layernorm", "linear_layernorm")  # fmt: skip
 _SQRT2 = np.float32(np.sqrt(2.0))
 
 
@@ -76,6 +84,7 @@ class Linear:
     activation: str = "none"
     out_quant: object = None
     float_input: bool = False
+    quant_absorbed: bool = False  # its QuantizeLinear went into the op making its input
 
     @property
     def name(self) -> str:
@@ -200,12 +209,38 @@ def absorb_output_quant(linears: list[Linear], idx: GraphIndex) -> int:
     return count
 
 
+def absorb_attention_quant(linears: list[Linear], idx: GraphIndex) -> int:
+    """Pass 3b: a Linear's QuantizeLinear that alone reads an ``Int8Attention``'s float
+    context goes into that op (``Int8AttentionToU8``); the Linear reads its uint8 output."""
+    count = 0
+    for lin in linears:
+        q = lin.quant
+        attention = idx.producer.get(q.input[0])
+        if (
+            attention is None
+            or attention.op_type != spec.ATTENTION_OP
+            or attention.domain != spec.DOMAIN
+            or idx.only_consumer(attention.output[0]) is not q
+        ):
+            continue
+        attention.op_type = "Int8AttentionToU8"
+        attention.name = f"{attention.name.rsplit('/', 1)[0]}/{attention.op_type}"
+        attention.input.extend([q.input[1], q.input[2]])
+        attention.output[0] = q.output[0]
+        lin.removed.append(q)
+        lin.quant_absorbed = True
+        count += 1
+    return count
+
+
 def choose_inputs(linears: list[Linear], idx: GraphIndex) -> int:
     """Pass 4: float input (QuantizeLinear dropped) where this Linear is its only reader."""
     absorbed = {id(lin.out_quant) for lin in linears if lin.out_quant is not None}
     count = 0
     for lin in linears:
         q = lin.quant
+        if lin.quant_absorbed:
+            continue
         if id(q) not in absorbed and idx.only_consumer(q.output[0]) is lin.mmi:
             lin.float_input = True
             lin.removed.append(q)
@@ -356,9 +391,10 @@ def _refresh_inputs(graph, layers: dict) -> int:
     """Per-layer op and input kind after later passes switched readers to uint8."""
     for node in graph.node:
         layer = layers.get(node.name.rsplit("/", 1)[0])
-        if node.op_type in spec.QLINEAR_OPS and layer is not None:
+        io = spec.QLINEAR_OPS.get(node.op_type) or spec.LINEAR_NORM_OPS.get(node.op_type)
+        if io is not None and layer is not None:
             layer["op"] = node.op_type
-            layer["float_input"] = not spec.QLINEAR_OPS[node.op_type][0]
+            layer["float_input"] = not io[0]
     return sum(bool(v["float_input"]) for v in layers.values())
 
 
@@ -367,13 +403,17 @@ def sparsify(
     fuse_gelu: bool = FUSE_GELU,
     concat_shared_inputs: bool = CONCAT_SHARED_INPUTS,
     fuse_attention: bool = FUSE_ATTENTION,
+    fuse_attention_output_quant: bool = FUSE_ATTENTION_OUTPUT_QUANT,
     fuse_layernorm: bool = FUSE_LAYERNORM,
+    fuse_linear_layernorm: bool = FUSE_LINEAR_LAYERNORM,
 ) -> dict:
     """Rewrites a standard ``integer`` int8 graph in place; returns the report entry.
 
     `fuse_gelu` moves GELU into the op's epilogue (see `FUSE_GELU` for what it buys);
-    `fuse_attention` makes each int8 attention one op (`attention_fusion`), `fuse_layernorm`
-    each residual Add + LayerNorm (`layernorm_fusion`)."""
+    `fuse_attention` makes each int8 attention one op (`attention_fusion`; with
+    `fuse_attention_output_quant` it writes the next Linear's uint8 input), `fuse_layernorm`
+    each residual Add + LayerNorm (`layernorm_fusion`), and `fuse_linear_layernorm` (with
+    it) the Linear before such a LayerNorm into it (`linear_norm_fusion`)."""
     from onnx import helper
 
     graph = model_proto.graph
@@ -389,16 +429,23 @@ def sparsify(
         "bias_scale_epilogue": len(linears),
         "gelu": absorb_gelu(linears, idx) if fuse_gelu else 0,
         "output_quant": absorb_output_quant(linears, idx),
+        "attention_output_quant": (
+            absorb_attention_quant(linears, idx) if fuse_attention_output_quant else 0
+        ),
         "float_input": choose_inputs(linears, idx),
     }
     groups = group_shared_inputs(linears) if concat_shared_inputs else [[x] for x in linears]
     fusions["shared_input_concat"] = sum(len(g) > 1 for g in groups)
     layers = emit(graph, groups, idx)
     prune(graph)
-    fusions["layernorm"] = 0
+    fusions["layernorm"] = fusions["linear_layernorm"] = 0
     if fuse_layernorm:
         idx = GraphIndex(graph)
         fusions["layernorm"] = layernorm_fusion.fuse_layernorms(graph, idx, _Consts(graph, idx))
+        if fuse_linear_layernorm:
+            fusions["linear_layernorm"] = linear_norm_fusion.fuse_linear_norms(
+                graph, GraphIndex(graph)
+            )
         fusions["float_input"] = _refresh_inputs(graph, layers)
         prune(graph)
     if not any(o.domain == spec.DOMAIN for o in model_proto.opset_import):

@@ -44,6 +44,8 @@ Ops (domain ``DOMAIN``, version 1; attribute ``K`` is the true input width):
   p_zp) @ (v - 128)) * pv_scale``, laid out as ``[B, S, H*D]``. Every step but the exp is
   exact or one float32 rounding, as in the graph; the kernels' exp is within about 1 ulp of
   numpy's, so a probability on a rounding boundary may land one quantization step apart.
+  ``Int8AttentionToU8(..., y_scale f32[], y_zero_point u8[]) -> uint8`` also applies the next
+  Linear's ``QuantizeLinear`` to the context (a quarter of the bytes to write and read back).
 - ``ResidualLayerNorm(x, residual, gamma f32[N], beta f32[N]) -> y`` and
   ``ResidualLayerNormToU8(..., y_scale f32[], y_zero_point u8[]) -> (y, y_u8)``, attribute
   ``epsilon``: the residual ``Add`` and the exported LayerNorm in the graph's steps (``s = x +
@@ -51,6 +53,11 @@ Ops (domain ``DOMAIN``, version 1; attribute ``K`` is the true input width):
   epsilon) * gamma + beta``, over the last axis) and, for ``ToU8``, ``QuantizeLinear(y)`` for
   the next Linear. The kernels sum in float32 lanes, not numpy's pairwise order, so mean and
   variance may differ in the last bits.
+- ``SparseQLinear[FromU8]LayerNorm[ToU8](X, x_scale, x_zero_point, row_ptr, block_col,
+  values, w_scale, bias, residual, gamma, beta [, y_scale, y_zero_point]) -> y [, y_u8]``,
+  attributes ``K`` and ``epsilon``: ``SparseQLinear[FromU8]`` (activation none) whose float
+  output is ``ResidualLayerNorm[ToU8]``'s x, in one op; the same steps and bits as the two
+  ops, without the Linear's output making a round trip through memory (issue 22).
 """
 
 from __future__ import annotations
@@ -72,9 +79,18 @@ QLINEAR_OPS = {
 }
 MATMUL_OP = "SparseMatMulInteger"
 ATTENTION_OP = "Int8Attention"
+# op type -> its output is the quantized context
+ATTENTION_OPS = {ATTENTION_OP: False, "Int8AttentionToU8": True}
 # op type -> has the quantized second output
 LAYERNORM_OPS = {"ResidualLayerNorm": False, "ResidualLayerNormToU8": True}
-OP_TYPES = (MATMUL_OP, *QLINEAR_OPS, ATTENTION_OP, *LAYERNORM_OPS)
+# op type -> (input is uint8, has the quantized second output)
+LINEAR_NORM_OPS = {
+    "SparseQLinearLayerNorm": (False, False),
+    "SparseQLinearLayerNormToU8": (False, True),
+    "SparseQLinearFromU8LayerNorm": (True, False),
+    "SparseQLinearFromU8LayerNormToU8": (True, True),
+}
+OP_TYPES = (MATMUL_OP, *QLINEAR_OPS, *ATTENTION_OPS, *LAYERNORM_OPS, *LINEAR_NORM_OPS)
 
 
 @dataclass(frozen=True)
@@ -236,6 +252,13 @@ def reference_ops() -> list[type]:
         def _run(self, *inputs, head_dim=None):
             return (attention_reference(*inputs, int(head_dim)),)
 
+    class Int8AttentionToU8(OpRun):
+        op_domain = DOMAIN
+
+        def _run(self, *inputs, head_dim=None):
+            *attention, y_scale, y_zp = inputs
+            return (quantize_u8(attention_reference(*attention, int(head_dim)), y_scale, y_zp),)
+
     def layernorm(name: str, quantized_out: bool) -> type:
         def _run(self, x, residual, gamma, beta, *rest, epsilon=None):
             out = layernorm_reference(x, residual, gamma, beta, epsilon, *rest)
@@ -243,6 +266,17 @@ def reference_ops() -> list[type]:
 
         return type(name, (OpRun,), {"op_domain": DOMAIN, "_run": _run})
 
+    def linear_norm(name: str, quantized_out: bool) -> type:
+        def _run(self, x, x_scale, x_zp, row_ptr, block_col, values, w_scale, bias, residual,
+                 gamma, beta, *rest, K=None, epsilon=None, activation=None):  # noqa: N803  # fmt: skip
+            y = qlinear_reference(x, x_scale, x_zp, row_ptr, block_col, values, w_scale, bias,
+                                  int(K))  # fmt: skip
+            out = layernorm_reference(y, residual, gamma, beta, epsilon, *rest)
+            return tuple(out) if quantized_out else (out,)
+
+        return type(name, (OpRun,), {"op_domain": DOMAIN, "_run": _run})
+
     qlinears = [qlinear(n, out) for n, (_, out) in QLINEAR_OPS.items()]
     norms = [layernorm(n, out) for n, out in LAYERNORM_OPS.items()]
-    return [SparseMatMulInteger, *qlinears, Int8Attention, *norms]
+    fused = [linear_norm(n, out) for n, (_, out) in LINEAR_NORM_OPS.items()]
+    return [SparseMatMulInteger, *qlinears, Int8Attention, Int8AttentionToU8, *norms, *fused]

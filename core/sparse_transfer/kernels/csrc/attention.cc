@@ -42,6 +42,7 @@ struct HeadView {
   int64_t ld, s, d;
   const float* maskp;
   float* out;
+  uint8_t* out_u8;  // Int8AttentionToU8: the quantized context instead of `out`
 };
 
 // ---------------------------------------------------------------------------------- scalar
@@ -76,7 +77,12 @@ void HeadScalar(const HeadView& h, const AttentionArgs& a) {
     for (int64_t t = 0; t < h.d; ++t) {
       int32_t sum = 0;
       for (int64_t j = 0; j < h.s; ++j) sum += (pq[j] - a.p_zp) * (h.v[j * h.ld + t] - 128);
-      h.out[i * h.ld + t] = static_cast<float>(sum) * a.pv_scale;
+      const float y = static_cast<float>(sum) * a.pv_scale;
+      if (h.out_u8 != nullptr) {
+        h.out_u8[i * h.ld + t] = QuantizeScalar(y, a.y_scale, a.y_zp);
+      } else {
+        h.out[i * h.ld + t] = y;
+      }
     }
   }
 }
@@ -228,6 +234,24 @@ TGT_AVX2 void ContextAvx2(const int16_t* vp, const int32_t* ppair, int64_t s16, 
   }
 }
 
+// QuantizeLinear of one context row (as QuantizeScalar: / scale, half to even, + zp,
+// saturated; the quotient clamped to +-kQuotientCap first, as every vector quantizer here).
+TGT_AVX2 void QuantizeRowAvx2(const float* y, int64_t n, const AttentionArgs& a, uint8_t* out) {
+  const __m256 vs = _mm256_set1_ps(a.y_scale), cap = _mm256_set1_ps(kQuotientCap);
+  const __m256 neg_cap = _mm256_set1_ps(-kQuotientCap);
+  const __m256i zp = _mm256_set1_epi32(a.y_zp), lo = _mm256_setzero_si256();
+  const __m256i hi = _mm256_set1_epi32(255);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x = _mm256_div_ps(_mm256_loadu_ps(y + i), vs);
+    __m256i q = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(x, neg_cap), cap));
+    q = _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(q, zp), lo), hi);
+    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(out + i), _mm_packus_epi16(w, w));
+  }
+  for (; i < n; ++i) out[i] = QuantizeScalar(y[i], a.y_scale, a.y_zp);
+}
+
 // NQ queries from i through scores, softmax and context (buffers sized for kQueryBlock).
 template <int NQ>
 TGT_AVX2 void QueriesAvx2(const HeadView& h, const AttentionArgs& a, int64_t i, int64_t s16,
@@ -247,7 +271,11 @@ TGT_AVX2 void QueriesAvx2(const HeadView& h, const AttentionArgs& a, int64_t i, 
   for (; d0 + 16 <= dv8; d0 += 16) ContextAvx2<NQ, 2>(vp, ppair, s16, dv8, d0, a.pv_scale, res);
   for (; d0 < dv8; d0 += 8) ContextAvx2<NQ, 1>(vp, ppair, s16, dv8, d0, a.pv_scale, res);
   for (int q = 0; q < NQ; ++q) {
-    std::memcpy(h.out + (i + q) * h.ld, res + q * dv8, sizeof(float) * h.d);
+    if (h.out_u8 != nullptr) {
+      QuantizeRowAvx2(res + q * dv8, h.d, a, h.out_u8 + (i + q) * h.ld);
+    } else {
+      std::memcpy(h.out + (i + q) * h.ld, res + q * dv8, sizeof(float) * h.d);
+    }
   }
 }
 
@@ -341,6 +369,16 @@ TGT_VNNI void SoftmaxRows512(const int32_t* acc, int64_t s16, const float* maskp
       _mm_storeu_si128((__m128i*)(pq + q * s16 + j), _mm512_cvtepi32_epi8(r));
     }
   }
+}
+
+// QuantizeLinear of 16 context values to bytes (as QuantizeRowAvx2).
+TGT_VNNI inline __m128i Quantize512(__m512 y, const AttentionArgs& a) {
+  const __m512 x = _mm512_div_ps(y, _mm512_set1_ps(a.y_scale));
+  const __m512 capped = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-kQuotientCap)),
+                                      _mm512_set1_ps(kQuotientCap));
+  __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(capped), _mm512_set1_epi32(a.y_zp));
+  q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_setzero_si512()), _mm512_set1_epi32(255));
+  return _mm512_cvtepi32_epi8(q);
 }
 
 TGT_VNNI inline __mmask64 ByteMask(int64_t n) {  // the first min(n, 64) bytes
@@ -442,12 +480,12 @@ TGT_VNNI void QueryScoresVnni(const int8_t* kp, const int32_t* ksum, const uint3
   for (; j0 < s16; j0 += 16) ScoresVnni<NQ, 1>(kp, ksum, q4, d4, s16, j0, q_zp, acc);
 }
 
-// Context columns [d0, d0 + 16 * NB) of NQ queries (pq rows s16 apart, out rows ld apart):
-// each value load feeds NQ vpdpbusd.
+// Context columns [d0, d0 + 16 * NB) of NQ queries from row i (pq rows s16 apart): each
+// value load feeds NQ vpdpbusd.
 template <int NQ, int NB>
 TGT_VNNI void ContextColumnsVnni(const int8_t* vp, const int32_t* vsum, const uint8_t* pq,
                                  int64_t s16, int64_t d16, int64_t d0, const HeadView& h,
-                                 const AttentionArgs& a, float* out) {
+                                 const AttentionArgs& a, int64_t i) {
   __m512i c[NQ][NB];
   for (int q = 0; q < NQ; ++q) {
     for (int b = 0; b < NB; ++b) c[q][b] = _mm512_setzero_si512();
@@ -470,21 +508,25 @@ TGT_VNNI void ContextColumnsVnni(const int8_t* vp, const int32_t* vsum, const ui
     const __m512i corr = _mm512_mullo_epi32(zp, _mm512_loadu_si512(vsum + col));
     const int64_t left = std::min<int64_t>(16, h.d - col);
     if (left <= 0) continue;
+    const __mmask16 m = static_cast<__mmask16>((1u << left) - 1);
     for (int q = 0; q < NQ; ++q) {
       const __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(c[q][b], corr)), scale);
-      _mm512_mask_storeu_ps(out + q * h.ld + col, static_cast<__mmask16>((1u << left) - 1), y);
+      const int64_t at = (i + q) * h.ld + col;
+      if (h.out_u8 != nullptr) {
+        _mm_mask_storeu_epi8(h.out_u8 + at, m, Quantize512(y, a));
+      } else {
+        _mm512_mask_storeu_ps(h.out + at, m, y);
+      }
     }
   }
 }
 
 template <int NQ>
 TGT_VNNI void ContextVnni(const int8_t* vp, const int32_t* vsum, const uint8_t* pq, int64_t s16,
-                          int64_t d16, const HeadView& h, const AttentionArgs& a, float* out) {
+                          int64_t d16, const HeadView& h, const AttentionArgs& a, int64_t i) {
   int64_t d0 = 0;
-  for (; d0 + 64 <= d16; d0 += 64) {
-    ContextColumnsVnni<NQ, 4>(vp, vsum, pq, s16, d16, d0, h, a, out);
-  }
-  for (; d0 < d16; d0 += 16) ContextColumnsVnni<NQ, 1>(vp, vsum, pq, s16, d16, d0, h, a, out);
+  for (; d0 + 64 <= d16; d0 += 64) ContextColumnsVnni<NQ, 4>(vp, vsum, pq, s16, d16, d0, h, a, i);
+  for (; d0 < d16; d0 += 16) ContextColumnsVnni<NQ, 1>(vp, vsum, pq, s16, d16, d0, h, a, i);
 }
 
 // NQ queries from i through scores, softmax and context.
@@ -499,7 +541,7 @@ TGT_VNNI void QueriesVnni(const HeadView& h, const AttentionArgs& a, int64_t i, 
   }
   QueryScoresVnni<NQ>(kp, ksum, q4, d4, s16, a.q_zp, acc);
   SoftmaxRows512<NQ>(acc, s16, h.maskp, a, tmp, pq);
-  ContextVnni<NQ>(vp, vsum, pq, s16, d16, h, a, h.out + i * h.ld);
+  ContextVnni<NQ>(vp, vsum, pq, s16, d16, h, a, i);
 }
 
 TGT_VNNI void HeadVnni(const HeadView& h, const AttentionArgs& a) {
@@ -531,8 +573,9 @@ void AttentionHead(Isa isa, const AttentionArgs& a, int64_t bh) {
   const int64_t off = b * a.seq * ld + hd * a.head_dim;
   std::vector<float> maskp(RoundUp(a.seq, 16), kNegInf);
   std::copy(a.mask + b * a.seq, a.mask + (b + 1) * a.seq, maskp.begin());
+  const bool u8 = a.out_u8 != nullptr;
   const HeadView h{a.q + off, a.k + off, a.v + off, ld, a.seq, a.head_dim, maskp.data(),
-                   a.out + off};
+                   u8 ? nullptr : a.out + off, u8 ? a.out_u8 + off : nullptr};
   switch (isa) {
     case kAvx512vnni: return HeadVnni(h, a);
     case kAvx512bw:

@@ -71,7 +71,8 @@ void RunTile(Isa isa, const Packed& w, const uint8_t* ap, int64_t mv, int64_t n0
 
 // Int8 attention (spec.py's Int8Attention) of one (batch, head) `bh` = b * heads + h: q, k, v
 // uint8 [B, S, H*D] (k and v with zero point 128), mask float [B, S] (the graph's additive
-// [B, 1, 1, S]), out float [B, S, H*D].
+// [B, 1, 1, S]), out float [B, S, H*D], or out_u8 (QuantizeLinear(out, y_scale, y_zp): the
+// next Linear's input) when not null.
 struct AttentionArgs {
   const uint8_t *q = nullptr, *k = nullptr, *v = nullptr;
   const float* mask = nullptr;
@@ -79,6 +80,9 @@ struct AttentionArgs {
   int32_t q_zp = 0, p_zp = 0;
   float qk_scale = 1.f, score_mul = 1.f, p_scale = 1.f, pv_scale = 1.f;
   float* out = nullptr;
+  uint8_t* out_u8 = nullptr;
+  float y_scale = 1.f;
+  int32_t y_zp = 0;
 };
 void AttentionHead(Isa isa, const AttentionArgs& a, int64_t bh);
 

@@ -1,8 +1,10 @@
-// The ONNX Runtime custom-op library: the eight ops of ../spec.py in domain com.sparse_transfer
+// The ONNX Runtime custom-op library: the thirteen ops of ../spec.py in domain com.sparse_transfer
 // (version 1), registered by RegisterCustomOps (SessionOptions.register_custom_ops_library).
 // Weights (constant initializers) are packed once when ORT creates the kernel; activations are
 // quantized/repacked per call; work is split with KernelContext_ParallelFor, so the session's
 // intra-op thread count is respected.
+#include <sched.h>
+
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -11,6 +13,7 @@
 #include <exception>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kernels.h"
@@ -29,12 +32,13 @@ struct OpDef {
   bool in_u8, out_u8;
   bool attention;  // Int8Attention
   bool layernorm;  // ResidualLayerNorm*: out_u8 adds the quantized second output
+  bool linear_norm;  // SparseQLinear*LayerNorm*: a Linear, its residual and LayerNorm in one
 };
 
 const OpDef* Def(const OrtCustomOp* op) { return reinterpret_cast<const OpDef*>(op); }
 
 // Int8Attention's inputs: q, q_zp, k, k_zp, v, v_zp, mask, qk_scale, score_mul, p_scale, p_zp,
-// pv_scale (spec.py).
+// pv_scale (spec.py); Int8AttentionToU8 adds y_scale (float) and y_zero_point (uint8).
 constexpr int kAttentionTypes[] = {kTypeUint8, kTypeUint8, kTypeUint8, kTypeUint8,
                                    kTypeUint8, kTypeUint8, kTypeFloat, kTypeFloat,
                                    kTypeFloat, kTypeFloat, kTypeUint8, kTypeFloat};
@@ -44,14 +48,16 @@ constexpr int kLayerNormTypes[] = {kTypeFloat, kTypeFloat, kTypeFloat,
                                    kTypeFloat, kTypeFloat, kTypeUint8};
 
 size_t InputCount(const OpDef* d) {
-  if (d->attention) return sizeof(kAttentionTypes) / sizeof(int);
+  if (d->attention) return sizeof(kAttentionTypes) / sizeof(int) + (d->out_u8 ? 2 : 0);
   if (d->layernorm) return d->out_u8 ? 6 : 4;
+  if (d->linear_norm) return d->out_u8 ? 13 : 11;  // the Linear's 8, then LayerNorm's tail
   return d->qlinear ? (d->out_u8 ? 10 : 8) : 5;
 }
 
 int InputType(const OpDef* d, size_t i) {
-  if (d->attention) return kAttentionTypes[i];
+  if (d->attention) return i < 12 ? kAttentionTypes[i] : (i == 12 ? kTypeFloat : kTypeUint8);
   if (d->layernorm) return kLayerNormTypes[i];
+  if (d->linear_norm && i >= 8) return kLayerNormTypes[i - 7];  // residual, gamma, ... y_zp
   if (!d->qlinear) {
     static const int types[] = {kTypeUint8, kTypeUint8, kTypeInt32, kTypeInt32, kTypeInt8};
     return types[i];
@@ -125,12 +131,13 @@ struct Kernel {
 size_t WeightInput(const OpDef* d) { return d->qlinear ? 3 : 2; }
 
 OrtStatus* ReadAttributes(const OrtKernelInfo* info, Kernel* kernel) {
-  if (kernel->def->layernorm) {
+  if (kernel->def->layernorm || kernel->def->linear_norm) {
     if (g_ort.KernelInfoGetAttribute_float(info, "epsilon", &kernel->epsilon) != nullptr ||
         !std::isfinite(kernel->epsilon) || kernel->epsilon < 0) {
-      return Error("ResidualLayerNorm: the float attribute epsilon (finite, >= 0) is required");
+      return Error(std::string(kernel->def->name) +
+                   ": the float attribute epsilon (finite, >= 0) is required");
     }
-    return nullptr;
+    if (!kernel->def->linear_norm) return nullptr;
   }
   if (kernel->def->attention) {
     if (g_ort.KernelInfoGetAttribute_int64(info, "head_dim", &kernel->head_dim) != nullptr ||
@@ -154,7 +161,9 @@ OrtStatus* ReadAttributes(const OrtKernelInfo* info, Kernel* kernel) {
   std::string act(size, '\0');
   ST_RETURN_IF(g_ort.KernelInfoGetAttribute_string(info, "activation", act.data(), &size));
   act.resize(std::strlen(act.c_str()));
-  if (act == "gelu") {
+  if (act == "gelu" && kernel->def->linear_norm) {
+    return Error(std::string(kernel->def->name) + ": attribute activation must be none");
+  } else if (act == "gelu") {
     kernel->gelu = true;
   } else if (act != "none") {
     return Error("attribute activation: '" + act + "', choose none or gelu");
@@ -215,6 +224,7 @@ struct Job {
   st::Epilogue ep;
   void* out;
   size_t out_elem;
+  st::LayerNormArgs norm;  // SparseQLinear*LayerNorm*: over the tile's rows of `out`
 };
 
 void RepackTask(void* data, size_t i) {
@@ -240,6 +250,33 @@ void ComputeTask(void* data, size_t i) {
   st::RunTile(j.isa, *j.w, j.ap + tile * j.tile_bytes, mv, n0, n1, j.zp, j.ep, out);
 }
 
+// SparseQLinear*LayerNorm*: one tile's tokens through the Linear (every output row chunk),
+// then their residual LayerNorm in place while the rows are still in cache: the float
+// Linear output never makes the round trip through memory that the two-op form pays. One task
+// per tile leaves cores idle when there are fewer tiles than cores (batch 1 on a big host);
+// then the op runs as the two ops did, the LayerNorm over blocks of kNormRows rows after.
+int64_t UsableCores() {  // this process's CPU set (taskset, cgroup cpusets), not the host's
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+const int64_t g_cores = UsableCores();
+constexpr int64_t kNormRows = 16;
+
+void NormRowsTask(void* data, size_t i) {
+  const Job& j = *static_cast<Job*>(data);
+  const int64_t r0 = static_cast<int64_t>(i) * kNormRows;
+  st::LayerNormRows(j.isa, j.norm, r0, std::min(j.m, r0 + kNormRows));
+}
+
+void LinearNormTask(void* data, size_t i) {
+  const Job& j = *static_cast<Job*>(data);
+  RepackTask(data, i);
+  for (int64_t chunk = 0; chunk < j.chunks; ++chunk) ComputeTask(data, i * j.chunks + chunk);
+  const int64_t m0 = static_cast<int64_t>(i) * j.tile_tokens;
+  st::LayerNormRows(j.isa, j.norm, m0, std::min<int64_t>(j.m, m0 + j.tile_tokens));
+}
+
 bool Finite(float v) { return std::isfinite(v); }
 
 OrtStatus* Scalar(OrtKernelContext* ctx, size_t index, const char* name, View* v) {
@@ -251,6 +288,8 @@ OrtStatus* Scalar(OrtKernelContext* ctx, size_t index, const char* name, View* v
 }
 
 OrtStatus* Compute(Kernel* kernel, OrtKernelContext* ctx, Job* job, std::vector<float>* buf);
+OrtStatus* ReadNormTail(const Kernel* kernel, OrtKernelContext* ctx,
+                        const std::vector<int64_t>& dims, st::LayerNormArgs* a);
 OrtStatus* ComputeAttention(const Kernel* kernel, OrtKernelContext* ctx);
 OrtStatus* ComputeLayerNorm(const Kernel* kernel, OrtKernelContext* ctx);
 
@@ -288,9 +327,10 @@ OrtStatus* ReadEpilogue(const OpDef* d, OrtKernelContext* ctx, int64_t n, float 
     (*buf)[i] = x_scale * wsp[i];
     (*buf)[padded + i] = bp[i];
   }
-  ep->kind = d->out_u8 ? st::kOutU8 : st::kOutF32;
+  const bool out_u8 = d->out_u8 && !d->linear_norm;  // a fused LayerNorm quantizes, not this
+  ep->kind = out_u8 ? st::kOutU8 : st::kOutF32;
   ep->scale = buf->data(), ep->bias = buf->data() + padded, ep->gelu = gelu;
-  if (d->out_u8) {
+  if (out_u8) {
     View ys, yzp;
     ST_RETURN_IF(Scalar(ctx, 8, "y_scale", &ys));
     ST_RETURN_IF(Scalar(ctx, 9, "y_zero_point", &yzp));
@@ -338,8 +378,10 @@ OrtStatus* Compute(Kernel* kernel, OrtKernelContext* ctx, Job* job, std::vector<
   OrtValue* out = nullptr;
   ST_RETURN_IF(g_ort.KernelContext_GetOutput(ctx, 0, out_dims.data(), out_dims.size(), &out));
   const int64_t m = x.size() / kernel->k;
+  if (d->linear_norm) ST_RETURN_IF(ReadNormTail(kernel, ctx, out_dims, &job->norm));
   if (m == 0 || w->n == 0) return nullptr;
   ST_RETURN_IF(g_ort.GetTensorMutableData(out, &job->out));
+  job->norm.x = job->norm.y = static_cast<float*>(job->out);
 
   job->isa = kernel->isa, job->w = w, job->m = m, job->k = kernel->k;
   job->tile_tokens = st::TileTokens(kernel->isa);
@@ -350,14 +392,21 @@ OrtStatus* Compute(Kernel* kernel, OrtKernelContext* ctx, Job* job, std::vector<
   job->x = x.data, job->x_scale = x_scale;
   job->zp = *static_cast<const uint8_t*>(zp.data);
   job->tile_bytes = static_cast<size_t>(w->kb) * job->tile_tokens * 4;
-  job->out_elem = d->qlinear ? (d->out_u8 ? 1 : 4) : 4;
+  job->out_elem = job->ep.kind == st::kOutU8 ? 1 : 4;
   const size_t bytes = job->tile_bytes * job->tiles;
   std::unique_ptr<uint8_t, decltype(&std::free)> ap(
       static_cast<uint8_t*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64)), &std::free);
   if (!ap) return g_ort.CreateStatus(kOrtFail, "out of memory for the repacked activations");
   job->ap = ap.get();
+  if (d->linear_norm && job->tiles >= g_cores) {
+    return g_ort.KernelContext_ParallelFor(ctx, LinearNormTask, job->tiles, 0, job);
+  }
   ST_RETURN_IF(g_ort.KernelContext_ParallelFor(ctx, RepackTask, job->tiles, 0, job));
-  return g_ort.KernelContext_ParallelFor(ctx, ComputeTask, job->tiles * job->chunks, 0, job);
+  ST_RETURN_IF(
+      g_ort.KernelContext_ParallelFor(ctx, ComputeTask, job->tiles * job->chunks, 0, job));
+  if (!d->linear_norm) return nullptr;
+  const int64_t blocks = (m + kNormRows - 1) / kNormRows;  // fewer tiles than cores: as two ops
+  return g_ort.KernelContext_ParallelFor(ctx, NormRowsTask, blocks, 0, job);
 }
 
 // ---------------------------------------------------------------------------- Int8Attention
@@ -404,6 +453,17 @@ OrtStatus* ReadAttentionScalars(OrtKernelContext* ctx, st::AttentionArgs* a) {
   return nullptr;
 }
 
+// Int8AttentionToU8's last two inputs: the context's QuantizeLinear scale and zero point.
+OrtStatus* ReadAttentionOutputQuant(OrtKernelContext* ctx, st::AttentionArgs* a) {
+  View ys, yzp;
+  ST_RETURN_IF(Scalar(ctx, 12, "y_scale", &ys));
+  ST_RETURN_IF(Scalar(ctx, 13, "y_zero_point", &yzp));
+  a->y_scale = *static_cast<const float*>(ys.data);
+  a->y_zp = *static_cast<const uint8_t*>(yzp.data);
+  if (!Finite(a->y_scale) || a->y_scale <= 0) return Error("y_scale must be finite and > 0");
+  return nullptr;
+}
+
 OrtStatus* ComputeAttention(const Kernel* kernel, OrtKernelContext* ctx) {
   View q, k, v, mask;
   ST_RETURN_IF(Input(ctx, 0, &q));
@@ -424,6 +484,7 @@ OrtStatus* ComputeAttention(const Kernel* kernel, OrtKernelContext* ctx) {
   AttentionJob job{kernel->isa, {}};
   st::AttentionArgs& a = job.args;
   ST_RETURN_IF(ReadAttentionScalars(ctx, &a));
+  if (kernel->def->out_u8) ST_RETURN_IF(ReadAttentionOutputQuant(ctx, &a));
   a.q = static_cast<const uint8_t*>(q.data), a.k = static_cast<const uint8_t*>(k.data);
   a.v = static_cast<const uint8_t*>(v.data), a.mask = static_cast<const float*>(mask.data);
   a.batch = batch, a.seq = seq, a.head_dim = kernel->head_dim, a.heads = width / a.head_dim;
@@ -432,7 +493,11 @@ OrtStatus* ComputeAttention(const Kernel* kernel, OrtKernelContext* ctx) {
   if (q.size() == 0) return nullptr;
   void* data = nullptr;
   ST_RETURN_IF(g_ort.GetTensorMutableData(out, &data));
-  a.out = static_cast<float*>(data);
+  if (kernel->def->out_u8) {
+    a.out_u8 = static_cast<uint8_t*>(data);
+  } else {
+    a.out = static_cast<float*>(data);
+  }
   return g_ort.KernelContext_ParallelFor(ctx, AttentionTask, batch * a.heads, 0, &job);
 }
 
@@ -478,6 +543,40 @@ OrtStatus* ReadLayerNormInputs(const Kernel* kernel, OrtKernelContext* ctx, View
   return nullptr;
 }
 
+// SparseQLinear*LayerNorm*'s inputs after the Linear's eight: residual (the output's shape),
+// gamma, beta [, y_scale, y_zero_point] (and the uint8 output); the Linear's float output
+// becomes LayerNorm's x and y once the caller has it.
+OrtStatus* ReadNormTail(const Kernel* kernel, OrtKernelContext* ctx,
+                        const std::vector<int64_t>& dims, st::LayerNormArgs* a) {
+  View res, gamma, beta;
+  ST_RETURN_IF(Input(ctx, 8, &res));
+  ST_RETURN_IF(Input(ctx, 9, &gamma));
+  ST_RETURN_IF(Input(ctx, 10, &beta));
+  const std::string name = kernel->def->name;
+  if (res.dims != dims) return Error(name + ": residual must have the output's shape");
+  a->n = dims.back();
+  if (gamma.size() != a->n || beta.size() != a->n) {
+    return Error(name + ": gamma and beta must hold N = " + std::to_string(a->n) + " values");
+  }
+  a->residual = static_cast<const float*>(res.data);
+  a->gamma = static_cast<const float*>(gamma.data), a->beta = static_cast<const float*>(beta.data);
+  a->rows = a->n > 0 ? res.size() / a->n : 0, a->epsilon = kernel->epsilon;
+  if (!kernel->def->out_u8) return nullptr;
+  View ys, yzp;
+  ST_RETURN_IF(Scalar(ctx, 11, "y_scale", &ys));
+  ST_RETURN_IF(Scalar(ctx, 12, "y_zero_point", &yzp));
+  a->y_scale = *static_cast<const float*>(ys.data);
+  a->y_zp = *static_cast<const uint8_t*>(yzp.data);
+  if (!Finite(a->y_scale) || a->y_scale <= 0) return Error("y_scale must be finite and > 0");
+  OrtValue* out_q = nullptr;
+  void* data = nullptr;
+  ST_RETURN_IF(g_ort.KernelContext_GetOutput(ctx, 1, dims.data(), dims.size(), &out_q));
+  if (res.size() == 0) return nullptr;
+  ST_RETURN_IF(g_ort.GetTensorMutableData(out_q, &data));
+  a->yq = static_cast<uint8_t*>(data);
+  return nullptr;
+}
+
 OrtStatus* ComputeLayerNorm(const Kernel* kernel, OrtKernelContext* ctx) {
   View x;
   LayerNormJob job{kernel->isa, {}, 16};
@@ -516,10 +615,10 @@ void KernelComputeV1(void* op_kernel, OrtKernelContext* ctx) {
 }
 
 OpDef MakeOp(const char* name, bool qlinear, bool in_u8, bool out_u8, bool attention = false,
-             bool layernorm = false) {
+             bool layernorm = false, bool linear_norm = false) {
   OpDef d{};
   d.name = name, d.qlinear = qlinear, d.in_u8 = in_u8, d.out_u8 = out_u8;
-  d.attention = attention, d.layernorm = layernorm;
+  d.attention = attention, d.layernorm = layernorm, d.linear_norm = linear_norm;
   OrtCustomOp& o = d.base;
   o.version = kOrtApiVersion;
   o.CreateKernel = CreateKernelV1;
@@ -529,13 +628,13 @@ OpDef MakeOp(const char* name, bool qlinear, bool in_u8, bool out_u8, bool atten
   o.GetInputTypeCount = [](const OrtCustomOp* op) { return InputCount(Def(op)); };
   o.GetOutputType = [](const OrtCustomOp* op, size_t i) {
     const OpDef* def = Def(op);
-    if (def->attention) return int(kTypeFloat);
-    if (def->layernorm) return i == 0 ? int(kTypeFloat) : int(kTypeUint8);
+    if (def->attention) return def->out_u8 ? int(kTypeUint8) : int(kTypeFloat);
+    if (def->layernorm || def->linear_norm) return i == 0 ? int(kTypeFloat) : int(kTypeUint8);
     return def->qlinear ? (def->out_u8 ? int(kTypeUint8) : int(kTypeFloat)) : int(kTypeInt32);
   };
   o.GetOutputTypeCount = [](const OrtCustomOp* op) -> size_t {
     const OpDef* def = Def(op);
-    return def->layernorm && def->out_u8 ? 2 : 1;
+    return (def->layernorm || def->linear_norm) && def->out_u8 ? 2 : 1;
   };
   o.KernelCompute = KernelComputeV1;
   o.KernelDestroy = KernelDestroy;
@@ -561,8 +660,13 @@ OpDef g_ops[] = {
     MakeOp("SparseQLinearFromU8", true, true, false),
     MakeOp("SparseQLinearU8", true, true, true),
     MakeOp("Int8Attention", false, true, false, true),
+    MakeOp("Int8AttentionToU8", false, true, true, true),
     MakeOp("ResidualLayerNorm", false, false, false, false, true),
     MakeOp("ResidualLayerNormToU8", false, false, true, false, true),
+    MakeOp("SparseQLinearLayerNorm", true, false, false, false, false, true),
+    MakeOp("SparseQLinearLayerNormToU8", true, false, true, false, false, true),
+    MakeOp("SparseQLinearFromU8LayerNorm", true, true, false, false, false, true),
+    MakeOp("SparseQLinearFromU8LayerNormToU8", true, true, true, false, false, true),
 };
 
 }  // namespace
