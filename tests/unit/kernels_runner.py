@@ -20,7 +20,7 @@ import numpy as np
 import onnxruntime as ort
 
 
-def run_case(case: Path, library: str) -> dict:
+def run_case(case: Path, library: str, save: Path | None = None) -> dict:
     options = ort.SessionOptions()
     options.register_custom_ops_library(library)
     options.intra_op_num_threads = 2
@@ -30,6 +30,8 @@ def run_case(case: Path, library: str) -> dict:
     with np.load(case / "expected.npz") as data:
         expected, tol = data["y"], (data["tol"] if "tol" in data.files else None)
     (got,) = session.run(None, feeds)
+    if save is not None:
+        np.save(save / f"{case.name}.npy", got)
     diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
     result = {
         "dtype": str(got.dtype),
@@ -44,13 +46,14 @@ def run_case(case: Path, library: str) -> dict:
 
 def main() -> None:
     library, cases = sys.argv[1], Path(sys.argv[2])
+    save = Path(sys.argv[3]) if len(sys.argv) > 3 else None  # each case's output, to compare
     lib = ctypes.CDLL(library)
     lib.sparse_transfer_kernels_isa.restype = ctypes.c_char_p
     error = ctypes.create_string_buffer(512)
     isa = lib.sparse_transfer_kernels_isa(error, ctypes.c_size_t(len(error)))
     report = {"isa": isa.decode() if isa else None, "cases": {}}
     for case in sorted(p for p in cases.iterdir() if p.is_dir()):
-        report["cases"][case.name] = run_case(case, library)
+        report["cases"][case.name] = run_case(case, library, save)
     print(json.dumps(report))
 
 

@@ -32,7 +32,7 @@ from sparse_transfer.kernels import build, library, spec
 
 RUNNER = Path(__file__).with_name("kernels_runner.py")
 QEMU = shutil.which("qemu-x86_64")
-PATHS = ("avx512vnni", "avx512bw", "avx2", "sse41", "scalar")
+PATHS = ("amx", "avx512vnni", "avx512bw", "avx2", "sse41", "scalar")
 
 
 @pytest.fixture(scope="module")
@@ -329,9 +329,15 @@ def test_reference_equals_ort_matmul_integer(cases):
         np.testing.assert_array_equal(got, expected["y"], err_msg=name)
 
 
-def _run(lib_path: str, cases_dir: Path, isa: str | None, cpu: str | None = None) -> dict:
+def _run(
+    lib_path: str,
+    cases_dir: Path,
+    isa: str | None,
+    cpu: str | None = None,
+    save: Path | None = None,
+) -> dict:
     python = str(Path(sys.prefix) / "bin" / "python")  # the venv's, not a resolved symlink
-    command = [python, str(RUNNER), lib_path, str(cases_dir)]
+    command = [python, str(RUNNER), lib_path, str(cases_dir), *([str(save)] if save else [])]
     if cpu:
         command = [QEMU, "-cpu", cpu, *command]
     env = {k: v for k, v in os.environ.items() if k != library.ISA_ENV}
@@ -374,6 +380,20 @@ def test_every_native_path_equals_the_reference(lib_path, cases, isa):
         pytest.skip(f"this CPU has no {isa}")
     root, built = cases
     _check(_run(lib_path, root, isa), built, isa)
+
+
+def test_amx_attention_gives_the_vnni_paths_bits(lib_path, cases, tmp_path):
+    """On an AMX host the attention's products run on tiles; everything else is the VNNI
+    path's, so every case, the realistic attention ones included, has the same bits."""
+    if "amx" not in _native_paths():
+        pytest.skip("this CPU (or this kernel) gives no AMX tiles")
+    root, built = cases
+    for isa in ("amx", "avx512vnni"):
+        (tmp_path / isa).mkdir()
+        _run(lib_path, root, isa, save=tmp_path / isa)
+    for name in built:
+        amx, vnni = (np.load(tmp_path / isa / f"{name}.npy") for isa in ("amx", "avx512vnni"))
+        np.testing.assert_array_equal(amx, vnni, err_msg=name)
 
 
 @pytest.mark.parametrize(("cpu", "isa"), [("Haswell", None), ("Nehalem", None),

@@ -36,7 +36,7 @@ def test_the_built_library_runs_here(lib_path, monkeypatch):
     status = kernel_status()
     assert status.available and status.reason is None
     assert status.library == lib_path
-    assert status.isa in ("avx512vnni", "avx512bw", "avx2", "sse41", "scalar")
+    assert status.isa in ("amx", "avx512vnni", "avx512bw", "avx2", "sse41", "scalar")
     assert status.onnxruntime == ort.__version__
     assert register_library(ort.SessionOptions()) == status
 

@@ -566,17 +566,126 @@ TGT_VNNI void HeadVnni(const HeadView& h, const AttentionArgs& a) {
   }
 }
 
+// ------------------------------------------------------------------------------------ AMX
+
+// With AMX tiles (Sapphire Rapids and later) the two products run as TDPBUSD (u8 x s8 into
+// int32, the same integers as vpdpbusd) on 16 queries at a time: scores [16 x 16 keys] per
+// tile op with the whole head dimension (<= 64 bytes) as its depth, context [16 x 16 columns]
+// per 64 keys. Packing, softmax and the epilogue are the VNNI path's, so results are its bits.
+#define TGT_AMX                                                                         \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,amx-tile," \
+                        "amx-int8")))
+
+// Tile registers (macros: GCC's tile intrinsics paste the number into the instruction).
+#define kTileQ 0
+#define kTileK 1
+#define kTileS 2
+#define kTileP 3
+#define kTileV 4
+#define kTileC 5
+
+struct alignas(64) TileConfig {  // the LDTILECFG memory layout, palette 1
+  uint8_t palette = 1, start_row = 0, reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+TGT_AMX void ConfigureTiles(int64_t d4) {
+  TileConfig c;
+  const int widths[][3] = {{kTileQ, 16, static_cast<int>(d4 * 4)}, {kTileK, static_cast<int>(d4), 64},
+                           {kTileS, 16, 64}, {kTileP, 16, 64}, {kTileV, 16, 64}, {kTileC, 16, 64}};
+  for (const auto& w : widths) c.rows[w[0]] = w[1], c.colsb[w[0]] = w[2];
+  _tile_loadconfig(&c);
+}
+
+// Scores of 16 queries (qbuf [16][64] bytes) against every key: acc [16][s64] int32.
+TGT_AMX void ScoresAmx(const uint8_t* qbuf, const int8_t* kp, const int32_t* ksum, int64_t s64,
+                       int32_t q_zp, int32_t* acc) {
+  _tile_loadd(kTileQ, qbuf, 64);
+  for (int64_t j0 = 0; j0 < s64; j0 += 16) {
+    _tile_zero(kTileS);
+    _tile_loadd(kTileK, kp + j0 * 4, s64 * 4);
+    _tile_dpbusd(kTileS, kTileQ, kTileK);
+    _tile_stored(kTileS, acc + j0, s64 * 4);
+  }
+  const __m512i zp = _mm512_set1_epi32(q_zp);
+  for (int64_t j = 0; j < s64; j += 16) {
+    const __m512i corr = _mm512_mullo_epi32(zp, _mm512_loadu_si512(ksum + j));
+    for (int r = 0; r < 16; ++r) {
+      int32_t* row = acc + r * s64 + j;
+      _mm512_storeu_si512(row, _mm512_sub_epi32(_mm512_loadu_si512(row), corr));
+    }
+  }
+}
+
+// Context of `rows` queries from row i: pq [16][s64], vp [s64 / 4][d16][4].
+TGT_AMX void ContextAmx(const uint8_t* pq, const int8_t* vp, const int32_t* vsum, int64_t s64,
+                        int64_t d16, const HeadView& h, const AttentionArgs& a, int64_t i,
+                        int64_t rows) {
+  alignas(64) int32_t ctx[16 * 16];
+  const __m512 scale = _mm512_set1_ps(a.pv_scale);
+  for (int64_t d0 = 0; d0 < d16; d0 += 16) {
+    _tile_zero(kTileC);
+    for (int64_t k0 = 0; k0 < s64; k0 += 64) {
+      _tile_loadd(kTileP, pq + k0, s64);
+      _tile_loadd(kTileV, vp + ((k0 / 4) * d16 + d0) * 4, d16 * 4);
+      _tile_dpbusd(kTileC, kTileP, kTileV);
+    }
+    _tile_stored(kTileC, ctx, 64);
+    const __m512i corr = _mm512_mullo_epi32(_mm512_set1_epi32(a.p_zp), _mm512_loadu_si512(vsum + d0));
+    const __mmask16 m = static_cast<__mmask16>((1u << std::min<int64_t>(16, h.d - d0)) - 1);
+    for (int64_t r = 0; r < rows; ++r) {
+      const __m512i c = _mm512_sub_epi32(_mm512_load_si512(ctx + r * 16), corr);
+      const __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(c), scale);
+      const int64_t at = (i + r) * h.ld + d0;
+      if (h.out_u8 != nullptr) {
+        _mm_mask_storeu_epi8(h.out_u8 + at, m, Quantize512(y, a));
+      } else {
+        _mm512_mask_storeu_ps(h.out + at, m, y);
+      }
+    }
+  }
+}
+
+// Keys padded to s64 (a multiple of 64, the context product's depth): padded keys have zero
+// key and value rows and a -inf mask, as the VNNI path's padding to 16.
+TGT_AMX void HeadAmx(const HeadView& h, const AttentionArgs& a) {
+  const int64_t s64 = RoundUp(h.s, 64), d4 = (h.d + 3) / 4, d16 = RoundUp(h.d, 16);
+  std::vector<int8_t> kp(d4 * s64 * 4), vp((s64 / 4) * d16 * 4);
+  std::vector<int32_t> ksum(s64), vsum(d16), acc(16 * s64);
+  PackKeyVnni(h, s64, d4, kp.data());
+  PackValueVnni(h, s64, d16, vp.data());
+  QuadSums(kp.data(), d4, s64, ksum.data());
+  QuadSums(vp.data(), s64 / 4, d16, vsum.data());
+  std::vector<float> tmp(4 * s64);
+  std::vector<uint8_t> pq(16 * s64, 0);
+  alignas(64) uint8_t qbuf[16 * 64];
+  ConfigureTiles(d4);
+  for (int64_t i = 0; i < h.s; i += 16) {
+    const int64_t rows = std::min<int64_t>(16, h.s - i);
+    std::memset(qbuf, 0, sizeof(qbuf));
+    for (int64_t r = 0; r < rows; ++r) std::memcpy(qbuf + r * 64, h.q + (i + r) * h.ld, h.d);
+    ScoresAmx(qbuf, kp.data(), ksum.data(), s64, a.q_zp, acc.data());
+    for (int64_t r0 = 0; r0 < rows; r0 += 4) {
+      SoftmaxRows512<4>(acc.data() + r0 * s64, s64, h.maskp, a, tmp.data(), pq.data() + r0 * s64);
+    }
+    ContextAmx(pq.data(), vp.data(), vsum.data(), s64, d16, h, a, i, rows);
+  }
+  _tile_release();
+}
+
 }  // namespace
 
 void AttentionHead(Isa isa, const AttentionArgs& a, int64_t bh) {
   const int64_t b = bh / a.heads, hd = bh % a.heads, ld = a.heads * a.head_dim;
   const int64_t off = b * a.seq * ld + hd * a.head_dim;
-  std::vector<float> maskp(RoundUp(a.seq, 16), kNegInf);
+  std::vector<float> maskp(RoundUp(a.seq, 64), kNegInf);  // HeadAmx pads keys to 64
   std::copy(a.mask + b * a.seq, a.mask + (b + 1) * a.seq, maskp.begin());
   const bool u8 = a.out_u8 != nullptr;
   const HeadView h{a.q + off, a.k + off, a.v + off, ld, a.seq, a.head_dim, maskp.data(),
                    u8 ? nullptr : a.out + off, u8 ? a.out_u8 + off : nullptr};
   switch (isa) {
+    case kAmx: return a.head_dim <= 64 ? HeadAmx(h, a) : HeadVnni(h, a);
     case kAvx512vnni: return HeadVnni(h, a);
     case kAvx512bw:
     case kAvx2: return HeadAvx2(h, a);

@@ -9,8 +9,9 @@
 
 namespace st {
 
-// Dispatch paths, lowest first. Chosen once at load (SelectIsa), never at build time.
-enum Isa : int { kScalar = 0, kSse41 = 1, kAvx2 = 2, kAvx512bw = 3, kAvx512vnni = 4 };
+// Dispatch paths, lowest first. Chosen once at load (SelectIsa), never at build time. kAmx is
+// AVX-512 VNNI everywhere, plus AMX tiles for the attention's two products.
+enum Isa : int { kScalar = 0, kSse41 = 1, kAvx2 = 2, kAvx512bw = 3, kAvx512vnni = 4, kAmx = 5 };
 const char* IsaName(Isa isa);
 bool CpuHas(Isa isa);
 // The best path this CPU runs, or a lower one forced by SPARSE_TRANSFER_KERNELS_ISA; false and

@@ -1,6 +1,12 @@
 // Portable parts of the kernels: CPU dispatch, weight packing, the scalar path and the
 // scalar epilogue that every non-AVX-512 path shares. Built without -march: every
 // instruction-set specific function carries its own target attribute (kernels_x86.cc).
+#if defined(__x86_64__) && defined(__linux__)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -13,6 +19,7 @@ namespace st {
 
 const char* IsaName(Isa isa) {
   switch (isa) {
+    case kAmx: return "amx";
     case kAvx512vnni: return "avx512vnni";
     case kAvx512bw: return "avx512bw";
     case kAvx2: return "avx2";
@@ -21,10 +28,28 @@ const char* IsaName(Isa isa) {
   }
 }
 
+// AMX tiles: the CPU has AMX-TILE and AMX-INT8 (CPUID.7.0:EDX bits 24, 25) and Linux lets this
+// process use the tile data state (arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA), as
+// ONNX Runtime's MLAS asks for it; kernels before 5.16 refuse, and so does
+// tests/benchmarks/noamx.c, which then stands for a CPU without AMX).
+bool AmxUsable() {
+#if defined(__x86_64__) && defined(__linux__)
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+  if (!((edx >> 24) & 1u) || !((edx >> 25) & 1u)) return false;
+  constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
+}
+
 bool CpuHas(Isa isa) {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
   switch (isa) {
+    case kAmx:
+      return CpuHas(kAvx512vnni) && AmxUsable();
     case kAvx512vnni:
       return CpuHas(kAvx512bw) && __builtin_cpu_supports("avx512vnni");
     case kAvx512bw:
@@ -44,7 +69,7 @@ bool CpuHas(Isa isa) {
 
 bool SelectIsa(Isa* isa, std::string* error) {
   Isa best = kScalar;
-  for (int i = kAvx512vnni; i > kScalar; --i) {
+  for (int i = kAmx; i > kScalar; --i) {
     if (CpuHas(static_cast<Isa>(i))) {
       best = static_cast<Isa>(i);
       break;
@@ -55,7 +80,7 @@ bool SelectIsa(Isa* isa, std::string* error) {
     *isa = best;
     return true;
   }
-  for (int i = kScalar; i <= kAvx512vnni; ++i) {
+  for (int i = kScalar; i <= kAmx; ++i) {
     if (std::strcmp(forced, IsaName(static_cast<Isa>(i))) == 0) {
       if (i > best) {
         *error = std::string("SPARSE_TRANSFER_KERNELS_ISA=") + forced +
@@ -67,12 +92,13 @@ bool SelectIsa(Isa* isa, std::string* error) {
     }
   }
   *error = std::string("SPARSE_TRANSFER_KERNELS_ISA=") + forced +
-           ": unknown path (choose avx512vnni, avx512bw, avx2, sse41 or scalar)";
+           ": unknown path (choose amx, avx512vnni, avx512bw, avx2, sse41 or scalar)";
   return false;
 }
 
 int TileTokens(Isa isa) {
   switch (isa) {
+    case kAmx:
     case kAvx512vnni:
     case kAvx512bw: return 64;
     case kAvx2: return 32;
@@ -126,7 +152,7 @@ bool PackWeight(const int32_t* row_ptr, int64_t n_plus_1, const int32_t* block_c
 
 void PlanQuads(Isa isa, Packed* w) {
   // AVX-512 VNNI: vpdpbusd, any int8; AVX-512BW and AVX2: vpmaddubsw, 7-bit weights only.
-  if (!(isa == kAvx512vnni || ((isa == kAvx2 || isa == kAvx512bw) && w->narrow))) return;
+  if (!(isa >= kAvx512vnni || ((isa == kAvx2 || isa == kAvx512bw) && w->narrow))) return;
   const int tile = TileTokens(isa);
   w->quad_ptr.assign(w->n + 1, 0);
   w->quad_off.clear(), w->quad_w4.clear();
@@ -157,7 +183,7 @@ void PlanQuads(Isa isa, Packed* w) {
   // A quad's cost in 1x4 blocks, measured on Sapphire Rapids (90% unstructured, 768x3072):
   // 1.75 with vpdpbusd (AVX-512 VNNI: a quad is 4 loads, 8 byte/word unpacks, 4 vpdpbusd; a
   // block 4 vpdpbusd) and kQuadCostAvx2 with vpmaddubsw + vpmaddwd (AVX2, AVX-512BW).
-  const double quad_blocks = isa == kAvx512vnni ? 1.75 : kQuadCostAvx2;
+  const double quad_blocks = isa >= kAvx512vnni ? 1.75 : kQuadCostAvx2;
   const double block_cost = 4.0 * w->col.size();
   const double quad_cost = 4.0 * quad_blocks * w->quad_w4.size();
   w->quad = quad_cost < block_cost;

@@ -587,13 +587,14 @@ TGT_AVX2 void RepackAvx2(const void* src, int64_t m, int64_t k, float scale, int
 }
 
 void BlocksToQuadLayout(Isa isa, int64_t kb, uint8_t* tile) {
-  if (isa == kAvx512vnni || isa == kAvx512bw) BlocksToQuad512(kb, tile);
+  if (isa >= kAvx512bw) BlocksToQuad512(kb, tile);
   if (isa == kAvx2) BlocksToQuadAvx2(kb, tile);
 }
 
 void RunTile(Isa isa, const Packed& w, const uint8_t* ap, int64_t mv, int64_t n0, int64_t n1,
              int32_t a_zp, const Epilogue& ep, void* out) {
   switch (isa) {
+    case kAmx:  // AMX runs the attention; the Linears' sparse products stay on VNNI
     case kAvx512vnni:
       if (w.quad) return TileQuadVnni(w, ap, mv, n0, n1, a_zp, ep, out);
       return TileAvx512vnni(w, ap, mv, n0, n1, a_zp, ep, out);

@@ -147,6 +147,7 @@ TGT_AVX2 void RowAvx2(const LayerNormArgs& a, int64_t r) {
 void LayerNormRows(Isa isa, const LayerNormArgs& a, int64_t r0, int64_t r1) {
   for (int64_t r = r0; r < r1; ++r) {
     switch (isa) {
+      case kAmx:
       case kAvx512vnni:
       case kAvx512bw: Row512(a, r); break;
       case kAvx2: RowAvx2(a, r); break;
