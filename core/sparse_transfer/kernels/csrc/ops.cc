@@ -288,6 +288,7 @@ OrtStatus* Scalar(OrtKernelContext* ctx, size_t index, const char* name, View* v
 }
 
 OrtStatus* Compute(Kernel* kernel, OrtKernelContext* ctx, Job* job, std::vector<float>* buf);
+OrtStatus* RunJob(OrtKernelContext* ctx, const OpDef* d, Job* job);
 OrtStatus* ReadNormTail(const Kernel* kernel, OrtKernelContext* ctx,
                         const std::vector<int64_t>& dims, st::LayerNormArgs* a);
 OrtStatus* ComputeAttention(const Kernel* kernel, OrtKernelContext* ctx);
@@ -384,13 +385,20 @@ OrtStatus* Compute(Kernel* kernel, OrtKernelContext* ctx, Job* job, std::vector<
   job->norm.x = job->norm.y = static_cast<float*>(job->out);
 
   job->isa = kernel->isa, job->w = w, job->m = m, job->k = kernel->k;
-  job->tile_tokens = st::TileTokens(kernel->isa);
-  job->tiles = (m + job->tile_tokens - 1) / job->tile_tokens;
-  job->chunk_rows = 64;
-  job->chunks = (w->n + job->chunk_rows - 1) / job->chunk_rows;
   job->float_in = !d->in_u8 && d->qlinear;
   job->x = x.data, job->x_scale = x_scale;
   job->zp = *static_cast<const uint8_t*>(zp.data);
+  return RunJob(ctx, d, job);
+}
+
+// Splits a prepared job over ORT's pool: activations repacked per token tile, then tiles x
+// 64-row chunks (and, for a fused LayerNorm, the rows normalised after, or per tile).
+OrtStatus* RunJob(OrtKernelContext* ctx, const OpDef* d, Job* job) {
+  const st::Packed* w = job->w;
+  job->tile_tokens = st::TileTokens(job->isa);
+  job->tiles = (job->m + job->tile_tokens - 1) / job->tile_tokens;
+  job->chunk_rows = 64;
+  job->chunks = (w->n + job->chunk_rows - 1) / job->chunk_rows;
   job->tile_bytes = static_cast<size_t>(w->kb) * job->tile_tokens * 4;
   job->out_elem = job->ep.kind == st::kOutU8 ? 1 : 4;
   const size_t bytes = job->tile_bytes * job->tiles;
@@ -405,7 +413,7 @@ OrtStatus* Compute(Kernel* kernel, OrtKernelContext* ctx, Job* job, std::vector<
   ST_RETURN_IF(
       g_ort.KernelContext_ParallelFor(ctx, ComputeTask, job->tiles * job->chunks, 0, job));
   if (!d->linear_norm) return nullptr;
-  const int64_t blocks = (m + kNormRows - 1) / kNormRows;  // fewer tiles than cores: as two ops
+  const int64_t blocks = (job->m + kNormRows - 1) / kNormRows;  // fewer tiles than cores: 2 ops
   return g_ort.KernelContext_ParallelFor(ctx, NormRowsTask, blocks, 0, job);
 }
 
