@@ -287,6 +287,17 @@ OrtStatus* Scalar(OrtKernelContext* ctx, size_t index, const char* name, View* v
   return nullptr;
 }
 
+// A uint8 output's QuantizeLinear: scale (finite, > 0) at input `index`, zero point after it.
+OrtStatus* ReadOutputQuant(OrtKernelContext* ctx, size_t index, float* scale, int32_t* zp) {
+  View ys, yzp;
+  ST_RETURN_IF(Scalar(ctx, index, "y_scale", &ys));
+  ST_RETURN_IF(Scalar(ctx, index + 1, "y_zero_point", &yzp));
+  *scale = *static_cast<const float*>(ys.data);
+  *zp = *static_cast<const uint8_t*>(yzp.data);
+  if (!Finite(*scale) || *scale <= 0) return Error("y_scale must be finite and > 0");
+  return nullptr;
+}
+
 OrtStatus* Compute(Kernel* kernel, OrtKernelContext* ctx, Job* job, std::vector<float>* buf);
 OrtStatus* RunJob(OrtKernelContext* ctx, const OpDef* d, Job* job);
 OrtStatus* ReadNormTail(const Kernel* kernel, OrtKernelContext* ctx,
@@ -332,12 +343,7 @@ OrtStatus* ReadEpilogue(const OpDef* d, OrtKernelContext* ctx, int64_t n, float 
   ep->kind = out_u8 ? st::kOutU8 : st::kOutF32;
   ep->scale = buf->data(), ep->bias = buf->data() + padded, ep->gelu = gelu;
   if (out_u8) {
-    View ys, yzp;
-    ST_RETURN_IF(Scalar(ctx, 8, "y_scale", &ys));
-    ST_RETURN_IF(Scalar(ctx, 9, "y_zero_point", &yzp));
-    ep->y_scale = *static_cast<const float*>(ys.data);
-    ep->y_zp = *static_cast<const uint8_t*>(yzp.data);
-    if (!Finite(ep->y_scale) || ep->y_scale <= 0) return Error("y_scale must be finite and > 0");
+    ST_RETURN_IF(ReadOutputQuant(ctx, 8, &ep->y_scale, &ep->y_zp));
   }
   return nullptr;
 }
@@ -461,17 +467,6 @@ OrtStatus* ReadAttentionScalars(OrtKernelContext* ctx, st::AttentionArgs* a) {
   return nullptr;
 }
 
-// Int8AttentionToU8's last two inputs: the context's QuantizeLinear scale and zero point.
-OrtStatus* ReadAttentionOutputQuant(OrtKernelContext* ctx, st::AttentionArgs* a) {
-  View ys, yzp;
-  ST_RETURN_IF(Scalar(ctx, 12, "y_scale", &ys));
-  ST_RETURN_IF(Scalar(ctx, 13, "y_zero_point", &yzp));
-  a->y_scale = *static_cast<const float*>(ys.data);
-  a->y_zp = *static_cast<const uint8_t*>(yzp.data);
-  if (!Finite(a->y_scale) || a->y_scale <= 0) return Error("y_scale must be finite and > 0");
-  return nullptr;
-}
-
 OrtStatus* ComputeAttention(const Kernel* kernel, OrtKernelContext* ctx) {
   View q, k, v, mask;
   ST_RETURN_IF(Input(ctx, 0, &q));
@@ -492,7 +487,7 @@ OrtStatus* ComputeAttention(const Kernel* kernel, OrtKernelContext* ctx) {
   AttentionJob job{kernel->isa, {}};
   st::AttentionArgs& a = job.args;
   ST_RETURN_IF(ReadAttentionScalars(ctx, &a));
-  if (kernel->def->out_u8) ST_RETURN_IF(ReadAttentionOutputQuant(ctx, &a));
+  if (kernel->def->out_u8) ST_RETURN_IF(ReadOutputQuant(ctx, 12, &a.y_scale, &a.y_zp));
   a.q = static_cast<const uint8_t*>(q.data), a.k = static_cast<const uint8_t*>(k.data);
   a.v = static_cast<const uint8_t*>(v.data), a.mask = static_cast<const float*>(mask.data);
   a.batch = batch, a.seq = seq, a.head_dim = kernel->head_dim, a.heads = width / a.head_dim;
@@ -542,12 +537,7 @@ OrtStatus* ReadLayerNormInputs(const Kernel* kernel, OrtKernelContext* ctx, View
   a->gamma = static_cast<const float*>(gamma.data), a->beta = static_cast<const float*>(beta.data);
   a->rows = a->n > 0 ? x->size() / a->n : 0, a->epsilon = kernel->epsilon;
   if (!kernel->def->out_u8) return nullptr;
-  View ys, yzp;
-  ST_RETURN_IF(Scalar(ctx, 4, "y_scale", &ys));
-  ST_RETURN_IF(Scalar(ctx, 5, "y_zero_point", &yzp));
-  a->y_scale = *static_cast<const float*>(ys.data);
-  a->y_zp = *static_cast<const uint8_t*>(yzp.data);
-  if (!Finite(a->y_scale) || a->y_scale <= 0) return Error("y_scale must be finite and > 0");
+  ST_RETURN_IF(ReadOutputQuant(ctx, 4, &a->y_scale, &a->y_zp));
   return nullptr;
 }
 
@@ -570,12 +560,7 @@ OrtStatus* ReadNormTail(const Kernel* kernel, OrtKernelContext* ctx,
   a->gamma = static_cast<const float*>(gamma.data), a->beta = static_cast<const float*>(beta.data);
   a->rows = a->n > 0 ? res.size() / a->n : 0, a->epsilon = kernel->epsilon;
   if (!kernel->def->out_u8) return nullptr;
-  View ys, yzp;
-  ST_RETURN_IF(Scalar(ctx, 11, "y_scale", &ys));
-  ST_RETURN_IF(Scalar(ctx, 12, "y_zero_point", &yzp));
-  a->y_scale = *static_cast<const float*>(ys.data);
-  a->y_zp = *static_cast<const uint8_t*>(yzp.data);
-  if (!Finite(a->y_scale) || a->y_scale <= 0) return Error("y_scale must be finite and > 0");
+  ST_RETURN_IF(ReadOutputQuant(ctx, 11, &a->y_scale, &a->y_zp));
   OrtValue* out_q = nullptr;
   void* data = nullptr;
   ST_RETURN_IF(g_ort.KernelContext_GetOutput(ctx, 1, dims.data(), dims.size(), &out_q));
