@@ -145,6 +145,7 @@ def _attention_cases(rng) -> dict:
         "attn_onehot_ragged": _attention_case(rng, 2, 37, 3, 20, 1000.0, masked=9),
         "attn_onehot_odd_head_dim": _attention_case(rng, 2, 5, 2, 7, 1000.0),
         "attn_onehot_long": _attention_case(rng, 1, 150, 2, 64, 1000.0),
+        "attn_tiles": _attention_case(rng, 2, 128, 2, 64, 2e-3, masked=40, tol=True),
         "attn_all_255": _attention_case(rng, 2, 24, 2, 16, 0.01, q=full, k=full, v=full),
         "attn_one_key_left": _attention_case(rng, 2, 33, 4, 8, 0.01, masked=32),
         "attn_tol_realistic": _attention_case(rng, 2, 64, 4, 16, 2e-3, masked=20, tol=True),
@@ -290,6 +291,7 @@ def _cases(rng) -> dict:
     cases["attn_u8_realistic"] = _attention_u8_case(rng, 2, 64, 4, 16, 2e-3, 0.01, masked=20)
     cases["attn_u8_odd_head_dim"] = _attention_u8_case(rng, 2, 37, 3, 20, 2e-3, 0.02, masked=9)
     cases["attn_u8_long_saturating"] = _attention_u8_case(rng, 1, 150, 2, 64, 2e-3, 1e-9)
+    cases["attn_u8_tiles"] = _attention_u8_case(rng, 2, 120, 2, 32, 2e-3, 0.01, masked=7)
     return {**cases, **_attention_cases(rng)}
 
 

@@ -674,6 +674,12 @@ TGT_AMX void HeadAmx(const HeadView& h, const AttentionArgs& a) {
   _tile_release();
 }
 
+// Tiles pay only where they add no padding: keys padded to 64 (the context product's depth)
+// cost more than the VNNI path's padding to 16 saves, and each head pays for the tile setup.
+// Measured per op (docs/kernels.md, 1 thread, Sapphire Rapids): amx / vnni = 3.3 at 16 keys,
+// 1.8 at 48, 2.1 at 96, about 1.0 at 64, 0.94-0.96 at 128 and 0.82-0.93 at 256.
+bool TilesPay(int64_t s, int64_t d) { return d <= 64 && s >= 128 && RoundUp(s, 16) % 64 == 0; }
+
 }  // namespace
 
 void AttentionHead(Isa isa, const AttentionArgs& a, int64_t bh) {
@@ -685,7 +691,7 @@ void AttentionHead(Isa isa, const AttentionArgs& a, int64_t bh) {
   const HeadView h{a.q + off, a.k + off, a.v + off, ld, a.seq, a.head_dim, maskp.data(),
                    u8 ? nullptr : a.out + off, u8 ? a.out_u8 + off : nullptr};
   switch (isa) {
-    case kAmx: return a.head_dim <= 64 ? HeadAmx(h, a) : HeadVnni(h, a);
+    case kAmx: return TilesPay(a.seq, a.head_dim) ? HeadAmx(h, a) : HeadVnni(h, a);
     case kAvx512vnni: return HeadVnni(h, a);
     case kAvx512bw:
     case kAvx2: return HeadAvx2(h, a);
