@@ -24,8 +24,14 @@ def _model_file(path: str | Path) -> Path:
     return model
 
 
-def session_options(threads: int | None = None, engine: str = "onnxruntime"):
-    """ORT options; for the sparse engine with the kernel library registered."""
+def session_options(threads: int | None = None, engine: str = "onnxruntime", spin: bool = True):
+    """ORT options; for the sparse engine with the kernel library registered.
+
+    ``spin=False`` stops the intra-op threads spinning for more work after each run
+    (``session.intra_op.allow_spinning``, on by default: onnxruntime/core/session/
+    onnxruntime_session_options_config_keys.h). A server wants that: between its many
+    short runs the spinning threads take the CPU its HTTP loop and tokeniser need.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -33,6 +39,8 @@ def session_options(threads: int | None = None, engine: str = "onnxruntime"):
     if threads:
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if engine == "onnxruntime-sparse":
         from sparse_transfer.runtime.engines import register_library
 
@@ -58,7 +66,8 @@ class OnnxModel:
     A full-range int8 deployment on a CPU whose integer kernel saturates
     (AVX2 or AVX-512 without VNNI) would give wrong answers: opening one raises
     `ExportError` saying why, unless ``check_cpu=False`` (benchmarks time it
-    anyway; the export's parity check reports it itself).
+    anyway; the export's parity check reports it itself). ``spin=False``: the
+    intra-op threads sleep between runs (`session_options`; the server's choice).
     """
 
     def __init__(
@@ -68,6 +77,7 @@ class OnnxModel:
         check_cpu: bool = True,
         engine: str = "onnxruntime",
         verify: bool = False,
+        spin: bool = True,
     ):
         import onnxruntime as ort
 
@@ -86,7 +96,7 @@ class OnnxModel:
         try:
             self.session = ort.InferenceSession(
                 str(self.path),
-                session_options(threads, self.engine),
+                session_options(threads, self.engine, spin),
                 providers=["CPUExecutionProvider"],
             )
         except (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.Fail) as exc:

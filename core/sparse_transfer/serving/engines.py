@@ -96,9 +96,8 @@ def load_engine(name: str, folder: Path, threads: int | None, max_batch: int, le
     if chosen in ORT_ENGINES:
         from sparse_transfer.runtime import OnnxModel
 
-        return OnnxModel(
-            folder, threads=threads, engine=chosen
-        )  # verify_deployment checked the files
+        # verify_deployment checked the files; no spinning between the server's runs
+        return OnnxModel(folder, threads=threads, engine=chosen, spin=False)
     if chosen == IN_PROCESS:
         return DeepSparseEngine(folder, threads, max_batch, length)
     python, _ = deepsparse_interpreter()
