@@ -293,6 +293,24 @@ def test_v2_infer_matches_v1(served):
     assert outputs[typed]["shape"] == [3]
 
 
+@pytest.mark.parametrize("route", ["v1", "v2"])
+def test_the_short_path_answers_as_kserves_route(strict_server, route):
+    """`FastInfer` answers a well-formed request itself; a field it does not know sends the
+    same request through kserve's route (tests/unit/test_fast_infer.py): the same answer."""
+    texts = ["great fun", "awful and dull", "a film"]
+    if route == "v1":
+        path, body, extra = "/v1/models/text-classification:predict", {"instances": texts}, "note"
+    else:
+        path, extra = "/v2/models/text-classification/infer", "parameters"
+        body = {"id": "r-1", "inputs": [{"name": "text", "shape": [3], "datatype": "BYTES",
+                                         "data": texts}]}  # fmt: skip
+    fast = strict_server.post(path, body)
+    routed = strict_server.post(path, {**body, extra: {}})
+    assert fast.status_code == routed.status_code == 200, (fast.text, routed.text)
+    assert fast.json() == routed.json()
+    assert fast.headers["content-type"] == routed.headers["content-type"] == "application/json"
+
+
 def test_a_pair_in_the_batch_does_not_change_a_single_text(strict_server):
     """Singles and pairs are tokenised apart: a single never becomes (text, "")."""
     path = "/v1/models/text-classification:predict"

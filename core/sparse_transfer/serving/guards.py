@@ -63,7 +63,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _content_length(scope)
+        declared = content_length(scope)
         if declared is not None and declared > self.limit:
             await self._refuse(send, declared)
             return
@@ -118,7 +118,7 @@ async def _answer(send, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-def _content_length(scope) -> int | None:
+def content_length(scope) -> int | None:
     for name, value in scope.get("headers") or []:
         if name.lower() == b"content-length":
             try:

@@ -109,21 +109,28 @@ class DeploymentModel(Model):
         }
 
     async def predict(self, payload, headers=None, response_headers=None):
+        predictions = await self.run_instances(payload["instances"])
+        request = payload["v2"]
+        if request is None:
+            return {"predictions": predictions}
+        return self.v2_response(predictions, request.id)
+
+    async def run_instances(self, instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Checked instances -> predictions, through the shared batcher (also `FastInfer`'s)."""
         assert self.batcher is not None
         try:
-            predictions = await self.batcher.submit(payload["instances"])
+            return await self.batcher.submit(instances)
         except QueueFull:
             metrics.REJECTED.labels(model_name=self.name).inc()
             raise
         except InputError as exc:  # e.g. a question that leaves no room for the context
             raise InvalidInput(str(exc)) from None
-        request = payload["v2"]
-        if request is None:
-            return {"predictions": predictions}
+
+    def v2_response(self, predictions: list[dict[str, Any]], request_id: str | None):
         outputs = [
             InferOutput(name=o["name"], shape=o["shape"], datatype=o["datatype"], data=o["data"])
             for o in protocol.v2_outputs(self.loaded.codec.typed_outputs, predictions)
         ]
         return InferResponse(
-            model_name=self.name, infer_outputs=outputs, response_id=request.id or str(uuid.uuid4())
+            model_name=self.name, infer_outputs=outputs, response_id=request_id or str(uuid.uuid4())
         )

@@ -51,11 +51,13 @@ def _exit_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
 
 
-def _rest_server(server, sock: socket.socket, options: ServeOptions):
-    """kserve's RESTServer with our guards: body limit, no repository routes unless asked."""
-    from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+def _rest_server(server, model, sock: socket.socket, options: ServeOptions):
+    """kserve's RESTServer with our guards (body limit, no repository routes unless asked),
+    behind `FastInfer`, the short path for well-formed inference requests."""
+    from kserve import model_server as kserve_model_server
     from kserve.protocol.rest.server import RESTServer
 
+    from sparse_transfer.serving.fast_infer import FastInfer
     from sparse_transfer.serving.guards import BodyLimit, NoRepository
 
     class GuardedRESTServer(RESTServer):
@@ -71,7 +73,7 @@ def _rest_server(server, sock: socket.socket, options: ServeOptions):
             "anyone who reaches this port (no authentication); keep it behind a trusted proxy"
         )
     return GuardedRESTServer(
-        FASTAPI_APP_IMPORT_STRING,
+        FastInfer(kserve_model_server.app, model, options.max_request_bytes),
         server.dataplane,
         server.model_repository_extension,
         sock.getsockname()[1],
@@ -108,7 +110,7 @@ def serve(folder: Path, report: dict[str, Any], options: ServeOptions) -> None:
         return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "1"})
 
     kserve_model_server.app.add_exception_handler(QueueFull, queue_full)
-    rest = _rest_server(server, sock, options)
+    rest = _rest_server(server, model, sock, options)
     _exit_on_sigterm()
 
     def load() -> None:
