@@ -262,6 +262,12 @@ def _cases(rng) -> dict:
         "batch_3d": _matmul_case(rng, (2, 67, 52), 36, 0.3, 128),
         "block4_90": _matmul_case(rng, (130, 128), 80, 0.1, 5, block=True),
         "unstructured_90": _matmul_case(rng, (129, 256), 70, 0.1, 77),
+        # a tile's tokens in 1, 2 or 3 groups of 16 (the row kernels compute only those)
+        "unstructured_m20": _matmul_case(rng, (20, 256), 70, 0.1, 77),
+        "unstructured_m47": _matmul_case(rng, (47, 200), 40, 0.2, 3),
+        "block4_m27": _matmul_case(rng, (27, 128), 80, 0.1, 5, block=True),
+        "block4_m40": _matmul_case(rng, (40, 96), 50, 0.3, 200, block=True),
+        "block4_m1": _matmul_case(rng, (1, 128), 33, 0.2, 9, block=True),
     }
     a = rng.integers(0, 256, (40, 40)).astype(np.uint8)
     inputs = [("a", None), ("a_zero_point", np.array(11, np.uint8)), *_packed_inputs(zero_rows)]

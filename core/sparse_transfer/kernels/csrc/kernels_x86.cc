@@ -62,81 +62,77 @@ TGT_AVX2 void RowAvx2(const Packed& w, int64_t n, const uint8_t* ap, int32_t* ac
 // Tokens per AVX-512 tile: 4 zmm accumulators per row (128 tokens measured slower: L1 misses).
 constexpr int kT512 = 64;
 
+// The row kernels compute G groups of 16 tokens (G = 4: the whole tile). A tile's last,
+// partial group count is what its tokens need: batch 1 of a short sentence, or the pooler's
+// one token, no longer pays for 64 (`ST_DEFINE_TILE512`). The integers are the same.
+template <int G>
 TGT_512 void RowAvx512bw(const Packed& w, int64_t n, const uint8_t* ap, int32_t* acc) {
-  __m512i c[kT512 / 16];
+  __m512i c[G];
   for (auto& v : c) v = _mm512_setzero_si512();
   const __m512i ones = _mm512_set1_epi16(1);
   for (int32_t b = w.row_ptr[n]; b < w.row_ptr[n + 1]; ++b) {
     const uint8_t* p = ap + static_cast<size_t>(w.col[b]) * kT512 * 4;
     const __m512i wb = _mm512_set1_epi32(w.w4[b]);
-    for (int i = 0; i < kT512 / 16; ++i) {
+    for (int i = 0; i < G; ++i) {
       const __m512i prod = _mm512_maddubs_epi16(_mm512_load_si512(p + 64 * i), wb);
       c[i] = _mm512_add_epi32(c[i], _mm512_madd_epi16(prod, ones));
     }
   }
-  for (int i = 0; i < kT512 / 16; ++i) _mm512_store_si512(acc + 16 * i, c[i]);
+  for (int i = 0; i < G; ++i) _mm512_store_si512(acc + 16 * i, c[i]);
 }
 
+template <int G>
 TGT_VNNI void RowAvx512vnni(const Packed& w, int64_t n, const uint8_t* ap, int32_t* acc) {
-  __m512i c[kT512 / 16];
+  __m512i c[G];
   for (auto& v : c) v = _mm512_setzero_si512();
   for (int32_t b = w.row_ptr[n]; b < w.row_ptr[n + 1]; ++b) {
     const uint8_t* p = ap + static_cast<size_t>(w.col[b]) * kT512 * 4;
     const __m512i wb = _mm512_set1_epi32(w.w4[b]);
-    for (int i = 0; i < kT512 / 16; ++i) {
+    for (int i = 0; i < G; ++i) {
       c[i] = _mm512_dpbusd_epi32(c[i], _mm512_load_si512(p + 64 * i), wb);
     }
   }
-  for (int i = 0; i < kT512 / 16; ++i) _mm512_store_si512(acc + 16 * i, c[i]);
+  for (int i = 0; i < G; ++i) _mm512_store_si512(acc + 16 * i, c[i]);
 }
 
 // The quad form: 4 rows of 64 activation bytes (columns k1..k4, tokens laid out so that the
 // byte unpacks below yield tokens in order) interleaved into 4 x 16 dwords [a_k1 .. a_k4],
-// then one vpdpbusd per 16 tokens with the quad's 4 weights.
-TGT_VNNI void RowQuadVnni(const Packed& w, int64_t n, const uint8_t* ap, int32_t* acc) {
-  __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0;
-  const int32_t* off = w.quad_off.data();
-  for (int32_t q = w.quad_ptr[n]; q < w.quad_ptr[n + 1]; ++q) {
-    const __m512i x1 = _mm512_load_si512(ap + off[4 * q]);
-    const __m512i x2 = _mm512_load_si512(ap + off[4 * q + 1]);
-    const __m512i x3 = _mm512_load_si512(ap + off[4 * q + 2]);
-    const __m512i x4 = _mm512_load_si512(ap + off[4 * q + 3]);
-    const __m512i a = _mm512_unpacklo_epi8(x1, x2), b = _mm512_unpackhi_epi8(x1, x2);
-    const __m512i c = _mm512_unpacklo_epi8(x3, x4), d = _mm512_unpackhi_epi8(x3, x4);
-    const __m512i wb = _mm512_set1_epi32(w.quad_w4[q]);
-    c0 = _mm512_dpbusd_epi32(c0, _mm512_unpacklo_epi16(a, c), wb);
-    c1 = _mm512_dpbusd_epi32(c1, _mm512_unpackhi_epi16(a, c), wb);
-    c2 = _mm512_dpbusd_epi32(c2, _mm512_unpacklo_epi16(b, d), wb);
-    c3 = _mm512_dpbusd_epi32(c3, _mm512_unpackhi_epi16(b, d), wb);
+// then one vpdpbusd per 16 tokens with the quad's 4 weights. Tokens 0-31 come from the low
+// byte unpacks, 32-63 from the high ones; `Dot` is vpdpbusd or its AVX-512BW equivalent.
+#define ST_ROW_QUAD(NAME, TGT, DOT)                                                          \
+  template <int G>                                                                            \
+  TGT void NAME(const Packed& w, int64_t n, const uint8_t* ap, int32_t* acc) {                \
+    __m512i c[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),  \
+                    _mm512_setzero_si512()};                                                  \
+    const int32_t* off = w.quad_off.data();                                                   \
+    for (int32_t q = w.quad_ptr[n]; q < w.quad_ptr[n + 1]; ++q) {                             \
+      const __m512i x1 = _mm512_load_si512(ap + off[4 * q]);                                  \
+      const __m512i x2 = _mm512_load_si512(ap + off[4 * q + 1]);                              \
+      const __m512i x3 = _mm512_load_si512(ap + off[4 * q + 2]);                              \
+      const __m512i x4 = _mm512_load_si512(ap + off[4 * q + 3]);                              \
+      const __m512i wb = _mm512_set1_epi32(w.quad_w4[q]);                                     \
+      const __m512i a = _mm512_unpacklo_epi8(x1, x2), c_ = _mm512_unpacklo_epi8(x3, x4);      \
+      c[0] = DOT(c[0], _mm512_unpacklo_epi16(a, c_), wb);                                     \
+      if (G > 1) c[1] = DOT(c[1], _mm512_unpackhi_epi16(a, c_), wb);                          \
+      if (G > 2) {                                                                            \
+        const __m512i b = _mm512_unpackhi_epi8(x1, x2), d = _mm512_unpackhi_epi8(x3, x4);     \
+        c[2] = DOT(c[2], _mm512_unpacklo_epi16(b, d), wb);                                    \
+        if (G > 3) c[3] = DOT(c[3], _mm512_unpackhi_epi16(b, d), wb);                         \
+      }                                                                                       \
+    }                                                                                         \
+    for (int i = 0; i < G; ++i) _mm512_store_si512(acc + 16 * i, c[i]);                       \
   }
-  _mm512_store_si512(acc, c0), _mm512_store_si512(acc + 16, c1);
-  _mm512_store_si512(acc + 32, c2), _mm512_store_si512(acc + 48, c3);
-}
 
 // The quad form on AVX-512 without VNNI (7-bit weights): vpmaddubsw + vpmaddwd.
 TGT_512 inline __m512i Dot512bw(__m512i v, __m512i wb) {
   return _mm512_madd_epi16(_mm512_maddubs_epi16(v, wb), _mm512_set1_epi16(1));
 }
-
-TGT_512 void RowQuad512bw(const Packed& w, int64_t n, const uint8_t* ap, int32_t* acc) {
-  __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0;
-  const int32_t* off = w.quad_off.data();
-  for (int32_t q = w.quad_ptr[n]; q < w.quad_ptr[n + 1]; ++q) {
-    const __m512i x1 = _mm512_load_si512(ap + off[4 * q]);
-    const __m512i x2 = _mm512_load_si512(ap + off[4 * q + 1]);
-    const __m512i x3 = _mm512_load_si512(ap + off[4 * q + 2]);
-    const __m512i x4 = _mm512_load_si512(ap + off[4 * q + 3]);
-    const __m512i a = _mm512_unpacklo_epi8(x1, x2), b = _mm512_unpackhi_epi8(x1, x2);
-    const __m512i c = _mm512_unpacklo_epi8(x3, x4), d = _mm512_unpackhi_epi8(x3, x4);
-    const __m512i wb = _mm512_set1_epi32(w.quad_w4[q]);
-    c0 = _mm512_add_epi32(c0, Dot512bw(_mm512_unpacklo_epi16(a, c), wb));
-    c1 = _mm512_add_epi32(c1, Dot512bw(_mm512_unpackhi_epi16(a, c), wb));
-    c2 = _mm512_add_epi32(c2, Dot512bw(_mm512_unpacklo_epi16(b, d), wb));
-    c3 = _mm512_add_epi32(c3, Dot512bw(_mm512_unpackhi_epi16(b, d), wb));
-  }
-  _mm512_store_si512(acc, c0), _mm512_store_si512(acc + 16, c1);
-  _mm512_store_si512(acc + 32, c2), _mm512_store_si512(acc + 48, c3);
+TGT_512 inline __m512i DotAdd512bw(__m512i acc, __m512i v, __m512i wb) {
+  return _mm512_add_epi32(acc, Dot512bw(v, wb));
 }
+
+ST_ROW_QUAD(RowQuadVnni, TGT_VNNI, _mm512_dpbusd_epi32)
+ST_ROW_QUAD(RowQuad512bw, TGT_512, DotAdd512bw)
 
 // In place, per 256-byte block column: [64 tokens][4 k] -> [4 k][64 bytes], where token
 // 16j + 4l + i goes to byte 16l + 4j + i (the order RowQuadVnni's unpacks undo).
@@ -324,11 +320,12 @@ TGT_512 void Epilogue512(const Packed& w, const int32_t* tmp, int64_t mv, int64_
   }
 }
 
+template <int G>
 TGT_512 void RowAvx512bwExact(const Packed& w, int64_t n, const uint8_t* ap, int32_t* acc) {
   if (w.quad) {
-    RowQuad512bw(w, n, ap, acc);
+    RowQuad512bw<G>(w, n, ap, acc);
   } else if (w.narrow) {
-    RowAvx512bw(w, n, ap, acc);
+    RowAvx512bw<G>(w, n, ap, acc);
   } else {
     RowScalar(w, n, ap, kT512, acc);
   }
@@ -336,20 +333,30 @@ TGT_512 void RowAvx512bwExact(const Packed& w, int64_t n, const uint8_t* ap, int
 
 }  // namespace
 
+// Output rows [n0, n1) of one tile, kRowGroup rows at a time through the epilogue; the row
+// kernel computes only the 16-token groups that hold the tile's `mv` tokens.
+#define ST_TILE512_ROWS(ROW)                                                              \
+  for (int64_t ng = n0; ng < n1; ng += kRowGroup) {                                       \
+    const int64_t nv = std::min<int64_t>(kRowGroup, n1 - ng);                             \
+    for (int64_t j = 0; j < kRowGroup; ++j) {                                             \
+      if (j < nv) {                                                                       \
+        ROW(w, ng + j, ap, tmp + j * kT512);                                              \
+      } else {                                                                            \
+        std::memset(tmp + j * kT512, 0, kT512 * sizeof(int32_t));                         \
+      }                                                                                   \
+    }                                                                                     \
+    Epilogue512(w, tmp, mv, ng, nv, a_zp, ep, out);                                       \
+  }
+
 #define ST_DEFINE_TILE512(NAME, TGT, ROW)                                                 \
   TGT void NAME(const Packed& w, const uint8_t* ap, int64_t mv, int64_t n0, int64_t n1,   \
                 int32_t a_zp, const Epilogue& ep, void* out) {                            \
     alignas(64) int32_t tmp[kRowGroup * kT512];                                           \
-    for (int64_t ng = n0; ng < n1; ng += kRowGroup) {                                     \
-      const int64_t nv = std::min<int64_t>(kRowGroup, n1 - ng);                           \
-      for (int64_t j = 0; j < kRowGroup; ++j) {                                           \
-        if (j < nv) {                                                                     \
-          ROW(w, ng + j, ap, tmp + j * kT512);                                            \
-        } else {                                                                          \
-          std::memset(tmp + j * kT512, 0, kT512 * sizeof(int32_t));                       \
-        }                                                                                 \
-      }                                                                                   \
-      Epilogue512(w, tmp, mv, ng, nv, a_zp, ep, out);                                     \
+    switch ((mv + 15) / 16) {                                                             \
+      case 1: ST_TILE512_ROWS(ROW<1>) break;                                              \
+      case 2: ST_TILE512_ROWS(ROW<2>) break;                                              \
+      case 3: ST_TILE512_ROWS(ROW<3>) break;                                              \
+      default: ST_TILE512_ROWS(ROW<4>) break;                                             \
     }                                                                                     \
   }
 
@@ -492,6 +499,12 @@ TGT_512 void RepackAvx512(const void* src, int64_t m, int64_t k, float scale, in
   const __m512 sc = _mm512_set1_ps(scale), zpf = _mm512_set1_ps(float(zp));
   for (int64_t tg = 0; tg < tile; tg += 16) {
     const int64_t valid = std::max<int64_t>(0, std::min<int64_t>(16, m - t0 - tg));
+    if (valid == 0) {  // past the last token: zeros, no transpose
+      for (int64_t b = 0; b < kb; ++b) {
+        _mm512_store_si512(dst + (b * tile + tg) * 4, _mm512_setzero_si512());
+      }
+      continue;
+    }
     for (int64_t g = 0; g < kb; g += 16) {
       const int64_t bytes = std::min<int64_t>(64, k - 4 * g);
       __m512i r[16];
