@@ -7,7 +7,9 @@ loaded first, so we start kserve's `RESTServer` on a socket we bind ourselves
 ``/v2/health/ready`` and inference answer 503 until it is ready. A deployment that
 cannot load stops the server: ``serve`` ends with one line and exit code 2 instead
 of answering 503 forever. Only inference, health, metadata and metrics are exposed
-(`guards`: no model-repository load/unload unless asked, bodies bounded).
+(`guards`: no model-repository load/unload unless asked, bodies bounded). uvicorn runs
+`FastInfer` in front of kserve's app: well-formed inference requests skip kserve's FastAPI
+stack, everything else reaches it unchanged (`fast_infer`).
 """
 
 from __future__ import annotations
