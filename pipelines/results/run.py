@@ -556,7 +556,7 @@ def transfer_from(out: Path, size: dict[str, Any]) -> Callable[[str, str], str]:
         _run_config(
             out, "real-results-sparse.yaml", overrides, f"pipeline-{stub.rsplit('/', 1)[-1]}"
         )
-        return resolve(stub, "deployment")
+        return resolve(stub, "deployment", root=zoo_root(out))  # where the pipeline published
 
     return transfer
 

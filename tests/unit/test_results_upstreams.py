@@ -1,5 +1,7 @@
 """The upstream comparison stage's logic: paired rows against the GMP baseline, the table."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -78,3 +80,36 @@ def test_latencies_are_read_per_engine_and_a_fallback_is_not_reported_as_sparse(
     assert upstreams.latencies_of(alone, ["gmp-block4"], both[:1]) == {
         "gmp-block4": {"onnxruntime": 9.1}
     }
+
+
+def test_a_transfer_is_read_from_the_runs_zoo_where_its_pipeline_published_it(
+    tmp_path, monkeypatch
+):
+    """The stage's transfer resolves the stub it published in the run's zoo (`zoo_root(out)`,
+    the pipeline's ``zoo_root`` parameter), never the user's default zoo."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from pipelines.results import run
+    from pipelines.results.settings import zoo_root
+    from sparse_transfer.zoo import push
+
+    out = tmp_path / "out"
+
+    def pipeline(out_, config, overrides, pipeline_root):  # what its publish step does
+        entry = tmp_path / "entry"
+        (entry / "deployment").mkdir(parents=True)
+        (entry / "model.md").write_text("# a transfer\n")
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+        graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])  # fmt: skip
+        onnx.save(helper.make_model(graph), str(entry / "deployment" / "model.onnx"))
+        push(entry, overrides["publish_stub"], root=zoo_root(out_))
+        return {"passed": True, "published": overrides["publish_stub"], "report": ""}
+
+    monkeypatch.setattr(run, "_run_config", pipeline)
+    monkeypatch.setenv("SPARSE_TRANSFER_ZOO", str(tmp_path / "users-zoo"))  # stays empty
+    stub = upstreams.transfer_stub("gmp-block4")
+    folder = run.transfer_from(out, run.SIZES["smoke"])(upstreams.upstream_stub("gmp-block4"), stub)
+    assert (Path(folder) / "model.onnx").is_file()
+    assert Path(folder).resolve().is_relative_to(Path(zoo_root(out)).resolve())
