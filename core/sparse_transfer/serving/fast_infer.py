@@ -30,7 +30,7 @@ from typing import Any
 from sparse_transfer.serving import protocol
 from sparse_transfer.serving.batching import QueueFull
 from sparse_transfer.serving.codecs import InputError
-from sparse_transfer.serving.guards import content_length
+from sparse_transfer.serving.guards import content_length, send_json_bytes
 
 log = logging.getLogger(__name__)
 
@@ -220,16 +220,4 @@ async def _send_json(send, status: int, payload: Any, headers: list[tuple[bytes,
     except ValueError as exc:
         log.error("response not sent: %s", exc)
         status, body, headers = 500, json.dumps({"error": f"ValueError : {exc}"}), []
-    data = body.encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(data)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": data})
+    await send_json_bytes(send, status, body.encode(), headers)

@@ -104,18 +104,23 @@ class BodyLimit:
 async def _answer(send, status: int, message: str) -> None:
     """A JSON ``{"error": message}`` response that closes the connection."""
     payload = json.dumps({"error": message}).encode()
+    await send_json_bytes(send, status, payload, [(b"connection", b"close")])
+
+
+async def send_json_bytes(send, status: int, body: bytes, headers=()) -> None:
+    """An ASGI ``application/json`` response of `body` (already encoded), with `headers`."""
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                (b"connection", b"close"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
             ],
         }
     )
-    await send({"type": "http.response.body", "body": payload})
+    await send({"type": "http.response.body", "body": body})
 
 
 def content_length(scope) -> int | None:
