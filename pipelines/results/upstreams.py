@@ -1,7 +1,8 @@
 """Real-results stage ``upstreams``: GMP vs oBS, unstructured vs block4, at the same budget.
 
-Builds four 90% MiniLM upstreams on the general corpus with the built-in recipes
-(``gmp_pruned90``, ``gmp_block4_pruned90``, ``obs_pruned90``, ``obs_block4_pruned90``; same
+Builds five 90% MiniLM upstreams on the general corpus with the built-in recipes
+(``gmp_pruned90``, ``gmp_block4_pruned90``, ``gmp_block16x4_pruned90`` (the AMX-friendly
+16-row blocks), ``obs_pruned90``, ``obs_block4_pruned90``; same
 sentences, steps, LR and schedule), publishes each with its card, transfers each to the
 movie-review task with the same sparse transfer run, and compares them with the GMP
 unstructured baseline row by row (`paired.paired_stats`) on both validation sets, and by
@@ -24,6 +25,7 @@ BASELINE = "gmp-unstructured"
 VARIANTS = {
     "gmp-unstructured": "gmp_pruned90",
     "gmp-block4": "gmp_block4_pruned90",
+    "gmp-block16x4": "gmp_block16x4_pruned90",
     "obs-unstructured": "obs_pruned90",
     "obs-block4": "obs_block4_pruned90",
 }
@@ -153,7 +155,7 @@ def markdown(rows: list[dict[str, Any]], upstreams: dict[str, dict[str, Any]]) -
 
 
 def stage_upstreams(out: Path, size_name: str, transfer: Any) -> dict[str, Any]:
-    """Builds, publishes, transfers and compares the four upstreams.
+    """Builds, publishes, transfers and compares the upstreams.
 
     Args:
         transfer: ``transfer(upstream_stub, publish_stub) -> deployment folder`` (the run's

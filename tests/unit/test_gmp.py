@@ -279,3 +279,62 @@ def test_two_four_pattern_is_in_the_exported_onnx_weights(tmp_path):
                 assert np.array_equal(groups, np.full_like(groups, 2)), init.name
                 checked += 1
     assert checked == 12  # 2 layers x (q, k, v, attention out, intermediate, output)
+
+
+def test_block16x4_masks_whole_row_blocks_through_training(tmp_path):
+    """blockRxC: every 16-output-row x 4-input block is all zero or all kept, round(s * blocks)
+    of them zero, in every encoder Linear (tiny BERT: hidden 32, intermediate 64)."""
+    model, tok = tiny_model(tmp_path)
+    gmp = _gmp(init_sparsity=0.05, final_sparsity=0.5, end_epoch=0.5, update_frequency=0.25,
+               mask_type="block16x4")  # fmt: skip
+    make_trainer(tmp_path, model, tiny_dataset(tok, 8), recipe=[gmp], epochs=0.5).train()
+    for name, p in _encoder_linear(model).items():
+        zero = p.detach().eq(0)
+        out, width = zero.shape
+        padded = torch.nn.functional.pad(zero, (0, (-width) % 4), value=True)
+        blocks = padded.reshape(out // 16, 16, -1, 4).transpose(1, 2).reshape(out // 16, -1, 64)
+        whole = blocks.all(-1)
+        assert torch.equal(whole, blocks.any(-1)), f"{name}: partially zero 16x4 block"
+        assert int(whole.sum()) == round(0.5 * whole.numel()), name
+
+
+def test_block16x4_keeps_the_blocks_with_the_largest_mean_magnitude():
+    from types import SimpleNamespace
+
+    from sparse_transfer.modifiers import Event
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 32, bias=False))  # [32 out, 8 in]: 2 x 2 blocks
+    with torch.no_grad():
+        model[0].weight.copy_(torch.randn(32, 8) * 0.01)
+        model[0].weight[16:, 4:] += 5.0  # block (1, 1): largest mean |w|
+        model[0].weight[:16, :4] -= 3.0  # block (0, 0): second (sign does not matter)
+        model[0].weight[0, 4] = 9.0  # one big weight cannot carry block (0, 1) past them
+    gmp = mod("GMPruningModifier", init_sparsity=0.5, final_sparsity=0.5, start_epoch=0.0,
+              end_epoch=0.0, update_frequency=1.0, params=["0.weight"], mask_type="block16x4")  # fmt: skip
+    state = SimpleNamespace(model=model, epoch=0.0, global_step=0, log=None)
+    gmp.initialize(state)
+    gmp.on_event(Event.OPTIMIZER_POST_STEP, state)
+    kept = model[0].weight.detach().ne(0)
+    expected = torch.zeros(32, 8, dtype=torch.bool)
+    expected[16:, 4:] = expected[:16, :4] = True
+    assert torch.equal(kept, expected)
+
+
+def test_block_mask_type_names_are_checked():
+    assert _gmp(mask_type="block16x4").mask_type == "block16x4"
+    for bad in ("block16x0", "block0x4", "block16x", "blockx4", "block16x4x2"):
+        with pytest.raises(FieldError, match="mask_type"):
+            _gmp(mask_type=bad)
+    with pytest.raises(FieldError, match="blockRxC"):
+        _gmp(mask_type=[16, 4])  # SparseML's list form groups 64 inputs of one row
+
+
+def test_block16x4_refuses_an_output_axis_not_a_multiple_of_16():
+    from types import SimpleNamespace
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 24, bias=False))
+    gmp = mod("GMPruningModifier", init_sparsity=0.5, final_sparsity=0.5, start_epoch=0.0,
+              end_epoch=0.0, update_frequency=1.0, params=["0.weight"], mask_type="block16x4")  # fmt: skip
+    with pytest.raises(FieldError, match=r"0\.weight has shape \(24, 8\)"):
+        gmp.initialize(SimpleNamespace(model=model, epoch=0.0, global_step=0, log=None))

@@ -42,6 +42,7 @@ def test_no_baseline_is_refused_and_the_budget_is_the_same_for_every_variant():
     assert set(upstreams.VARIANTS) == {
         "gmp-unstructured",
         "gmp-block4",
+        "gmp-block16x4",
         "obs-unstructured",
         "obs-block4",
     }

@@ -136,7 +136,7 @@ def _add_seed(sub) -> None:
         "--recipe",
         default="",
         help="built-in upstream recipe: gmp_pruned90 (default), gmp_block4_pruned90, "
-        "obs_pruned90, obs_block4_pruned90, gmp_2of4",
+        "gmp_block16x4_pruned90, obs_pruned90, obs_block4_pruned90, gmp_2of4",
     )
     _add_root(p)
     p.set_defaults(handler=seed_command)

@@ -1,7 +1,7 @@
 """Makes sparse upstreams: a pretrained encoder pruned by a recipe on unlabelled text.
 
 The student starts from the dense checkpoint and is trained, under one of the built-in
-upstream recipes (`recipes/upstream_*.yaml`: GMP or oBS; unstructured, block4 or 2:4),
+upstream recipes (`recipes/upstream_*.yaml`: GMP or oBS; unstructured, block4, block16x4 or 2:4),
 driven by `SparseTrainer`, with two losses: the masked-language-modelling loss when the
 checkpoint has an MLM head, plus layer-wise distillation of the dense model's hidden states.
 all-MiniLM-L6-v2 ships no MLM head, so for it the distillation alone drives training.
@@ -34,6 +34,7 @@ GMP_RECIPE = RECIPES_DIR / "upstream_gmp_pruned90.yaml"
 UPSTREAM_RECIPES = (
     "gmp_pruned90",
     "gmp_block4_pruned90",
+    "gmp_block16x4_pruned90",
     "obs_pruned90",
     "obs_block4_pruned90",
     "gmp_2of4",

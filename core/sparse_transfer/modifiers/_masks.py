@@ -198,6 +198,30 @@ def from_blocks(blocks: torch.Tensor, info: tuple) -> torch.Tensor:
     return flat.movedim(-1, dim)
 
 
+def to_row_blocks(
+    tensor: torch.Tensor, dim: int, rows: int, cols: int
+) -> tuple[torch.Tensor, tuple]:
+    """A 2-D weight as ``[out / rows, in / cols, rows * cols]`` blocks (`dim` its input axis).
+
+    The input axis is zero padded to a multiple of `cols`; the output axis must be a
+    multiple of `rows` (checked when the modifier starts).
+    """
+    moved = tensor.movedim(dim, -1)  # [out, in]
+    out, width = moved.shape
+    pad = (-width) % cols
+    if pad:
+        moved = torch.nn.functional.pad(moved, (0, pad))
+    blocks = moved.reshape(out // rows, rows, -1, cols).transpose(1, 2)
+    return blocks.reshape(out // rows, -1, rows * cols), (dim, out, width, rows, cols)
+
+
+def from_row_blocks(keep: torch.Tensor, info: tuple) -> torch.Tensor:
+    """A ``[out / rows, in / cols]`` block keep-mask back to the weight's shape."""
+    dim, out, width, rows, cols = info
+    full = keep[:, None, :, None].expand(-1, rows, -1, cols).reshape(out, -1)[:, :width]
+    return full.movedim(-1, dim)
+
+
 def keep_masks_from_scores(
     scores: list[torch.Tensor], sparsity: float, global_sparsity: bool
 ) -> list[torch.Tensor]:

@@ -10,7 +10,8 @@ Masks are recomputed at `start_epoch` and then every `update_frequency` epochs
 (checked after each optimizer step, when the epoch just completed crosses an
 update point), and once more at `end_epoch` so the target is reached exactly
 there: per tensor, ``round(s * numel)`` weights (``round(s * blocks)`` blocks for
-block masks) are zero; N:M masks (``"2:4"``) prune the M - N lowest of every M
+block masks) are zero; ``blockRxC`` (e.g. ``block16x4``, this project's own) blocks R output
+rows by C inputs, what AMX tiles can skip whole; N:M masks (``"2:4"``) prune the M - N lowest of every M
 consecutive input weights, so their one sparsity is 1 - N/M (`_nm_keep`).
 `global_sparsity` ranks all selected tensors together.
 Between updates the masks are held like ConstantPruningModifier holds them.
@@ -25,6 +26,7 @@ weights (``modifier_pruning_base.py`` / ``modifier_pruning_obs.py``).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -63,15 +65,35 @@ def interpolate_sparsity(
     raise ValueError(f"unknown inter_func {inter_func!r}")
 
 
-def block_size(mask_type: str | list[int]) -> int:
-    """1 for unstructured, N for ``blockN`` / ``[1, N]``."""
+def block_shape(mask_type: str | list[int]) -> tuple[int, int]:
+    """(output rows, inputs) of one block: (1, 1) unstructured, (1, N) for ``blockN`` /
+    ``[1, N]``, (R, C) for ``blockRxC``.
+
+    ``blockRxC`` is ours: SparseML's list form ``[R, C]`` is refused here because its
+    BlockMaskCreator reshapes a ``[N, K]`` weight to ``[N*K/(R*C), R*C]``, which groups R*C
+    consecutive weights of one row, not an R x C block
+    (``sparseml/pytorch/sparsification/pruning/mask_creator.py``,
+    ``_get_blocked_tens_shape_and_validate``).
+    """
     if isinstance(mask_type, list):
-        return int(mask_type[1])
+        return 1, int(mask_type[1])
     if mask_type == "unstructured":
-        return 1
+        return 1, 1
     if mask_type == "block":
-        return 4
-    return int(mask_type[len("block") :])
+        return 1, 4
+    match = _BLOCK_RE.fullmatch(mask_type)
+    if match is None:
+        raise ValueError(f"not a block mask type: {mask_type!r}")
+    rows, cols = match.group(2), match.group(3)
+    return (int(rows), int(cols)) if rows else (1, int(match.group(1)))
+
+
+_BLOCK_RE = re.compile(r"block(?:(\d+)|(\d+)x(\d+))")
+
+
+def block_size(mask_type: str | list[int]) -> int:
+    """Inputs per block: 1 for unstructured, N for ``blockN`` / ``[1, N]``."""
+    return block_shape(mask_type)[1]
 
 
 @dataclass(kw_only=True)
@@ -122,22 +144,25 @@ class _GradualPruningFields(Modifier):
         if nm is not None:
             self._validate_nm(nm)
         elif isinstance(self.mask_type, str) and not (
-            self.mask_type in MASK_TYPES
-            or (
-                self.mask_type.startswith("block")
-                and self.mask_type[5:].isdigit()
-                and int(self.mask_type[5:]) > 0
-            )
+            self.mask_type in MASK_TYPES or self._valid_block_name()
         ):
             raise FieldError(
                 "mask_type",
-                f"expected unstructured, block4 (blockN), N:M (e.g. 2:4) or [1, N], "
-                f"got {self.mask_type!r}",
+                f"expected unstructured, block4 (blockN), block16x4 (blockRxC), N:M (e.g. 2:4) "
+                f"or [1, N], got {self.mask_type!r}",
             )
         if isinstance(self.mask_type, list) and (
             len(self.mask_type) != 2 or self.mask_type[0] != 1 or self.mask_type[1] < 1
         ):
-            raise FieldError("mask_type", f"block shapes must be [1, N], got {self.mask_type!r}")
+            raise FieldError(
+                "mask_type",
+                f"block shapes must be [1, N] (for R x C blocks write blockRxC, e.g. "
+                f"block16x4), got {self.mask_type!r}",
+            )
+
+    def _valid_block_name(self) -> bool:
+        match = _BLOCK_RE.fullmatch(self.mask_type)
+        return match is not None and min(block_shape(self.mask_type)) > 0
 
     def _validate_nm(self, nm: tuple[int, int]) -> None:
         """N:M: 0 < N < M, and every target the schedule can reach is the pattern's sparsity.
@@ -209,6 +234,9 @@ class _GradualPruningFields(Modifier):
         if nm_pattern(self.mask_type) is not None:
             for _, selected in groups:
                 self._check_nm_shapes(selected)
+        elif block_shape(self.mask_type)[0] > 1:
+            for _, selected in groups:
+                self._check_row_blocks(selected)
         self._init = None if self.init_sparsity == "auto" else float(self.init_sparsity)
         # Nothing is held before start_epoch: zeros the model happens to have now are not
         # "already pruned" (AdamW revives them); the first update ranks every weight by
@@ -307,7 +335,9 @@ class _GradualPruningFields(Modifier):
                 self._nm_keep(selected[name][1], score, name, nm, target)
                 for name, score in zip(selected, scores, strict=True)
             ]
-        size = block_size(self.mask_type)
+        rows, size = block_shape(self.mask_type)
+        if rows > 1:
+            return self._row_block_keep(selected, scores, target, rows, size)
         infos, ranked = [], []
         for name, score in zip(selected, scores, strict=True):
             _, module = selected[name]
@@ -351,6 +381,42 @@ class _GradualPruningFields(Modifier):
         keep = torch.ones_like(groups, dtype=torch.bool)
         keep.scatter_(-1, torch.argsort(groups, dim=-1)[..., : m - n], False)
         return from_blocks(keep, info)
+
+    def _row_block_keep(self, selected: dict, scores: list, target: float, rows: int, cols: int):
+        """R x C blocks (R output rows by C inputs) ranked by their mean score, as 1 x C
+        blocks are; already-pruned weights score -1, so pruned blocks stay pruned."""
+        import torch
+
+        from sparse_transfer.modifiers._masks import (
+            from_row_blocks,
+            input_dim,
+            keep_masks_from_scores,
+            to_row_blocks,
+        )
+
+        ranked, infos = [], []
+        for name, score in zip(selected, scores, strict=True):
+            held = self._held(name)
+            if held is not None:
+                score = torch.where(held.bool(), score, torch.full_like(score, -1.0))
+            blocks, info = to_row_blocks(score, input_dim(selected[name][1]), rows, cols)
+            ranked.append(blocks.mean(dim=-1))
+            infos.append(info)
+        keeps = keep_masks_from_scores(ranked, target, self.global_sparsity)
+        return [from_row_blocks(k, info) for k, info in zip(keeps, infos, strict=True)]
+
+    def _check_row_blocks(self, selected: dict) -> None:
+        from sparse_transfer.modifiers._masks import input_dim
+
+        rows, _ = block_shape(self.mask_type)
+        for name, (p, module) in selected.items():
+            out_axis = 1 - input_dim(module)
+            if p.dim() != 2 or p.shape[out_axis] % rows:
+                raise FieldError(
+                    "mask_type",
+                    f"{self.mask_type} needs 2-D weights whose output axis is a multiple of "
+                    f"{rows}; {name} has shape {tuple(p.shape)}",
+                )
 
     def _check_nm_shapes(self, selected: dict) -> None:
         from sparse_transfer.modifiers._masks import input_dim
