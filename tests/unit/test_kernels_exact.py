@@ -43,8 +43,10 @@ def lib_path() -> str:
 
 
 def _weight(rng, n, k, density, block=False, low=-64, high=64) -> np.ndarray:
+    """`block`: True for 1x4 blocks along K, or the int R for R x 4 blocks (R output rows)."""
     if block:
-        keep = rng.random((n, -(-k // 4))) < density
+        rows = 1 if block is True else block
+        keep = np.repeat(rng.random((-(-n // rows), -(-k // 4))) < density, rows, axis=0)[:n]
         mask = np.repeat(keep, 4, axis=1)[:, :k]
     else:
         mask = rng.random((n, k)) < density
@@ -268,6 +270,13 @@ def _cases(rng) -> dict:
         "block4_m27": _matmul_case(rng, (27, 128), 80, 0.1, 5, block=True),
         "block4_m40": _matmul_case(rng, (40, 96), 50, 0.3, 200, block=True),
         "block4_m1": _matmul_case(rng, (1, 128), 33, 0.2, 9, block=True),
+        # 16 output rows sharing their blocks: the amx path's tiles (several chunks of 16
+        # blocks, a partial last chunk, N and K ragged, 1-64 tokens, full-range weights)
+        "rows16_90": _matmul_case(rng, (130, 768), 96, 0.1, 5, block=16),
+        "rows16_ragged": _matmul_case(rng, (77, 301), 61, 0.3, 200, block=16, low=-128, high=127),
+        "rows16_m1": _matmul_case(rng, (1, 256), 48, 0.2, 9, block=16),
+        "rows16_m27": _matmul_case(rng, (27, 512), 32, 0.15, 77, block=16),
+        "dense_wide": _matmul_case(rng, (70, 192), 40, 1.0, 13, low=-128, high=127),
     }
     a = rng.integers(0, 256, (40, 40)).astype(np.uint8)
     inputs = [("a", None), ("a_zero_point", np.array(11, np.uint8)), *_packed_inputs(zero_rows)]
@@ -278,6 +287,9 @@ def _cases(rng) -> dict:
             cases[f"{op}_{act}"] = _qlinear_case(rng, op, (3, 45, 50), 40, 0.4, act)
     cases["SparseQLinearToU8_gelu_block"] = _qlinear_case(
         rng, "SparseQLinearToU8", (70, 64), 96, 0.2, "gelu", block=True
+    )
+    cases["SparseQLinear_rows16"] = _qlinear_case(
+        rng, "SparseQLinear", (2, 45, 256), 80, 0.2, "none", block=16
     )
     # pre-activations over [-20, 20]: every interval of the vector erf's table, and past it
     cases["SparseQLinear_gelu_wide"] = _qlinear_case(
@@ -391,8 +403,9 @@ def test_every_native_path_equals_the_reference(lib_path, cases, isa):
 
 
 def test_amx_attention_gives_the_vnni_paths_bits(lib_path, cases, tmp_path):
-    """On an AMX host the attention's products run on tiles; everything else is the VNNI
-    path's, so every case, the realistic attention ones included, has the same bits."""
+    """On an AMX host the attention's products, and the Linears the planner puts on tiles,
+    run on AMX; the rest is the VNNI path's, so every case, the realistic attention ones
+    included, has the same bits."""
     if "amx" not in _native_paths():
         pytest.skip("this CPU (or this kernel) gives no AMX tiles")
     root, built = cases
@@ -402,6 +415,31 @@ def test_amx_attention_gives_the_vnni_paths_bits(lib_path, cases, tmp_path):
     for name in built:
         amx, vnni = (np.load(tmp_path / isa / f"{name}.npy") for isa in ("amx", "avx512vnni"))
         np.testing.assert_array_equal(amx, vnni, err_msg=name)
+
+
+def test_amx_planner_puts_row_blocks_and_dense_weights_on_tiles(lib_path, cases, monkeypatch):
+    """What the cases above run on: on an AMX host the 16-row block and dense cases take the
+    tiles (so the amx path's exactness covers them), scattered 90% weights stay on VNNI; a
+    path without AMX never plans tiles."""
+    if "amx" not in _native_paths():
+        pytest.skip("this CPU (or this kernel) gives no AMX tiles")
+    _, built = cases
+    forms = {}
+    for name in ("rows16_90", "rows16_ragged", "rows16_m1", "rows16_m27", "dense_wide",
+                 "block4_90", "unstructured_90"):  # fmt: skip
+        p = spec.pack_block4(built[name][3])
+        forms[name] = library.weight_form(Path(lib_path), p.row_ptr, p.block_col, p.values,
+                                          built[name][3].shape[1])  # fmt: skip
+    assert forms == {"rows16_90": "amx", "rows16_ragged": "amx", "rows16_m1": "amx",
+                     "rows16_m27": "amx", "dense_wide": "amx", "block4_90": "blocks",
+                     "unstructured_90": "quads"}  # fmt: skip
+    rng = np.random.default_rng(3)  # BERT-base's 90% shapes: 16x4 on tiles, 1x4 not
+    for block, form in ((16, "amx"), (True, "blocks")):
+        p = spec.pack_block4(_weight(rng, 768, 768, 0.1, block=block))
+        assert library.weight_form(Path(lib_path), p.row_ptr, p.block_col, p.values, 768) == form
+    monkeypatch.setenv(library.ISA_ENV, "avx512vnni")
+    p = spec.pack_block4(built["rows16_90"][3])
+    assert library.weight_form(Path(lib_path), p.row_ptr, p.block_col, p.values, 768) == "blocks"
 
 
 @pytest.mark.parametrize(("cpu", "isa"), [("Haswell", None), ("Nehalem", None),

@@ -81,6 +81,30 @@ def _probe_isa(path: Path) -> tuple[str | None, str | None]:
     return isa.decode(), None
 
 
+def weight_form(path: Path, row_ptr, block_col, values, k: int) -> str:
+    """The form the library at `path` runs a packed weight in on this CPU: ``"amx"`` (16-row
+    groups on AMX tiles), ``"quads"`` or ``"blocks"`` (the planner's choice at session load).
+
+    Raises:
+        ValueError: the weight is malformed or the CPU has no usable path (the reason).
+    """
+    import numpy as np
+
+    lib = ctypes.CDLL(str(path))
+    fn = lib.sparse_transfer_kernels_form
+    fn.restype = ctypes.c_char_p
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+                   ctypes.c_void_p, ctypes.c_int64, ctypes.c_char_p, ctypes.c_size_t]  # fmt: skip
+    arrays = [np.ascontiguousarray(a, dtype) for a, dtype in
+              ((row_ptr, np.int32), (block_col, np.int32), (values, np.int8))]  # fmt: skip
+    error = ctypes.create_string_buffer(512)
+    form = fn(arrays[0].ctypes.data, arrays[0].size, arrays[1].ctypes.data, arrays[1].size,
+              arrays[2].ctypes.data, k, error, len(error))  # fmt: skip
+    if form is None:
+        raise ValueError(error.value.decode())
+    return form.decode()
+
+
 def kernel_status() -> KernelStatus:
     """Whether the kernels can run in this process, and if not, why (never raises)."""
     ort_version = _ort_version()

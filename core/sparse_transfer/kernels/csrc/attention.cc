@@ -572,10 +572,6 @@ TGT_VNNI void HeadVnni(const HeadView& h, const AttentionArgs& a) {
 // int32, the same integers as vpdpbusd) on 16 queries at a time: scores [16 x 16 keys] per
 // tile op with the whole head dimension (<= 64 bytes) as its depth, context [16 x 16 columns]
 // per 64 keys. Packing, softmax and the epilogue are the VNNI path's, so results are its bits.
-#define TGT_AMX                                                                         \
-  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,amx-tile," \
-                        "amx-int8")))
-
 // Tile registers (macros: GCC's tile intrinsics paste the number into the instruction).
 #define kTileQ 0
 #define kTileK 1
@@ -583,12 +579,6 @@ TGT_VNNI void HeadVnni(const HeadView& h, const AttentionArgs& a) {
 #define kTileP 3
 #define kTileV 4
 #define kTileC 5
-
-struct alignas(64) TileConfig {  // the LDTILECFG memory layout, palette 1
-  uint8_t palette = 1, start_row = 0, reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
 
 TGT_AMX void ConfigureTiles(int64_t d4) {
   TileConfig c;

@@ -10,7 +10,8 @@
 namespace st {
 
 // Dispatch paths, lowest first. Chosen once at load (SelectIsa), never at build time. kAmx is
-// AVX-512 VNNI everywhere, plus AMX tiles for the attention's two products.
+// AVX-512 VNNI, plus AMX tiles for the attention's two products and for the Linears whose
+// weights PlanAmx finds cheaper on tiles (16 output rows sharing their kept 1x4 blocks).
 enum Isa : int { kScalar = 0, kSse41 = 1, kAvx2 = 2, kAvx512bw = 3, kAvx512vnni = 4, kAmx = 5 };
 const char* IsaName(Isa isa);
 bool CpuHas(Isa isa);
@@ -38,10 +39,26 @@ struct Packed {
   std::vector<int32_t> quad_ptr;  // [n + 1]
   std::vector<int32_t> quad_off;  // [4 * nquads]
   std::vector<int32_t> quad_w4;   // [nquads]
+  // The AMX form (path amx): per group of kRowGroup output rows, the union of the rows' kept
+  // block columns in chunks of 16. A chunk is one TDPBSUD A tile, the rows' weights
+  // [16 rows][16 blocks x 4] (zero where a row lacks the block and past the union's end), and
+  // the byte offsets (kb * 256) of its 16 block columns in a repacked 64-token tile; chunks
+  // whose columns are 16 consecutive blocks are read in place (chunk_dense), the others
+  // gathered. Kept when PlanAmx finds it cheaper than the blocks or quads.
+  bool amx = false;
+  std::vector<int32_t> chunk_ptr;    // [groups + 1]
+  std::vector<int32_t> chunk_off;    // [16 * chunks]
+  std::vector<uint8_t> chunk_dense;  // [chunks]
+  std::vector<int8_t> chunk_w;       // [chunks * 1024]
 };
 // Builds the quad form and keeps it when its estimated cost (byte/word unpacks) beats the
 // blocks'; for the AVX-512 and AVX2 paths.
 void PlanQuads(Isa isa, Packed* w);
+// Builds the AMX form and keeps it (dropping the quads) when its estimated cost beats the
+// chosen form's; for the amx path.
+void PlanAmx(Isa isa, Packed* w);
+// The form RunTile will use for `w`: "amx", "quads" or "blocks".
+const char* FormName(const Packed& w);
 // Turns a tile repacked as [kb][64][4] into the quad form's [k][64] bytes, in place.
 void BlocksToQuadLayout(Isa isa, int64_t kb, uint8_t* tile);
 // Validates the spec's (row_ptr, block_col, values) and packs them; false and `error` if bad.

@@ -23,6 +23,25 @@ void RepackU8Scalar(const uint8_t* a, int64_t m, int64_t k, int tile, int64_t t0
 void RepackF32Scalar(const float* x, int64_t m, int64_t k, float scale, int32_t zp, int tile,
                      int64_t t0, uint8_t* dst);
 
+#define TGT_AMX                                                                         \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,amx-tile," \
+                        "amx-int8")))
+
+struct alignas(64) TileConfig {  // the LDTILECFG memory layout, palette 1
+  uint8_t palette = 1, start_row = 0, reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+constexpr int kT512 = 64;  // tokens per tile on the AVX-512 paths
+
+// The AVX-512 epilogue: tmp is [kRowGroup][kT512] int32 (row-major by output row); writes
+// output rows [ng, ng + nv) of tokens [0, mv).
+void Epilogue512(const Packed& w, const int32_t* tmp, int64_t mv, int64_t ng, int64_t nv,
+                 int32_t a_zp, const Epilogue& ep, void* out);
+void TileAmx(const Packed& w, const uint8_t* ap, int64_t mv, int64_t n0, int64_t n1,
+             int32_t a_zp, const Epilogue& ep, void* out);
+
 void TileSse41(const Packed& w, const uint8_t* ap, int64_t mv, int64_t n0, int64_t n1,
                int32_t a_zp, const Epilogue& ep, void* out);
 void TileAvx2(const Packed& w, const uint8_t* ap, int64_t mv, int64_t n0, int64_t n1,

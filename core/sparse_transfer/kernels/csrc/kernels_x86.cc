@@ -60,7 +60,6 @@ TGT_AVX2 void RowAvx2(const Packed& w, int64_t n, const uint8_t* ap, int32_t* ac
 }
 
 // Tokens per AVX-512 tile: 4 zmm accumulators per row (128 tokens measured slower: L1 misses).
-constexpr int kT512 = 64;
 
 // The row kernels compute G groups of 16 tokens (G = 4: the whole tile). A tile's last,
 // partial group count is what its tokens need: batch 1 of a short sentence, or the pooler's
@@ -279,7 +278,20 @@ TGT_512 inline __m512 Gelu512(__m512 y) {
   return _mm512_fmadd_ps(h, e, h);
 }
 
-// tmp is [kRowGroup][kT512] int32; writes output rows [ng, ng + nv) of tokens [0, mv).
+
+template <int G>
+TGT_512 void RowAvx512bwExact(const Packed& w, int64_t n, const uint8_t* ap, int32_t* acc) {
+  if (w.quad) {
+    RowQuad512bw<G>(w, n, ap, acc);
+  } else if (w.narrow) {
+    RowAvx512bw<G>(w, n, ap, acc);
+  } else {
+    RowScalar(w, n, ap, kT512, acc);
+  }
+}
+
+}  // namespace
+
 TGT_512 void Epilogue512(const Packed& w, const int32_t* tmp, int64_t mv, int64_t ng, int64_t nv,
                          int32_t a_zp, const Epilogue& ep, void* out) {
   const int64_t ld = w.n;
@@ -319,19 +331,6 @@ TGT_512 void Epilogue512(const Packed& w, const int32_t* tmp, int64_t mv, int64_
     }
   }
 }
-
-template <int G>
-TGT_512 void RowAvx512bwExact(const Packed& w, int64_t n, const uint8_t* ap, int32_t* acc) {
-  if (w.quad) {
-    RowQuad512bw<G>(w, n, ap, acc);
-  } else if (w.narrow) {
-    RowAvx512bw<G>(w, n, ap, acc);
-  } else {
-    RowScalar(w, n, ap, kT512, acc);
-  }
-}
-
-}  // namespace
 
 // Output rows [n0, n1) of one tile, kRowGroup rows at a time through the epilogue; the row
 // kernel computes only the 16-token groups that hold the tile's `mv` tokens.
@@ -607,7 +606,9 @@ void BlocksToQuadLayout(Isa isa, int64_t kb, uint8_t* tile) {
 void RunTile(Isa isa, const Packed& w, const uint8_t* ap, int64_t mv, int64_t n0, int64_t n1,
              int32_t a_zp, const Epilogue& ep, void* out) {
   switch (isa) {
-    case kAmx:  // AMX runs the attention; the Linears' sparse products stay on VNNI
+    case kAmx:
+      if (w.amx) return TileAmx(w, ap, mv, n0, n1, a_zp, ep, out);
+      [[fallthrough]];
     case kAvx512vnni:
       if (w.quad) return TileQuadVnni(w, ap, mv, n0, n1, a_zp, ep, out);
       return TileAvx512vnni(w, ap, mv, n0, n1, a_zp, ep, out);

@@ -118,6 +118,12 @@ OrtStatus* Pack(const View& row_ptr, const View& col, const View& values, int64_
   return nullptr;
 }
 
+// The quads (scattered weights) or the AMX tiles (16-row groups sharing blocks), where cheaper.
+void PlanForms(st::Isa isa, st::Packed* w) {
+  st::PlanQuads(isa, w);
+  st::PlanAmx(isa, w);
+}
+
 struct Kernel {
   const OpDef* def = nullptr;
   st::Isa isa = st::kScalar;  // the path chosen when the library was registered
@@ -187,7 +193,7 @@ OrtStatus* PackConstantWeights(const OrtKernelInfo* info, Kernel* kernel) {
   }
   auto packed = std::make_unique<st::Packed>();
   ST_RETURN_IF(Pack(views[0], views[1], views[2], kernel->k, packed.get()));
-  st::PlanQuads(kernel->isa, packed.get());
+  PlanForms(kernel->isa, packed.get());
   kernel->packed = std::move(packed);
   return nullptr;
 }
@@ -367,7 +373,7 @@ OrtStatus* Compute(Kernel* kernel, OrtKernelContext* ctx, Job* job, std::vector<
       ST_RETURN_IF(Inspect(value, &parts[i]));
     }
     ST_RETURN_IF(Pack(parts[0], parts[1], parts[2], kernel->k, &local));
-    st::PlanQuads(kernel->isa, &local);
+    PlanForms(kernel->isa, &local);
     w = &local;
   }
   View scale, zp;
@@ -672,6 +678,26 @@ __attribute__((visibility("default"))) const char* sparse_transfer_kernels_isa(c
   st::Isa isa;
   std::string why;
   if (st::SelectIsa(&isa, &why)) return st::IsaName(isa);
+  if (size > 0) {
+    std::strncpy(error, why.c_str(), size - 1);
+    error[size - 1] = '\0';
+  }
+  return nullptr;
+}
+
+// The form a weight in the spec's packing runs in on this library's path ("amx", "quads",
+// "blocks"), or nullptr with the reason in `error`: what the ops choose at load, for tests.
+__attribute__((visibility("default"))) const char* sparse_transfer_kernels_form(
+    const int32_t* row_ptr, int64_t n_plus_1, const int32_t* block_col, int64_t nnzb,
+    const int8_t* values, int64_t k, char* error, size_t size) {
+  st::Isa isa;
+  std::string why;
+  st::Packed w;
+  if (st::SelectIsa(&isa, &why) &&
+      st::PackWeight(row_ptr, n_plus_1, block_col, nnzb, values, 4 * nnzb, k, &w, &why)) {
+    PlanForms(isa, &w);
+    return st::FormName(w);
+  }
   if (size > 0) {
     std::strncpy(error, why.c_str(), size - 1);
     error[size - 1] = '\0';

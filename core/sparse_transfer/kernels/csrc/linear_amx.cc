@@ -1,0 +1,186 @@
+// Sparse Linears on AMX tiles (path amx): weights whose 16-row groups share their kept 1x4
+// blocks (the `block16x4` mask type trains such weights; dense ones qualify too).
+//
+// Per group of 16 output rows the union of the rows' kept block columns is cut into chunks of
+// 16 blocks. One TDPBSUD multiplies a chunk's A tile, the 16 rows' signed weights [16][64],
+// by a B tile of the same 16 block columns' unsigned activations for 16 tokens [16][64]: in
+// the [kb][64 tokens][4] tile the rest of the library repacks, one block column of 16 tokens
+// is 64 contiguous bytes, so B is 16 row copies (or, for 16 consecutive columns, the tile
+// itself read with a stride of 256 bytes). 16 x 16 x 64 multiply-adds per instruction, where
+// vpdpbusd does 16 x 4; the C tiles [16 rows][16 tokens] are the row kernels' accumulators, so
+// the AVX-512 epilogue (zero point, scale, bias, GELU, requantization) follows unchanged.
+// Integer products are exact for any int8 weight, as vpdpbusd's.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels.h"
+#include "kernels_internal.h"
+
+namespace st {
+namespace {
+
+constexpr int kChunk = 16;              // block columns per chunk (a tile's 64-byte depth)
+constexpr int kChunkBytes = 16 * 64;    // one A tile
+constexpr int kColumnBytes = kT512 * 4;  // one block column of a repacked tile
+// A chunk's cost per 64-token tile in the 1x4 blocks' unit (4 vpdpbusd per block per tile):
+// 4 tile products, 5 tile loads and 64 row copies. Measured on Sapphire Rapids, 1 thread,
+// same process: a 16-row group of 90% 16x4 weights (K = 768, 19.2 blocks per row, 2 chunks)
+// takes 0.33 us on tiles where its 1229 units take 0.66 us, so a chunk is about 300 units;
+// tile products run far below their peak here, the copies and tile loads bound them.
+constexpr double kChunkCost = 300.0;
+
+// Tile registers: C for token groups 0-3, two A (weights) and two B (activations), each pair
+// alternating.
+#define kTileA0 4
+#define kTileA1 5
+#define kTileB0 6
+#define kTileB1 7
+
+// The kept block columns of rows [r0, r1), sorted and unique.
+std::vector<int32_t> GroupColumns(const Packed& w, int64_t r0, int64_t r1) {
+  std::vector<int32_t> cols(w.col.begin() + w.row_ptr[r0], w.col.begin() + w.row_ptr[r1]);
+  std::sort(cols.begin(), cols.end());
+  cols.erase(std::unique(cols.begin(), cols.end()), cols.end());
+  return cols;
+}
+
+// Appends group g's chunks (columns `cols`) to the AMX form of `w`.
+void AppendGroup(const std::vector<int32_t>& cols, int64_t g, Packed* w) {
+  const int64_t chunks = (static_cast<int64_t>(cols.size()) + kChunk - 1) / kChunk;
+  const size_t base = w->chunk_dense.size();
+  w->chunk_w.resize((base + chunks) * kChunkBytes, 0);
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t first = c * kChunk, count = std::min<int64_t>(kChunk, cols.size() - first);
+    bool consecutive = count == kChunk;
+    for (int64_t i = 0; i < kChunk; ++i) {  // padding repeats a real column (weight 0)
+      const int32_t col = cols[first + std::min(i, count - 1)];
+      w->chunk_off.push_back(col * kColumnBytes);
+      if (i > 0 && i < count) consecutive = consecutive && col == cols[first + i - 1] + 1;
+    }
+    w->chunk_dense.push_back(consecutive ? 1 : 0);
+  }
+  for (int64_t r = 0; r < kRowGroup && g * kRowGroup + r < w->n; ++r) {
+    const int64_t row = g * kRowGroup + r;
+    for (int32_t b = w->row_ptr[row]; b < w->row_ptr[row + 1]; ++b) {
+      const int64_t at = std::lower_bound(cols.begin(), cols.end(), w->col[b]) - cols.begin();
+      int8_t* dst = w->chunk_w.data() + (base + at / kChunk) * kChunkBytes + r * 64;
+      std::memcpy(dst + (at % kChunk) * 4, &w->w4[b], 4);
+    }
+  }
+  w->chunk_ptr.push_back(static_cast<int32_t>(base + chunks));
+}
+
+// Token group t's B of chunk c: its 16 block columns' 64-byte rows, in place (stride 256)
+// when they are consecutive, else copied into `buf` (stride 64).
+TGT_AMX inline const uint8_t* ChunkB(const Packed& w, int64_t c, const uint8_t* ap, int t,
+                                     uint8_t* buf) {
+  const int32_t* off = w.chunk_off.data() + kChunk * c;
+  if (w.chunk_dense[c]) return ap + off[0] + 64 * t;
+  for (int i = 0; i < kChunk; ++i) {
+    _mm512_store_si512(buf + 64 * i, _mm512_load_si512(ap + off[i] + 64 * t));
+  }
+  return buf;
+}
+
+// C tile T += A x B, with B from a compile-time tile (tile numbers are immediates).
+#define ST_AMX_DOT(T, A, B, SRC, STRIDE) \
+  _tile_loadd(B, SRC, STRIDE);           \
+  _tile_dpbsud(T, A, B);
+
+// Chunk c into the G accumulators with A tile `A`: every B is gathered first (the copies run
+// ahead of the products), then loaded alternately into two B tiles.
+#define ST_AMX_CHUNK(A)                                                              \
+  {                                                                                  \
+    _tile_loadd(A, w.chunk_w.data() + static_cast<size_t>(c) * kChunkBytes, 64);     \
+    const uint8_t* b[4];                                                             \
+    for (int t = 0; t < G; ++t) b[t] = ChunkB(w, c, ap, t, buf[t]);                  \
+    const int64_t stride = w.chunk_dense[c] ? kColumnBytes : 64;                     \
+    ST_AMX_DOT(0, A, kTileB0, b[0], stride)                                          \
+    if (G > 1) { ST_AMX_DOT(1, A, kTileB1, b[1], stride) }                           \
+    if (G > 2) { ST_AMX_DOT(2, A, kTileB0, b[2], stride) }                           \
+    if (G > 3) { ST_AMX_DOT(3, A, kTileB1, b[3], stride) }                           \
+  }
+
+// Group g's accumulators for G groups of 16 tokens into tmp [kRowGroup][kT512]; chunks
+// alternate between two A tiles so one chunk's weights load while the last one's multiply.
+template <int G>
+TGT_AMX void GroupAmx(const Packed& w, int64_t g, const uint8_t* ap, int32_t* tmp) {
+  alignas(64) uint8_t buf[4][kChunkBytes];
+  _tile_zero(0);
+  if (G > 1) _tile_zero(1);
+  if (G > 2) _tile_zero(2);
+  if (G > 3) _tile_zero(3);
+  const int32_t end = w.chunk_ptr[g + 1];
+  for (int32_t c = w.chunk_ptr[g]; c < end; ++c) {
+    ST_AMX_CHUNK(kTileA0)
+    if (++c == end) break;
+    ST_AMX_CHUNK(kTileA1)
+  }
+  constexpr int64_t ld = kT512 * 4;
+  _tile_stored(0, tmp, ld);
+  if (G > 1) _tile_stored(1, tmp + 16, ld);
+  if (G > 2) _tile_stored(2, tmp + 32, ld);
+  if (G > 3) _tile_stored(3, tmp + 48, ld);
+}
+
+// Every tile 16 rows x 64 bytes: also ONNX Runtime's own AMX GEMM configuration (MLAS,
+// qgemm_kernel_amx.cpp, MlasGemmQuantThreadInit), which reloads its configuration only where
+// the thread's current one differs. LDTILECFG is slow, so it runs only when this thread's
+// configuration is another one (the attention's, another library's, or none yet); the tiles
+// stay configured after the op for the next Linear.
+TGT_AMX void ConfigureLinearTiles() {
+  static const TileConfig wanted = [] {
+    TileConfig c;
+    for (int t = 0; t < 8; ++t) c.rows[t] = 16, c.colsb[t] = 64;
+    return c;
+  }();
+  TileConfig current;
+  _tile_storeconfig(&current);
+  if (std::memcmp(&current, &wanted, sizeof(TileConfig)) != 0) _tile_loadconfig(&wanted);
+}
+
+template <int G>
+TGT_AMX void RowsAmx(const Packed& w, const uint8_t* ap, int64_t mv, int64_t n0, int64_t n1,
+                     int32_t a_zp, const Epilogue& ep, void* out) {
+  alignas(64) int32_t tmp[kRowGroup * kT512];
+  for (int64_t ng = n0; ng < n1; ng += kRowGroup) {
+    GroupAmx<G>(w, ng / kRowGroup, ap, tmp);
+    Epilogue512(w, tmp, mv, ng, std::min<int64_t>(kRowGroup, n1 - ng), a_zp, ep, out);
+  }
+}
+
+}  // namespace
+
+void PlanAmx(Isa isa, Packed* w) {
+  if (isa != kAmx || w->n == 0) return;
+  Packed& p = *w;
+  p.chunk_ptr.assign(1, 0), p.chunk_off.clear(), p.chunk_dense.clear(), p.chunk_w.clear();
+  for (int64_t g = 0; g * kRowGroup < p.n; ++g) {
+    AppendGroup(GroupColumns(p, g * kRowGroup, std::min(p.n, (g + 1) * kRowGroup)), g, &p);
+  }
+  const double chosen = p.quad ? 4.0 * 1.75 * p.quad_w4.size() : 4.0 * p.col.size();
+  p.amx = kChunkCost * p.chunk_dense.size() < chosen;
+  if (!p.amx) {
+    p.chunk_ptr.clear(), p.chunk_off.clear(), p.chunk_dense.clear(), p.chunk_w.clear();
+    return;
+  }
+  p.quad = false;  // the tiles read the block layout
+  p.quad_ptr.clear(), p.quad_off.clear(), p.quad_w4.clear();
+}
+
+const char* FormName(const Packed& w) { return w.amx ? "amx" : w.quad ? "quads" : "blocks"; }
+
+TGT_AMX void TileAmx(const Packed& w, const uint8_t* ap, int64_t mv, int64_t n0, int64_t n1,
+                     int32_t a_zp, const Epilogue& ep, void* out) {
+  ConfigureLinearTiles();
+  switch ((mv + 15) / 16) {
+    case 1: RowsAmx<1>(w, ap, mv, n0, n1, a_zp, ep, out); break;
+    case 2: RowsAmx<2>(w, ap, mv, n0, n1, a_zp, ep, out); break;
+    case 3: RowsAmx<3>(w, ap, mv, n0, n1, a_zp, ep, out); break;
+    default: RowsAmx<4>(w, ap, mv, n0, n1, a_zp, ep, out); break;
+  }
+}
+
+}  // namespace st
