@@ -54,6 +54,7 @@ def _bert_base(
     exclude: tuple[str, ...] = (),
     reduce_weight_range: bool = True,
     block4: bool = False,
+    block_rows: int = 1,
 ) -> Path:
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
@@ -68,11 +69,12 @@ def _bert_base(
         num_labels=2,
     )
     model = BertForSequenceClassification(config).eval()
-    if sparsity:
+    if sparsity and not block4:
         prune_by_magnitude(model, sparsity, prefix="bert.")
-    if block4:
-        _prune_block4(model, sparsity, prefix="bert.")
-        _prune_block4(model, sparsity, prefix="classifier")
+    if block4:  # whole blocks only (`sparsity` of the weights, as unstructured): 1 x 4, or
+        # block_rows x 4 in the encoder and pooler; the 2-row classifier 1 x 4
+        _prune_blocks(model, sparsity, prefix="bert.", rows=block_rows)
+        _prune_blocks(model, sparsity, prefix="classifier")
     if qat:
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
         prepare_qat(
@@ -246,21 +248,22 @@ def test_onnx_speed_int8_representations(tmp_path):
     assert np.isfinite(b1["90% sparse int8, 7-bit weights (default)"]["p50_ms"])
 
 
-def _prune_block4(model, sparsity: float, prefix: str) -> None:
-    """Zeros the lowest-L2 `sparsity` fraction of 1x4 blocks (along the input) of every
-    encoder/pooler/classifier Linear: the shape the sparse kernels skip whole."""
+def _prune_blocks(model, sparsity: float, prefix: str, rows: int = 1) -> None:
+    """Zeros the lowest-L2 `sparsity` fraction of `rows` x 4 blocks (output rows x inputs)
+    of every encoder/pooler/classifier Linear: 1x4 blocks are what the VNNI kernels skip
+    whole, 16x4 what the AMX tiles skip."""
     with torch.no_grad():
         for name, module in model.named_modules():
             if not name.startswith(prefix.rstrip(".")) or not isinstance(module, torch.nn.Linear):
                 continue
-            w = module.weight.data  # [out, in]; in is a multiple of 4 in BERT
-            blocks = w.view(w.shape[0], -1, 4)
-            norms = blocks.pow(2).sum(-1).flatten()
+            w = module.weight.data  # [out, in]; out a multiple of 16, in of 4 in BERT
+            blocks = w.view(w.shape[0] // rows, rows, -1, 4).transpose(1, 2)  # [o/r, i/4, r, 4]
+            norms = blocks.pow(2).sum((-1, -2)).flatten()
             k = round(sparsity * norms.numel())
             drop = norms.argsort(stable=True)[:k]
             keep = torch.ones_like(norms, dtype=torch.bool)
             keep[drop] = False
-            blocks.mul_(keep.view(blocks.shape[:2]).unsqueeze(-1).to(w.dtype))
+            blocks.mul_(keep.view(blocks.shape[:2])[..., None, None].to(w.dtype))
 
 
 def test_onnx_speed_sparse_kernels(tmp_path):
@@ -268,7 +271,8 @@ def test_onnx_speed_sparse_kernels(tmp_path):
 
     Rows: ORT dense FP32, ORT ``quantize_dynamic`` of that dense model (the yardstick),
     our standard int8 (``model.onnx``) and our sparse graph with the kernel library
-    (``model.sparse.onnx``), at 90% unstructured and 90% block4; batch 1 in interleaved
+    (``model.sparse.onnx``), at 90% unstructured, 90% block4 (1x4 blocks) and 90% block16x4
+    (16x4 blocks, the mask type AMX tiles can skip whole); batch 1 in interleaved
     rounds, batch 32 in fewer interleaved rounds; ratios against the yardstick. Then ORT's
     profiler on the sparse graph (batch 1) says where the time goes. DeepSparse rows when
     its venv exists. ``BENCH_OUT`` receives the JSON.
@@ -287,6 +291,10 @@ def test_onnx_speed_sparse_kernels(tmp_path):
         ),
         "90% block4": export_onnx(
             _bert_base(tmp_path / "block4", 0.9, True, block4=True), "text-classification"
+        ),
+        "90% block16x4": export_onnx(  # 16 output rows share their blocks: AMX tiles
+            _bert_base(tmp_path / "block16x4", 0.9, True, block4=True, block_rows=16),
+            "text-classification",
         ),
     }
     variants: dict[str, object] = {
