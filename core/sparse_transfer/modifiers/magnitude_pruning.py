@@ -10,9 +10,10 @@ Masks are recomputed at `start_epoch` and then every `update_frequency` epochs
 (checked after each optimizer step, when the epoch just completed crosses an
 update point), and once more at `end_epoch` so the target is reached exactly
 there: per tensor, ``round(s * numel)`` weights (``round(s * blocks)`` blocks for
-block masks) are zero; ``blockRxC`` (e.g. ``block16x4``, this project's own) blocks R output
-rows by C inputs, what AMX tiles can skip whole; N:M masks (``"2:4"``) prune the M - N lowest of every M
-consecutive input weights, so their one sparsity is 1 - N/M (`_nm_keep`).
+block masks) are zero; ``blockRxC`` (e.g. ``block16x4``, this project's own) blocks R
+output rows by C inputs, what AMX tiles can skip whole; N:M masks (``"2:4"``) prune the
+M - N lowest of every M consecutive input weights, so their one sparsity is 1 - N/M
+(`_nm_keep`).
 `global_sparsity` ranks all selected tensors together.
 Between updates the masks are held like ConstantPruningModifier holds them.
 
@@ -37,6 +38,8 @@ MASK_TYPES = ("unstructured", "block4", "block")
 NM_ALIASES = {"tensorrt": (2, 4)}
 #: How far a scheduled target may be from an N:M pattern's sparsity (SparseML's 1e-2).
 NM_TOLERANCE = 1e-2
+#: ``blockN`` (1 x N) or ``blockRxC`` (R output rows x C inputs).
+_BLOCK_RE = re.compile(r"block(?:(\d+)|(\d+)x(\d+))")
 
 
 def nm_pattern(mask_type: str | list[int]) -> tuple[int, int] | None:
@@ -86,14 +89,6 @@ def block_shape(mask_type: str | list[int]) -> tuple[int, int]:
         raise ValueError(f"not a block mask type: {mask_type!r}")
     rows, cols = match.group(2), match.group(3)
     return (int(rows), int(cols)) if rows else (1, int(match.group(1)))
-
-
-_BLOCK_RE = re.compile(r"block(?:(\d+)|(\d+)x(\d+))")
-
-
-def block_size(mask_type: str | list[int]) -> int:
-    """Inputs per block: 1 for unstructured, N for ``blockN`` / ``[1, N]``."""
-    return block_shape(mask_type)[1]
 
 
 @dataclass(kw_only=True)
