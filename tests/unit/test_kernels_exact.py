@@ -442,6 +442,14 @@ def test_amx_planner_puts_row_blocks_and_dense_weights_on_tiles(lib_path, cases,
     assert library.weight_form(Path(lib_path), p.row_ptr, p.block_col, p.values, 768) == "blocks"
 
 
+def test_weight_form_reports_a_malformed_weight(lib_path):
+    """PackWeight's checks, through the form probe: a row_ptr that overshoots nnzb and comes
+    back (it used to be read past block_col before the decrease was seen)."""
+    with pytest.raises(ValueError, match=r"stay within nnzb = 1, got 2 after 0"):
+        library.weight_form(Path(lib_path), np.array([0, 2, 1], np.int32),
+                            np.array([0], np.int32), np.zeros(4, np.int8), 8)  # fmt: skip
+
+
 @pytest.mark.parametrize(("cpu", "isa"), [("Haswell", None), ("Nehalem", None),
                                           ("Nehalem", "scalar")])  # fmt: skip
 def test_emulated_cpus_equal_the_reference(lib_path, cases, cpu, isa):

@@ -128,7 +128,11 @@ bool PackWeight(const int32_t* row_ptr, int64_t n_plus_1, const int32_t* block_c
   out->wsum.assign((n + kRowGroup - 1) / kRowGroup * kRowGroup, 0);
   out->narrow = true;
   for (int64_t r = 0; r < n; ++r) {
-    if (row_ptr[r + 1] < row_ptr[r]) return (*error = "row_ptr must not decrease"), false;
+    if (row_ptr[r + 1] < row_ptr[r] || row_ptr[r + 1] > nnzb) {  // never read past block_col
+      *error = "row_ptr must not decrease and stay within nnzb = " + std::to_string(nnzb) +
+               ", got " + std::to_string(row_ptr[r + 1]) + " after " + std::to_string(row_ptr[r]);
+      return false;
+    }
     for (int64_t b = row_ptr[r]; b < row_ptr[r + 1]; ++b) {
       const int32_t c = block_col[b];
       if (c < 0 || c >= kb || (b > row_ptr[r] && c <= block_col[b - 1])) {

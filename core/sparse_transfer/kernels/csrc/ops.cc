@@ -668,6 +668,15 @@ OpDef g_ops[] = {
     MakeOp("SparseQLinearFromU8LayerNormToU8", true, true, true, false, false, true),
 };
 
+// `why` into the caller's buffer (truncated, terminated); the C entry points' nullptr.
+const char* CopyError(const std::string& why, char* error, size_t size) {
+  if (size > 0) {
+    std::strncpy(error, why.c_str(), size - 1);
+    error[size - 1] = '\0';
+  }
+  return nullptr;
+}
+
 }  // namespace
 
 extern "C" {
@@ -678,11 +687,7 @@ __attribute__((visibility("default"))) const char* sparse_transfer_kernels_isa(c
   st::Isa isa;
   std::string why;
   if (st::SelectIsa(&isa, &why)) return st::IsaName(isa);
-  if (size > 0) {
-    std::strncpy(error, why.c_str(), size - 1);
-    error[size - 1] = '\0';
-  }
-  return nullptr;
+  return CopyError(why, error, size);
 }
 
 // The form a weight in the spec's packing runs in on this library's path ("amx", "quads",
@@ -692,17 +697,17 @@ __attribute__((visibility("default"))) const char* sparse_transfer_kernels_form(
     const int8_t* values, int64_t k, char* error, size_t size) {
   st::Isa isa;
   std::string why;
-  st::Packed w;
-  if (st::SelectIsa(&isa, &why) &&
-      st::PackWeight(row_ptr, n_plus_1, block_col, nnzb, values, 4 * nnzb, k, &w, &why)) {
-    PlanForms(isa, &w);
-    return st::FormName(w);
+  try {  // no C++ exception may cross into the caller
+    st::Packed w;
+    if (st::SelectIsa(&isa, &why) &&
+        st::PackWeight(row_ptr, n_plus_1, block_col, nnzb, values, 4 * nnzb, k, &w, &why)) {
+      PlanForms(isa, &w);
+      return st::FormName(w);
+    }
+  } catch (const std::exception& e) {
+    why = e.what();
   }
-  if (size > 0) {
-    std::strncpy(error, why.c_str(), size - 1);
-    error[size - 1] = '\0';
-  }
-  return nullptr;
+  return CopyError(why, error, size);
 }
 
 __attribute__((visibility("default"))) uint32_t sparse_transfer_kernels_ort_api_version() {
