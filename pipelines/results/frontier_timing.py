@@ -7,7 +7,7 @@ measured (its ONNX metric) and its deployment from the run folder, times every d
 `compare`'s interleaved rounds with the dense teacher's FP32 ONNX and ORT's dynamic int8 of it
 beside them, and gates and plots with the pipeline's own `pick_step` (nothing is published)::
 
-    python -m pipelines.results.frontier_timing RUN_FOLDER --engine onnxruntime-sparse \\
+    python -m pipelines.results.frontier_timing RUN_FOLDER [RUN_FOLDER ...] --engine onnxruntime-sparse \\
         --teacher-onnx real-results-output/onnx-dense-fp32 --json docs/results/frontier.json \\
         --plot docs/results/frontier.png
 
@@ -45,6 +45,18 @@ def run_points(run_dir: Path) -> list[dict[str, Any]]:
     return points
 
 
+def runs_points(run_dirs: list[Path]) -> list[dict[str, Any]]:
+    """The points of several runs of one frontier (a grid grown over runs: the same task, data
+    and teacher), refusing a label two runs share."""
+    points: list[dict[str, Any]] = []
+    for run_dir in run_dirs:
+        for point in run_points(run_dir):
+            if any(p["label"] == point["label"] for p in points):
+                raise ValueError(f"{run_dir}: point {point['label']!r} is in an earlier run too")
+            points.append(point)
+    return points
+
+
 def teacher_metrics(run_dir: Path) -> dict[str, Any]:
     metrics = _outputs(run_dir / "evaluate")["artifacts"]["metrics"]["artifacts"]
     return dict(metrics[0]["metadata"])
@@ -70,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     from sparse_transfer.pipeline.frontier_steps import pick_step
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("run_dir", type=Path, help="the run's folder under the pipeline root")
+    parser.add_argument("run_dirs", type=Path, nargs="+",
+                        help="the run's folder under the pipeline root; several runs of one "
+                        "frontier (same task, data and teacher) are timed together")  # fmt: skip
     parser.add_argument("--engine", default="onnxruntime-sparse")
     parser.add_argument("--sequence_length", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=20)
@@ -79,12 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--plot", type=Path, required=True)
     args = parser.parse_args(argv)
-    points = run_points(args.run_dir)
+    points = runs_points(args.run_dirs)
     timed = retime(points, args.teacher_onnx, args.engine, args.sequence_length, args.rounds)
     measured = [{**p, "latency_ms": timed[p["label"]]["p50_ms"]} for p in points]
     result = pick_step(
         measured, {p["label"]: p["deployment"] for p in points}, args.plot,
-        teacher_metrics=teacher_metrics(args.run_dir),
+        teacher_metrics=teacher_metrics(args.run_dirs[0]),
         max_drop_vs_teacher=args.max_drop_vs_teacher, engine=args.engine,
     )  # fmt: skip
     result["pipeline_latency_ms"] = {p["label"]: p["latency_ms"] for p in points}
