@@ -5,7 +5,8 @@
 
 Defaults build the embedded zoo's MiniLM upstream on the general English corpus with the
 built-in 90% GMP recipe; ``recipe`` picks another built-in (``gmp_block4_pruned90``,
-``obs_pruned90``, ``obs_block4_pruned90``, ``gmp_2of4``) or a recipe file. `zoo seed`
+``gmp_block16x4_pruned90``, ``obs_pruned90``, ``obs_block4_pruned90``, ``gmp_2of4``) or a
+recipe file. `zoo seed`
 runs these same stages in one process (`sparse_transfer.embedded.upstream_build`).
 """
 
@@ -34,8 +35,8 @@ UPSTREAM_HELP = {
     ".txt/.jsonl files, folders or s3:// prefixes.",
     "train_samples": "Sentences to prune on (0: all).",
     "eval_samples": "Sentences held out for the evaluation.",
-    "recipe": "A built-in upstream recipe (gmp_pruned90, gmp_block4_pruned90, obs_pruned90, "
-    "obs_block4_pruned90, gmp_2of4) or a recipe file.",
+    "recipe": "A built-in upstream recipe (gmp_pruned90, gmp_block4_pruned90, "
+    "gmp_block16x4_pruned90, obs_pruned90, obs_block4_pruned90, gmp_2of4) or a recipe file.",
     "recipe_args": "The recipe's variables (JSON object); empty: none.",
     "batch_size": "Sentences per training batch.",
     "max_length": "Tokens per sentence after tokenisation.",
