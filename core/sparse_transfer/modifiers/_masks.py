@@ -222,6 +222,24 @@ def from_row_blocks(keep: torch.Tensor, info: tuple) -> torch.Tensor:
     return full.movedim(-1, dim)
 
 
+def block_ranking(score: torch.Tensor, dim: int, rows: int, cols: int):
+    """`score` ranked per block of `rows` output rows x `cols` inputs (by mean, SparseML's
+    grouping_fn mean), and the map from a block keep-mask back to the weight's shape.
+
+    1 x 1 (or a 1-D tensor) ranks each weight; 1 x C groups along `dim` (`to_blocks`, any
+    rank); R x C needs a 2-D weight (`to_row_blocks`).
+    """
+    if rows > 1:
+        blocks, info = to_row_blocks(score, dim, rows, cols)
+        return blocks.mean(dim=-1), lambda keep: from_row_blocks(keep, info)
+    if cols > 1 and score.dim() >= 2:
+        blocks, info = to_blocks(score, dim, cols)
+        return blocks.mean(dim=-1), lambda keep: from_blocks(
+            keep.unsqueeze(-1).expand(*keep.shape, cols), info
+        )
+    return score, lambda keep: keep
+
+
 def keep_masks_from_scores(
     scores: list[torch.Tensor], sparsity: float, global_sparsity: bool
 ) -> list[torch.Tensor]:

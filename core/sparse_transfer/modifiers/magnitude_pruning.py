@@ -312,16 +312,13 @@ class _GradualPruningFields(Modifier):
         """The one place masks are computed: keep-masks at `target` from per-weight scores.
 
         Weights this modifier already pruned rank lowest (sparsity only grows);
-        block masks rank each block of `block_size` weights along the input
-        dimension by its mean score (SparseML's FourBlockMaskCreator, grouping_fn mean).
+        block masks rank each block (1 x N along the input dimension, or R x C) by its
+        mean score (SparseML's FourBlockMaskCreator, grouping_fn mean).
         """
-        import torch
-
         from sparse_transfer.modifiers._masks import (
-            from_blocks,
+            block_ranking,
             input_dim,
             keep_masks_from_scores,
-            to_blocks,
         )
 
         nm = nm_pattern(self.mask_type)
@@ -330,29 +327,13 @@ class _GradualPruningFields(Modifier):
                 self._nm_keep(selected[name][1], score, name, nm, target)
                 for name, score in zip(selected, scores, strict=True)
             ]
-        rows, size = block_shape(self.mask_type)
-        if rows > 1:
-            return self._row_block_keep(selected, scores, target, rows, size)
-        infos, ranked = [], []
-        for name, score in zip(selected, scores, strict=True):
-            _, module = selected[name]
-            held = self._held(name)
-            if held is not None:
-                score = torch.where(held.bool(), score, torch.full_like(score, -1.0))
-            if size > 1 and score.dim() >= 2:
-                blocks, info = to_blocks(score, input_dim(module), size)
-                infos.append(info)
-                ranked.append(blocks.mean(dim=-1))
-            else:
-                infos.append(None)
-                ranked.append(score)
-        keeps = keep_masks_from_scores(ranked, target, self.global_sparsity)
-        out = []
-        for keep, info in zip(keeps, infos, strict=True):
-            if info is not None:
-                keep = from_blocks(keep.unsqueeze(-1).expand(*keep.shape, size), info)
-            out.append(keep)
-        return out
+        rows, cols = block_shape(self.mask_type)
+        rankings = [
+            block_ranking(self._pinned(name, score), input_dim(selected[name][1]), rows, cols)
+            for name, score in zip(selected, scores, strict=True)
+        ]
+        keeps = keep_masks_from_scores([r for r, _ in rankings], target, self.global_sparsity)
+        return [restore(keep) for keep, (_, restore) in zip(keeps, rankings, strict=True)]
 
     def _nm_keep(self, module: Any, score: Any, name: str, nm: tuple[int, int], target: float):
         """Keep the N best-scoring of every M consecutive weights along the input axis.
@@ -369,36 +350,20 @@ class _GradualPruningFields(Modifier):
         n, m = nm
         if target == 0.0:
             return torch.ones_like(score, dtype=torch.bool)
-        held = self._held(name)
-        if held is not None:
-            score = torch.where(held.bool(), score, torch.full_like(score, -1.0))
-        groups, info = to_blocks(score, input_dim(module), m)
+        groups, info = to_blocks(self._pinned(name, score), input_dim(module), m)
         keep = torch.ones_like(groups, dtype=torch.bool)
         keep.scatter_(-1, torch.argsort(groups, dim=-1)[..., : m - n], False)
         return from_blocks(keep, info)
 
-    def _row_block_keep(self, selected: dict, scores: list, target: float, rows: int, cols: int):
-        """R x C blocks (R output rows by C inputs) ranked by their mean score, as 1 x C
-        blocks are; already-pruned weights score -1, so pruned blocks stay pruned."""
+    def _pinned(self, name: str, score: Any) -> Any:
+        """`score` with the weights this modifier already pruned at -1: they rank lowest,
+        so sparsity only grows."""
         import torch
 
-        from sparse_transfer.modifiers._masks import (
-            from_row_blocks,
-            input_dim,
-            keep_masks_from_scores,
-            to_row_blocks,
-        )
-
-        ranked, infos = [], []
-        for name, score in zip(selected, scores, strict=True):
-            held = self._held(name)
-            if held is not None:
-                score = torch.where(held.bool(), score, torch.full_like(score, -1.0))
-            blocks, info = to_row_blocks(score, input_dim(selected[name][1]), rows, cols)
-            ranked.append(blocks.mean(dim=-1))
-            infos.append(info)
-        keeps = keep_masks_from_scores(ranked, target, self.global_sparsity)
-        return [from_row_blocks(k, info) for k, info in zip(keeps, infos, strict=True)]
+        held = self._held(name)
+        if held is None:
+            return score
+        return torch.where(held.bool(), score, torch.full_like(score, -1.0))
 
     def _check_row_blocks(self, selected: dict) -> None:
         from sparse_transfer.modifiers._masks import input_dim
