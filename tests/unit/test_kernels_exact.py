@@ -448,6 +448,9 @@ def test_weight_form_reports_a_malformed_weight(lib_path):
     with pytest.raises(ValueError, match=r"stay within nnzb = 1, got 2 after 0"):
         library.weight_form(Path(lib_path), np.array([0, 2, 1], np.int32),
                             np.array([0], np.int32), np.zeros(4, np.int8), 8)  # fmt: skip
+    with pytest.raises(ValueError, match="values must be int8"):  # sizes checked, not assumed
+        library.weight_form(Path(lib_path), np.array([0, 1], np.int32),
+                            np.array([0], np.int32), np.zeros(3, np.int8), 8)  # fmt: skip
 
 
 @pytest.mark.parametrize(("cpu", "isa"), [("Haswell", None), ("Nehalem", None),

@@ -94,12 +94,13 @@ def weight_form(path: Path, row_ptr, block_col, values, k: int) -> str:
     fn = lib.sparse_transfer_kernels_form
     fn.restype = ctypes.c_char_p
     fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
-                   ctypes.c_void_p, ctypes.c_int64, ctypes.c_char_p, ctypes.c_size_t]  # fmt: skip
+                   ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_char_p,
+                   ctypes.c_size_t]  # fmt: skip
     arrays = [np.ascontiguousarray(a, dtype) for a, dtype in
               ((row_ptr, np.int32), (block_col, np.int32), (values, np.int8))]  # fmt: skip
     error = ctypes.create_string_buffer(512)
     form = fn(arrays[0].ctypes.data, arrays[0].size, arrays[1].ctypes.data, arrays[1].size,
-              arrays[2].ctypes.data, k, error, len(error))  # fmt: skip
+              arrays[2].ctypes.data, arrays[2].size, k, error, len(error))  # fmt: skip
     if form is None:
         raise ValueError(error.value.decode())
     return form.decode()

@@ -154,6 +154,17 @@ bool PackWeight(const int32_t* row_ptr, int64_t n_plus_1, const int32_t* block_c
   return true;
 }
 
+double QuadBlocks(Isa isa) {
+  // Measured on Sapphire Rapids (90% unstructured, 768x3072): 1.75 with vpdpbusd (AVX-512
+  // VNNI: a quad is 4 loads, 8 byte/word unpacks, 4 vpdpbusd; a block 4 vpdpbusd) and
+  // kQuadCostAvx2 with vpmaddubsw + vpmaddwd (AVX2, AVX-512BW).
+  return isa >= kAvx512vnni ? 1.75 : kQuadCostAvx2;
+}
+
+double FormCost(Isa isa, const Packed& w) {
+  return 4.0 * (w.quad ? QuadBlocks(isa) * w.quad_w4.size() : w.col.size());
+}
+
 void PlanQuads(Isa isa, Packed* w) {
   // AVX-512 VNNI: vpdpbusd, any int8; AVX-512BW and AVX2: vpmaddubsw, 7-bit weights only.
   if (!(isa >= kAvx512vnni || ((isa == kAvx2 || isa == kAvx512bw) && w->narrow))) return;
@@ -184,13 +195,7 @@ void PlanQuads(Isa isa, Packed* w) {
     }
     w->quad_ptr[r + 1] = static_cast<int32_t>(w->quad_w4.size());
   }
-  // A quad's cost in 1x4 blocks, measured on Sapphire Rapids (90% unstructured, 768x3072):
-  // 1.75 with vpdpbusd (AVX-512 VNNI: a quad is 4 loads, 8 byte/word unpacks, 4 vpdpbusd; a
-  // block 4 vpdpbusd) and kQuadCostAvx2 with vpmaddubsw + vpmaddwd (AVX2, AVX-512BW).
-  const double quad_blocks = isa >= kAvx512vnni ? 1.75 : kQuadCostAvx2;
-  const double block_cost = 4.0 * w->col.size();
-  const double quad_cost = 4.0 * quad_blocks * w->quad_w4.size();
-  w->quad = quad_cost < block_cost;
+  w->quad = 4.0 * QuadBlocks(isa) * w->quad_w4.size() < 4.0 * w->col.size();
   if (!w->quad) w->quad_ptr.clear(), w->quad_off.clear(), w->quad_w4.clear();
 }
 

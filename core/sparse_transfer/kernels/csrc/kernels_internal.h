@@ -11,6 +11,12 @@ constexpr double kQuadCostAvx2 = 1.75;  // a quad's cost in 1x4 blocks on AVX2 (
 // and every value past the cap saturates alike, so nothing else changes.
 constexpr float kQuotientCap = 1024.f;
 
+// A quad's cost in 1x4 blocks on `isa`'s row kernels.
+double QuadBlocks(Isa isa);
+// The cost of the form `w` runs in (its quads, or its 1x4 blocks), in vpdpbusd per 16
+// tokens: what PlanAmx weighs its tiles against.
+double FormCost(Isa isa, const Packed& w);
+
 void RowScalar(const Packed& w, int64_t n, const uint8_t* ap, int tile, int32_t* acc);
 float GeluScalar(float y);
 uint8_t QuantizeScalar(float y, float scale, int32_t zp);
@@ -33,7 +39,8 @@ struct alignas(64) TileConfig {  // the LDTILECFG memory layout, palette 1
   uint8_t rows[16] = {};
 };
 
-constexpr int kT512 = 64;  // tokens per tile on the AVX-512 paths
+// Tokens per AVX-512 tile: 4 zmm accumulators per row (128 tokens measured slower: L1 misses).
+constexpr int kT512 = 64;
 
 // The AVX-512 epilogue: tmp is [kRowGroup][kT512] int32 (row-major by output row); writes
 // output rows [ng, ng + nv) of tokens [0, mv).

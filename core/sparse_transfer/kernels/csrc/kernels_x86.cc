@@ -59,8 +59,6 @@ TGT_AVX2 void RowAvx2(const Packed& w, int64_t n, const uint8_t* ap, int32_t* ac
   _mm256_store_si256(o + 2, c2), _mm256_store_si256(o + 3, c3);
 }
 
-// Tokens per AVX-512 tile: 4 zmm accumulators per row (128 tokens measured slower: L1 misses).
-
 // The row kernels compute G groups of 16 tokens (G = 4: the whole tile). A tile's last,
 // partial group count is what its tokens need: batch 1 of a short sentence, or the pooler's
 // one token, no longer pays for 64 (`ST_DEFINE_TILE512`). The integers are the same.
@@ -277,7 +275,6 @@ TGT_512 inline __m512 Gelu512(__m512 y) {
   const __m512 h = _mm512_mul_ps(_mm512_set1_ps(0.5f), y);
   return _mm512_fmadd_ps(h, e, h);
 }
-
 
 template <int G>
 TGT_512 void RowAvx512bwExact(const Packed& w, int64_t n, const uint8_t* ap, int32_t* acc) {

@@ -13,6 +13,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstring>
 
 #include "kernels.h"
@@ -154,14 +155,14 @@ TGT_AMX void RowsAmx(const Packed& w, const uint8_t* ap, int64_t mv, int64_t n0,
 }  // namespace
 
 void PlanAmx(Isa isa, Packed* w) {
-  if (isa != kAmx || w->n == 0) return;
+  // chunk_off holds kb * 256 in an int32 (a K past 33M would not fit; nothing is that wide)
+  if (isa != kAmx || w->n == 0 || w->kb > INT32_MAX / kColumnBytes) return;
   Packed& p = *w;
   p.chunk_ptr.assign(1, 0), p.chunk_off.clear(), p.chunk_dense.clear(), p.chunk_w.clear();
   for (int64_t g = 0; g * kRowGroup < p.n; ++g) {
     AppendGroup(GroupColumns(p, g * kRowGroup, std::min(p.n, (g + 1) * kRowGroup)), g, &p);
   }
-  const double chosen = p.quad ? 4.0 * 1.75 * p.quad_w4.size() : 4.0 * p.col.size();
-  p.amx = kChunkCost * p.chunk_dense.size() < chosen;
+  p.amx = kChunkCost * p.chunk_dense.size() < FormCost(isa, p);
   if (!p.amx) {
     p.chunk_ptr.clear(), p.chunk_off.clear(), p.chunk_dense.clear(), p.chunk_w.clear();
     return;

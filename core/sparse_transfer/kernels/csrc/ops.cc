@@ -694,13 +694,13 @@ __attribute__((visibility("default"))) const char* sparse_transfer_kernels_isa(c
 // "blocks"), or nullptr with the reason in `error`: what the ops choose at load, for tests.
 __attribute__((visibility("default"))) const char* sparse_transfer_kernels_form(
     const int32_t* row_ptr, int64_t n_plus_1, const int32_t* block_col, int64_t nnzb,
-    const int8_t* values, int64_t k, char* error, size_t size) {
+    const int8_t* values, int64_t values_count, int64_t k, char* error, size_t size) {
   st::Isa isa;
   std::string why;
   try {  // no C++ exception may cross into the caller
     st::Packed w;
     if (st::SelectIsa(&isa, &why) &&
-        st::PackWeight(row_ptr, n_plus_1, block_col, nnzb, values, 4 * nnzb, k, &w, &why)) {
+        st::PackWeight(row_ptr, n_plus_1, block_col, nnzb, values, values_count, k, &w, &why)) {
       PlanForms(isa, &w);
       return st::FormName(w);
     }
