@@ -7,6 +7,7 @@ from sparse_transfer.modifiers import (  # noqa: F401  (importing registers them
     learning_rate,
     magnitude_pruning,
     obs_pruning,
+    per_layer_distillation,
     weight_decay,
 )
 from sparse_transfer.modifiers.base import (
@@ -25,6 +26,7 @@ from sparse_transfer.modifiers.learning_rate import (
 )
 from sparse_transfer.modifiers.magnitude_pruning import GMPruningModifier, MagnitudePruningModifier
 from sparse_transfer.modifiers.obs_pruning import OBSPruningModifier
+from sparse_transfer.modifiers.per_layer_distillation import PerLayerDistillationModifier
 from sparse_transfer.modifiers.quantization import QuantizationModifier
 from sparse_transfer.modifiers.weight_decay import SetWeightDecayModifier
 
@@ -39,6 +41,7 @@ __all__ = [
     "MagnitudePruningModifier",
     "Modifier",
     "OBSPruningModifier",
+    "PerLayerDistillationModifier",
     "QuantizationModifier",
     "SetLearningRateModifier",
     "SetWeightDecayModifier",

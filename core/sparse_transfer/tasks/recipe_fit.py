@@ -61,11 +61,12 @@ def load_task_recipe(recipe_ref: str | None, recipe_args: str | None, spec, mode
     recipe = load_recipe(recipe_ref, recipe_args)
     for line in inert_modifiers(recipe):
         logger.warning("recipe: %s", line)
-    distill = recipe.find("DistillationModifier")
+    distill = recipe.find("DistillationModifier") + recipe.find("PerLayerDistillationModifier")
     if distill and teacher is None:
         logger.warning(
-            "the recipe has a DistillationModifier but no teacher is given "
-            "(--distill_teacher unset or 'disable'): distillation is off for this run"
+            "the recipe has %s but no teacher is given "
+            "(--distill_teacher unset or 'disable'): distillation is off for this run",
+            " and ".join(sorted({m.recipe_name for m in distill})),
         )
         recipe.modifiers = [m for m in recipe.modifiers if m not in distill]
     elif teacher is not None and not distill:

@@ -68,8 +68,25 @@ class RecipeManager:
         self.initialized = True
 
     def event(self, event: Event, state: Any) -> None:
-        for m in self.modifiers:
+        order = self.modifiers if event is not Event.LOSS_CALCULATED else self.loss_order
+        for m in order:
             m.on_event(event, state)
+
+    @property
+    def loss_order(self) -> list[Modifier]:
+        """The modifiers in SparseML's order, which decides how loss changes compose.
+
+        SparseML sorts its modifiers (sparseml/optim/manager.py, `_sort_modifiers_list`
+        with `BaseModifier.comparator`: end epoch, never-ending last; then start epoch;
+        then the class-name-led identifier) and each one's ``loss_update`` transforms the
+        loss the previous left. So a ``DistillationModifier`` at ``hardness: 1.0`` replaces
+        the task loss, and a ``PerLayerDistillationModifier`` of the same schedule adds to
+        that. Other events keep recipe order.
+        """
+        return sorted(
+            self.modifiers,
+            key=lambda m: (m.end_epoch == -1, m.end_epoch, m.start_epoch, type(m).__name__),
+        )
 
     def finalize(self, state: Any) -> None:
         for m in self.modifiers:
