@@ -545,13 +545,16 @@ def stage_full_range_weights(out: Path, size: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def transfer_from(out: Path, size: dict[str, Any]) -> Callable[[str, str], str]:
-    """``(upstream stub, publish stub) -> deployment folder``: the sparse stage's run, re-aimed."""
+def transfer_from(
+    out: Path, size: dict[str, Any], extra: dict[str, Any] | None = None
+) -> Callable[[str, str], str]:
+    """``(upstream stub, publish stub) -> deployment folder``: the sparse stage's run, re-aimed
+    (`extra`: further run-config overrides, e.g. another ``train_file``)."""
 
     def transfer(upstream: str, stub: str) -> str:
         from sparse_transfer.zoo import resolve
 
-        overrides = {**size.get("overrides", {}), "model_name_or_path": upstream,
+        overrides = {**size.get("overrides", {}), **(extra or {}), "model_name_or_path": upstream,
                      "publish_stub": stub, "publish_force": True}  # fmt: skip
         _run_config(
             out, "real-results-sparse.yaml", overrides, f"pipeline-{stub.rsplit('/', 1)[-1]}"

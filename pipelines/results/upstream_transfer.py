@@ -84,21 +84,63 @@ def published_card(stub: str, root: str) -> dict[str, Any] | None:
         return None
 
 
-def run(out: Path, upstream: str, name: str) -> dict[str, Any]:
+def recipe_args(epochs: float) -> dict[str, float]:
+    """The real-results recipe variables for `epochs` (QAT over the last 40%, observers frozen
+    at 92%, as the 5-epoch run config has them: 3.0 and 4.6)."""
+    return {"num_epochs": epochs, "init_lr": 1.5e-4, "qat_start_epoch": round(0.6 * epochs, 4),
+            "observer_epoch": round(0.92 * epochs, 4)}  # fmt: skip
+
+
+def teacher_labelled_train(out: Path) -> Path:
+    """``data/train_teacher_labelled.jsonl``: the 4,000 training rows, then every other text of
+    the training pool (never a validation text) labelled by the real-results teacher."""
+    from pipelines.results.run import SIZES
+    from pipelines.results.settings import TEACHER_STUB, zoo_root
+    from sparse_transfer.embedded.movie_reviews import make_splits
+    from sparse_transfer.tasks.teacher_labels import label_with_teacher
+
+    target = out / "data" / "train_teacher_labelled.jsonl"
+    if target.is_file():
+        return target
+    size, pool = SIZES["full"], out / "data-pool"
+    make_splits(pool, validation_size=size["validation_size"], train_size=size["train_size"])
+    if (pool / "train.jsonl").read_bytes() != (out / "data" / "train.jsonl").read_bytes():
+        raise ValueError(f"{pool}: the training pool does not reproduce data/train.jsonl")
+    label_with_teacher(TEACHER_STUB, str(pool / "upstream.jsonl"), target,
+                       train_file=str(out / "data" / "train.jsonl"),
+                       validation_files=(str(out / "data" / "validation.jsonl"),),
+                       max_seq_length=PARAMS["max_seq_length"], zoo=zoo_root(out))  # fmt: skip
+    return target
+
+
+def run(
+    out: Path, upstream: str, name: str, epochs: float | None = None, teacher_labels: bool = False
+) -> dict[str, Any]:
     """Transfers from `upstream` (once: published under its own stub) and scores it; compares
-    it row by row with the real-results model when that is published."""
+    it row by row with the real-results model when that is published.
+
+    `epochs` rescales the recipe (`recipe_args`); `teacher_labels` trains on
+    `teacher_labelled_train` instead of the 4,000 labelled rows.
+    """
     from pipelines.results.run import SIZES, transfer_from
     from pipelines.results.settings import SPARSE_STUB, zoo_root
 
     out = out.resolve()
     root = zoo_root(out)
+    overrides: dict[str, Any] = {}
+    if epochs is not None:
+        overrides["recipe_args"] = json.dumps(recipe_args(epochs))
+    if teacher_labels:
+        overrides["train_file"] = str(teacher_labelled_train(out))
     deployment = published(transfer_stub(name), root)  # a rerun only scores again
     if deployment is None:
-        deployment = Path(transfer_from(out, SIZES["full"])(upstream, transfer_stub(name)))
+        transfer = transfer_from(out, SIZES["full"], overrides)
+        deployment = Path(transfer(upstream, transfer_stub(name)))
     mine = score(deployment, out)
     result = {
         "upstream": upstream_facts(upstream, root),
         "transfer_stub": transfer_stub(name),
+        "transfer_overrides": overrides,
         "accuracy": {ds: round(100 * float(r.mean()), 2) for ds, r in mine.items()},
     }
     baseline = published(SPARSE_STUB, root)
@@ -113,8 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upstream", required=True, help="zoo stub of the upstream")
     parser.add_argument("--name", required=True, help="tag of the transfer's stub")
     parser.add_argument("--json", type=Path, required=True, help="where the result goes")
+    parser.add_argument("--epochs", type=float, default=None, help="rescale the recipe")
+    parser.add_argument(
+        "--teacher-labels",
+        action="store_true",
+        help="train on the training rows plus the pool's other texts labelled by the teacher",
+    )
     args = parser.parse_args(argv)
-    result = run(args.out, args.upstream, args.name)
+    result = run(args.out, args.upstream, args.name, args.epochs, args.teacher_labels)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1, default=float) + "\n")
     print(json.dumps(result, indent=1, default=float))

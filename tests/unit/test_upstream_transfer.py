@@ -26,3 +26,17 @@ def test_compare_refuses_different_datasets():
 
 def test_transfer_stub_is_its_own_entry():
     assert transfer_stub("cpu90min").endswith("/movie_reviews/pruned90_quant-cpu90min")
+
+
+def test_recipe_args_at_five_epochs_are_the_run_configs():
+    import json
+    from pathlib import Path
+
+    from pipelines.results.upstream_transfer import recipe_args
+    from sparse_transfer import safe_yaml
+
+    config = Path(__file__).parents[2] / "pipelines/configs/real-results-sparse.yaml"
+    params = safe_yaml.load(config.read_text(), str(config))["parameters"]
+    assert recipe_args(5.0) == json.loads(params["recipe_args"])
+    assert recipe_args(2.0) == {"num_epochs": 2.0, "init_lr": 1.5e-4, "qat_start_epoch": 1.2,
+                                "observer_epoch": 1.84}  # fmt: skip

@@ -1,7 +1,7 @@
 """The `sparse-transfer` command: argument parsing only, logic lives in the library.
 
 Each subcommand group lives in its own module here (`recipe`, `train`,
-`evaluate`, `export`, `benchmark`, `zoo`, `serve`, `kernels`) and exposes
+`evaluate`, `export`, `benchmark`, `zoo`, `serve`, `kernels`, `data`) and exposes
 ``register(subparsers)``; handlers import heavy libraries lazily so that
 ``sparse-transfer --help`` stays fast. Groups that live above the library (the
 kfp-facing `pipeline` commands in `pipelines.cli`) are plugins: any installed
@@ -32,7 +32,7 @@ from sparse_transfer.errors import SparseTransferError
 
 COMMAND_MODULES = (
     "recipe", "train", "evaluate", "export", "benchmark", "zoo", "upstream", "frontier", "serve",
-    "kernels",
+    "kernels", "data",
 )  # fmt: skip
 PLUGIN_GROUP = "sparse_transfer.cli_plugins"
 PROG = "sparse-transfer"
