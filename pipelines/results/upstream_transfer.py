@@ -106,7 +106,12 @@ def teacher_labelled_train(out: Path) -> Path:
     make_splits(pool, validation_size=size["validation_size"], train_size=size["train_size"])
     if (pool / "train.jsonl").read_bytes() != (out / "data" / "train.jsonl").read_bytes():
         raise ValueError(f"{pool}: the training pool does not reproduce data/train.jsonl")
-    label_with_teacher(TEACHER_STUB, str(pool / "upstream.jsonl"), target,
+    texts = [
+        json.loads(line)["text"] for line in (pool / "upstream.jsonl").read_text().splitlines()
+    ]
+    pool_file = pool / "pool_sentences.jsonl"
+    pool_file.write_text("".join(json.dumps({"sentence": t}) + "\n" for t in texts))
+    label_with_teacher(TEACHER_STUB, str(pool_file), target,
                        train_file=str(out / "data" / "train.jsonl"),
                        validation_files=(str(out / "data" / "validation.jsonl"),),
                        max_seq_length=PARAMS["max_seq_length"], zoo=zoo_root(out))  # fmt: skip

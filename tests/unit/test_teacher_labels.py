@@ -92,3 +92,11 @@ def test_a_regression_teacher_is_refused(tmp_path):
     unlabeled = _jsonl(tmp_path / "u.jsonl", [{"sentence": "fine"}])
     with pytest.raises(DataError, match="single-label classifier"):
         label_with_teacher(str(teacher), unlabeled, tmp_path / "o.jsonl")
+
+
+def test_files_with_different_input_columns_are_refused(tmp_path, teacher):
+    unlabeled = _jsonl(tmp_path / "u.jsonl", [{"text": "great"}])
+    train = _jsonl(tmp_path / "t.jsonl", [{"sentence": "ok", "label": 1}])
+    with pytest.raises(DataError, match="no input column 'text'.*same input columns"):
+        label_with_teacher(str(teacher), unlabeled, tmp_path / "o.jsonl", train_file=train)
+    assert not (tmp_path / "o.jsonl").exists()

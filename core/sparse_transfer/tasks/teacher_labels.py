@@ -136,6 +136,12 @@ def label_with_teacher(
     unlabeled = _rows(unlabeled_file, "unlabeled")
     columns = _input_columns(unlabeled, input_column_names, unlabeled_file)
     train_rows = _rows(train_file, "train") if train_file else []
+    missing = [c for c in columns if train_rows and c not in train_rows[0]]
+    if missing:
+        raise DataError(
+            f"{train_file}: no input column {missing[0]!r} (columns: {', '.join(train_rows[0])}); "
+            f"both files need the same input columns ({', '.join(columns)})"
+        )
     form = _label_form(train_rows, label_column_name, train_file or "")
     seen = {_text_key(r, columns) for r in train_rows}
     in_train = len(seen)
