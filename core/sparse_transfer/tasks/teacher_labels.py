@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sparse_transfer.errors import DataError
-
-TASK = "text-classification"
+from sparse_transfer.tasks.names import TEXT_CLASSIFICATION
 
 
 def _text_key(row: dict[str, Any], columns: list[str]) -> tuple[str, ...]:
@@ -79,9 +78,11 @@ def _teacher(teacher_ref: str, zoo: str | None):
     from sparse_transfer.zoo import resolve
 
     path = resolve(teacher_ref, "teacher", root=zoo)
-    model = load_model(path, TASK).eval()
+    model = load_model(path, TEXT_CLASSIFICATION).eval()
+    from sparse_transfer.tasks.text_classification import MULTI_LABEL, REGRESSION
+
     problem = getattr(model.config, "problem_type", None)
-    if problem in ("regression", "multi_label_classification") or model.config.num_labels < 2:
+    if problem in (REGRESSION, MULTI_LABEL) or model.config.num_labels < 2:
         raise DataError(
             f"teacher {teacher_ref} is a {problem or 'one-output'} model; teacher labels need "
             "a single-label classifier"
