@@ -35,12 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _teacher_label(args: argparse.Namespace) -> int:
-    from sparse_transfer.errors import DataError
     from sparse_transfer.tasks.teacher_labels import label_with_teacher
 
-    for name in ("max_seq_length", "batch_size"):
-        if getattr(args, name) < 1:
-            raise DataError(f"--{name} must be >= 1, got {getattr(args, name)}")
     columns = (
         [c.strip() for c in args.input_column_names.split(",")] if args.input_column_names else None
     )

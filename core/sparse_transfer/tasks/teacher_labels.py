@@ -75,12 +75,11 @@ def _label_form(train_rows: list[dict[str, Any]], label_column: str, source: str
 
 def _teacher(teacher_ref: str, zoo: str | None):
     from sparse_transfer.tasks.models import load_model, load_tokenizer
+    from sparse_transfer.tasks.text_classification import MULTI_LABEL, REGRESSION
     from sparse_transfer.zoo import resolve
 
     path = resolve(teacher_ref, "teacher", root=zoo)
     model = load_model(path, TEXT_CLASSIFICATION).eval()
-    from sparse_transfer.tasks.text_classification import MULTI_LABEL, REGRESSION
-
     problem = getattr(model.config, "problem_type", None)
     if problem in (REGRESSION, MULTI_LABEL) or model.config.num_labels < 2:
         raise DataError(
@@ -129,6 +128,9 @@ def label_with_teacher(
     or repeats an earlier unlabelled row, are dropped: a validation text among the training
     rows would inflate every later score. Returns the counts, written nowhere else.
     """
+    for name, value in (("max_seq_length", max_seq_length), ("batch_size", batch_size)):
+        if value < 1:
+            raise DataError(f"--{name} must be >= 1, got {value}")
     output = Path(output)
     if output.suffix != ".jsonl":
         raise DataError(f"--output {output}: write a .jsonl file")
