@@ -68,6 +68,16 @@ def test_string_labels_stay_strings_and_int_labels_refuse_names(tmp_path, teache
     with pytest.raises(DataError, match="labels are integers but the teacher's label"):
         label_with_teacher(str(teacher), unlabeled, tmp_path / "o2.jsonl", train_file=train_int)
     assert not (tmp_path / "o2.jsonl").exists()
+    # a GLUE task's integers are its label ids: the named teacher writes the ids
+    says = _teacher_says(teacher, ["great", "awful"])
+    out3 = tmp_path / "o3.jsonl"
+    code = main(["data", "teacher-label", unlabeled, "--teacher", str(teacher), "--train_file",
+                 train_int, "--output", str(out3), "--task_name", "sst2"])  # fmt: skip
+    assert code == 0 and [r["label"] for r in _read(out3)] == [1, *map(int, says)]
+    flipped = ["positive", "negative"]  # names in another order: the positions follow them
+    label_with_teacher(str(teacher), unlabeled, tmp_path / "o4.jsonl", train_file=train_int,
+                       label_names=flipped)  # fmt: skip
+    assert [r["label"] for r in _read(tmp_path / "o4.jsonl")][1:] == [1 - int(i) for i in says]
 
 
 def test_bad_input_fails_in_one_line_and_writes_nothing(tmp_path, teacher, capsys):
@@ -79,6 +89,7 @@ def test_bad_input_fails_in_one_line_and_writes_nothing(tmp_path, teacher, capsy
         (["--output", str(tmp_path / "x.csv")], "write a .jsonl file"),
         (["--output", str(tmp_path / "x.jsonl")], "row 2 has no text in column 'text'"),
         (["--output", str(tmp_path / "x.jsonl"), "--batch_size", "0"], "--batch_size must be >= 1"),
+        (["--output", str(tmp_path / "x.jsonl"), "--task_name", "stsb"], "not a GLUE classif"),
     ]
     for extra, message in cases:
         code = main(["data", "teacher-label", unlabeled, "--teacher", str(teacher), *extra])

@@ -29,13 +29,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--input_column_names", default=None, help="comma-separated input column(s)")
     p.add_argument("--label_column_name", default="label")
+    p.add_argument(
+        "--task_name",
+        default=None,
+        help="a GLUE task (sst2, ...): integer labels are its label ids, so a teacher with "
+        "named labels writes the ids",
+    )
     p.add_argument("--max_seq_length", type=int, default=128)
     p.add_argument("--batch_size", type=int, default=64)
     p.set_defaults(handler=_teacher_label)
 
 
 def _teacher_label(args: argparse.Namespace) -> int:
+    from sparse_transfer.errors import DataError
     from sparse_transfer.tasks.teacher_labels import label_with_teacher
+    from sparse_transfer.tasks.text_classification import GLUE_LABELS
+
+    if args.task_name is not None and not GLUE_LABELS.get(args.task_name):
+        raise DataError(
+            f"--task_name {args.task_name!r}: not a GLUE classification task "
+            f"({', '.join(k for k, v in GLUE_LABELS.items() if v)})"
+        )
 
     columns = (
         [c.strip() for c in args.input_column_names.split(",")] if args.input_column_names else None
@@ -48,6 +62,7 @@ def _teacher_label(args: argparse.Namespace) -> int:
         validation_files=tuple(args.validation_file),
         input_column_names=columns,
         label_column_name=args.label_column_name,
+        label_names=GLUE_LABELS.get(args.task_name) if args.task_name else None,
         max_seq_length=args.max_seq_length,
         batch_size=args.batch_size,
     )

@@ -51,8 +51,13 @@ def _input_columns(rows: list[dict[str, Any]], given: list[str] | None, source: 
     return columns
 
 
-def _label_form(train_rows: list[dict[str, Any]], label_column: str, source: str):
-    """How the training file writes labels: a function from a label name to that form."""
+def _label_form(
+    train_rows: list[dict[str, Any]], label_column: str, source: str, names: list[str] | None
+):
+    """How the training file writes labels: a function from a label name to that form.
+
+    Integer labels are class ids: a teacher's placeholder name (LABEL_i) is its id, and a
+    named label is its position in `names` (a GLUE task's labels, which its integers mean)."""
     if not train_rows:
         return lambda name: int(name) if name.lstrip("-").isdigit() else name
     if label_column not in train_rows[0]:
@@ -60,8 +65,11 @@ def _label_form(train_rows: list[dict[str, Any]], label_column: str, source: str
     if not isinstance(train_rows[0][label_column], bool) and isinstance(
         train_rows[0][label_column], int
     ):
+        position = {n.lower(): i for i, n in enumerate(names or [])}
 
         def as_int(name: str) -> int:
+            if name.lower() in position:
+                return position[name.lower()]
             if not name.lstrip("-").isdigit():
                 raise DataError(
                     f"{source}: labels are integers but the teacher's label {name!r} is not; "
@@ -118,6 +126,7 @@ def label_with_teacher(
     validation_files: tuple[str, ...] = (),
     input_column_names: list[str] | None = None,
     label_column_name: str = "label",
+    label_names: list[str] | None = None,
     max_seq_length: int = 128,
     batch_size: int = 64,
     zoo: str | None = None,
@@ -126,7 +135,9 @@ def label_with_teacher(
 
     Unlabelled rows whose text (case and spacing ignored) is a training or validation text,
     or repeats an earlier unlabelled row, are dropped: a validation text among the training
-    rows would inflate every later score. Returns the counts, written nowhere else.
+    rows would inflate every later score. `label_names`: what integer labels stand for (a
+    GLUE task's names), so a teacher with named labels writes their ids. Returns the counts,
+    written nowhere else.
     """
     for name, value in (("max_seq_length", max_seq_length), ("batch_size", batch_size)):
         if value < 1:
@@ -145,7 +156,7 @@ def label_with_teacher(
             f"{train_file}: no input column {missing[0]!r} (columns: {', '.join(train_rows[0])}); "
             f"both files need the same input columns ({', '.join(columns)})"
         )
-    form = _label_form(train_rows, label_column_name, train_file or "")
+    form = _label_form(train_rows, label_column_name, train_file or "", label_names)
     seen = {_text_key(r, columns) for r in train_rows}
     in_train = len(seen)
     for uri in validation_files:
