@@ -20,6 +20,7 @@ from components.publish import publish
 from components.publish_upstream import publish_upstream
 from components.sparse_transfer_step import sparse_transfer
 from components.teacher import teacher
+from components.teacher_label import teacher_label
 from components.train_teacher import train_teacher
 
 __all__ = [
@@ -39,5 +40,6 @@ __all__ = [
     "publish_upstream",
     "sparse_transfer",
     "teacher",
+    "teacher_label",
     "train_teacher",
 ]

@@ -1,9 +1,12 @@
 """The sparse transfer pipeline: the reference's command line as a Kubeflow DAG.
 
     fetch data ─┬─ fetch student ──────────────────────────┐
-                ├─ teacher: fetch stub | train dense (none) ─┼─ sparse transfer ─ evaluate (torch)
-                │                      └─ evaluate teacher ──┤        └─ export ONNX ─ evaluate (ONNX)
+                ├─ teacher: fetch stub | train dense (none) ─┼─ teacher labels ─ sparse transfer ─ evaluate (torch)
+                │                      └─ evaluate teacher ──┤            └─ export ONNX ─ evaluate (ONNX)
                 └────────────────────────────────────────────┴──────────── publish if the gate passes
+
+"teacher labels" passes the data through unless ``advanced.unlabeled_file`` is set; then the
+teacher labels that text and the sparse transfer trains on it too (`pipeline.label_step`).
 
 Before anything is fetched, "check training flags" checks the flags, the recipe's windows and
 the data files' first rows against the task (`sparse_transfer.pipeline.options.configure_run`).
@@ -23,10 +26,18 @@ from kfp import dsl
 from kfp.dsl import Markdown, PipelineTask
 
 from components import deploy_serving as serve_with_kserve
-from components import evaluate, export_onnx, fetch_model, publish, sparse_transfer, teacher
+from components import (
+    evaluate,
+    export_onnx,
+    fetch_model,
+    publish,
+    sparse_transfer,
+    teacher,
+    teacher_label,
+)
 from pipelines._docs import described
 from pipelines._opening import data_and_training_flags
-from pipelines._settings import io_step, resources, scale_out, training_step
+from pipelines._settings import io_step, resources, scale_out, training_step, with_s3
 from sparse_transfer.pipeline.settings import RunSettings, settings_help
 
 OBERT_PRUNED90 = "zoo:nlp/masked_language_modeling/obert-base/pytorch/huggingface/wikipedia_bookcorpus/pruned90-none"
@@ -68,8 +79,24 @@ def _teacher_step(p: dict, data: PipelineTask, config: PipelineTask) -> Pipeline
     ).set_display_name("teacher: fetch or train dense")
 
 
+def _teacher_labels(p: dict, teacher_model, data: PipelineTask, config: PipelineTask):
+    """The Dataset the sparse transfer trains on (``advanced.unlabeled_file`` teacher-labelled).
+
+    Never cached: the unlabelled file, like the fetched data, may change behind its URI.
+    """
+    step = teacher_label(
+        dataset=data.outputs["dataset"],
+        teacher=teacher_model,
+        training_args=config.output,
+        advanced=p["advanced"],
+    )
+    return with_s3(resources(step, "eval").set_caching_options(False)).set_display_name(
+        "teacher labels"
+    )
+
+
 def _sparse_transfer(
-    p: dict, student: PipelineTask, teacher_model, data: PipelineTask, config: PipelineTask
+    p: dict, student: PipelineTask, teacher_model, labelled: PipelineTask, config: PipelineTask
 ) -> PipelineTask:
     """The sparse transfer training step (scale-out settings from the run's ``advanced``)."""
     return training_step(
@@ -77,7 +104,7 @@ def _sparse_transfer(
             task=p["task"],
             model=student.outputs["model"],
             teacher=teacher_model,
-            dataset=data.outputs["dataset"],
+            dataset=labelled.outputs["labelled"],
             recipe=p["recipe"],
             recipe_args=p["recipe_args"],
             training_args=config.output,
@@ -183,7 +210,8 @@ def sparse_transfer_pipeline(
     )  # nothing is fetched before the checks pass
     teacher_model = _teacher_step(p, data, config).outputs["teacher"]
     teacher_eval = _evaluate(task, teacher_model, data, config, "evaluate teacher")
-    sparse = _sparse_transfer(p, student, teacher_model, data, config)
+    labelled = _teacher_labels(p, teacher_model, data, config)
+    sparse = _sparse_transfer(p, student, teacher_model, labelled, config)
     gate = _gate_and_serve(p, sparse, teacher_eval, data, config)
     return PipelineOutputs(
         report=gate.outputs["report"],

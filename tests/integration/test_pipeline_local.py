@@ -2,8 +2,9 @@
 
 Two runs cover both teacher paths and both gate outcomes:
 
-* no teacher stub: the pipeline trains the dense teacher, the gate passes, and
-  the sparse int8 deployment is published to the zoo in the S3 bucket;
+* no teacher stub: the pipeline trains the dense teacher, which labels unlabelled text from
+  S3 (``unlabeled_file``) for the sparse transfer; the gate passes, and the sparse int8
+  deployment is published to the zoo in the S3 bucket;
 * a teacher stub from the zoo, data from the newest S3 snapshot, and
   "must beat the published model" against an entry scoring 1.0: the gate
   blocks and the zoo entry is left untouched.
@@ -71,14 +72,30 @@ def step_dir(result, step: str) -> Path:
 
 def test_trains_teacher_passes_gate_and_publishes_to_s3_zoo(s3_bucket, models, tmp_path):
     zoo_root = f"s3://{s3_bucket}/zoo"
+    import boto3
+
+    pool = "".join(json.dumps({"sentence": r["sentence"]}) + "\n" for r in sentiment_rows(24, 7))
+    boto3.client("s3").put_object(Bucket=s3_bucket, Key="pool/unlabeled.jsonl", Body=pool.encode())
+    pool_uri = f"s3://{s3_bucket}/pool/unlabeled.jsonl"
     result = run(
         tmp_path, "train-teacher",
         model_name_or_path=str(models["student"]), distill_teacher="",
         teacher_model_name_or_path=str(models["base"]),
         train_file=str(models["data"] / "train.jsonl"), validation_file=str(models["data"] / "validation.jsonl"),
         zoo_root=zoo_root, publish_stub=STUB, min_metric=0.0, max_drop_vs_teacher=100.0,
+        unlabeled_file=pool_uri,
     )  # fmt: skip
     assert result.passed is True and result.published == STUB
+    # the trained teacher labelled the pool; the sparse transfer trained on all of it
+    labelled = json.loads(
+        (step_dir(result, "teacher-label") / "labelled" / "data.json").read_text()
+    )
+    added = labelled["teacher_labels"]["teacher_labelled_rows"]
+    assert labelled["unlabeled_file_source"] == pool_uri and 0 < added <= 24
+    sparse_summary = json.loads(
+        (step_dir(result, "sparse-transfer") / "sparse_model" / "run_summary.json").read_text()
+    )
+    assert sparse_summary["train_metrics"]["train_samples"] == 32 + added
     report = result.report.read_text()
     assert "## Gate: PASSED (published to" in report and "| accuracy |" in report
     assert "latency (batch 1, sequence 16)" in report

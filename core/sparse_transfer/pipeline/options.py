@@ -25,6 +25,7 @@ from sparse_transfer.tasks.flags import (
     check_value,
     is_unset,
 )
+from sparse_transfer.tasks.names import TEXT_CLASSIFICATION
 
 # name -> type; the pipeline parameters that become train/evaluate flags (from the one schema).
 TRAINING_OPTIONS: dict[str, type] = {f.name: f.type for f in TRAINING_FLAGS}
@@ -176,9 +177,13 @@ def configure_run(
     from sparse_transfer.pipeline.settings import check_settings, run_settings, settings_keys
 
     check_settings(advanced or {}, settings_keys(pipeline))
-    allow_inert_modifiers = run_settings(
-        advanced, allow_inert_modifiers=allow_inert_modifiers
-    ).allow_inert_modifiers
+    settings = run_settings(advanced, allow_inert_modifiers=allow_inert_modifiers)
+    allow_inert_modifiers = settings.allow_inert_modifiers
+    if settings.unlabeled_file and task != TEXT_CLASSIFICATION:
+        raise PipelineError(
+            f"advanced.unlabeled_file: teacher labels are for {TEXT_CLASSIFICATION} runs, "
+            f"not {task}; remove it"
+        )
     out = training_options(task, **with_trainer_flags(flags, trainer_flags, "training"))
     check_gate_metric(task, gate_metric)
     if recipe:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from sparse_transfer.errors import PipelineError
+from sparse_transfer.tasks.data import FILE_BUILDERS
 from sparse_transfer.tasks.flags import Flag, as_int, check_value
 
 
@@ -57,6 +58,12 @@ class RunSettings:
     serving_max_replicas: int = _setting(
         1, "Most predictor replicas of the InferenceService deploy_serving makes.", minimum=1
     )
+    unlabeled_file: str = _setting(
+        "", "In-domain unlabelled text (a data file as train_file, local or s3://) with the "
+        "training file's input columns (text-classification): the run's teacher labels its "
+        "rows that are not training or validation texts, and the sparse transfer trains on "
+        "the training rows plus those (more of the teacher to distil; docs/upstreams.md).",
+    )  # fmt: skip
 
 
 SETTINGS: dict[str, Flag] = {
@@ -81,6 +88,8 @@ def _problem(name: str, value: Any) -> str | None:
     problem = check_value(SETTINGS[name], value)
     if problem or not isinstance(value, str) or not value:
         return problem
+    if name == "unlabeled_file" and not value.lower().endswith(tuple(FILE_BUILDERS)):
+        return f"must name a {'/'.join(sorted(FILE_BUILDERS))} file, got {value!r}"
     if name == "node_accelerator_limit" and not value.isdigit():
         return f'must be a count of GPUs like "1" (or empty), got {value!r}'
     if name == "teacher_recipe_args":
