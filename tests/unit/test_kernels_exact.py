@@ -143,6 +143,12 @@ def _attention_cases(rng) -> dict:
     (qk_scale 1000) that it is one-hot at the integer argmax (1/n on ties), every key equal
     (1/S each), or one key left unmasked; so they check the integer products bit for bit."""
     full = np.full((2, 24, 32), 255, np.uint8)
+
+    def same_keys(s, width):
+        return np.broadcast_to(
+            rng.integers(0, 256, (1, 1, width)), (2 if s < 100 else 1, s, width)
+        ).astype(np.uint8)
+
     return {
         "attn_onehot_ragged": _attention_case(rng, 2, 37, 3, 20, 1000.0, masked=9),
         "attn_onehot_odd_head_dim": _attention_case(rng, 2, 5, 2, 7, 1000.0),
@@ -153,6 +159,15 @@ def _attention_cases(rng) -> dict:
         "attn_tol_realistic": _attention_case(rng, 2, 64, 4, 16, 2e-3, masked=20, tol=True),
         # p / p_scale beyond int32: the top probability saturates to 255, never wraps to 0
         "attn_onehot_tiny_p_scale": _attention_case(rng, 2, 21, 2, 8, 1000.0, p_scale=1e-12),
+        # every key scores alike, so p = 1 / S exactly; with these p_scales (1 / S) / p_scale
+        # is 12.5000009 (rounds to 13) where (1 / S) * (1 / p_scale) reads 12.5 (to 12): the
+        # softmax's multiplications must fall back to the divisions (VNNI head; tiles at 192)
+        "attn_half_integer_3_keys": _attention_case(
+            rng, 2, 3, 2, 16, 0.01, k=same_keys(3, 32), p_scale=0.026666665449738503
+        ),
+        "attn_half_integer_192_keys": _attention_case(
+            rng, 1, 192, 2, 64, 0.01, k=same_keys(192, 128), p_scale=0.0004166666476521641
+        ),
     }
 
 

@@ -318,6 +318,18 @@ TGT_VNNI __m512 Exp512(__m512 x) {  // as Exp256
   return _mm512_scalef_ps(p, n);
 }
 
+// Whether a lane of r = e * (1 / sum) * (1 / p_scale) lies within |r| * 2^-19 of a
+// half-integer. Off a half-integer by more, r rounds to the same integer as the graph's two
+// divisions, (e / sum) / p_scale: the two differ by at most 7 roundings of 2^-24 each
+// (reciprocals, products, the divisions), |r| * 2^-21.2. Only such vectors pay the divisions
+// (about 5 vpdpbusd each): the softmax had been a third of the attention, half of it there.
+TGT_VNNI inline bool NearHalf512(__m512 r) {
+  const __m512 nearest = _mm512_roundscale_ps(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 off = _mm512_abs_ps(_mm512_sub_ps(r, nearest));
+  const __m512 reach = _mm512_fmadd_ps(_mm512_abs_ps(r), _mm512_set1_ps(1.f / (1 << 19)), off);
+  return _mm512_cmp_ps_mask(reach, _mm512_set1_ps(0.5f), _CMP_GE_OQ) != 0;
+}
+
 // Softmax of NQ score rows in lockstep (rows s16 apart in acc, tmp and pq), each pass's max
 // and sum in four partial vectors: one chain per row had left the row latency-bound. The
 // float steps are the graph's; only the order of the sum's additions is fixed differently.
@@ -357,13 +369,21 @@ TGT_VNNI void SoftmaxRows512(const int32_t* acc, int64_t s16, const float* maskp
   const __m512 ps = _mm512_set1_ps(a.p_scale), cap = _mm512_set1_ps(kQuotientCap);
   const __m512i zp = _mm512_set1_epi32(a.p_zp), lo = _mm512_setzero_si512();
   const __m512i hi = _mm512_set1_epi32(255);
+  const float ps_inv = 1.f / a.p_scale;
   for (int q = 0; q < NQ; ++q) {
     const __m512* v = part[q];
-    const __m512 sum = _mm512_set1_ps(_mm512_reduce_add_ps(
-        _mm512_add_ps(_mm512_add_ps(v[0], v[1]), _mm512_add_ps(v[2], v[3]))));
+    const float total = _mm512_reduce_add_ps(
+        _mm512_add_ps(_mm512_add_ps(v[0], v[1]), _mm512_add_ps(v[2], v[3])));
+    const __m512 sum = _mm512_set1_ps(total);
+    const float total_inv = 1.f / total;
+    const bool fast = std::isnormal(total) && std::isnormal(total_inv) &&
+                      std::isnormal(a.p_scale) && std::isnormal(ps_inv);
+    const __m512 inv1 = _mm512_set1_ps(total_inv), inv2 = _mm512_set1_ps(ps_inv);
     for (int64_t j = 0; j < s16; j += 16) {
-      const __m512 p = _mm512_min_ps(  // kQuotientCap, as SoftmaxRowAvx2
-          _mm512_div_ps(_mm512_div_ps(_mm512_loadu_ps(tmp + q * s16 + j), sum), ps), cap);
+      const __m512 e = _mm512_loadu_ps(tmp + q * s16 + j);
+      __m512 quotient = _mm512_mul_ps(_mm512_mul_ps(e, inv1), inv2);
+      if (!fast || NearHalf512(quotient)) quotient = _mm512_div_ps(_mm512_div_ps(e, sum), ps);
+      const __m512 p = _mm512_min_ps(quotient, cap);  // kQuotientCap, as SoftmaxRowAvx2
       __m512i r = _mm512_add_epi32(_mm512_cvtps_epi32(p), zp);  // half to even (MXCSR)
       r = _mm512_min_epi32(_mm512_max_epi32(r, lo), hi);
       _mm_storeu_si128((__m128i*)(pq + q * s16 + j), _mm512_cvtepi32_epi8(r));
