@@ -195,16 +195,18 @@ def _attention_u8_case(rng, b, s, heads, d, qk_scale, y_scale, masked=0):
     return model, feeds, {"y": np.zeros((b, s, heads * d), np.float32)}
 
 
-def _layernorm_case(rng, shape, quantized: bool, gamma_scale=1.0):
-    """One ``ResidualLayerNorm*``; the ToU8 case's graph returns only the uint8 output."""
+def _layernorm_case(rng, shape, quantized: bool, gamma_scale=1.0, beta=None):
+    """One ``ResidualLayerNorm*``; the ToU8 case's graph returns only the uint8 output. With
+    `beta` given, gamma is 0: the normalised value is exactly beta."""
     n = shape[-1]
     x, res = ((rng.standard_normal(shape) * 3 + 1).astype(np.float32) for _ in range(2))
-    consts = [("gamma", ((rng.random(n) + 0.5) * gamma_scale).astype(np.float32)),
-              ("beta", rng.standard_normal(n).astype(np.float32))]  # fmt: skip
+    gamma = (rng.random(n) + 0.5) * gamma_scale if beta is None else np.zeros(n)
+    beta = rng.standard_normal(n) if beta is None else beta
+    consts = [("gamma", gamma.astype(np.float32)), ("beta", beta.astype(np.float32))]
     args = [x, res, consts[0][1], consts[1][1], 1e-12]
     if quantized:
         consts += [
-            ("y_scale", np.array(0.03, np.float32)),
+            ("y_scale", np.array(LN_Y_SCALE, np.float32)),
             ("y_zero_point", np.array(120, np.uint8)),
         ]
         args += [consts[2][1], consts[3][1]]
@@ -219,6 +221,26 @@ def _layernorm_case(rng, shape, quantized: bool, gamma_scale=1.0):
         return model, {"x": x, "residual": res}, {"y": out[1]}
     # float32 lane sums vs numpy's pairwise ones: a few ulp of the normalised value
     return model, {"x": x, "residual": res}, {"y": out, "tol": (np.abs(out) + 1) * 2e-6}
+
+
+LN_Y_SCALE = 0.03
+
+
+def _half_integer_betas(n: int) -> np.ndarray:
+    """n floats v near (k + 1/2) * LN_Y_SCALE where v / LN_Y_SCALE and v * (1 / LN_Y_SCALE)
+    round to different integers (the kernels' multiplication must fall back to the division)."""
+    ys, f = np.float32(LN_Y_SCALE), np.float32
+    found = []
+    for k in range(-120, 130):
+        v = f(f(k + 0.5) * ys)
+        for step in range(-2, 3):
+            w = v
+            for _ in range(abs(step)):
+                w = np.nextafter(w, f(np.sign(step) * 9))
+            if np.rint(w / ys) != np.rint(w * (f(1) / ys)):
+                found.append(w)
+    assert len(found) >= n
+    return np.array(found[:n], np.float32)
 
 
 def _linear_norm_case(rng, op, shape, n, density, block=False):
@@ -316,6 +338,7 @@ def _cases(rng) -> dict:
     cases["ln_u8_hidden_384"] = _layernorm_case(rng, (2, 30, 384), True)
     # y / y_scale beyond int32 (gamma 1e9): saturates to 0 / 255 as QuantizeLinear, never wraps
     cases["ln_u8_saturating"] = _layernorm_case(rng, (3, 100), True, gamma_scale=1e9)
+    cases["ln_u8_half_integer"] = _layernorm_case(rng, (3, 64), True, beta=_half_integer_betas(64))
     for i, op in enumerate(spec.LINEAR_NORM_OPS):  # one tile, then many; ragged N, block4
         cases[f"linear_norm_{op}_one_tile"] = _linear_norm_case(rng, op, (1, 9, 52), 37, 0.4)
         cases[f"linear_norm_{op}_tiles"] = _linear_norm_case(

@@ -19,6 +19,7 @@
 
 #include "kernels.h"
 #include "kernels_internal.h"
+#include "near_half.h"
 
 #define TGT_AVX2 __attribute__((target("avx2,fma")))
 #define TGT_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma")))
@@ -318,18 +319,6 @@ TGT_VNNI __m512 Exp512(__m512 x) {  // as Exp256
   return _mm512_scalef_ps(p, n);
 }
 
-// Whether a lane of r = e * (1 / sum) * (1 / p_scale) lies within |r| * 2^-19 of a
-// half-integer. Off a half-integer by more, r rounds to the same integer as the graph's two
-// divisions, (e / sum) / p_scale: the two differ by at most 7 roundings of 2^-24 each
-// (reciprocals, products, the divisions), |r| * 2^-21.2. Only such vectors pay the divisions
-// (about 5 vpdpbusd each): the softmax had been a third of the attention, half of it there.
-TGT_VNNI inline bool NearHalf512(__m512 r) {
-  const __m512 nearest = _mm512_roundscale_ps(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m512 off = _mm512_abs_ps(_mm512_sub_ps(r, nearest));
-  const __m512 reach = _mm512_fmadd_ps(_mm512_abs_ps(r), _mm512_set1_ps(1.f / (1 << 19)), off);
-  return _mm512_cmp_ps_mask(reach, _mm512_set1_ps(0.5f), _CMP_GE_OQ) != 0;
-}
-
 // Softmax of NQ score rows in lockstep (rows s16 apart in acc, tmp and pq), each pass's max
 // and sum in four partial vectors: one chain per row had left the row latency-bound. The
 // float steps are the graph's; only the order of the sum's additions is fixed differently.
@@ -376,8 +365,8 @@ TGT_VNNI void SoftmaxRows512(const int32_t* acc, int64_t s16, const float* maskp
         _mm512_add_ps(_mm512_add_ps(v[0], v[1]), _mm512_add_ps(v[2], v[3])));
     const __m512 sum = _mm512_set1_ps(total);
     const float total_inv = 1.f / total;
-    const bool fast = std::isnormal(total) && std::isnormal(total_inv) &&
-                      std::isnormal(a.p_scale) && std::isnormal(ps_inv);
+    // the softmax had been a third of the attention, half of it in the divisions (near_half.h)
+    const bool fast = NormalReciprocal(total) && NormalReciprocal(a.p_scale);
     const __m512 inv1 = _mm512_set1_ps(total_inv), inv2 = _mm512_set1_ps(ps_inv);
     for (int64_t j = 0; j < s16; j += 16) {
       const __m512 e = _mm512_loadu_ps(tmp + q * s16 + j);

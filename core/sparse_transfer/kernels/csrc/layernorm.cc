@@ -8,6 +8,7 @@
 
 #include "kernels.h"
 #include "kernels_internal.h"
+#include "near_half.h"
 
 #define TGT_AVX2 __attribute__((target("avx2,fma")))
 #define TGT_512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
@@ -64,6 +65,8 @@ TGT_512 void Row512(const LayerNormArgs& a, int64_t r) {
   }
   const float root = std::sqrt(Sum4(vsq) / static_cast<float>(a.n) + a.epsilon);
   const __m512 vroot = _mm512_set1_ps(root), vs = _mm512_set1_ps(a.y_scale);
+  const __m512 vs_inv = _mm512_set1_ps(1.f / a.y_scale);
+  const bool fast = NormalReciprocal(a.y_scale);  // near_half.h
   const __m512 lim_lo = _mm512_set1_ps(-kQuotientCap), lim_hi = _mm512_set1_ps(kQuotientCap);
   const __m512i zp = _mm512_set1_epi32(a.y_zp), lo = _mm512_setzero_si512();
   const __m512i hi = _mm512_set1_epi32(255);
@@ -75,7 +78,9 @@ TGT_512 void Row512(const LayerNormArgs& a, int64_t r) {
     _mm512_mask_storeu_ps(y + i, m, v);
     if (a.yq != nullptr) {  // QuantizeLinear: / scale, half to even (MXCSR), + zp, saturate
       // Clamped to +-kQuotientCap first: a huge gamma must not wrap to 0.
-      const __m512 scaled = _mm512_min_ps(_mm512_max_ps(_mm512_div_ps(v, vs), lim_lo), lim_hi);
+      __m512 quotient = _mm512_mul_ps(v, vs_inv);
+      if (!fast || NearHalf512(quotient)) quotient = _mm512_div_ps(v, vs);
+      const __m512 scaled = _mm512_min_ps(_mm512_max_ps(quotient, lim_lo), lim_hi);
       __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(scaled), zp);
       q = _mm512_min_epi32(_mm512_max_epi32(q, lo), hi);
       _mm_mask_storeu_epi8(a.yq + r * a.n + i, m, _mm512_cvtepi32_epi8(q));
