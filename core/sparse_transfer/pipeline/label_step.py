@@ -17,7 +17,8 @@ from typing import Any
 
 from sparse_transfer.errors import PipelineError
 from sparse_transfer.pipeline.steps import DATA_SPEC, data_values, has_model
-from sparse_transfer.tasks.text_classification import GLUE_LABELS
+from sparse_transfer.tasks.args import DataArguments
+from sparse_transfer.tasks.text_classification import GLUE_LABELS, fixed_input_columns
 
 LABELLED_TRAIN = "train.teacher_labelled.jsonl"
 
@@ -52,12 +53,13 @@ def teacher_label_step(
     from sparse_transfer.tasks.teacher_labels import label_with_teacher
 
     values = data_values(source)
-    columns = values.get("input_column_names")
+    columns = DataArguments(task_name=values.get("task_name"),
+                            input_column_names=values.get("input_column_names"))  # fmt: skip
     report = label_with_teacher(
         str(teacher_dir), unlabeled_file, dest / LABELLED_TRAIN,
         train_file=values["train_file"],
         validation_files=tuple(v for v in [values.get("validation_file")] if v),
-        input_column_names=[c.strip() for c in columns.split(",")] if columns else None,
+        input_column_names=fixed_input_columns(columns),  # the columns training will read
         label_column_name=values.get("label_column_name") or "label",
         label_names=GLUE_LABELS.get(values.get("task_name") or ""),
         max_seq_length=max_seq_length or 128,
