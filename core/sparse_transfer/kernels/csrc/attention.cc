@@ -358,16 +358,16 @@ TGT_VNNI void SoftmaxRows512(const int32_t* acc, int64_t s16, const float* maskp
   const __m512 ps = _mm512_set1_ps(a.p_scale), cap = _mm512_set1_ps(kQuotientCap);
   const __m512i zp = _mm512_set1_epi32(a.p_zp), lo = _mm512_setzero_si512();
   const __m512i hi = _mm512_set1_epi32(255);
-  const float ps_inv = 1.f / a.p_scale;
+  const __m512 inv2 = _mm512_set1_ps(1.f / a.p_scale);
+  const bool ps_normal = NormalReciprocal(a.p_scale);
   for (int q = 0; q < NQ; ++q) {
     const __m512* v = part[q];
     const float total = _mm512_reduce_add_ps(
         _mm512_add_ps(_mm512_add_ps(v[0], v[1]), _mm512_add_ps(v[2], v[3])));
     const __m512 sum = _mm512_set1_ps(total);
-    const float total_inv = 1.f / total;
     // the softmax had been a third of the attention, half of it in the divisions (near_half.h)
-    const bool fast = NormalReciprocal(total) && NormalReciprocal(a.p_scale);
-    const __m512 inv1 = _mm512_set1_ps(total_inv), inv2 = _mm512_set1_ps(ps_inv);
+    const bool fast = ps_normal && NormalReciprocal(total);
+    const __m512 inv1 = _mm512_set1_ps(1.f / total);
     for (int64_t j = 0; j < s16; j += 16) {
       const __m512 e = _mm512_loadu_ps(tmp + q * s16 + j);
       __m512 quotient = _mm512_mul_ps(_mm512_mul_ps(e, inv1), inv2);
