@@ -23,4 +23,13 @@ __attribute__((target("avx512f"))) inline bool NearHalf512(__m512 r) {
   return _mm512_cmp_ps_mask(reach, _mm512_set1_ps(0.5f), _CMP_GE_OQ) != 0;
 }
 
+__attribute__((target("avx2,fma"))) inline bool NearHalf256(__m256 r) {
+  const __m256 sign = _mm256_set1_ps(-0.f);
+  const __m256 nearest = _mm256_round_ps(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256 off = _mm256_andnot_ps(sign, _mm256_sub_ps(r, nearest));
+  const __m256 reach =
+      _mm256_fmadd_ps(_mm256_andnot_ps(sign, r), _mm256_set1_ps(1.f / (1 << 19)), off);
+  return _mm256_movemask_ps(_mm256_cmp_ps(reach, _mm256_set1_ps(0.5f), _CMP_GE_OQ)) != 0;
+}
+
 }  // namespace st
