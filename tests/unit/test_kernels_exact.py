@@ -112,16 +112,18 @@ def _qlinear_case(rng, op, shape, n, density, activation, block=False, bias_spre
 
 
 def _attention_case(
-    rng, b, s, heads, d, qk_scale, masked=0, q=None, k=None, v=None, tol=False, p_scale=1 / 255
+    rng, b, s, heads, d, qk_scale, masked=0, tol=False, p_scale=1 / 255, q_zp=None, **qkv
 ):
-    """One ``Int8Attention``; the last `masked` keys of batch 1 on are masked (finfo.min)."""
+    """One ``Int8Attention``; the last `masked` keys of batch 1 on are masked (finfo.min);
+    `qkv` may give q, k or v (else random)."""
     width = heads * d
-    q, k, v = (x if x is not None else rng.integers(0, 256, (b, s, width)).astype(np.uint8)
-               for x in (q, k, v))  # fmt: skip
+    q, k, v = (qkv[n] if n in qkv else rng.integers(0, 256, (b, s, width)).astype(np.uint8)
+               for n in "qkv")  # fmt: skip
     mask = np.zeros((b, 1, 1, s), np.float32)
     if masked:
         mask[1:, ..., s - masked :] = np.finfo(np.float32).min
-    scalars = {"q_zero_point": np.array(rng.integers(0, 256), np.uint8),
+    q_zp = rng.integers(0, 256) if q_zp is None else q_zp
+    scalars = {"q_zero_point": np.array(q_zp, np.uint8),
                "k_zero_point": np.array(128, np.uint8), "v_zero_point": np.array(128, np.uint8),
                "qk_scale": np.array(qk_scale, np.float32),
                "score_mul": np.array(0.125, np.float32), "p_scale": np.array(p_scale, np.float32),
@@ -149,7 +151,19 @@ def _attention_cases(rng) -> dict:
             rng.integers(0, 256, (1, 1, width)), (2 if s < 100 else 1, s, width)
         ).astype(np.uint8)
 
+    def two_keys(q, k0, k1, v1):  # one head of 4 columns; key 0's value row is zero (128)
+        def rows(a, b):
+            return np.array([[[a] * 4, [b] * 4]], np.uint8)
+
+        return {"q": rows(q, q), "k": rows(k0, k1), "v": rows(128, v1)}
+
     return {
+        # p_scale below 2^-113: key 1 scores 82 below key 0, so its p = e^-82 (2.4e-36) is
+        # 2.45 steps of p_scale and quantizes to 2; the softmax's exp floor (e^-80 reads 0,
+        # to keep denormals out) must stay off there
+        "attn_tiny_p_scale_keeps_e_minus_82": _attention_case(
+            rng, 1, 2, 1, 4, 8.2, **two_keys(129, 138, 118, 200), p_scale=1e-36, q_zp=128
+        ),
         "attn_onehot_ragged": _attention_case(rng, 2, 37, 3, 20, 1000.0, masked=9),
         "attn_onehot_odd_head_dim": _attention_case(rng, 2, 5, 2, 7, 1000.0),
         "attn_onehot_long": _attention_case(rng, 1, 150, 2, 64, 1000.0),

@@ -147,8 +147,10 @@ def unpack_block4(row_ptr, block_col, values, k: int) -> np.ndarray:
 
 
 def quantize_u8(x: np.ndarray, scale, zero_point) -> np.ndarray:
-    """ONNX QuantizeLinear to uint8: round half to even, saturate."""
-    q = np.rint(np.asarray(x, np.float32) / np.float32(scale)).astype(np.int64)
+    """ONNX QuantizeLinear to uint8: round half to even, saturate (clipped before the integer
+    cast: a quotient past int64, 1 / 1e-36, must saturate, not wrap)."""
+    q = np.rint(np.asarray(x, np.float32) / np.float32(scale))
+    q = np.clip(q, -(2.0**40), 2.0**40).astype(np.int64)
     return np.clip(q + int(zero_point), 0, 255).astype(np.uint8)
 
 
