@@ -12,7 +12,10 @@ BENCH_SPARSE naming deployment folders (the real-results run's dense FP32 ONNX a
 published 90% sparse int8 deployment) those are served instead, and BENCH_TEXTS names a
 JSONL file whose ``sentence`` fields are the requests (the real validation sentences);
 BENCH_MAX_SEQ_LENGTH sets the server's ``--max_seq_length`` (what DeepSparse compiles for);
-BENCH_LOCUST_USER (FastHttpUser) names locust's user class (or HttpUser).
+BENCH_LOCUST_USER (FastHttpUser) names locust's user class (or HttpUser). Every server alike:
+BENCH_THREADS sets ``--threads`` (default: serve's, all cores shared out between the engine
+workers), BENCH_ENGINE_WORKERS ``--engine_workers`` (1), BENCH_MAX_LATENCY_MS batching's
+``--max_latency_ms`` (5).
 
 For dense FP32, ORT's dynamic int8 of it (the yardstick) and 90%-sparse int8 (QAT export;
 under every engine of BENCH_ENGINES), batching on (max 16 instances, 5 ms) and off
@@ -62,7 +65,9 @@ SECONDS = int(os.environ.get("BENCH_SECONDS", "12"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1"))
 CONCURRENCY = [int(c) for c in os.environ.get("BENCH_CONCURRENCY", "1,8,32").split(",")]
 ENGINES = os.environ.get("BENCH_ENGINES", "onnxruntime").split(",")
-BATCHING = {"on": ["--max_batch_size", "16", "--max_latency_ms", "5"],
+MAX_LATENCY_MS = os.environ.get("BENCH_MAX_LATENCY_MS", "5")
+ENGINE_WORKERS = os.environ.get("BENCH_ENGINE_WORKERS", "1")
+BATCHING = {"on": ["--max_batch_size", "16", "--max_latency_ms", MAX_LATENCY_MS],
             "off": ["--max_batch_size", "1", "--max_latency_ms", "0"]}  # fmt: skip
 BATCHING = {k: v for k, v in BATCHING.items()
             if k in os.environ.get("BENCH_BATCHING", "on,off").split(",")}  # fmt: skip
@@ -203,9 +208,12 @@ def _servers(models: dict[str, Path], tmp_path: Path) -> list[dict]:
     for name, deployment in models.items():
         for engine in ENGINES if name == SPARSE else ["onnxruntime"]:
             for batching, flags in BATCHING.items():
-                flags = [*flags, "--engine", engine]  # not serve's default, auto
+                # not serve's default engine, auto
+                flags = [*flags, "--engine", engine, "--engine_workers", ENGINE_WORKERS]
                 if os.environ.get("BENCH_MAX_SEQ_LENGTH"):
                     flags += ["--max_seq_length", os.environ["BENCH_MAX_SEQ_LENGTH"]]
+                if os.environ.get("BENCH_THREADS"):  # every server alike
+                    flags += ["--threads", os.environ["BENCH_THREADS"]]
                 log = tmp_path / f"{name}-{engine}-{batching}.log".replace(" ", "_")
                 proc, url = _start(deployment, log, flags)
                 servers.append({"model": name, "engine": engine, "batching": batching,
@@ -248,7 +256,8 @@ def _rounds(servers: list[dict], tmp_path: Path) -> list[dict]:
 
 def _report(results: list[dict], shape: str, isa: list[str]) -> str:
     lines = [f"serve load, {shape}, {ROUNDS} interleaved rounds of {SECONDS} s per point, "
-             f"locust {LOCUST_USER}, CPU {os.cpu_count()} cores ({', '.join(isa)})",
+             f"locust {LOCUST_USER}, {ENGINE_WORKERS} engine worker(s), batching latency "
+             f"{MAX_LATENCY_MS} ms, CPU {os.cpu_count()} cores ({', '.join(isa)})",
              f"{'model':<26}{'engine':>19}{'batching':>9}{'users':>6}{'req/s':>8}{'p50 ms':>8}"
              f"{'p99 ms':>8}{'fail':>6}{'vs FP32':>9}"]  # fmt: skip
     dense = {(r["batching"], r["users"]): r["rps"] for r in results if r["model"] == "dense FP32"}
@@ -283,6 +292,9 @@ def test_serving_load_dense_fp32_vs_sparse_int8(tmp_path):
                     "rounds": ROUNDS,
                     "seconds": SECONDS,
                     "locust_user": LOCUST_USER,
+                    "engine_workers": int(ENGINE_WORKERS),
+                    "threads": os.environ.get("BENCH_THREADS", "default"),
+                    "max_latency_ms": float(MAX_LATENCY_MS),
                     "points": results,
                 },
                 indent=2,

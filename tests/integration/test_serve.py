@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -643,3 +644,28 @@ def test_no_deepsparse_worker_outlives_the_server(deepsparse_served):
     assert not _alive(pid), f"worker {pid} survived the server:\n{server.log.read_text()[-2000:]}"
     # the server closed it on shutdown (end of file on its stdin: a clean exit)
     assert f"DeepSparse worker pid {pid} stopped (exit status 0)" in server.log.read_text()
+
+
+def test_engine_workers_answer_as_one_worker(cases, tmp_path):
+    """``--engine_workers 2``: two batches at once on one ONNX Runtime session, each worker
+    with its own tokenizer (question answering also tokenises in the event loop's checks).
+    Each request is alone in its batch, so every answer equals the one-worker server's."""
+    built = cases.get("squad")
+    one, task = built["server"], built["task"]
+    path = f"/v1/models/{task}:predict"
+    instances = _instances("squad", built["rows"]) * 3
+    want = [one.post(path, {"instances": [i]}).json()["predictions"][0] for i in instances]
+    flags = ["--engine_workers", "2", "--threads", "1", "--max_batch_size", "1",
+             "--max_latency_ms", "0", "--max_seq_length", "32", "--doc_stride", "8"]  # fmt: skip
+    two = Server(built["deployment"], tmp_path / "server.log", *flags)
+    try:
+        two.wait_ready(task)
+        assert "2 engine worker(s), 1 thread(s) each" in two.log.read_text()
+        with ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(lambda i: two.post(path, {"instances": [i]}), instances))
+        assert all(r.status_code == 200 for r in got), [r.text for r in got if r.status_code != 200]
+        assert [r.json()["predictions"][0] for r in got] == want
+        calls, served, _ = _batch_metrics(two)
+        assert served == len(instances) and calls == len(instances)
+    finally:
+        two.stop()

@@ -116,9 +116,71 @@ def test_an_engine_error_fails_only_the_request_that_caused_it():
         ({"max_latency_ms": float("nan")}, "max_latency_ms nan"),
         ({"max_queue": 4, "max_instances": 8}, "max_queue 4 is smaller"),
         ({"multi_label_threshold": 1.0}, "multi_label_threshold 1.0"),
+        ({"engine_workers": 0}, "engine_workers 0: must be 1..64"),
+        ({"engine_workers": 65}, "engine_workers 65: must be 1..64"),
+        ({"engine_workers": 2, "engine": "deepsparse"}, "DeepSparse serves one batch at a time"),
     ],
 )
 def test_bad_options_are_refused_together(kwargs, words):
     with pytest.raises(ServingError, match="invalid serve options") as info:
         ServeOptions(**kwargs)
     assert words in str(info.value)
+
+
+def test_engine_workers_run_batches_at_once_each_on_its_own_runner():
+    """Two runners: the second batch forms and runs while the first is still in its engine
+    call (a barrier both must reach), and each runner only ever runs on one worker."""
+    barrier = threading.Barrier(2, timeout=5)
+    seen: dict[int, set[int]] = {0: set(), 1: set()}
+
+    def runner(index):
+        def run(items):
+            seen[index].add(threading.get_ident())
+            barrier.wait()  # BrokenBarrierError unless the other batch runs meanwhile
+            return [(index, i) for i in items]
+
+        return run
+
+    async def scenario():
+        batcher = AdaptiveBatcher(
+            [runner(0), runner(1)], max_batch_size=1, max_latency_s=0.0, max_queue=64
+        )
+        return await asyncio.gather(batcher.submit([1]), batcher.submit([2]))
+
+    results = asyncio.run(scenario())
+    assert sorted(r[0][1] for r in results) == [1, 2]
+    assert {r[0][0] for r in results} == {0, 1}  # one batch on each runner
+    assert all(len(threads) == 1 for threads in seen.values())
+
+
+def test_one_runner_runs_one_batch_at_a_time():
+    active, peak = [0], [0]
+    lock = threading.Lock()
+
+    def run(items):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        threading.Event().wait(0.02)
+        with lock:
+            active[0] -= 1
+        return list(items)
+
+    async def scenario():
+        batcher = AdaptiveBatcher(run, max_batch_size=1, max_latency_s=0.0, max_queue=64)
+        return await asyncio.gather(*(batcher.submit([i]) for i in range(4)))
+
+    assert asyncio.run(scenario()) == [[0], [1], [2], [3]]
+    assert peak[0] == 1
+
+
+@pytest.mark.parametrize(
+    "threads,workers,cores,want",
+    [(None, 1, 8, None), (3, 2, 8, 3), (None, 2, 8, 4), (None, 4, 2, 1)],
+)
+def test_engine_threads_share_out_the_usable_cores(monkeypatch, threads, workers, cores, want):
+    from sparse_transfer.serving import load
+
+    monkeypatch.setattr(load.os, "sched_getaffinity", lambda pid: set(range(cores)))
+    options = ServeOptions(threads=threads, engine_workers=workers)
+    assert load.engine_threads(options) == want

@@ -27,7 +27,14 @@ def register(subparsers) -> None:
         default=d.engine,
         help=f"{ENGINE_HELP}; deepsparse: DeepSparse (non-production licence)",
     )
-    parser.add_argument("--threads", type=int, default=None, help="engine threads (default: all)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="threads per engine call (default: all cores, "
+        "shared out between the engine workers)"
+    )  # fmt: skip
+    parser.add_argument(
+        "--engine_workers", type=int, default=d.engine_workers, help="batches run at once "
+        "(default 1); on a CPU-bound server one per core keeps every core busy"
+    )  # fmt: skip
     parser.add_argument(
         "--max_batch_size", type=int, default=d.max_batch_size, help="1 turns batching off"
     )

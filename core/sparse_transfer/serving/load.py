@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import logging
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +60,23 @@ class Loaded:
     def run_batch(self, instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return self.codec.run(self.engine, instances, self.max_batch_size)
 
+    def runners(self, count: int) -> list[Callable[[list[dict[str, Any]]], list[dict]]]:
+        """One batch runner per engine worker, each with its own copy of the codec: a fast
+        tokenizer must not be called from two threads at once (nor from the event loop's
+        checks while a worker encodes); the engine, an ONNX Runtime session, is shared."""
+        own = [copy.deepcopy(self.codec) for _ in range(count)]
+        return [functools.partial(codec.run, self.engine, batch_size=self.max_batch_size)
+                for codec in own]  # fmt: skip
+
+
+def engine_threads(options: ServeOptions) -> int | None:
+    """Intra-op threads per engine call: as asked, else all cores for one worker (ORT's
+    default) and the usable cores shared out between several."""
+    if options.threads or options.engine_workers == 1:
+        return options.threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // options.engine_workers)
+
 
 def load_deployment(folder: Path, report: dict[str, Any], options: ServeOptions) -> Loaded:
     from sparse_transfer.tasks.lengths import resolve_lengths
@@ -71,7 +92,11 @@ def load_deployment(folder: Path, report: dict[str, Any], options: ServeOptions)
         options = dataclasses.replace(options, doc_stride=stride)
     codec = codec_for(spec, tokenizer, config, options, length)
     engine_name = select_engine(options.engine)
-    engine = load_engine(engine_name, folder, options.threads, options.max_batch_size, length)
+    threads = engine_threads(options)
+    engine = load_engine(engine_name, folder, threads, options.max_batch_size, length)
     engine_name = getattr(engine, "engine", engine_name)  # what ``auto`` became
-    log.info("serving %s (%s, max_seq_length %d) with %s", folder, spec.name, length, engine_name)
+    log.info(
+        "serving %s (%s, max_seq_length %d) with %s: %d engine worker(s), %s thread(s) each",
+        folder, spec.name, length, engine_name, options.engine_workers, threads or "all",
+    )  # fmt: skip
     return Loaded(codec, engine, engine_name, options.max_batch_size)

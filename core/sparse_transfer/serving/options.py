@@ -9,6 +9,7 @@ from sparse_transfer.errors import SparseTransferError
 from sparse_transfer.tasks.flags import FLAGS, check_value
 
 ENGINES = ("auto", "onnxruntime", "onnxruntime-sparse", "deepsparse")
+MAX_ENGINE_WORKERS = 64
 
 
 class ServingError(SparseTransferError):
@@ -25,7 +26,11 @@ class ServeOptions:
         engine: ``auto`` (ONNX Runtime: the sparse graph with the kernel library when it
             can run here, else the standard graph), ``onnxruntime``, ``onnxruntime-sparse``
             or ``deepsparse`` (`sparse_transfer.runtime.engines`).
-        threads: intra-op threads of the engine (default: all cores).
+        threads: intra-op threads of each engine call (default: all cores, shared out
+            between the engine workers).
+        engine_workers: batches run at once (default 1). On a CPU-bound server, one per core
+            with one thread each keeps every core busy where a single batch at a time leaves
+            them idle while the next batch forms; ONNX Runtime engines only.
         max_batch_size: instances run together; concurrent requests are merged up to it.
         max_latency_ms: how long the first request of a batch waits for company.
         max_queue: instances waiting at most; beyond it requests get 503 (retry later).
@@ -46,6 +51,7 @@ class ServeOptions:
     http_port: int = 8080
     engine: str = "auto"
     threads: int | None = None
+    engine_workers: int = 1
     max_batch_size: int = 8
     max_latency_ms: float = 5.0
     max_queue: int = 256
@@ -80,6 +86,15 @@ class ServeOptions:
             problems.append(f"max_latency_ms {self.max_latency_ms}: must be a finite value >= 0")
         if self.threads is not None and self.threads < 1:
             problems.append(f"threads {self.threads}: must be >= 1")
+        if not 1 <= self.engine_workers <= MAX_ENGINE_WORKERS:
+            problems.append(
+                f"engine_workers {self.engine_workers}: must be 1..{MAX_ENGINE_WORKERS}"
+            )
+        elif self.engine_workers > 1 and self.engine == "deepsparse":
+            problems.append(
+                f"engine_workers {self.engine_workers}: DeepSparse serves one batch at a time; "
+                "use 1 (or an ONNX Runtime engine)"
+            )
         for name in ("max_seq_length", "doc_stride"):  # the schema's limits, as train's
             value = getattr(self, name)
             problem = check_value(FLAGS[name], value) if value is not None else None

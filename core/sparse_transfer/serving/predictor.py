@@ -52,7 +52,7 @@ class DeploymentModel(Model):
             log.error("loading %s failed: %s", self.folder, self.load_error)
             return False
         self.batcher = AdaptiveBatcher(
-            self.loaded.run_batch,
+            self.loaded.runners(self.options.engine_workers),
             self.options.max_batch_size,
             self.options.max_latency_ms / 1000.0,
             self.options.max_queue,
