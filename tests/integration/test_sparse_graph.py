@@ -463,6 +463,33 @@ def test_library_engine_serves_as_the_standard_engine(deployments):
         assert [p["label"] for p in got[engine][1]] == [p["label"] for p in want], engine
 
 
+def test_library_engine_serves_batches_at_once_with_the_same_answers(deployments):
+    """``--engine_workers 2``: two batches at once through the sparse graph (one session, our
+    ops called from two threads), each on its own codec: the answers of one batch at a time."""
+    import asyncio
+
+    _library_or_skip()
+    from sparse_transfer.serving import ServeOptions, resolve_deployment
+    from sparse_transfer.serving.batching import AdaptiveBatcher
+    from sparse_transfer.serving.load import load_deployment
+
+    folder, report = resolve_deployment(
+        str(deployments["text-classification"]), "onnxruntime-sparse"
+    )
+    options = ServeOptions(engine="onnxruntime-sparse", engine_workers=2, threads=1)
+    loaded = load_deployment(folder, report, options)
+    rows = [{"text": r["sentence"]} for r in sentiment_rows(32, seed=7)]
+    want = [loaded.run_batch([row])[0] for row in rows]
+
+    async def scenario():
+        batcher = AdaptiveBatcher(
+            loaded.runners(2), max_batch_size=1, max_latency_s=0.0, max_queue=64
+        )
+        return await asyncio.gather(*(batcher.submit([row]) for row in rows))
+
+    assert [r[0] for r in asyncio.run(scenario())] == want
+
+
 def test_library_linear_layernorm_ops_give_the_two_ops_bits(deployments):
     """Under ONNX Runtime with the library, the fused graph's logits equal the unfused one's
     bit for bit: at batch 1 (fewer token tiles than cores: the op's two-pass path) and at
