@@ -181,6 +181,28 @@ def test_one_runner_runs_one_batch_at_a_time():
 def test_engine_threads_share_out_the_usable_cores(monkeypatch, threads, workers, cores, want):
     from sparse_transfer.serving import load
 
-    monkeypatch.setattr(load.os, "sched_getaffinity", lambda pid: set(range(cores)))
+    monkeypatch.setattr(load, "usable_cores", lambda: cores)
     options = ServeOptions(threads=threads, engine_workers=workers)
     assert load.engine_threads(options) == want
+
+
+@pytest.mark.parametrize(
+    "files,affinity,want",
+    [
+        ({"cpu.max": "200000 100000\n"}, 64, 2),  # cgroup v2, a 2-CPU pod limit
+        ({"cpu.max": "150000 100000\n"}, 64, 2),  # 1.5 CPUs: rounded up
+        ({"cpu.max": "max 100000\n"}, 8, 8),  # unlimited
+        ({"cpu/cpu.cfs_quota_us": "400000", "cpu/cpu.cfs_period_us": "100000"}, 64, 4),  # v1
+        ({"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000"}, 8, 8),
+        ({"cpu.max": "800000 100000\n"}, 2, 2),  # a cpuset smaller than the quota
+        ({}, 6, 6),  # no cgroup files readable
+    ],
+)
+def test_usable_cores_honour_a_pods_cpu_limit(tmp_path, monkeypatch, files, affinity, want):
+    from sparse_transfer.runtime import cores
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    monkeypatch.setattr(cores.os, "sched_getaffinity", lambda pid: set(range(affinity)))
+    assert cores.usable_cores(tmp_path) == want

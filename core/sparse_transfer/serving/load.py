@@ -6,12 +6,12 @@ import copy
 import dataclasses
 import functools
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sparse_transfer.runtime.cores import usable_cores
 from sparse_transfer.serving.codecs import Codec, codec_for
 from sparse_transfer.serving.engines import load_engine, select_engine
 from sparse_transfer.serving.options import ServeOptions, ServingError
@@ -71,11 +71,10 @@ class Loaded:
 
 def engine_threads(options: ServeOptions) -> int | None:
     """Intra-op threads per engine call: as asked, else all cores for one worker (ORT's
-    default) and the usable cores shared out between several."""
+    default) and the usable cores (a pod's CPU limit included) shared out between several."""
     if options.threads or options.engine_workers == 1:
         return options.threads
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // options.engine_workers)
+    return max(1, usable_cores() // options.engine_workers)
 
 
 def load_deployment(folder: Path, report: dict[str, Any], options: ServeOptions) -> Loaded:
