@@ -175,13 +175,19 @@ def test_one_runner_runs_one_batch_at_a_time():
 
 
 @pytest.mark.parametrize(
-    "threads,workers,cores,want",
-    [(None, 1, 8, None), (3, 2, 8, 3), (None, 2, 8, 4), (None, 4, 2, 1)],
-)
-def test_engine_threads_share_out_the_usable_cores(monkeypatch, threads, workers, cores, want):
+    "threads,workers,cores,quota,want",
+    [(None, 1, 8, None, None), (3, 2, 8, None, 3), (None, 2, 8, None, 4), (None, 4, 2, None, 1),
+     (None, 1, 2, 2.0, 2), (5, 1, 2, 2.0, 5)],
+)  # fmt: skip
+def test_engine_threads_share_out_the_usable_cores(
+    monkeypatch, threads, workers, cores, quota, want
+):
+    """ONNX Runtime's default (None) only for one worker and no CPU quota; under a quota,
+    the usable cores (tests below) even for one."""
     from sparse_transfer.serving import load
 
     monkeypatch.setattr(load, "usable_cores", lambda: cores)
+    monkeypatch.setattr(load, "cfs_quota", lambda: quota)
     options = ServeOptions(threads=threads, engine_workers=workers)
     assert load.engine_threads(options) == want
 

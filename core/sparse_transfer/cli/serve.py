@@ -28,8 +28,8 @@ def register(subparsers) -> None:
         help=f"{ENGINE_HELP}; deepsparse: DeepSparse (non-production licence)",
     )
     parser.add_argument(
-        "--threads", type=int, default=None, help="threads per engine call (default: all cores, "
-        "shared out between the engine workers)"
+        "--threads", type=int, default=None, help="threads per engine call (default: the "
+        "usable cores, a pod's CPU limit included, shared out between the engine workers)"
     )  # fmt: skip
     parser.add_argument(
         "--engine_workers", type=int, default=d.engine_workers, help="batches run at once "

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sparse_transfer.runtime.cores import usable_cores
+from sparse_transfer.runtime.cores import cfs_quota, usable_cores
 from sparse_transfer.serving.codecs import Codec, codec_for
 from sparse_transfer.serving.engines import load_engine, select_engine
 from sparse_transfer.serving.options import ServeOptions, ServingError
@@ -70,10 +70,14 @@ class Loaded:
 
 
 def engine_threads(options: ServeOptions) -> int | None:
-    """Intra-op threads per engine call: as asked, else all cores for one worker (ORT's
-    default) and the usable cores (a pod's CPU limit included) shared out between several."""
-    if options.threads or options.engine_workers == 1:
+    """Intra-op threads per engine call: as asked, else the usable cores shared out between
+    the workers; None (ONNX Runtime's default, every core it finds) for one worker when no CPU
+    quota caps the process. ORT counts the node's cores, so under a pod's CPU limit it would
+    start more threads than the quota runs."""
+    if options.threads:
         return options.threads
+    if options.engine_workers == 1 and cfs_quota() is None:
+        return None
     return max(1, usable_cores() // options.engine_workers)
 
 

@@ -26,9 +26,9 @@ class ServeOptions:
         engine: ``auto`` (ONNX Runtime: the sparse graph with the kernel library when it
             can run here, else the standard graph), ``onnxruntime``, ``onnxruntime-sparse``
             or ``deepsparse`` (`sparse_transfer.runtime.engines`).
-        threads: intra-op threads of each engine call (default: ONNX Runtime's, all cores,
-            for one worker; for several, the usable cores, a pod's CPU limit included,
-            shared out between them).
+        threads: intra-op threads of each engine call (default: the usable cores, a pod's
+            CPU limit included, shared out between the engine workers; ONNX Runtime's own
+            default for one worker when no CPU limit applies).
         engine_workers: batches run at once (default 1). On a CPU-bound server, one per core
             with one thread each keeps every core busy where a single batch at a time leaves
             them idle while the next batch forms; ONNX Runtime engines only.
