@@ -490,3 +490,58 @@ def test_obs_block4_pattern_survives_qat_and_int8_export(tmp_path):
         assert int(whole.sum()) == round(0.75 * whole.size), name
         checked += 1
     assert checked == 2 * 6  # query, key, value, attention/intermediate/output dense x 2 layers
+
+
+def test_benchmark_times_real_texts_with_their_masks(models, tmp_path, capsys, monkeypatch):
+    """``--texts``: real sentences (cycled to the batch) padded to the length with their
+    masks, not random ids with a full mask; DeepSparse, which makes its own inputs, not run."""
+    from sparse_transfer.cli import main
+    from sparse_transfer.export.benchmark import _inputs, load_texts
+    from sparse_transfer.runtime import OnnxModel
+    from sparse_transfer.tasks.models import load_tokenizer
+
+    monkeypatch.delenv("SPARSE_TRANSFER_DEEPSPARSE_PYTHON", raising=False)
+    task = "text-classification"
+    dest = export_onnx(models[task], task, output=tmp_path / "d")
+    texts = ["a fine film", "dull", "an utterly moving and gently funny story of two friends"]
+    path = tmp_path / "texts.jsonl"
+    path.write_text("".join(json.dumps({"sentence": t, "label": 1}) + "\n" for t in texts))
+    assert load_texts(path) == texts
+    feeds = _inputs(OnnxModel(dest, threads=1), 4, 16, 100, load_texts(path))
+    want = load_tokenizer(dest)([*texts, texts[0]], padding="max_length", max_length=16)
+    assert feeds["input_ids"].tolist() == want["input_ids"]
+    assert feeds["attention_mask"].tolist() == want["attention_mask"]
+    assert 0 < feeds["attention_mask"][1].sum() < 16  # "dull" is padded, its mask says so
+    argv = ["benchmark", "--model_path", str(dest), "--batch_size", "2", "--sequence_length",
+            "16", "--threads", "1", "--iterations", "2", "--texts", str(path), "--json"]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["inputs"] == "3 real texts" and result["onnxruntime"]["batch_2"]["p50_ms"] > 0
+    assert "not run with --texts" in result["deepsparse"]["reason"]
+    assert main([*argv[:-1], "--compare", str(dest), "--rounds", "2", "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)["batch_2"]
+    assert "not run with --texts" in runs["deepsparse"]["reason"]
+
+
+@pytest.mark.parametrize(
+    "content,words",
+    [
+        (None, "cannot read it (FileNotFoundError)"),
+        ('{"sentence": "ok"}\nnot json\n', ":2: not a JSON object"),
+        ('{"label": 1}\n', ":1: needs a non-empty string field text or sentence"),
+        ('{"text": ""}\n', ":1: needs a non-empty string field"),
+        ("\n\n", ": no rows"),
+    ],
+)
+def test_benchmark_refuses_a_bad_texts_file(models, tmp_path, capsys, content, words):
+    from sparse_transfer.cli import main
+
+    path = tmp_path / "texts.jsonl"
+    if content is not None:
+        path.write_text(content)
+    argv = ["benchmark", "--model_path", str(models["text-classification"]), "--texts",
+            str(path), "--iterations", "1"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"sparse-transfer: error: --texts {path}"), err
+    assert words in err[0]

@@ -75,6 +75,14 @@ def register(subparsers) -> None:
         help="also time ONNX Runtime's quantize_dynamic of this dense FP32 deployment "
         "(the yardstick a sparse int8 deployment must beat), interleaved with the rest",
     )
+    parser.add_argument(
+        "--texts",
+        metavar="FILE.jsonl",
+        default=None,
+        help="time real sentences (each line's text or sentence field, padded to "
+        "--sequence_length with their attention masks) instead of random token ids, which "
+        "hide data-dependent costs; DeepSparse is then not run",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=_handle)
 
@@ -97,6 +105,7 @@ def _run_compare(args, deployments) -> int:
     from sparse_transfer.export import compare
 
     iterations = max(1, args.iterations // args.rounds)  # spread over the rounds
+    texts = _texts(args)
     results = {
         b: compare(
             deployments,
@@ -107,6 +116,7 @@ def _run_compare(args, deployments) -> int:
             iterations=iterations,
             warmup=args.warmup,
             ort_engines=args.engine,
+            texts=texts,
         )
         for b in args.batch_size
     }
@@ -115,7 +125,8 @@ def _run_compare(args, deployments) -> int:
         return 0
     print(
         f"== sparse-transfer benchmark --compare (seq {args.sequence_length}, "
-        f"{args.rounds} interleaved rounds of {iterations}; ratios vs {args.model_path}) =="
+        f"{args.rounds} interleaved rounds of {iterations}; ratios vs {args.model_path}; "
+        f"inputs: {f'{len(texts)} real texts' if texts else 'random token ids'}) =="
     )
     for b, result in results.items():
         for engine in ("onnxruntime", "deepsparse"):
@@ -135,6 +146,12 @@ def _run_compare(args, deployments) -> int:
     return 0
 
 
+def _texts(args) -> list[str] | None:
+    from sparse_transfer.export.benchmark import load_texts
+
+    return load_texts(args.texts) if args.texts else None
+
+
 def _handle(args) -> int:
     from sparse_transfer.export import benchmark
 
@@ -148,13 +165,15 @@ def _handle(args) -> int:
         warmup=args.warmup,
         iterations=args.iterations,
         ort_engine=args.engine[0],
+        texts=_texts(args),
     )
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(
         f"== sparse-transfer benchmark: {result['model']} (seq {result['sequence_length']}, "
-        f"threads {result['threads']}, ONNX Runtime engine {result.get('ort_engine')}) =="
+        f"threads {result['threads']}, ONNX Runtime engine {result.get('ort_engine')}, "
+        f"inputs: {result['inputs']}) =="
     )
     for engine in ("onnxruntime", "deepsparse"):
         runs = result.get(engine) or {}

@@ -11,6 +11,7 @@ fixed, as DeepSparse requires.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -25,11 +26,58 @@ from sparse_transfer.runtime.onnx_model import OnnxModel, _model_file
 
 
 def _inputs(
-    model: OnnxModel, batch: int, length: int, vocab: int, seed: int = 0
+    model: OnnxModel, batch: int, length: int, vocab: int, texts: Sequence[str] | None = None
 ) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
+    """Random token ids with a full mask, or with `texts` real sentences (the first `batch`,
+    cycled) padded to `length` with their masks: random ids hide data-dependent costs (the
+    attention's masked keys and peaked rows once made it 3x slower on real sentences)."""
+    if texts:
+        from sparse_transfer.tasks.models import load_tokenizer
+
+        chosen = [texts[i % len(texts)] for i in range(batch)]
+        enc = load_tokenizer(model.directory)(
+            chosen, padding="max_length", truncation=True, max_length=length, return_tensors="np"
+        )
+        return model.feeds({k: v for k, v in enc.items() if k in model.input_names})
+    rng = np.random.default_rng(0)
     ids = rng.integers(5, max(6, vocab), size=(batch, length), dtype=np.int64)
     return model.feeds({"input_ids": ids})
+
+
+TEXT_FIELDS = ("text", "sentence")
+NO_TEXTS_FOR_DEEPSPARSE = {
+    "available": False,
+    "reason": "not run with --texts: DeepSparse's runner times random token ids only",
+}
+
+
+def load_texts(path: str | Path, limit: int = 4096) -> list[str]:
+    """The `text` (or `sentence`) field of each JSON line of `path`, at most `limit`: the
+    data files `train` and `evaluate` read. A bad line is an error naming file and line."""
+    texts: list[str] = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ExportError(f"--texts {path}: cannot read it ({type(exc).__name__})") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise ExportError(f"--texts {path}:{number}: not a JSON object") from None
+        text = next((row[f] for f in TEXT_FIELDS if isinstance(row, dict) and f in row), None)
+        if not isinstance(text, str) or not text.strip():
+            raise ExportError(
+                f"--texts {path}:{number}: needs a non-empty string field "
+                f"{' or '.join(TEXT_FIELDS)}"
+            )
+        texts.append(text)
+        if len(texts) == limit:
+            break
+    if not texts:
+        raise ExportError(f"--texts {path}: no rows")
+    return texts
 
 
 def _stats(times: Sequence[float], batch: int) -> dict[str, float]:
@@ -60,8 +108,6 @@ def _time(fn, warmup: int, iterations: int, min_seconds: float) -> list[float]:
 
 def _vocab_size(directory: Path) -> int:
     """The model's vocab_size: random token ids must stay below it."""
-    import json
-
     config = directory / "config.json"
     try:
         vocab = json.loads(config.read_text(encoding="utf-8"))["vocab_size"]
@@ -87,12 +133,13 @@ def benchmark(
     min_seconds: float = 0.0,
     engines: Sequence[str] = ("onnxruntime", "deepsparse"),
     ort_engine: str = "onnxruntime",
+    texts: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Measures the deployment; returns ``{"onnxruntime": {"batch_1": {...}}, ...}``.
 
     `ort_engine` (`sparse_transfer.runtime.engines`) picks ONNX Runtime's graph: the
     standard ``model.onnx``, the sparse one with the kernel library, or ``auto``;
-    ``result["ort_engine"]`` says which ran."""
+    ``result["ort_engine"]`` says which ran. `texts`: real sentences as inputs (`_inputs`)."""
     path = _model_file(deployment_dir)
     directory = path.parent
     vocab = _vocab_size(directory)
@@ -101,6 +148,7 @@ def benchmark(
         "sequence_length": int(sequence_length),
         "threads": threads or os.cpu_count(),
         "model_onnx_bytes": path.stat().st_size,
+        "inputs": f"{len(texts)} real texts" if texts else "random token ids",
     }
     warnings = _exactness_warnings({"deployment": directory}, engines)
     if warnings:
@@ -112,13 +160,15 @@ def benchmark(
         result["ort_engine"] = model.engine
         runs = {}
         for b in batch_sizes:
-            feeds = _inputs(model, b, sequence_length, vocab)
+            feeds = _inputs(model, b, sequence_length, vocab, texts)
             times = _time(
                 lambda f=feeds: model.session.run(None, f), warmup, iterations, min_seconds
             )
             runs[f"batch_{b}"] = _stats(times, b)
         result["onnxruntime"] = runs
-    if "deepsparse" in engines:
+    if "deepsparse" in engines and texts:
+        result["deepsparse"] = dict(NO_TEXTS_FOR_DEEPSPARSE)
+    elif "deepsparse" in engines:
         result["deepsparse"] = _deepsparse(
             path, batch_sizes, sequence_length, threads, vocab, warmup, iterations, min_seconds
         )
@@ -241,6 +291,7 @@ def compare(
     engines: Sequence[str] = ("onnxruntime", "deepsparse"),
     ort_engines: Sequence[str] = ("onnxruntime",),
     deepsparse_names: Sequence[str] | None = None,
+    texts: Sequence[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Times several deployments in interleaved rounds; ``{engine: {name: stats}}``.
 
@@ -256,7 +307,8 @@ def compare(
     minutes). Many short rounds interleave finely; ``p50_ms`` is over all
     runs. DeepSparse (when available, see `benchmark`) runs every model (or
     those `deepsparse_names` names) in one worker of its own interpreter, one
-    DeepSparse round after each ONNX Runtime round (`deepsparse_rounds`).
+    DeepSparse round after each ONNX Runtime round (`deepsparse_rounds`). With `texts`, real
+    sentences are the inputs (`_inputs`) and DeepSparse, which makes its own, is not run.
     """
     pinned = {n: d[1] for n, d in deployments.items() if isinstance(d, tuple)}
     paths = {n: _model_file(d[0] if isinstance(d, tuple) else d) for n, d in deployments.items()}
@@ -266,7 +318,9 @@ def compare(
     if warnings:
         out["warnings"] = warnings  # type: ignore[assignment]
     deepsparse = None
-    if "deepsparse" in engines:
+    if "deepsparse" in engines and texts:
+        out["deepsparse"] = dict(NO_TEXTS_FOR_DEEPSPARSE)
+    elif "deepsparse" in engines:
         chosen = _deepsparse_paths(paths, deepsparse_names)
         deepsparse = _deepsparse_rounds(chosen, batch, sequence_length, threads, vocab, warmup,
                                         iterations)  # fmt: skip
@@ -275,7 +329,7 @@ def compare(
         if "onnxruntime" in engines:
             out["onnxruntime"] = _ort_rounds(
                 paths, pinned, ort_engines, batch, sequence_length, threads, vocab, rounds,
-                iterations, warmup, between=step,
+                iterations, warmup, between=step, texts=texts,
             )  # fmt: skip
         elif step is not None:
             for _ in range(rounds):
@@ -299,7 +353,7 @@ SESSION_GAP_S = 0.05
 
 
 def _ort_rounds(paths, pinned, ort_engines, batch, length, threads, vocab, rounds, iterations,
-                warmup, between=None):  # fmt: skip
+                warmup, between=None, texts=None):  # fmt: skip
     """ONNX Runtime's part of `compare`: every (deployment, engine) once per round, each after
     `SESSION_GAP_S` of idle time; `between()` after each round (DeepSparse's round)."""
     sessions = {}
@@ -310,7 +364,7 @@ def _ort_rounds(paths, pinned, ort_engines, batch, length, threads, vocab, round
             model = OnnxModel(
                 path.parent, threads=threads, check_cpu=False, engine=engine, verify=True
             )
-            feeds = _inputs(model, batch, length, vocab)
+            feeds = _inputs(model, batch, length, vocab, texts)
             for _ in range(warmup):
                 model.session.run(None, feeds)
             sessions[key] = (model.session, feeds, model.engine)
