@@ -9,14 +9,18 @@ from pathlib import Path
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-def usable_cores(root: Path = CGROUP_ROOT) -> int:
-    """The CPUs in this process's affinity (cpusets), capped by its cgroup's CFS quota rounded
-    up: a pod limited to 2 CPUs on a 64-core node sees all 64 in its affinity, and as many
-    threads would be throttled to the quota."""
+def affinity_cores() -> int:
+    """The CPUs this process may be scheduled on (taskset, cgroup cpusets), not the host's."""
     if hasattr(os, "sched_getaffinity"):
-        cores = len(os.sched_getaffinity(0))
-    else:
-        cores = os.cpu_count() or 1
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def usable_cores(root: Path = CGROUP_ROOT) -> int:
+    """`affinity_cores`, capped by the cgroup's CFS quota rounded up: a pod limited to 2 CPUs
+    on a 64-core node sees all 64 in its affinity, and as many threads would be throttled to
+    the quota."""
+    cores = affinity_cores()
     quota = cfs_quota(root)
     return max(1, min(cores, math.ceil(quota)) if quota else cores)
 

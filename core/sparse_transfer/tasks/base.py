@@ -10,12 +10,12 @@ evaluation both end in `compute_metrics`, so both report the same numbers.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import numpy as np
 
 from sparse_transfer.errors import DataError
+from sparse_transfer.runtime.cores import affinity_cores
 from sparse_transfer.tasks.lengths import resolve_lengths
 
 logger = logging.getLogger(__name__)
@@ -149,8 +149,8 @@ def worker_count(requested: int | None, rows: int) -> int | None:
     ROWS_PER_WORKER rows: extra processes only add start-up time."""
     if not requested or requested <= 1:
         return None
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    workers = max(1, min(requested, cpus or 1, -(-rows // ROWS_PER_WORKER)))
+    cpus = affinity_cores()
+    workers = max(1, min(requested, cpus, -(-rows // ROWS_PER_WORKER)))
     if workers < requested:
         logger.info(
             "using %d of %d requested preprocessing workers (%d CPUs, %d rows)",
