@@ -233,3 +233,60 @@ def test_a_linear_layernorm_op_refuses_what_it_cannot_compute(lib_path):
         session.run(None, {"x": x, "r": np.zeros((2, 5), np.float32)})
     (y,) = session.run(None, {"x": x, "r": np.zeros((2, 4), np.float32)})
     np.testing.assert_array_equal(y, np.zeros((2, 4), np.float32))  # four equal outputs: y = beta
+
+
+def _qlinear_session(lib_path, w, w_scale, bias, fed: bool):
+    """SparseQLinearFromU8 over `w`; w_scale and bias constant initializers (as export-onnx
+    writes them, read once when ORT makes the kernel) or graph inputs (read every call)."""
+    n, k = w.shape
+    p = spec.pack_block4(w)
+    consts = {"xs": np.array(0.05, np.float32), "zp": np.array(7, np.uint8), "rp": p.row_ptr,
+              "bc": p.block_col, "v": p.values}  # fmt: skip
+    epilogue = {"ws": np.asarray(w_scale, np.float32), "b": np.asarray(bias, np.float32)}
+    if not fed:
+        consts.update(epilogue)
+    node = helper.make_node("SparseQLinearFromU8", ["x", "xs", "zp", "rp", "bc", "v", "ws", "b"],
+                            ["y"], domain=spec.DOMAIN, K=k)  # fmt: skip
+    inputs = [helper.make_tensor_value_info("x", TensorProto.UINT8, [None, k])]
+    if fed:
+        inputs += [
+            helper.make_tensor_value_info(name, TensorProto.FLOAT, [None]) for name in epilogue
+        ]
+    graph = helper.make_graph([node], "g", inputs, [helper.make_tensor_value_info(
+        "y", TensorProto.FLOAT, None)], [numpy_helper.from_array(a, nm) for nm, a in consts.items()])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid(spec.DOMAIN, 1)])  # fmt: skip
+    options = ort.SessionOptions()
+    options.register_custom_ops_library(lib_path)
+    session = ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"])
+    return lambda x: session.run(None, {"x": x, **(epilogue if fed else {})})[0]
+
+
+def test_the_epilogue_is_the_same_built_once_or_read_per_call(lib_path):
+    """Constant scales and biases are turned into the epilogue's arrays once, at session
+    creation; fed ones on every call. Both give the reference's bits, N not a multiple of 16
+    (the arrays' padding) included."""
+    rng = np.random.default_rng(3)
+    w = (rng.integers(-64, 65, (37, 24)) * (rng.random((37, 24)) < 0.4)).astype(np.int8)
+    w_scale = rng.uniform(1e-3, 2e-2, 37).astype(np.float32)
+    bias = rng.normal(0, 1, 37).astype(np.float32)
+    x = rng.integers(0, 256, (70, 24)).astype(np.uint8)
+    p = spec.pack_block4(w)
+    want = spec.qlinear_reference(x, np.float32(0.05), 7, p.row_ptr, p.block_col, p.values,
+                                  w_scale, bias, 24)  # fmt: skip
+    for fed in (False, True):
+        np.testing.assert_array_equal(_qlinear_session(lib_path, w, w_scale, bias, fed)(x), want)
+
+
+@pytest.mark.parametrize("fed", [False, True])
+@pytest.mark.parametrize(("w_scale", "bias", "message"), [
+    ([0.1, np.inf, 0.1, 0.1], np.zeros(4), "w_scale and bias must be finite"),
+    (np.full(4, 0.1), [0.0, 0.0, np.nan, 0.0], "w_scale and bias must be finite"),
+    (np.full(3, 0.1), np.zeros(3), r"w_scale and bias must hold N = 4 values"),
+])  # fmt: skip
+def test_bad_epilogue_values_are_refused_when_run(lib_path, fed, w_scale, bias, message):
+    """A constant that cannot be built once is left to the per-call check, which words the
+    error the same way whether the values are initializers or fed."""
+    run = _qlinear_session(lib_path, np.ones((4, 8), np.int8), w_scale, bias, fed)
+    with pytest.raises(Exception, match=message):
+        run(np.zeros((2, 8), np.uint8))

@@ -132,6 +132,9 @@ struct Kernel {
   float epsilon = 0.f;    // ResidualLayerNorm
   bool gelu = false;
   std::unique_ptr<st::Packed> packed;  // when the weight inputs are constant initializers
+  // SparseQLinear*: the epilogue's x_scale * w_scale[n] then bias[n] (each N padded to 16),
+  // built once when x_scale, w_scale and bias are constant initializers (EpilogueArrays)
+  std::vector<float> epilogue;
 };
 
 size_t WeightInput(const OpDef* d) { return d->qlinear ? 3 : 2; }
@@ -177,25 +180,66 @@ OrtStatus* ReadAttributes(const OrtKernelInfo* info, Kernel* kernel) {
   return nullptr;
 }
 
+// Input `index` when it is a constant initializer (false: fed at run time, or unreadable).
+bool ConstantInput(const OrtKernelInfo* info, size_t index, View* view) {
+  int is_constant = 0;
+  const OrtValue* value = nullptr;
+  OrtStatus* s = g_ort.KernelInfoGetConstantInput_tensor(info, index, &is_constant, &value);
+  if (s == nullptr && (!is_constant || value == nullptr)) return false;
+  if (s == nullptr) s = Inspect(value, view);
+  if (s == nullptr) return true;
+  g_ort.ReleaseStatus(s);
+  return false;
+}
+
 OrtStatus* PackConstantWeights(const OrtKernelInfo* info, Kernel* kernel) {
   View views[3];
   for (size_t i = 0; i < 3; ++i) {
-    int is_constant = 0;
-    const OrtValue* value = nullptr;
-    OrtStatus* s = g_ort.KernelInfoGetConstantInput_tensor(info, WeightInput(kernel->def) + i,
-                                                           &is_constant, &value);
-    if (s != nullptr) {
-      g_ort.ReleaseStatus(s);
+    if (!ConstantInput(info, WeightInput(kernel->def) + i, &views[i])) {
       return nullptr;  // not constant: packed per call
     }
-    if (!is_constant || value == nullptr) return nullptr;
-    ST_RETURN_IF(Inspect(value, &views[i]));
   }
   auto packed = std::make_unique<st::Packed>();
   ST_RETURN_IF(Pack(views[0], views[1], views[2], kernel->k, packed.get()));
   PlanForms(kernel->isa, packed.get());
   kernel->packed = std::move(packed);
   return nullptr;
+}
+
+bool Finite(float v) { return std::isfinite(v); }
+
+// The epilogue's per-row arrays: x_scale * w_scale[n] (padded to 16 rows), then bias[n].
+// False (nothing built) when a value is not finite.
+bool EpilogueArrays(const float* w_scale, const float* bias, int64_t n, float x_scale,
+                    std::vector<float>* out) {
+  const int64_t padded = (n + 15) / 16 * 16;
+  out->assign(2 * padded, 0.f);
+  for (int64_t i = 0; i < n; ++i) {
+    if (!Finite(w_scale[i]) || !Finite(bias[i])) return false;
+    (*out)[i] = x_scale * w_scale[i];
+    (*out)[padded + i] = bias[i];
+  }
+  return true;
+}
+
+// Builds Kernel::epilogue once when x_scale, w_scale and bias are constant initializers (what
+// export-onnx writes) and valid; otherwise every call reads and checks them (ReadEpilogue),
+// which also words the errors. Per call it had been a serial loop over N at every Linear.
+void CacheConstantEpilogue(const OrtKernelInfo* info, Kernel* kernel) {
+  View x_scale, w_scale, bias;
+  if (!kernel->def->qlinear || !kernel->packed || !ConstantInput(info, 1, &x_scale) ||
+      !ConstantInput(info, 6, &w_scale) || !ConstantInput(info, 7, &bias)) {
+    return;
+  }
+  const int64_t n = kernel->packed->n;
+  if (x_scale.size() != 1 || w_scale.size() != n || bias.size() != n) return;
+  const float xs = *static_cast<const float*>(x_scale.data);
+  if (!Finite(xs) || xs <= 0) return;
+  std::vector<float> arrays;
+  if (EpilogueArrays(static_cast<const float*>(w_scale.data),
+                     static_cast<const float*>(bias.data), n, xs, &arrays)) {
+    kernel->epilogue = std::move(arrays);
+  }
 }
 
 OrtStatus* CreateKernelV2(const OrtCustomOp* op, const OrtApi*, const OrtKernelInfo* info,
@@ -207,6 +251,7 @@ OrtStatus* CreateKernelV2(const OrtCustomOp* op, const OrtApi*, const OrtKernelI
     ST_RETURN_IF(ReadAttributes(info, kernel.get()));
     if (!kernel->def->attention && !kernel->def->layernorm) {
       ST_RETURN_IF(PackConstantWeights(info, kernel.get()));
+      CacheConstantEpilogue(info, kernel.get());
     }
     *out = kernel.release();
     return nullptr;
@@ -283,8 +328,6 @@ void LinearNormTask(void* data, size_t i) {
   st::LayerNormRows(j.isa, j.norm, m0, std::min<int64_t>(j.m, m0 + j.tile_tokens));
 }
 
-bool Finite(float v) { return std::isfinite(v); }
-
 OrtStatus* Scalar(OrtKernelContext* ctx, size_t index, const char* name, View* v) {
   const OrtValue* value = nullptr;
   ST_RETURN_IF(g_ort.KernelContext_GetInput(ctx, index, &value));
@@ -324,30 +367,31 @@ OrtStatus* KernelComputeV2(void* op_kernel, OrtKernelContext* ctx) {
   }
 }
 
-OrtStatus* ReadEpilogue(const OpDef* d, OrtKernelContext* ctx, int64_t n, float x_scale,
-                        bool gelu, st::Epilogue* ep, std::vector<float>* buf) {
+OrtStatus* ReadEpilogue(const Kernel* kernel, OrtKernelContext* ctx, int64_t n, float x_scale,
+                        st::Epilogue* ep, std::vector<float>* buf) {
+  const OpDef* d = kernel->def;
   if (!d->qlinear) return nullptr;
-  View ws, bias;
-  const OrtValue* value = nullptr;
-  ST_RETURN_IF(g_ort.KernelContext_GetInput(ctx, 6, &value));
-  ST_RETURN_IF(Inspect(value, &ws));
-  ST_RETURN_IF(g_ort.KernelContext_GetInput(ctx, 7, &value));
-  ST_RETURN_IF(Inspect(value, &bias));
-  if (ws.size() != n || bias.size() != n) {
-    return Error("w_scale and bias must hold N = " + std::to_string(n) + " values");
+  const std::vector<float>* arrays = &kernel->epilogue;
+  if (arrays->empty()) {  // not constant initializers: read and checked on every call
+    View ws, bias;
+    const OrtValue* value = nullptr;
+    ST_RETURN_IF(g_ort.KernelContext_GetInput(ctx, 6, &value));
+    ST_RETURN_IF(Inspect(value, &ws));
+    ST_RETURN_IF(g_ort.KernelContext_GetInput(ctx, 7, &value));
+    ST_RETURN_IF(Inspect(value, &bias));
+    if (ws.size() != n || bias.size() != n) {
+      return Error("w_scale and bias must hold N = " + std::to_string(n) + " values");
+    }
+    if (!EpilogueArrays(static_cast<const float*>(ws.data), static_cast<const float*>(bias.data),
+                        n, x_scale, buf)) {
+      return Error("w_scale and bias must be finite");
+    }
+    arrays = buf;
   }
   const int64_t padded = (n + 15) / 16 * 16;
-  buf->assign(2 * padded, 0.f);
-  const float* wsp = static_cast<const float*>(ws.data);
-  const float* bp = static_cast<const float*>(bias.data);
-  for (int64_t i = 0; i < n; ++i) {
-    if (!Finite(wsp[i]) || !Finite(bp[i])) return Error("w_scale and bias must be finite");
-    (*buf)[i] = x_scale * wsp[i];
-    (*buf)[padded + i] = bp[i];
-  }
   const bool out_u8 = d->out_u8 && !d->linear_norm;  // a fused LayerNorm quantizes, not this
   ep->kind = out_u8 ? st::kOutU8 : st::kOutF32;
-  ep->scale = buf->data(), ep->bias = buf->data() + padded, ep->gelu = gelu;
+  ep->scale = arrays->data(), ep->bias = arrays->data() + padded, ep->gelu = kernel->gelu;
   if (out_u8) {
     ST_RETURN_IF(ReadOutputQuant(ctx, 8, &ep->y_scale, &ep->y_zp));
   }
@@ -385,7 +429,7 @@ OrtStatus* Compute(Kernel* kernel, OrtKernelContext* ctx, Job* job, std::vector<
   }
   ST_RETURN_IF(Scalar(ctx, d->qlinear ? 2 : 1, "the activation zero point", &zp));
   job->ep.kind = st::kOutI32;
-  ST_RETURN_IF(ReadEpilogue(d, ctx, w->n, x_scale, kernel->gelu, &job->ep, buf));
+  ST_RETURN_IF(ReadEpilogue(kernel, ctx, w->n, x_scale, &job->ep, buf));
   std::vector<int64_t> out_dims(x.dims);
   out_dims.back() = w->n;
   OrtValue* out = nullptr;
