@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import tarfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -494,9 +495,10 @@ def test_obs_block4_pattern_survives_qat_and_int8_export(tmp_path):
 
 def test_benchmark_times_real_texts_with_their_masks(models, tmp_path, capsys, monkeypatch):
     """``--texts``: real sentences (cycled to the batch) padded to the length with their
-    masks, not random ids with a full mask; DeepSparse, which makes its own inputs, not run."""
+    masks, not random ids with a full mask, timed batch after batch; DeepSparse, which makes
+    its own inputs, not run."""
     from sparse_transfer.cli import main
-    from sparse_transfer.export.benchmark import _inputs, load_texts
+    from sparse_transfer.export.benchmark import _cycled_runs, _inputs, load_texts
     from sparse_transfer.runtime import OnnxModel
     from sparse_transfer.tasks.models import load_tokenizer
 
@@ -512,6 +514,15 @@ def test_benchmark_times_real_texts_with_their_masks(models, tmp_path, capsys, m
     assert feeds["input_ids"].tolist() == want["input_ids"]
     assert feeds["attention_mask"].tolist() == want["attention_mask"]
     assert 0 < feeds["attention_mask"][1].sum() < 16  # "dull" is padded, its mask says so
+    # timed runs go through the sentences batch after batch, not the first batch again
+    model, seen = OnnxModel(dest, threads=1), []
+    model.session = SimpleNamespace(run=lambda _, f: seen.append(f["input_ids"].tolist()))
+    run = _cycled_runs(model, 2, 16, 100, texts)
+    for _ in range(3):
+        run()
+    tokenize = load_tokenizer(dest)
+    batches = [texts[:2], [texts[2], texts[0]], texts[:2]]
+    assert seen == [tokenize(b, padding="max_length", max_length=16)["input_ids"] for b in batches]
     argv = ["benchmark", "--model_path", str(dest), "--batch_size", "2", "--sequence_length",
             "16", "--threads", "1", "--iterations", "2", "--texts", str(path), "--json"]  # fmt: skip
     assert main(argv) == 0

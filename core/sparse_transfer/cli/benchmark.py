@@ -80,8 +80,9 @@ def register(subparsers) -> None:
         metavar="FILE.jsonl",
         default=None,
         help="time real sentences (each line's text or sentence field, padded to "
-        "--sequence_length with their attention masks) instead of random token ids, which "
-        "hide data-dependent costs; DeepSparse is then not run",
+        "--sequence_length with their attention masks; the timed runs take up to 32 batches "
+        "of them in turn) instead of random token ids, which hide data-dependent costs; "
+        "DeepSparse is then not run",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=_handle)
