@@ -33,15 +33,17 @@ def _inputs(
     vocab: int,
     texts: Sequence[str] | None = None,
     first: int = 0,
+    tokenizer=None,
 ) -> dict[str, np.ndarray]:
     """Random token ids with a full mask, or with `texts` real sentences (`batch` of them from
     index `first`, cycled) padded to `length` with their masks: random ids hide data-dependent
-    costs (the attention's masked keys and peaked rows once made it 3x slower on real ones)."""
+    costs (the attention's masked keys and peaked rows once made it 3x slower on real ones).
+    `tokenizer`: the deployment's, when the caller has loaded it already."""
     if texts:
         from sparse_transfer.tasks.models import load_tokenizer
 
         chosen = [texts[(first + i) % len(texts)] for i in range(batch)]
-        enc = load_tokenizer(model.directory)(
+        enc = (tokenizer or load_tokenizer(model.directory))(
             chosen, padding="max_length", truncation=True, max_length=length, return_tensors="np"
         )
         return model.feeds({k: v for k, v in enc.items() if k in model.input_names})
@@ -57,8 +59,15 @@ def _cycled_runs(model: OnnxModel, batch: int, length: int, vocab: int, texts=No
     """A function that runs the next input batch: with `texts`, up to `MAX_TEXT_BATCHES`
     consecutive batches of them in turn (every sentence once where they fit), so a timing
     covers many sentences, not the first `batch` again and again; else the one random batch."""
-    count = min(MAX_TEXT_BATCHES, -(-len(texts) // batch)) if texts else 1
-    batches = [_inputs(model, batch, length, vocab, texts, j * batch) for j in range(count)]
+    if not texts:
+        batches = [_inputs(model, batch, length, vocab)]
+    else:
+        from sparse_transfer.tasks.models import load_tokenizer
+
+        tokenizer = load_tokenizer(model.directory)  # once, not once per batch
+        count = min(MAX_TEXT_BATCHES, -(-len(texts) // batch))
+        batches = [_inputs(model, batch, length, vocab, texts, j * batch, tokenizer)
+                   for j in range(count)]  # fmt: skip
     turn = itertools.cycle(batches)
     session = model.session
     return lambda: session.run(None, next(turn))

@@ -208,11 +208,13 @@ OrtStatus* PackConstantWeights(const OrtKernelInfo* info, Kernel* kernel) {
 
 bool Finite(float v) { return std::isfinite(v); }
 
+int64_t PaddedRows(int64_t n) { return (n + 15) / 16 * 16; }  // the epilogue's 16-row groups
+
 // The epilogue's per-row arrays: x_scale * w_scale[n] (padded to 16 rows), then bias[n].
 // False (nothing built) when a value is not finite.
 bool EpilogueArrays(const float* w_scale, const float* bias, int64_t n, float x_scale,
                     std::vector<float>* out) {
-  const int64_t padded = (n + 15) / 16 * 16;
+  const int64_t padded = PaddedRows(n);
   out->assign(2 * padded, 0.f);
   for (int64_t i = 0; i < n; ++i) {
     if (!Finite(w_scale[i]) || !Finite(bias[i])) return false;
@@ -388,7 +390,7 @@ OrtStatus* ReadEpilogue(const Kernel* kernel, OrtKernelContext* ctx, int64_t n, 
     }
     arrays = buf;
   }
-  const int64_t padded = (n + 15) / 16 * 16;
+  const int64_t padded = PaddedRows(n);
   const bool out_u8 = d->out_u8 && !d->linear_norm;  // a fused LayerNorm quantizes, not this
   ep->kind = out_u8 ? st::kOutU8 : st::kOutF32;
   ep->scale = arrays->data(), ep->bias = arrays->data() + padded, ep->gelu = kernel->gelu;
