@@ -109,12 +109,14 @@ def test_every_int8_linear_becomes_a_sparse_op_with_its_exact_weights(deployment
     standard, sparse = _graphs(dest)
     onnx.checker.check_model(sparse, full_check=True)
     linears = _int8_linears(standard)
-    linear_ops = (spec.MATMUL_OP, *spec.QLINEAR_OPS, *spec.LINEAR_NORM_OPS)
+    linear_ops = (spec.MATMUL_OP, *spec.QLINEAR_OPS, *spec.PARTS_OPS, *spec.LINEAR_NORM_OPS)
     custom = [n for n in sparse.graph.node if n.op_type in linear_ops]
-    # every int8 Linear replaced by one op (query/key/value concatenation is off by default)
+    # every int8 Linear replaced by one op, each layer's query, key and value by one for three
     heads = 1 if task in ("question-answering", "token-classification") else 2
     assert len(linears) == report["sparse_graph"]["linears"] == 6 * LAYERS + heads
-    assert len(custom) == report["sparse_graph"]["ops"] == len(linears)
+    assert report["sparse_graph"]["ops"] == len(linears)
+    assert report["sparse_graph"]["fusions"]["shared_input_parts"] == LAYERS
+    assert len(custom) == len(linears) - 2 * LAYERS
     assert _int8_linears(sparse) == []
     # each attention module's two integer matmuls and the ops between them: one op
     # ... writing the uint8 context attention.output.dense reads (its QuantizeLinear absorbed)
@@ -130,8 +132,12 @@ def test_every_int8_linear_becomes_a_sparse_op_with_its_exact_weights(deployment
     layers = report["sparse_graph"]["layers"]
     kept_all = total_all = 0
     for node in custom:
-        layer = layers[node.name.rsplit("/", 1)[0]]
-        w = np.concatenate([std_init[name].T for name in layer["weights"]])  # [N, K] stacked
+        prefix = node.name.rsplit("/", 1)[0]
+        parts = [layers[name] for name in prefix.split("+")] if node.op_type in spec.PARTS_OPS \
+            else [layers[prefix]]  # fmt: skip
+        assert {part["op"] for part in parts} == {node.op_type}
+        weights = [name for part in parts for name in part["weights"]]
+        w = np.concatenate([std_init[name].T for name in weights])  # [N, K] stacked
         k = next(a.i for a in node.attribute if a.name == "K")
         row_ptr, block_col, values = (sp_init[i] for i in node.input[3:6])
         assert k == w.shape[1]
@@ -139,9 +145,10 @@ def test_every_int8_linear_becomes_a_sparse_op_with_its_exact_weights(deployment
         padded = np.zeros((w.shape[0], -(-k // 4) * 4), np.int8)
         padded[:, :k] = w
         kept = int(padded.reshape(w.shape[0], -1, 4).any(axis=2).sum())
-        assert layer["blocks_kept"] == kept == block_col.size, node.name
-        assert layer["blocks"] == w.shape[0] * (-(-k // 4))
-        kept_all, total_all = kept_all + kept, total_all + layer["blocks"]
+        assert sum(part["blocks_kept"] for part in parts) == kept == block_col.size, node.name
+        blocks = sum(part["blocks"] for part in parts)
+        assert blocks == w.shape[0] * (-(-k // 4))
+        kept_all, total_all = kept_all + kept, total_all + blocks
     assert report["sparse_graph"]["block_density"] == round(kept_all / total_all, 6)
     assert 0.2 < kept_all / total_all < 0.5  # 90% unstructured: about a third of blocks kept
     assert "model.sparse.onnx" in report["files"]
@@ -203,7 +210,7 @@ def test_attention_fusion_is_exact_and_can_be_left_to_onnx_runtime(deployments):
     ops = [n.op_type for n in kept.graph.node]
     assert report["fusions"]["attention"] == 0 and ops.count("MatMulInteger") == 2 * LAYERS
     qkv = [n for n in fused.graph.node if ".attention.self." in n.name and n.domain]
-    assert [n.op_type for n in qkv].count("SparseQLinearU8") == 3 * LAYERS
+    assert [n.op_type for n in qkv].count("SparseQLinearU8x3") == LAYERS
     kept_qkv = [n.op_type for n in kept.graph.node if ".attention.self." in n.name and n.domain]
     assert kept_qkv == ["SparseQLinearFromU8"] * (3 * LAYERS)  # float q, k, v out
     feeds = _features(dest, "text-classification", 2, 30, 13)

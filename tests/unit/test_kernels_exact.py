@@ -111,6 +111,32 @@ def _qlinear_case(rng, op, shape, n, density, activation, block=False, bias_spre
     return _model(op, inputs, {"x": x}, out_type, K=k, activation=activation), {"x": x}, expected
 
 
+PART_QUANT = ((0.015, 100), (0.02, 128), (0.011, 37))  # each output's own y_scale, y_zp
+
+
+def _parts_case(rng, shape, part_n, density, activation="none", block=False):
+    """One ``SparseQLinearU8x3`` (three parts of `part_n` rows, each quantized its own way),
+    its outputs concatenated into y; expected: ``spec.parts_reference``."""
+    model, feeds, _ = _qlinear_case(rng, "SparseQLinearU8", shape, 3 * part_n, density,
+                                    activation, block=block)  # fmt: skip
+    node = model.graph.node[0]
+    del model.graph.initializer[-2:]  # the single output's y_scale, y_zero_point
+    quant = [(np.array(s, np.float32), np.array(z, np.uint8)) for s, z in PART_QUANT]
+    names = [f"{kind}_{p}" for p in range(3) for kind in ("y_scale", "y_zero_point")]
+    model.graph.initializer.extend(numpy_helper.from_array(a, name)
+                                   for name, a in zip(names, (a for q in quant for a in q), strict=True))  # fmt: skip
+    fused = helper.make_node("SparseQLinearU8x3", [*node.input[:8], *names],
+                             ["y0", "y1", "y2"], domain=spec.DOMAIN)  # fmt: skip
+    fused.attribute.extend(node.attribute)
+    del model.graph.node[:]
+    model.graph.node.extend([fused, helper.make_node("Concat", ["y0", "y1", "y2"], ["y"], axis=-1)])
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    args = [feeds["x"], *(inits[name] for name in node.input[1:8])]
+    k = next(a.i for a in node.attribute if a.name == "K")
+    want = spec.parts_reference(*args, k, activation, quant)
+    return model, feeds, {"y": np.concatenate(want, axis=-1)}
+
+
 def _attention_case(
     rng, b, s, heads, d, qk_scale, masked=0, tol=False, p_scale=1 / 255, q_zp=None, **qkv
 ):
@@ -339,6 +365,12 @@ def _cases(rng) -> dict:
     cases["SparseQLinearToU8_gelu_block"] = _qlinear_case(
         rng, "SparseQLinearToU8", (70, 64), 96, 0.2, "gelu", block=True
     )
+    # query/key/value as one op: unstructured (quads), 1x4 blocks over several token tiles,
+    # 16-row blocks (AMX tiles), GELU (one quantization step, as the other GELU cases)
+    cases["parts_x3"] = _parts_case(rng, (3, 45, 50), 48, 0.4)
+    cases["parts_x3_block_tiles"] = _parts_case(rng, (150, 64), 32, 0.2, block=True)
+    cases["parts_x3_rows16"] = _parts_case(rng, (2, 40, 256), 64, 0.2, block=16)
+    cases["parts_x3_gelu"] = _parts_case(rng, (1, 20, 72), 16, 0.3, "gelu")
     cases["SparseQLinear_rows16"] = _qlinear_case(
         rng, "SparseQLinear", (2, 45, 256), 80, 0.2, "none", block=16
     )

@@ -290,3 +290,34 @@ def test_bad_epilogue_values_are_refused_when_run(lib_path, fed, w_scale, bias, 
     run = _qlinear_session(lib_path, np.ones((4, 8), np.int8), w_scale, bias, fed)
     with pytest.raises(Exception, match=message):
         run(np.zeros((2, 8), np.uint8))
+
+
+@pytest.mark.parametrize("n", [24, 50])
+def test_three_outputs_need_three_parts_of_whole_row_groups(lib_path, n):
+    """``SparseQLinearU8x3`` splits its weight's N rows into three outputs of a multiple of 16
+    rows each (no 16-row group straddles two outputs); another N is refused when run, and the
+    spec's reference refuses it alike."""
+    p = spec.pack_block4(np.ones((n, 8), np.int8))
+    quant = [name for i in range(3) for name in (f"ys{i}", f"yz{i}")]
+    consts = {"xs": np.array(0.05, np.float32), "zp": np.array(7, np.uint8), "rp": p.row_ptr,
+              "bc": p.block_col, "v": p.values, "ws": np.full(n, 0.1, np.float32),
+              "b": np.zeros(n, np.float32), **{name: np.array(0.1 if name.startswith("ys") else 9,
+              np.float32 if name.startswith("ys") else np.uint8) for name in quant}}  # fmt: skip
+    node = helper.make_node("SparseQLinearU8x3", ["x", "xs", "zp", "rp", "bc", "v", "ws", "b",
+                            *quant], ["y0", "y1", "y2"], domain=spec.DOMAIN, K=8)  # fmt: skip
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, [None, 8])],
+        [helper.make_tensor_value_info(f"y{i}", TensorProto.UINT8, None) for i in range(3)],
+        [numpy_helper.from_array(a, name) for name, a in consts.items()])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid(spec.DOMAIN, 1)])  # fmt: skip
+    options = ort.SessionOptions()
+    options.register_custom_ops_library(lib_path)
+    session = ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"])
+    message = f"the weight's N = {n} must be 3 equal parts of a multiple of 16 rows"
+    with pytest.raises(Exception, match=message):
+        session.run(None, {"x": np.zeros((2, 8), np.uint8)})
+    quants = [(np.float32(0.1), 9)] * 3
+    with pytest.raises(ValueError, match=f"N = {n} is not 3 parts of a multiple of 16 rows"):
+        spec.parts_reference(np.zeros((2, 8), np.uint8), 0.05, 7, p.row_ptr, p.block_col,
+                             p.values, consts["ws"], consts["b"], 8, "none", quants)  # fmt: skip

@@ -94,7 +94,7 @@ def test_one_linear_becomes_one_op_with_the_same_numbers(gelu, requantize, op):
     assert report["fusions"] == {
         "bias_scale_epilogue": 1, "gelu": int(gelu), "output_quant": int(requantize),
         "float_input": 1, "shared_input_concat": 0, "attention": 0, "attention_output_quant": 0,
-        "layernorm": 0, "linear_layernorm": 0,
+        "layernorm": 0, "linear_layernorm": 0, "shared_input_parts": 0,
     }  # fmt: skip
     x = np.random.default_rng(1).standard_normal((2, 3, K)).astype(np.float32) * 3
     want = ReferenceGraph(model)({"x": x})
@@ -127,3 +127,61 @@ def test_gelu_can_stay_in_the_graph():
     ops = [n.op_type for n in model.graph.node]
     assert ops == ["SparseQLinear", "Div", "Erf", "Add", "Mul", "Mul", "QuantizeLinear"]
     assert report["fusions"]["gelu"] == 0 and report["fusions"]["output_quant"] == 0
+
+
+def _shared_input_graph(n: int):
+    """One QuantizeLinear read by three int8 Linears (a layer's query, key and value), each
+    quantized on its own for the next op: three ``SparseQLinearU8`` after the rewrite."""
+    rng = np.random.default_rng(4)
+    inits = [numpy_helper.from_array(np.array(0.05, np.float32), "xs"),
+             numpy_helper.from_array(np.array(120, np.uint8), "xz"),
+             numpy_helper.from_array(np.array(0, np.int8), "wz")]  # fmt: skip
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"], name="shared/q")]
+    for i, name in enumerate(("query", "key", "value")):
+        w = rng.integers(-63, 64, (K, n)).astype(np.int8)
+        w[rng.random((K, n)) < 0.6] = 0
+        inits += [numpy_helper.from_array(w, f"W{i}"),
+                  numpy_helper.from_array(rng.random(n).astype(np.float32) / 50, f"ws{i}"),
+                  numpy_helper.from_array(rng.standard_normal(n).astype(np.float32), f"b{i}"),
+                  numpy_helper.from_array(np.array(0.02 + 0.01 * i, np.float32), f"ys{i}"),
+                  numpy_helper.from_array(np.array(100 + 14 * i, np.uint8), f"yz{i}")]  # fmt: skip
+        nodes += [
+            helper.make_node("MatMulInteger", ["xq", f"W{i}", "xz", "wz"], [f"acc{i}"],
+                             name=f"{name}/MatMulInteger"),
+            helper.make_node("Cast", [f"acc{i}"], [f"f{i}"], name=f"{name}/Cast",
+                             to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["xs", f"ws{i}"], [f"r{i}"], name=f"{name}/scale"),
+            helper.make_node("Mul", [f"f{i}", f"r{i}"], [f"m{i}"], name=f"{name}/Mul"),
+            helper.make_node("Add", [f"b{i}", f"m{i}"], [f"y{i}"], name=f"{name}/Add"),
+            helper.make_node("QuantizeLinear", [f"y{i}", f"ys{i}", f"yz{i}"], [f"q{i}"],
+                             name=f"{name}/out_q"),
+        ]  # fmt: skip
+    outputs = [helper.make_tensor_value_info(f"q{i}", TensorProto.UINT8, [None, 3, n])
+               for i in range(3)]  # fmt: skip
+    graph = helper.make_graph(nodes, "qkv", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [None, 3, K])], outputs, inits)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize(("n", "fused"), [(32, True), (24, False)])
+def test_query_key_value_become_one_op_with_three_outputs(n, fused):
+    """Three uint8 Linears reading one tensor become one ``SparseQLinearU8x3`` when each has
+    a multiple of 16 rows (else they stay three ops); the same bits either way, and the
+    report says which op each Linear went into."""
+    model = _shared_input_graph(n)
+    sparse = onnx.ModelProto()
+    sparse.CopyFrom(model)
+    report = sparsify(sparse)
+    onnx.checker.check_model(sparse, full_check=True)
+    ops = [node.op_type for node in sparse.graph.node]
+    want_op = "SparseQLinearU8x3" if fused else "SparseQLinearU8"
+    assert ops == ["QuantizeLinear", *([want_op] * (1 if fused else 3))]
+    assert report["fusions"]["shared_input_parts"] == int(fused)
+    assert {layer["op"] for layer in report["layers"].values()} == {want_op}
+    assert len(report["layers"]) == report["linears"] == 3
+    x = np.random.default_rng(5).standard_normal((2, 3, K)).astype(np.float32) * 3
+    want, got = ReferenceGraph(model)({"x": x}), ReferenceGraph(sparse)({"x": x})
+    for i in range(3):
+        np.testing.assert_array_equal(got[f"q{i}"], want[f"q{i}"])

@@ -25,7 +25,10 @@ says costs time around the matmul (issue 22):
 
 Before them, `attention_fusion` turns each int8 attention (two ``MatMulInteger`` of
 activations and the ops around them) into one ``Int8Attention`` fed by per-tensor
-QuantizeLinears, which pass 3 then folds into the query/key/value Linears.
+QuantizeLinears, which pass 3 then folds into the query/key/value Linears. After them,
+`layernorm_fusion` and `linear_norm_fusion` take the residual LayerNorms, and
+`shared_input_fusion` makes each layer's query/key/value ``SparseQLinearU8`` ops one
+``SparseQLinearU8x3`` (one repack of their shared input, no Split).
 
 The arithmetic is the standard graph's, step for step (spec.py's step 3 is ``Cast ->
 Mul -> Add``; GELU's ``0.5 *`` is exact in either order), so the exact reference gives
@@ -38,7 +41,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sparse_transfer.export import attention_fusion, layernorm_fusion, linear_norm_fusion
+from sparse_transfer.export import (
+    attention_fusion,
+    layernorm_fusion,
+    linear_norm_fusion,
+    shared_input_fusion,
+)
 from sparse_transfer.export.graph_index import GraphIndex, is_u8_scalar_quant, replace_nodes
 from sparse_transfer.kernels import spec
 
@@ -65,8 +73,12 @@ FUSE_LAYERNORM = True
 # Each Linear whose float output only such a LayerNorm reads, with it, as one op
 # (`linear_norm_fusion`): measured in docs/kernels.md.
 FUSE_LINEAR_LAYERNORM = True
+# Each layer's query, key and value (three uint8 Linears reading one tensor) as one op with
+# three outputs (`shared_input_fusion`): measured in docs/kernels.md.
+FUSE_SHARED_INPUTS = True
 FUSIONS = ("float_input", "bias_scale_epilogue", "gelu", "output_quant", "attention",
-           "attention_output_quant", "layernorm", "linear_layernorm")  # fmt: skip
+           "attention_output_quant", "layernorm", "linear_layernorm",
+           "shared_input_parts")  # fmt: skip
 _SQRT2 = np.float32(np.sqrt(2.0))
 
 
@@ -398,6 +410,16 @@ def _refresh_inputs(graph, layers: dict) -> int:
     return sum(bool(v["float_input"]) for v in layers.values())
 
 
+def _fuse_shared_inputs(graph, layers: dict) -> int:
+    """The last pass (the ops it merges are final by now); the layers say their new op."""
+    idx = GraphIndex(graph)
+    fused = shared_input_fusion.fuse_shared_inputs(graph, idx, _Consts(graph, idx))
+    for name in (name for names in fused for name in names if name in layers):
+        layers[name]["op"] = shared_input_fusion.OP_TYPE
+    prune(graph)
+    return len(fused)
+
+
 def sparsify(
     model_proto,
     fuse_gelu: bool = FUSE_GELU,
@@ -406,6 +428,7 @@ def sparsify(
     fuse_attention_output_quant: bool = FUSE_ATTENTION_OUTPUT_QUANT,
     fuse_layernorm: bool = FUSE_LAYERNORM,
     fuse_linear_layernorm: bool = FUSE_LINEAR_LAYERNORM,
+    fuse_shared_inputs: bool = FUSE_SHARED_INPUTS,
 ) -> dict:
     """Rewrites a standard ``integer`` int8 graph in place; returns the report entry.
 
@@ -413,7 +436,8 @@ def sparsify(
     `fuse_attention` makes each int8 attention one op (`attention_fusion`; with
     `fuse_attention_output_quant` it writes the next Linear's uint8 input), `fuse_layernorm`
     each residual Add + LayerNorm (`layernorm_fusion`), and `fuse_linear_layernorm` (with
-    it) the Linear before such a LayerNorm into it (`linear_norm_fusion`)."""
+    it) the Linear before such a LayerNorm into it (`linear_norm_fusion`), and
+    `fuse_shared_inputs` each query/key/value trio into one op (`shared_input_fusion`)."""
     from onnx import helper
 
     graph = model_proto.graph
@@ -448,6 +472,7 @@ def sparsify(
             )
         fusions["float_input"] = _refresh_inputs(graph, layers)
         prune(graph)
+    fusions["shared_input_parts"] = _fuse_shared_inputs(graph, layers) if fuse_shared_inputs else 0
     if not any(o.domain == spec.DOMAIN for o in model_proto.opset_import):
         model_proto.opset_import.append(helper.make_opsetid(spec.DOMAIN, spec.OPSET_VERSION))
     left = _int8_weight_matmuls(graph)

@@ -33,6 +33,13 @@ Ops (domain ``DOMAIN``, version 1; attribute ``K`` is the true input width):
 
   ``SparseQLinear`` f32 -> f32, ``SparseQLinearToU8`` f32 -> u8, ``SparseQLinearFromU8``
   u8 -> f32, ``SparseQLinearU8`` u8 -> u8.
+- ``SparseQLinearU8x3(X u8, x_scale, x_zero_point, row_ptr, block_col, values, w_scale,
+  bias, y_scale_1, y_zero_point_1, y_scale_2, y_zero_point_2, y_scale_3, y_zero_point_3)
+  -> (Y1, Y2, Y3)`` uint8, attributes ``K`` and ``activation``: three ``SparseQLinearU8`` that
+  read one input (a layer's query, key and value), their weights stacked along N: output
+  part p is rows ``[p * N/3, (p + 1) * N/3)`` of ``SparseQLinear``'s steps 1-4, quantized with
+  its own ``y_scale_p``, ``y_zero_point_p``. N/3 must be a multiple of 16. The same bits as
+  the three ops; the input is repacked once and the work is one parallel loop.
 - ``Int8Attention(q, q_zero_point, k, k_zero_point, v, v_zero_point, mask, qk_scale,
   score_mul, p_scale, p_zero_point, pv_scale) -> context f32[B, S, H*D]``, attribute
   ``head_dim`` (D): the standard graph's int8 attention (`export.int8_attention`) from the
@@ -90,7 +97,11 @@ LINEAR_NORM_OPS = {
     "SparseQLinearFromU8LayerNorm": (True, False),
     "SparseQLinearFromU8LayerNormToU8": (True, True),
 }
-OP_TYPES = (MATMUL_OP, *QLINEAR_OPS, *ATTENTION_OPS, *LAYERNORM_OPS, *LINEAR_NORM_OPS)
+# op type -> number of uint8 outputs its stacked weight's rows are split into
+PARTS_OPS = {"SparseQLinearU8x3": 3}
+PART_ROWS = 16  # each part's rows: a multiple of the kernels' row group
+OP_TYPES = (MATMUL_OP, *QLINEAR_OPS, *PARTS_OPS, *ATTENTION_OPS, *LAYERNORM_OPS,
+            *LINEAR_NORM_OPS)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -182,6 +193,19 @@ def qlinear_reference(
     return y if y_scale is None else quantize_u8(y, y_scale, y_zp)
 
 
+def parts_reference(
+    x, x_scale, x_zp, row_ptr, block_col, values, w_scale, bias, k, activation, quant
+) -> tuple[np.ndarray, ...]:
+    """What ``SparseQLinearU8x3`` computes: `quant` holds each part's (y_scale, y_zp)."""
+    n, parts = np.size(row_ptr) - 1, len(quant)
+    if n % parts or (n // parts) % PART_ROWS:
+        raise ValueError(f"N = {n} is not {parts} parts of a multiple of {PART_ROWS} rows")
+    y = qlinear_reference(x, x_scale, x_zp, row_ptr, block_col, values, w_scale, bias, k,
+                          activation)  # fmt: skip
+    return tuple(quantize_u8(part, scale, zp)
+                 for part, (scale, zp) in zip(np.split(y, parts, axis=-1), quant, strict=True))  # fmt: skip
+
+
 def _heads(x: np.ndarray, head_dim: int) -> np.ndarray:
     """[B, S, H*D] -> [B, H, S, D] as float64 (exact for the integers here)."""
     b, s, width = x.shape
@@ -248,6 +272,16 @@ def reference_ops() -> list[type]:
 
         return type(name, (OpRun,), {"op_domain": DOMAIN, "_run": _run})
 
+    def parts(name: str) -> type:
+        def _run(self, x, x_scale, x_zp, row_ptr, block_col, values, w_scale, bias, *quant,
+                 K=None, activation=None):  # noqa: N803  # fmt: skip
+            act = activation.decode() if isinstance(activation, bytes) else activation
+            pairs = list(zip(quant[0::2], quant[1::2], strict=True))
+            return parts_reference(x, x_scale, x_zp, row_ptr, block_col, values, w_scale, bias,
+                                   int(K), act or "none", pairs)  # fmt: skip
+
+        return type(name, (OpRun,), {"op_domain": DOMAIN, "_run": _run})
+
     class Int8Attention(OpRun):
         op_domain = DOMAIN
 
@@ -279,6 +313,7 @@ def reference_ops() -> list[type]:
         return type(name, (OpRun,), {"op_domain": DOMAIN, "_run": _run})
 
     qlinears = [qlinear(n, out) for n, (_, out) in QLINEAR_OPS.items()]
+    qlinears += [parts(n) for n in PARTS_OPS]
     norms = [layernorm(n, out) for n, out in LAYERNORM_OPS.items()]
     fused = [linear_norm(n, out) for n, (_, out) in LINEAR_NORM_OPS.items()]
     return [SparseMatMulInteger, *qlinears, Int8Attention, Int8AttentionToU8, *norms, *fused]

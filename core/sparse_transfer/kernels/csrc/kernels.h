@@ -74,6 +74,10 @@ struct Epilogue {
   bool gelu = false;
   float y_scale = 1.f;
   int32_t y_zp = 0;
+  // Where output row n goes: column n - first_col of an output `out_cols` wide (an op with
+  // several outputs writes each its own part of the weight's rows).
+  int64_t out_cols = 0;
+  int64_t first_col = 0;
 };
 
 // Repacks rows [tile * T, tile * T + T) of A (u8 [m, k]) into `dst` ([kb][T][4], zero padded).

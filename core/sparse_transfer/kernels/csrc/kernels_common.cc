@@ -227,22 +227,22 @@ uint8_t QuantizeScalar(float y, float scale, int32_t zp) {
 
 void EpilogueScalar(const Packed& w, const int32_t* tmp, int tile, int64_t mv, int64_t ng,
                     int64_t nv, int32_t a_zp, const Epilogue& ep, void* out) {
-  const int64_t ld = w.n;
+  const int64_t ld = ep.out_cols;
   for (int64_t m = 0; m < mv; ++m) {
     for (int64_t j = 0; j < nv; ++j) {
-      const int64_t n = ng + j;
+      const int64_t n = ng + j, at = m * ld + n - ep.first_col;
       const int32_t v = tmp[j * tile + m] - a_zp * w.wsum[n];
       if (ep.kind == kOutI32) {
-        static_cast<int32_t*>(out)[m * ld + n] = v;
+        static_cast<int32_t*>(out)[at] = v;
         continue;
       }
       float y = static_cast<float>(v) * ep.scale[n];
       y = y + ep.bias[n];
       if (ep.gelu) y = GeluScalar(y);
       if (ep.kind == kOutF32) {
-        static_cast<float*>(out)[m * ld + n] = y;
+        static_cast<float*>(out)[at] = y;
       } else {
-        static_cast<uint8_t*>(out)[m * ld + n] = QuantizeScalar(y, ep.y_scale, ep.y_zp);
+        static_cast<uint8_t*>(out)[at] = QuantizeScalar(y, ep.y_scale, ep.y_zp);
       }
     }
   }

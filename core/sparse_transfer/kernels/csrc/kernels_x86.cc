@@ -291,7 +291,7 @@ TGT_512 void RowAvx512bwExact(const Packed& w, int64_t n, const uint8_t* ap, int
 
 TGT_512 void Epilogue512(const Packed& w, const int32_t* tmp, int64_t mv, int64_t ng, int64_t nv,
                          int32_t a_zp, const Epilogue& ep, void* out) {
-  const int64_t ld = w.n;
+  const int64_t ld = ep.out_cols;
   const __mmask16 mask = nv >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << nv) - 1);
   const __m512i corr =
       _mm512_mullo_epi32(_mm512_set1_epi32(a_zp), _mm512_loadu_si512(w.wsum.data() + ng));
@@ -308,7 +308,7 @@ TGT_512 void Epilogue512(const Packed& w, const int32_t* tmp, int64_t mv, int64_
     Transpose16(r);
     const int64_t tv = std::min<int64_t>(16, mv - mb * 16);
     for (int64_t t = 0; t < tv; ++t) {
-      const int64_t at = (mb * 16 + t) * ld + ng;
+      const int64_t at = (mb * 16 + t) * ld + ng - ep.first_col;
       const __m512i v = _mm512_sub_epi32(r[t], corr);
       if (ep.kind == kOutI32) {
         _mm512_mask_storeu_epi32(static_cast<int32_t*>(out) + at, mask, v);
@@ -400,7 +400,7 @@ TGT_AVX2 inline __m256 Erf256(__m256 x) {
 TGT_AVX2 void EpilogueAvx2(const Packed& w, int32_t* tmp, int64_t mv, int64_t ng, int64_t nv,
                            int32_t a_zp, const Epilogue& ep, void* out) {
   constexpr int kT = 32;
-  const int64_t ld = w.n;
+  const int64_t ld = ep.out_cols, first = ng - ep.first_col;
   for (int64_t j = 0; j < nv; ++j) {
     const int64_t n = ng + j;
     const __m256i corr = _mm256_set1_epi32(a_zp * w.wsum[n]);
@@ -434,9 +434,9 @@ TGT_AVX2 void EpilogueAvx2(const Packed& w, int32_t* tmp, int64_t mv, int64_t ng
     for (int64_t j = 0; j < nv; ++j) {
       const int32_t bits = tmp[j * kT + m];
       if (ep.kind == kOutU8) {
-        static_cast<uint8_t*>(out)[m * ld + ng + j] = static_cast<uint8_t>(bits);
+        static_cast<uint8_t*>(out)[m * ld + first + j] = static_cast<uint8_t>(bits);
       } else {
-        std::memcpy(static_cast<char*>(out) + (m * ld + ng + j) * 4, &bits, 4);
+        std::memcpy(static_cast<char*>(out) + (m * ld + first + j) * 4, &bits, 4);
       }
     }
   }

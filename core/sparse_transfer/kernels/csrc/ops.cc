@@ -1,4 +1,4 @@
-// The ONNX Runtime custom-op library: the thirteen ops of ../spec.py in domain com.sparse_transfer
+// The ONNX Runtime custom-op library: the fourteen ops of ../spec.py in domain com.sparse_transfer
 // (version 1), registered by RegisterCustomOps (SessionOptions.register_custom_ops_library).
 // Weights (constant initializers) are packed once when ORT creates the kernel; activations are
 // quantized/repacked per call; work is split with KernelContext_ParallelFor, so the session's
@@ -33,7 +33,10 @@ struct OpDef {
   bool attention;  // Int8Attention
   bool layernorm;  // ResidualLayerNorm*: out_u8 adds the quantized second output
   bool linear_norm;  // SparseQLinear*LayerNorm*: a Linear, its residual and LayerNorm in one
+  int parts;  // SparseQLinearU8x3: 3 (the weight's rows in three equal outputs), else 1
 };
+
+constexpr int kMaxParts = 3;
 
 const OpDef* Def(const OrtCustomOp* op) { return reinterpret_cast<const OpDef*>(op); }
 
@@ -51,7 +54,7 @@ size_t InputCount(const OpDef* d) {
   if (d->attention) return sizeof(kAttentionTypes) / sizeof(int) + (d->out_u8 ? 2 : 0);
   if (d->layernorm) return d->out_u8 ? 6 : 4;
   if (d->linear_norm) return d->out_u8 ? 13 : 11;  // the Linear's 8, then LayerNorm's tail
-  return d->qlinear ? (d->out_u8 ? 10 : 8) : 5;
+  return d->qlinear ? (d->out_u8 ? 8 + 2 * d->parts : 8) : 5;
 }
 
 int InputType(const OpDef* d, size_t i) {
@@ -64,6 +67,7 @@ int InputType(const OpDef* d, size_t i) {
   }
   static const int types[] = {kTypeFloat, kTypeFloat, kTypeUint8, kTypeInt32, kTypeInt32,
                               kTypeInt8,  kTypeFloat, kTypeFloat, kTypeFloat, kTypeUint8};
+  if (i >= 8) return i % 2 == 0 ? kTypeFloat : kTypeUint8;  // each output's y_scale, y_zp
   return i == 0 && d->in_u8 ? kTypeUint8 : types[i];
 }
 
@@ -274,8 +278,11 @@ struct Job {
   int32_t zp;
   uint8_t* ap;
   size_t tile_bytes;
-  st::Epilogue ep;
-  void* out;
+  // Output rows [p * part_n, (p + 1) * part_n) go to out[p] through ep[p], p < parts (one part
+  // but for SparseQLinearU8x3); part_chunks row chunks per part.
+  int64_t parts, part_n, part_chunks;
+  st::Epilogue ep[kMaxParts];
+  void* out[kMaxParts];
   size_t out_elem;
   st::LayerNormArgs norm;  // SparseQLinear*LayerNorm*: over the tile's rows of `out`
 };
@@ -296,11 +303,13 @@ void ComputeTask(void* data, size_t i) {
   // Row chunks vary fastest: the tasks in flight share one activation tile (in L2) and
   // stream the packed weights, instead of re-reading every tile once per chunk.
   const int64_t tile = static_cast<int64_t>(i) / j.chunks;
-  const int64_t chunk = static_cast<int64_t>(i) % j.chunks;
-  const int64_t n0 = chunk * j.chunk_rows, n1 = std::min(j.w->n, n0 + j.chunk_rows);
+  const int64_t part = static_cast<int64_t>(i) % j.chunks / j.part_chunks;
+  const int64_t first = part * j.part_n;
+  const int64_t n0 = first + static_cast<int64_t>(i) % j.chunks % j.part_chunks * j.chunk_rows;
+  const int64_t n1 = std::min(first + j.part_n, n0 + j.chunk_rows);
   const int64_t m0 = tile * j.tile_tokens, mv = std::min<int64_t>(j.tile_tokens, j.m - m0);
-  char* out = static_cast<char*>(j.out) + static_cast<size_t>(m0 * j.w->n) * j.out_elem;
-  st::RunTile(j.isa, *j.w, j.ap + tile * j.tile_bytes, mv, n0, n1, j.zp, j.ep, out);
+  char* out = static_cast<char*>(j.out[part]) + static_cast<size_t>(m0 * j.part_n) * j.out_elem;
+  st::RunTile(j.isa, *j.w, j.ap + tile * j.tile_bytes, mv, n0, n1, j.zp, j.ep[part], out);
 }
 
 // SparseQLinear*LayerNorm*: one tile's tokens through the Linear (every output row chunk),
@@ -369,9 +378,14 @@ OrtStatus* KernelComputeV2(void* op_kernel, OrtKernelContext* ctx) {
   }
 }
 
+// Each part's epilogue (job->part_n set): int32 out, or the scales, bias, GELU and uint8 output.
 OrtStatus* ReadEpilogue(const Kernel* kernel, OrtKernelContext* ctx, int64_t n, float x_scale,
-                        st::Epilogue* ep, std::vector<float>* buf) {
+                        Job* job, std::vector<float>* buf) {
   const OpDef* d = kernel->def;
+  for (int64_t p = 0; p < job->parts; ++p) {
+    job->ep[p].kind = st::kOutI32;
+    job->ep[p].out_cols = job->part_n, job->ep[p].first_col = p * job->part_n;
+  }
   if (!d->qlinear) return nullptr;
   const std::vector<float>* arrays = &kernel->epilogue;
   if (arrays->empty()) {  // not constant initializers: read and checked on every call
@@ -392,12 +406,22 @@ OrtStatus* ReadEpilogue(const Kernel* kernel, OrtKernelContext* ctx, int64_t n, 
   }
   const int64_t padded = PaddedRows(n);
   const bool out_u8 = d->out_u8 && !d->linear_norm;  // a fused LayerNorm quantizes, not this
-  ep->kind = out_u8 ? st::kOutU8 : st::kOutF32;
-  ep->scale = arrays->data(), ep->bias = arrays->data() + padded, ep->gelu = kernel->gelu;
-  if (out_u8) {
-    ST_RETURN_IF(ReadOutputQuant(ctx, 8, &ep->y_scale, &ep->y_zp));
+  for (int64_t p = 0; p < job->parts; ++p) {
+    st::Epilogue& ep = job->ep[p];
+    ep.kind = out_u8 ? st::kOutU8 : st::kOutF32;
+    ep.scale = arrays->data(), ep.bias = arrays->data() + padded, ep.gelu = kernel->gelu;
+    if (out_u8) ST_RETURN_IF(ReadOutputQuant(ctx, 8 + 2 * p, &ep.y_scale, &ep.y_zp));
   }
   return nullptr;
+}
+
+// SparseQLinearU8x3: the weight's N rows in d->parts equal outputs, each a multiple of 16
+// rows (the kernels' row groups never straddle two outputs).
+OrtStatus* SplitParts(const OpDef* d, int64_t n, Job* job) {
+  job->parts = d->parts, job->part_n = n / d->parts;
+  if (d->parts == 1 || (n % d->parts == 0 && job->part_n % st::kRowGroup == 0)) return nullptr;
+  return Error(std::string(d->name) + ": the weight's N = " + std::to_string(n) + " must be " +
+               std::to_string(d->parts) + " equal parts of a multiple of 16 rows");
 }
 
 OrtStatus* Compute(Kernel* kernel, OrtKernelContext* ctx, Job* job, std::vector<float>* buf) {
@@ -430,17 +454,21 @@ OrtStatus* Compute(Kernel* kernel, OrtKernelContext* ctx, Job* job, std::vector<
     if (!Finite(x_scale) || x_scale <= 0) return Error("x_scale must be finite and > 0");
   }
   ST_RETURN_IF(Scalar(ctx, d->qlinear ? 2 : 1, "the activation zero point", &zp));
-  job->ep.kind = st::kOutI32;
-  ST_RETURN_IF(ReadEpilogue(kernel, ctx, w->n, x_scale, &job->ep, buf));
+  ST_RETURN_IF(SplitParts(d, w->n, job));
+  ST_RETURN_IF(ReadEpilogue(kernel, ctx, w->n, x_scale, job, buf));
   std::vector<int64_t> out_dims(x.dims);
-  out_dims.back() = w->n;
-  OrtValue* out = nullptr;
-  ST_RETURN_IF(g_ort.KernelContext_GetOutput(ctx, 0, out_dims.data(), out_dims.size(), &out));
+  out_dims.back() = job->part_n;
+  OrtValue* out[kMaxParts] = {};
+  for (int64_t p = 0; p < job->parts; ++p) {
+    ST_RETURN_IF(g_ort.KernelContext_GetOutput(ctx, p, out_dims.data(), out_dims.size(), &out[p]));
+  }
   const int64_t m = x.size() / kernel->k;
   if (d->linear_norm) ST_RETURN_IF(ReadNormTail(kernel, ctx, out_dims, &job->norm));
   if (m == 0 || w->n == 0) return nullptr;
-  ST_RETURN_IF(g_ort.GetTensorMutableData(out, &job->out));
-  job->norm.x = job->norm.y = static_cast<float*>(job->out);
+  for (int64_t p = 0; p < job->parts; ++p) {
+    ST_RETURN_IF(g_ort.GetTensorMutableData(out[p], &job->out[p]));
+  }
+  job->norm.x = job->norm.y = static_cast<float*>(job->out[0]);
 
   job->isa = kernel->isa, job->w = w, job->m = m, job->k = kernel->k;
   job->float_in = !d->in_u8 && d->qlinear;
@@ -456,9 +484,10 @@ OrtStatus* RunJob(OrtKernelContext* ctx, const OpDef* d, Job* job) {
   job->tile_tokens = st::TileTokens(job->isa);
   job->tiles = (job->m + job->tile_tokens - 1) / job->tile_tokens;
   job->chunk_rows = 64;
-  job->chunks = (w->n + job->chunk_rows - 1) / job->chunk_rows;
+  job->part_chunks = (job->part_n + job->chunk_rows - 1) / job->chunk_rows;
+  job->chunks = job->parts * job->part_chunks;
   job->tile_bytes = static_cast<size_t>(w->kb) * job->tile_tokens * 4;
-  job->out_elem = job->ep.kind == st::kOutU8 ? 1 : 4;
+  job->out_elem = job->ep[0].kind == st::kOutU8 ? 1 : 4;
   const size_t bytes = job->tile_bytes * job->tiles;
   std::unique_ptr<uint8_t, decltype(&std::free)> ap(
       static_cast<uint8_t*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64)), &std::free);
@@ -660,9 +689,9 @@ void KernelComputeV1(void* op_kernel, OrtKernelContext* ctx) {
 }
 
 OpDef MakeOp(const char* name, bool qlinear, bool in_u8, bool out_u8, bool attention = false,
-             bool layernorm = false, bool linear_norm = false) {
+             bool layernorm = false, bool linear_norm = false, int parts = 1) {
   OpDef d{};
-  d.name = name, d.qlinear = qlinear, d.in_u8 = in_u8, d.out_u8 = out_u8;
+  d.name = name, d.qlinear = qlinear, d.in_u8 = in_u8, d.out_u8 = out_u8, d.parts = parts;
   d.attention = attention, d.layernorm = layernorm, d.linear_norm = linear_norm;
   OrtCustomOp& o = d.base;
   o.version = kOrtApiVersion;
@@ -679,7 +708,7 @@ OpDef MakeOp(const char* name, bool qlinear, bool in_u8, bool out_u8, bool atten
   };
   o.GetOutputTypeCount = [](const OrtCustomOp* op) -> size_t {
     const OpDef* def = Def(op);
-    return (def->layernorm || def->linear_norm) && def->out_u8 ? 2 : 1;
+    return (def->layernorm || def->linear_norm) && def->out_u8 ? 2 : def->parts;
   };
   o.KernelCompute = KernelComputeV1;
   o.KernelDestroy = KernelDestroy;
@@ -704,6 +733,7 @@ OpDef g_ops[] = {
     MakeOp("SparseQLinearToU8", true, false, true),
     MakeOp("SparseQLinearFromU8", true, true, false),
     MakeOp("SparseQLinearU8", true, true, true),
+    MakeOp("SparseQLinearU8x3", true, true, true, false, false, false, 3),
     MakeOp("Int8Attention", false, true, false, true),
     MakeOp("Int8AttentionToU8", false, true, true, true),
     MakeOp("ResidualLayerNorm", false, false, false, false, true),

@@ -1,0 +1,91 @@
+"""Three uint8 sparse Linears reading one tensor -> one op with three outputs.
+
+After the attention and LayerNorm fusions, each BERT layer's query, key and value are
+``SparseQLinearU8`` ops that read the same uint8 tensor, each with its own output
+quantization. Each op repacked that input and split its work over ONNX Runtime's pool on its
+own; at 768 x 768 a third of the op's time went to that. ``SparseQLinearU8x3``
+(`kernels.spec`) runs the three weights, stacked along N, over one repack and one parallel
+loop, and writes each output with its own ``y_scale``/``y_zero_point``: the same bits as the
+three ops, no Split (see docs/kernels.md for what it measured).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sparse_transfer.kernels import spec
+
+OP_TYPE = "SparseQLinearU8x3"
+_READS = "SparseQLinearU8"
+_WEIGHTS = (3, 4, 5, 6, 7)  # row_ptr, block_col, values, w_scale, bias
+
+
+def _attr(node, name: str, default=None):
+    from onnx import helper
+
+    found = next((a for a in node.attribute if a.name == name), None)
+    return default if found is None else helper.get_attribute_value(found)
+
+
+def _shared_readers(graph) -> list[list]:
+    """``SparseQLinearU8`` nodes grouped by their (x, x_scale, x_zero_point), in graph order."""
+    groups: dict[tuple, list] = {}
+    for node in graph.node:
+        if node.op_type == _READS and node.domain == spec.DOMAIN:
+            groups.setdefault(tuple(node.input[:3]), []).append(node)
+    return list(groups.values())
+
+
+def _fusable(group: list, idx) -> bool:
+    """Three ops with constant weights of one K, N and activation; N a multiple of 16."""
+    parts = spec.PARTS_OPS[OP_TYPE]
+    if len(group) != parts:
+        return False
+    if any(idx.const(n.input[i]) is None for n in group for i in _WEIGHTS):
+        return False
+    rows = {idx.const(n.input[3]).size - 1 for n in group}
+    same = {(_attr(n, "K"), _attr(n, "activation", b"none")) for n in group}
+    return len(rows) == 1 == len(same) and rows.pop() % spec.PART_ROWS == 0
+
+
+def _stacked(group: list, idx, consts) -> list[str]:
+    """The five weight initializers of the group's weights stacked along N."""
+    row_ptrs = [idx.const(n.input[3]).astype(np.int64) for n in group]
+    offsets = np.cumsum([0] + [int(r[-1]) for r in row_ptrs[:-1]])
+    row_ptr = np.concatenate(
+        [row_ptrs[0]] + [r[1:] + o for r, o in zip(row_ptrs[1:], offsets[1:], strict=True)]
+    )
+    arrays = [row_ptr.astype(np.int32)]
+    arrays += [np.concatenate([idx.const(n.input[i]) for n in group]) for i in _WEIGHTS[1:]]
+    return [
+        consts.init(f"{group[0].input[i]}.x3", a) for i, a in zip(_WEIGHTS, arrays, strict=True)
+    ]
+
+
+def _fused(group: list, idx, consts):
+    from onnx import helper
+
+    inputs = [*group[0].input[:3], *_stacked(group, idx, consts)]
+    inputs += [name for node in group for name in node.input[8:10]]
+    prefix = "+".join(n.name.rsplit("/", 1)[0] for n in group)
+    return helper.make_node(
+        OP_TYPE, inputs, [n.output[0] for n in group], name=f"{prefix}/{OP_TYPE}",
+        domain=spec.DOMAIN, K=int(_attr(group[0], "K")),
+        activation=_attr(group[0], "activation", b"none"),
+    )  # fmt: skip
+
+
+def fuse_shared_inputs(graph, idx, consts) -> list[list[str]]:
+    """Rewrites every three ``SparseQLinearU8`` sharing an input; returns each fused group's
+    layer names. The op takes the first one's place: its input exists there, and every
+    reader of the three outputs comes after the op that made it."""
+    from sparse_transfer.export.graph_index import replace_nodes
+
+    at, gone, fused = {}, set(), []
+    for group in _shared_readers(graph):
+        if _fusable(group, idx):
+            at[id(group[0])] = [_fused(group, idx, consts)]
+            gone.update(id(n) for n in group)
+            fused.append([n.name.rsplit("/", 1)[0] for n in group])
+    replace_nodes(graph, at, gone)
+    return fused
