@@ -303,9 +303,9 @@ void ComputeTask(void* data, size_t i) {
   // Row chunks vary fastest: the tasks in flight share one activation tile (in L2) and
   // stream the packed weights, instead of re-reading every tile once per chunk.
   const int64_t tile = static_cast<int64_t>(i) / j.chunks;
-  const int64_t part = static_cast<int64_t>(i) % j.chunks / j.part_chunks;
-  const int64_t first = part * j.part_n;
-  const int64_t n0 = first + static_cast<int64_t>(i) % j.chunks % j.part_chunks * j.chunk_rows;
+  const int64_t chunk = static_cast<int64_t>(i) % j.chunks;  // the tile's chunks, part by part
+  const int64_t part = chunk / j.part_chunks, first = part * j.part_n;
+  const int64_t n0 = first + chunk % j.part_chunks * j.chunk_rows;
   const int64_t n1 = std::min(first + j.part_n, n0 + j.chunk_rows);
   const int64_t m0 = tile * j.tile_tokens, mv = std::min<int64_t>(j.tile_tokens, j.m - m0);
   char* out = static_cast<char*>(j.out[part]) + static_cast<size_t>(m0 * j.part_n) * j.out_elem;
@@ -460,7 +460,8 @@ OrtStatus* Compute(Kernel* kernel, OrtKernelContext* ctx, Job* job, std::vector<
   out_dims.back() = job->part_n;
   OrtValue* out[kMaxParts] = {};
   for (int64_t p = 0; p < job->parts; ++p) {
-    ST_RETURN_IF(g_ort.KernelContext_GetOutput(ctx, p, out_dims.data(), out_dims.size(), &out[p]));
+    ST_RETURN_IF(
+        g_ort.KernelContext_GetOutput(ctx, p, out_dims.data(), out_dims.size(), &out[p]));
   }
   const int64_t m = x.size() / kernel->k;
   if (d->linear_norm) ST_RETURN_IF(ReadNormTail(kernel, ctx, out_dims, &job->norm));
