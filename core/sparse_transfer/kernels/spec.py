@@ -202,8 +202,8 @@ def parts_reference(
         raise ValueError(f"N = {n} is not {parts} parts of a multiple of {PART_ROWS} rows")
     y = qlinear_reference(x, x_scale, x_zp, row_ptr, block_col, values, w_scale, bias, k,
                           activation)  # fmt: skip
-    return tuple(quantize_u8(part, scale, zp)
-                 for part, (scale, zp) in zip(np.split(y, parts, axis=-1), quant, strict=True))  # fmt: skip
+    split = np.split(y, parts, axis=-1)
+    return tuple(quantize_u8(part, s, zp) for part, (s, zp) in zip(split, quant, strict=True))
 
 
 def _heads(x: np.ndarray, head_dim: int) -> np.ndarray:
