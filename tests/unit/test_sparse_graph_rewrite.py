@@ -185,3 +185,25 @@ def test_query_key_value_become_one_op_with_three_outputs(n, fused):
     want, got = ReferenceGraph(model)({"x": x}), ReferenceGraph(sparse)({"x": x})
     for i in range(3):
         np.testing.assert_array_equal(got[f"q{i}"], want[f"q{i}"])
+
+
+def test_query_key_value_stay_apart_when_their_stacked_blocks_overflow_int32():
+    """The stacked weight's row_ptr is int32: three weights whose kept blocks add up past
+    2**31 - 1 stay three ops rather than wrap (checked on the pass's rule, not on 8 GB)."""
+    from sparse_transfer.export import shared_input_fusion
+
+    nodes = [helper.make_node("SparseQLinearU8", ["x", "xs", "xz", f"rp{i}", f"bc{i}", f"v{i}",
+                              f"ws{i}", f"b{i}", f"ys{i}", f"yz{i}"], [f"q{i}"],
+                              domain=spec.DOMAIN, K=8) for i in range(3)]  # fmt: skip
+
+    class Consts:  # row_ptr arrays of 16 rows whose last entry is what the rule reads
+        def __init__(self, last):
+            self.last = last
+
+        def const(self, name):
+            if name.startswith("rp"):
+                return np.array([0] * 16 + [self.last], np.int64)
+            return np.zeros(1, np.float32)
+
+    assert shared_input_fusion._fusable(nodes, Consts(2**31 // 3 - 1))
+    assert not shared_input_fusion._fusable(nodes, Consts(2**31 // 3 + 1))

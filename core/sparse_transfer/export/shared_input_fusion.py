@@ -37,15 +37,20 @@ def _shared_readers(graph) -> list[list]:
 
 
 def _fusable(group: list, idx) -> bool:
-    """Three ops with constant weights of one K, N and activation; N a multiple of 16."""
+    """Three ops with constant weights of one K, N and activation; N a multiple of 16; their
+    kept blocks together within the stacked row_ptr's int32."""
     parts = spec.PARTS_OPS[OP_TYPE]
     if len(group) != parts:
         return False
     if any(idx.const(n.input[i]) is None for n in group for i in _WEIGHTS):
         return False
-    rows = {idx.const(n.input[3]).size - 1 for n in group}
+    row_ptrs = [idx.const(n.input[3]) for n in group]
+    if any(r.size == 0 for r in row_ptrs):
+        return False
+    rows = {r.size - 1 for r in row_ptrs}
     same = {(_attr(n, "K"), _attr(n, "activation", b"none")) for n in group}
-    return len(rows) == 1 == len(same) and rows.pop() % spec.PART_ROWS == 0
+    fits = sum(int(r[-1]) for r in row_ptrs) <= np.iinfo(np.int32).max  # the stacked last
+    return fits and len(rows) == 1 == len(same) and rows.pop() % spec.PART_ROWS == 0
 
 
 def _stacked(group: list, idx, consts) -> list[str]:
