@@ -39,6 +39,17 @@ class GraphIndex:
         return users[0]
 
 
+def node_activation(node) -> str:
+    """A sparse op's ``activation`` attribute ("none" when absent)."""
+    value = next((a.s for a in node.attribute if a.name == "activation"), b"none")
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def node_k(node) -> int:
+    """A sparse op's ``K`` attribute (its true input width)."""
+    return int(next(a.i for a in node.attribute if a.name == "K"))
+
+
 def is_u8_scalar_quant(node, idx: GraphIndex) -> bool:
     """A per-tensor uint8 QuantizeLinear with constant scale and zero point."""
     if node is None or node.op_type != "QuantizeLinear" or len(node.input) < 3:

@@ -10,15 +10,11 @@ the Linear and normalises them while they are still in cache; the steps are the 
 
 from __future__ import annotations
 
+from sparse_transfer.export.graph_index import node_activation, node_k
 from sparse_transfer.kernels import spec
 
 # The Linears whose float output a LayerNorm may absorb (no GELU, no output quantization).
 _LINEARS = {"SparseQLinear": "SparseQLinear", "SparseQLinearFromU8": "SparseQLinearFromU8"}
-
-
-def _activation(node) -> str:
-    value = next((a.s for a in node.attribute if a.name == "activation"), b"none")
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _linear_input(norm, idx) -> tuple[object, str] | None:
@@ -29,7 +25,7 @@ def _linear_input(norm, idx) -> tuple[object, str] | None:
             made is not None
             and made.op_type in _LINEARS
             and made.domain == spec.DOMAIN
-            and _activation(made) == "none"
+            and node_activation(made) == "none"
             and idx.only_consumer(made.output[0]) is norm
         ):
             return made, norm.input[1 - pos]
@@ -40,12 +36,11 @@ def _fused(linear, residual: str, norm):
     from onnx import helper
 
     op_type = f"{linear.op_type}LayerNorm" + ("ToU8" if spec.LAYERNORM_OPS[norm.op_type] else "")
-    k = next(a.i for a in linear.attribute if a.name == "K")
     epsilon = next(a.f for a in norm.attribute if a.name == "epsilon")
     inputs = [*linear.input[:8], residual, *norm.input[2:]]
     return helper.make_node(
         op_type, inputs, list(norm.output), name=f"{linear.name.rsplit('/', 1)[0]}/{op_type}",
-        domain=spec.DOMAIN, K=int(k), epsilon=float(epsilon),
+        domain=spec.DOMAIN, K=node_k(linear), epsilon=float(epsilon),
     )  # fmt: skip
 
 

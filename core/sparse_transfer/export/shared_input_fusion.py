@@ -13,18 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from sparse_transfer.export.graph_index import node_activation, node_k
 from sparse_transfer.kernels import spec
 
 OP_TYPE = "SparseQLinearU8x3"
 _READS = "SparseQLinearU8"
 _WEIGHTS = (3, 4, 5, 6, 7)  # row_ptr, block_col, values, w_scale, bias
-
-
-def _attr(node, name: str, default=None):
-    from onnx import helper
-
-    found = next((a for a in node.attribute if a.name == name), None)
-    return default if found is None else helper.get_attribute_value(found)
 
 
 def _shared_readers(graph) -> list[list]:
@@ -48,20 +42,19 @@ def _fusable(group: list, idx) -> bool:
     if any(r.size == 0 for r in row_ptrs):
         return False
     rows = {r.size - 1 for r in row_ptrs}
-    same = {(_attr(n, "K"), _attr(n, "activation", b"none")) for n in group}
+    same = {(node_k(n), node_activation(n)) for n in group}
     fits = sum(int(r[-1]) for r in row_ptrs) <= np.iinfo(np.int32).max  # the stacked last
     return fits and len(rows) == 1 == len(same) and rows.pop() % spec.PART_ROWS == 0
 
 
 def _stacked(group: list, idx, consts) -> list[str]:
-    """The five weight initializers of the group's weights stacked along N."""
-    row_ptrs = [idx.const(n.input[3]).astype(np.int64) for n in group]
-    offsets = np.cumsum([0] + [int(r[-1]) for r in row_ptrs[:-1]])
-    row_ptr = np.concatenate(
-        [row_ptrs[0]] + [r[1:] + o for r, o in zip(row_ptrs[1:], offsets[1:], strict=True)]
-    )
-    arrays = [row_ptr.astype(np.int32)]
-    arrays += [np.concatenate([idx.const(n.input[i]) for n in group]) for i in _WEIGHTS[1:]]
+    """The five weight initializers of the group's weights stacked along N (repacked by the
+    spec's own `pack_block4`: the blocks each weight kept, in the stacked row order)."""
+    k = node_k(group[0])
+    dense = [spec.unpack_block4(*(idx.const(n.input[i]) for i in _WEIGHTS[:3]), k) for n in group]
+    block = spec.pack_block4(np.concatenate(dense))
+    arrays = [block.row_ptr, block.block_col, block.values]
+    arrays += [np.concatenate([idx.const(n.input[i]) for n in group]) for i in _WEIGHTS[3:]]
     return [
         consts.init(f"{group[0].input[i]}.x3", a) for i, a in zip(_WEIGHTS, arrays, strict=True)
     ]
@@ -75,8 +68,7 @@ def _fused(group: list, idx, consts):
     prefix = "+".join(n.name.rsplit("/", 1)[0] for n in group)
     return helper.make_node(
         OP_TYPE, inputs, [n.output[0] for n in group], name=f"{prefix}/{OP_TYPE}",
-        domain=spec.DOMAIN, K=int(_attr(group[0], "K")),
-        activation=_attr(group[0], "activation", b"none"),
+        domain=spec.DOMAIN, K=node_k(group[0]), activation=node_activation(group[0]),
     )  # fmt: skip
 
 
