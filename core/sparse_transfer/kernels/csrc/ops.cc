@@ -212,7 +212,8 @@ OrtStatus* PackConstantWeights(const OrtKernelInfo* info, Kernel* kernel) {
 
 bool Finite(float v) { return std::isfinite(v); }
 
-int64_t PaddedRows(int64_t n) { return (n + 15) / 16 * 16; }  // the epilogue's 16-row groups
+// The epilogue reads its per-row arrays a whole row group at a time.
+int64_t PaddedRows(int64_t n) { return (n + st::kRowGroup - 1) / st::kRowGroup * st::kRowGroup; }
 
 // The epilogue's per-row arrays: x_scale * w_scale[n] (padded to 16 rows), then bias[n].
 // False (nothing built) when a value is not finite.
