@@ -85,7 +85,9 @@ def _matmul_case(rng, shape, n, density, zp, block=False, low=-64, high=64, a=No
     return model, {"a": a}, {"y": spec.integer_matmul(a, zp, w)}, w
 
 
-def _qlinear_case(rng, op, shape, n, density, activation, block=False, bias_spread=1.0):
+def _qlinear_case(
+    rng, op, shape, n, density, activation, block=False, bias_spread=1.0, y_quant=(0.015, 100)
+):
     in_u8, out_u8 = spec.QLINEAR_OPS[op]
     k = shape[-1]
     w = _weight(rng, n, k, density, block)
@@ -98,7 +100,7 @@ def _qlinear_case(rng, op, shape, n, density, activation, block=False, bias_spre
               ("w_scale", w_scale), ("bias", bias)]  # fmt: skip
     y_scale = y_zp = None
     if out_u8:
-        y_scale, y_zp = np.array(0.015, np.float32), np.array(100, np.uint8)
+        y_scale, y_zp = np.array(y_quant[0], np.float32), np.array(y_quant[1], np.uint8)
         inputs += [("y_scale", y_scale), ("y_zero_point", y_zp)]
     p = spec.pack_block4(w)
     args = (x, x_scale, x_zp, p.row_ptr, p.block_col, p.values, w_scale, bias, k)
@@ -377,6 +379,10 @@ def _cases(rng) -> dict:
     # pre-activations over [-20, 20]: every interval of the vector erf's table, and past it
     cases["SparseQLinear_gelu_wide"] = _qlinear_case(
         rng, "SparseQLinear", (2, 40, 72), 160, 0.3, "gelu", bias_spread=7.0
+    )
+    # y / y_scale beyond int32 (y_scale 1e-9): 0 / 255 as QuantizeLinear, never wrapped
+    cases["SparseQLinearToU8_saturating"] = _qlinear_case(
+        rng, "SparseQLinearToU8", (40, 64), 48, 0.3, "none", bias_spread=7.0, y_quant=(1e-9, 3)
     )
     cases["ln_ragged"] = _layernorm_case(rng, (3, 7, 37), False)
     cases["ln_hidden_768"] = _layernorm_case(rng, (40, 768), False)

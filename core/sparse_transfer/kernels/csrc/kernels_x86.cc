@@ -222,58 +222,73 @@ TGT_512 inline void Transpose16(__m512i r[16]) {
   }
 }
 
-// erf in float32, |error| <= 1e-7: |x| in [0, 4) cut into 16 intervals of width 1/4, on each a
-// degree-5 polynomial in the position u in [0, 1) within the interval, its six coefficients
-// picked per lane by vpermps (erf is 1 in float32 from 3.92 on). Fitted to scipy's erf in
-// double at Chebyshev nodes; checked in float32 arithmetic on 6M points in [-8, 8]. One
-// polynomial per lane instead of two blended ones: about half the vector operations.
-alignas(64) const float kErfTable[6][16] = {
-    {2.5007578e-09f, 2.763264e-01f, 5.204999e-01f, 7.1115565e-01f,
-     8.427008e-01f, 9.2290014e-01f, 9.6610516e-01f, 9.866717e-01f,
-     9.953223e-01f, 9.985373e-01f, 9.99593e-01f, 9.998994e-01f,
-     9.999779e-01f, 9.999957e-01f, 9.999993e-01f, 9.999999e-01f},  // u^0
-    {2.8209463e-01f, 2.6500311e-01f, 2.1969528e-01f, 1.6073267e-01f,
-     1.03777e-01f, 5.913047e-02f, 2.97327e-02f, 1.3193788e-02f,
-     5.1667327e-03f, 1.7855532e-03f, 5.445513e-04f, 1.4655909e-04f,
-     3.480915e-05f, 7.2959065e-06f, 1.3494874e-06f, 2.2027271e-07f},  // u^1
-    {1.9670172e-06f, -1.6557816e-02f, -2.7457684e-02f, -3.0136133e-02f,
-     -2.5945636e-02f, -1.848043e-02f, -1.1151227e-02f, -5.7727396e-03f,
-     -2.5832187e-03f, -1.0040781e-03f, -3.401242e-04f, -1.00645484e-04f,
-     -2.6061041e-05f, -5.912914e-06f, -1.1767042e-06f, -2.0556074e-07f},  // u^2
-    {-5.884862e-03f, -4.8515582e-03f, -2.3069666e-03f, 4.1281164e-04f,
-     2.1678442e-03f, 2.6272093e-03f, 2.1745733e-03f, 1.4108387e-03f,
-     7.5287e-04f, 3.3812222e-04f, 1.2946392e-04f, 4.2603853e-05f,
-     1.2115077e-05f, 2.9884463e-06f, 6.412593e-07f, 1.1995668e-07f},  // u^3
-    {1.3567695e-05f, 5.354881e-04f, 7.5152575e-04f, 6.0096104e-04f,
-     2.597583e-04f, -4.2306943e-05f, -1.872724e-04f, -1.9235574e-04f,
-     -1.3351781e-04f, -7.1997296e-05f, -3.1698037e-05f, -1.1673263e-05f,
-     -3.6460403e-06f, -9.744347e-07f, -2.2418318e-07f, -4.459158e-08f},  // u^4
-    {1.01101556e-04f, 4.426382e-05f, -2.6401414e-05f, -6.514569e-05f,
-     -5.9630074e-05f, -2.9925699e-05f, -2.2492695e-06f, 1.10625215e-05f,
-     1.2152551e-05f, 8.164628e-06f, 4.137123e-06f, 1.6872142e-06f,
-     5.705683e-07f, 1.6267553e-07f, 3.9511296e-08f, 8.2328e-09f},  // u^5
+// GELU's erf term in float32: P(v) = erf(x) / 2 for v = 8|x| clamped to [0, 31.49] (erf / 2 is
+// 0.5 in float32 from x = 3.87 on), |P - erf(x) / 2| <= 5.3e-8. v cut into 32 intervals
+// centred on its integers; on each a degree-4 polynomial in u = v - round(v), |u| <= 1/2, its
+// five coefficients picked per lane from two registers by vpermt2ps. Fitted to scipy's erf in
+// double at Chebyshev nodes; checked in float32 arithmetic on 6M points in [-12, 12]. The
+// epilogue waited on the older form's chain (its scheduler filled before the ports did), hence
+// round(v) by the 1.5 * 2^23 trick (vpermt2ps reads the index from the sum's low five bits)
+// and Estrin's scheme.
+alignas(64) const float kHalfErfTable[5][32] = {
+    {4.83132249e-18f, 0.0701581016f, 0.138163194f, 0.202058449f, 0.260249943f, 0.311620444f,
+     0.355577826f, 0.392037541f, 0.42135039f, 0.444194108f, 0.46145007f, 0.474085033f,
+     0.483052582f, 0.489221871f, 0.493335843f, 0.495995015f, 0.497661144f, 0.498672992f,
+     0.499268651f, 0.499608517f, 0.49979651f, 0.499897301f, 0.499949694f, 0.499976069f,
+     0.499988943f, 0.499995053f, 0.499997854f, 0.499999106f, 0.499999642f, 0.499999851f,
+     0.49999994f, 0.49999997f},  // u^0
+    {0.0705236644f, 0.0694302991f, 0.0662508607f, 0.0612720363f, 0.0549239106f, 0.0477187298f,
+     0.0401832089f, 0.0327965841f, 0.0259442385f, 0.0198921412f, 0.0147825843f, 0.0106474953f,
+     0.00743314764f, 0.00502951676f, 0.00329843536f, 0.00209661084f, 0.00129168271f,
+     0.000771297549f, 0.000446391758f, 0.000250402372f, 0.000136140938f, 7.17409348e-05f,
+     3.66415043e-05f, 1.81387568e-05f, 8.7030121e-06f, 4.04724551e-06f, 1.82422025e-06f,
+     7.96934842e-07f, 3.37439616e-07f, 1.38483173e-07f, 5.5084012e-08f, 2.12365361e-08f},  // u^1
+    {1.00345094e-18f, -0.00108484738f, -0.0020703373f, -0.00287212408f, -0.00343274116f,
+     -0.00372802233f, -0.00376717234f, -0.00358712371f, -0.00324302772f, -0.00279733073f,
+     -0.00230977801f, -0.00183003815f, -0.00139371562f, -0.0010216214f, -0.000721533725f,
+     -0.000491394254f, -0.000322921667f, -0.000204876778f, -0.00012554838f, -7.43387354e-05f,
+     -4.25444268e-05f, -2.35402567e-05f, -1.25956894e-05f, -6.51872278e-06f, -3.26369377e-06f,
+     -1.58099215e-06f, -7.41109886e-07f, -3.3621771e-07f, -1.47635348e-07f, -6.27528962e-08f,
+     -2.58219117e-08f, -1.02864268e-08f},  // u^2
+    {-0.000366773398f, -0.000349819486f, -0.000301543187f, -0.000229154553f, -0.000142995996f,
+     -5.44974791e-05f, 2.59074113e-05f, 9.04255576e-05f, 0.00013479653f, 0.000158352632f,
+     0.000163384262f, 0.00015409007f, 0.000135429029f, 0.000112138739f, 8.80756925e-05f,
+     6.59150028e-05f, 4.71550884e-05f, 3.23226377e-05f, 2.12661907e-05f, 1.34485781e-05f,
+     8.18356511e-06f, 4.79593245e-06f, 2.70884539e-06f, 1.47550008e-06f, 7.7546099e-07f,
+     3.93400711e-07f, 1.92720051e-07f, 9.11959717e-08f, 4.16969108e-08f, 1.84254869e-08f,
+     7.87074672e-09f, 3.24993055e-09f},  // u^3
+    {-7.98426226e-17f, 8.37090556e-06f, 1.54716327e-05f, 2.02990832e-05f, 2.23128372e-05f,
+     2.15109594e-05f, 1.83751927e-05f, 1.37128618e-05f, 8.44866736e-06f, 3.42580233e-06f,
+     -7.36663083e-07f, -3.70738189e-06f, -5.43038095e-06f, -6.05888863e-06f, -5.86543865e-06f,
+     -5.15573583e-06f, -4.20437527e-06f, -3.21917287e-06f, -2.3315888e-06f, -1.60540094e-06f,
+     -1.05453682e-06f, -6.62531477e-07f, -3.9890466e-07f, -2.30522929e-07f, -1.280183e-07f,
+     -6.83871093e-08f, -3.51703662e-08f, -1.74252168e-08f, -8.32205149e-09f, -3.83309828e-09f,
+     -1.70342573e-09f, -7.33691996e-10f},  // u^4
 };
 
-TGT_512 inline __m512 Erf512(__m512 x) {
-  const __m512 v = _mm512_min_ps(_mm512_mul_ps(_mm512_abs_ps(x), _mm512_set1_ps(4.f)),
-                                 _mm512_set1_ps(15.999999f));
-  const __m512 f = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-  const __m512i i = _mm512_cvttps_epi32(f);
-  const __m512 u = _mm512_sub_ps(v, f);
-  __m512 p = _mm512_permutexvar_ps(i, _mm512_load_ps(kErfTable[5]));
-  for (int d = 4; d >= 0; --d) {
-    p = _mm512_fmadd_ps(p, u, _mm512_permutexvar_ps(i, _mm512_load_ps(kErfTable[d])));
-  }
-  p = _mm512_min_ps(p, _mm512_set1_ps(1.f));
-  return _mm512_or_ps(p, _mm512_and_ps(x, _mm512_set1_ps(-0.f)));  // sign of x
+TGT_512 inline __m512 HalfErfCoef(__m512i i, int d) {
+  return _mm512_permutex2var_ps(_mm512_load_ps(kHalfErfTable[d]), i,
+                                _mm512_load_ps(kHalfErfTable[d] + 16));
 }
 
-// 0.5 * y * (1 + erf(y / sqrt(2))), with y * (1 / sqrt(2)) for the division (one ulp of the
-// argument, within the erf bound) and one FMA for the outer product.
+TGT_512 inline __m512 HalfErf512(__m512 v) {
+  const __m512 magic = _mm512_set1_ps(12582912.f);  // 1.5 * 2^23: v + magic rounds v
+  const __m512 t = _mm512_add_ps(v, magic);
+  const __m512i i = _mm512_castps_si512(t);
+  const __m512 u = _mm512_sub_ps(v, _mm512_sub_ps(t, magic));
+  const __m512 u2 = _mm512_mul_ps(u, u);
+  const __m512 hi = _mm512_fmadd_ps(HalfErfCoef(i, 4), u2,
+                                    _mm512_fmadd_ps(HalfErfCoef(i, 3), u, HalfErfCoef(i, 2)));
+  return _mm512_fmadd_ps(hi, u2, _mm512_fmadd_ps(HalfErfCoef(i, 1), u, HalfErfCoef(i, 0)));
+}
+
+// 0.5 * y * (1 + erf(y / sqrt(2))) = 0.5 * y + |y| * erf(|y| / sqrt(2)) / 2, with
+// |y| * (8 / sqrt(2)) for v (one ulp of the argument, within the bound).
 TGT_512 inline __m512 Gelu512(__m512 y) {
-  const __m512 e = Erf512(_mm512_mul_ps(y, _mm512_set1_ps(0.70710678118654752f)));
-  const __m512 h = _mm512_mul_ps(_mm512_set1_ps(0.5f), y);
-  return _mm512_fmadd_ps(h, e, h);
+  const __m512 a = _mm512_abs_ps(y);
+  const __m512 v = _mm512_min_ps(_mm512_mul_ps(a, _mm512_set1_ps(5.65685424949238f)),
+                                 _mm512_set1_ps(31.49f));
+  return _mm512_fmadd_ps(a, HalfErf512(v), _mm512_mul_ps(_mm512_set1_ps(0.5f), y));
 }
 
 template <int G>
@@ -300,8 +315,8 @@ TGT_512 void Epilogue512(const Packed& w, const int32_t* tmp, int64_t mv, int64_
     scale = _mm512_maskz_loadu_ps(mask, ep.scale + ng);
     bias = _mm512_maskz_loadu_ps(mask, ep.bias + ng);
   }
-  const __m512 ys = _mm512_set1_ps(ep.y_scale), yzp = _mm512_set1_ps(float(ep.y_zp));
-  const __m512 lo = _mm512_setzero_ps(), hi = _mm512_set1_ps(255.f);
+  const __m512 ys = _mm512_set1_ps(ep.y_scale), big = _mm512_set1_ps(1e9f);
+  const __m512i yzp = _mm512_set1_epi32(ep.y_zp), zero = _mm512_setzero_si512();
   for (int64_t mb = 0; mb * 16 < mv; ++mb) {
     __m512i r[16];
     for (int j = 0; j < 16; ++j) r[j] = _mm512_load_si512(tmp + j * kT512 + mb * 16);
@@ -320,11 +335,13 @@ TGT_512 void Epilogue512(const Packed& w, const int32_t* tmp, int64_t mv, int64_
         _mm512_mask_storeu_ps(static_cast<float*>(out) + at, mask, y);
         continue;
       }
-      __m512 q = _mm512_roundscale_ps(_mm512_div_ps(y, ys),
-                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-      q = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(q, yzp), lo), hi);
-      const __m128i bytes = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(q));
-      _mm_mask_storeu_epi8(static_cast<uint8_t*>(out) + at, mask, bytes);
+      // round(y / y_scale) half to even (vcvtps2dq; 1e9 keeps it inside int32, a NaN stays
+      // NaN and converts to INT32_MIN), + zp, then 0 and 255 as saturations: the short chain.
+      const __m512i q = _mm512_add_epi32(
+          _mm512_cvt_roundps_epi32(_mm512_min_ps(big, _mm512_div_ps(y, ys)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), yzp);
+      _mm512_mask_cvtusepi32_storeu_epi8(static_cast<uint8_t*>(out) + at, mask,
+                                         _mm512_max_epi32(q, zero));
     }
   }
 }
@@ -363,38 +380,46 @@ ST_DEFINE_TILE512(TileQuadVnni, TGT_VNNI, RowQuadVnni)
 // The AVX2 epilogue: arithmetic over 8 tokens of one output row at a time (scale, bias and
 // the erf below), then a scalar transposing store.
 //
-// erf in float32 for AVX2, |error| <= 1.1e-7: as Erf512's table, with 8 intervals of width 1/2
-// (one vpermps reaches 8 entries) and degree 6; fitted and checked the same way.
-alignas(32) const float kErfTable8[7][8] = {
-    {-1.6151924e-08f, 5.204999e-01f, 8.427008e-01f, 9.6610516e-01f,
-     9.953223e-01f, 9.99593e-01f, 9.999779e-01f, 9.999993e-01f},  // u^0
-    {5.641912e-01f, 4.3938968e-01f, 2.0755331e-01f, 5.9465706e-02f,
-     1.0333576e-02f, 1.0890816e-03f, 6.960899e-05f, 2.697919e-06f},  // u^1
-    {-2.6462149e-05f, -1.0982207e-01f, -1.03769444e-01f, -4.460788e-02f,
-     -1.0334914e-02f, -1.3604566e-03f, -1.0415228e-04f, -4.6947284e-06f},  // u^2
-    {-4.6851836e-02f, -1.8459914e-02f, 1.7247844e-02f, 1.7398274e-02f,
-     6.037133e-03f, 1.0379084e-03f, 9.68529e-05f, 5.0989756e-06f},  // u^3
-    {-4.8950926e-04f, 1.1864394e-02f, 4.478094e-03f, -2.9427218e-03f,
-     -2.182533e-03f, -5.221008e-04f, -5.9911745e-05f, -3.6525705e-06f},  // u^4
-    {4.291218e-03f, -3.558318e-04f, -2.427298e-03f, -2.3764692e-04f,
-     4.609528e-04f, 1.664878e-04f, 2.3226676e-05f, 1.6013715e-06f},  // u^5
-    {-6.146999e-04f, -4.153567e-04f, 3.2183965e-04f, 1.4139836e-04f,
-     -4.3430704e-05f, -2.6060165e-05f, -4.2774755e-06f, -3.2331903e-07f},  // u^6
+// GELU's erf term for AVX2, as HalfErf512 with 8 intervals (one vpermps reaches 8 entries) of
+// v = 2|x| centred on v's integers, v clamped to [0, 7.49], degree 6 by Estrin's
+// scheme: |P - erf(x) / 2| <= 7.2e-8; fitted and checked the same way.
+alignas(32) const float kHalfErfTable8[7][8] = {
+    {3.00287345e-18f, 0.260249943f, 0.42135039f, 0.483052582f,
+     0.497661144f, 0.49979651f, 0.499988943f, 0.499999642f},  // u^0
+    {0.282094628f, 0.219695672f, 0.103776976f, 0.0297325421f,
+     0.00516672386f, 0.000544574461f, 3.48158792e-05f, 1.35023481e-06f},  // u^1
+    {-2.66222058e-16f, -0.0549238361f, -0.0518884733f, -0.022299448f,
+     -0.00516673457f, -0.000680711761f, -5.22209084e-05f, -2.36268738e-06f},  // u^2
+    {-0.0235022772f, -0.0091550909f, 0.00864487886f, 0.008672975f,
+     0.00301465811f, 0.000521770446f, 4.92350555e-05f, 2.63118113e-06f},  // u^3
+    {3.21721875e-15f, 0.00571973529f, 0.00216272543f, -0.00139335229f,
+     -0.00107664359f, -0.000269490381f, -3.26171539e-05f, -2.10852841e-06f},  // u^4
+    {0.0017178877f, 0.00012336942f, -0.00105536799f, -0.000240159206f,
+     0.0001987367f, 9.64762148e-05f, 1.65528363e-05f, 1.38260793e-06f},  // u^5
+    {-7.42841203e-15f, -0.000381272781f, 3.14725185e-05f, 0.000148670952f,
+     5.11923781e-06f, -2.16019725e-05f, -5.89620504e-06f, -6.48882633e-07f},  // u^6
 };
 
-TGT_AVX2 inline __m256 Erf256(__m256 x) {
-  const __m256 sign = _mm256_set1_ps(-0.f);
-  const __m256 v = _mm256_min_ps(_mm256_mul_ps(_mm256_andnot_ps(sign, x), _mm256_set1_ps(2.f)),
-                                 _mm256_set1_ps(7.9999995f));
-  const __m256 f = _mm256_floor_ps(v);
-  const __m256i i = _mm256_cvttps_epi32(f);
-  const __m256 u = _mm256_sub_ps(v, f);
-  __m256 p = _mm256_permutevar8x32_ps(_mm256_load_ps(kErfTable8[6]), i);
-  for (int d = 5; d >= 0; --d) {
-    p = _mm256_fmadd_ps(p, u, _mm256_permutevar8x32_ps(_mm256_load_ps(kErfTable8[d]), i));
-  }
-  p = _mm256_min_ps(p, _mm256_set1_ps(1.f));
-  return _mm256_or_ps(p, _mm256_and_ps(x, sign));
+TGT_AVX2 inline __m256 HalfErfCoef8(__m256i i, int d) {
+  return _mm256_permutevar8x32_ps(_mm256_load_ps(kHalfErfTable8[d]), i);
+}
+
+// 0.5 * y + |y| * P(|y| * (2 / sqrt(2))), as Gelu512.
+TGT_AVX2 inline __m256 Gelu256(__m256 y) {
+  const __m256 a = _mm256_andnot_ps(_mm256_set1_ps(-0.f), y);
+  const __m256 v = _mm256_min_ps(_mm256_mul_ps(a, _mm256_set1_ps(1.41421356237310f)),
+                                 _mm256_set1_ps(7.49f));
+  const __m256 magic = _mm256_set1_ps(12582912.f);
+  const __m256 t = _mm256_add_ps(v, magic);
+  const __m256i i = _mm256_castps_si256(t);
+  const __m256 u = _mm256_sub_ps(v, _mm256_sub_ps(t, magic));
+  const __m256 u2 = _mm256_mul_ps(u, u), u4 = _mm256_mul_ps(u2, u2);
+  const __m256 lo = _mm256_fmadd_ps(HalfErfCoef8(i, 1), u, HalfErfCoef8(i, 0));
+  const __m256 mid = _mm256_fmadd_ps(HalfErfCoef8(i, 3), u, HalfErfCoef8(i, 2));
+  const __m256 hi = _mm256_fmadd_ps(HalfErfCoef8(i, 6), u2,
+                                    _mm256_fmadd_ps(HalfErfCoef8(i, 5), u, HalfErfCoef8(i, 4)));
+  const __m256 p = _mm256_fmadd_ps(hi, u4, _mm256_fmadd_ps(mid, u2, lo));
+  return _mm256_fmadd_ps(a, p, _mm256_mul_ps(_mm256_set1_ps(0.5f), y));
 }
 
 TGT_AVX2 void EpilogueAvx2(const Packed& w, int32_t* tmp, int64_t mv, int64_t ng, int64_t nv,
@@ -414,11 +439,7 @@ TGT_AVX2 void EpilogueAvx2(const Packed& w, int32_t* tmp, int64_t mv, int64_t ng
         continue;
       }
       __m256 y = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(v), scale), bias);
-      if (ep.gelu) {  // as Gelu512
-        const __m256 e = Erf256(_mm256_mul_ps(y, _mm256_set1_ps(0.70710678118654752f)));
-        const __m256 h = _mm256_mul_ps(_mm256_set1_ps(0.5f), y);
-        y = _mm256_fmadd_ps(h, e, h);
-      }
+      if (ep.gelu) y = Gelu256(y);
       if (ep.kind == kOutU8) {
         __m256 q = _mm256_round_ps(_mm256_div_ps(y, _mm256_set1_ps(ep.y_scale)),
                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
