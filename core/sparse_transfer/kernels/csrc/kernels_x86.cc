@@ -378,7 +378,7 @@ ST_DEFINE_TILE512(TileAvx512bw, TGT_512, RowAvx512bwExact)
 ST_DEFINE_TILE512(TileQuadVnni, TGT_VNNI, RowQuadVnni)
 
 // The AVX2 epilogue: arithmetic over 8 tokens of one output row at a time (scale, bias and
-// the erf below), then a scalar transposing store.
+// the erf below), then a transposing store (StoreGroupAvx2; scalar for fewer than 16 rows).
 //
 // GELU's erf term for AVX2, as HalfErf512 with 8 intervals (one vpermps reaches 8 entries) of
 // v = 2|x| centred on v's integers, v clamped to [0, 7.49], degree 6 by Estrin's
@@ -422,6 +422,52 @@ TGT_AVX2 inline __m256 Gelu256(__m256 y) {
   return _mm256_fmadd_ps(a, p, _mm256_mul_ps(_mm256_set1_ps(0.5f), y));
 }
 
+// 8 x 8 dwords in registers (the AVX2 repack and the epilogue's store).
+TGT_AVX2 inline void Transpose8(__m256i r[8]) {
+  __m256i u[8];
+  for (int g = 0; g < 2; ++g) {
+    const __m256i* q = r + 4 * g;
+    const __m256i t0 = _mm256_unpacklo_epi32(q[0], q[1]), t1 = _mm256_unpackhi_epi32(q[0], q[1]);
+    const __m256i t2 = _mm256_unpacklo_epi32(q[2], q[3]), t3 = _mm256_unpackhi_epi32(q[2], q[3]);
+    u[4 * g + 0] = _mm256_unpacklo_epi64(t0, t2), u[4 * g + 1] = _mm256_unpackhi_epi64(t0, t2);
+    u[4 * g + 2] = _mm256_unpacklo_epi64(t1, t3), u[4 * g + 3] = _mm256_unpackhi_epi64(t1, t3);
+  }
+  for (int c = 0; c < 4; ++c) {
+    r[c] = _mm256_permute2x128_si256(u[c], u[4 + c], 0x20);
+    r[4 + c] = _mm256_permute2x128_si256(u[c], u[4 + c], 0x31);
+  }
+}
+
+// A whole group's transposing store, tmp[j][m] -> out[m][first + j] for 16 rows: 8 tokens at a
+// time through two 8 x 8 dword transposes, then per token one 16-byte store of the rows' bytes
+// (uint8 out: the values are already 0..255) or two 32-byte stores of their words.
+TGT_AVX2 void StoreGroupAvx2(const int32_t* tmp, int64_t mv, int64_t ld, int64_t first, bool u8,
+                             void* out) {
+  constexpr int kT = 32;
+  for (int64_t m0 = 0; m0 < mv; m0 += 8) {
+    __m256i lo[8], hi[8];
+    for (int j = 0; j < 8; ++j) {
+      lo[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(tmp + j * kT + m0));
+      hi[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(tmp + (j + 8) * kT + m0));
+    }
+    Transpose8(lo), Transpose8(hi);
+    const int64_t tv = std::min<int64_t>(8, mv - m0);
+    for (int64_t t = 0; t < tv; ++t) {
+      const int64_t at = (m0 + t) * ld + first;
+      if (u8) {
+        const __m256i w16 = _mm256_permute4x64_epi64(_mm256_packus_epi32(lo[t], hi[t]), 0xD8);
+        const __m128i b = _mm_packus_epi16(_mm256_castsi256_si128(w16),
+                                           _mm256_extracti128_si256(w16, 1));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint8_t*>(out) + at), b);
+      } else {
+        int32_t* o = static_cast<int32_t*>(out) + at;
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(o), lo[t]);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 8), hi[t]);
+      }
+    }
+  }
+}
+
 TGT_AVX2 void EpilogueAvx2(const Packed& w, int32_t* tmp, int64_t mv, int64_t ng, int64_t nv,
                            int32_t a_zp, const Epilogue& ep, void* out) {
   constexpr int kT = 32;
@@ -451,6 +497,7 @@ TGT_AVX2 void EpilogueAvx2(const Packed& w, int32_t* tmp, int64_t mv, int64_t ng
       }
     }
   }
+  if (nv == kRowGroup) return StoreGroupAvx2(tmp, mv, ld, first, ep.kind == kOutU8, out);
   for (int64_t m = 0; m < mv; ++m) {  // transposing store: tmp[j][m] -> out[m][ng + j]
     for (int64_t j = 0; j < nv; ++j) {
       const int32_t bits = tmp[j * kT + m];
@@ -556,21 +603,6 @@ TGT_512 void RepackAvx512(const void* src, int64_t m, int64_t k, float scale, in
 // AVX2 repack: 8 tokens x 8 blocks (32 bytes of each row) per step, an 8 x 8 dword transpose
 // in registers, full 32-byte stores. Row tails go through a zeroed 32-byte buffer (AVX2 has no
 // byte-masked loads); float rows are quantized 8 at a time into that buffer.
-TGT_AVX2 inline void Transpose8(__m256i r[8]) {
-  __m256i u[8];
-  for (int g = 0; g < 2; ++g) {
-    const __m256i* q = r + 4 * g;
-    const __m256i t0 = _mm256_unpacklo_epi32(q[0], q[1]), t1 = _mm256_unpackhi_epi32(q[0], q[1]);
-    const __m256i t2 = _mm256_unpacklo_epi32(q[2], q[3]), t3 = _mm256_unpackhi_epi32(q[2], q[3]);
-    u[4 * g + 0] = _mm256_unpacklo_epi64(t0, t2), u[4 * g + 1] = _mm256_unpackhi_epi64(t0, t2);
-    u[4 * g + 2] = _mm256_unpacklo_epi64(t1, t3), u[4 * g + 3] = _mm256_unpackhi_epi64(t1, t3);
-  }
-  for (int c = 0; c < 4; ++c) {
-    r[c] = _mm256_permute2x128_si256(u[c], u[4 + c], 0x20);
-    r[4 + c] = _mm256_permute2x128_si256(u[c], u[4 + c], 0x31);
-  }
-}
-
 template <bool kFloat>
 TGT_AVX2 void RepackAvx2(const void* src, int64_t m, int64_t k, float scale, int32_t zp,
                          int tile, int64_t t0, uint8_t* dst) {
