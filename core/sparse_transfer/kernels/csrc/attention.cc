@@ -168,15 +168,15 @@ TGT_AVX2 void SoftmaxRowAvx2(const int32_t* acc, int64_t s16, const float* maskp
   // multiply, and divide only near ties, as the AVX-512 softmax (near_half.h)
   const bool fast = NormalReciprocal(a.p_scale) && NormalReciprocal(row_sum);
   const __m256 inv = _mm256_set1_ps(1.f / row_sum), inv_ps = _mm256_set1_ps(1.f / a.p_scale);
-  alignas(32) int32_t q[8];
   for (int64_t j = 0; j < s16; j += 8) {
     const __m256 e = _mm256_loadu_ps(tmp + j);
     __m256 quotient = _mm256_mul_ps(_mm256_mul_ps(e, inv), inv_ps);
     if (!fast || NearHalf256(quotient)) quotient = _mm256_div_ps(_mm256_div_ps(e, sum), ps);
     const __m256 p = _mm256_min_ps(quotient, cap);  // a tiny p_scale must not wrap to 0
     __m256i v = _mm256_add_epi32(_mm256_cvtps_epi32(p), zp);  // rounds half to even (MXCSR)
-    _mm256_store_si256((__m256i*)q, _mm256_min_epi32(_mm256_max_epi32(v, lo), hi));
-    for (int t = 0; t < 8; ++t) pq[j + t] = static_cast<uint8_t>(q[t]);
+    v = _mm256_min_epi32(_mm256_max_epi32(v, lo), hi);
+    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(pq + j), _mm_packus_epi16(w, w));
   }
 }
 
