@@ -200,6 +200,9 @@ def test_query_key_value_stay_apart_when_their_stacked_blocks_overflow_int32():
         def __init__(self, last):
             self.last = last
 
+        def has_const(self, name):
+            return True
+
         def const(self, name):
             if name.startswith("rp"):
                 return np.array([0] * 16 + [self.last], np.int64)

@@ -31,6 +31,10 @@ class GraphIndex:
     def const(self, name: str) -> np.ndarray | None:
         return self.to_array(self.inits[name]) if name in self.inits else None
 
+    def has_const(self, name: str) -> bool:
+        """Whether `name` is a constant, without converting it (`const` copies it out)."""
+        return name in self.inits
+
     def only_consumer(self, tensor: str):
         """The single node reading `tensor`, or None (several, none, or a graph output)."""
         users = self.consumers.get(tensor, [])

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sparse_transfer.export.graph_index import node_activation, node_k
+from sparse_transfer.export.graph_index import node_activation, node_k, replace_nodes
 from sparse_transfer.kernels import spec
 
 OP_TYPE = "SparseQLinearU8x3"
@@ -36,7 +36,7 @@ def _fusable(group: list, idx) -> bool:
     parts = spec.PARTS_OPS[OP_TYPE]
     if len(group) != parts:
         return False
-    if any(idx.const(n.input[i]) is None for n in group for i in _WEIGHTS):
+    if not all(idx.has_const(n.input[i]) for n in group for i in _WEIGHTS):
         return False
     row_ptrs = [idx.const(n.input[3]) for n in group]
     if any(r.size == 0 for r in row_ptrs):
@@ -76,8 +76,6 @@ def fuse_shared_inputs(graph, idx, consts) -> list[list[str]]:
     """Rewrites every three ``SparseQLinearU8`` sharing an input; returns each fused group's
     layer names. The op takes the first one's place: its input exists there, and every
     reader of the three outputs comes after the op that made it."""
-    from sparse_transfer.export.graph_index import replace_nodes
-
     at, gone, fused = {}, set(), []
     for group in _shared_readers(graph):
         if _fusable(group, idx):

@@ -422,7 +422,8 @@ OrtStatus* SplitParts(const OpDef* d, int64_t n, Job* job) {
   job->parts = d->parts, job->part_n = n / d->parts;
   if (d->parts == 1 || (n % d->parts == 0 && job->part_n % st::kRowGroup == 0)) return nullptr;
   return Error(std::string(d->name) + ": the weight's N = " + std::to_string(n) + " must be " +
-               std::to_string(d->parts) + " equal parts of a multiple of 16 rows");
+               std::to_string(d->parts) + " equal parts of a multiple of " +
+               std::to_string(st::kRowGroup) + " rows");
 }
 
 OrtStatus* Compute(Kernel* kernel, OrtKernelContext* ctx, Job* job, std::vector<float>* buf) {
