@@ -100,8 +100,8 @@ int TileTokens(Isa isa) {
   switch (isa) {
     case kAmx:
     case kAvx512vnni:
-    case kAvx512bw: return 64;
-    case kAvx2: return 32;
+    case kAvx512bw: return kT512;
+    case kAvx2: return kTAvx2;
     default: return 16;
   }
 }

@@ -41,6 +41,8 @@ struct alignas(64) TileConfig {  // the LDTILECFG memory layout, palette 1
 
 // Tokens per AVX-512 tile: 4 zmm accumulators per row (128 tokens measured slower: L1 misses).
 constexpr int kT512 = 64;
+// Tokens per AVX2 tile: 4 ymm accumulators per row.
+constexpr int kTAvx2 = 32;
 
 // The AVX-512 epilogue: tmp is [kRowGroup][kT512] int32 (row-major by output row); writes
 // output rows [ng, ng + nv) of tokens [0, mv).

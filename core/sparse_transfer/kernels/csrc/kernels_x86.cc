@@ -43,7 +43,7 @@ TGT_AVX2 void RowAvx2(const Packed& w, int64_t n, const uint8_t* ap, int32_t* ac
   const __m256i ones = _mm256_set1_epi16(1);
   for (int32_t b = w.row_ptr[n]; b < w.row_ptr[n + 1]; ++b) {
     const __m256i* p =
-        reinterpret_cast<const __m256i*>(ap + static_cast<size_t>(w.col[b]) * 128);
+        reinterpret_cast<const __m256i*>(ap + static_cast<size_t>(w.col[b]) * kTAvx2 * 4);
     const __m256i wb = _mm256_set1_epi32(w.w4[b]);
     c0 = _mm256_add_epi32(
         c0, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_load_si256(p + 0), wb), ones));
@@ -315,7 +315,7 @@ TGT_512 void Epilogue512(const Packed& w, const int32_t* tmp, int64_t mv, int64_
     scale = _mm512_maskz_loadu_ps(mask, ep.scale + ng);
     bias = _mm512_maskz_loadu_ps(mask, ep.bias + ng);
   }
-  const __m512 ys = _mm512_set1_ps(ep.y_scale), big = _mm512_set1_ps(1e9f);
+  const __m512 ys = _mm512_set1_ps(ep.y_scale), cap = _mm512_set1_ps(kQuotientCap);
   const __m512i yzp = _mm512_set1_epi32(ep.y_zp), zero = _mm512_setzero_si512();
   for (int64_t mb = 0; mb * 16 < mv; ++mb) {
     __m512i r[16];
@@ -335,10 +335,11 @@ TGT_512 void Epilogue512(const Packed& w, const int32_t* tmp, int64_t mv, int64_
         _mm512_mask_storeu_ps(static_cast<float*>(out) + at, mask, y);
         continue;
       }
-      // round(y / y_scale) half to even (vcvtps2dq; 1e9 keeps it inside int32, a NaN stays
-      // NaN and converts to INT32_MIN), + zp, then 0 and 255 as saturations: the short chain.
+      // round(y / y_scale) half to even (vcvtps2dq; kQuotientCap keeps it inside int32, a NaN
+      // stays NaN and converts to INT32_MIN), + zp, then 0 and 255 as saturations: the short
+      // chain (below -kQuotientCap the conversion's INT32_MIN saturates to 0 all the same).
       const __m512i q = _mm512_add_epi32(
-          _mm512_cvt_roundps_epi32(_mm512_min_ps(big, _mm512_div_ps(y, ys)),
+          _mm512_cvt_roundps_epi32(_mm512_min_ps(cap, _mm512_div_ps(y, ys)),
                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), yzp);
       _mm512_mask_cvtusepi32_storeu_epi8(static_cast<uint8_t*>(out) + at, mask,
                                          _mm512_max_epi32(q, zero));
@@ -443,12 +444,11 @@ TGT_AVX2 inline void Transpose8(__m256i r[8]) {
 // (uint8 out: the values are already 0..255) or two 32-byte stores of their words.
 TGT_AVX2 void StoreGroupAvx2(const int32_t* tmp, int64_t mv, int64_t ld, int64_t first, bool u8,
                              void* out) {
-  constexpr int kT = 32;
   for (int64_t m0 = 0; m0 < mv; m0 += 8) {
     __m256i lo[8], hi[8];
     for (int j = 0; j < 8; ++j) {
-      lo[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(tmp + j * kT + m0));
-      hi[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(tmp + (j + 8) * kT + m0));
+      lo[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(tmp + j * kTAvx2 + m0));
+      hi[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(tmp + (j + 8) * kTAvx2 + m0));
     }
     Transpose8(lo), Transpose8(hi);
     const int64_t tv = std::min<int64_t>(8, mv - m0);
@@ -470,7 +470,6 @@ TGT_AVX2 void StoreGroupAvx2(const int32_t* tmp, int64_t mv, int64_t ld, int64_t
 
 TGT_AVX2 void EpilogueAvx2(const Packed& w, int32_t* tmp, int64_t mv, int64_t ng, int64_t nv,
                            int32_t a_zp, const Epilogue& ep, void* out) {
-  constexpr int kT = 32;
   const int64_t ld = ep.out_cols, first = ng - ep.first_col;
   for (int64_t j = 0; j < nv; ++j) {
     const int64_t n = ng + j;
@@ -478,7 +477,7 @@ TGT_AVX2 void EpilogueAvx2(const Packed& w, int32_t* tmp, int64_t mv, int64_t ng
     const __m256 scale = _mm256_set1_ps(ep.kind == kOutI32 ? 0.f : ep.scale[n]);
     const __m256 bias = _mm256_set1_ps(ep.kind == kOutI32 ? 0.f : ep.bias[n]);
     for (int64_t mb = 0; mb * 8 < mv; ++mb) {
-      int32_t* p = tmp + j * kT + mb * 8;
+      int32_t* p = tmp + j * kTAvx2 + mb * 8;
       const __m256i v = _mm256_sub_epi32(_mm256_load_si256(reinterpret_cast<__m256i*>(p)), corr);
       if (ep.kind == kOutI32) {
         _mm256_store_si256(reinterpret_cast<__m256i*>(p), v);
@@ -500,7 +499,7 @@ TGT_AVX2 void EpilogueAvx2(const Packed& w, int32_t* tmp, int64_t mv, int64_t ng
   if (nv == kRowGroup) return StoreGroupAvx2(tmp, mv, ld, first, ep.kind == kOutU8, out);
   for (int64_t m = 0; m < mv; ++m) {  // transposing store: tmp[j][m] -> out[m][ng + j]
     for (int64_t j = 0; j < nv; ++j) {
-      const int32_t bits = tmp[j * kT + m];
+      const int32_t bits = tmp[j * kTAvx2 + m];
       if (ep.kind == kOutU8) {
         static_cast<uint8_t*>(out)[m * ld + first + j] = static_cast<uint8_t>(bits);
       } else {
@@ -528,16 +527,16 @@ TGT_SSE41 void TileSse41(const Packed& w, const uint8_t* ap, int64_t mv, int64_t
 
 TGT_AVX2 void TileAvx2(const Packed& w, const uint8_t* ap, int64_t mv, int64_t n0, int64_t n1,
                        int32_t a_zp, const Epilogue& ep, void* out) {
-  alignas(64) int32_t tmp[kRowGroup * 32];
+  alignas(64) int32_t tmp[kRowGroup * kTAvx2];
   for (int64_t ng = n0; ng < n1; ng += kRowGroup) {
     const int64_t nv = std::min<int64_t>(kRowGroup, n1 - ng);
     for (int64_t j = 0; j < nv; ++j) {
       if (w.quad) {
-        RowQuadAvx2(w, ng + j, ap, tmp + j * 32);
+        RowQuadAvx2(w, ng + j, ap, tmp + j * kTAvx2);
       } else if (w.narrow) {
-        RowAvx2(w, ng + j, ap, tmp + j * 32);
+        RowAvx2(w, ng + j, ap, tmp + j * kTAvx2);
       } else {
-        RowScalar(w, ng + j, ap, 32, tmp + j * 32);
+        RowScalar(w, ng + j, ap, kTAvx2, tmp + j * kTAvx2);
       }
     }
     EpilogueAvx2(w, tmp, mv, ng, nv, a_zp, ep, out);
