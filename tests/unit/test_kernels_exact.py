@@ -508,28 +508,36 @@ def test_amx_attention_gives_the_vnni_paths_bits(lib_path, cases, tmp_path):
 
 
 def test_amx_planner_puts_row_blocks_and_dense_weights_on_tiles(lib_path, cases, monkeypatch):
-    """What the cases above run on: on an AMX host the 16-row block and dense cases take the
-    tiles (so the amx path's exactness covers them), scattered 90% weights stay on VNNI; a
-    path without AMX never plans tiles."""
+    """What the cases above run on: on an AMX host the 16-row block cases take the tiles of
+    their kept columns, dense and scattered weights the expanded tiles (so the amx path's
+    exactness covers both: ragged K, 1-64 tokens, several tiles, zero rows and columns, every
+    fused op), 90% 1x4 blocks and 95% scattered weights stay on VNNI; a path without AMX never
+    plans tiles."""
     if "amx" not in _native_paths():
         pytest.skip("this CPU (or this kernel) gives no AMX tiles")
     _, built = cases
-    forms = {}
-    for name in ("rows16_90", "rows16_ragged", "rows16_m1", "rows16_m27", "dense_wide",
-                 "block4_90", "unstructured_90"):  # fmt: skip
-        p = spec.pack_block4(built[name][3])
-        forms[name] = library.weight_form(Path(lib_path), p.row_ptr, p.block_col, p.values,
-                                          built[name][3].shape[1])  # fmt: skip
+
+    def form(w: np.ndarray) -> str:
+        p = spec.pack_block4(w)
+        return library.weight_form(Path(lib_path), p.row_ptr, p.block_col, p.values, w.shape[1])
+
+    forms = {name: form(built[name][3]) for name in (
+        "rows16_90", "rows16_ragged", "rows16_m1", "rows16_m27", "dense_wide", "block4_90",
+        "unstructured_90", "ragged", "zero_rows_cols", "unstructured_m20", "unstructured_m47",
+        "batch_3d", "wide_weights")}  # fmt: skip
     assert forms == {"rows16_90": "amx", "rows16_ragged": "amx", "rows16_m1": "amx",
-                     "rows16_m27": "amx", "dense_wide": "amx", "block4_90": "blocks",
-                     "unstructured_90": "quads"}  # fmt: skip
-    rng = np.random.default_rng(3)  # BERT-base's 90% shapes: 16x4 on tiles, 1x4 not
-    for block, form in ((16, "amx"), (True, "blocks")):
-        p = spec.pack_block4(_weight(rng, 768, 768, 0.1, block=block))
-        assert library.weight_form(Path(lib_path), p.row_ptr, p.block_col, p.values, 768) == form
+                     "rows16_m27": "amx", "dense_wide": "amx-expanded", "block4_90": "blocks",
+                     "unstructured_90": "amx-expanded", "ragged": "amx-expanded",
+                     "zero_rows_cols": "amx-expanded", "unstructured_m20": "amx-expanded",
+                     "unstructured_m47": "amx-expanded", "batch_3d": "amx-expanded",
+                     "wide_weights": "amx-expanded"}  # fmt: skip
+    rng = np.random.default_rng(3)  # BERT-base's shapes: 16x4 and scattered 90% on tiles
+    for block, density, expected in ((16, 0.1, "amx"), (True, 0.1, "blocks"),
+                                     (False, 0.1, "amx-expanded"), (False, 0.05, "quads")):  # fmt: skip
+        assert form(_weight(rng, 768, 768, density, block=block)) == expected, (block, density)
     monkeypatch.setenv(library.ISA_ENV, "avx512vnni")
-    p = spec.pack_block4(built["rows16_90"][3])
-    assert library.weight_form(Path(lib_path), p.row_ptr, p.block_col, p.values, 768) == "blocks"
+    assert form(built["rows16_90"][3]) == "blocks"
+    assert form(built["dense_wide"][3]) == "blocks"
 
 
 def test_weight_form_reports_a_malformed_weight(lib_path):

@@ -83,7 +83,8 @@ def _probe_isa(path: Path) -> tuple[str | None, str | None]:
 
 def weight_form(path: Path, row_ptr, block_col, values, k: int) -> str:
     """The form the library at `path` runs a packed weight in on this CPU: ``"amx"`` (16-row
-    groups on AMX tiles), ``"quads"`` or ``"blocks"`` (the planner's choice at session load).
+    groups on AMX tiles), ``"amx-expanded"`` (every chunk on tiles, expanded from the
+    non-zeros), ``"quads"`` or ``"blocks"`` (the planner's choice at session load).
 
     Raises:
         ValueError: the weight is malformed or the CPU has no usable path (the reason).

@@ -11,7 +11,8 @@ namespace st {
 
 // Dispatch paths, lowest first. Chosen once at load (SelectIsa), never at build time. kAmx is
 // AVX-512 VNNI, plus AMX tiles for the attention's two products and for the Linears whose
-// weights PlanAmx finds cheaper on tiles (16 output rows sharing their kept 1x4 blocks).
+// weights PlanAmx finds cheaper on tiles (16 output rows sharing their kept 1x4 blocks, or any
+// weight's chunks expanded from its non-zeros).
 enum Isa : int { kScalar = 0, kSse41 = 1, kAvx2 = 2, kAvx512bw = 3, kAvx512vnni = 4, kAmx = 5 };
 const char* IsaName(Isa isa);
 bool CpuHas(Isa isa);
@@ -22,6 +23,7 @@ bool SelectIsa(Isa* isa, std::string* error);
 int TileTokens(Isa isa);
 
 constexpr int kRowGroup = 16;  // output rows computed (and transposed) together
+constexpr int kTileSlackBytes = 16 * 256;  // zeroed bytes after a call's last repacked tile
 
 // A weight packed once at kernel creation.
 struct Packed {
@@ -50,14 +52,25 @@ struct Packed {
   std::vector<int32_t> chunk_off;    // [16 * chunks]
   std::vector<uint8_t> chunk_dense;  // [chunks]
   std::vector<int8_t> chunk_w;       // [chunks * 1024]
+  // The expanded AMX form (path amx, with `amx` set too), for weights no 16-row group shares:
+  // every group multiplies every 64-byte chunk of K on tiles, zeros included, but only the
+  // non-zeros are stored and read. Per group and chunk, each of its 16 rows keeps a 64-bit mask
+  // of its non-zero bytes and their values (in x_vals from x_base + x_pre), expanded (vpexpandb)
+  // into the chunk's A tile just before its product.
+  bool expanded = false;
+  int64_t x_chunks = 0;          // chunks per group: ceil(kb / 16)
+  std::vector<uint64_t> x_mask;  // [groups * x_chunks * 16]
+  std::vector<uint16_t> x_pre;   // [groups * x_chunks * 16] the row's first value in the chunk's
+  std::vector<uint32_t> x_base;  // [groups * x_chunks] the chunk's first value in x_vals
+  std::vector<int8_t> x_vals;    // [non-zeros]
 };
 // Builds the quad form and keeps it when its estimated cost (byte/word unpacks) beats the
 // blocks'; for the AVX-512 and AVX2 paths.
 void PlanQuads(Isa isa, Packed* w);
-// Builds the AMX form and keeps it (dropping the quads) when its estimated cost beats the
-// chosen form's; for the amx path.
+// Builds an AMX form (the 16-row groups' kept columns, or every chunk expanded) and keeps the
+// cheaper one (dropping the quads) when its estimated cost beats the chosen form's; amx path.
 void PlanAmx(Isa isa, Packed* w);
-// The form RunTile will use for `w`: "amx", "quads" or "blocks".
+// The form RunTile will use for `w`: "amx", "amx-expanded", "quads" or "blocks".
 const char* FormName(const Packed& w);
 // Turns a tile repacked as [kb][64][4] into the quad form's [k][64] bytes, in place.
 void BlocksToQuadLayout(Isa isa, int64_t kb, uint8_t* tile);
@@ -88,6 +101,8 @@ void RepackF32(Isa isa, const float* x, int64_t m, int64_t k, float scale, int32
 
 // Output rows [n0, n1) (n0 a multiple of kRowGroup) for the tokens of one tile: `ap` is the
 // tile's repacked activations, `mv` its valid tokens, `out` the output's first valid token row.
+// The expanded AMX form reads whole 16-column chunks: up to kTileSlackBytes past a tile's
+// kb columns (into the next tile, or the zeroed slack after the last one) times zero weights.
 void RunTile(Isa isa, const Packed& w, const uint8_t* ap, int64_t mv, int64_t n0, int64_t n1,
              int32_t a_zp, const Epilogue& ep, void* out);
 

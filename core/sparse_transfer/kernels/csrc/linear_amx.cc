@@ -10,6 +10,13 @@
 // vpdpbusd does 16 x 4; the C tiles [16 rows][16 tokens] are the row kernels' accumulators, so
 // the AVX-512 epilogue (zero point, scale, bias, GELU, requantization) follows unchanged.
 // Integer products are exact for any int8 weight, as vpdpbusd's.
+//
+// Weights whose rows share nothing (90% unstructured, or dense ones) take the expanded form:
+// every 16-row group multiplies every 16-column chunk of K, its zeros included, with B read in
+// place; only the non-zeros are stored, and each chunk's A tile is expanded from them (one
+// vpexpandb per row) while the chunk before it multiplies. A tile product runs 16 x 64 x 16
+// multiply-adds where the quads' unpacks and vpdpbusd manage about 64 x 4 useful ones in the
+// same time, so at 90% sparsity the zeros' products cost less than skipping them does.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -31,6 +38,12 @@ constexpr int kColumnBytes = kT512 * 4;  // one block column of a repacked tile
 // takes 0.33 us on tiles where its 1229 units take 0.66 us, so a chunk is about 300 units;
 // tile products run far below their peak here, the copies and tile loads bound them.
 constexpr double kChunkCost = 300.0;
+// An expanded chunk's cost in the same unit: its 16 expansions, 5 tile loads and 4 products
+// per 64-token tile, measured as above on 90% unstructured weights (768 x 3072 and 3072 x
+// 768): about 200 cycles a chunk, where a 1x4 block costs 4 units in 5.2 cycles and a quad 7
+// units in 9. So it beats the quads from about 9% non-zero weights up and the 1x4 blocks from
+// about 16% of blocks kept (tests/benchmarks/test_sparse_kernel_micro.py).
+constexpr double kExpandedChunkCost = 160.0;
 
 // Tile registers: C for token groups 0-3, two A (weights) and two B (activations), each pair
 // alternating.
@@ -38,6 +51,10 @@ constexpr double kChunkCost = 300.0;
 #define kTileA1 5
 #define kTileB0 6
 #define kTileB1 7
+
+#define TGT_XAMX                                                                        \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi2,fma," \
+                        "amx-tile,amx-int8")))
 
 // The kept block columns of rows [r0, r1), sorted and unique.
 std::vector<int32_t> GroupColumns(const Packed& w, int64_t r0, int64_t r1) {
@@ -71,6 +88,25 @@ void AppendGroup(const std::vector<int32_t>& cols, int64_t g, Packed* w) {
     }
   }
   w->chunk_ptr.push_back(static_cast<int32_t>(base + chunks));
+}
+
+// The G accumulator tiles (C, token groups 0 to G-1): zeroed, and stored into tmp
+// [kRowGroup][kT512] (row-major by output row, as the row kernels leave it).
+template <int G>
+TGT_AMX inline void ZeroAccumulators() {
+  _tile_zero(0);
+  if (G > 1) _tile_zero(1);
+  if (G > 2) _tile_zero(2);
+  if (G > 3) _tile_zero(3);
+}
+
+template <int G>
+TGT_AMX inline void StoreAccumulators(int32_t* tmp) {
+  constexpr int64_t ld = kT512 * 4;
+  _tile_stored(0, tmp, ld);
+  if (G > 1) _tile_stored(1, tmp + 16, ld);
+  if (G > 2) _tile_stored(2, tmp + 32, ld);
+  if (G > 3) _tile_stored(3, tmp + 48, ld);
 }
 
 // Token group t's B of chunk c: its 16 block columns' 64-byte rows, in place (stride 256)
@@ -109,21 +145,14 @@ TGT_AMX inline const uint8_t* ChunkB(const Packed& w, int64_t c, const uint8_t* 
 template <int G>
 TGT_AMX void GroupAmx(const Packed& w, int64_t g, const uint8_t* ap, int32_t* tmp) {
   alignas(64) uint8_t buf[4][kChunkBytes];
-  _tile_zero(0);
-  if (G > 1) _tile_zero(1);
-  if (G > 2) _tile_zero(2);
-  if (G > 3) _tile_zero(3);
+  ZeroAccumulators<G>();
   const int32_t end = w.chunk_ptr[g + 1];
   for (int32_t c = w.chunk_ptr[g]; c < end; ++c) {
     ST_AMX_CHUNK(kTileA0)
     if (++c == end) break;
     ST_AMX_CHUNK(kTileA1)
   }
-  constexpr int64_t ld = kT512 * 4;
-  _tile_stored(0, tmp, ld);
-  if (G > 1) _tile_stored(1, tmp + 16, ld);
-  if (G > 2) _tile_stored(2, tmp + 32, ld);
-  if (G > 3) _tile_stored(3, tmp + 48, ld);
+  StoreAccumulators<G>(tmp);
 }
 
 // Every tile 16 rows x 64 bytes: also ONNX Runtime's own AMX GEMM configuration (MLAS,
@@ -142,9 +171,117 @@ TGT_AMX void ConfigureLinearTiles() {
   if (std::memcmp(&current, &wanted, sizeof(TileConfig)) != 0) _tile_loadconfig(&wanted);
 }
 
+// Chunk gc's A tile, [16 rows][64 bytes], from its rows' masks and non-zero values.
+TGT_XAMX inline void ExpandChunk(const Packed& w, int64_t gc, int8_t* a) {
+  const int8_t* v = w.x_vals.data() + w.x_base[gc];
+  const uint64_t* mask = w.x_mask.data() + gc * 16;
+  const uint16_t* pre = w.x_pre.data() + gc * 16;
+  for (int r = 0; r < 16; ++r) {
+    _mm512_store_si512(a + 64 * r, _mm512_maskz_expandloadu_epi8(mask[r], v + pre[r]));
+  }
+}
+
+// Expanded A tiles in flight: chunk i (counted over a run of groups) in ring[i % kRing],
+// expanded kAhead chunks before its product so that its stores are done when the tile load
+// reads them (measured: 1 chunk ahead 181 cycles a chunk, 2 ahead 159-168, more no better).
+constexpr int64_t kAhead = 2, kRing = 4;
+struct ExpandRing {
+  alignas(64) int8_t a[kRing][kChunkBytes];
+  int64_t end = 0;  // one past the run's last chunk
+};
+
+TGT_XAMX inline void ExpandAhead(const Packed& w, int64_t i, ExpandRing* ring) {
+  if (i + kAhead < ring->end) ExpandChunk(w, i + kAhead, ring->a[(i + kAhead) % kRing]);
+}
+
+// Chunk c of group g into the G accumulators with A tile `A`, B in place.
+#define ST_XAMX_CHUNK(A)                                                              \
+  {                                                                                   \
+    const int64_t i = g * w.x_chunks + c;                                             \
+    _tile_loadd(A, ring->a[i % kRing], 64);                                           \
+    const uint8_t* b = ap + c * 16 * kColumnBytes;                                    \
+    ST_AMX_DOT(0, A, kTileB0, b, kColumnBytes)                                        \
+    if (G > 1) { ST_AMX_DOT(1, A, kTileB1, b + 64, kColumnBytes) }                    \
+    ExpandAhead(w, i, ring);                                                          \
+    if (G > 2) { ST_AMX_DOT(2, A, kTileB0, b + 128, kColumnBytes) }                   \
+    if (G > 3) { ST_AMX_DOT(3, A, kTileB1, b + 192, kColumnBytes) }                   \
+  }
+
+template <int G>
+TGT_XAMX void GroupExpanded(const Packed& w, int64_t g, const uint8_t* ap, ExpandRing* ring,
+                            int32_t* tmp) {
+  ZeroAccumulators<G>();
+  for (int64_t c = 0; c < w.x_chunks; ++c) {
+    ST_XAMX_CHUNK(kTileA0)
+    if (++c == w.x_chunks) break;
+    ST_XAMX_CHUNK(kTileA1)
+  }
+  StoreAccumulators<G>(tmp);
+}
+
+// Row r of group g as 4 * x_chunks bytes of K (zero past the weight's rows and columns).
+void GroupRow(const Packed& w, int64_t g, int r, std::vector<int8_t>* row) {
+  row->assign(w.x_chunks * 64, 0);
+  const int64_t n = g * kRowGroup + r;
+  if (n >= w.n) return;
+  for (int32_t b = w.row_ptr[n]; b < w.row_ptr[n + 1]; ++b) {
+    std::memcpy(row->data() + 4 * static_cast<int64_t>(w.col[b]), &w.w4[b], 4);
+  }
+}
+
+// Builds the expanded form; false (and nothing kept) where its value offsets would not fit.
+bool BuildExpanded(Packed* p) {
+  const int64_t groups = (p->n + kRowGroup - 1) / kRowGroup;
+  p->x_chunks = (p->kb + 15) / 16;
+  p->x_mask.assign(groups * p->x_chunks * 16, 0);
+  p->x_pre.assign(groups * p->x_chunks * 16, 0);
+  p->x_base.assign(groups * p->x_chunks, 0);
+  p->x_vals.clear();
+  std::vector<int8_t> rows[16];
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int r = 0; r < 16; ++r) GroupRow(*p, g, r, &rows[r]);
+    for (int64_t c = 0; c < p->x_chunks; ++c) {
+      const int64_t gc = g * p->x_chunks + c;
+      if (p->x_vals.size() > UINT32_MAX - kChunkBytes) return false;
+      p->x_base[gc] = static_cast<uint32_t>(p->x_vals.size());
+      for (int r = 0; r < 16; ++r) {
+        p->x_pre[gc * 16 + r] = static_cast<uint16_t>(p->x_vals.size() - p->x_base[gc]);
+        for (int j = 0; j < 64; ++j) {
+          const int8_t v = rows[r][c * 64 + j];
+          if (v != 0) p->x_mask[gc * 16 + r] |= uint64_t{1} << j, p->x_vals.push_back(v);
+        }
+      }
+    }
+  }
+  return true;
+}
+
+void DropExpanded(Packed* p) {
+  p->expanded = false, p->x_chunks = 0;
+  p->x_mask.clear(), p->x_pre.clear(), p->x_base.clear(), p->x_vals.clear();
+}
+
+// Groups [n0, n1) / 16 in the expanded form: one ring of A tiles runs through them all.
+template <int G>
+TGT_XAMX void RowsExpanded(const Packed& w, const uint8_t* ap, int64_t mv, int64_t n0, int64_t n1,
+                           int32_t a_zp, const Epilogue& ep, void* out) {
+  alignas(64) int32_t tmp[kRowGroup * kT512];
+  ExpandRing ring;
+  const int64_t first = n0 / kRowGroup * w.x_chunks;
+  ring.end = (n1 + kRowGroup - 1) / kRowGroup * w.x_chunks;
+  for (int64_t i = first; i < std::min(first + kAhead, ring.end); ++i) {
+    ExpandChunk(w, i, ring.a[i % kRing]);
+  }
+  for (int64_t ng = n0; ng < n1; ng += kRowGroup) {
+    GroupExpanded<G>(w, ng / kRowGroup, ap, &ring, tmp);
+    Epilogue512(w, tmp, mv, ng, std::min<int64_t>(kRowGroup, n1 - ng), a_zp, ep, out);
+  }
+}
+
 template <int G>
 TGT_AMX void RowsAmx(const Packed& w, const uint8_t* ap, int64_t mv, int64_t n0, int64_t n1,
                      int32_t a_zp, const Epilogue& ep, void* out) {
+  if (w.expanded) return RowsExpanded<G>(w, ap, mv, n0, n1, a_zp, ep, out);
   alignas(64) int32_t tmp[kRowGroup * kT512];
   for (int64_t ng = n0; ng < n1; ng += kRowGroup) {
     GroupAmx<G>(w, ng / kRowGroup, ap, tmp);
@@ -162,16 +299,26 @@ void PlanAmx(Isa isa, Packed* w) {
   for (int64_t g = 0; g * kRowGroup < p.n; ++g) {
     AppendGroup(GroupColumns(p, g * kRowGroup, std::min(p.n, (g + 1) * kRowGroup)), g, &p);
   }
-  p.amx = kChunkCost * p.chunk_dense.size() < FormCost(isa, p);
-  if (!p.amx) {
+  const double form_cost = FormCost(isa, p), union_cost = kChunkCost * p.chunk_dense.size();
+  const double expanded_cost =
+      kExpandedChunkCost * static_cast<double>((p.n + kRowGroup - 1) / kRowGroup) *
+      static_cast<double>((p.kb + 15) / 16);
+  // every AMX CPU has AVX512-VBMI2 (vpexpandb); checked all the same
+  p.expanded = expanded_cost < std::min(form_cost, union_cost) &&
+               __builtin_cpu_supports("avx512vbmi2") && BuildExpanded(&p);
+  p.amx = p.expanded || union_cost < form_cost;
+  if (!p.expanded) DropExpanded(&p);
+  if (!p.amx || p.expanded) {
     p.chunk_ptr.clear(), p.chunk_off.clear(), p.chunk_dense.clear(), p.chunk_w.clear();
-    return;
   }
+  if (!p.amx) return;
   p.quad = false;  // the tiles read the block layout
   p.quad_ptr.clear(), p.quad_off.clear(), p.quad_w4.clear();
 }
 
-const char* FormName(const Packed& w) { return w.amx ? "amx" : w.quad ? "quads" : "blocks"; }
+const char* FormName(const Packed& w) {
+  return w.expanded ? "amx-expanded" : w.amx ? "amx" : w.quad ? "quads" : "blocks";
+}
 
 TGT_AMX void TileAmx(const Packed& w, const uint8_t* ap, int64_t mv, int64_t n0, int64_t n1,
                      int32_t a_zp, const Epilogue& ep, void* out) {

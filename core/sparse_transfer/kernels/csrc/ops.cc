@@ -122,7 +122,8 @@ OrtStatus* Pack(const View& row_ptr, const View& col, const View& values, int64_
   return nullptr;
 }
 
-// The quads (scattered weights) or the AMX tiles (16-row groups sharing blocks), where cheaper.
+// The quads (scattered weights) or the AMX tiles (16-row groups sharing blocks, or expanded
+// chunks of any weight), where cheaper.
 void PlanForms(st::Isa isa, st::Packed* w) {
   st::PlanQuads(isa, w);
   st::PlanAmx(isa, w);
@@ -491,11 +492,12 @@ OrtStatus* RunJob(OrtKernelContext* ctx, const OpDef* d, Job* job) {
   job->chunks = job->parts * job->part_chunks;
   job->tile_bytes = static_cast<size_t>(w->kb) * job->tile_tokens * 4;
   job->out_elem = job->ep[0].kind == st::kOutU8 ? 1 : 4;
-  const size_t bytes = job->tile_bytes * job->tiles;
+  const size_t bytes = job->tile_bytes * job->tiles + st::kTileSlackBytes;
   std::unique_ptr<uint8_t, decltype(&std::free)> ap(
       static_cast<uint8_t*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64)), &std::free);
   if (!ap) return g_ort.CreateStatus(kOrtFail, "out of memory for the repacked activations");
   job->ap = ap.get();
+  std::memset(job->ap + job->tile_bytes * job->tiles, 0, st::kTileSlackBytes);
   if (d->linear_norm && job->tiles >= g_cores) {
     return g_ort.KernelContext_ParallelFor(ctx, LinearNormTask, job->tiles, 0, job);
   }
@@ -769,8 +771,8 @@ __attribute__((visibility("default"))) const char* sparse_transfer_kernels_isa(c
   return CopyError(why, error, size);
 }
 
-// The form a weight in the spec's packing runs in on this library's path ("amx", "quads",
-// "blocks"), or nullptr with the reason in `error`: what the ops choose at load, for tests.
+// The form a weight in the spec's packing runs in on this library's path ("amx",
+// "amx-expanded", "quads", "blocks"), or nullptr with the reason in `error`: what the ops choose at load, for tests.
 __attribute__((visibility("default"))) const char* sparse_transfer_kernels_form(
     const int32_t* row_ptr, int64_t n_plus_1, const int32_t* block_col, int64_t nnzb,
     const int8_t* values, int64_t values_count, int64_t k, char* error, size_t size) {
