@@ -48,6 +48,9 @@ constexpr int kTAvx2 = 32;
 // output rows [ng, ng + nv) of tokens [0, mv).
 void Epilogue512(const Packed& w, const int32_t* tmp, int64_t mv, int64_t ng, int64_t nv,
                  int32_t a_zp, const Epilogue& ep, void* out);
+// Epilogue512 for the tile's 16-token groups [mb0, mb1) only.
+void EpilogueGroups512(const Packed& w, const int32_t* tmp, int64_t mv, int64_t ng, int64_t nv,
+                       int32_t a_zp, const Epilogue& ep, void* out, int64_t mb0, int64_t mb1);
 void TileAmx(const Packed& w, const uint8_t* ap, int64_t mv, int64_t n0, int64_t n1,
              int32_t a_zp, const Epilogue& ep, void* out);
 

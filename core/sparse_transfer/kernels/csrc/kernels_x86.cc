@@ -306,6 +306,12 @@ TGT_512 void RowAvx512bwExact(const Packed& w, int64_t n, const uint8_t* ap, int
 
 TGT_512 void Epilogue512(const Packed& w, const int32_t* tmp, int64_t mv, int64_t ng, int64_t nv,
                          int32_t a_zp, const Epilogue& ep, void* out) {
+  EpilogueGroups512(w, tmp, mv, ng, nv, a_zp, ep, out, 0, (mv + 15) / 16);
+}
+
+TGT_512 void EpilogueGroups512(const Packed& w, const int32_t* tmp, int64_t mv, int64_t ng,
+                               int64_t nv, int32_t a_zp, const Epilogue& ep, void* out,
+                               int64_t mb0, int64_t mb1) {
   const int64_t ld = ep.out_cols;
   const __mmask16 mask = nv >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << nv) - 1);
   const __m512i corr =
@@ -317,7 +323,7 @@ TGT_512 void Epilogue512(const Packed& w, const int32_t* tmp, int64_t mv, int64_
   }
   const __m512 ys = _mm512_set1_ps(ep.y_scale), cap = _mm512_set1_ps(kQuotientCap);
   const __m512i yzp = _mm512_set1_epi32(ep.y_zp), zero = _mm512_setzero_si512();
-  for (int64_t mb = 0; mb * 16 < mv; ++mb) {
+  for (int64_t mb = mb0; mb < mb1; ++mb) {
     __m512i r[16];
     for (int j = 0; j < 16; ++j) r[j] = _mm512_load_si512(tmp + j * kT512 + mb * 16);
     Transpose16(r);

@@ -39,11 +39,12 @@ constexpr int kColumnBytes = kT512 * 4;  // one block column of a repacked tile
 // tile products run far below their peak here, the copies and tile loads bound them.
 constexpr double kChunkCost = 300.0;
 // An expanded chunk's cost in the same unit: its 16 expansions, 5 tile loads and 4 products
-// per 64-token tile, measured as above on 90% unstructured weights (768 x 3072 and 3072 x
-// 768): about 200 cycles a chunk, where a 1x4 block costs 4 units in 5.2 cycles and a quad 7
-// units in 9. So it beats the quads from about 9% non-zero weights up and the 1x4 blocks from
-// about 16% of blocks kept (tests/benchmarks/test_sparse_kernel_micro.py).
-constexpr double kExpandedChunkCost = 160.0;
+// per 64-token tile, the epilogue mostly hidden behind them. Measured as above (whole Linears
+// with their epilogues, 768 x 3072 and 3072 x 768, 64 tokens): 90% unstructured 155 and 119 us
+// expanded against 207 and 170 us as quads (179 units a chunk), 90% 1x4 blocks 125 and 102 us
+// as blocks (102 units): about 125 units. So it beats the quads from about 7% non-zero weights
+// up and the 1x4 blocks from about 12% of blocks kept.
+constexpr double kExpandedChunkCost = 125.0;
 
 // Tile registers: C for token groups 0-3, two A (weights) and two B (activations), each pair
 // alternating.
@@ -207,15 +208,38 @@ TGT_XAMX inline void ExpandAhead(const Packed& w, int64_t i, ExpandRing* ring) {
     if (G > 3) { ST_AMX_DOT(3, A, kTileB1, b + 192, kColumnBytes) }                   \
   }
 
+// The group before's epilogue, run one 16-token group at a time between this group's chunk
+// products: the vector units work while the tiles multiply (it had left AMX idle for a third
+// of a 768-wide group).
+struct PendingEpilogue {
+  const int32_t* tmp = nullptr;
+  int64_t mv = 0, ng = 0, nv = 0;
+  int64_t next = 0, groups = 0;  // token groups done, and in all (none before the first group)
+  int32_t a_zp = 0;
+  const Epilogue* ep = nullptr;
+  void* out = nullptr;
+};
+
+TGT_XAMX inline void EpilogueStep(const Packed& w, PendingEpilogue* p) {
+  if (p->next == p->groups) return;
+  EpilogueGroups512(w, p->tmp, p->mv, p->ng, p->nv, p->a_zp, *p->ep, p->out, p->next,
+                    p->next + 1);
+  ++p->next;
+}
+
 template <int G>
 TGT_XAMX void GroupExpanded(const Packed& w, int64_t g, const uint8_t* ap, ExpandRing* ring,
-                            int32_t* tmp) {
+                            PendingEpilogue* pending, int32_t* tmp) {
   ZeroAccumulators<G>();
+  const int64_t every = std::max<int64_t>(1, w.x_chunks / (pending->groups + 1));
   for (int64_t c = 0; c < w.x_chunks; ++c) {
     ST_XAMX_CHUNK(kTileA0)
+    if (c % every == every - 1) EpilogueStep(w, pending);
     if (++c == w.x_chunks) break;
     ST_XAMX_CHUNK(kTileA1)
+    if (c % every == every - 1) EpilogueStep(w, pending);
   }
+  while (pending->next < pending->groups) EpilogueStep(w, pending);
   StoreAccumulators<G>(tmp);
 }
 
@@ -261,11 +285,14 @@ void DropExpanded(Packed* p) {
   p->x_mask.clear(), p->x_pre.clear(), p->x_base.clear(), p->x_vals.clear();
 }
 
-// Groups [n0, n1) / 16 in the expanded form: one ring of A tiles runs through them all.
+// Groups [n0, n1) / 16 in the expanded form: one ring of A tiles runs through them all, and
+// each group's epilogue runs during the next group's products (two accumulator buffers).
 template <int G>
 TGT_XAMX void RowsExpanded(const Packed& w, const uint8_t* ap, int64_t mv, int64_t n0, int64_t n1,
                            int32_t a_zp, const Epilogue& ep, void* out) {
-  alignas(64) int32_t tmp[kRowGroup * kT512];
+  alignas(64) int32_t tmp[2][kRowGroup * kT512];
+  PendingEpilogue pending;
+  pending.mv = mv, pending.a_zp = a_zp, pending.ep = &ep, pending.out = out;
   ExpandRing ring;
   const int64_t first = n0 / kRowGroup * w.x_chunks;
   ring.end = (n1 + kRowGroup - 1) / kRowGroup * w.x_chunks;
@@ -273,9 +300,12 @@ TGT_XAMX void RowsExpanded(const Packed& w, const uint8_t* ap, int64_t mv, int64
     ExpandChunk(w, i, ring.a[i % kRing]);
   }
   for (int64_t ng = n0; ng < n1; ng += kRowGroup) {
-    GroupExpanded<G>(w, ng / kRowGroup, ap, &ring, tmp);
-    Epilogue512(w, tmp, mv, ng, std::min<int64_t>(kRowGroup, n1 - ng), a_zp, ep, out);
+    int32_t* sums = tmp[(ng / kRowGroup) & 1];
+    GroupExpanded<G>(w, ng / kRowGroup, ap, &ring, &pending, sums);
+    pending.tmp = sums, pending.ng = ng, pending.nv = std::min<int64_t>(kRowGroup, n1 - ng);
+    pending.next = 0, pending.groups = (mv + 15) / 16;
   }
+  while (pending.next < pending.groups) EpilogueStep(w, &pending);
 }
 
 template <int G>
