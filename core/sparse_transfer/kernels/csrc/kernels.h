@@ -58,7 +58,7 @@ struct Packed {
   // of its non-zero bytes and their values (in x_vals from x_base + x_pre), expanded (vpexpandb)
   // into the chunk's A tile just before its product.
   bool expanded = false;
-  int64_t x_chunks = 0;          // chunks per group: ceil(kb / 16)
+  int64_t x_chunks = 0;          // chunks per 16-row group: ceil(kb / 16)
   std::vector<uint64_t> x_mask;  // [groups * x_chunks * 16]
   std::vector<uint16_t> x_pre;   // [groups * x_chunks * 16] the row's first value in the chunk's
   std::vector<uint32_t> x_base;  // [groups * x_chunks] the chunk's first value in x_vals

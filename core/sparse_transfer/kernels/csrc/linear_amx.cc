@@ -243,6 +243,9 @@ TGT_XAMX void GroupExpanded(const Packed& w, int64_t g, const uint8_t* ap, Expan
   StoreAccumulators<G>(tmp);
 }
 
+// The expanded form's chunks per 16-row group: K in whole chunks of kChunk block columns.
+int64_t ExpandedChunks(const Packed& w) { return (w.kb + kChunk - 1) / kChunk; }
+
 // Row r of group g as 4 * x_chunks bytes of K (zero past the weight's rows and columns).
 void GroupRow(const Packed& w, int64_t g, int r, std::vector<int8_t>* row) {
   row->assign(w.x_chunks * 64, 0);
@@ -256,7 +259,7 @@ void GroupRow(const Packed& w, int64_t g, int r, std::vector<int8_t>* row) {
 // Builds the expanded form; false (and nothing kept) where its value offsets would not fit.
 bool BuildExpanded(Packed* p) {
   const int64_t groups = (p->n + kRowGroup - 1) / kRowGroup;
-  p->x_chunks = (p->kb + 15) / 16;
+  p->x_chunks = ExpandedChunks(*p);
   p->x_mask.assign(groups * p->x_chunks * 16, 0);
   p->x_pre.assign(groups * p->x_chunks * 16, 0);
   p->x_base.assign(groups * p->x_chunks, 0);
@@ -325,23 +328,26 @@ void PlanAmx(Isa isa, Packed* w) {
   // chunk_off holds kb * 256 in an int32 (a K past 33M would not fit; nothing is that wide)
   if (isa != kAmx || w->n == 0 || w->kb > INT32_MAX / kColumnBytes) return;
   Packed& p = *w;
-  p.chunk_ptr.assign(1, 0), p.chunk_off.clear(), p.chunk_dense.clear(), p.chunk_w.clear();
-  for (int64_t g = 0; g * kRowGroup < p.n; ++g) {
-    AppendGroup(GroupColumns(p, g * kRowGroup, std::min(p.n, (g + 1) * kRowGroup)), g, &p);
+  const int64_t groups = (p.n + kRowGroup - 1) / kRowGroup;
+  std::vector<std::vector<int32_t>> cols(groups);  // each group's kept block columns
+  int64_t union_chunks = 0;
+  for (int64_t g = 0; g < groups; ++g) {
+    cols[g] = GroupColumns(p, g * kRowGroup, std::min(p.n, (g + 1) * kRowGroup));
+    union_chunks += (static_cast<int64_t>(cols[g].size()) + kChunk - 1) / kChunk;
   }
-  const double form_cost = FormCost(isa, p), union_cost = kChunkCost * p.chunk_dense.size();
+  const double form_cost = FormCost(isa, p), union_cost = kChunkCost * union_chunks;
   const double expanded_cost =
-      kExpandedChunkCost * static_cast<double>((p.n + kRowGroup - 1) / kRowGroup) *
-      static_cast<double>((p.kb + 15) / 16);
+      kExpandedChunkCost * static_cast<double>(groups * ExpandedChunks(p));
   // every AMX CPU has AVX512-VBMI2 (vpexpandb); checked all the same
   p.expanded = expanded_cost < std::min(form_cost, union_cost) &&
                __builtin_cpu_supports("avx512vbmi2") && BuildExpanded(&p);
-  p.amx = p.expanded || union_cost < form_cost;
   if (!p.expanded) DropExpanded(&p);
-  if (!p.amx || p.expanded) {
-    p.chunk_ptr.clear(), p.chunk_off.clear(), p.chunk_dense.clear(), p.chunk_w.clear();
-  }
+  p.amx = p.expanded || union_cost < form_cost;
   if (!p.amx) return;
+  if (!p.expanded) {  // only the chosen form is built (a dense weight's would be 1 KB a chunk)
+    p.chunk_ptr.assign(1, 0), p.chunk_off.clear(), p.chunk_dense.clear(), p.chunk_w.clear();
+    for (int64_t g = 0; g < groups; ++g) AppendGroup(cols[g], g, &p);
+  }
   p.quad = false;  // the tiles read the block layout
   p.quad_ptr.clear(), p.quad_off.clear(), p.quad_w4.clear();
 }

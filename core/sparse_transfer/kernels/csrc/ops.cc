@@ -492,12 +492,13 @@ OrtStatus* RunJob(OrtKernelContext* ctx, const OpDef* d, Job* job) {
   job->chunks = job->parts * job->part_chunks;
   job->tile_bytes = static_cast<size_t>(w->kb) * job->tile_tokens * 4;
   job->out_elem = job->ep[0].kind == st::kOutU8 ? 1 : 4;
-  const size_t bytes = job->tile_bytes * job->tiles + st::kTileSlackBytes;
+  const size_t slack = w->expanded ? st::kTileSlackBytes : 0;  // see RunTile
+  const size_t bytes = job->tile_bytes * job->tiles + slack;
   std::unique_ptr<uint8_t, decltype(&std::free)> ap(
       static_cast<uint8_t*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64)), &std::free);
   if (!ap) return g_ort.CreateStatus(kOrtFail, "out of memory for the repacked activations");
   job->ap = ap.get();
-  std::memset(job->ap + job->tile_bytes * job->tiles, 0, st::kTileSlackBytes);
+  std::memset(job->ap + job->tile_bytes * job->tiles, 0, slack);
   if (d->linear_norm && job->tiles >= g_cores) {
     return g_ort.KernelContext_ParallelFor(ctx, LinearNormTask, job->tiles, 0, job);
   }
@@ -772,7 +773,8 @@ __attribute__((visibility("default"))) const char* sparse_transfer_kernels_isa(c
 }
 
 // The form a weight in the spec's packing runs in on this library's path ("amx",
-// "amx-expanded", "quads", "blocks"), or nullptr with the reason in `error`: what the ops choose at load, for tests.
+// "amx-expanded", "quads", "blocks"), or nullptr with the reason in `error`: what the ops
+// choose at load, for tests.
 __attribute__((visibility("default"))) const char* sparse_transfer_kernels_form(
     const int32_t* row_ptr, int64_t n_plus_1, const int32_t* block_col, int64_t nnzb,
     const int8_t* values, int64_t values_count, int64_t k, char* error, size_t size) {
