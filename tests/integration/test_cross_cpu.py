@@ -21,7 +21,6 @@ import json
 import platform
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +36,7 @@ from sparse_transfer.export.onnx_export import (
     torch_outputs,
 )
 from sparse_transfer.quantization import calibrate, prepare_qat, save_qat_config
+from tests.emulated_cpu import QEMU, emulated, venv_python
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,6 @@ TASKS = [
 ]
 FULL_RANGE = "full-range-text-classification"
 RUNNER = Path(__file__).with_name("cross_cpu_runner.py")
-QEMU = shutil.which("qemu-x86_64")
 
 
 def _case(root: Path, task: str, name: str, reduce_weight_range: bool, sparsity: float) -> None:
@@ -107,11 +106,10 @@ def _library() -> str | None:
 
 
 def _run(cases: Path, cpu: str | None, library: str | None = None) -> dict:
-    python = str(Path(sys.prefix) / "bin" / "python")  # the venv's, not a resolved symlink
-    command = [python, str(RUNNER), str(cases), *(["--library", library] if library else [])]
-    if cpu:
-        command = [QEMU, "-cpu", cpu, *command]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    command = [venv_python(), str(RUNNER), str(cases), *(["--library", library] if library else [])]
+    command, env = emulated(command, cpu)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env,
+                          check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

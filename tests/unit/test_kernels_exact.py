@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,9 +28,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from sparse_transfer.kernels import build, library, spec
+from tests.emulated_cpu import QEMU, emulated, venv_python
 
 RUNNER = Path(__file__).with_name("kernels_runner.py")
-QEMU = shutil.which("qemu-x86_64")
 PATHS = ("amx", "avx512vnni", "avx512bw", "avx2", "sse41", "scalar")
 
 
@@ -446,11 +445,10 @@ def _run(
     cpu: str | None = None,
     save: Path | None = None,
 ) -> dict:
-    python = str(Path(sys.prefix) / "bin" / "python")  # the venv's, not a resolved symlink
-    command = [python, str(RUNNER), lib_path, str(cases_dir), *([str(save)] if save else [])]
-    if cpu:
-        command = [QEMU, "-cpu", cpu, *command]
+    command = [venv_python(), str(RUNNER), lib_path, str(cases_dir),
+               *([str(save)] if save else [])]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != library.ISA_ENV}
+    command, env = emulated(command, cpu, env)
     if isa:
         env[library.ISA_ENV] = isa
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env,
