@@ -267,6 +267,39 @@ def _layernorm_case(rng, shape, quantized: bool, gamma_scale=1.0, beta=None):
 LN_Y_SCALE = 0.03
 
 
+def _embeddings_case(rng, batch, seq, n, quantized: bool):
+    """``EmbeddingsLayerNormToU8`` on random uint8-coded tables: negative ids (Gather's from
+    the end), position ids one row shared by the batch; the uint8 output, or the float one."""
+    tables = {"word": 50, "type": 2, "position": 40}
+    ids = {
+        "input_ids": rng.integers(-50, 50, (batch, seq)),
+        "token_type_ids": rng.integers(0, 2, (batch, seq)),
+        "position_ids": np.arange(seq)[None, :],
+    }
+    feeds = {k: v.astype(np.int64) for k, v in ids.items()}
+    consts, args = [], list(feeds.values())
+    for name, rows in tables.items():
+        table = [(name, rng.integers(0, 256, (rows, n)).astype(np.uint8)),
+                 (f"{name}_scale", np.array(rng.random() * 0.02 + 0.001, np.float32)),
+                 (f"{name}_zero_point", np.array(rng.integers(100, 156), np.uint8))]  # fmt: skip
+        consts += table
+        args += [a for _, a in table]
+    consts += [("gamma", (rng.random(n) + 0.5).astype(np.float32)),
+               ("beta", rng.standard_normal(n).astype(np.float32)),
+               ("y_scale", np.array(LN_Y_SCALE, np.float32)),
+               ("y_zero_point", np.array(120, np.uint8))]  # fmt: skip
+    inputs = [(k, None) for k in feeds] + consts
+    model = _model(spec.EMBEDDINGS_OP, inputs, feeds, TensorProto.UINT8 if quantized
+                   else TensorProto.FLOAT, epsilon=1e-12)  # fmt: skip
+    gamma, beta, y_scale, y_zp = (a for _, a in consts[9:])
+    y, yq = spec.embeddings_reference(*args, gamma, beta, 1e-12, y_scale, y_zp)
+    node = model.graph.node[0]
+    node.output[:] = ["y_float", "y"] if quantized else ["y", "y_u8"]
+    if quantized:
+        return model, feeds, {"y": yq}
+    return model, feeds, {"y": y, "tol": (np.abs(y) + 1) * 2e-6}
+
+
 def _half_integer_betas(n: int) -> np.ndarray:
     """n floats v near (k + 1/2) * LN_Y_SCALE where v / LN_Y_SCALE and v * (1 / LN_Y_SCALE)
     round to different integers (the kernels' multiplication must fall back to the division)."""
@@ -390,6 +423,8 @@ def _cases(rng) -> dict:
     # y / y_scale beyond int32 (gamma 1e9): saturates to 0 / 255 as QuantizeLinear, never wraps
     cases["ln_u8_saturating"] = _layernorm_case(rng, (3, 100), True, gamma_scale=1e9)
     cases["ln_u8_half_integer"] = _layernorm_case(rng, (3, 64), True, beta=_half_integer_betas(64))
+    cases["ln_embeddings_u8"] = _embeddings_case(rng, 3, 20, 72, True)
+    cases["ln_embeddings_float"] = _embeddings_case(rng, 2, 17, 40, False)
     for i, op in enumerate(spec.LINEAR_NORM_OPS):  # one tile, then many; ragged N, block4
         cases[f"linear_norm_{op}_one_tile"] = _linear_norm_case(rng, op, (1, 9, 52), 37, 0.4)
         cases[f"linear_norm_{op}_tiles"] = _linear_norm_case(

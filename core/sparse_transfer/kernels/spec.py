@@ -65,6 +65,16 @@ Ops (domain ``DOMAIN``, version 1; attribute ``K`` is the true input width):
   attributes ``K`` and ``epsilon``: ``SparseQLinear[FromU8]`` (activation none) whose float
   output is ``ResidualLayerNorm[ToU8]``'s x, in one op; the same steps and bits as the two
   ops, without the Linear's output making a round trip through memory (issue 22).
+- ``EmbeddingsLayerNormToU8(input_ids i64, token_type_ids i64, position_ids i64, word u8[V, H],
+  word_scale f32[], word_zero_point u8[], type u8[T, H], type_scale, type_zero_point,
+  position u8[P, H], position_scale, position_zero_point, gamma f32[H], beta f32[H], y_scale
+  f32[], y_zero_point u8[]) -> (y f32[..., H], y_u8)``, attribute ``epsilon``: BERT's
+  embeddings in the graph's steps. Each table's rows are gathered as ``Gather`` does (negative
+  ids count from the end; an id outside the table is an error) and dequantized, ``float32(c -
+  zp) * scale``; ``x = word + type``; then ``ResidualLayerNormToU8(x, position)``. position_ids
+  have input_ids' shape or are one row of the sequence's ids, shared by every sequence. The
+  tables are the graph's fake-quantized embeddings, ``QuantizeLinear(Cast(W) * w_scale)``,
+  computed once at export by ONNX Runtime itself (`export.embedding_fusion`).
 """
 
 from __future__ import annotations
@@ -97,11 +107,12 @@ LINEAR_NORM_OPS = {
     "SparseQLinearFromU8LayerNorm": (True, False),
     "SparseQLinearFromU8LayerNormToU8": (True, True),
 }
+EMBEDDINGS_OP = "EmbeddingsLayerNormToU8"
 # op type -> number of uint8 outputs its stacked weight's rows are split into
 PARTS_OPS = {"SparseQLinearU8x3": 3}
 PART_ROWS = 16  # each part's rows: a multiple of the kernels' row group
 OP_TYPES = (MATMUL_OP, *QLINEAR_OPS, *PARTS_OPS, *ATTENTION_OPS, *LAYERNORM_OPS,
-            *LINEAR_NORM_OPS)  # fmt: skip
+            *LINEAR_NORM_OPS, EMBEDDINGS_OP)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -250,6 +261,30 @@ def layernorm_reference(x, residual, gamma, beta, epsilon, y_scale=None, y_zp=No
     return y if y_scale is None else (y, quantize_u8(y, y_scale, y_zp))
 
 
+def _embedding_rows(codes, ids, scale, zero_point, name: str) -> np.ndarray:
+    """``Gather(codes, ids)`` dequantized: float32(c - zp) * scale."""
+    ids = np.asarray(ids, np.int64)
+    rows = codes.shape[0]
+    if ids.size and (ids.min() < -rows or ids.max() >= rows):
+        bad = ids[(ids < -rows) | (ids >= rows)][0]
+        raise ValueError(f"EmbeddingsLayerNormToU8: {name} id {bad} is outside the table's "
+                         f"{rows} rows")  # fmt: skip
+    c = np.asarray(codes)[np.where(ids < 0, ids + rows, ids)].astype(np.int32)
+    return (c - np.int32(zero_point)).astype(np.float32) * np.float32(scale)
+
+
+def embeddings_reference(input_ids, token_type_ids, position_ids, word, word_scale, word_zp,
+                         types, type_scale, type_zp, positions, position_scale, position_zp,
+                         gamma, beta, epsilon, y_scale, y_zp):  # fmt: skip
+    """What ``EmbeddingsLayerNormToU8`` computes: the graph's Gather, Cast, Mul,
+    QuantizeLinear, DequantizeLinear (as uint8 codes), Add, Add and LayerNorm."""
+    x = _embedding_rows(word, input_ids, word_scale, word_zp, "word")
+    x = x + _embedding_rows(types, token_type_ids, type_scale, type_zp, "token type")
+    p = _embedding_rows(positions, position_ids, position_scale, position_zp, "position")
+    return layernorm_reference(x, np.broadcast_to(p, x.shape), gamma, beta, epsilon, y_scale,
+                               y_zp)  # fmt: skip
+
+
 def reference_ops() -> list[type]:
     """``onnx.reference`` implementations of every op, for ``ReferenceEvaluator(new_ops=...)``."""
     from onnx.reference.op_run import OpRun
@@ -312,8 +347,16 @@ def reference_ops() -> list[type]:
 
         return type(name, (OpRun,), {"op_domain": DOMAIN, "_run": _run})
 
+    class EmbeddingsLayerNormToU8(OpRun):
+        op_domain = DOMAIN
+
+        def _run(self, *inputs, epsilon=None):
+            *tables, gamma, beta, y_scale, y_zp = inputs
+            return tuple(embeddings_reference(*tables, gamma, beta, epsilon, y_scale, y_zp))
+
     qlinears = [qlinear(n, out) for n, (_, out) in QLINEAR_OPS.items()]
     qlinears += [parts(n) for n in PARTS_OPS]
     norms = [layernorm(n, out) for n, out in LAYERNORM_OPS.items()]
     fused = [linear_norm(n, out) for n, (_, out) in LINEAR_NORM_OPS.items()]
-    return [SparseMatMulInteger, *qlinears, Int8Attention, Int8AttentionToU8, *norms, *fused]
+    return [SparseMatMulInteger, *qlinears, Int8Attention, Int8AttentionToU8, *norms, *fused,
+            EmbeddingsLayerNormToU8]  # fmt: skip

@@ -136,4 +136,22 @@ struct LayerNormArgs {
 };
 void LayerNormRows(Isa isa, const LayerNormArgs& a, int64_t r0, int64_t r1);
 
+// EmbeddingsLayerNormToU8: one uint8-coded table, its dequantization and the ids read from it
+// (checked in [-rows, rows) before use; negative ids count from the end, as Gather's).
+struct EmbeddingTable {
+  const uint8_t* codes = nullptr;  // [rows, n]
+  int64_t rows = 0;
+  float scale = 1.f;
+  int32_t zp = 0;
+  const int64_t* ids = nullptr;
+};
+struct EmbeddingArgs {
+  EmbeddingTable word, type, position;
+  int64_t shared_positions = 0;  // > 0: one row of position ids (this many) for every sequence
+  LayerNormArgs norm;            // x = y = the float output; the residual is EmbeddingRows' own
+};
+// Token rows [r0, r1): word + type into norm.y, the position rows as the residual, then the
+// LayerNorm (LayerNormRows) over them.
+void EmbeddingRows(Isa isa, const EmbeddingArgs& a, int64_t r0, int64_t r1);
+
 }  // namespace st

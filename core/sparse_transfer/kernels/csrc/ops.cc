@@ -1,4 +1,4 @@
-// The ONNX Runtime custom-op library: the fourteen ops of ../spec.py in domain com.sparse_transfer
+// The ONNX Runtime custom-op library: the fifteen ops of ../spec.py in domain com.sparse_transfer
 // (version 1), registered by RegisterCustomOps (SessionOptions.register_custom_ops_library).
 // Weights (constant initializers) are packed once when ORT creates the kernel; activations are
 // quantized/repacked per call; work is split with KernelContext_ParallelFor, so the session's
@@ -34,6 +34,7 @@ struct OpDef {
   bool layernorm;  // ResidualLayerNorm*: out_u8 adds the quantized second output
   bool linear_norm;  // SparseQLinear*LayerNorm*: a Linear, its residual and LayerNorm in one
   int parts;  // SparseQLinearU8x3: 3 (the weight's rows in three equal outputs), else 1
+  bool embeddings;  // EmbeddingsLayerNormToU8 (also `layernorm`: its epsilon and outputs)
 };
 
 constexpr int kMaxParts = 3;
@@ -50,7 +51,15 @@ constexpr int kAttentionTypes[] = {kTypeUint8, kTypeUint8, kTypeUint8, kTypeUint
 constexpr int kLayerNormTypes[] = {kTypeFloat, kTypeFloat, kTypeFloat,
                                    kTypeFloat, kTypeFloat, kTypeUint8};
 
+// EmbeddingsLayerNormToU8's inputs: input_ids, token_type_ids, position_ids, then per table
+// (word, type, position) codes, scale, zero point; gamma, beta, y_scale, y_zero_point.
+constexpr int kEmbeddingTypes[] = {kTypeInt64, kTypeInt64, kTypeInt64, kTypeUint8, kTypeFloat,
+                                   kTypeUint8, kTypeUint8, kTypeFloat, kTypeUint8, kTypeUint8,
+                                   kTypeFloat, kTypeUint8, kTypeFloat, kTypeFloat, kTypeFloat,
+                                   kTypeUint8};
+
 size_t InputCount(const OpDef* d) {
+  if (d->embeddings) return sizeof(kEmbeddingTypes) / sizeof(int);
   if (d->attention) return sizeof(kAttentionTypes) / sizeof(int) + (d->out_u8 ? 2 : 0);
   if (d->layernorm) return d->out_u8 ? 6 : 4;
   if (d->linear_norm) return d->out_u8 ? 13 : 11;  // the Linear's 8, then LayerNorm's tail
@@ -58,6 +67,7 @@ size_t InputCount(const OpDef* d) {
 }
 
 int InputType(const OpDef* d, size_t i) {
+  if (d->embeddings) return kEmbeddingTypes[i];
   if (d->attention) return i < 12 ? kAttentionTypes[i] : (i == 12 ? kTypeFloat : kTypeUint8);
   if (d->layernorm) return kLayerNormTypes[i];
   if (d->linear_norm && i >= 8) return kLayerNormTypes[i - 7];  // residual, gamma, ... y_zp
@@ -361,6 +371,7 @@ OrtStatus* ReadOutputQuant(OrtKernelContext* ctx, size_t index, float* scale, in
 }
 
 OrtStatus* Compute(Kernel* kernel, OrtKernelContext* ctx, Job* job, std::vector<float>* buf);
+OrtStatus* ComputeEmbeddings(const Kernel* kernel, OrtKernelContext* ctx);
 OrtStatus* RunJob(OrtKernelContext* ctx, const OpDef* d, Job* job);
 OrtStatus* ReadNormTail(const Kernel* kernel, OrtKernelContext* ctx,
                         const std::vector<int64_t>& dims, st::LayerNormArgs* a);
@@ -371,6 +382,7 @@ OrtStatus* KernelComputeV2(void* op_kernel, OrtKernelContext* ctx) {
   try {
     Kernel* kernel = static_cast<Kernel*>(op_kernel);
     if (kernel->def->attention) return ComputeAttention(kernel, ctx);
+    if (kernel->def->embeddings) return ComputeEmbeddings(kernel, ctx);
     if (kernel->def->layernorm) return ComputeLayerNorm(kernel, ctx);
     Job job{};
     std::vector<float> buf;
@@ -680,6 +692,90 @@ OrtStatus* ComputeLayerNorm(const Kernel* kernel, OrtKernelContext* ctx) {
   return g_ort.KernelContext_ParallelFor(ctx, LayerNormTask, tasks, 0, &job);
 }
 
+// ------------------------------------------------------------------ EmbeddingsLayerNormToU8
+
+struct EmbeddingJob {
+  st::Isa isa;
+  st::EmbeddingArgs args;
+  int64_t rows_per_task;
+};
+
+void EmbeddingTask(void* data, size_t i) {
+  const EmbeddingJob& j = *static_cast<EmbeddingJob*>(data);
+  const int64_t r0 = static_cast<int64_t>(i) * j.rows_per_task;
+  st::EmbeddingRows(j.isa, j.args, r0, std::min(j.args.norm.rows, r0 + j.rows_per_task));
+}
+
+// One table's codes [rows, n], scale and zero point at `index`, and its ids (every one in
+// [-rows, rows), as Gather requires).
+OrtStatus* ReadEmbeddingTable(OrtKernelContext* ctx, size_t index, const char* name,
+                              const View& ids, int64_t n, st::EmbeddingTable* t) {
+  View codes, scale, zp;
+  ST_RETURN_IF(Input(ctx, index, &codes));
+  ST_RETURN_IF(Scalar(ctx, index + 1, "an embedding table's scale", &scale));
+  ST_RETURN_IF(Scalar(ctx, index + 2, "an embedding table's zero point", &zp));
+  const std::string op = "EmbeddingsLayerNormToU8: ";
+  if (codes.dims.size() != 2 || codes.dims[1] != n) {
+    return Error(op + "the " + name + " table must be [rows, " + std::to_string(n) + "]");
+  }
+  t->codes = static_cast<const uint8_t*>(codes.data), t->rows = codes.dims[0];
+  t->scale = *static_cast<const float*>(scale.data);
+  t->zp = *static_cast<const uint8_t*>(zp.data);
+  if (!Finite(t->scale)) return Error(op + "the " + name + " table's scale must be finite");
+  t->ids = static_cast<const int64_t*>(ids.data);
+  for (int64_t i = 0; i < ids.size(); ++i) {
+    if (t->ids[i] < -t->rows || t->ids[i] >= t->rows) {
+      return Error(op + std::string(name) + " id " + std::to_string(t->ids[i]) +
+                   " is outside the table's " + std::to_string(t->rows) + " rows");
+    }
+  }
+  return nullptr;
+}
+
+OrtStatus* ComputeEmbeddings(const Kernel* kernel, OrtKernelContext* ctx) {
+  View ids, types, positions, gamma, beta;
+  ST_RETURN_IF(Input(ctx, 0, &ids));
+  ST_RETURN_IF(Input(ctx, 1, &types));
+  ST_RETURN_IF(Input(ctx, 2, &positions));
+  ST_RETURN_IF(Input(ctx, 12, &gamma));
+  ST_RETURN_IF(Input(ctx, 13, &beta));
+  const int64_t n = gamma.size(), seq = ids.dims.empty() ? 0 : ids.dims.back();
+  const bool shared = positions.size() == seq && positions.dims.size() >= 1 &&
+                      positions.dims.back() == seq && ids.size() != seq;
+  if (ids.dims.empty() || types.dims != ids.dims || (positions.dims != ids.dims && !shared)) {
+    return Error("EmbeddingsLayerNormToU8: input_ids and token_type_ids must share one shape, "
+                 "and position_ids have it or be one row of the last dimension's ids");
+  }
+  if (n == 0 || beta.size() != n) {
+    return Error("EmbeddingsLayerNormToU8: gamma and beta must hold the hidden size's values");
+  }
+  EmbeddingJob job{kernel->isa, {}, 16};
+  st::EmbeddingArgs& a = job.args;
+  ST_RETURN_IF(ReadEmbeddingTable(ctx, 3, "word", ids, n, &a.word));
+  ST_RETURN_IF(ReadEmbeddingTable(ctx, 6, "token type", types, n, &a.type));
+  ST_RETURN_IF(ReadEmbeddingTable(ctx, 9, "position", positions, n, &a.position));
+  a.shared_positions = shared ? seq : 0;
+  st::LayerNormArgs& norm = a.norm;
+  ST_RETURN_IF(ReadOutputQuant(ctx, 14, &norm.y_scale, &norm.y_zp));
+  std::vector<int64_t> dims(ids.dims);
+  dims.push_back(n);
+  OrtValue* out = nullptr;
+  OrtValue* out_q = nullptr;
+  ST_RETURN_IF(g_ort.KernelContext_GetOutput(ctx, 0, dims.data(), dims.size(), &out));
+  ST_RETURN_IF(g_ort.KernelContext_GetOutput(ctx, 1, dims.data(), dims.size(), &out_q));
+  norm.rows = ids.size(), norm.n = n, norm.epsilon = kernel->epsilon;
+  if (norm.rows == 0) return nullptr;
+  void* data = nullptr;
+  ST_RETURN_IF(g_ort.GetTensorMutableData(out, &data));
+  norm.x = norm.y = static_cast<float*>(data);
+  ST_RETURN_IF(g_ort.GetTensorMutableData(out_q, &data));
+  norm.yq = static_cast<uint8_t*>(data);
+  norm.gamma = static_cast<const float*>(gamma.data);
+  norm.beta = static_cast<const float*>(beta.data);
+  const int64_t tasks = (norm.rows + job.rows_per_task - 1) / job.rows_per_task;
+  return g_ort.KernelContext_ParallelFor(ctx, EmbeddingTask, tasks, 0, &job);
+}
+
 void KernelDestroy(void* op_kernel) { delete static_cast<Kernel*>(op_kernel); }
 
 // The V1 callbacks: never used by ORT when the V2 ones are set (version >= 16), kept non-null.
@@ -695,10 +791,12 @@ void KernelComputeV1(void* op_kernel, OrtKernelContext* ctx) {
 }
 
 OpDef MakeOp(const char* name, bool qlinear, bool in_u8, bool out_u8, bool attention = false,
-             bool layernorm = false, bool linear_norm = false, int parts = 1) {
+             bool layernorm = false, bool linear_norm = false, int parts = 1,
+             bool embeddings = false) {
   OpDef d{};
   d.name = name, d.qlinear = qlinear, d.in_u8 = in_u8, d.out_u8 = out_u8, d.parts = parts;
   d.attention = attention, d.layernorm = layernorm, d.linear_norm = linear_norm;
+  d.embeddings = embeddings;
   OrtCustomOp& o = d.base;
   o.version = kOrtApiVersion;
   o.CreateKernel = CreateKernelV1;
@@ -748,6 +846,7 @@ OpDef g_ops[] = {
     MakeOp("SparseQLinearLayerNormToU8", true, false, true, false, false, true),
     MakeOp("SparseQLinearFromU8LayerNorm", true, true, false, false, false, true),
     MakeOp("SparseQLinearFromU8LayerNormToU8", true, true, true, false, false, true),
+    MakeOp("EmbeddingsLayerNormToU8", false, false, true, false, true, false, 1, true),
 };
 
 // `why` into the caller's buffer (truncated, terminated); the C entry points' nullptr.
