@@ -223,7 +223,8 @@ def test_residual_layernorms_fuse_with_the_next_quantization(deployments):
     """Each layer's two residual Add + LayerNorm chains become one op that also quantizes for
     the next Linear (the FFN's intermediate.dense and the next layer's query/key/value read
     its uint8 output); the embeddings' sum broadcasts [1, seq, hidden] position embeddings and
-    stays standard. Under the exact reference the logits keep their bits."""
+    is not one of them (`test_embeddings_fuse_into_one_op`). Under the exact reference the
+    logits keep their bits."""
     dest = deployments["text-classification"]
     standard, fused = _graphs(dest)
     report = _report(dest)["sparse_graph"]
@@ -235,15 +236,71 @@ def test_residual_layernorms_fuse_with_the_next_quantization(deployments):
     first = norms[0]
     assert readers[first.output[1]].op_type == "SparseQLinearU8"  # intermediate.dense
     assert ".intermediate." in readers[first.output[1]].name
-    ops = [n.op_type for n in fused.graph.node]
-    assert ops.count("ReduceMean") == 2  # the embeddings' LayerNorm only
     kept = onnx.ModelProto()
     kept.CopyFrom(standard)
-    assert sparsify(kept, fuse_layernorm=False)["fusions"]["layernorm"] == 0
+    fusions = sparsify(kept, fuse_layernorm=False, fuse_embeddings=False)["fusions"]
+    assert fusions["layernorm"] == fusions["embeddings"] == 0
     assert [n.op_type for n in kept.graph.node].count("ReduceMean") == 2 * (2 * LAYERS + 1)
     feeds = _features(dest, "text-classification", 2, 30, 14)
     want = ReferenceGraph(standard)(feeds)["logits"]
     assert np.array_equal(ReferenceGraph(fused)(feeds)["logits"], want)
+
+
+@pytest.mark.parametrize("task", ["text-classification", "question-answering"])
+def test_embeddings_fuse_into_one_op(deployments, task):
+    """The three int8 embedding lookups with their fake quantization, the two Adds, the
+    LayerNorm and layer 0's input QuantizeLinear become one ``EmbeddingsLayerNormToU8``: its
+    uint8 output feeds layer 0's query/key/value, its float output the first residual
+    LayerNorm; the tables travel as ONNX Runtime's own uint8 codes. Under the exact reference
+    the logits keep their bits; ``fuse_embeddings=False`` keeps the standard chain."""
+    dest = deployments[task]
+    standard, fused = _graphs(dest)
+    assert _report(dest)["sparse_graph"]["fusions"]["embeddings"] == 1
+    (op,) = [n for n in fused.graph.node if n.op_type == spec.EMBEDDINGS_OP]
+    ops = [n.op_type for n in fused.graph.node]
+    assert ops.count("ReduceMean") == ops.count("DequantizeLinear") == 0
+    assert op.input[0] == "input_ids" and op.input[1] == "token_type_ids"
+    readers = {}
+    for n in fused.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n.op_type)
+    assert readers[op.output[1]] == ["SparseQLinearU8x3"]
+    assert "SparseQLinearFromU8LayerNormToU8" in readers[op.output[0]]
+    feeds = _features(dest, task, 2, 30, 15)
+    want = ReferenceGraph(standard)(feeds)
+    got = ReferenceGraph(fused)(feeds)
+    for name in want:
+        assert np.array_equal(got[name], want[name]), name
+    kept = onnx.ModelProto()
+    kept.CopyFrom(standard)
+    assert sparsify(kept, fuse_embeddings=False)["fusions"]["embeddings"] == 0
+    assert [n.op_type for n in kept.graph.node].count("ReduceMean") == 2
+
+
+def test_embeddings_op_rejects_ids_outside_its_tables(deployments):
+    """An input id past the vocabulary is an error naming the table, as ORT's Gather's is; a
+    negative one counts from the end, as Gather's does (same logits as the standard graph's
+    on the same ids)."""
+    status = engines.kernel_status()
+    if not status.available:
+        pytest.skip(f"kernel library not available: {status.reason}")
+    dest = deployments["text-classification"]
+    sparse = ort.InferenceSession(
+        str(dest / "model.sparse.onnx"), session_options(1, "onnxruntime-sparse"),
+        providers=["CPUExecutionProvider"])  # fmt: skip
+    standard = ort.InferenceSession(str(dest / "model.onnx"), session_options(1),
+                                    providers=["CPUExecutionProvider"])  # fmt: skip
+    feeds = _features(dest, "text-classification", 2, 12, 16)
+    (op,) = [n for n in _graphs(dest)[1].graph.node if n.op_type == spec.EMBEDDINGS_OP]
+    codes = {i.name: i for i in _graphs(dest)[1].graph.initializer}[op.input[3]]
+    vocab = codes.dims[0]
+    feeds["input_ids"][0, 3] = -5
+    (want,) = standard.run(["logits"], feeds)
+    (got,) = sparse.run(["logits"], feeds)
+    np.testing.assert_allclose(got, want, atol=0.05)
+    feeds["input_ids"][1, 2] = vocab
+    with pytest.raises(Exception, match=f"word id {vocab} is outside the table's {vocab} rows"):
+        sparse.run(["logits"], feeds)
 
 
 def test_linears_fuse_with_the_layernorm_reading_them(deployments):
@@ -298,7 +355,7 @@ def test_gelu_and_next_input_quantization_fuse_exactly(deployments):
     sparse = onnx.ModelProto()
     sparse.CopyFrom(standard)
     report = sparsify(sparse, fuse_gelu=True, concat_shared_inputs=True, fuse_attention=False,
-                      fuse_layernorm=False)  # fmt: skip
+                      fuse_layernorm=False, fuse_embeddings=False)  # fmt: skip
     onnx.checker.check_model(sparse, full_check=True)
     by_op: dict[str, list] = {}
     for n in sparse.graph.node:

@@ -94,7 +94,7 @@ def test_one_linear_becomes_one_op_with_the_same_numbers(gelu, requantize, op):
     assert report["fusions"] == {
         "bias_scale_epilogue": 1, "gelu": int(gelu), "output_quant": int(requantize),
         "float_input": 1, "shared_input_concat": 0, "attention": 0, "attention_output_quant": 0,
-        "layernorm": 0, "linear_layernorm": 0, "shared_input_parts": 0,
+        "layernorm": 0, "linear_layernorm": 0, "shared_input_parts": 0, "embeddings": 0,
     }  # fmt: skip
     x = np.random.default_rng(1).standard_normal((2, 3, K)).astype(np.float32) * 3
     want = ReferenceGraph(model)({"x": x})

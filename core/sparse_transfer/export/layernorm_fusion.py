@@ -78,7 +78,15 @@ def _same_shape(add, idx, hidden: int) -> bool:
 
 
 def _match(add, idx) -> dict | None:
-    """The LayerNorm chain after the residual `add`, or None."""
+    """The LayerNorm chain after the residual `add`, whose addends share one shape, or None."""
+    m = match_chain(add, idx)
+    if m is None or not _same_shape(add, idx, m["width"]):
+        return None
+    return m
+
+
+def match_chain(add, idx) -> dict | None:
+    """The exported LayerNorm chain after `add` (its nodes, gamma, beta, epsilon), or None."""
     s = add.output[0]
     means, subs = _users(idx, s, "ReduceMean"), _users(idx, s, "Sub")
     if (
@@ -118,14 +126,12 @@ def _match(add, idx) -> dict | None:
     )
     if beta is None or gamma[1].ndim != 1 or beta[1].shape != gamma[1].shape:
         return None
-    if not _same_shape(add, idx, int(gamma[1].size)):
-        return None
     return {"add": add, "nodes": [add, mean, sub, pows[0], var, eps_add, sqrt, divs[0], mul, last],
             "gamma": gamma[0], "beta": beta[0], "epsilon": float(eps[1].reshape(())),
-            "output": last.output[0]}  # fmt: skip
+            "output": last.output[0], "width": int(gamma[1].size)}  # fmt: skip
 
 
-def _quantized_reader(m: dict, idx):
+def quantized_reader(m: dict, idx):
     """(scale, zero point, reader node, kind) of the one reader that quantizes the result."""
     readers = idx.consumers.get(m["output"], [])
     quants = [r for r in readers if r.op_type == "QuantizeLinear" and is_u8_scalar_quant(r, idx)]
@@ -144,7 +150,7 @@ def _emit(m: dict, idx, builder) -> tuple[object, list]:
     name = m["nodes"][-1].name.rsplit("/", 1)[0] or m["output"]  # the LayerNorm module
     inputs = [*m["add"].input, m["gamma"], m["beta"]]
     outputs, removed = [m["output"]], list(m["nodes"])
-    reader = _quantized_reader(m, idx)
+    reader = quantized_reader(m, idx)
     op_type = "ResidualLayerNorm"
     if reader is not None:
         scale, zero_point, node, kind = reader

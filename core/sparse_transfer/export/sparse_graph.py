@@ -43,6 +43,7 @@ import numpy as np
 
 from sparse_transfer.export import (
     attention_fusion,
+    embedding_fusion,
     layernorm_fusion,
     linear_norm_fusion,
     shared_input_fusion,
@@ -76,9 +77,12 @@ FUSE_LINEAR_LAYERNORM = True
 # Each layer's query, key and value (three uint8 Linears reading one tensor) as one op with
 # three outputs (`shared_input_fusion`): measured in docs/kernels.md.
 FUSE_SHARED_INPUTS = True
+# BERT's embeddings, their LayerNorm and the first Linear's quantization as one op
+# (`embedding_fusion`, `kernels.spec.EmbeddingsLayerNormToU8`): measured in docs/kernels.md.
+FUSE_EMBEDDINGS = True
 FUSIONS = ("float_input", "bias_scale_epilogue", "gelu", "output_quant", "attention",
            "attention_output_quant", "layernorm", "linear_layernorm",
-           "shared_input_parts")  # fmt: skip
+           "shared_input_parts", "embeddings")  # fmt: skip
 _SQRT2 = np.float32(np.sqrt(2.0))
 
 
@@ -429,6 +433,7 @@ def sparsify(
     fuse_layernorm: bool = FUSE_LAYERNORM,
     fuse_linear_layernorm: bool = FUSE_LINEAR_LAYERNORM,
     fuse_shared_inputs: bool = FUSE_SHARED_INPUTS,
+    fuse_embeddings: bool = FUSE_EMBEDDINGS,
 ) -> dict:
     """Rewrites a standard ``integer`` int8 graph in place; returns the report entry.
 
@@ -437,7 +442,8 @@ def sparsify(
     `fuse_attention_output_quant` it writes the next Linear's uint8 input), `fuse_layernorm`
     each residual Add + LayerNorm (`layernorm_fusion`), and `fuse_linear_layernorm` (with
     it) the Linear before such a LayerNorm into it (`linear_norm_fusion`), and
-    `fuse_shared_inputs` each query/key/value trio into one op (`shared_input_fusion`)."""
+    `fuse_shared_inputs` each query/key/value trio into one op (`shared_input_fusion`);
+    `fuse_embeddings` the embeddings with their LayerNorm (`embedding_fusion`)."""
     from onnx import helper
 
     graph = model_proto.graph
@@ -471,6 +477,11 @@ def sparsify(
                 graph, GraphIndex(graph)
             )
         fusions["float_input"] = _refresh_inputs(graph, layers)
+        prune(graph)
+    fusions["embeddings"] = 0
+    if fuse_embeddings:
+        idx = GraphIndex(graph)
+        fusions["embeddings"] = embedding_fusion.fuse_embeddings(graph, idx, _Consts(graph, idx))
         prune(graph)
     fusions["shared_input_parts"] = _fuse_shared_inputs(graph, layers) if fuse_shared_inputs else 0
     if not any(o.domain == spec.DOMAIN for o in model_proto.opset_import):
