@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sparse_transfer.export.graph_index import is_u8_scalar_quant, replace_nodes
+from sparse_transfer.export.graph_index import is_u8_scalar_quant, replace_matches
 from sparse_transfer.export.layernorm_fusion import match_chain, quantized_reader
 from sparse_transfer.kernels import spec
 
@@ -147,11 +147,5 @@ def fuse_embeddings(graph, idx, builder) -> int:
     """Rewrites the embeddings in place when they match; returns how many (0 or 1)."""
     graph_inputs = {i.name: i for i in graph.input}
     found = [_match(n, idx, graph_inputs) for n in graph.node if n.op_type == "Add"]
-    found = [m for m in found if m is not None]
-    at, gone = {}, set()
-    for m in found:
-        op, removed = _emit(m, idx, builder)
-        at[id(m["nodes"][-1])] = [op]
-        gone |= {id(n) for n in removed}
-    replace_nodes(graph, at, gone)
-    return len(found)
+    return replace_matches(graph, [m for m in found if m is not None],
+                           lambda m: _emit(m, idx, builder))  # fmt: skip

@@ -76,3 +76,15 @@ def replace_nodes(graph, at: dict[int, list], gone: set[int]) -> None:
             kept.append(n)
     del graph.node[:]
     graph.node.extend(kept)
+
+
+def replace_matches(graph, found: list[dict], emit) -> int:
+    """Each match's op (``emit(match) -> (op, removed nodes)``) takes the place of the match's
+    last node (``match["nodes"][-1]``); the removed nodes go. Returns how many."""
+    at, gone = {}, set()
+    for m in found:
+        op, removed = emit(m)
+        at[id(m["nodes"][-1])] = [op]
+        gone |= {id(n) for n in removed}
+    replace_nodes(graph, at, gone)
+    return len(found)

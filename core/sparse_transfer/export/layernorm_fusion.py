@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sparse_transfer.export.graph_index import is_u8_scalar_quant, replace_nodes
+from sparse_transfer.export.graph_index import is_u8_scalar_quant, replace_matches
 from sparse_transfer.kernels import spec
 
 # A sparse op reading float -> the same op reading uint8 (see spec.QLINEAR_OPS).
@@ -173,11 +173,5 @@ def _emit(m: dict, idx, builder) -> tuple[object, list]:
 def fuse_layernorms(graph, idx, builder) -> int:
     """Rewrites every matching residual LayerNorm in place; returns how many."""
     found = [_match(n, idx) for n in graph.node if n.op_type == "Add"]
-    found = [m for m in found if m is not None]
-    at, gone = {}, set()
-    for m in found:
-        op, removed = _emit(m, idx, builder)
-        at[id(m["nodes"][-1])] = [op]
-        gone |= {id(n) for n in removed}
-    replace_nodes(graph, at, gone)
-    return len(found)
+    return replace_matches(graph, [m for m in found if m is not None],
+                           lambda m: _emit(m, idx, builder))  # fmt: skip

@@ -605,16 +605,24 @@ OrtStatus* ComputeAttention(const Kernel* kernel, OrtKernelContext* ctx) {
 
 // ------------------------------------------------------------------------ ResidualLayerNorm
 
-struct LayerNormJob {
+// A row-wise op's work (LayerNorm, embeddings), `rows_per_task` rows a ParallelFor task.
+template <typename Args>
+struct RowJob {
   st::Isa isa;
-  st::LayerNormArgs args;
-  int64_t rows_per_task;
+  Args args;
+  int64_t rows, rows_per_task;
 };
 
-void LayerNormTask(void* data, size_t i) {
-  const LayerNormJob& j = *static_cast<LayerNormJob*>(data);
+template <typename Args, void (*kRows)(st::Isa, const Args&, int64_t, int64_t)>
+void RowsTask(void* data, size_t i) {
+  const RowJob<Args>& j = *static_cast<RowJob<Args>*>(data);
   const int64_t r0 = static_cast<int64_t>(i) * j.rows_per_task;
-  st::LayerNormRows(j.isa, j.args, r0, std::min(j.args.rows, r0 + j.rows_per_task));
+  kRows(j.isa, j.args, r0, std::min(j.rows, r0 + j.rows_per_task));
+}
+
+template <typename Args>
+int64_t RowTasks(const RowJob<Args>& job) {
+  return (job.rows + job.rows_per_task - 1) / job.rows_per_task;
 }
 
 OrtStatus* ReadLayerNormInputs(const Kernel* kernel, OrtKernelContext* ctx, View* x,
@@ -671,7 +679,7 @@ OrtStatus* ReadNormTail(const Kernel* kernel, OrtKernelContext* ctx,
 
 OrtStatus* ComputeLayerNorm(const Kernel* kernel, OrtKernelContext* ctx) {
   View x;
-  LayerNormJob job{kernel->isa, {}, 16};
+  RowJob<st::LayerNormArgs> job{kernel->isa, {}, 0, 16};
   st::LayerNormArgs& a = job.args;
   ST_RETURN_IF(ReadLayerNormInputs(kernel, ctx, &x, &a));
   OrtValue* out = nullptr;
@@ -688,23 +696,12 @@ OrtStatus* ComputeLayerNorm(const Kernel* kernel, OrtKernelContext* ctx) {
   if (a.rows == 0 || a.n == 0) return nullptr;
   ST_RETURN_IF(g_ort.GetTensorMutableData(out, &data));
   a.y = static_cast<float*>(data);
-  const int64_t tasks = (a.rows + job.rows_per_task - 1) / job.rows_per_task;
-  return g_ort.KernelContext_ParallelFor(ctx, LayerNormTask, tasks, 0, &job);
+  job.rows = a.rows;
+  return g_ort.KernelContext_ParallelFor(ctx, RowsTask<st::LayerNormArgs, st::LayerNormRows>,
+                                         RowTasks(job), 0, &job);
 }
 
 // ------------------------------------------------------------------ EmbeddingsLayerNormToU8
-
-struct EmbeddingJob {
-  st::Isa isa;
-  st::EmbeddingArgs args;
-  int64_t rows_per_task;
-};
-
-void EmbeddingTask(void* data, size_t i) {
-  const EmbeddingJob& j = *static_cast<EmbeddingJob*>(data);
-  const int64_t r0 = static_cast<int64_t>(i) * j.rows_per_task;
-  st::EmbeddingRows(j.isa, j.args, r0, std::min(j.args.norm.rows, r0 + j.rows_per_task));
-}
 
 // One table's codes [rows, n], scale and zero point at `index`, and its ids (every one in
 // [-rows, rows), as Gather requires).
@@ -749,7 +746,7 @@ OrtStatus* ComputeEmbeddings(const Kernel* kernel, OrtKernelContext* ctx) {
   if (n == 0 || beta.size() != n) {
     return Error("EmbeddingsLayerNormToU8: gamma and beta must hold the hidden size's values");
   }
-  EmbeddingJob job{kernel->isa, {}, 16};
+  RowJob<st::EmbeddingArgs> job{kernel->isa, {}, 0, 16};
   st::EmbeddingArgs& a = job.args;
   ST_RETURN_IF(ReadEmbeddingTable(ctx, 3, "word", ids, n, &a.word));
   ST_RETURN_IF(ReadEmbeddingTable(ctx, 6, "token type", types, n, &a.type));
@@ -772,8 +769,9 @@ OrtStatus* ComputeEmbeddings(const Kernel* kernel, OrtKernelContext* ctx) {
   norm.yq = static_cast<uint8_t*>(data);
   norm.gamma = static_cast<const float*>(gamma.data);
   norm.beta = static_cast<const float*>(beta.data);
-  const int64_t tasks = (norm.rows + job.rows_per_task - 1) / job.rows_per_task;
-  return g_ort.KernelContext_ParallelFor(ctx, EmbeddingTask, tasks, 0, &job);
+  job.rows = norm.rows;
+  return g_ort.KernelContext_ParallelFor(ctx, RowsTask<st::EmbeddingArgs, st::EmbeddingRows>,
+                                         RowTasks(job), 0, &job);
 }
 
 void KernelDestroy(void* op_kernel) { delete static_cast<Kernel*>(op_kernel); }
