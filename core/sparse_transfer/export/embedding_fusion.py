@@ -39,7 +39,7 @@ def _fake_quant(dq_out: str, idx):
 
 
 def _scaled_lookup(mul, idx, width: int):
-    """(Gather, Cast, w_scale) of ``Cast(Gather(int8 table [V, width], ids)) * w_scale``."""
+    """(Gather, Cast, w_scale, table) of ``Cast(Gather(int8 table [V, width], ids)) * w_scale``."""
     a, b = mul.input
     first = idx.producer.get(a)
     cast_out, scale_name = (a, b) if first is not None and first.op_type == "Cast" else (b, a)

@@ -256,7 +256,7 @@ void GroupRow(const Packed& w, int64_t g, int r, std::vector<int8_t>* row) {
   }
 }
 
-// Builds the expanded form; false (and nothing kept) where its value offsets would not fit.
+// Builds the expanded form; false where its value offsets would not fit (the caller drops it).
 bool BuildExpanded(Packed* p) {
   const int64_t groups = (p->n + kRowGroup - 1) / kRowGroup;
   p->x_chunks = ExpandedChunks(*p);

@@ -610,19 +610,22 @@ template <typename Args>
 struct RowJob {
   st::Isa isa;
   Args args;
-  int64_t rows, rows_per_task;
+  int64_t rows_per_task;
 };
+
+int64_t RowCount(const st::LayerNormArgs& a) { return a.rows; }
+int64_t RowCount(const st::EmbeddingArgs& a) { return a.norm.rows; }
 
 template <typename Args, void (*kRows)(st::Isa, const Args&, int64_t, int64_t)>
 void RowsTask(void* data, size_t i) {
   const RowJob<Args>& j = *static_cast<RowJob<Args>*>(data);
   const int64_t r0 = static_cast<int64_t>(i) * j.rows_per_task;
-  kRows(j.isa, j.args, r0, std::min(j.rows, r0 + j.rows_per_task));
+  kRows(j.isa, j.args, r0, std::min(RowCount(j.args), r0 + j.rows_per_task));
 }
 
 template <typename Args>
 int64_t RowTasks(const RowJob<Args>& job) {
-  return (job.rows + job.rows_per_task - 1) / job.rows_per_task;
+  return (RowCount(job.args) + job.rows_per_task - 1) / job.rows_per_task;
 }
 
 OrtStatus* ReadLayerNormInputs(const Kernel* kernel, OrtKernelContext* ctx, View* x,
@@ -679,7 +682,7 @@ OrtStatus* ReadNormTail(const Kernel* kernel, OrtKernelContext* ctx,
 
 OrtStatus* ComputeLayerNorm(const Kernel* kernel, OrtKernelContext* ctx) {
   View x;
-  RowJob<st::LayerNormArgs> job{kernel->isa, {}, 0, 16};
+  RowJob<st::LayerNormArgs> job{kernel->isa, {}, 16};
   st::LayerNormArgs& a = job.args;
   ST_RETURN_IF(ReadLayerNormInputs(kernel, ctx, &x, &a));
   OrtValue* out = nullptr;
@@ -696,7 +699,6 @@ OrtStatus* ComputeLayerNorm(const Kernel* kernel, OrtKernelContext* ctx) {
   if (a.rows == 0 || a.n == 0) return nullptr;
   ST_RETURN_IF(g_ort.GetTensorMutableData(out, &data));
   a.y = static_cast<float*>(data);
-  job.rows = a.rows;
   return g_ort.KernelContext_ParallelFor(ctx, RowsTask<st::LayerNormArgs, st::LayerNormRows>,
                                          RowTasks(job), 0, &job);
 }
@@ -746,7 +748,7 @@ OrtStatus* ComputeEmbeddings(const Kernel* kernel, OrtKernelContext* ctx) {
   if (n == 0 || beta.size() != n) {
     return Error("EmbeddingsLayerNormToU8: gamma and beta must hold the hidden size's values");
   }
-  RowJob<st::EmbeddingArgs> job{kernel->isa, {}, 0, 16};
+  RowJob<st::EmbeddingArgs> job{kernel->isa, {}, 16};
   st::EmbeddingArgs& a = job.args;
   ST_RETURN_IF(ReadEmbeddingTable(ctx, 3, "word", ids, n, &a.word));
   ST_RETURN_IF(ReadEmbeddingTable(ctx, 6, "token type", types, n, &a.type));
@@ -769,7 +771,6 @@ OrtStatus* ComputeEmbeddings(const Kernel* kernel, OrtKernelContext* ctx) {
   norm.yq = static_cast<uint8_t*>(data);
   norm.gamma = static_cast<const float*>(gamma.data);
   norm.beta = static_cast<const float*>(beta.data);
-  job.rows = norm.rows;
   return g_ort.KernelContext_ParallelFor(ctx, RowsTask<st::EmbeddingArgs, st::EmbeddingRows>,
                                          RowTasks(job), 0, &job);
 }
